@@ -1,0 +1,265 @@
+//! The app registry: groups, parents, apps, registered plugin versions and the
+//! database objects each app depends on (`app_db_objects`). All SQL about apps
+//! lives here.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::db::{Database, DbError};
+use crate::enums::{DbObjectType, RunStatus};
+use crate::on_pool;
+
+/// The app id of `group/parent/name`: SHA-256 hex of `group|parent|name` (as the
+/// roadmap's `get_app_info` derives it), so every host computes the same id.
+pub fn app_id_for(group: &str, parent: &str, name: &str) -> String {
+    hex::encode(Sha256::digest(format!("{group}|{parent}|{name}").as_bytes()))
+}
+
+/// One row of `apps`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AppRow {
+    /// Id (64 hex).
+    pub app_id: String,
+    /// Group.
+    pub group_name: String,
+    /// Parent.
+    pub parent_name: String,
+    /// Name.
+    pub app_name: String,
+    /// Kind.
+    pub kind: String,
+    /// Description.
+    pub description: String,
+    /// Whether the scheduler may start it.
+    pub enabled: bool,
+    /// Cron schedule.
+    pub schedule_cron: Option<String>,
+    /// Interval schedule.
+    pub interval_secs: Option<i64>,
+    /// Next due time.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Last run start.
+    pub last_run: Option<DateTime<Utc>>,
+    /// Status of the last run.
+    pub run_status: Option<String>,
+    /// Pending command.
+    pub cmd_name: Option<String>,
+    /// Command state.
+    pub cmd_flag: String,
+    /// Fatal flag.
+    pub fatal_flag: String,
+    /// Why it is flagged.
+    pub fatal_msg: Option<String>,
+    /// Consecutive failed runs.
+    pub fail_count: i64,
+    /// Progress: items done.
+    pub current_count: i64,
+    /// Progress: items in total.
+    pub total_count: i64,
+    /// Progress: failed items.
+    pub error_count: i64,
+    /// Active plugin version.
+    pub active_version: Option<String>,
+    /// Active plugin file hash.
+    pub active_hash: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AppRow {
+    /// `group/parent/name`.
+    pub fn path(&self) -> String {
+        format!("{}/{}/{}", self.group_name, self.parent_name, self.app_name)
+    }
+}
+
+/// One registered plugin version.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PluginVersionRow {
+    /// App.
+    pub app_id: String,
+    /// Plugin version.
+    pub version: String,
+    /// SHA-256 of the file.
+    pub sha256: String,
+    /// Interface version.
+    pub interface_version: i64,
+    /// Manifest JSON.
+    pub manifest: String,
+    /// Path in the plugin store.
+    pub store_path: String,
+    /// Where the file came from.
+    pub source_file: String,
+    /// When.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Ensures group, parent and app rows exist (scaffold and registration call it).
+/// Returns true if the app was created.
+pub async fn ensure_app(
+    db: &Database,
+    group: &str,
+    parent: &str,
+    name: &str,
+    kind: &str,
+    description: &str,
+) -> Result<bool, DbError> {
+    let now = Utc::now();
+    let app_id = app_id_for(group, parent, name);
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO app_groups (group_name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(group).bind(now).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO app_parents (group_name, parent_name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(group).bind(parent).bind(now).execute(&mut *tx).await?;
+        let created = sqlx::query(
+            "INSERT INTO apps (app_id, group_name, parent_name, app_name, kind, description, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING")
+            .bind(&app_id).bind(group).bind(parent).bind(name).bind(kind).bind(description).bind(now)
+            .execute(&mut *tx).await?.rows_affected() == 1;
+        tx.commit().await?;
+        Ok(created)
+    })
+}
+
+/// Records a new plugin version and makes it active, in one transaction. The
+/// schedule from the manifest is applied only when the app has none yet.
+pub async fn register_version(
+    db: &Database,
+    v: &PluginVersionRow,
+    description: &str,
+    schedule_cron: Option<&str>,
+    interval_secs: Option<i64>,
+) -> Result<(), DbError> {
+    on_pool!(db, pool => {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO plugin_versions (app_id, version, sha256, interface_version, manifest, store_path, source_file, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(&v.app_id).bind(&v.version).bind(&v.sha256).bind(v.interface_version).bind(&v.manifest)
+            .bind(&v.store_path).bind(&v.source_file).bind(v.registered_at)
+            .execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE apps SET active_version = $1, active_hash = $2, description = $3, \
+             schedule_cron = COALESCE(schedule_cron, $4), \
+             interval_secs = CASE WHEN schedule_cron IS NULL AND interval_secs IS NULL THEN $5 ELSE interval_secs END, \
+             updated_at = $6 WHERE app_id = $7")
+            .bind(&v.version).bind(&v.sha256).bind(description).bind(schedule_cron).bind(interval_secs)
+            .bind(v.registered_at).bind(&v.app_id)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+}
+
+/// Makes an already registered version active (rollback).
+pub async fn set_active_version(db: &Database, app_id: &str, version: &PluginVersionRow) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query("UPDATE apps SET active_version = $1, active_hash = $2, updated_at = $3 WHERE app_id = $4")
+        .bind(&version.version).bind(&version.sha256).bind(Utc::now()).bind(app_id)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// All apps, by path.
+pub async fn list_apps(db: &Database) -> Result<Vec<AppRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, AppRow>(
+        "SELECT * FROM apps ORDER BY group_name, parent_name, app_name").fetch_all(pool).await)?)
+}
+
+/// One app by exact id.
+pub async fn get_app(db: &Database, app_id: &str) -> Result<Option<AppRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, AppRow>("SELECT * FROM apps WHERE app_id = $1")
+        .bind(app_id).fetch_optional(pool).await)?)
+}
+
+/// Finds an app by id, unique id prefix (6+ characters) or `group/parent/name`.
+pub async fn resolve_app(db: &Database, spec: &str) -> Result<AppRow, DbError> {
+    let apps = list_apps(db).await?;
+    let matches: Vec<&AppRow> = apps
+        .iter()
+        .filter(|a| a.app_id == spec || a.path() == spec || (spec.len() >= 6 && a.app_id.starts_with(spec)))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(DbError::Refused(format!(
+            "no app matches {spec:?}; use an app id, a prefix of 6+ characters or group/parent/name (see `dc-host plugins list`)"
+        ))),
+        many => Err(DbError::Refused(format!(
+            "{spec:?} matches {} apps ({}); give more characters",
+            many.len(),
+            many.iter().map(|a| a.path()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Registered versions of an app, newest registration first.
+pub async fn versions(db: &Database, app_id: &str) -> Result<Vec<PluginVersionRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, PluginVersionRow>(
+        "SELECT * FROM plugin_versions WHERE app_id = $1 ORDER BY registered_at DESC").bind(app_id).fetch_all(pool).await)?)
+}
+
+/// The registered version with this file hash, if any.
+pub async fn version_by_hash(db: &Database, sha256: &str) -> Result<Option<PluginVersionRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, PluginVersionRow>(
+        "SELECT * FROM plugin_versions WHERE sha256 = $1").bind(sha256).fetch_optional(pool).await)?)
+}
+
+/// Updates live progress counters of an app.
+pub async fn set_progress(db: &Database, app_id: &str, current: i64, total: i64, errors: i64) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE apps SET current_count = $1, total_count = $2, error_count = $3 WHERE app_id = $4")
+        .bind(current).bind(total).bind(errors).bind(app_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Records the outcome of a run on its app (status, last run, consecutive failures).
+pub async fn record_run_outcome(db: &Database, app_id: &str, status: RunStatus, started: DateTime<Utc>) -> Result<i64, DbError> {
+    let failed = status == RunStatus::Failed;
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE apps SET run_status = $1, last_run = $2, fail_count = CASE WHEN $3 THEN fail_count + 1 ELSE 0 END, updated_at = $4 WHERE app_id = $5")
+        .bind(status.as_str()).bind(started).bind(failed).bind(Utc::now()).bind(app_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    let n: i64 = on_pool!(db, pool => sqlx::query_scalar("SELECT fail_count FROM apps WHERE app_id = $1")
+        .bind(app_id).fetch_one(pool).await)?;
+    Ok(n)
+}
+
+/// Records (or refreshes) a database object an app created or wrote.
+pub async fn record_db_object(
+    db: &Database,
+    app_id: &str,
+    name: &str,
+    ty: DbObjectType,
+    action: &str,
+) -> Result<(), DbError> {
+    let now = Utc::now();
+    on_pool!(db, pool => sqlx::query(
+        "INSERT INTO app_db_objects (app_id, object_name, object_type, last_action, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+         ON CONFLICT (app_id, object_name, object_type) DO UPDATE SET last_action = excluded.last_action, updated_at = excluded.updated_at")
+        .bind(app_id).bind(name).bind(ty.as_str()).bind(action).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// One row of `app_db_objects`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DbObjectRow {
+    /// Owner app (or `dc-host`).
+    pub app_id: String,
+    /// Object name.
+    pub object_name: String,
+    /// Object type.
+    pub object_type: String,
+    /// Last action (create, verify, merge, deploy).
+    pub last_action: String,
+    /// Last update.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Database objects recorded for an app (or all, if `app_id` is None).
+pub async fn db_objects(db: &Database, app_id: Option<&str>) -> Result<Vec<DbObjectRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, DbObjectRow>(
+        "SELECT app_id, object_name, object_type, last_action, updated_at FROM app_db_objects WHERE $1 IS NULL OR app_id = $1 ORDER BY app_id, object_name")
+        .bind(app_id).fetch_all(pool).await)?)
+}

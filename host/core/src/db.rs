@@ -1,0 +1,280 @@
+//! The database: one [`Database`] handle over SQLite (embedded default) or
+//! PostgreSQL, chosen by URL, with the migrations of `migrations/<backend>/`
+//! embedded in the binary. Every feature works on both backends; code that needs
+//! backend-specific SQL matches on the variant (the connector seam where an MSSQL
+//! backend would be added).
+//!
+//! SQLite is opened in WAL mode with a busy timeout, and writers start with
+//! `BEGIN IMMEDIATE`, so the host and its worker processes can write the same
+//! file at once without "database is locked".
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::settings::{Settings, redact_url};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The core tables, in creation order (drop goes in reverse).
+pub const CORE_TABLES: &[&str] = &[
+    "app_groups",
+    "app_parents",
+    "apps",
+    "plugin_versions",
+    "app_db_objects",
+    "runtime",
+    "run_changes",
+    "logs",
+    "app_functions",
+    "function_log",
+];
+
+/// A database failure, naming the URL (password redacted) or the statement.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The server or file could not be reached.
+    #[error("cannot connect to database {url}: {source}; check that the server runs and the URL is right (DC_DATABASE_URL or [database] url)")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// Cause.
+        source: sqlx::Error,
+    },
+    /// The URL does not parse.
+    #[error("invalid database URL {url}: {message}")]
+    BadUrl {
+        /// Redacted URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A guarded operation was called without confirmation.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Which backend a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// A connection pool to the host's database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to whichever pool the database holds; the
+/// body must type-check for both backends.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite($pool) => $body,
+            $crate::db::Database::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// One migration and whether it is applied.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MigrationState {
+    /// Version number.
+    pub version: i64,
+    /// Description from the file name.
+    pub description: String,
+    /// Applied to this database.
+    pub applied: bool,
+}
+
+impl Database {
+    /// Connects using the settings (creating the SQLite file and its directory).
+    pub async fn connect(settings: &Settings) -> Result<Database, DbError> {
+        Database::connect_url(&settings.database_url(), settings).await
+    }
+
+    /// Connects to an explicit URL with the pool settings of `settings`.
+    pub async fn connect_url(url: &str, settings: &Settings) -> Result<Database, DbError> {
+        let shown = redact_url(url);
+        let db = &settings.database;
+        let acquire = Duration::from_secs(db.connect_timeout_secs);
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| DbError::BadUrl { url: shown.clone(), message: e.to_string() })?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(db.busy_timeout_secs))
+                .foreign_keys(true);
+            if let Some(parent) = opts.get_filename().parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(|e| DbError::Connect {
+                    url: shown.clone(),
+                    source: sqlx::Error::Io(e),
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(db.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(opts)
+                .await
+                .map_err(|source| DbError::Connect { url: shown, source })?;
+            Ok(Database::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| DbError::BadUrl { url: shown.clone(), message: e.to_string() })?
+                .application_name("dc-host");
+            let pool = PgPoolOptions::new()
+                .max_connections(db.max_connections)
+                .acquire_timeout(acquire)
+                .connect_with(opts)
+                .await
+                .map_err(|source| DbError::Connect { url: shown, source })?;
+            Ok(Database::Postgres(pool))
+        } else {
+            Err(DbError::BadUrl { url: shown, message: "use sqlite://PATH or postgres://USER@HOST:PORT/DB".into() })
+        }
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Database::Sqlite(_) => Backend::Sqlite,
+            Database::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Database::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Database::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, DbError> {
+        let before = self.status().await?.iter().filter(|m| m.applied).count();
+        on_pool!(self, pool => self.migrator().run(pool).await)?;
+        let after = self.status().await?.iter().filter(|m| m.applied).count();
+        Ok(after - before)
+    }
+
+    /// Every embedded migration and whether it is applied here.
+    pub async fn status(&self) -> Result<Vec<MigrationState>, DbError> {
+        let exists = self.table_exists("_sqlx_migrations").await?;
+        let applied: Vec<i64> = if exists {
+            on_pool!(self, pool => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await)?
+        } else {
+            Vec::new()
+        };
+        Ok(self
+            .migrator()
+            .iter()
+            .map(|m| MigrationState {
+                version: m.version,
+                description: m.description.to_string(),
+                applied: applied.contains(&m.version),
+            })
+            .collect())
+    }
+
+    /// True if a table with this name exists.
+    pub async fn table_exists(&self, name: &str) -> Result<bool, DbError> {
+        let n: i64 = match self {
+            Database::Sqlite(p) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1")
+                    .bind(name)
+                    .fetch_one(p)
+                    .await?
+            }
+            Database::Postgres(p) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1",
+                )
+                .bind(name)
+                .fetch_one(p)
+                .await?
+            }
+        };
+        Ok(n > 0)
+    }
+
+    /// Drops every plugin table recorded in `app_db_objects` and every core
+    /// table. Refused unless `confirm` is true.
+    pub async fn drop_all(&self, confirm: bool) -> Result<Vec<String>, DbError> {
+        if !confirm {
+            return Err(DbError::Refused(
+                "dropping deletes every table and all collected data; run again with --yes-drop-everything to confirm"
+                    .into(),
+            ));
+        }
+        let mut dropped = Vec::new();
+        if self.table_exists("app_db_objects").await? {
+            let plugin_tables: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
+                "SELECT DISTINCT object_name FROM app_db_objects WHERE object_type = 'TABLE' AND app_id <> 'dc-host'"
+            ).fetch_all(pool).await)?;
+            for t in plugin_tables {
+                crate::merge::check_ident(&t).map_err(|e| DbError::Refused(e.to_string()))?;
+                let sql = format!("DROP TABLE IF EXISTS \"{t}\"");
+                on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
+                dropped.push(t);
+            }
+        }
+        for t in CORE_TABLES.iter().rev().chain(std::iter::once(&"_sqlx_migrations")) {
+            let sql = format!("DROP TABLE IF EXISTS {t}");
+            on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
+            dropped.push(t.to_string());
+        }
+        Ok(dropped)
+    }
+
+    /// Records the core tables in `app_db_objects` (owner `dc-host`).
+    pub async fn seed(&self) -> Result<(), DbError> {
+        for t in CORE_TABLES {
+            crate::apps::record_db_object(self, "dc-host", t, crate::enums::DbObjectType::Table, "deploy").await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+/// Creates a fresh, empty PostgreSQL database next to `admin_url` (e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`) and returns its URL. Used by
+/// tests and benchmarks that need a database of their own.
+pub async fn create_scratch_postgres(admin_url: &str, prefix: &str) -> Result<String, DbError> {
+    let mut conn = sqlx::postgres::PgConnection::connect(admin_url)
+        .await
+        .map_err(|source| DbError::Connect { url: redact_url(admin_url), source })?;
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+    conn.close().await?;
+    let opts = PgConnectOptions::from_str(admin_url)
+        .map_err(|e| DbError::BadUrl { url: redact_url(admin_url), message: e.to_string() })?
+        .database(&name);
+    Ok(opts.to_url_lossy().to_string())
+}

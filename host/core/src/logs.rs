@@ -1,0 +1,275 @@
+//! Logging into the database: a `tracing` layer that hands records to a bounded
+//! buffer (never blocking the caller; overflow is counted, not waited on) and a
+//! writer thread that inserts them in batches into `logs`. When the database is
+//! down, batches go to a fallback JSONL file instead, so nothing is lost
+//! silently. Records inside a span carrying `app_id` / `runtime_id` fields (one
+//! span per run) are stamped with them; every other field becomes JSON context.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber, span};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::db::{Database, DbError};
+use crate::on_pool;
+
+/// One log record as stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LogRow {
+    /// When.
+    pub ts: DateTime<Utc>,
+    /// TRACE .. ERROR.
+    pub level: String,
+    /// Module or plugin that logged it.
+    pub target: String,
+    /// Message.
+    pub message: String,
+    /// App, if inside a run.
+    pub app_id: Option<String>,
+    /// Run, if inside a run.
+    pub runtime_id: Option<String>,
+    /// Structured context (JSON object text).
+    pub context: sqlx::types::Json<Value>,
+}
+
+enum Msg {
+    Record(LogRow),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// The `tracing` layer feeding the database sink.
+pub struct DbLogLayer {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Control of the sink's writer thread.
+#[derive(Clone)]
+pub struct LogSink {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LogSink {
+    /// Writes everything buffered so far (waits up to 10 s).
+    pub fn flush(&self) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Records dropped because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default, Clone)]
+struct RunIds {
+    app_id: Option<String>,
+    runtime_id: Option<String>,
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    ids: RunIds,
+    context: Map<String, Value>,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, Value::String(value.to_string()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, Value::Bool(value));
+    }
+}
+
+impl Fields {
+    fn put(&mut self, field: &Field, value: Value) {
+        let text = || match &value {
+            Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        match field.name() {
+            "message" => self.message = text(),
+            "app_id" => self.ids.app_id = Some(text()),
+            "runtime_id" => self.ids.runtime_id = Some(text()),
+            // a plugin's JSON context arrives as one field and is spread out
+            "context_json" => {
+                if let Value::String(s) = &value
+                    && let Ok(Value::Object(m)) = serde_json::from_str(s)
+                {
+                    self.context.extend(m);
+                }
+            }
+            name => {
+                self.context.insert(name.to_string(), value);
+            }
+        }
+    }
+}
+
+impl<S> Layer<S> for DbLogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut f = Fields::default();
+        attrs.record(&mut f);
+        if (f.ids.app_id.is_some() || f.ids.runtime_id.is_some())
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(f.ids);
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        // the sink's own queries must not log into the sink
+        if meta.target().starts_with("sqlx") {
+            return;
+        }
+        let mut f = Fields::default();
+        event.record(&mut f);
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(ids) = span.extensions().get::<RunIds>() {
+                    f.ids.app_id = f.ids.app_id.or_else(|| ids.app_id.clone());
+                    f.ids.runtime_id = f.ids.runtime_id.or_else(|| ids.runtime_id.clone());
+                }
+            }
+        }
+        let row = LogRow {
+            ts: Utc::now(),
+            level: meta.level().to_string(),
+            target: meta.target().to_string(),
+            message: f.message,
+            app_id: f.ids.app_id,
+            runtime_id: f.ids.runtime_id,
+            context: sqlx::types::Json(Value::Object(f.context)),
+        };
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Record(row)) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the writer thread. `rt` is the runtime whose pool `db` belongs to.
+pub fn start_db_sink(db: Database, rt: tokio::runtime::Handle, capacity: usize, fallback: PathBuf) -> (DbLogLayer, LogSink) {
+    let (tx, rx) = sync_channel(capacity);
+    let dropped = Arc::new(AtomicU64::new(0));
+    std::thread::Builder::new()
+        .name("dc-log-sink".into())
+        .spawn(move || writer(db, rt, rx, fallback))
+        .map(|_| ())
+        .unwrap_or_else(|e| eprintln!("dc-host: cannot start the database log writer ({e}); logs go to the console only"));
+    (DbLogLayer { tx: tx.clone(), dropped: dropped.clone() }, LogSink { tx, dropped })
+}
+
+fn writer(db: Database, rt: tokio::runtime::Handle, rx: Receiver<Msg>, fallback: PathBuf) {
+    let mut batch: Vec<LogRow> = Vec::new();
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(200));
+        let mut ack = None;
+        let disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
+        match msg {
+            Ok(Msg::Record(r)) => {
+                batch.push(r);
+                if batch.len() < 500 {
+                    continue;
+                }
+            }
+            Ok(Msg::Flush(a)) => ack = Some(a),
+            Err(_) => {}
+        }
+        if !batch.is_empty() {
+            let rows = std::mem::take(&mut batch);
+            if let Err(e) = rt.block_on(insert_batch(&db, &rows)) {
+                write_fallback(&fallback, &rows, &e.to_string());
+            }
+        }
+        if let Some(a) = ack {
+            let _ = a.send(());
+        }
+        if disconnected {
+            return;
+        }
+    }
+}
+
+fn write_fallback(path: &PathBuf, rows: &[LogRow], why: &str) {
+    let result = (|| -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+        for r in rows {
+            writeln!(f, "{}", serde_json::to_string(r).unwrap_or_default())?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => eprintln!("dc-host: database log sink failed ({why}); {} records written to {}", rows.len(), path.display()),
+        Err(e) => eprintln!("dc-host: database log sink failed ({why}) and fallback file {} failed too ({e})", path.display()),
+    }
+}
+
+/// Inserts log rows in one transaction.
+pub async fn insert_batch(db: &Database, rows: &[LogRow]) -> Result<(), DbError> {
+    macro_rules! insert_all {
+        ($tx:expr) => {{
+            for r in rows {
+                sqlx::query("INSERT INTO logs (ts, level, target, message, app_id, runtime_id, context) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(r.ts).bind(&r.level).bind(&r.target).bind(&r.message).bind(&r.app_id).bind(&r.runtime_id).bind(&r.context)
+                    .execute(&mut *$tx).await?;
+            }
+        }};
+    }
+    match db {
+        Database::Sqlite(p) => {
+            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+            insert_all!(tx);
+            tx.commit().await?;
+        }
+        Database::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            insert_all!(tx);
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Log records of a run, oldest first.
+pub async fn for_run(db: &Database, runtime_id: &str, limit: i64) -> Result<Vec<LogRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, LogRow>(
+        "SELECT ts, level, target, message, app_id, runtime_id, context FROM logs WHERE runtime_id = $1 ORDER BY id LIMIT $2")
+        .bind(runtime_id).bind(limit).fetch_all(pool).await)?)
+}

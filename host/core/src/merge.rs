@@ -1,0 +1,688 @@
+//! The SHA merge: plugin tables are created from their manifest declaration, and
+//! `merge` brings a table in line with a batch of records in ONE transaction —
+//! inserting new rows, updating changed ones, deleting or archiving rows absent
+//! from a full snapshot, and skipping unchanged rows with zero writes. It returns
+//! counts and writes a change feed (`run_changes`) for the run.
+//!
+//! Every record is validated and converted to typed cells before the database
+//! is touched, so a bad record (missing key, wrong type, oversized text) rejects
+//! the whole batch naming the record and field, and nothing is half-written.
+//!
+//! Each plugin table carries `_row_key` (canonical JSON of the key cells, unique),
+//! `_row_hash` (SHA-256 of the row), `_runtime_id`, `_first_seen`, `_last_seen`
+//! and `_archived_at`. PostgreSQL merges through a binary COPY into a staging
+//! table and set-based SQL; SQLite through prepared statements in one
+//! `BEGIN IMMEDIATE` transaction.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use dc_plugin_api::{ColumnType, MergeSummary, MissingRows, TableDecl};
+use serde_json::{Map, Value};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::db::{Database, DbError};
+use crate::enums::{DbObjectType, UnicodeForm};
+use crate::hash::{Cell, row_hash_hex};
+
+/// Largest text value accepted when a column declares no `max_len`.
+pub const MAX_TEXT_CHARS: usize = 1_000_000;
+
+/// Why a merge did not happen. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    /// A record does not fit the table declaration.
+    #[error("record {index} for table {table}: {problem}; nothing of this batch was written")]
+    BadRecord {
+        /// Table.
+        table: String,
+        /// 0-based index of the record in the batch.
+        index: usize,
+        /// What is wrong, naming the field.
+        problem: String,
+    },
+    /// The table declaration itself is unusable.
+    #[error("table declaration {0}")]
+    BadDeclaration(String),
+    /// The database failed; the transaction was rolled back.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<sqlx::Error> for MergeError {
+    fn from(e: sqlx::Error) -> Self {
+        MergeError::Db(DbError::Query(e))
+    }
+}
+
+/// Checks an SQL identifier (lowercase ASCII, digits, `_`).
+pub fn check_ident(name: &str) -> Result<(), MergeError> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(MergeError::BadDeclaration(format!(
+            "{name:?}: identifiers must be lowercase letters, digits and '_' (at most 63)"
+        )))
+    }
+}
+
+
+fn sql_type(db: &Database, ty: ColumnType) -> &'static str {
+    match (db, ty) {
+        (_, ColumnType::Text) => "TEXT",
+        (Database::Sqlite(_), ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
+        (Database::Sqlite(_), ColumnType::Real) => "REAL",
+        (Database::Sqlite(_), ColumnType::Json | ColumnType::Timestamp) => "TEXT",
+        (Database::Postgres(_), ColumnType::Integer) => "BIGINT",
+        (Database::Postgres(_), ColumnType::Real) => "DOUBLE PRECISION",
+        (Database::Postgres(_), ColumnType::Boolean) => "BOOLEAN",
+        (Database::Postgres(_), ColumnType::Json) => "JSONB",
+        (Database::Postgres(_), ColumnType::Timestamp) => "TIMESTAMPTZ",
+    }
+}
+
+fn validate_decl(decl: &TableDecl) -> Result<(), MergeError> {
+    check_ident(&decl.name)?;
+    for c in &decl.columns {
+        check_ident(&c.name)?;
+        if c.name.starts_with('_') {
+            return Err(MergeError::BadDeclaration(format!("{}: column {:?} may not start with '_'", decl.name, c.name)));
+        }
+    }
+    if decl.key.is_empty() || decl.key.iter().any(|k| !decl.columns.iter().any(|c| &c.name == k)) {
+        return Err(MergeError::BadDeclaration(format!("{}: key columns must be declared columns", decl.name)));
+    }
+    Ok(())
+}
+
+/// Creates the table if needed and adds declared columns it lacks (a new plugin
+/// version may add columns; removing or retyping columns is left to the operator).
+/// Records the table in `app_db_objects`.
+pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
+    validate_decl(decl)?;
+    let ts = match db {
+        Database::Sqlite(_) => "TEXT",
+        Database::Postgres(_) => "TIMESTAMPTZ",
+    };
+    let t = &decl.name;
+    if !db.table_exists(t).await? {
+        let mut cols: Vec<String> = decl
+            .columns
+            .iter()
+            .map(|c| {
+                let not_null = if !c.nullable || decl.key.contains(&c.name) { " NOT NULL" } else { "" };
+                format!("\"{}\" {}{}", c.name, sql_type(db, c.ty), not_null)
+            })
+            .collect();
+        cols.push("_row_key TEXT NOT NULL UNIQUE".into());
+        cols.push("_row_hash TEXT NOT NULL".into());
+        cols.push("_runtime_id TEXT".into());
+        cols.push(format!("_first_seen {ts}"));
+        cols.push(format!("_last_seen {ts}"));
+        cols.push(format!("_archived_at {ts}"));
+        let sql = format!("CREATE TABLE IF NOT EXISTS \"{t}\" ({})", cols.join(", "));
+        crate::on_pool!(db, pool => sqlx::query(AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
+        crate::apps::record_db_object(db, app_id, t, DbObjectType::Table, "create").await?;
+    } else {
+        let existing = table_columns(db, t).await?;
+        for c in &decl.columns {
+            if !existing.contains(&c.name) {
+                let sql = format!("ALTER TABLE \"{t}\" ADD COLUMN \"{}\" {}", c.name, sql_type(db, c.ty));
+                crate::on_pool!(db, pool => sqlx::query(AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
+            }
+        }
+        crate::apps::record_db_object(db, app_id, t, DbObjectType::Table, "verify").await?;
+    }
+    Ok(())
+}
+
+async fn table_columns(db: &Database, table: &str) -> Result<HashSet<String>, MergeError> {
+    let names: Vec<String> = match db {
+        Database::Sqlite(p) => {
+            sqlx::query_scalar("SELECT name FROM pragma_table_info($1)").bind(table).fetch_all(p).await?
+        }
+        Database::Postgres(p) => {
+            sqlx::query_scalar(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            )
+            .bind(table)
+            .fetch_all(p)
+            .await?
+        }
+    };
+    Ok(names.into_iter().collect())
+}
+
+fn describe(v: &Value) -> String {
+    let s = v.to_string();
+    let short: String = s.chars().take(40).collect();
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    if short.len() < s.len() { format!("{kind} {short}…") } else { format!("{kind} {short}") }
+}
+
+/// Converts one JSON value into a typed cell for a declared column.
+fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> Result<Cell, String> {
+    let name = &col.name;
+    let v = match v {
+        None | Some(Value::Null) => {
+            return if is_key {
+                Err(format!("key field {name:?} is missing"))
+            } else if !col.nullable {
+                Err(format!("field {name:?} is missing and the column is not nullable"))
+            } else {
+                Ok(Cell::Null)
+            };
+        }
+        Some(v) => v,
+    };
+    let wrong = |expected: &str| format!("field {name:?}: expected {expected}, got {}", describe(v));
+    Ok(match col.ty {
+        ColumnType::Text => {
+            let s = v.as_str().ok_or_else(|| wrong("a string"))?;
+            let limit = if col.max_len > 0 { col.max_len } else { MAX_TEXT_CHARS };
+            let n = s.chars().count();
+            if n > limit {
+                return Err(format!("field {name:?}: text of {n} characters exceeds the limit of {limit}"));
+            }
+            Cell::Text(s.to_string())
+        }
+        ColumnType::Integer => match v.as_i64() {
+            Some(i) => Cell::Int(i),
+            None => match v.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Cell::Int(f as i64),
+                _ => return Err(wrong("an integer")),
+            },
+        },
+        ColumnType::Real => Cell::Real(v.as_f64().ok_or_else(|| wrong("a number"))?),
+        ColumnType::Boolean => Cell::Bool(v.as_bool().ok_or_else(|| wrong("true or false"))?),
+        ColumnType::Json => Cell::Json(v.clone()),
+        ColumnType::Timestamp => {
+            let s = v.as_str().ok_or_else(|| wrong("an RFC 3339 timestamp string"))?;
+            let t = DateTime::parse_from_rfc3339(s).map_err(|_| wrong("an RFC 3339 timestamp like 2026-01-31T12:00:00Z"))?;
+            Cell::Timestamp(t.with_timezone(&Utc))
+        }
+    })
+}
+
+/// Records converted to typed cells, with their keys and hashes.
+#[derive(Debug)]
+pub struct PreparedRows {
+    /// One vector of cells per record, in declaration column order.
+    pub cells: Vec<Vec<Cell>>,
+    /// Canonical key text per record.
+    pub keys: Vec<String>,
+    /// Row hash per record.
+    pub hashes: Vec<String>,
+}
+
+/// Validates and converts a batch. Fails on the first bad record, naming it.
+pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: UnicodeForm) -> Result<PreparedRows, MergeError> {
+    let names: Vec<&str> = decl.columns.iter().map(|c| c.name.as_str()).collect();
+    let key_idx: Vec<usize> =
+        decl.key.iter().filter_map(|k| decl.columns.iter().position(|c| &c.name == k)).collect();
+    let mut out = PreparedRows {
+        cells: Vec::with_capacity(rows.len()),
+        keys: Vec::with_capacity(rows.len()),
+        hashes: Vec::with_capacity(rows.len()),
+    };
+    let mut seen = HashSet::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let bad = |problem: String| MergeError::BadRecord { table: decl.name.clone(), index, problem };
+        if let Some(extra) = row.keys().find(|k| !names.contains(&k.as_str())) {
+            return Err(bad(format!(
+                "field {extra:?} is not a column of the table (declared: {}); declare it in the manifest or drop it",
+                names.join(", ")
+            )));
+        }
+        let cells = decl
+            .columns
+            .iter()
+            .map(|c| to_cell(c, decl.key.contains(&c.name), row.get(&c.name)))
+            .collect::<Result<Vec<Cell>, String>>()
+            .map_err(bad)?;
+        let key = Value::Array(key_idx.iter().map(|&i| cells[i].to_json()).collect()).to_string();
+        if !seen.insert(key.clone()) {
+            return Err(bad(format!("key {key} appears more than once in the batch")));
+        }
+        out.hashes.push(row_hash_hex(names.iter().copied().zip(cells.iter()), form));
+        out.keys.push(key);
+        out.cells.push(cells);
+    }
+    Ok(out)
+}
+
+/// One merge call.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeRequest<'a> {
+    /// The app that owns the table.
+    pub app_id: &'a str,
+    /// The run the change feed and counters belong to (None: no feed).
+    pub runtime_id: Option<&'a str>,
+    /// The table declaration.
+    pub decl: &'a TableDecl,
+    /// Remove rows absent from `rows`.
+    pub full_snapshot: bool,
+    /// Unicode normalization for hashing.
+    pub form: UnicodeForm,
+    /// Archive instead of delete, whatever the table declares.
+    pub archive_missing: bool,
+}
+
+/// Merges `rows` into the table in one transaction (see the module docs).
+pub async fn merge(db: &Database, req: MergeRequest<'_>, rows: &[Map<String, Value>]) -> Result<MergeSummary, MergeError> {
+    validate_decl(req.decl)?;
+    let prepared = prepare_rows(req.decl, rows, req.form)?;
+    let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
+    let summary = match db {
+        Database::Sqlite(pool) => merge_sqlite(pool, &req, &prepared, archive).await?,
+        Database::Postgres(pool) => merge_postgres(pool, &req, &prepared, archive).await?,
+    };
+    crate::apps::record_db_object(db, req.app_id, &req.decl.name, DbObjectType::Table, "merge").await?;
+    Ok(summary)
+}
+
+fn column_list(decl: &TableDecl) -> String {
+    decl.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_sqlite<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
+    match cell {
+        Cell::Null => q.bind(None::<String>),
+        Cell::Text(s) => q.bind(s.clone()),
+        Cell::Int(i) => q.bind(*i),
+        Cell::Real(f) => q.bind(*f),
+        Cell::Bool(b) => q.bind(*b),
+        Cell::Json(v) => q.bind(v.to_string()),
+        Cell::Timestamp(t) => q.bind(*t),
+    }
+}
+
+async fn merge_sqlite(
+    pool: &sqlx::SqlitePool,
+    req: &MergeRequest<'_>,
+    p: &PreparedRows,
+    archive: bool,
+) -> Result<MergeSummary, MergeError> {
+    let t = &req.decl.name;
+    let n = req.decl.columns.len();
+    let now = Utc::now();
+    let cols = column_list(req.decl);
+    let placeholders: Vec<String> = (1..=n + 5).map(|i| format!("${i}")).collect();
+    let insert_sql = format!(
+        "INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ({})",
+        placeholders.join(", ")
+    );
+    let sets: Vec<String> = req.decl.columns.iter().enumerate().map(|(i, c)| format!("\"{}\" = ${}", c.name, i + 1)).collect();
+    let update_sql = format!(
+        "UPDATE \"{t}\" SET {}, _row_hash = ${}, _runtime_id = ${}, _last_seen = ${}, _archived_at = NULL WHERE _row_key = ${}",
+        sets.join(", "),
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4
+    );
+    let remove_sql = if archive {
+        format!("UPDATE \"{t}\" SET _archived_at = $1, _runtime_id = $2 WHERE _row_key = $3")
+    } else {
+        format!("DELETE FROM \"{t}\" WHERE _row_key = $1")
+    };
+    let feed_sql = "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES ($1, $2, $3, $4)";
+
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let existing: HashMap<String, (String, bool)> =
+        sqlx::query(AssertSqlSafe(format!("SELECT _row_key, _row_hash, _archived_at IS NOT NULL FROM \"{t}\"")))
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, (r.try_get::<String, _>(1)?, r.try_get::<bool, _>(2)?))))
+            .collect::<Result<_, sqlx::Error>>()?;
+    let mut s = MergeSummary::default();
+    let mut feed: Vec<(&'static str, &str)> = Vec::new();
+    for i in 0..p.cells.len() {
+        let key = p.keys[i].as_str();
+        match existing.get(key) {
+            None => {
+                let mut q = sqlx::query(AssertSqlSafe(insert_sql.clone()));
+                for c in &p.cells[i] {
+                    q = bind_sqlite(q, c);
+                }
+                q.bind(key.to_string()).bind(p.hashes[i].clone()).bind(req.runtime_id.map(str::to_string)).bind(now).bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                s.inserted += 1;
+                feed.push(("insert", key));
+            }
+            Some((hash, archived)) if hash != &p.hashes[i] || *archived => {
+                let mut q = sqlx::query(AssertSqlSafe(update_sql.clone()));
+                for c in &p.cells[i] {
+                    q = bind_sqlite(q, c);
+                }
+                q.bind(p.hashes[i].clone()).bind(req.runtime_id.map(str::to_string)).bind(now).bind(key.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                s.updated += 1;
+                feed.push(("update", key));
+            }
+            Some(_) => s.unchanged += 1,
+        }
+    }
+    if req.full_snapshot {
+        let incoming: HashSet<&str> = p.keys.iter().map(String::as_str).collect();
+        for (key, (_, archived)) in &existing {
+            if !incoming.contains(key.as_str()) && !(archive && *archived) {
+                let q = sqlx::query(AssertSqlSafe(remove_sql.clone()));
+                let q = if archive { q.bind(now).bind(req.runtime_id.map(str::to_string)) } else { q };
+                q.bind(key.clone()).execute(&mut *tx).await?;
+                s.deleted += 1;
+                feed.push(("delete", key.as_str()));
+            }
+        }
+    }
+    if let Some(rid) = req.runtime_id {
+        for (op, key) in feed {
+            sqlx::query(feed_sql).bind(rid).bind(t.as_str()).bind(op).bind(key.to_string()).execute(&mut *tx).await?;
+        }
+        add_counters_sqlite(&mut tx, rid, &s).await?;
+    }
+    tx.commit().await?;
+    Ok(s)
+}
+
+async fn add_counters_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    rid: &str,
+    s: &MergeSummary,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5",
+    )
+    .bind(s.inserted as i64)
+    .bind(s.updated as i64)
+    .bind(s.deleted as i64)
+    .bind(s.unchanged as i64)
+    .bind(rid)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// PostgreSQL binary COPY encoding of one batch (cells, then `_row_key`, `_row_hash`).
+pub mod pgcopy {
+    use super::Cell;
+    use chrono::{TimeZone, Utc};
+
+    /// The binary COPY file header.
+    pub fn header(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        out.extend_from_slice(&0i32.to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes());
+    }
+
+    /// The trailer.
+    pub fn trailer(out: &mut Vec<u8>) {
+        out.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+
+    fn field(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
+    /// Appends one tuple.
+    pub fn tuple(out: &mut Vec<u8>, cells: &[Cell], extra_text: &[&str]) {
+        out.extend_from_slice(&((cells.len() + extra_text.len()) as i16).to_be_bytes());
+        for c in cells {
+            match c {
+                Cell::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
+                Cell::Text(s) => field(out, s.as_bytes()),
+                Cell::Int(i) => field(out, &i.to_be_bytes()),
+                Cell::Real(f) => field(out, &f.to_bits().to_be_bytes()),
+                Cell::Bool(b) => field(out, &[u8::from(*b)]),
+                Cell::Json(v) => {
+                    let mut b = vec![1u8];
+                    b.extend_from_slice(v.to_string().as_bytes());
+                    field(out, &b)
+                }
+                Cell::Timestamp(t) => {
+                    let epoch2000 = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().map(|e| e.timestamp_micros()).unwrap_or(946_684_800_000_000);
+                    field(out, &(t.timestamp_micros() - epoch2000).to_be_bytes())
+                }
+            }
+        }
+        for s in extra_text {
+            field(out, s.as_bytes());
+        }
+    }
+}
+
+async fn merge_postgres(
+    pool: &sqlx::PgPool,
+    req: &MergeRequest<'_>,
+    p: &PreparedRows,
+    archive: bool,
+) -> Result<MergeSummary, MergeError> {
+    let t = &req.decl.name;
+    let cols = column_list(req.decl);
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    {
+        let mut copy = tx
+            .copy_in_raw(&format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)"))
+            .await?;
+        let mut buf = Vec::with_capacity(1 << 20);
+        pgcopy::header(&mut buf);
+        for i in 0..p.cells.len() {
+            pgcopy::tuple(&mut buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]]);
+            if buf.len() >= 4 << 20 {
+                copy.send(std::mem::take(&mut buf)).await?;
+            }
+        }
+        pgcopy::trailer(&mut buf);
+        copy.send(buf).await?;
+        copy.finish().await?;
+    }
+    sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;
+    let feed = req.runtime_id.is_some();
+    let wrap = |dml: String, op: &str| {
+        if feed {
+            format!(
+                "WITH changed AS ({dml} RETURNING _row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
+            )
+        } else {
+            format!("WITH changed AS ({dml} RETURNING _row_key) SELECT COUNT(*) FROM changed")
+        }
+    };
+    let s_cols = req.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
+    let insert = wrap(
+        format!(
+            "INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) SELECT {s_cols}, s._row_key, s._row_hash, $1, $3, $3 FROM _dc_stage s WHERE NOT EXISTS (SELECT 1 FROM \"{t}\" x WHERE x._row_key = s._row_key)"
+        ),
+        "insert",
+    );
+    let sets = req.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
+    let update = wrap(
+        format!(
+            "UPDATE \"{t}\" x SET {sets}, _row_hash = s._row_hash, _runtime_id = $1, _last_seen = $3, _archived_at = NULL FROM _dc_stage s WHERE x._row_key = s._row_key AND (x._row_hash <> s._row_hash OR x._archived_at IS NOT NULL)"
+        ),
+        "update",
+    );
+    let remove_dml = if archive {
+        format!("UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)")
+    } else {
+        format!("DELETE FROM \"{t}\" x WHERE NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)")
+    };
+    let remove = wrap(remove_dml, "delete");
+    let rid = req.runtime_id.map(str::to_string);
+    // the update runs first so the rows the insert adds are not compared again
+    let mut counts = [0u64; 3];
+    for (slot, sql) in [(1usize, update), (0, insert)].into_iter().chain(req.full_snapshot.then_some((2, remove))) {
+        let q = sqlx::query(AssertSqlSafe(sql)).bind(rid.clone()).bind(t.as_str()).bind(now);
+        counts[slot] = if feed {
+            q.execute(&mut *tx).await?.rows_affected()
+        } else {
+            let n: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+            n as u64
+        };
+    }
+    let s = MergeSummary {
+        inserted: counts[0],
+        updated: counts[1],
+        deleted: counts[2],
+        unchanged: p.cells.len() as u64 - counts[0] - counts[1],
+    };
+    if let Some(rid) = req.runtime_id {
+        sqlx::query(
+            "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5",
+        )
+        .bind(s.inserted as i64)
+        .bind(s.updated as i64)
+        .bind(s.deleted as i64)
+        .bind(s.unchanged as i64)
+        .bind(rid)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(s)
+}
+
+/// Reads up to `limit` live rows of a declared table as JSON objects (for
+/// `dc-host data head` and tests), newest first.
+pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<Map<String, Value>>, MergeError> {
+    validate_decl(decl)?;
+    let sql = format!(
+        "SELECT {} FROM \"{}\" WHERE _archived_at IS NULL ORDER BY _row_key LIMIT $1",
+        column_list(decl),
+        decl.name
+    );
+    let mut out = Vec::new();
+    match db {
+        Database::Sqlite(pool) => {
+            for r in sqlx::query(AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await? {
+                let mut m = Map::new();
+                for (i, c) in decl.columns.iter().enumerate() {
+                    let v = match c.ty {
+                        ColumnType::Text | ColumnType::Timestamp => r.try_get::<Option<String>, _>(i)?.map(Value::String),
+                        ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Value::from),
+                        ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
+                        ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+                        ColumnType::Json => r
+                            .try_get::<Option<String>, _>(i)?
+                            .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s))),
+                    };
+                    m.insert(c.name.clone(), v.unwrap_or(Value::Null));
+                }
+                out.push(m);
+            }
+        }
+        Database::Postgres(pool) => {
+            for r in sqlx::query(AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await? {
+                let mut m = Map::new();
+                for (i, c) in decl.columns.iter().enumerate() {
+                    let v = match c.ty {
+                        ColumnType::Text => r.try_get::<Option<String>, _>(i)?.map(Value::String),
+                        ColumnType::Timestamp => r
+                            .try_get::<Option<DateTime<Utc>>, _>(i)?
+                            .map(|t| Cell::Timestamp(t).to_json()),
+                        ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Value::from),
+                        ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
+                        ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+                        ColumnType::Json => r.try_get::<Option<sqlx::types::Json<Value>>, _>(i)?.map(|j| j.0),
+                    };
+                    m.insert(c.name.clone(), v.unwrap_or(Value::Null));
+                }
+                out.push(m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Number of live (not archived) rows in a declared table.
+pub async fn count_rows(db: &Database, table: &str) -> Result<i64, MergeError> {
+    check_ident(table)?;
+    let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE _archived_at IS NULL");
+    Ok(crate::on_pool!(db, pool => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decl() -> TableDecl {
+        serde_json::from_value(json!({
+            "name": "items", "key": ["sku"],
+            "columns": [
+                {"name": "sku", "type": "text", "nullable": false},
+                {"name": "title", "type": "text", "max_len": 10},
+                {"name": "price", "type": "real"},
+                {"name": "stock", "type": "integer"},
+                {"name": "seen", "type": "timestamp"}
+            ]
+        }))
+        .expect("decl parses")
+    }
+
+    fn rows(v: Value) -> Vec<Map<String, Value>> {
+        serde_json::from_value(v).expect("rows parse")
+    }
+
+    #[test]
+    fn bad_records_name_record_and_field() {
+        let d = decl();
+        let cases = [
+            (json!([{"sku": "a"}, {"title": "x"}]), "record 1 for table items: key field \"sku\" is missing"),
+            (json!([{"sku": "a", "price": "12,50"}]), "field \"price\": expected a number, got a string \"12,50\""),
+            (json!([{"sku": "a", "title": "far too long here"}]), "exceeds the limit of 10"),
+            (json!([{"sku": "a", "colour": "red"}]), "field \"colour\" is not a column"),
+            (json!([{"sku": "a"}, {"sku": "a"}]), "appears more than once"),
+            (json!([{"sku": "a", "stock": 1.5}]), "expected an integer"),
+            (json!([{"sku": "a", "seen": "yesterday"}]), "expected an RFC 3339 timestamp"),
+        ];
+        for (input, expected) in cases {
+            let err = prepare_rows(&d, &rows(input.clone()), UnicodeForm::Nfc).expect_err("must be refused").to_string();
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn keys_are_canonical_json_and_hashes_differ_by_content() {
+        let p = prepare_rows(
+            &decl(),
+            &rows(json!([{"sku": "a", "price": 1}, {"sku": "b", "price": 1.0}, {"sku": "c", "price": 2}])),
+            UnicodeForm::Nfc,
+        )
+        .expect("valid");
+        assert_eq!(p.keys, vec!["[\"a\"]", "[\"b\"]", "[\"c\"]"]);
+        assert_ne!(p.hashes[0], p.hashes[2]);
+        assert_eq!(p.cells[0][2], Cell::Real(1.0));
+    }
+
+    #[test]
+    fn copy_tuple_encodes_lengths_and_nulls() {
+        let mut out = Vec::new();
+        pgcopy::tuple(&mut out, &[Cell::Int(1), Cell::Null], &["k"]);
+        assert_eq!(&out[..2], &3i16.to_be_bytes());
+        assert_eq!(&out[2..6], &8i32.to_be_bytes());
+        assert_eq!(&out[14..18], &(-1i32).to_be_bytes());
+        assert_eq!(&out[18..22], &1i32.to_be_bytes());
+    }
+}

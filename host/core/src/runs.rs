@@ -1,0 +1,182 @@
+//! Runs: the `runtime` table (one row per run, 32-hex id), its progress and
+//! outcome, stop requests, and the change feed (`run_changes`) merges write.
+//! All SQL about runs lives here.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::db::{Database, DbError};
+use crate::enums::RunStatus;
+use crate::on_pool;
+
+/// One row of `runtime`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RunRow {
+    /// Id (uuid4 as 32 hex).
+    pub runtime_id: String,
+    /// App.
+    pub app_id: String,
+    /// Plugin version used.
+    pub plugin_version: String,
+    /// Plugin file hash used.
+    pub plugin_hash: String,
+    /// PENDING / RUNNING / SUCCESS / FAILED / STOPPED.
+    pub status: String,
+    /// Runtime arguments (JSON).
+    pub args: String,
+    /// Collect threads.
+    pub threads: i64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Worker started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Worker exit code.
+    pub exit_code: Option<i64>,
+    /// Signal that killed the worker.
+    pub exit_signal: Option<i64>,
+    /// Why it failed or stopped.
+    pub reason: Option<String>,
+    /// Worker process id.
+    pub worker_pid: Option<i64>,
+    /// Host that ran it.
+    pub host_name: String,
+    /// An operator asked it to stop.
+    pub stop_requested: bool,
+    /// Items done.
+    pub current_count: i64,
+    /// Items in total.
+    pub total_count: i64,
+    /// Items failed.
+    pub error_count: i64,
+    /// Rows inserted.
+    pub inserted: i64,
+    /// Rows updated.
+    pub updated: i64,
+    /// Rows deleted or archived.
+    pub deleted: i64,
+    /// Rows unchanged.
+    pub unchanged: i64,
+}
+
+/// A new run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// App.
+    pub app_id: &'a str,
+    /// Version.
+    pub plugin_version: &'a str,
+    /// File hash.
+    pub plugin_hash: &'a str,
+    /// Arguments JSON.
+    pub args: &'a str,
+    /// Threads.
+    pub threads: i64,
+    /// Host.
+    pub host_name: &'a str,
+}
+
+/// A fresh run id: uuid4 as 32 lowercase hex characters.
+pub fn new_runtime_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Creates a PENDING run and returns its id.
+pub async fn create(db: &Database, r: &NewRun<'_>) -> Result<String, DbError> {
+    let id = new_runtime_id();
+    on_pool!(db, pool => sqlx::query(
+        "INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, host_name) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(&id).bind(r.app_id).bind(r.plugin_version).bind(r.plugin_hash).bind(RunStatus::Pending.as_str())
+        .bind(r.args).bind(r.threads).bind(Utc::now()).bind(r.host_name)
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(id)
+}
+
+/// Marks a run RUNNING with its worker pid.
+pub async fn mark_started(db: &Database, runtime_id: &str, pid: u32) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE runtime SET status = $1, started_at = $2, worker_pid = $3 WHERE runtime_id = $4 AND status = $5")
+        .bind(RunStatus::Running.as_str()).bind(Utc::now()).bind(i64::from(pid)).bind(runtime_id)
+        .bind(RunStatus::Pending.as_str()).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Updates progress counters of a run.
+pub async fn set_progress(db: &Database, runtime_id: &str, current: i64, total: i64, errors: i64) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query(
+        "UPDATE runtime SET current_count = $1, total_count = $2, error_count = $3 WHERE runtime_id = $4")
+        .bind(current).bind(total).bind(errors).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Ends a run unless it already ended; returns true if this call ended it.
+pub async fn finish(db: &Database, runtime_id: &str, status: RunStatus, reason: Option<&str>) -> Result<bool, DbError> {
+    let n = on_pool!(db, pool => sqlx::query(
+        "UPDATE runtime SET status = $1, reason = $2, ended_at = $3 WHERE runtime_id = $4 AND status IN ($5, $6)")
+        .bind(status.as_str()).bind(reason).bind(Utc::now()).bind(runtime_id)
+        .bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str())
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Records how the worker process exited.
+pub async fn record_exit(db: &Database, runtime_id: &str, code: Option<i32>, signal: Option<i32>) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query("UPDATE runtime SET exit_code = $1, exit_signal = $2 WHERE runtime_id = $3")
+        .bind(code.map(i64::from)).bind(signal.map(i64::from)).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Asks a run to stop (the worker polls this).
+pub async fn request_stop(db: &Database, runtime_id: &str) -> Result<bool, DbError> {
+    let n = on_pool!(db, pool => sqlx::query(
+        "UPDATE runtime SET stop_requested = $1 WHERE runtime_id = $2 AND status IN ($3, $4)")
+        .bind(true).bind(runtime_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str())
+        .execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// True if an operator asked this run to stop.
+pub async fn stop_requested(db: &Database, runtime_id: &str) -> Result<bool, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_scalar::<_, bool>("SELECT stop_requested FROM runtime WHERE runtime_id = $1")
+        .bind(runtime_id).fetch_optional(pool).await)?.unwrap_or(false))
+}
+
+/// One run by id (or unique prefix of 6+ characters).
+pub async fn get(db: &Database, runtime_id: &str) -> Result<RunRow, DbError> {
+    let pattern = format!("{runtime_id}%");
+    let rows: Vec<RunRow> = on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
+        "SELECT * FROM runtime WHERE runtime_id = $1 OR (length($1) >= 6 AND runtime_id LIKE $2) LIMIT 2")
+        .bind(runtime_id).bind(&pattern).fetch_all(pool).await)?;
+    match rows.len() {
+        1 => Ok(rows.into_iter().next().expect("one row")),
+        0 => Err(DbError::Refused(format!("no run {runtime_id:?}; see `dc-host runs list`"))),
+        _ => Err(DbError::Refused(format!("{runtime_id:?} matches several runs; give more characters"))),
+    }
+}
+
+/// Recent runs, newest first, optionally of one app.
+pub async fn list(db: &Database, app_id: Option<&str>, limit: i64) -> Result<Vec<RunRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
+        "SELECT * FROM runtime WHERE ($1 IS NULL OR app_id = $1) ORDER BY created_at DESC LIMIT $2")
+        .bind(app_id).bind(limit).fetch_all(pool).await)?)
+}
+
+/// One entry of a run's change feed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ChangeRow {
+    /// Table.
+    pub table_name: String,
+    /// insert / update / delete.
+    pub op: String,
+    /// Canonical key (JSON array of key values).
+    pub row_key: String,
+}
+
+/// The change feed of a run, in the order it was written.
+pub async fn changes(db: &Database, runtime_id: &str) -> Result<Vec<ChangeRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, ChangeRow>(
+        "SELECT table_name, op, row_key FROM run_changes WHERE runtime_id = $1 ORDER BY id")
+        .bind(runtime_id).fetch_all(pool).await)?)
+}

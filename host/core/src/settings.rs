@@ -1,0 +1,411 @@
+//! The one typed, versioned configuration: a TOML file (`--config FILE` or
+//! `DC_CONFIG`) overlaid with `DC_<SECTION>_<KEY>` environment variables, parsed
+//! once and validated at start. Unknown keys and invalid values are refused with
+//! a message naming the key, the value and what is allowed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::enums::UnicodeForm;
+
+/// The configuration format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Environment variables with the `DC_` prefix that are not settings.
+const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
+
+/// A configuration problem; the message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file or an override does not parse or names an unknown key.
+    #[error("invalid configuration in {origin}: {message}")]
+    Parse {
+        /// Where it came from (file name or environment variable).
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key} = {value}: {allowed}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Must be 1.
+    pub config_version: u32,
+    /// Paths and identity.
+    pub general: GeneralSettings,
+    /// Database connection.
+    pub database: DatabaseSettings,
+    /// Logging sinks.
+    pub logging: LogSettings,
+    /// How runs execute.
+    pub runs: RunSettings,
+}
+
+/// Paths and identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneralSettings {
+    /// Where the host keeps its database, plugin store, secrets and logs.
+    pub data_dir: PathBuf,
+    /// Where operators drop plugin files (default `<data_dir>/plugins`).
+    pub plugins_dir: Option<PathBuf>,
+    /// Name recorded on runs (default: the machine's host name).
+    pub host_name: Option<String>,
+}
+
+/// Database connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB` (default: SQLite under data_dir).
+    /// May reference secrets as `${secret:NAME}`.
+    pub url: Option<String>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds SQLite waits for another writer before giving up.
+    pub busy_timeout_secs: u64,
+}
+
+/// Logging sinks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// Write log records to the `logs` table.
+    pub database: bool,
+    /// Records buffered for the database before new ones are dropped (and counted).
+    pub buffer: usize,
+    /// File that receives records when a sink is down (default `<data_dir>/logs/fallback.jsonl`).
+    pub fallback_file: Option<PathBuf>,
+    /// Splunk HTTP Event Collector endpoint (e.g. `https://splunk:8088/services/collector/event`).
+    pub splunk_url: Option<String>,
+    /// Splunk HEC token; reference a secret: `${secret:splunk_token}`.
+    pub splunk_token: Option<String>,
+}
+
+/// How runs execute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    /// Threads calling `collect` concurrently.
+    pub threads: usize,
+    /// A run still going after this many seconds is killed and marked FAILED.
+    pub time_limit_secs: u64,
+    /// Address-space limit for a worker, in MiB (none by default).
+    pub memory_limit_mb: Option<u64>,
+    /// CPU-time limit for a worker, in seconds (none by default).
+    pub cpu_limit_secs: Option<u64>,
+    /// Default HTTP timeout for plugin requests.
+    pub http_timeout_secs: u64,
+    /// Unicode normalization before row hashing.
+    pub unicode_form: UnicodeForm,
+    /// Rows absent from a full snapshot are archived instead of deleted (overrides tables declared `delete`).
+    pub archive_missing: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            config_version: CONFIG_VERSION,
+            general: GeneralSettings::default(),
+            database: DatabaseSettings::default(),
+            logging: LogSettings::default(),
+            runs: RunSettings::default(),
+        }
+    }
+}
+
+impl Default for GeneralSettings {
+    fn default() -> Self {
+        GeneralSettings { data_dir: PathBuf::from("var"), plugins_dir: None, host_name: None }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { url: None, max_connections: 8, connect_timeout_secs: 10, busy_timeout_secs: 30 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: "info".into(),
+            database: true,
+            buffer: 10_000,
+            fallback_file: None,
+            splunk_url: None,
+            splunk_token: None,
+        }
+    }
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            threads: 4,
+            time_limit_secs: 3600,
+            memory_limit_mb: None,
+            cpu_limit_secs: None,
+            http_timeout_secs: 30,
+            unicode_form: UnicodeForm::Nfc,
+            archive_missing: false,
+        }
+    }
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    // numbers and booleans keep their type; everything else is a string
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+impl Settings {
+    /// Loads settings: `file` (if any), then `DC_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
+        let (mut table, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
+                let t: toml::Table = toml::from_str(&text).map_err(|e| SettingsError::Parse {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (t, path.display().to_string())
+            }
+            None => (toml::Table::new(), "defaults".to_string()),
+        };
+        let mut from_env = Vec::new();
+        let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("DC_")).collect();
+        env.sort();
+        for (key, raw) in env {
+            if NON_SETTING_VARS.contains(&key.as_str()) {
+                continue;
+            }
+            let rest = key["DC_".len()..].to_ascii_lowercase();
+            let (section, field) = match rest.as_str() {
+                "data_dir" => ("general".to_string(), "data_dir".to_string()),
+                "plugins_dir" => ("general".to_string(), "plugins_dir".to_string()),
+                _ => match rest.split_once('_') {
+                    Some((s, f)) => (s.to_string(), f.to_string()),
+                    None => {
+                        return Err(SettingsError::Parse {
+                            origin: key.clone(),
+                            message: format!(
+                                "{key} is not a setting: use DC_<SECTION>_<KEY>, e.g. DC_DATABASE_URL or DC_RUNS_THREADS"
+                            ),
+                        });
+                    }
+                },
+            };
+            let value = if matches!(field.as_str(), "url" | "data_dir" | "plugins_dir" | "host_name" | "splunk_url" | "splunk_token" | "level") {
+                toml::Value::String(raw)
+            } else {
+                parse_env_value(&raw)
+            };
+            let entry = table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => {
+                    t.insert(field, value);
+                }
+                _ => {
+                    return Err(SettingsError::Parse {
+                        origin: key.clone(),
+                        message: format!("{key} names {section:?}, which is not a settings section"),
+                    });
+                }
+            }
+            from_env.push(key);
+        }
+        let origin = if from_env.is_empty() { origin } else { format!("{origin} + {}", from_env.join(", ")) };
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let path = e.path().to_string();
+                let message = e.into_inner().message().to_string();
+                let message = if path == "." { message } else { format!("{path}: {message}") };
+                SettingsError::Parse { origin: origin.clone(), message }
+            },
+        )?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads from the process environment (`DC_CONFIG` picks the file if `file` is None).
+    pub fn from_env(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        let env_file = std::env::var_os("DC_CONFIG").map(PathBuf::from);
+        Settings::load(file.or(env_file.as_deref()), std::env::vars())
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, value: String, allowed: &str| {
+            Err(SettingsError::Invalid { key: key.into(), value, allowed: allowed.into() })
+        };
+        if self.config_version != CONFIG_VERSION {
+            return invalid("config_version", self.config_version.to_string(), "this build reads config_version = 1");
+        }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", redact_url(url), "use sqlite://PATH or postgres://USER@HOST:PORT/DB");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "0".into(), "at least 1");
+        }
+        if !matches!(self.logging.level.as_str(), "trace" | "debug" | "info" | "warn" | "error") {
+            return invalid("logging.level", self.logging.level.clone(), "one of trace, debug, info, warn, error");
+        }
+        if self.logging.buffer == 0 {
+            return invalid("logging.buffer", "0".into(), "at least 1");
+        }
+        if self.runs.threads == 0 || self.runs.threads > 256 {
+            return invalid("runs.threads", self.runs.threads.to_string(), "1 to 256");
+        }
+        if self.runs.time_limit_secs == 0 {
+            return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");
+        }
+        if self.logging.splunk_url.is_some() != self.logging.splunk_token.is_some() {
+            return invalid(
+                "logging.splunk_url",
+                self.logging.splunk_url.clone().unwrap_or_default(),
+                "set both logging.splunk_url and logging.splunk_token, or neither",
+            );
+        }
+        Ok(())
+    }
+
+    /// The plugins directory operators drop files into.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.general.plugins_dir.clone().unwrap_or_else(|| self.general.data_dir.join("plugins"))
+    }
+
+    /// The content-addressed plugin store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.general.data_dir.join("store")
+    }
+
+    /// The database URL in effect (SQLite under data_dir by default).
+    pub fn database_url(&self) -> String {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.general.data_dir.join("dc-host.db").display()))
+    }
+
+    /// The fallback log file.
+    pub fn fallback_log_file(&self) -> PathBuf {
+        self.logging.fallback_file.clone().unwrap_or_else(|| self.general.data_dir.join("logs").join("fallback.jsonl"))
+    }
+
+    /// This host's name as recorded on runs.
+    pub fn host_name(&self) -> String {
+        self.general.host_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+        })
+    }
+
+    /// The effective configuration as TOML with secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut s = self.clone();
+        s.database.url = Some(redact_url(&self.database_url()));
+        s.general.plugins_dir = Some(self.plugins_dir());
+        s.logging.fallback_file = Some(self.fallback_log_file());
+        if s.logging.splunk_token.is_some() {
+            s.logging.splunk_token = Some("<redacted>".into());
+        }
+        toml::to_string_pretty(&s).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Hides the password in a database URL.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else { return url.to_string() };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:<redacted>{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let s = Settings::load(None, env(&[])).expect("defaults load");
+        assert_eq!(s.database_url(), "sqlite://var/dc-host.db");
+        assert_eq!(s.plugins_dir(), PathBuf::from("var/plugins"));
+        assert_eq!(s.runs.threads, 4);
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[runs]\nthreads = 2\n[database]\nurl = \"sqlite://a.db\"\n").expect("write");
+        let s = Settings::load(
+            Some(&f),
+            env(&[("DC_DATABASE_URL", "postgres://u:pw@127.0.0.1/db"), ("DC_RUNS_THREADS", "8"), ("PATH", "/bin")]),
+        )
+        .expect("loads");
+        assert_eq!(s.runs.threads, 8);
+        assert_eq!(s.database_url(), "postgres://u:pw@127.0.0.1/db");
+        assert!(s.to_redacted_toml().contains("postgres://u:<redacted>@127.0.0.1/db"));
+        assert!(!s.to_redacted_toml().contains("pw"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[runs]\nthreds = 2\n").expect("write");
+        let err = Settings::load(Some(&f), env(&[])).expect_err("typo refused").to_string();
+        assert!(err.contains("threds"), "{err}");
+        let err = Settings::load(None, env(&[("DC_RUNS_THREDS", "2")])).expect_err("typo refused").to_string();
+        assert!(err.contains("threds") && err.contains("DC_RUNS_THREDS"), "{err}");
+        let err = Settings::load(None, env(&[("DC_NONSENSE", "2")])).expect_err("refused").to_string();
+        assert!(err.contains("DC_NONSENSE is not a setting"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_key_value_and_allowed() {
+        let err = Settings::load(None, env(&[("DC_RUNS_THREADS", "0")])).expect_err("refused").to_string();
+        assert_eq!(err, "invalid setting runs.threads = 0: 1 to 256");
+        let err = Settings::load(None, env(&[("DC_DATABASE_URL", "mysql://x")])).expect_err("refused").to_string();
+        assert!(err.contains("database.url") && err.contains("sqlite://PATH"), "{err}");
+        let err = Settings::load(None, env(&[("DC_RUNS_THREADS", "many")])).expect_err("refused").to_string();
+        assert!(err.contains("runs.threads: invalid type: string \"many\""), "{err}");
+    }
+}

@@ -1,0 +1,312 @@
+//! The manifest a plugin declares: identity, version, schedule, the tables it
+//! writes (columns and key columns) and a JSON schema for runtime arguments.
+//!
+//! The host reads the manifest at registration (in a child process), validates
+//! it with [`Manifest::validate`], stores it, and creates the declared tables.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What kind of app a plugin is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// Collects records from web pages or APIs.
+    Scraper,
+}
+
+/// When the scheduler should start the app on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Schedule {
+    /// A cron expression (seconds field first, as the `cron` crate reads it).
+    Cron(String),
+    /// Every N seconds.
+    IntervalSecs(u64),
+}
+
+/// The SQL type of a declared column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// UTF-8 text.
+    Text,
+    /// 64-bit signed integer.
+    Integer,
+    /// 64-bit float.
+    Real,
+    /// true / false.
+    Boolean,
+    /// Any JSON value.
+    Json,
+    /// An RFC 3339 timestamp.
+    Timestamp,
+}
+
+impl ColumnType {
+    /// Stable lowercase name, as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Real => "real",
+            ColumnType::Boolean => "boolean",
+            ColumnType::Json => "json",
+            ColumnType::Timestamp => "timestamp",
+        }
+    }
+}
+
+/// One column of a declared table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnDecl {
+    /// Column name: lowercase letters, digits and `_`, starting with a letter.
+    pub name: String,
+    /// SQL type.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Whether NULL is allowed (key columns never are).
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    /// Maximum length in characters for text columns (0 = unlimited).
+    #[serde(default)]
+    pub max_len: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a merge treats rows that exist in the table but not in the new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Every run delivers the whole table: absent rows are removed (see [`MissingRows`]).
+    #[default]
+    Full,
+    /// Runs deliver changes only: absent rows are left alone.
+    Incremental,
+}
+
+/// What "removed" means for a full snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingRows {
+    /// Delete them.
+    #[default]
+    Delete,
+    /// Keep them, stamping `_archived_at`.
+    Archive,
+}
+
+/// A table a plugin writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDecl {
+    /// Table name: lowercase letters, digits and `_`, starting with a letter.
+    pub name: String,
+    /// The columns (the host adds `_row_hash`, `_runtime_id`, `_first_seen`,
+    /// `_last_seen` and `_archived_at`).
+    pub columns: Vec<ColumnDecl>,
+    /// Key columns that identify a row.
+    pub key: Vec<String>,
+    /// Full snapshot or incremental.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Delete or archive rows missing from a full snapshot.
+    #[serde(default)]
+    pub missing: MissingRows,
+}
+
+/// Everything the host needs to know about a plugin before running it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// App name (unique within group/parent).
+    pub name: String,
+    /// App group (e.g. a country or a business area).
+    pub group: String,
+    /// App parent (e.g. the data source).
+    pub parent: String,
+    /// Plugin version (semver `MAJOR.MINOR.PATCH`).
+    pub version: String,
+    /// The interface version the plugin was built against.
+    pub interface_version: u32,
+    /// Kind of app.
+    pub kind: PluginKind,
+    /// One line for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Default schedule, if the app should run on its own.
+    #[serde(default)]
+    pub default_schedule: Option<Schedule>,
+    /// Tables the plugin writes.
+    #[serde(default)]
+    pub tables: Vec<TableDecl>,
+    /// JSON schema the runtime arguments must satisfy.
+    #[serde(default = "empty_object_schema")]
+    pub args_schema: Value,
+}
+
+fn empty_object_schema() -> Value {
+    serde_json::json!({"type": "object"})
+}
+
+/// A semantic version as the manifest writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u64, pub u64, pub u64);
+
+impl Version {
+    /// Parses `MAJOR.MINOR.PATCH` (pre-release tags are not allowed).
+    pub fn parse(s: &str) -> Option<Version> {
+        let mut parts = s.split('.').map(|p| p.parse::<u64>().ok());
+        let v = Version(parts.next()??, parts.next()??, parts.next()??);
+        parts.next().is_none().then_some(v)
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && s.len() <= 63
+}
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+impl Manifest {
+    /// Checks the manifest and returns every problem found, each naming the
+    /// field, the value and what is allowed. Empty means valid.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (field, value) in [("name", &self.name), ("group", &self.group), ("parent", &self.parent)] {
+            if !is_label(value) {
+                problems.push(format!(
+                    "{field} {value:?} is not allowed: use 1-64 ASCII letters, digits, '_' or '-'"
+                ));
+            }
+        }
+        if Version::parse(&self.version).is_none() {
+            problems.push(format!(
+                "version {:?} is not MAJOR.MINOR.PATCH (for example \"1.0.0\")",
+                self.version
+            ));
+        }
+        if self.interface_version != crate::INTERFACE_VERSION {
+            problems.push(format!(
+                "interface_version {} is not supported: this host implements interface version {}",
+                self.interface_version,
+                crate::INTERFACE_VERSION
+            ));
+        }
+        if let Some(Schedule::IntervalSecs(0)) = self.default_schedule {
+            problems.push("default_schedule interval_secs must be at least 1".into());
+        }
+        if !self.args_schema.is_object() && !self.args_schema.is_boolean() {
+            problems.push("args_schema must be a JSON schema object".into());
+        }
+        let mut seen_tables = std::collections::HashSet::new();
+        for t in &self.tables {
+            if !is_ident(&t.name) || t.name.starts_with("dc_") {
+                problems.push(format!(
+                    "table name {:?} is not allowed: use lowercase letters, digits and '_', start with a letter, at most 63 characters, not starting with 'dc_'",
+                    t.name
+                ));
+            }
+            if !seen_tables.insert(&t.name) {
+                problems.push(format!("table {:?} is declared twice", t.name));
+            }
+            if t.columns.is_empty() {
+                problems.push(format!("table {:?} declares no columns", t.name));
+            }
+            let mut seen_cols = std::collections::HashSet::new();
+            for c in &t.columns {
+                if !is_ident(&c.name) {
+                    problems.push(format!(
+                        "table {:?}: column name {:?} is not allowed: use lowercase letters, digits and '_', starting with a letter",
+                        t.name, c.name
+                    ));
+                }
+                if !seen_cols.insert(&c.name) {
+                    problems.push(format!("table {:?}: column {:?} is declared twice", t.name, c.name));
+                }
+            }
+            if t.key.is_empty() {
+                problems.push(format!(
+                    "table {:?} has no key columns: name the columns that identify a row in \"key\"",
+                    t.name
+                ));
+            }
+            for k in &t.key {
+                if !t.columns.iter().any(|c| &c.name == k) {
+                    problems.push(format!("table {:?}: key column {:?} is not a declared column", t.name, k));
+                }
+            }
+        }
+        problems
+    }
+
+    /// The declared table with this name.
+    pub fn table(&self, name: &str) -> Option<&TableDecl> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "name": "books", "group": "demo", "parent": "catalogue", "version": "1.2.3",
+            "interface_version": 1, "kind": "scraper",
+            "tables": [{"name": "items", "columns": [{"name": "sku", "type": "text", "nullable": false}], "key": ["sku"]}]
+        }))
+        .expect("sample manifest parses")
+    }
+
+    #[test]
+    fn valid_manifest_has_no_problems() {
+        assert_eq!(sample().validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn problems_name_the_field_and_value() {
+        let mut m = sample();
+        m.version = "1.2".into();
+        m.tables[0].key = vec!["missing".into()];
+        m.interface_version = 7;
+        let p = m.validate().join("\n");
+        assert!(p.contains("version \"1.2\" is not MAJOR.MINOR.PATCH"), "{p}");
+        assert!(p.contains("key column \"missing\" is not a declared column"), "{p}");
+        assert!(p.contains("interface_version 7 is not supported"), "{p}");
+    }
+
+    #[test]
+    fn unknown_manifest_fields_are_refused() {
+        let err = serde_json::from_value::<Manifest>(serde_json::json!({
+            "name": "a", "group": "b", "parent": "c", "version": "1.0.0",
+            "interface_version": 1, "kind": "scraper", "colour": "red"
+        }))
+        .expect_err("unknown field must be refused");
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn versions_order_numerically() {
+        assert!(Version::parse("1.10.0") > Version::parse("1.9.9"));
+        assert_eq!(Version::parse("1.0"), None);
+        assert_eq!(Version::parse("1.0.0-rc1"), None);
+    }
+}
