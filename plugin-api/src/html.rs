@@ -11,9 +11,12 @@ pub fn selector(css: &str) -> Result<Selector> {
     Selector::parse(css).map_err(|e| Error::msg(format!("invalid CSS selector {css:?}: {e}")))
 }
 
-/// The whitespace-normalized text of an element.
+/// The text of an element: its text nodes joined as they are (so
+/// `<p>Caf<b>é</b></p>` is `"Café"`), then every whitespace run collapsed to one
+/// space and the ends trimmed.
 pub fn text_of(el: ElementRef<'_>) -> String {
-    el.text().collect::<Vec<_>>().join(" ").split_whitespace().collect::<Vec<_>>().join(" ")
+    let raw: String = el.text().collect();
+    raw.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Text of the first element matching `css`, or `None`.
@@ -39,26 +42,35 @@ pub fn all_attr(doc: &Html, css: &str, attr: &str) -> Result<Vec<String>> {
     Ok(doc.select(&sel).filter_map(|e| e.value().attr(attr).map(str::to_string)).collect())
 }
 
-/// Value of attribute `attr` on the first element matching `css`.
+/// Value of attribute `attr` on the first element matching `css`: `None` when
+/// nothing matches or when that first element lacks the attribute (later
+/// matching elements are not consulted).
 pub fn first_attr(doc: &Html, css: &str, attr: &str) -> Result<Option<String>> {
-    Ok(all_attr(doc, css, attr)?.into_iter().next())
+    let sel = selector(css)?;
+    Ok(doc.select(&sel).next().and_then(|e| e.value().attr(attr).map(str::to_string)))
 }
 
-/// Resolves `href` against `base` (absolute URLs pass through).
-pub fn join_url(base: &str, href: &str) -> String {
-    if href.contains("://") {
-        return href.to_string();
-    }
-    let origin_end = base.find("://").map(|i| i + 3).and_then(|s| base[s..].find('/').map(|j| s + j));
-    if let Some(rest) = href.strip_prefix('/') {
-        let origin = origin_end.map(|e| &base[..e]).unwrap_or(base.trim_end_matches('/'));
-        return format!("{origin}/{rest}");
-    }
-    let dir = match base.rfind('/') {
-        Some(i) if origin_end.is_some_and(|e| i >= e) => &base[..=i],
-        _ => return format!("{}/{href}", base.trim_end_matches('/')),
-    };
-    format!("{dir}{href}")
+/// Resolves the link `href` against the absolute URL `base` as a browser does
+/// (RFC 3986 via the `url` crate): absolute URLs pass through, and
+/// scheme-relative (`//cdn/x`), root-relative (`/x`), query-only (`?page=2`),
+/// fragment-only (`#top`) and dot-segment (`../x`) links are resolved. The
+/// result is normalized (`http://h` becomes `http://h/`, a default port is
+/// dropped).
+///
+/// An error names both `base` and `href` when `base` is not an absolute URL or
+/// `href` cannot be resolved.
+pub fn join_url(base: &str, href: &str) -> Result<String> {
+    let base_url = url::Url::parse(base).map_err(|e| {
+        Error::msg(format!(
+            "cannot resolve link {href:?} against base {base:?}: the base is not an absolute URL ({e}); pass one like \"http://host/page.html\""
+        ))
+    })?;
+    let joined = base_url.join(href).map_err(|e| {
+        Error::msg(format!(
+            "cannot resolve link {href:?} against base {base:?}: {e}; check the link in the page"
+        ))
+    })?;
+    Ok(joined.into())
 }
 
 #[cfg(test)]
@@ -80,10 +92,51 @@ mod tests {
     }
 
     #[test]
+    fn text_joins_inline_nodes_without_separator() {
+        let doc = Html::parse_document("<p>Caf<b>\u{e9}</b> au\n\t <i>lait</i>  </p><div>  </div>");
+        assert_eq!(first_text(&doc, "p").expect("valid"), Some("Caf\u{e9} au lait".to_string()));
+        assert_eq!(first_text(&doc, "div").expect("valid"), Some(String::new()));
+    }
+
+    #[test]
+    fn first_attr_reads_only_the_first_match() {
+        let doc = Html::parse_document(r#"<a>no href</a><a href="second.html">x</a><a href="third.html">y</a>"#);
+        assert_eq!(first_attr(&doc, "a", "href").expect("valid"), None);
+        assert_eq!(first_attr(&doc, "a[href]", "href").expect("valid").as_deref(), Some("second.html"));
+        assert_eq!(first_attr(&doc, "p", "href").expect("valid"), None);
+        assert!(first_attr(&doc, "a[", "href").is_err());
+    }
+
+    #[test]
     fn joins_urls() {
-        assert_eq!(join_url("http://h:1/c/page-1.html", "item-2.html"), "http://h:1/c/item-2.html");
-        assert_eq!(join_url("http://h:1/c/page-1.html", "/x.html"), "http://h:1/x.html");
-        assert_eq!(join_url("http://h:1", "x.html"), "http://h:1/x.html");
-        assert_eq!(join_url("http://h:1/", "https://o/x"), "https://o/x");
+        let base = "http://h:1/c/page-1.html";
+        let cases = [
+            ("item-2.html", "http://h:1/c/item-2.html"),
+            ("/x.html", "http://h:1/x.html"),
+            ("//cdn/x", "http://cdn/x"),
+            ("?page=2", "http://h:1/c/page-1.html?page=2"),
+            ("#frag", "http://h:1/c/page-1.html#frag"),
+            ("../x.html", "http://h:1/x.html"),
+            ("./sub/../y.html", "http://h:1/c/y.html"),
+            ("item?next=http://other/x", "http://h:1/c/item?next=http://other/x"),
+            ("https://o/x", "https://o/x"),
+            ("", base),
+        ];
+        for (href, want) in cases {
+            assert_eq!(join_url(base, href).expect("resolves").as_str(), want, "href {href:?}");
+        }
+        assert_eq!(join_url("http://h:1", "x.html").expect("resolves"), "http://h:1/x.html");
+        assert_eq!(join_url("https://h/a/b/", "../../../x").expect("resolves"), "https://h/x");
+        assert_eq!(join_url("http://h/", "https://o/x").expect("resolves"), "https://o/x");
+    }
+
+    #[test]
+    fn join_url_errors_name_base_and_href() {
+        let err = join_url("catalogue/page-1.html", "item-2.html").expect_err("relative base");
+        assert!(err.message().contains("\"catalogue/page-1.html\""), "{err}");
+        assert!(err.message().contains("\"item-2.html\""), "{err}");
+        assert!(err.message().contains("not an absolute URL"), "{err}");
+        let err = join_url("http://h/", "http://[::1").expect_err("bad href");
+        assert!(err.message().contains("\"http://[::1\"") && err.message().contains("\"http://h/\""), "{err}");
     }
 }

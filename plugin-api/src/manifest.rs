@@ -66,10 +66,13 @@ pub struct ColumnDecl {
     /// SQL type.
     #[serde(rename = "type")]
     pub ty: ColumnType,
-    /// Whether NULL is allowed (key columns never are).
+    /// Whether NULL is allowed (default `true`). Ignored for key columns: they
+    /// are always created NOT NULL and a row missing a key field is rejected,
+    /// whatever this says.
     #[serde(default = "yes")]
     pub nullable: bool,
-    /// Maximum length in characters for text columns (0 = unlimited).
+    /// Maximum length in characters (0 = the host's default limit). Only text
+    /// columns may set it; [`Manifest::validate`] rejects it on other types.
     #[serde(default)]
     pub max_len: usize,
 }
@@ -109,7 +112,8 @@ pub struct TableDecl {
     /// The columns (the host adds `_row_hash`, `_runtime_id`, `_first_seen`,
     /// `_last_seen` and `_archived_at`).
     pub columns: Vec<ColumnDecl>,
-    /// Key columns that identify a row.
+    /// Key columns that identify a row. They are always NOT NULL, whatever
+    /// their `nullable` says.
     pub key: Vec<String>,
     /// Full snapshot or incremental.
     #[serde(default)]
@@ -241,6 +245,15 @@ impl Manifest {
                 if !seen_cols.insert(&c.name) {
                     problems.push(format!("table {:?}: column {:?} is declared twice", t.name, c.name));
                 }
+                if c.max_len > 0 && c.ty != ColumnType::Text {
+                    problems.push(format!(
+                        "table {:?}: column {:?} is of type {} but sets max_len {}: max_len applies to text columns only, remove it",
+                        t.name,
+                        c.name,
+                        c.ty.as_str(),
+                        c.max_len
+                    ));
+                }
             }
             if t.key.is_empty() {
                 problems.push(format!(
@@ -291,6 +304,31 @@ mod tests {
         assert!(p.contains("version \"1.2\" is not MAJOR.MINOR.PATCH"), "{p}");
         assert!(p.contains("key column \"missing\" is not a declared column"), "{p}");
         assert!(p.contains("interface_version 7 is not supported"), "{p}");
+    }
+
+    #[test]
+    fn max_len_is_for_text_columns_only() {
+        let mut m = sample();
+        m.tables[0].columns[0].max_len = 20;
+        assert_eq!(m.validate(), Vec::<String>::new(), "max_len on a text column is fine");
+        m.tables[0].columns.push(ColumnDecl { name: "qty".into(), ty: ColumnType::Integer, nullable: true, max_len: 5 });
+        let p = m.validate().join("\n");
+        assert!(p.contains("table \"items\": column \"qty\" is of type integer but sets max_len 5"), "{p}");
+        assert!(p.contains("remove it"), "{p}");
+        m.tables[0].columns[1].max_len = 0;
+        assert_eq!(m.validate(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn key_columns_may_leave_nullable_at_its_default() {
+        let m: Manifest = serde_json::from_value(serde_json::json!({
+            "name": "books", "group": "demo", "parent": "catalogue", "version": "1.2.3",
+            "interface_version": 1, "kind": "scraper",
+            "tables": [{"name": "items", "columns": [{"name": "sku", "type": "text"}], "key": ["sku"]}]
+        }))
+        .expect("manifest parses");
+        assert!(m.tables[0].columns[0].nullable, "nullable defaults to true");
+        assert_eq!(m.validate(), Vec::<String>::new());
     }
 
     #[test]

@@ -149,12 +149,13 @@ impl Response {
         scraper::Html::parse_document(&self.text())
     }
 
-    /// An error unless the status is 2xx, naming the URL and status.
+    /// An error unless the status is 2xx, naming the URL and status
+    /// (`"{url} returned HTTP {status}"`).
     pub fn error_for_status(self) -> Result<Response> {
         if (200..300).contains(&self.status) {
             Ok(self)
         } else {
-            Err(Error::msg(format!("GET {} returned HTTP {}", self.url, self.status)))
+            Err(Error::msg(format!("{} returned HTTP {}", self.url, self.status)))
         }
     }
 
@@ -201,6 +202,18 @@ impl From<LogLevel> for FfiLogLevel {
             LogLevel::Info => FfiLogLevel::Info,
             LogLevel::Warn => FfiLogLevel::Warn,
             LogLevel::Error => FfiLogLevel::Error,
+        }
+    }
+}
+
+impl From<FfiLogLevel> for LogLevel {
+    fn from(l: FfiLogLevel) -> LogLevel {
+        match l {
+            FfiLogLevel::Trace => LogLevel::Trace,
+            FfiLogLevel::Debug => LogLevel::Debug,
+            FfiLogLevel::Info => LogLevel::Info,
+            FfiLogLevel::Warn => LogLevel::Warn,
+            FfiLogLevel::Error => LogLevel::Error,
         }
     }
 }
@@ -327,8 +340,11 @@ pub trait Scraper: Send + Sync + Sized + 'static {
     /// Collects one work item into records.
     fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>>;
 
-    /// Stores every record of the run. The default merges each declared table
-    /// in one call, as a full snapshot unless the table is declared incremental.
+    /// Stores every record of the run. The default ([`default_store`]) merges
+    /// each declared table that received records in one call, as a full
+    /// snapshot unless the table is declared incremental. Override it when a
+    /// run may be partial (for example a listing cut short), so a full snapshot
+    /// does not remove rows the run merely did not see.
     fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
         default_store(&Self::manifest(), ctx, records)
     }
@@ -339,9 +355,14 @@ pub trait Scraper: Send + Sync + Sized + 'static {
     }
 }
 
-/// The default `store`: one merge per declared table (tables with no records in
-/// a full-snapshot run are merged empty only if the run produced any records at
-/// all, so a run that collected nothing never wipes a table).
+/// The default `store`: one merge per declared table that received records, as
+/// a full snapshot unless the table is declared incremental.
+///
+/// A table that received no records is not merged at all, not even as an empty
+/// full snapshot, so a run that collected nothing (for that table or at all)
+/// never wipes it; a plugin that really wants to empty a table must merge it
+/// itself. Records for a table the manifest does not declare are an error, and
+/// then nothing is merged.
 pub fn default_store(manifest: &Manifest, ctx: &Context, records: Vec<Record>) -> Result<()> {
     let mut by_table: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
     for r in records {
@@ -377,8 +398,9 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     format!("plugin panicked: {msg}")
 }
 
-/// Runs plugin code, turning errors and panics into the ABI's error string.
-fn guarded<T>(f: impl FnOnce() -> Result<T>) -> RResult<T, RString> {
+/// Runs plugin code, turning errors and panics into the ABI's error string
+/// (a panic becomes `"plugin panicked: {message}"`).
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> RResult<T, RString> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => ROk(v),
         Ok(Err(e)) => RErr(e.0.into()),
@@ -461,3 +483,32 @@ macro_rules! export_plugin {
     };
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_for_status_names_url_and_status() {
+        let resp = |status| Response { status, url: "http://h/x".into(), headers: vec![], body: vec![] };
+        assert_eq!(resp(204).error_for_status().map(|r| r.status), Ok(204));
+        let err = resp(503).error_for_status().expect_err("503 is an error");
+        assert_eq!(err.message(), "http://h/x returned HTTP 503");
+        assert!(resp(302).error_for_status().is_err());
+    }
+
+    #[test]
+    fn log_levels_round_trip_through_the_abi() {
+        for l in [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+            assert_eq!(LogLevel::from(FfiLogLevel::from(l)), l);
+        }
+    }
+
+    #[test]
+    fn guarded_turns_panics_into_errors() {
+        let r: RResult<(), RString> = guarded(|| panic!("boom"));
+        assert_eq!(r.into_result().map_err(|e| e.into_string()), Err("plugin panicked: boom".to_string()));
+        let r: RResult<u8, RString> = guarded(|| Err(Error::msg("nope")));
+        assert_eq!(r.into_result().map_err(|e| e.into_string()), Err("nope".to_string()));
+    }
+}

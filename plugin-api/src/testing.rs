@@ -1,7 +1,7 @@
 //! Test support for plugin authors: run a [`Scraper`] through its whole
 //! lifecycle in-process, without the host, with HTTP answered by a function you
-//! supply (canned pages or fixture files). Merges and logs are recorded so a
-//! test can assert on them.
+//! supply (canned pages or fixture files). Merges and logs (with level and
+//! structured context) are recorded so a test can assert on them.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +12,7 @@ use abi_stable::{
 use serde_json::{Map, Value};
 
 use crate::abi::{FfiHeader, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks, HostCallbacks_TO};
-use crate::sdk::{Context, MergeSummary, Request, Response, Result, Scraper, adapt};
+use crate::sdk::{Context, LogLevel, MergeSummary, Request, Response, Result, Scraper, adapt, guarded};
 
 type Fetcher = dyn Fn(&Request) -> Result<Response> + Send + Sync;
 
@@ -34,8 +34,11 @@ pub struct TestRun {
     pub items: Vec<Value>,
     /// Every merge call.
     pub merges: Vec<MergeCall>,
-    /// Log messages.
+    /// Log messages, in order.
     pub logs: Vec<String>,
+    /// Log records, in order: level, message and structured context (the JSON
+    /// the plugin passed; `Value::Null` when it passed none).
+    pub log_records: Vec<(LogLevel, String, Value)>,
     /// Errors from `collect`, one per failed item.
     pub collect_errors: Vec<String>,
 }
@@ -43,7 +46,7 @@ pub struct TestRun {
 #[derive(Default)]
 struct Recorded {
     merges: Vec<MergeCall>,
-    logs: Vec<String>,
+    log_records: Vec<(LogLevel, String, Value)>,
 }
 
 struct TestCallbacks {
@@ -94,8 +97,15 @@ impl HostCallbacks for TestCallbacks {
         ROk(serde_json::to_string(&summary).unwrap_or_default().into())
     }
 
-    fn log(&self, _level: FfiLogLevel, message: RStr<'_>, _context_json: RStr<'_>) {
-        lock(&self.rec).logs.push(message.to_string());
+    fn log(&self, level: FfiLogLevel, message: RStr<'_>, context_json: RStr<'_>) {
+        let raw = context_json.as_str();
+        let context = if raw.is_empty() {
+            Value::Null
+        } else {
+            // keep unparseable context visible to the test instead of dropping it
+            serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+        };
+        lock(&self.rec).log_records.push((level.into(), message.to_string(), context));
     }
 
     fn progress(&self, _current: u64, _total: u64, _errors: u64) {}
@@ -127,13 +137,15 @@ impl TestHost {
         self
     }
 
-    /// Runs `prepare_list → collect (each item) → store → cleanup` through the
-    /// same ABI adapter the host uses (so panics come back as errors too).
+    /// Runs `new → prepare_list → collect (each item) → store → cleanup`
+    /// through the same ABI adapter and panic guard the host uses, so a panic in
+    /// any step (including `new`) comes back as an error containing
+    /// "plugin panicked".
     pub fn run<S: Scraper>(&self) -> Result<TestRun> {
         let rec = Arc::new(Mutex::new(Recorded::default()));
         let callbacks = TestCallbacks { fetch: self.fetch.clone(), args: self.args.to_string(), rec: rec.clone() };
         let ctx = Context::from_host(HostCallbacks_TO::from_value(callbacks, TD_Opaque));
-        let scraper = S::new(&ctx)?;
+        let scraper = into(guarded(|| S::new(&ctx)))?;
         let mut obj = adapt(scraper, ctx);
         let mut run = TestRun::default();
         let outcome = (|| -> Result<()> {
@@ -154,18 +166,138 @@ impl TestHost {
         cleaned?;
         let rec = std::mem::take(&mut *lock(&rec));
         run.merges = rec.merges;
-        run.logs = rec.logs;
+        run.logs = rec.log_records.iter().map(|(_, message, _)| message.clone()).collect();
+        run.log_records = rec.log_records;
         Ok(run)
     }
 }
 
 fn into<T>(r: RResult<T, RString>) -> Result<T> {
-    r.into_result().map_err(|e| crate::sdk::Error::msg(e))
+    r.into_result().map_err(crate::sdk::Error::msg)
 }
 
 impl TestRun {
     /// All rows merged into `table`.
     pub fn rows(&self, table: &str) -> Vec<&Map<String, Value>> {
         self.merges.iter().filter(|m| m.table == table).flat_map(|m| m.rows.iter()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ColumnDecl, ColumnType, Manifest, PluginKind, SnapshotMode, TableDecl};
+    use crate::sdk::{Error, Record};
+    use serde_json::json;
+
+    fn table(name: &str, snapshot: SnapshotMode) -> TableDecl {
+        TableDecl {
+            name: name.into(),
+            columns: vec![ColumnDecl { name: "id".into(), ty: ColumnType::Text, nullable: false, max_len: 0 }],
+            key: vec!["id".into()],
+            snapshot,
+            missing: Default::default(),
+        }
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "t".into(),
+            group: "g".into(),
+            parent: "p".into(),
+            version: "1.0.0".into(),
+            interface_version: crate::INTERFACE_VERSION,
+            kind: PluginKind::Scraper,
+            description: String::new(),
+            default_schedule: None,
+            tables: vec![table("full_t", SnapshotMode::Full), table("incr_t", SnapshotMode::Incremental)],
+            args_schema: json!({"type": "object"}),
+        }
+    }
+
+    /// Behaviour chosen by the `mode` argument.
+    struct Probe {
+        mode: String,
+    }
+
+    impl Scraper for Probe {
+        fn manifest() -> Manifest {
+            manifest()
+        }
+
+        fn new(ctx: &Context) -> Result<Self> {
+            let mode = ctx.args_value()["mode"].as_str().unwrap_or_default().to_string();
+            match mode.as_str() {
+                "panic_in_new" => panic!("new exploded"),
+                "fail_in_new" => Err(Error::msg("new refused")),
+                _ => Ok(Probe { mode }),
+            }
+        }
+
+        fn prepare_list(&mut self, ctx: &Context) -> Result<Vec<Value>> {
+            ctx.log(LogLevel::Warn, "listing", json!({"pages": 2}));
+            ctx.info("plain");
+            Ok(match self.mode.as_str() {
+                "nothing" => vec![],
+                _ => vec![json!("a"), json!("b")],
+            })
+        }
+
+        fn collect(&self, _ctx: &Context, item: &Value) -> Result<Vec<Record>> {
+            let table = match self.mode.as_str() {
+                "undeclared" => "nope",
+                "incremental" => "incr_t",
+                _ => "full_t",
+            };
+            Ok(vec![Record::new(table, json!({"id": item}))])
+        }
+    }
+
+    fn run(mode: &str) -> Result<TestRun> {
+        TestHost::new(|r| Err(Error::msg(format!("no HTTP in this test: {}", r.url))))
+            .args(json!({"mode": mode}))
+            .run::<Probe>()
+    }
+
+    #[test]
+    fn panic_in_new_is_an_error() {
+        let err = run("panic_in_new").err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("plugin panicked") && err.contains("new exploded"), "{err:?}");
+        let err = run("fail_in_new").err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(err, "new refused");
+    }
+
+    #[test]
+    fn records_log_levels_and_context() {
+        let r = run("").expect("run succeeds");
+        assert_eq!(r.logs[..2], ["listing", "plain"]);
+        assert_eq!(r.log_records[0], (LogLevel::Warn, "listing".to_string(), json!({"pages": 2})));
+        assert_eq!(r.log_records[1], (LogLevel::Info, "plain".to_string(), Value::Null));
+        let merged = r.log_records.iter().find(|(_, m, _)| m == "merged table").expect("merge is logged");
+        assert_eq!(merged.0, LogLevel::Info);
+        assert_eq!(merged.2["table"], "full_t");
+        assert_eq!(merged.2["inserted"], 2);
+        assert_eq!(r.logs.len(), r.log_records.len());
+    }
+
+    #[test]
+    fn default_store_merges_only_tables_with_records() {
+        let r = run("").expect("run succeeds");
+        assert_eq!(r.merges.len(), 1, "{:?}", r.merges);
+        assert_eq!((r.merges[0].table.as_str(), r.merges[0].full_snapshot), ("full_t", true));
+        assert_eq!(r.rows("full_t").len(), 2);
+
+        let r = run("incremental").expect("run succeeds");
+        assert_eq!(r.merges.len(), 1, "{:?}", r.merges);
+        assert_eq!((r.merges[0].table.as_str(), r.merges[0].full_snapshot), ("incr_t", false));
+
+        let r = run("nothing").expect("run succeeds");
+        assert_eq!(r.merges, vec![], "a run that collected nothing must not merge (and wipe) any table");
+    }
+
+    #[test]
+    fn undeclared_table_is_an_error() {
+        let err = run("undeclared").expect_err("undeclared table is refused");
+        assert!(err.message().contains("\"nope\"") && err.message().contains("declare it"), "{err}");
     }
 }

@@ -1,1 +1,6 @@
-//! placeholder
+//! End-to-end tests: the real `dc-host` binary, real plugin cdylibs built by
+//! cargo, the fixture site on loopback, SQLite and a real PostgreSQL server.
+
+mod boundaries;
+mod crash;
+mod demo;

@@ -1,1 +1,182 @@
-fn main(){}
+//! `dc-host`: the host process and operator CLI. Parses the command line, loads
+//! settings, connects the database and logging, and dispatches to one module per
+//! subcommand under `cmd/`. `anyhow` is used only here, at the binary's edge.
+
+mod cmd;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use dc_core::{Database, Settings};
+use dc_runtime::HostEnv;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// dc-host runs data-collection plugins: register plugin files, run them in
+/// isolated worker processes, and keep their rows in SQLite or PostgreSQL.
+#[derive(Parser)]
+#[command(name = "dc-host", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML); also `DC_CONFIG`. Settings can be overridden
+    /// with `DC_<SECTION>_<KEY>` variables, e.g. `DC_DATABASE_URL`.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Database: migrate, status, deploy, seed, drop.
+    #[command(subcommand)]
+    Db(cmd::db::DbCommand),
+    /// Show the effective configuration (secrets redacted).
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    /// Plugins: list, inspect, register, history, rollback.
+    #[command(subcommand)]
+    Plugins(cmd::plugins::PluginsCommand),
+    /// Register new or changed plugin files from the plugins directory.
+    Reload(cmd::reload::ReloadArgs),
+    /// Run an app now, in its own worker process, and wait for it.
+    Run(cmd::run::RunArgs),
+    /// Runs: list, show, stop.
+    #[command(subcommand)]
+    Runs(cmd::runs::RunsCommand),
+    /// Collected data: tables and rows.
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
+    /// Generate a new plugin crate from the SDK template.
+    ScaffoldPlugin(cmd::scaffold::ScaffoldArgs),
+    /// Encrypted secrets: set, get, list, rm, rotate-key.
+    #[command(subcommand)]
+    Secrets(cmd::secrets::SecretsCommand),
+    /// Serve a directory of static files on loopback (the bundled fixture site).
+    FixtureServer(cmd::fixture_server::FixtureServerArgs),
+    /// Internal: run one run (started by the supervisor; settings on stdin).
+    #[command(hide = true)]
+    Worker {
+        /// The run to execute.
+        #[arg(long)]
+        runtime_id: String,
+    },
+    /// Internal: load a plugin file and print its manifest as JSON.
+    #[command(hide = true)]
+    PluginProbe {
+        /// The plugin file.
+        file: PathBuf,
+    },
+}
+
+fn console_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},sqlx=warn")))
+}
+
+fn init_console_logging() {
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(console_filter("warn")))
+        .try_init();
+}
+
+/// Connects the database (migrating it) and installs console + database logging.
+fn connect(rt: &tokio::runtime::Runtime, settings: Settings) -> anyhow::Result<(HostEnv, Option<dc_core::logs::LogSink>)> {
+    let db = rt.block_on(async {
+        let db = Database::connect(&settings).await?;
+        db.migrate().await?;
+        anyhow::Ok(db)
+    })?;
+    let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
+    let sink = if settings.logging.database {
+        let (layer, sink) = dc_core::logs::start_db_sink(
+            db.clone(),
+            rt.handle().clone(),
+            settings.logging.buffer,
+            settings.fallback_log_file(),
+        );
+        let filter = EnvFilter::new(format!("{level},sqlx=warn"));
+        let _ = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(console_filter("warn")))
+            .with(layer.with_filter(filter))
+            .try_init();
+        Some(sink)
+    } else {
+        init_console_logging();
+        None
+    };
+    let exe = std::env::current_exe().context("cannot find the dc-host executable")?;
+    Ok((HostEnv { settings, db, exe }, sink))
+}
+
+fn load_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    let mut settings = Settings::from_env(cli_config)?;
+    cmd::secrets::resolve_setting_references(&mut settings)?;
+    Ok(settings)
+}
+
+fn real_main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cli.command {
+        Command::PluginProbe { file } => Ok(ExitCode::from(dc_runtime::probe::probe_child_main(&file) as u8)),
+        Command::Worker { runtime_id } => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("worker: cannot read settings from stdin")?;
+            let settings: Settings = serde_json::from_str(&text).context("worker: settings on stdin are not valid")?;
+            let (env, sink) = connect(&rt, settings)?;
+            let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id);
+            if let Some(s) = sink {
+                s.flush();
+            }
+            Ok(ExitCode::from(code as u8))
+        }
+        Command::Config(c) => {
+            init_console_logging();
+            cmd::config::exec(c, &load_settings(cli.config.as_deref())?)
+        }
+        Command::FixtureServer(a) => {
+            init_console_logging();
+            rt.block_on(cmd::fixture_server::exec(a))
+        }
+        command => {
+            let settings = load_settings(cli.config.as_deref())?;
+            if let Command::Db(c) = &command
+                && c.skips_auto_migrate()
+            {
+                init_console_logging();
+                return rt.block_on(cmd::db::exec_raw(c, &settings));
+            }
+            let (env, sink) = connect(&rt, settings)?;
+            let result = match command {
+                Command::Db(c) => rt.block_on(cmd::db::exec(c, &env)),
+                Command::Plugins(c) => rt.block_on(cmd::plugins::exec(c, &env)),
+                Command::Reload(a) => rt.block_on(cmd::reload::exec(a, &env)),
+                Command::Run(a) => rt.block_on(cmd::run::exec(a, &env)),
+                Command::Runs(c) => rt.block_on(cmd::runs::exec(c, &env)),
+                Command::Data(c) => rt.block_on(cmd::data::exec(c, &env)),
+                Command::ScaffoldPlugin(a) => rt.block_on(cmd::scaffold::exec(a, &env)),
+                Command::Secrets(c) => cmd::secrets::exec(c, &env.settings),
+                _ => unreachable!("handled above"),
+            };
+            if let Some(s) = sink {
+                s.flush();
+            }
+            rt.block_on(env.db.close());
+            result
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod db;
 pub mod enums;
+pub mod fun_watch;
 pub mod hash;
 pub mod logs;
 pub mod merge;

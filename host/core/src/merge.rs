@@ -503,16 +503,16 @@ async fn merge_postgres(
     let wrap = |dml: String, op: &str| {
         if feed {
             format!(
-                "WITH changed AS ({dml} RETURNING _row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
+                "WITH changed AS ({dml} RETURNING x._row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
             )
         } else {
-            format!("WITH changed AS ({dml} RETURNING _row_key) SELECT COUNT(*) FROM changed")
+            format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
         }
     };
     let s_cols = req.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
     let insert = wrap(
         format!(
-            "INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) SELECT {s_cols}, s._row_key, s._row_hash, $1, $3, $3 FROM _dc_stage s WHERE NOT EXISTS (SELECT 1 FROM \"{t}\" x WHERE x._row_key = s._row_key)"
+            "INSERT INTO \"{t}\" AS x ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) SELECT {s_cols}, s._row_key, s._row_hash, $1, $3, $3 FROM _dc_stage s WHERE NOT EXISTS (SELECT 1 FROM \"{t}\" x WHERE x._row_key = s._row_key)"
         ),
         "insert",
     );

@@ -6,12 +6,17 @@
 //! pager's "next" link) and returns the product detail URLs; `collect` turns one
 //! detail page into one row. The page parsing lives in the pure functions
 //! [`parse_listing`] and [`parse_detail`] so it can be tested without a host.
+//!
+//! `store` merges the rows as a full snapshot (rows no longer listed are
+//! deleted) only when the listing was read to its last page; when it was cut
+//! short (`max_pages`, or a stop request) it merges incrementally, so rows the
+//! run did not see are kept.
 
 use std::collections::HashSet;
 
 use dc_plugin_api::html::{first_attr, first_text, join_url, scraper::Html};
 use dc_plugin_api::{
-    ColumnDecl, ColumnType, Context, Error, LogLevel, Manifest, MissingRows, PluginKind, Record,
+    ColumnDecl, ColumnType, Context, Error, LogLevel, Manifest, Map, MissingRows, PluginKind, Record,
     Result, Schedule, Scraper, SnapshotMode, TableDecl, Value, json,
 };
 use serde::Deserialize;
@@ -47,6 +52,22 @@ struct Args {
     max_pages: Option<u64>,
 }
 
+/// How far `prepare_list` got through the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// `prepare_list` has not run (or failed).
+    NotRead,
+    /// Every listing page was read: the items are the whole catalogue.
+    Complete,
+    /// Reading stopped while a next page existed.
+    CutShort {
+        /// Why: "max_pages reached" or "stop requested".
+        cause: &'static str,
+        /// Listing pages read.
+        pages: u64,
+    },
+}
+
 /// The catalogue scraper for one run.
 #[derive(Debug)]
 pub struct Catalogue {
@@ -54,6 +75,8 @@ pub struct Catalogue {
     base_url: String,
     /// Listing page limit, at least 1.
     max_pages: Option<u64>,
+    /// Whether the listing was read completely (decides full vs incremental merge).
+    listing: Listing,
 }
 
 fn column(name: &str, ty: ColumnType, nullable: bool, max_len: usize) -> ColumnDecl {
@@ -126,23 +149,24 @@ impl Scraper for Catalogue {
         if !base_url.ends_with('/') {
             base_url.push('/');
         }
-        Ok(Catalogue { base_url, max_pages: args.max_pages })
+        Ok(Catalogue { base_url, max_pages: args.max_pages, listing: Listing::NotRead })
     }
 
     fn prepare_list(&mut self, ctx: &Context) -> Result<Vec<Value>> {
-        let mut page_url = format!("{}{FIRST_PAGE}", self.base_url);
+        let mut page_url = join_url(&self.base_url, FIRST_PAGE)?;
         let mut visited = HashSet::new();
         let mut seen_items = HashSet::new();
         let mut items = Vec::new();
         let mut pages = 0u64;
-        loop {
+        self.listing = Listing::NotRead;
+        let listing = loop {
             if ctx.should_stop() {
                 ctx.log(
                     LogLevel::Warn,
                     "stop requested, listing incomplete",
                     json!({"pages": pages, "items": items.len(), "next_page": page_url}),
                 );
-                break;
+                break Listing::CutShort { cause: "stop requested", pages };
             }
             visited.insert(page_url.clone());
             let html = ctx.get(&page_url)?.text();
@@ -153,28 +177,30 @@ impl Scraper for Catalogue {
                     items.push(Value::String(link));
                 }
             }
-            if self.max_pages.is_some_and(|max| pages >= max) {
-                break;
-            }
             match next {
+                None => break Listing::Complete,
                 Some(next) if visited.contains(&next) => {
                     ctx.log(
                         LogLevel::Warn,
                         "pager links back to a page already read, listing ends here",
                         json!({"page": page_url, "next": next}),
                     );
-                    break;
+                    break Listing::Complete;
+                }
+                Some(_) if self.max_pages.is_some_and(|max| pages >= max) => {
+                    break Listing::CutShort { cause: "max_pages reached", pages };
                 }
                 Some(next) => page_url = next,
-                None => break,
             }
-        }
+        };
+        self.listing = listing;
         let total = items.len() as u64;
         ctx.progress(0, total, 0);
         ctx.log(
             LogLevel::Info,
             "listing collected",
-            json!({"pages": pages, "items": total, "max_pages": self.max_pages, "base_url": self.base_url}),
+            json!({"pages": pages, "items": total, "max_pages": self.max_pages, "base_url": self.base_url,
+                "complete": listing == Listing::Complete}),
         );
         Ok(items)
     }
@@ -184,8 +210,51 @@ impl Scraper for Catalogue {
             Error::msg(format!("work item {item} is not a URL string: prepare_list must return detail page URLs"))
         })?;
         let html = ctx.get(url)?.text();
-        let row = parse_detail(url, &html)?;
+        let mut row = parse_detail(url, &html)?;
+        // store the page path relative to base_url, so the same site served from
+        // another address (a new port, a mirror) merges as unchanged rows
+        if let Some(rel) = url.strip_prefix(self.base_url.as_str()) {
+            row["url"] = Value::String(rel.to_string());
+        }
         Ok(vec![Record::new(TABLE, row)])
+    }
+
+    /// A complete listing is merged as a full snapshot (the default store); a
+    /// listing cut short is merged incrementally, so rows it did not reach are
+    /// kept rather than deleted.
+    fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
+        let (cause, pages) = match self.listing {
+            Listing::Complete => return dc_plugin_api::sdk::default_store(&Self::manifest(), ctx, records),
+            Listing::CutShort { cause, pages } => (cause, Some(pages)),
+            Listing::NotRead => ("listing not read", None),
+        };
+        let mut rows: Vec<Map<String, Value>> = Vec::with_capacity(records.len());
+        for r in records {
+            if r.table != TABLE {
+                return Err(Error::msg(format!(
+                    "record for table {:?}, which this plugin does not declare; collect must only return {TABLE:?} records",
+                    r.table
+                )));
+            }
+            rows.push(r.row);
+        }
+        ctx.log(
+            LogLevel::Warn,
+            "listing cut short, merging incrementally: rows not seen in this run are kept",
+            json!({"reason": "listing cut short", "cause": cause, "pages": pages,
+                "max_pages": self.max_pages, "table": TABLE, "rows": rows.len()}),
+        );
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let s = ctx.merge(TABLE, &rows, false)?;
+        ctx.log(
+            LogLevel::Info,
+            "merged table",
+            json!({"table": TABLE, "full_snapshot": false, "inserted": s.inserted, "updated": s.updated,
+                "deleted": s.deleted, "unchanged": s.unchanged}),
+        );
+        Ok(())
     }
 }
 
@@ -195,7 +264,8 @@ dc_plugin_api::export_plugin!(Catalogue);
 /// (in page order) and the absolute URL of the next listing page, if any.
 ///
 /// A page without any product link is an error: it means `base_url` does not
-/// point at the catalogue site or the site's layout changed.
+/// point at the catalogue site or the site's layout changed. So is a link that
+/// cannot be resolved against `url` (the error names both).
 pub fn parse_listing(url: &str, html: &str) -> Result<(Vec<String>, Option<String>)> {
     let doc = Html::parse_document(html);
     let links: Vec<String> = dc_plugin_api::html::all_attr(&doc, SEL_PRODUCT_LINK, "href")?
@@ -203,7 +273,7 @@ pub fn parse_listing(url: &str, html: &str) -> Result<(Vec<String>, Option<Strin
         .map(|href| href.trim())
         .filter(|href| !href.is_empty())
         .map(|href| join_url(url, href))
-        .collect();
+        .collect::<Result<_>>()?;
     if links.is_empty() {
         return Err(Error::msg(format!(
             "{url}: no product links (no element matches {SEL_PRODUCT_LINK:?}); check that base_url points at the catalogue site"
@@ -212,7 +282,8 @@ pub fn parse_listing(url: &str, html: &str) -> Result<(Vec<String>, Option<Strin
     let next = first_attr(&doc, SEL_NEXT, "href")?
         .map(|href| href.trim().to_string())
         .filter(|href| !href.is_empty())
-        .map(|href| join_url(url, &href));
+        .map(|href| join_url(url, &href))
+        .transpose()?;
     Ok((links, next))
 }
 
@@ -453,19 +524,49 @@ mod tests {
         assert!(skus.contains("SKU-0001") && skus.contains("SKU-0300"));
         let item1 = rows.iter().find(|r| r["sku"] == "SKU-0001").expect("SKU-0001 collected");
         assert_eq!(item1["title"], "Nordic Thermos");
-        assert_eq!(item1["url"], "http://fixture.test/catalogue/item-0001.html");
+        assert_eq!(item1["url"], "catalogue/item-0001.html");
         let out_of_stock = rows.iter().filter(|r| r["stock"] == 0).count();
         assert!(out_of_stock > 0 && out_of_stock < 300, "{out_of_stock} items out of stock");
         assert!(run.logs.iter().any(|l| l == "listing collected"), "{:?}", run.logs);
+        assert!(
+            !run.log_records.iter().any(|(_, _, c)| c["reason"] == "listing cut short"),
+            "{:?}",
+            run.log_records
+        );
     }
 
     #[test]
-    fn max_pages_limits_the_listing() {
+    fn max_pages_limits_the_listing_and_merges_incrementally() {
         // no trailing slash: new() adds it
         let run = run(json!({"base_url": "http://fixture.test", "max_pages": 2})).expect("run succeeds");
         assert_eq!(run.items.len(), 40);
         assert_eq!(run.items[39], json!("http://fixture.test/catalogue/item-0040.html"));
         assert_eq!(run.rows(TABLE).len(), 40);
+        assert_eq!(run.merges.len(), 1, "{:?}", run.merges.iter().map(|m| &m.table).collect::<Vec<_>>());
+        assert_eq!(run.merges[0].table, TABLE);
+        assert!(!run.merges[0].full_snapshot, "a listing cut short must not delete the rows it did not see");
+        let (level, _, context) = run
+            .log_records
+            .iter()
+            .find(|(_, _, c)| c["reason"] == "listing cut short")
+            .expect("a cut-short listing is logged");
+        assert_eq!(*level, LogLevel::Warn);
+        assert_eq!(context["cause"], "max_pages reached");
+        assert_eq!(context["pages"], 2);
+        assert_eq!(context["rows"], 40);
+    }
+
+    #[test]
+    fn max_pages_covering_every_page_is_a_full_snapshot() {
+        // 15 listing pages: stopping at the last one leaves no next page unread
+        let all = run(json!({"base_url": BASE, "max_pages": 15})).expect("run succeeds");
+        assert_eq!(all.items.len(), 300);
+        assert_eq!(all.merges.len(), 1);
+        assert!(all.merges[0].full_snapshot);
+        let short = run(json!({"base_url": BASE, "max_pages": 14})).expect("run succeeds");
+        assert_eq!(short.items.len(), 280);
+        assert_eq!(short.merges.len(), 1);
+        assert!(!short.merges[0].full_snapshot);
     }
 
     #[test]

@@ -1,0 +1,12 @@
+//! One module per `dc-host` subcommand.
+
+pub mod config;
+pub mod data;
+pub mod db;
+pub mod fixture_server;
+pub mod plugins;
+pub mod reload;
+pub mod run;
+pub mod runs;
+pub mod scaffold;
+pub mod secrets;

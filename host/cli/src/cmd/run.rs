@@ -1,0 +1,72 @@
+//! `dc-host run APP`: validate arguments, start the run in a worker process, show
+//! live progress, and print the outcome with merge counts.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use dc_core::{apps, runs};
+use dc_runtime::HostEnv;
+use dc_runtime::supervisor::{self, RunOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::output;
+
+/// Arguments of `run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// App id, id prefix or group/parent/name.
+    app: String,
+    /// Runtime arguments as a JSON object (checked against the plugin's schema).
+    #[arg(long, value_name = "JSON")]
+    args: Option<String>,
+    /// Threads calling `collect` (default: runs.threads).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Kill the run after this many seconds (default: runs.time_limit_secs).
+    #[arg(long, value_name = "SECS")]
+    time_limit: Option<u64>,
+    /// Print the finished run as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn exec(a: RunArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
+    let app = apps::resolve_app(&env.db, &a.app).await?;
+    let args = match &a.args {
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--args is not valid JSON: {e}; pass an object like '{{\"base_url\": \"http://...\"}}'"))?),
+        None => None,
+    };
+    let opts = RunOptions { args, threads: a.threads, time_limit: a.time_limit.map(Duration::from_secs) };
+    let runtime_id = supervisor::create_run(env, &app, &opts).await?;
+    let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} items {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("{} {}", app.path(), output::short(&runtime_id)));
+    let env2 = env.clone();
+    let rid = runtime_id.clone();
+    let limit = opts.time_limit;
+    let mut task = tokio::spawn(async move { supervisor::supervise(&env2, &rid, limit).await });
+    let run = loop {
+        tokio::select! {
+            done = &mut task => break done??,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                if let Ok(r) = runs::get(&env.db, &runtime_id).await {
+                    bar.set_length(r.total_count.max(0) as u64);
+                    bar.set_position(r.current_count.max(0) as u64);
+                    bar.set_message(format!("{} errors", r.error_count));
+                }
+            }
+        }
+    };
+    bar.finish_and_clear();
+    if a.json {
+        output::json(&run)?;
+    } else {
+        super::runs::print_run(&run, &app.path());
+    }
+    Ok(if run.status == "SUCCESS" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,154 @@
+//! `dc-host runs`: list runs, show one (status, timings, exit reason, counters,
+//! change feed, logs), and ask a run to stop.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use dc_core::runs::RunRow;
+use dc_core::{apps, logs, runs};
+use dc_runtime::HostEnv;
+use serde::Serialize;
+
+use crate::output;
+
+/// Run commands.
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        /// Only runs of this app (id, prefix or group/parent/name).
+        #[arg(long)]
+        app: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, timings, exit reason, counters.
+    Show {
+        /// Run id (or a unique prefix of 6+ characters).
+        runtime_id: String,
+        /// Also list the keys inserted / updated / deleted.
+        #[arg(long)]
+        changes: bool,
+        /// Also print the run's log records.
+        #[arg(long)]
+        logs: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running run to stop (the plugin is told through should_stop()).
+    Stop {
+        /// Run id (or a unique prefix of 6+ characters).
+        runtime_id: String,
+    },
+}
+
+fn duration(r: &RunRow) -> String {
+    match (r.started_at, r.ended_at) {
+        (Some(s), Some(e)) => format!("{:.1}s", (e - s).num_milliseconds() as f64 / 1000.0),
+        (Some(_), None) => "running".into(),
+        _ => "-".into(),
+    }
+}
+
+/// Prints a run for humans.
+pub fn print_run(r: &RunRow, app: &str) {
+    println!("run        {}", r.runtime_id);
+    println!("app        {app} {} ({})", r.plugin_version, output::short(&r.plugin_hash));
+    println!("status     {}", r.status);
+    if let Some(reason) = &r.reason {
+        println!("reason     {reason}");
+    }
+    println!("started    {}   ended {}   took {}", output::ts(r.started_at), output::ts(r.ended_at), duration(r));
+    let exit = match (r.exit_code, r.exit_signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (_, Some(s)) => format!("signal {s}"),
+        _ => "-".into(),
+    };
+    println!("worker     pid {}  {exit}  on {}", r.worker_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()), r.host_name);
+    println!("items      {} of {} collected, {} failed ({} threads)", r.current_count, r.total_count, r.error_count, r.threads);
+    println!("rows       {} inserted, {} updated, {} deleted, {} unchanged", r.inserted, r.updated, r.deleted, r.unchanged);
+}
+
+#[derive(Serialize)]
+struct RunDetail<'a> {
+    #[serde(flatten)]
+    run: &'a RunRow,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<Vec<runs::ChangeRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logs: Option<Vec<logs::LogRow>>,
+}
+
+pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
+    match c {
+        RunsCommand::List { app, limit, json } => {
+            let app_id = match app {
+                Some(a) => Some(apps::resolve_app(&env.db, &a).await?.app_id),
+                None => None,
+            };
+            let list = runs::list(&env.db, app_id.as_deref(), limit).await?;
+            if json {
+                output::json(&list)?;
+            } else if list.is_empty() {
+                println!("no runs yet; start one with `dc-host run APP`");
+            } else {
+                let names: std::collections::HashMap<String, String> =
+                    apps::list_apps(&env.db).await?.into_iter().map(|a| (a.app_id.clone(), a.path())).collect();
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.runtime_id.clone(),
+                            names.get(&r.app_id).cloned().unwrap_or_else(|| output::short(&r.app_id)),
+                            r.plugin_version.clone(),
+                            r.status.clone(),
+                            output::ts(Some(r.created_at)),
+                            duration(r),
+                            format!("{}/{}", r.current_count, r.total_count),
+                            format!("+{} ~{} -{}", r.inserted, r.updated, r.deleted),
+                        ]
+                    })
+                    .collect();
+                output::table(&["RUNTIME ID", "APP", "VERSION", "STATUS", "CREATED", "TOOK", "ITEMS", "ROWS"], &rows);
+            }
+        }
+        RunsCommand::Show { runtime_id, changes, logs: with_logs, json } => {
+            let r = runs::get(&env.db, &runtime_id).await?;
+            let feed = if changes { Some(runs::changes(&env.db, &r.runtime_id).await?) } else { None };
+            let log_rows = if with_logs { Some(logs::for_run(&env.db, &r.runtime_id, 10_000).await?) } else { None };
+            if json {
+                output::json(&RunDetail { run: &r, changes: feed, logs: log_rows })?;
+            } else {
+                let app = apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
+                print_run(&r, &app);
+                if let Some(feed) = feed {
+                    println!("changes    {} keys", feed.len());
+                    for c in feed {
+                        println!("  {:<6} {} {}", c.op, c.table_name, c.row_key);
+                    }
+                }
+                if let Some(rows) = log_rows {
+                    println!("logs       {} records", rows.len());
+                    for l in rows {
+                        println!("  {} {:<5} {} {} {}", l.ts.format("%H:%M:%S%.3f"), l.level, l.target, l.message, l.context.0);
+                    }
+                }
+            }
+        }
+        RunsCommand::Stop { runtime_id } => {
+            let r = runs::get(&env.db, &runtime_id).await?;
+            if runs::request_stop(&env.db, &r.runtime_id).await? {
+                println!("stop requested for {}; the worker stops at the next item", r.runtime_id);
+            } else {
+                println!("run {} is not running (status {})", r.runtime_id, r.status);
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

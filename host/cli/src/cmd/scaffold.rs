@@ -1,0 +1,148 @@
+//! `dc-host scaffold-plugin`: renders `sdk-template/` (embedded in the binary)
+//! into a new plugin crate that builds with `cargo build --release`, loads into
+//! the host unchanged and has a passing test, then registers the app.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use dc_core::apps;
+use dc_runtime::HostEnv;
+
+const TEMPLATE: &[(&str, &str)] = &[
+    ("Cargo.toml", include_str!("../../../../sdk-template/Cargo.toml.tmpl")),
+    ("src/lib.rs", include_str!("../../../../sdk-template/src/lib.rs.tmpl")),
+    ("README.md", include_str!("../../../../sdk-template/README.md.tmpl")),
+    // the host's lock file pins the generated crate to the versions the host was built with
+    ("Cargo.lock", include_str!("../../../../Cargo.lock")),
+];
+
+/// Kinds of plugin the template can generate.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PluginType {
+    /// Collects records from web pages.
+    Scraper,
+}
+
+/// Arguments of `scaffold-plugin`.
+#[derive(Args)]
+pub struct ScaffoldArgs {
+    /// App group (e.g. a country or business area).
+    #[arg(long)]
+    group: String,
+    /// App parent (e.g. the data source).
+    #[arg(long)]
+    parent: String,
+    /// App name: lowercase letters, digits and '_'.
+    #[arg(long)]
+    name: String,
+    /// Kind of plugin.
+    #[arg(long = "type", value_enum, default_value = "scraper")]
+    kind: PluginType,
+    /// Directory to create (default: ./dc-plugin-NAME).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Path of the dc-plugin-api crate the plugin builds against (default: the
+    /// one this host was built from).
+    #[arg(long)]
+    plugin_api: Option<PathBuf>,
+}
+
+fn check(what: &str, v: &str, ident: bool) -> anyhow::Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 40
+        && v.starts_with(|c: char| c.is_ascii_lowercase())
+        && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (!ident && c == '-'));
+    if ok {
+        Ok(())
+    } else {
+        anyhow::bail!("--{what} {v:?} is not allowed: use lowercase letters, digits and '_' (at most 40), starting with a letter")
+    }
+}
+
+fn pascal(s: &str) -> String {
+    s.split('_').filter(|p| !p.is_empty()).map(|p| p[..1].to_uppercase() + &p[1..]).collect()
+}
+
+fn render(text: &str, vars: &[(&str, String)]) -> String {
+    vars.iter().fold(text.to_string(), |acc, (k, v)| acc.replace(&format!("{{{{{k}}}}}"), v))
+}
+
+fn default_plugin_api() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-api")
+}
+
+pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
+    let PluginType::Scraper = a.kind;
+    check("group", &a.group, false)?;
+    check("parent", &a.parent, false)?;
+    check("name", &a.name, true)?;
+    let crate_name = format!("dc-plugin-{}", a.name.replace('_', "-"));
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&crate_name));
+    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
+        anyhow::bail!("{} already exists and is not empty; choose another --out", out.display());
+    }
+    let api = a.plugin_api.clone().unwrap_or_else(default_plugin_api);
+    let api = api.canonicalize().map_err(|e| {
+        anyhow::anyhow!("dc-plugin-api not found at {} ({e}); pass --plugin-api PATH to the plugin-api directory of a dc-host checkout", api.display())
+    })?;
+    let app_id = apps::app_id_for(&a.group, &a.parent, &a.name);
+    let plugins_dir = env.settings.plugins_dir();
+    let plugins_dir = std::path::absolute(&plugins_dir).unwrap_or(plugins_dir);
+    let vars = [
+        ("crate_name", crate_name.clone()),
+        ("lib_name", crate_name.replace('-', "_")),
+        ("struct_name", pascal(&a.name)),
+        ("group", a.group.clone()),
+        ("parent", a.parent.clone()),
+        ("name", a.name.clone()),
+        ("table", format!("{}_pages", a.name)),
+        ("app_id", app_id.clone()),
+        ("plugin_api_path", api.display().to_string()),
+        ("abi_stable_version", "0.11.3".to_string()),
+        ("plugins_dir", plugins_dir.display().to_string()),
+    ];
+    for (file, text) in TEMPLATE {
+        let path = out.join(file);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, render(text, &vars))?;
+    }
+    let created = apps::ensure_app(&env.db, &a.group, &a.parent, &a.name, "scraper", "").await?;
+    println!("created {} ({crate_name})", out.display());
+    println!(
+        "{} app {}/{}/{} (app id {})",
+        if created { "registered" } else { "already registered:" },
+        a.group,
+        a.parent,
+        a.name,
+        app_id
+    );
+    println!("next:\n  cd {}\n  cargo test && cargo build --release", out.display());
+    println!("  cp target/release/lib{}.so {}/ && dc-host reload", crate_name.replace('-', "_"), plugins_dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_placeholders_and_names() {
+        assert_eq!(pascal("shop_prices"), "ShopPrices");
+        assert_eq!(render("a {{x}} b {{x}}", &[("x", "1".into())]), "a 1 b 1");
+        assert!(check("name", "Bad-Name", true).is_err());
+        assert!(check("group", "eu-west", false).is_ok());
+        // every placeholder in the template is one scaffold fills in
+        for (file, text) in TEMPLATE.iter().filter(|(f, _)| *f != "Cargo.lock") {
+            let rendered = render(text, &[
+                ("crate_name", "c".into()), ("lib_name", "c".into()), ("struct_name", "C".into()),
+                ("group", "g".into()), ("parent", "p".into()), ("name", "n".into()), ("table", "t".into()),
+                ("app_id", "i".into()), ("plugin_api_path", "/x".into()), ("abi_stable_version", "0".into()),
+                ("plugins_dir", "/p".into()),
+            ]);
+            assert!(!rendered.contains("{{"), "{file} has an unfilled placeholder");
+        }
+    }
+}

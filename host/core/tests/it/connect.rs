@@ -1,0 +1,58 @@
+//! Connection failures name the (redacted) URL and say what to check.
+
+use dc_core::{Database, DbError, Settings};
+
+fn quick() -> Settings {
+    let mut s = Settings::default();
+    s.database.connect_timeout_secs = 3;
+    s
+}
+
+#[tokio::test]
+async fn unreachable_postgres_names_url_and_says_to_check_server() {
+    let url = "postgres://postgres@127.0.0.1:1/x";
+    let err = Database::connect_url(url, &quick()).await.expect_err("nothing listens on port 1");
+    assert!(matches!(err, DbError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(url), "{msg}");
+    assert!(msg.contains("check that the server runs"), "{msg}");
+}
+
+#[tokio::test]
+async fn password_in_url_is_redacted_in_errors() {
+    let err = Database::connect_url("postgres://dcuser:s3cr3t-pw@127.0.0.1:1/x", &quick())
+        .await
+        .expect_err("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(!msg.contains("s3cr3t-pw"), "password leaked: {msg}");
+    assert!(msg.contains("postgres://dcuser:<redacted>@127.0.0.1:1/x"), "{msg}");
+    let dbg = format!("{err:?}");
+    assert!(!dbg.contains("s3cr3t-pw"), "password leaked in Debug: {dbg}");
+
+    // an unparsable URL with a password is redacted too
+    let err = Database::connect_url("postgres://dcuser:s3cr3t-pw@127.0.0.1:notaport/x", &quick())
+        .await
+        .expect_err("bad port");
+    let msg = err.to_string();
+    assert!(!msg.contains("s3cr3t-pw"), "password leaked: {msg}");
+    assert!(msg.contains("<redacted>"), "{msg}");
+}
+
+#[tokio::test]
+async fn unusable_sqlite_path_names_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    // the database's directory would have to be created inside a regular file
+    let url = format!("sqlite://{}/sub/t.db", file.display());
+    let err = Database::connect_url(&url, &quick()).await.expect_err("cannot create a directory in a file");
+    assert!(matches!(err, DbError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&url), "{msg}");
+    assert!(msg.contains("check that the server runs and the URL is right"), "{msg}");
+
+    let err = Database::connect_url("mysql://u:pw@h/db", &quick()).await.expect_err("unsupported scheme");
+    assert!(matches!(err, DbError::BadUrl { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("sqlite://") && msg.contains("postgres://") && !msg.contains(":pw@"), "{msg}");
+}

@@ -1,0 +1,228 @@
+//! The host side of the plugin interface inside a worker: HTTP through a
+//! per-thread session (cookies, session headers, proxy), merges into declared
+//! tables, structured logging in the run's span, progress, arguments and the
+//! cooperative stop flag. Plugin threads call in here; async work is driven on
+//! the worker's tokio runtime with `Handle::block_on`.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
+use dc_core::Database;
+use dc_core::enums::UnicodeForm;
+use dc_core::merge::{self, MergeRequest};
+use dc_plugin_api::abi::{FfiHeader, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks};
+use dc_plugin_api::{Manifest, SessionConfig};
+use serde_json::{Map, Value};
+use tokio::runtime::Handle;
+
+/// State shared by the worker and every plugin thread.
+pub struct RunShared {
+    /// The worker's runtime.
+    pub rt: Handle,
+    /// Database.
+    pub db: Database,
+    /// App id.
+    pub app_id: String,
+    /// Run id.
+    pub runtime_id: String,
+    /// The plugin's manifest.
+    pub manifest: Manifest,
+    /// Validated arguments.
+    pub args_json: String,
+    /// Set when an operator asked the run to stop.
+    pub stop: AtomicBool,
+    /// Items collected.
+    pub current: AtomicU64,
+    /// Items in total.
+    pub total: AtomicU64,
+    /// Items failed.
+    pub errors: AtomicU64,
+    /// Normalization for hashing.
+    pub form: UnicodeForm,
+    /// Archive instead of delete.
+    pub archive_missing: bool,
+    /// Default HTTP timeout.
+    pub http_timeout: Duration,
+    /// The run's span (app_id, runtime_id).
+    pub span: tracing::Span,
+}
+
+struct Session {
+    client: reqwest::Client,
+    headers: Vec<(String, String)>,
+    proxy: Option<String>,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+fn build_client(proxy: Option<&str>, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(timeout)
+        .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")));
+    if let Some(p) = proxy {
+        b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy {p:?}: {e}"))?);
+    }
+    b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// The callbacks object handed to the plugin.
+pub struct WorkerCallbacks(pub Arc<RunShared>);
+
+impl WorkerCallbacks {
+    fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> Result<T, String>) -> Result<T, String> {
+        SESSION.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(Session { client: build_client(None, self.0.http_timeout)?, headers: vec![], proxy: None });
+            }
+            match slot.as_mut() {
+                Some(s) => f(s),
+                None => Err("no HTTP session".into()),
+            }
+        })
+    }
+
+    fn do_fetch(&self, r: FfiRequest) -> Result<FfiResponse, String> {
+        let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
+        let url = r.url.to_string();
+        let (client, session_headers) = self.with_session(|s| Ok((s.client.clone(), s.headers.clone())))?;
+        let mut req = client.request(method.clone(), &url);
+        for (n, v) in session_headers {
+            req = req.header(n, v);
+        }
+        for h in r.headers.iter() {
+            req = req.header(h.name.as_str(), h.value.as_str());
+        }
+        if !r.body.is_empty() {
+            req = req.body(r.body.to_vec());
+        }
+        if r.timeout_ms > 0 {
+            req = req.timeout(Duration::from_millis(r.timeout_ms));
+        }
+        self.0.rt.block_on(async move {
+            let resp = req.send().await.map_err(|e| format!("{method} {url} failed: {}", error_chain(&e)))?;
+            let status = resp.status().as_u16();
+            let final_url = resp.url().to_string();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| FfiHeader { name: n.as_str().into(), value: String::from_utf8_lossy(v.as_bytes()).into_owned().into() })
+                .collect();
+            let body = resp.bytes().await.map_err(|e| format!("{method} {url}: reading the body failed: {}", error_chain(&e)))?;
+            Ok(FfiResponse { status, url: final_url.into(), headers, body: body.to_vec().into() })
+        })
+    }
+
+    fn do_merge(&self, table: &str, rows_json: &str, full_snapshot: bool) -> Result<String, String> {
+        let decl = self.0.manifest.table(table).ok_or_else(|| {
+            format!("table {table:?} is not declared in the plugin manifest; declare it under \"tables\"")
+        })?;
+        let rows: Vec<Map<String, Value>> =
+            serde_json::from_str(rows_json).map_err(|e| format!("rows for {table} are not a JSON array of objects: {e}"))?;
+        let failed_items = self.0.errors.load(Ordering::Relaxed);
+        // a snapshot missing the items that failed in collect is not complete:
+        // merge it incrementally so their rows are not removed
+        let full_snapshot = if full_snapshot && failed_items > 0 {
+            let _g = self.0.span.enter();
+            tracing::warn!(table, failed_items, "items failed in collect; merging incrementally instead of as a full snapshot");
+            false
+        } else {
+            full_snapshot
+        };
+        let req = MergeRequest {
+            app_id: &self.0.app_id,
+            runtime_id: Some(&self.0.runtime_id),
+            decl,
+            full_snapshot,
+            form: self.0.form,
+            archive_missing: self.0.archive_missing,
+        };
+        let summary = self.0.rt.block_on(merge::merge(&self.0.db, req, &rows)).map_err(|e| e.to_string())?;
+        let _g = self.0.span.enter();
+        tracing::info!(table, inserted = summary.inserted, updated = summary.updated, deleted = summary.deleted,
+            unchanged = summary.unchanged, full_snapshot, "merge done");
+        serde_json::to_string(&summary).map_err(|e| e.to_string())
+    }
+}
+
+impl HostCallbacks for WorkerCallbacks {
+    fn fetch(&self, request: FfiRequest) -> RResult<FfiResponse, RString> {
+        match self.do_fetch(request) {
+            Ok(r) => ROk(r),
+            Err(e) => RErr(e.into()),
+        }
+    }
+
+    fn configure_session(&self, config_json: RStr<'_>) -> RResult<(), RString> {
+        let result = (|| -> Result<(), String> {
+            let cfg: SessionConfig = serde_json::from_str(config_json.as_str()).map_err(|e| format!("invalid session config: {e}"))?;
+            let timeout = self.0.http_timeout;
+            self.with_session(|s| {
+                let proxy_changed = cfg.proxy.is_some() && cfg.proxy != s.proxy;
+                if proxy_changed {
+                    s.proxy = cfg.proxy.clone();
+                }
+                if proxy_changed || cfg.reset_cookies {
+                    s.client = build_client(s.proxy.as_deref(), timeout)?;
+                }
+                s.headers = cfg.headers.clone().into_iter().collect();
+                Ok(())
+            })
+        })();
+        match result {
+            Ok(()) => ROk(()),
+            Err(e) => RErr(e.into()),
+        }
+    }
+
+    fn merge(&self, table: RStr<'_>, rows_json: RStr<'_>, full_snapshot: bool) -> RResult<RString, RString> {
+        match self.do_merge(table.as_str(), rows_json.as_str(), full_snapshot) {
+            Ok(s) => ROk(s.into()),
+            Err(e) => RErr(e.into()),
+        }
+    }
+
+    fn log(&self, level: FfiLogLevel, message: RStr<'_>, context_json: RStr<'_>) {
+        let _g = self.0.span.enter();
+        let msg = message.as_str();
+        let ctx = context_json.as_str();
+        match level {
+            FfiLogLevel::Trace => tracing::trace!(target: "plugin", context_json = ctx, "{msg}"),
+            FfiLogLevel::Debug => tracing::debug!(target: "plugin", context_json = ctx, "{msg}"),
+            FfiLogLevel::Info => tracing::info!(target: "plugin", context_json = ctx, "{msg}"),
+            FfiLogLevel::Warn => tracing::warn!(target: "plugin", context_json = ctx, "{msg}"),
+            FfiLogLevel::Error => tracing::error!(target: "plugin", context_json = ctx, "{msg}"),
+        }
+    }
+
+    fn progress(&self, current: u64, total: u64, errors: u64) {
+        self.0.current.store(current, Ordering::Relaxed);
+        self.0.total.store(total, Ordering::Relaxed);
+        self.0.errors.store(errors, Ordering::Relaxed);
+    }
+
+    fn args_json(&self) -> RString {
+        self.0.args_json.clone().into()
+    }
+
+    fn should_stop(&self) -> bool {
+        self.0.stop.load(Ordering::Relaxed)
+    }
+}

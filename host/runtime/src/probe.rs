@@ -1,0 +1,262 @@
+//! Looking inside a plugin file safely. `precheck` reads the file header in the
+//! host (not a library, truncated, wrong architecture, wrong OS); `probe` then
+//! loads the library in a child process (`dc-host plugin-probe FILE`), because
+//! loading runs plugin code and a loaded library can never be unloaded. The
+//! child answers with the manifest as JSON, or a refusal that names what was
+//! expected and what was found.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use abi_stable::library::LibraryError;
+use dc_plugin_api::Manifest;
+use dc_plugin_api::abi::PluginModRef;
+use goblin::Object;
+use serde::{Deserialize, Serialize};
+
+use crate::RuntimeError;
+
+/// What a probe found in a loadable plugin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeOutput {
+    /// The manifest as the plugin declares it.
+    pub manifest: Manifest,
+    /// Interface version reported by the root module.
+    pub interface_version: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ProbeAnswer {
+    Ok(ProbeOutput),
+    Refused(String),
+}
+
+#[cfg(target_arch = "x86_64")]
+const HOST_MACHINE: (u16, &str) = (goblin::elf::header::EM_X86_64, "x86_64");
+#[cfg(target_arch = "aarch64")]
+const HOST_MACHINE: (u16, &str) = (goblin::elf::header::EM_AARCH64, "aarch64");
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const HOST_MACHINE: (u16, &str) = (0, std::env::consts::ARCH);
+
+/// Checks the file header without loading it.
+pub fn precheck(path: &Path) -> Result<(), String> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() < 64 {
+        return Err(format!(
+            "{} is not a shared library: it is only {} bytes long; rebuild the plugin with `cargo build` (crate-type = [\"cdylib\"])",
+            path.display(),
+            bytes.len()
+        ));
+    }
+    let elf = match Object::parse(&bytes) {
+        Ok(Object::Elf(elf)) => elf,
+        Ok(Object::Mach(_)) => return Err(format!("{} is a macOS library; this host needs a Linux .so built for {}", path.display(), HOST_MACHINE.1)),
+        Ok(Object::PE(_)) => return Err(format!("{} is a Windows library; this host needs a Linux .so built for {}", path.display(), HOST_MACHINE.1)),
+        Ok(_) => return Err(format!("{} is not a shared library (unknown format); build the plugin as a cdylib", path.display())),
+        Err(e) if bytes.starts_with(b"\x7fELF") => {
+            return Err(format!("{} is truncated or corrupt ({e}); copy the complete file again", path.display()));
+        }
+        Err(_) => {
+            return Err(format!(
+                "{} is not a shared library (no ELF header); plugins are .so files built with crate-type = [\"cdylib\"]",
+                path.display()
+            ));
+        }
+    };
+    if elf.header.e_machine != HOST_MACHINE.0 {
+        return Err(format!(
+            "{} is built for another architecture ({}); this host runs {}: rebuild the plugin for {}",
+            path.display(),
+            goblin::elf::header::machine_to_str(elf.header.e_machine),
+            HOST_MACHINE.1,
+            HOST_MACHINE.1
+        ));
+    }
+    if elf.header.e_type != goblin::elf::header::ET_DYN {
+        return Err(format!(
+            "{} is an ELF {} but not a shared library; build the plugin with crate-type = [\"cdylib\"]",
+            path.display(),
+            goblin::elf::header::et_to_str(elf.header.e_type)
+        ));
+    }
+    let len = bytes.len() as u64;
+    let sh_end = elf.header.e_shoff + u64::from(elf.header.e_shnum) * u64::from(elf.header.e_shentsize);
+    let seg_end = elf.program_headers.iter().map(|p| p.p_offset + p.p_filesz).max().unwrap_or(0);
+    if sh_end > len || seg_end > len {
+        return Err(format!(
+            "{} is truncated: the file has {len} bytes but its headers describe {} bytes; copy the complete file again",
+            path.display(),
+            sh_end.max(seg_end)
+        ));
+    }
+    Ok(())
+}
+
+fn summarize_abi_dump(text: &str) -> String {
+    let mut keep: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let interesting = line.contains("Expected") || line.contains("Found") || line.contains("mismatched") || line.contains("incompatible");
+        if interesting && !keep.contains(&line) {
+            keep.push(line);
+        }
+    }
+    let tail: Vec<&str> = keep.iter().rev().take(4).rev().copied().collect();
+    if tail.is_empty() { text.lines().last().unwrap_or("").trim().to_string() } else { tail.join("; ") }
+}
+
+fn describe(path: &Path, e: &LibraryError) -> String {
+    let p = path.display();
+    match e {
+        LibraryError::OpenError { err, .. } => {
+            format!("{p} cannot be loaded as a shared library: {err}; check that it was built for this platform and its dependencies are installed")
+        }
+        LibraryError::GetSymbolError { .. } => format!(
+            "{p} is a shared library but has no dc-host root module; export one with `dc_plugin_api::export_plugin!(YourScraper);`"
+        ),
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "{p} was built against an incompatible plugin interface: this host implements dc-plugin-api {expected_version}, the plugin was built against {actual_version}; rebuild the plugin against dc-plugin-api {}.x",
+            expected_version.major
+        ),
+        LibraryError::AbiInstability(dump) => format!(
+            "{p} has an incompatible plugin interface layout ({}); rebuild the plugin against this host's dc-plugin-api {}",
+            summarize_abi_dump(&dump.to_string()),
+            dc_plugin_api::API_CRATE_VERSION
+        ),
+        LibraryError::InvalidAbiHeader(h) => format!(
+            "{p} was built with an incompatible abi_stable ({h:?}); rebuild it against dc-plugin-api {}",
+            dc_plugin_api::API_CRATE_VERSION
+        ),
+        LibraryError::Many(errs) => errs.iter().map(|e| describe(path, e)).collect::<Vec<_>>().join("; "),
+        other => format!("{p} cannot be loaded: {other}"),
+    }
+}
+
+/// Loads the plugin's root module in THIS process. Only the probe child and the
+/// worker call it: the library stays mapped for the life of the process.
+pub fn load_module(path: &Path) -> Result<PluginModRef, String> {
+    let header = abi_stable::library::lib_header_from_path(path).map_err(|e| describe(path, &e))?;
+    header.init_root_module::<PluginModRef>().map_err(|e| describe(path, &e))
+}
+
+/// Reads the manifest of a loaded module.
+pub fn read_manifest(path: &Path, module: PluginModRef) -> Result<ProbeOutput, String> {
+    let interface_version = (module.interface_version())();
+    let json = (module.manifest())().into_string();
+    let manifest: Manifest = serde_json::from_str(&json)
+        .map_err(|e| format!("{} has an invalid manifest: {e}; fix the plugin's `manifest()`", path.display()))?;
+    if interface_version != manifest.interface_version {
+        return Err(format!(
+            "{} declares interface_version {} in its manifest but was built against interface {}; set interface_version: dc_plugin_api::INTERFACE_VERSION",
+            path.display(),
+            manifest.interface_version,
+            interface_version
+        ));
+    }
+    let problems = manifest.validate();
+    if !problems.is_empty() {
+        return Err(format!("{} has an invalid manifest: {}", path.display(), problems.join("; ")));
+    }
+    Ok(ProbeOutput { manifest, interface_version })
+}
+
+/// The body of `dc-host plugin-probe FILE`: prints one JSON answer on stdout.
+pub fn probe_child_main(path: &Path) -> i32 {
+    let answer = match load_module(path).and_then(|m| read_manifest(path, m)) {
+        Ok(out) => ProbeAnswer::Ok(out),
+        Err(msg) => ProbeAnswer::Refused(msg),
+    };
+    println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+    0
+}
+
+/// Prechecks and probes a file in a child process (`exe plugin-probe FILE`).
+pub fn probe(exe: &Path, path: &Path, timeout: Duration) -> Result<ProbeOutput, RuntimeError> {
+    precheck(path).map_err(RuntimeError::Refused)?;
+    let mut child = Command::new(exe)
+        .arg("plugin-probe")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("DC_LOG", "error")
+        .spawn()
+        .map_err(RuntimeError::io("cannot start probe process", exe))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait().map_err(RuntimeError::io("cannot wait for probe process", exe))? {
+            Some(s) => break s,
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RuntimeError::Refused(format!(
+                    "{} did not finish loading within {}s (a hang in its initialisation?); the plugin was not registered",
+                    path.display(),
+                    timeout.as_secs()
+                )));
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut err);
+    }
+    match serde_json::from_str::<ProbeAnswer>(out.trim()) {
+        Ok(ProbeAnswer::Ok(o)) => Ok(o),
+        Ok(ProbeAnswer::Refused(msg)) => Err(RuntimeError::Refused(msg)),
+        Err(_) => Err(RuntimeError::Refused(format!(
+            "{} crashed the probe process while loading ({}){}; the plugin was not registered",
+            path.display(),
+            crate::supervisor::describe_exit(&status),
+            last_line(&err).map(|l| format!(": {l}")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn last_line(s: &str) -> Option<&str> {
+    s.lines().rev().map(str::trim).find(|l| !l.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precheck_refusals_are_specific() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = dir.path().join("notes.so");
+        std::fs::write(&text, "this is a text file, not a library at all; it is long enough to parse headers.").expect("write");
+        assert!(precheck(&text).expect_err("refused").contains("not a shared library (no ELF header)"));
+        let tiny = dir.path().join("tiny.so");
+        std::fs::write(&tiny, b"\x7fELF").expect("write");
+        assert!(precheck(&tiny).expect_err("refused").contains("only 4 bytes long"));
+        // a truncated copy of this (ELF, host architecture) test binary is
+        // refused as truncated, and one patched to another machine as such
+        let me = std::fs::read(std::env::current_exe().expect("exe")).expect("read self");
+        let cut = dir.path().join("cut.so");
+        std::fs::write(&cut, &me[..me.len() / 2]).expect("write");
+        assert!(precheck(&cut).expect_err("refused").contains("truncated"));
+        let mut arm = me.clone();
+        arm[18] = 0x28; // e_machine = ARM (little endian)
+        arm[19] = 0;
+        let arm_path = dir.path().join("arm.so");
+        std::fs::write(&arm_path, &arm).expect("write");
+        assert!(precheck(&arm_path).expect_err("refused").contains("another architecture"));
+    }
+
+    #[test]
+    fn abi_dump_is_summarized() {
+        let dump = "lots of text\n  field: x\n  mismatched type\n  Expected: u32\n  Found: u64\nmore";
+        assert_eq!(summarize_abi_dump(dump), "mismatched type; Expected: u32; Found: u64");
+    }
+}

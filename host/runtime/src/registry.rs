@@ -1,0 +1,226 @@
+//! Registration, reload and rollback. Registering a file validates it in a
+//! child process, refuses anything unusable with a specific reason, copies it
+//! into the content-addressed store, creates its declared tables and makes it
+//! the app's active version — all or nothing: a refused file changes nothing and
+//! the previously active version keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+use dc_core::apps::{self, PluginVersionRow};
+use dc_core::merge;
+use dc_plugin_api::manifest::Version;
+use dc_plugin_api::{Manifest, Schedule};
+use serde::Serialize;
+
+use crate::probe::{self, ProbeOutput};
+use crate::{HostEnv, RuntimeError, store};
+
+/// Extensions the plugins directory is scanned for.
+pub const PLUGIN_EXTENSIONS: &[&str] = &["so", "dylib", "dll"];
+
+/// How long a probe may take to load a plugin.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What registering a file did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RegisterOutcome {
+    /// A new version was registered and is now active.
+    Registered {
+        /// App id.
+        app_id: String,
+        /// `group/parent/name`.
+        app: String,
+        /// New version.
+        version: String,
+        /// Version active before, if any.
+        previous: Option<String>,
+        /// File hash.
+        sha256: String,
+    },
+    /// This exact file is already the active version.
+    AlreadyActive {
+        /// `group/parent/name`.
+        app: String,
+        /// Version.
+        version: String,
+    },
+    /// This exact file was registered before but another version is active
+    /// (a rollback happened); it is not re-activated silently.
+    KnownInactive {
+        /// `group/parent/name`.
+        app: String,
+        /// Its version.
+        version: String,
+        /// The active version.
+        active: Option<String>,
+    },
+}
+
+fn app_path(m: &Manifest) -> String {
+    format!("{}/{}/{}", m.group, m.parent, m.name)
+}
+
+/// Probes a file without registering it (`dc-host plugins inspect`).
+pub async fn inspect(env: &HostEnv, path: &Path) -> Result<ProbeOutput, RuntimeError> {
+    let exe = env.exe.clone();
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || probe::probe(&exe, &path, PROBE_TIMEOUT))
+        .await
+        .map_err(|e| RuntimeError::Refused(format!("probe task failed: {e}")))?
+}
+
+/// Registers one plugin file (see the module docs).
+pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome, RuntimeError> {
+    let db = &env.db;
+    let sha256 = store::sha256_file(path)?;
+    if let Some(known) = apps::version_by_hash(db, &sha256).await? {
+        let app = apps::get_app(db, &known.app_id).await?;
+        let path_name = app.as_ref().map(|a| a.path()).unwrap_or_else(|| known.app_id.clone());
+        let active = app.and_then(|a| a.active_hash.map(|h| (h, a.active_version)));
+        return Ok(match active {
+            Some((h, _)) if h == sha256 => RegisterOutcome::AlreadyActive { app: path_name, version: known.version },
+            other => RegisterOutcome::KnownInactive {
+                app: path_name,
+                version: known.version,
+                active: other.and_then(|(_, v)| v),
+            },
+        });
+    }
+    let out = inspect(env, path).await?;
+    let m = &out.manifest;
+    let app_id = apps::app_id_for(&m.group, &m.parent, &m.name);
+    let new_version = Version::parse(&m.version)
+        .ok_or_else(|| RuntimeError::Refused(format!("{}: version {:?} is not MAJOR.MINOR.PATCH", path.display(), m.version)))?;
+    for v in apps::versions(db, &app_id).await? {
+        if v.version == m.version {
+            return Err(RuntimeError::Refused(format!(
+                "{}: {} version {} is already registered with different content (sha256 {}…); bump the plugin version to register a new build",
+                path.display(),
+                app_path(m),
+                m.version,
+                &v.sha256[..12]
+            )));
+        }
+    }
+    let existing = apps::get_app(db, &app_id).await?;
+    let previous = existing.as_ref().and_then(|a| a.active_version.clone());
+    if let Some(active) = previous.as_deref().and_then(Version::parse)
+        && new_version < active
+    {
+        return Err(RuntimeError::Refused(format!(
+            "{}: registering {} {} would downgrade it from the active version {}; to go back to an older version use `dc-host plugins rollback {} --to VERSION`",
+            path.display(),
+            app_path(m),
+            new_version,
+            active,
+            app_path(m)
+        )));
+    }
+    let stored = store::put(&env.settings.store_dir(), path, &sha256)?;
+    apps::ensure_app(db, &m.group, &m.parent, &m.name, "scraper", &m.description).await?;
+    for t in &m.tables {
+        merge::ensure_table(db, &app_id, t).await?;
+    }
+    let (cron, interval) = match &m.default_schedule {
+        Some(Schedule::Cron(c)) => (Some(c.as_str()), None),
+        Some(Schedule::IntervalSecs(s)) => (None, Some(*s as i64)),
+        None => (None, None),
+    };
+    let row = PluginVersionRow {
+        app_id: app_id.clone(),
+        version: m.version.clone(),
+        sha256: sha256.clone(),
+        interface_version: i64::from(out.interface_version),
+        manifest: serde_json::to_string(m).unwrap_or_default(),
+        store_path: stored.display().to_string(),
+        source_file: path.display().to_string(),
+        registered_at: Utc::now(),
+    };
+    apps::register_version(db, &row, &m.description, cron, interval).await?;
+    tracing::info!(%app_id, app = %app_path(m), version = %m.version, sha256 = %sha256, "plugin registered");
+    Ok(RegisterOutcome::Registered { app_id, app: app_path(m), version: m.version.clone(), previous, sha256 })
+}
+
+/// One file's result in a reload.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEntry {
+    /// The file.
+    pub file: PathBuf,
+    /// What happened, or why it was refused.
+    pub result: Result<RegisterOutcome, String>,
+}
+
+/// Plugin files in the plugins directory, sorted.
+pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(RuntimeError::io("cannot create plugins directory", dir))?;
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(RuntimeError::io("cannot read plugins directory", dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+                && p.extension().and_then(|e| e.to_str()).is_some_and(|e| PLUGIN_EXTENSIONS.contains(&e))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Registers every new or changed file in the plugins directory. A refused
+/// file is reported and skipped; it never affects other files or active versions.
+pub async fn reload(env: &HostEnv) -> Result<Vec<ReloadEntry>, RuntimeError> {
+    let mut out = Vec::new();
+    for file in plugin_files(&env.settings.plugins_dir())? {
+        let result = register_file(env, &file).await.map_err(|e| e.to_string());
+        if let Err(reason) = &result {
+            tracing::warn!(file = %file.display(), %reason, "plugin file refused");
+        }
+        out.push(ReloadEntry { file, result });
+    }
+    Ok(out)
+}
+
+/// Makes an older registered version active again: `to`, or else the highest
+/// registered version below the active one. Returns (from, to).
+pub async fn rollback(env: &HostEnv, app_spec: &str, to: Option<&str>) -> Result<(Option<String>, String), RuntimeError> {
+    let app = apps::resolve_app(&env.db, app_spec).await?;
+    let versions = apps::versions(&env.db, &app.app_id).await?;
+    let active = app.active_version.as_deref().and_then(Version::parse);
+    let target = match to {
+        Some(t) => versions.iter().find(|v| v.version == t).ok_or_else(|| {
+            RuntimeError::Refused(format!(
+                "{} has no registered version {t}; registered: {}",
+                app.path(),
+                versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?,
+        None => versions
+            .iter()
+            .filter(|v| Version::parse(&v.version).is_some_and(|x| active.is_none_or(|a| x < a)))
+            .max_by_key(|v| Version::parse(&v.version))
+            .ok_or_else(|| {
+                RuntimeError::Refused(format!(
+                    "{} has no registered version older than {}; see `dc-host plugins history {}`",
+                    app.path(),
+                    app.active_version.clone().unwrap_or_default(),
+                    app.path()
+                ))
+            })?,
+    };
+    if !Path::new(&target.store_path).exists() {
+        return Err(RuntimeError::Refused(format!(
+            "the stored file of {} {} is missing ({}); register that build again",
+            app.path(),
+            target.version,
+            target.store_path
+        )));
+    }
+    apps::set_active_version(&env.db, &app.app_id, target).await?;
+    tracing::info!(app_id = %app.app_id, from = ?app.active_version, to = %target.version, "plugin rolled back");
+    Ok((app.active_version.clone(), target.version.clone()))
+}

@@ -1,0 +1,61 @@
+//! The plugin store: an immutable, content-addressed directory of plugin files
+//! (`<store>/<sha256>.<ext>`). A file is written once (temp file + rename) and
+//! never overwritten, because overwriting a library a worker has loaded would
+//! crash it; runs always load from here, never from the plugins directory.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::RuntimeError;
+
+/// SHA-256 hex of a file.
+pub fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
+    let bytes = std::fs::read(path).map_err(RuntimeError::io("cannot read plugin file", path))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Copies `src` into the store under its hash; returns the stored path. A file
+/// already stored under that hash is left untouched.
+pub fn put(store_dir: &Path, src: &Path, sha256: &str) -> Result<PathBuf, RuntimeError> {
+    let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("so");
+    std::fs::create_dir_all(store_dir).map_err(RuntimeError::io("cannot create plugin store", store_dir))?;
+    let target = store_dir.join(format!("{sha256}.{ext}"));
+    if target.exists() {
+        return Ok(target);
+    }
+    let tmp = store_dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+    std::fs::copy(src, &tmp).map_err(RuntimeError::io("cannot copy plugin into the store", &tmp))?;
+    let copied = sha256_file(&tmp)?;
+    if copied != sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(RuntimeError::Refused(format!(
+            "{} changed while it was being registered; wait until it is fully written and reload again",
+            src.display()
+        )));
+    }
+    std::fs::rename(&tmp, &target).map_err(RuntimeError::io("cannot move plugin into the store", &target))?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_by_hash_and_never_overwrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("p.so");
+        std::fs::write(&src, b"one").expect("write");
+        let h = sha256_file(&src).expect("hash");
+        let stored = put(&dir.path().join("store"), &src, &h).expect("stored");
+        assert_eq!(stored.file_name().and_then(|n| n.to_str()), Some(format!("{h}.so").as_str()));
+        std::fs::write(&src, b"two").expect("write");
+        let again = put(&dir.path().join("store"), &src, &h);
+        // same hash name already present: untouched
+        assert_eq!(again.expect("exists"), stored);
+        assert_eq!(std::fs::read(&stored).expect("read"), b"one");
+        let wrong = put(&dir.path().join("store2"), &src, &h).expect_err("content does not match hash");
+        assert!(wrong.to_string().contains("changed while it was being registered"));
+    }
+}

@@ -1,0 +1,246 @@
+//! The worker: the body of `dc-host worker`, one process per run. It loads the
+//! plugin from the store, runs `prepare_list → collect (N threads) → store →
+//! cleanup`, keeps progress counters live on `runtime` and `apps`, watches for a
+//! stop request, and ends the run as SUCCESS, FAILED (with reason) or STOPPED.
+//! If the plugin crashes the process, the supervisor records why.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RResult, RStr, RString};
+use dc_core::enums::RunStatus;
+use dc_core::{apps, merge, runs};
+use dc_plugin_api::Manifest;
+use dc_plugin_api::abi::HostCallbacks_TO;
+use serde_json::Value;
+use tokio::runtime::Handle;
+
+use crate::HostEnv;
+use crate::callbacks::{RunShared, WorkerCallbacks};
+
+/// Exit code of a worker whose run succeeded.
+pub const EXIT_SUCCESS: i32 = 0;
+/// Exit code of a worker whose run failed (reason recorded by the worker).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code of a worker whose run was stopped.
+pub const EXIT_STOPPED: i32 = 3;
+
+fn ffi<T>(r: RResult<T, RString>) -> Result<T, String> {
+    r.into_result().map_err(RString::into_string)
+}
+
+struct Outcome {
+    status: RunStatus,
+    reason: Option<String>,
+}
+
+impl Outcome {
+    fn failed(reason: impl Into<String>) -> Outcome {
+        Outcome { status: RunStatus::Failed, reason: Some(reason.into()) }
+    }
+}
+
+/// Runs one run to its end. Must be called outside the tokio runtime (plugin
+/// code blocks); `rt` drives the database and HTTP.
+pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
+    let db = &env.db;
+    let run = match rt.block_on(runs::get(db, runtime_id)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(runtime_id, error = %e, "worker cannot load its run");
+            return EXIT_FAILED;
+        }
+    };
+    let span = tracing::info_span!("run", app_id = %run.app_id, runtime_id = %run.runtime_id);
+    let _entered = span.enter();
+    let started = chrono::Utc::now();
+    if let Err(e) = rt.block_on(runs::mark_started(db, runtime_id, std::process::id())) {
+        tracing::error!(error = %e, "cannot mark run started");
+    }
+    let outcome = match prepare(rt, env, &run, span.clone()) {
+        Ok((module_path, shared)) => execute(rt, &module_path, shared, run.threads.max(1) as usize),
+        Err(reason) => Outcome::failed(reason),
+    };
+    match &outcome.reason {
+        Some(r) => tracing::warn!(status = %outcome.status, reason = %r, "run ended"),
+        None => tracing::info!(status = %outcome.status, "run ended"),
+    }
+    let finish = async {
+        runs::finish(db, runtime_id, outcome.status, outcome.reason.as_deref()).await?;
+        apps::record_run_outcome(db, &run.app_id, outcome.status, started).await
+    };
+    if let Err(e) = rt.block_on(finish) {
+        tracing::error!(error = %e, "cannot record the end of the run");
+    }
+    match outcome.status {
+        RunStatus::Success => EXIT_SUCCESS,
+        RunStatus::Stopped => EXIT_STOPPED,
+        _ => EXIT_FAILED,
+    }
+}
+
+fn prepare(rt: &Handle, env: &HostEnv, run: &runs::RunRow, span: tracing::Span) -> Result<(String, Arc<RunShared>), String> {
+    let db = &env.db;
+    let version = rt
+        .block_on(apps::version_by_hash(db, &run.plugin_hash))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("plugin file {} is not registered any more", run.plugin_hash))?;
+    let manifest: Manifest = serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
+    for t in &manifest.tables {
+        rt.block_on(merge::ensure_table(db, &run.app_id, t)).map_err(|e| e.to_string())?;
+    }
+    let s = &env.settings;
+    let shared = Arc::new(RunShared {
+        rt: rt.clone(),
+        db: db.clone(),
+        app_id: run.app_id.clone(),
+        runtime_id: run.runtime_id.clone(),
+        manifest,
+        args_json: run.args.clone(),
+        stop: AtomicBool::new(false),
+        current: Default::default(),
+        total: Default::default(),
+        errors: Default::default(),
+        form: s.runs.unicode_form,
+        archive_missing: s.runs.archive_missing,
+        http_timeout: Duration::from_secs(s.runs.http_timeout_secs),
+        span,
+    });
+    Ok((version.store_path, shared))
+}
+
+/// Writes progress and polls the stop flag until `done` is set.
+fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last = (u64::MAX, u64::MAX, u64::MAX);
+        loop {
+            let finished = done.load(Ordering::Relaxed);
+            let now = (
+                shared.current.load(Ordering::Relaxed),
+                shared.total.load(Ordering::Relaxed),
+                shared.errors.load(Ordering::Relaxed),
+            );
+            let write = async {
+                if now != last {
+                    let (c, t, e) = (now.0 as i64, now.1 as i64, now.2 as i64);
+                    runs::set_progress(&shared.db, &shared.runtime_id, c, t, e).await?;
+                    apps::set_progress(&shared.db, &shared.app_id, c, t, e).await?;
+                }
+                runs::stop_requested(&shared.db, &shared.runtime_id).await
+            };
+            match shared.rt.block_on(write) {
+                Ok(stop) => {
+                    last = now;
+                    if stop && !shared.stop.swap(true, Ordering::Relaxed) {
+                        let _g = shared.span.enter();
+                        tracing::warn!("stop requested; asking the plugin to stop");
+                    }
+                }
+                Err(e) => {
+                    let _g = shared.span.enter();
+                    tracing::warn!(error = %e, "cannot update progress");
+                }
+            }
+            if finished {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    })
+}
+
+fn execute(rt: &Handle, module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome {
+    let module = match crate::probe::load_module(std::path::Path::new(module_path)) {
+        Ok(m) => m,
+        Err(e) => return Outcome::failed(format!("cannot load plugin: {e}")),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let monitor = monitor(shared.clone(), done.clone());
+    let host = HostCallbacks_TO::from_value(WorkerCallbacks(shared.clone()), TD_Opaque);
+    let outcome = match ffi((module.new())(RStr::from_str(&shared.args_json), host)) {
+        Err(e) => Outcome::failed(format!("plugin failed to start: {e}")),
+        Ok(mut scraper) => {
+            let main = lifecycle(&mut scraper, &shared, threads);
+            let cleaned = ffi(scraper.cleanup());
+            match (main, cleaned) {
+                (o, Ok(())) => o,
+                (o, Err(e)) if o.status == RunStatus::Success => Outcome::failed(format!("cleanup failed: {e}")),
+                (mut o, Err(e)) => {
+                    o.reason = Some(format!("{}; cleanup failed too: {e}", o.reason.unwrap_or_default()));
+                    o
+                }
+            }
+        }
+    };
+    done.store(true, Ordering::Relaxed);
+    let _ = monitor.join();
+    let _ = rt;
+    outcome
+}
+
+fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShared>, threads: usize) -> Outcome {
+    let items: Vec<Value> = match ffi(scraper.prepare_list()).and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string())) {
+        Ok(items) => items,
+        Err(e) => return Outcome::failed(format!("prepare_list failed: {e}")),
+    };
+    let total = items.len();
+    shared.total.store(total as u64, Ordering::Relaxed);
+    tracing::info!(items = total, threads, "work list prepared");
+    let next = AtomicUsize::new(0);
+    let records: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+    let shared_scraper = &*scraper;
+    std::thread::scope(|scope| {
+        for t in 0..threads.min(total.max(1)) {
+            let (next, records, items) = (&next, &records, &items);
+            let span = shared.span.clone();
+            std::thread::Builder::new()
+                .name(format!("collect-{t}"))
+                .spawn_scoped(scope, move || {
+                    let _g = span.enter();
+                    loop {
+                        if shared.stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { return };
+                        let result = ffi(shared_scraper.collect(RStr::from_str(&item.to_string())))
+                            .and_then(|j| serde_json::from_str::<Vec<Value>>(&j).map_err(|e| format!("collect returned invalid JSON: {e}")));
+                        match result {
+                            Ok(recs) => records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs),
+                            Err(e) => {
+                                shared.errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(item = %item, error = %e, "collect failed");
+                            }
+                        }
+                        shared.current.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .map(|_| ())
+                .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start collect thread"));
+        }
+    });
+    let errors = shared.errors.load(Ordering::Relaxed) as usize;
+    if shared.stop.load(Ordering::Relaxed) {
+        return Outcome {
+            status: RunStatus::Stopped,
+            reason: Some(format!(
+                "stopped on request after {} of {total} items; nothing was stored, so a partial snapshot never removes rows",
+                shared.current.load(Ordering::Relaxed)
+            )),
+        };
+    }
+    if total > 0 && errors == total {
+        return Outcome::failed(format!("all {total} items failed in collect; see the run's logs"));
+    }
+    let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
+    tracing::info!(records = records.len(), "collect done; storing");
+    if let Err(e) = ffi(scraper.store(RStr::from_str(&Value::Array(records).to_string()))) {
+        return Outcome::failed(format!("store failed: {e}"));
+    }
+    if errors > 0 {
+        tracing::warn!(errors, total, "some items failed in collect");
+    }
+    Outcome { status: RunStatus::Success, reason: (errors > 0).then(|| format!("{errors} of {total} items failed in collect")) }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The main job on embedded defaults: build dc-host and the example plugin, serve
+# the bundled catalogue site on loopback, register the plugin, run it against an
+# embedded SQLite database and show what was stored. Needs only the Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DC_DATA_DIR="${DC_DATA_DIR:-var/demo}"
+target="${CARGO_TARGET_DIR:-target}"
+host="$target/debug/dc-host"
+
+echo "==> building dc-host and the example plugin (first build takes a few minutes)"
+cargo build -p dc-host -p dc-plugin-catalogue
+
+echo "==> serving tests/fixtures/catalogue on loopback"
+port_file="$(mktemp)"
+rm -f "$port_file"
+"$host" fixture-server --dir tests/fixtures/catalogue --port-file "$port_file" 2>/dev/null &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do [ -s "$port_file" ] && break; sleep 0.1; done
+[ -s "$port_file" ] || { echo "error: the fixture server did not start" >&2; exit 1; }
+port="$(cat "$port_file")"
+echo "    http://127.0.0.1:$port/"
+
+echo "==> registering the plugin (data dir $DC_DATA_DIR, database sqlite)"
+mkdir -p "$DC_DATA_DIR/plugins"
+cp "$target/debug/libdc_plugin_catalogue.so" "$DC_DATA_DIR/plugins/"
+"$host" reload
+
+echo "==> running demo/fixtures/catalogue in a worker process"
+"$host" run demo/fixtures/catalogue --args "{\"base_url\": \"http://127.0.0.1:$port/\"}"
+
+echo
+echo "==> what was stored"
+"$host" data tables
+echo
+"$host" data head catalogue_items --limit 5
+echo
+"$host" runs list --limit 5
+echo
+echo "Run it again: unchanged rows cause no writes. More: $host --help"

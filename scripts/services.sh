@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Makes sure the services the test suite needs are up: PostgreSQL on
+# 127.0.0.1:5432 (trust auth). Starts an installed but stopped cluster; installs
+# it from Debian packages when absent and apt is usable (as on CI); otherwise
+# says how to install it.
+set -euo pipefail
+
+pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "==> installing PostgreSQL (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "error: PostgreSQL is not installed; install it (Debian: apt-get install postgresql) and allow trust auth on 127.0.0.1" >&2
+    exit 1
+  fi
+fi
+
+if ! pg_up; then
+  echo "==> starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  for _ in $(seq 1 50); do pg_up && break; sleep 0.2; done
+fi
+pg_up || { echo "error: PostgreSQL does not answer on 127.0.0.1:5432; check /var/log/postgresql/" >&2; exit 1; }
+
+# the tests connect as postgres without a password
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+  echo "error: cannot connect as postgres@127.0.0.1 without a password; set 'host all all 127.0.0.1/32 trust' in pg_hba.conf" >&2
+  exit 1
+fi
+echo "==> PostgreSQL is up on 127.0.0.1:5432"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: starts the services it needs, builds the host and the
+# plugin cdylibs the end-to-end tests load, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+echo "==> building the host and the fixture plugins"
+cargo build -p dc-host -p dc-plugin-catalogue -p dc-plugin-misbehave
+
+echo "==> running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi

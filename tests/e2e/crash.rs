@@ -1,0 +1,92 @@
+//! A plugin that panics, aborts, segfaults, hangs or returns bad records takes
+//! down only its worker; the host records why and keeps serving.
+
+use dc_e2e::{Host, plugin_lib, wait_for};
+use serde_json::Value;
+use std::time::Duration;
+
+fn host_with_misbehave() -> Host {
+    let host = Host::sqlite();
+    host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
+    host.ok(&["reload"]);
+    host
+}
+
+fn run(host: &Host, args: &str, extra: &[&str]) -> Value {
+    let mut a = vec!["run", "test/fixtures/misbehave", "--args", args, "--json"];
+    a.extend_from_slice(extra);
+    host.json(&a)
+}
+
+#[test]
+fn crashes_are_recorded_with_their_cause() {
+    let host = host_with_misbehave();
+    let cases: &[(&str, &str, Option<i64>)] = &[
+        (r#"{"mode": "abort"}"#, "signal 6 (SIGABRT", Some(6)),
+        (r#"{"mode": "segfault"}"#, "signal 11 (SIGSEGV", Some(11)),
+        (r#"{"mode": "segfault", "at": "new"}"#, "signal 11 (SIGSEGV", Some(11)),
+        (r#"{"mode": "abort", "at": "store"}"#, "signal 6 (SIGABRT", Some(6)),
+        (r#"{"mode": "panic", "at": "prepare"}"#, "prepare_list failed: plugin panicked: misbehave: deliberate panic", None),
+        (r#"{"mode": "panic", "at": "new"}"#, "plugin failed to start: plugin panicked", None),
+        (r#"{"mode": "panic"}"#, "all 5 items failed in collect", None),
+        (r#"{"mode": "bad_record"}"#, "field \"note\": expected a string, got a number 42; nothing of this batch was written", None),
+    ];
+    for (args, reason, signal) in cases {
+        let r = run(&host, args, &[]);
+        assert_eq!(r["status"], "FAILED", "{args}: {r}");
+        let got = r["reason"].as_str().unwrap_or_default();
+        assert!(got.contains(reason), "{args}: reason {got:?} lacks {reason:?}");
+        assert_eq!(r["exit_signal"].as_i64(), *signal, "{args}: {r}");
+    }
+    // the host is fine and the next run succeeds
+    let ok = run(&host, r#"{"mode": "ok"}"#, &[]);
+    assert_eq!(ok["status"], "SUCCESS", "{ok}");
+    assert_eq!(ok["inserted"], 5);
+    let apps = host.json(&["plugins", "list", "--json"]);
+    assert_eq!(apps[0]["fail_count"], 0, "a success resets the failure count");
+}
+
+#[test]
+fn a_hanging_plugin_is_killed_at_the_time_limit() {
+    let host = host_with_misbehave();
+    let r = run(&host, r#"{"mode": "hang"}"#, &["--time-limit", "2"]);
+    assert_eq!(r["status"], "FAILED", "{r}");
+    assert!(r["reason"].as_str().unwrap_or_default().contains("exceeded the time limit of 2s"), "{r}");
+    assert_eq!(r["exit_signal"], 9);
+}
+
+#[test]
+fn a_memory_limit_applies_to_the_worker_only() {
+    let host = host_with_misbehave();
+    // 64 MiB of address space is far too little for a worker with a tokio runtime
+    let mut limited = Host::sqlite();
+    limited.env.push(("DC_RUNS_MEMORY_LIMIT_MB".into(), "64".into()));
+    limited.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
+    limited.ok(&["reload"]);
+    let r = run(&limited, r#"{"mode": "ok"}"#, &[]);
+    assert_eq!(r["status"], "FAILED", "{r}");
+    // and without the limit the same run succeeds
+    assert_eq!(run(&host, r#"{"mode": "ok"}"#, &[])["status"], "SUCCESS");
+}
+
+#[test]
+fn stop_ends_a_run_as_stopped_and_stores_nothing() {
+    let host = host_with_misbehave();
+    let child = host
+        .command(&["run", "test/fixtures/misbehave", "--args", r#"{"mode": "slow", "items": 20}"#, "--threads", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let rid = wait_for(Duration::from_secs(20), || {
+        let runs = host.json(&["runs", "list", "--json"]);
+        runs.as_array()?.iter().find(|r| r["status"] == "RUNNING").and_then(|r| r["runtime_id"].as_str().map(str::to_string))
+    })
+    .expect("the run starts");
+    assert!(host.ok(&["runs", "stop", &rid]).contains("stop requested"));
+    let out = child.wait_with_output().expect("run ends");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(r["status"], "STOPPED", "{r}");
+    assert!(r["reason"].as_str().unwrap_or_default().contains("nothing was stored"));
+    assert_eq!(r["inserted"], 0);
+    assert!((r["current_count"].as_i64().unwrap_or(99)) < 20);
+}
