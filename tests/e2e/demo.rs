@@ -48,6 +48,15 @@ fn scrape_twice(host: &Host) {
     assert!(logs.iter().any(|l| l["target"] == "plugin" && l["message"] == "listing collected" && l["context"]["items"] == 300), "{logs:?}");
     assert!(logs.iter().all(|l| l["runtime_id"] == rid));
 
+    // the host's watched merge recorded one function_log row for the run
+    let calls = host.json(&["runs", "show", rid, "--functions", "--json"]);
+    let calls = calls["functions"].as_array().expect("functions");
+    let merges: Vec<&serde_json::Value> = calls.iter().filter(|c| c["function_name"] == "merge").collect();
+    assert_eq!(merges.len(), 1, "{calls:?}");
+    assert_eq!(merges[0]["rows_count"], 300);
+    assert_eq!(merges[0]["is_error"], false);
+    assert_eq!(merges[0]["module_path"], "dc_core::merge");
+
     // progress counters on the app and the run list
     let apps = host.json(&["plugins", "list", "--json"]);
     let app = &apps[0];

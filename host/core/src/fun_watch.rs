@@ -463,6 +463,16 @@ pub async fn function_log_rows(db: &Database, function_name: &str) -> Result<Vec
         .bind(function_name).fetch_all(pool).await)?)
 }
 
+/// Every watched call made during a run, oldest first.
+pub async fn function_log_for_run(db: &Database, runtime_id: &str) -> Result<Vec<FunctionLogRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, FunctionLogRow>(
+        "SELECT l.id, l.function_hash, f.function_name, f.module_path, f.app_id, l.runtime_id, l.thread_name, \
+         l.started_at, l.elapsed_ms, l.rows_count, l.is_error, l.error_msg \
+         FROM function_log l JOIN app_functions f ON f.function_hash = l.function_hash \
+         WHERE l.runtime_id = $1 ORDER BY l.id")
+        .bind(runtime_id).fetch_all(pool).await)?)
+}
+
 /// Every registered function, by module and name.
 pub async fn app_functions(db: &Database) -> Result<Vec<AppFunctionRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, AppFunctionRow>(
@@ -542,6 +552,12 @@ impl RowCount for usize {
 impl RowCount for u64 {
     fn row_count(&self) -> u64 {
         *self
+    }
+}
+
+impl RowCount for dc_plugin_api::MergeSummary {
+    fn row_count(&self) -> u64 {
+        self.inserted + self.updated + self.deleted + self.unchanged
     }
 }
 

@@ -2,8 +2,8 @@
 //! is a set of typed cells; its hash is stable across platforms and column order
 //! and applies the chosen Unicode normalization to text first.
 //!
-//! Encoding hashed per cell, in column-name order: name, 0x1F, a type tag, the
-//! value bytes, 0x1E. Floats hash by their IEEE bits (with -0.0 folded into 0.0);
+//! Encoding hashed per non-NULL cell, in column-name order: name, 0x1F, a type
+//! tag, the value bytes, 0x1E. Floats hash by their IEEE bits (with -0.0 folded into 0.0);
 //! JSON values hash by their canonical text (object keys sorted).
 
 use std::borrow::Cow;
@@ -127,7 +127,9 @@ pub fn row_hash<'a>(cells: impl IntoIterator<Item = (&'a str, &'a Cell)>, form: 
     let mut cells: Vec<(&str, &Cell)> = cells.into_iter().collect();
     cells.sort_by(|a, b| a.0.cmp(b.0));
     let mut buf = Vec::with_capacity(256);
-    for (name, cell) in cells {
+    // NULL cells are left out, so adding a nullable column does not change the
+    // hash of existing rows (and does not turn every row into an update)
+    for (name, cell) in cells.into_iter().filter(|(_, c)| **c != Cell::Null) {
         buf.extend_from_slice(name.as_bytes());
         buf.push(0x1f);
         encode_cell(cell, form, &mut buf);
@@ -218,6 +220,13 @@ mod tests {
             h(&Cell::Json(serde_json::json!({"a": 1, "b": 2}))),
             h(&Cell::Json(serde_json::json!({"b": 2, "a": 1})))
         );
+    }
+
+    #[test]
+    fn null_cells_do_not_change_the_hash() {
+        let a = row_hash_hex([("a", &Cell::Int(1))], UnicodeForm::Nfc);
+        let b = row_hash_hex([("a", &Cell::Int(1)), ("new_col", &Cell::Null)], UnicodeForm::Nfc);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! the database and its migrations, the app and run registries, the SHA merge,
 //! logging sinks and the secrets store. Only this crate knows SQL.
 
+// lets `#[fun_watch]` (which names `::dc_core`) be used inside this crate
+extern crate self as dc_core;
+
 pub mod apps;
 pub mod db;
 pub mod enums;

@@ -153,7 +153,7 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         // the sink's own queries must not log into the sink
-        if meta.target().starts_with("sqlx") {
+        if meta.target() == "sqlx" || meta.target().starts_with("sqlx::") {
             return;
         }
         let mut f = Fields::default();
@@ -195,14 +195,20 @@ pub fn start_db_sink(db: Database, rt: tokio::runtime::Handle, capacity: usize, 
 
 fn writer(db: Database, rt: tokio::runtime::Handle, rx: Receiver<Msg>, fallback: PathBuf) {
     let mut batch: Vec<LogRow> = Vec::new();
+    // a batch is written when it is 500 records, or when its oldest record has
+    // waited MAX_WAIT, whether or not new records keep coming
+    const MAX_WAIT: Duration = Duration::from_millis(250);
+    let mut oldest: Option<std::time::Instant> = None;
     loop {
-        let msg = rx.recv_timeout(Duration::from_millis(200));
+        let wait = oldest.map(|t| MAX_WAIT.saturating_sub(t.elapsed())).unwrap_or(MAX_WAIT);
+        let msg = rx.recv_timeout(wait);
         let mut ack = None;
         let disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
         match msg {
             Ok(Msg::Record(r)) => {
                 batch.push(r);
-                if batch.len() < 500 {
+                let first = *oldest.get_or_insert_with(std::time::Instant::now);
+                if batch.len() < 500 && first.elapsed() < MAX_WAIT {
                     continue;
                 }
             }
@@ -210,6 +216,7 @@ fn writer(db: Database, rt: tokio::runtime::Handle, rx: Receiver<Msg>, fallback:
             Err(_) => {}
         }
         if !batch.is_empty() {
+            oldest = None;
             let rows = std::mem::take(&mut batch);
             if let Err(e) = rt.block_on(insert_batch(&db, &rows)) {
                 write_fallback(&fallback, &rows, &e.to_string());

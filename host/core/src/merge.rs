@@ -189,6 +189,9 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
     Ok(match col.ty {
         ColumnType::Text => {
             let s = v.as_str().ok_or_else(|| wrong("a string"))?;
+            if s.contains('\0') {
+                return Err(format!("field {name:?}: contains a NUL character, which databases cannot store; strip it"));
+            }
             let limit = if col.max_len > 0 { col.max_len } else { MAX_TEXT_CHARS };
             let n = s.chars().count();
             if n > limit {
@@ -205,7 +208,12 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
         },
         ColumnType::Real => Cell::Real(v.as_f64().ok_or_else(|| wrong("a number"))?),
         ColumnType::Boolean => Cell::Bool(v.as_bool().ok_or_else(|| wrong("true or false"))?),
-        ColumnType::Json => Cell::Json(v.clone()),
+        ColumnType::Json => {
+            if v.to_string().contains("\\u0000") {
+                return Err(format!("field {name:?}: contains a NUL character, which databases cannot store; strip it"));
+            }
+            Cell::Json(v.clone())
+        }
         ColumnType::Timestamp => {
             let s = v.as_str().ok_or_else(|| wrong("an RFC 3339 timestamp string"))?;
             let t = DateTime::parse_from_rfc3339(s).map_err(|_| wrong("an RFC 3339 timestamp like 2026-01-31T12:00:00Z"))?;
@@ -250,7 +258,17 @@ pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: Unicode
             .map(|c| to_cell(c, decl.key.contains(&c.name), row.get(&c.name)))
             .collect::<Result<Vec<Cell>, String>>()
             .map_err(bad)?;
-        let key = Value::Array(key_idx.iter().map(|&i| cells[i].to_json()).collect()).to_string();
+        // keys are normalized like hashes, so "Café" typed two ways is one row
+        let key = Value::Array(
+            key_idx
+                .iter()
+                .map(|&i| match &cells[i] {
+                    Cell::Text(t) => Value::String(crate::hash::normalize(t, form).into_owned()),
+                    c => c.to_json(),
+                })
+                .collect(),
+        )
+        .to_string();
         if !seen.insert(key.clone()) {
             return Err(bad(format!("key {key} appears more than once in the batch")));
         }
@@ -279,6 +297,7 @@ pub struct MergeRequest<'a> {
 }
 
 /// Merges `rows` into the table in one transaction (see the module docs).
+#[dc_fun_watch::fun_watch]
 pub async fn merge(db: &Database, req: MergeRequest<'_>, rows: &[Map<String, Value>]) -> Result<MergeSummary, MergeError> {
     validate_decl(req.decl)?;
     let prepared = prepare_rows(req.decl, rows, req.form)?;
@@ -564,7 +583,7 @@ async fn merge_postgres(
 }
 
 /// Reads up to `limit` live rows of a declared table as JSON objects (for
-/// `dc-host data head` and tests), newest first.
+/// `dc-host data head` and tests), ordered by key.
 pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<Map<String, Value>>, MergeError> {
     validate_decl(decl)?;
     let sql = format!(

@@ -342,16 +342,40 @@ impl Settings {
     }
 }
 
-/// Hides the password in a database URL.
+/// Hides the password in a database URL (userinfo and `password=` query values).
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
     let rest = &url[scheme_end..];
-    let Some(at) = rest.find('@') else { return url.to_string() };
-    let userinfo = &rest[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!("{}{}:<redacted>{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
-        None => url.to_string(),
+    // the authority ends at the first '/', '?' or '#'; the userinfo at its LAST '@'
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..auth_end];
+    let mut out = url[..scheme_end].to_string();
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => out.push_str(&format!("{}:<redacted>{}", &userinfo[..colon], &authority[at..])),
+                None => out.push_str(authority),
+            }
+        }
+        None => out.push_str(authority),
     }
+    let tail = &rest[auth_end..];
+    match tail.find('?') {
+        Some(q) => {
+            out.push_str(&tail[..=q]);
+            let params: Vec<String> = tail[q + 1..]
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -384,6 +408,14 @@ mod tests {
         assert_eq!(s.database_url(), "postgres://u:pw@127.0.0.1/db");
         assert!(s.to_redacted_toml().contains("postgres://u:<redacted>@127.0.0.1/db"));
         assert!(!s.to_redacted_toml().contains("pw"));
+    }
+
+    #[test]
+    fn passwords_are_redacted_everywhere_in_urls() {
+        assert_eq!(redact_url("postgres://u:p@ss@h:5432/db"), "postgres://u:<redacted>@h:5432/db");
+        assert_eq!(redact_url("postgres://h/db?user=u&password=pw&x=1"), "postgres://h/db?user=u&password=<redacted>&x=1");
+        assert_eq!(redact_url("sqlite://var/a@b.db"), "sqlite://var/a@b.db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub async fn inspect(env: &HostEnv, path: &Path) -> Result<ProbeOutput, RuntimeE
 }
 
 /// Registers one plugin file (see the module docs).
+#[dc_fun_watch::fun_watch]
 pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome, RuntimeError> {
     let db = &env.db;
     let sha256 = store::sha256_file(path)?;

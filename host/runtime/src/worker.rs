@@ -53,6 +53,10 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
             return EXIT_FAILED;
         }
     };
+    // watched host functions (merges) record their calls for this run
+    if let Err(e) = dc_core::fun_watch::install(db.clone(), rt.clone(), Some(run.app_id.clone()), Some(run.runtime_id.clone())) {
+        tracing::warn!(error = %e, "function-call recording is off for this run");
+    }
     let span = tracing::info_span!("run", app_id = %run.app_id, runtime_id = %run.runtime_id);
     let _entered = span.enter();
     let started = chrono::Utc::now();
@@ -73,6 +77,9 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
     };
     if let Err(e) = rt.block_on(finish) {
         tracing::error!(error = %e, "cannot record the end of the run");
+    }
+    if let Err(e) = dc_core::fun_watch::uninstall() {
+        tracing::warn!(error = %e, "function-call records may be incomplete");
     }
     match outcome.status {
         RunStatus::Success => EXIT_SUCCESS,

@@ -36,6 +36,9 @@ pub enum RunsCommand {
         /// Also print the run's log records.
         #[arg(long)]
         logs: bool,
+        /// Also list the watched host function calls of the run (#[fun_watch]).
+        #[arg(long)]
+        functions: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -82,6 +85,8 @@ struct RunDetail<'a> {
     changes: Option<Vec<runs::ChangeRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     logs: Option<Vec<logs::LogRow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    functions: Option<Vec<dc_core::fun_watch::FunctionLogRow>>,
 }
 
 pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
@@ -117,12 +122,13 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 output::table(&["RUNTIME ID", "APP", "VERSION", "STATUS", "CREATED", "TOOK", "ITEMS", "ROWS"], &rows);
             }
         }
-        RunsCommand::Show { runtime_id, changes, logs: with_logs, json } => {
+        RunsCommand::Show { runtime_id, changes, logs: with_logs, functions, json } => {
             let r = runs::get(&env.db, &runtime_id).await?;
             let feed = if changes { Some(runs::changes(&env.db, &r.runtime_id).await?) } else { None };
             let log_rows = if with_logs { Some(logs::for_run(&env.db, &r.runtime_id, 10_000).await?) } else { None };
+            let calls = if functions { Some(dc_core::fun_watch::function_log_for_run(&env.db, &r.runtime_id).await?) } else { None };
             if json {
-                output::json(&RunDetail { run: &r, changes: feed, logs: log_rows })?;
+                output::json(&RunDetail { run: &r, changes: feed, logs: log_rows, functions: calls })?;
             } else {
                 let app = apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
                 print_run(&r, &app);
@@ -130,6 +136,13 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                     println!("changes    {} keys", feed.len());
                     for c in feed {
                         println!("  {:<6} {} {}", c.op, c.table_name, c.row_key);
+                    }
+                }
+                if let Some(calls) = calls {
+                    println!("functions  {} calls", calls.len());
+                    for c in calls {
+                        let err = c.error_msg.map(|e| format!(" error: {e}")).unwrap_or_default();
+                        println!("  {}::{} {:.1} ms {} rows [{}]{err}", c.module_path, c.function_name, c.elapsed_ms, c.rows_count, c.thread_name);
                     }
                 }
                 if let Some(rows) = log_rows {

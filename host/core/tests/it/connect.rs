@@ -56,3 +56,25 @@ async fn unusable_sqlite_path_names_url() {
     let msg = err.to_string();
     assert!(msg.contains("sqlite://") && msg.contains("postgres://") && !msg.contains(":pw@"), "{msg}");
 }
+
+/// A raw '@' in a password is legal for the URL parser (the last '@' ends the
+/// user info), so the redaction must not leave the rest of the password visible.
+#[tokio::test]
+async fn password_containing_at_sign_is_redacted() {
+    let url = "postgres://dcuser:p@ss-s3cr3t@127.0.0.1:1/x";
+    let err = Database::connect_url(url, &quick()).await.expect_err("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(matches!(err, DbError::Connect { .. }), "the URL parses (the password is \"p@ss-s3cr3t\"): {err:?}");
+    assert!(!msg.contains("s3cr3t"), "part of the password leaked: {msg}");
+}
+
+/// PostgreSQL URLs may carry the password as a query parameter.
+#[tokio::test]
+async fn password_query_parameter_is_redacted() {
+    let url = "postgres://dcuser@127.0.0.1:1/x?password=q-s3cr3t&sslmode=disable";
+    let err = Database::connect_url(url, &quick()).await.expect_err("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(matches!(err, DbError::Connect { .. }), "{err:?}");
+    assert!(!msg.contains("q-s3cr3t"), "password leaked: {msg}");
+    assert!(msg.contains("127.0.0.1:1"), "the URL must still be named: {msg}");
+}

@@ -19,6 +19,7 @@ both_backends!(
     incremental_leaves_absent_rows,
     bad_batch_writes_nothing,
     unicode_normalization_decides_unchanged,
+    unstorable_text_is_refused_naming_record_and_field,
 );
 
 fn summary(inserted: u64, updated: u64, deleted: u64, unchanged: u64) -> MergeSummary {
@@ -353,4 +354,45 @@ async fn unicode_normalization_decides_unchanged(t: &TestDb) {
 
     let all = live(db, &d).await;
     assert_eq!(all.len(), 1, "{all:?}");
+}
+
+/// Text the database cannot store (NUL characters: PostgreSQL `text` and
+/// `jsonb` reject them) must either be stored faithfully or be refused like any
+/// other bad record — naming the record and field, with nothing written — and
+/// never fail with an anonymous database error.
+async fn unstorable_text_is_refused_naming_record_and_field(t: &TestDb) {
+    let db = &t.db;
+    let app = new_app(db, "nul").await;
+    let d = crate::common::decl(json!({
+        "name": "nul_text", "key": ["sku"],
+        "columns": [
+            {"name": "sku", "type": "text", "nullable": false},
+            {"name": "title", "type": "text"},
+            {"name": "meta", "type": "json"}
+        ]
+    }));
+    merge::ensure_table(db, &app, &d).await.expect("ensure_table");
+    let base: Vec<_> = (0..5).map(|i| obj(json!({"sku": format!("s{i}"), "title": "t", "meta": {"i": i}}))).collect();
+    merge::merge(db, req(&app, None, &d), &base).await.expect("first");
+    let before = live(db, &d).await;
+
+    for (field, value) in [("title", json!("a\u{0}b")), ("meta", json!({"note": "a\u{0}b"}))] {
+        let mut batch = base.clone();
+        batch[3].insert(field.into(), value.clone());
+        match merge::merge(db, req(&app, None, &d), &batch).await {
+            Ok(s) => {
+                assert_eq!(s, summary(0, 1, 0, 4));
+                assert_eq!(live(db, &d).await["[\"s3\"]"][field], value, "stored, so it must read back unchanged");
+                merge::merge(db, req(&app, None, &d), &base).await.expect("restore");
+            }
+            Err(e) => {
+                assert_eq!(live(db, &d).await, before, "{e}");
+                assert!(
+                    matches!(&e, MergeError::BadRecord { index: 3, .. }) && e.to_string().contains(&format!("{field:?}")),
+                    "{:?}: a {field} value with a NUL character was refused without naming record 3 and field {field:?}: {e}",
+                    db.backend()
+                );
+            }
+        }
+    }
 }
