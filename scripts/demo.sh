@@ -26,7 +26,15 @@ echo "    http://127.0.0.1:$port/"
 echo "==> registering the plugin (data dir $DC_DATA_DIR, database sqlite)"
 mkdir -p "$DC_DATA_DIR/plugins"
 cp "$target/debug/libdc_plugin_catalogue.so" "$DC_DATA_DIR/plugins/"
-"$host" reload
+if ! "$host" reload; then
+  # a rebuilt example plugin with the same version number is refused (as it
+  # should be); for the demo, start over with a fresh data directory
+  echo "==> the example plugin changed without a version bump; starting a fresh demo data directory"
+  rm -rf "$DC_DATA_DIR"
+  mkdir -p "$DC_DATA_DIR/plugins"
+  cp "$target/debug/libdc_plugin_catalogue.so" "$DC_DATA_DIR/plugins/"
+  "$host" reload
+fi
 
 echo "==> running demo/fixtures/catalogue in a worker process"
 "$host" run demo/fixtures/catalogue --args "{\"base_url\": \"http://127.0.0.1:$port/\"}"

@@ -68,5 +68,5 @@ pub async fn exec(a: RunArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     } else {
         super::runs::print_run(&run, &app.path());
     }
-    Ok(if run.status == "SUCCESS" { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if run.status == dc_core::enums::RunStatus::Success.as_str() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

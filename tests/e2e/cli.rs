@@ -1,0 +1,93 @@
+//! Operator-facing CLI behaviour: configuration errors name the key and the fix,
+//! `config show` redacts secrets, the secrets store works end to end (including
+//! `${secret:NAME}` references in settings), and the db commands guard drops.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use dc_e2e::Host;
+
+#[test]
+fn configuration_errors_name_the_key_and_what_is_allowed() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_RUNS_THREDS".into(), "4".into()));
+    let (code, text) = host.fails(&["plugins", "list"]);
+    assert_eq!(code, 2);
+    assert!(text.contains("DC_RUNS_THREDS") && text.contains("unknown field `threds`"), "{text}");
+
+    let host = Host::sqlite();
+    let cfg = host.dir.path().join("dc.toml");
+    std::fs::write(&cfg, "[runs]\nthreads = 0\n").expect("write config");
+    let (_, text) = host.fails(&["--config", cfg.to_str().expect("utf-8"), "plugins", "list"]);
+    assert!(text.contains("invalid setting runs.threads = 0: 1 to 256"), "{text}");
+
+    let (_, text) = host.fails(&["--config", "/nonexistent/dc.toml", "plugins", "list"]);
+    assert!(text.contains("cannot read config file /nonexistent/dc.toml"), "{text}");
+}
+
+#[test]
+fn config_show_redacts_passwords() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_DATABASE_URL".into(), "postgres://dc:hunter2@127.0.0.1:5432/dc".into()));
+    let out = host.ok(&["config", "show"]);
+    assert!(out.contains("postgres://dc:<redacted>@127.0.0.1:5432/dc"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.contains("threads = 4"), "{out}");
+}
+
+fn set_secret(host: &Host, name: &str, value: &str) {
+    let mut child = host.command(&["secrets", "set", name]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write value");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "secrets set failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn secrets_round_trip_rotate_and_resolve_in_settings() {
+    let host = Host::sqlite();
+    set_secret(&host, "db_name", "postgres");
+    set_secret(&host, "api.token", "s3cr3t value");
+    assert_eq!(host.ok(&["secrets", "get", "api.token"]).trim_end(), "s3cr3t value");
+    let names = host.json(&["secrets", "list", "--json"]);
+    assert_eq!(names, serde_json::json!(["api.token", "db_name"]));
+    let stored = std::fs::read_to_string(host.dir.path().join("secrets.json")).expect("store file");
+    assert!(!stored.contains("s3cr3t"), "values are encrypted at rest");
+
+    let out = host.ok(&["secrets", "rotate-key"]);
+    assert!(out.contains("key rotated"), "{out}");
+    assert_eq!(host.ok(&["secrets", "get", "api.token"]).trim_end(), "s3cr3t value");
+
+    // a setting that references a secret is resolved at start
+    let mut host = host;
+    host.env.push(("DC_DATABASE_URL".into(), "postgres://postgres@127.0.0.1:5432/${secret:db_name}".into()));
+    let status = host.json(&["db", "status", "--json"]);
+    assert!(status.as_array().is_some_and(|a| !a.is_empty()), "{status}");
+    host.env.pop();
+    host.env.push(("DC_DATABASE_URL".into(), "postgres://postgres@127.0.0.1:5432/${secret:missing}".into()));
+    let (_, text) = host.fails(&["db", "status"]);
+    assert!(text.contains("missing") && text.contains("dc-host secrets set"), "{text}");
+    host.env.pop();
+
+    // a wrong key never yields plaintext
+    host.env.push(("DC_SECRETS_KEY".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()));
+    let (_, text) = host.fails(&["secrets", "get", "api.token"]);
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("DC_SECRETS_KEY"), "{text}");
+}
+
+#[test]
+fn db_commands_migrate_deploy_and_guard_drop() {
+    let host = Host::sqlite();
+    let out = host.ok(&["db", "migrate"]);
+    assert!(out.contains("applied 1 migration(s)"), "{out}");
+    assert!(host.ok(&["db", "migrate"]).contains("applied 0 migration(s)"));
+    let st = host.json(&["db", "status", "--json"]);
+    assert_eq!(st[0]["applied"], true);
+    assert!(host.ok(&["db", "deploy"]).contains("deployed"));
+    let (_, text) = host.fails(&["db", "drop"]);
+    assert!(text.contains("--yes-drop-everything"), "{text}");
+    let out = host.ok(&["db", "drop", "--yes-drop-everything"]);
+    assert!(out.contains("apps") && out.contains("runtime"), "{out}");
+    let st = host.json(&["db", "status", "--json"]);
+    assert_eq!(st[0]["applied"], false);
+}
