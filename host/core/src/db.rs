@@ -145,6 +145,13 @@ impl Database {
             let opts = PgConnectOptions::from_str(url)
                 .map_err(|e| DbError::BadUrl { url: shown.clone(), message: e.to_string() })?
                 .application_name("dc-host");
+            // one direct connection first: a refused or misconfigured server then
+            // reports its real cause instead of a pool time-out
+            let probe = tokio::time::timeout(acquire, sqlx::postgres::PgConnection::connect_with(&opts))
+                .await
+                .map_err(|_| DbError::Connect { url: shown.clone(), source: sqlx::Error::PoolTimedOut })?
+                .map_err(|source| DbError::Connect { url: shown.clone(), source })?;
+            probe.close().await.map_err(|source| DbError::Connect { url: shown.clone(), source })?;
             let pool = PgPoolOptions::new()
                 .max_connections(db.max_connections)
                 .acquire_timeout(acquire)
