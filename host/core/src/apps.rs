@@ -109,8 +109,7 @@ pub async fn ensure_app(
 ) -> Result<bool, DbError> {
     let now = Utc::now();
     let app_id = app_id_for(group, parent, name);
-    on_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
+    crate::in_write_tx!(db, tx => {
         sqlx::query("INSERT INTO app_groups (group_name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(group).bind(now).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO app_parents (group_name, parent_name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
@@ -120,7 +119,6 @@ pub async fn ensure_app(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING")
             .bind(&app_id).bind(group).bind(parent).bind(name).bind(kind).bind(description).bind(now)
             .execute(&mut *tx).await?.rows_affected() == 1;
-        tx.commit().await?;
         Ok(created)
     })
 }
@@ -134,8 +132,7 @@ pub async fn register_version(
     schedule_cron: Option<&str>,
     interval_secs: Option<i64>,
 ) -> Result<(), DbError> {
-    on_pool!(db, pool => {
-        let mut tx = pool.begin().await?;
+    crate::in_write_tx!(db, tx => {
         sqlx::query(
             "INSERT INTO plugin_versions (app_id, version, sha256, interface_version, manifest, store_path, source_file, registered_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
@@ -150,7 +147,6 @@ pub async fn register_version(
             .bind(&v.version).bind(&v.sha256).bind(description).bind(schedule_cron).bind(interval_secs)
             .bind(v.registered_at).bind(&v.app_id)
             .execute(&mut *tx).await?;
-        tx.commit().await?;
         Ok(())
     })
 }

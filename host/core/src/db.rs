@@ -96,6 +96,31 @@ macro_rules! on_pool {
     };
 }
 
+/// Runs `$body` inside a write transaction bound to `$tx` and commits it. On
+/// SQLite the transaction starts with `BEGIN IMMEDIATE`, taking the write lock
+/// up front (waiting up to the busy timeout) instead of failing with "database
+/// is locked" when a read has to be upgraded. Use `&mut *$tx` as executor.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! in_write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match $db {
+            $crate::db::Database::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::db::Database::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
 /// One migration and whether it is applied.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrationState {

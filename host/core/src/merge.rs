@@ -314,6 +314,22 @@ fn column_list(decl: &TableDecl) -> String {
     decl.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
 }
 
+/// Adds a merge's counts to its run; `$ex` is the merge's transaction.
+macro_rules! add_run_counters {
+    ($ex:expr, $rid:expr, $s:expr) => {
+        sqlx::query(
+            "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5",
+        )
+        .bind($s.inserted as i64)
+        .bind($s.updated as i64)
+        .bind($s.deleted as i64)
+        .bind($s.unchanged as i64)
+        .bind($rid)
+        .execute($ex)
+        .await
+    };
+}
+
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
 fn bind_sqlite<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
@@ -413,28 +429,10 @@ async fn merge_sqlite(
         for (op, key) in feed {
             sqlx::query(feed_sql).bind(rid).bind(t.as_str()).bind(op).bind(key.to_string()).execute(&mut *tx).await?;
         }
-        add_counters_sqlite(&mut tx, rid, &s).await?;
+        add_run_counters!(&mut *tx, rid, s)?;
     }
     tx.commit().await?;
     Ok(s)
-}
-
-async fn add_counters_sqlite(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    rid: &str,
-    s: &MergeSummary,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5",
-    )
-    .bind(s.inserted as i64)
-    .bind(s.updated as i64)
-    .bind(s.deleted as i64)
-    .bind(s.unchanged as i64)
-    .bind(rid)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// PostgreSQL binary COPY encoding of one batch (cells, then `_row_key`, `_row_hash`).
@@ -567,16 +565,7 @@ async fn merge_postgres(
         unchanged: p.cells.len() as u64 - counts[0] - counts[1],
     };
     if let Some(rid) = req.runtime_id {
-        sqlx::query(
-            "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5",
-        )
-        .bind(s.inserted as i64)
-        .bind(s.updated as i64)
-        .bind(s.deleted as i64)
-        .bind(s.unchanged as i64)
-        .bind(rid)
-        .execute(&mut *tx)
-        .await?;
+        add_run_counters!(&mut *tx, rid, s)?;
     }
     tx.commit().await?;
     Ok(s)
