@@ -83,33 +83,63 @@ fn init_console_logging() {
         .try_init();
 }
 
-/// Connects the database (migrating it) and installs console + database logging.
-fn connect(rt: &tokio::runtime::Runtime, settings: Settings) -> anyhow::Result<(HostEnv, Option<dc_core::logs::LogSink>)> {
+/// The log sinks to flush before exiting (database and/or Splunk).
+struct LogSinks(Vec<dc_core::logs::LogSink>);
+
+impl LogSinks {
+    /// Writes everything buffered so far in every sink.
+    fn flush(&self) {
+        for sink in &self.0 {
+            sink.flush();
+        }
+    }
+}
+
+/// Connects the database (migrating it) and installs console, database and
+/// (when `logging.splunk_url` is set) Splunk logging.
+fn connect(rt: &tokio::runtime::Runtime, settings: Settings) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
     let db = rt.block_on(async {
         let db = Database::connect(&settings).await?;
         db.migrate().await?;
         anyhow::Ok(db)
     })?;
     let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
-    let sink = if settings.logging.database {
+    let filter = || EnvFilter::new(format!("{level},sqlx=warn"));
+    let mut sinks = Vec::new();
+    let db_layer = if settings.logging.database {
         let (layer, sink) = dc_core::logs::start_db_sink(
             db.clone(),
             rt.handle().clone(),
             settings.logging.buffer,
             settings.fallback_log_file(),
         );
-        let filter = EnvFilter::new(format!("{level},sqlx=warn"));
-        let _ = tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(console_filter("warn")))
-            .with(layer.with_filter(filter))
-            .try_init();
-        Some(sink)
+        sinks.push(sink);
+        Some(layer.with_filter(filter()))
     } else {
-        init_console_logging();
         None
     };
+    let splunk_layer = match &settings.logging.splunk_url {
+        Some(url) => {
+            let (layer, sink) = dc_core::splunk::start_hec_sink(
+                url,
+                settings.logging.splunk_token.as_deref().unwrap_or_default(),
+                &settings.host_name(),
+                rt.handle().clone(),
+                settings.logging.buffer,
+                settings.fallback_log_file(),
+            );
+            sinks.push(sink);
+            Some(layer.with_filter(filter()))
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(console_filter("warn")))
+        .with(db_layer)
+        .with(splunk_layer)
+        .try_init();
     let exe = std::env::current_exe().context("cannot find the dc-host executable")?;
-    Ok((HostEnv { settings, db, exe }, sink))
+    Ok((HostEnv { settings, db, exe }, (!sinks.is_empty()).then_some(LogSinks(sinks))))
 }
 
 fn load_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Settings> {

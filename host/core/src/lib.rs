@@ -15,6 +15,7 @@ pub mod merge;
 pub mod runs;
 pub mod secrets;
 pub mod settings;
+pub mod splunk;
 
 pub use db::{Backend, Database, DbError};
 pub use settings::Settings;

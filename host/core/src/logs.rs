@@ -4,6 +4,10 @@
 //! down, batches go to a fallback JSONL file instead, so nothing is lost
 //! silently. Records inside a span carrying `app_id` / `runtime_id` fields (one
 //! span per run) are stamped with them; every other field becomes JSON context.
+//!
+//! The layer, the buffer, the batching writer loop and the fallback file are
+//! shared with the other sinks (`crate::splunk`): a sink supplies only its name,
+//! which targets it must skip, and how to write one batch.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -49,11 +53,17 @@ enum Msg {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
-/// The `tracing` layer feeding the database sink.
-pub struct DbLogLayer {
+/// A `tracing` layer feeding a sink's bounded buffer: it never blocks, and
+/// counts what does not fit.
+pub struct SinkLayer {
     tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
+    /// Targets this sink must not record (its own machinery, to avoid loops).
+    skip: fn(&str) -> bool,
 }
+
+/// The `tracing` layer feeding the database sink.
+pub type DbLogLayer = SinkLayer;
 
 /// Control of the sink's writer thread.
 #[derive(Clone)]
@@ -136,7 +146,7 @@ impl Fields {
     }
 }
 
-impl<S> Layer<S> for DbLogLayer
+impl<S> Layer<S> for SinkLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
@@ -146,14 +156,16 @@ where
         if (f.ids.app_id.is_some() || f.ids.runtime_id.is_some())
             && let Some(span) = ctx.span(id)
         {
-            span.extensions_mut().insert(f.ids);
+            // `replace`, not `insert`: every sink layer on the subscriber stores
+            // the same ids on the same span, and `insert` panics on the second
+            span.extensions_mut().replace(f.ids);
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        // the sink's own queries must not log into the sink
-        if meta.target() == "sqlx" || meta.target().starts_with("sqlx::") {
+        // the sink's own machinery must not log into the sink
+        if (self.skip)(meta.target()) {
             return;
         }
         let mut f = Fields::default();
@@ -181,19 +193,42 @@ where
     }
 }
 
+/// Whether `target` is `krate` or one of its modules.
+pub(crate) fn in_crate(target: &str, krate: &str) -> bool {
+    target.strip_prefix(krate).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+}
+
 /// Starts the writer thread. `rt` is the runtime whose pool `db` belongs to.
 pub fn start_db_sink(db: Database, rt: tokio::runtime::Handle, capacity: usize, fallback: PathBuf) -> (DbLogLayer, LogSink) {
+    // the sink's own queries must not log into the sink
+    let skip = |target: &str| in_crate(target, "sqlx");
+    start_sink("database log sink", capacity, fallback, skip, move |rows| {
+        rt.block_on(insert_batch(&db, rows)).map_err(|e| e.to_string())
+    })
+}
+
+/// Starts a sink: a bounded buffer of `capacity` records, a layer feeding it
+/// (skipping targets for which `skip` is true) and a writer thread that hands
+/// batches to `write`; a batch `write` fails on goes to the `fallback` file,
+/// with one line on stderr naming the sink (`name`) and the reason.
+pub(crate) fn start_sink(
+    name: &'static str,
+    capacity: usize,
+    fallback: PathBuf,
+    skip: fn(&str) -> bool,
+    write: impl FnMut(&[LogRow]) -> Result<(), String> + Send + 'static,
+) -> (SinkLayer, LogSink) {
     let (tx, rx) = sync_channel(capacity);
     let dropped = Arc::new(AtomicU64::new(0));
     std::thread::Builder::new()
         .name("dc-log-sink".into())
-        .spawn(move || writer(db, rt, rx, fallback))
+        .spawn(move || writer(name, rx, fallback, write))
         .map(|_| ())
-        .unwrap_or_else(|e| eprintln!("dc-host: cannot start the database log writer ({e}); logs go to the console only"));
-    (DbLogLayer { tx: tx.clone(), dropped: dropped.clone() }, LogSink { tx, dropped })
+        .unwrap_or_else(|e| eprintln!("dc-host: cannot start the {name} writer ({e}); logs go to the console only"));
+    (SinkLayer { tx: tx.clone(), dropped: dropped.clone(), skip }, LogSink { tx, dropped })
 }
 
-fn writer(db: Database, rt: tokio::runtime::Handle, rx: Receiver<Msg>, fallback: PathBuf) {
+fn writer(name: &str, rx: Receiver<Msg>, fallback: PathBuf, mut write: impl FnMut(&[LogRow]) -> Result<(), String>) {
     let mut batch: Vec<LogRow> = Vec::new();
     // a batch is written when it is 500 records, or when its oldest record has
     // waited MAX_WAIT, whether or not new records keep coming
@@ -218,8 +253,8 @@ fn writer(db: Database, rt: tokio::runtime::Handle, rx: Receiver<Msg>, fallback:
         if !batch.is_empty() {
             oldest = None;
             let rows = std::mem::take(&mut batch);
-            if let Err(e) = rt.block_on(insert_batch(&db, &rows)) {
-                write_fallback(&fallback, &rows, &e.to_string());
+            if let Err(why) = write(&rows) {
+                write_fallback(name, &fallback, &rows, &why);
             }
         }
         if let Some(a) = ack {
@@ -231,7 +266,7 @@ fn writer(db: Database, rt: tokio::runtime::Handle, rx: Receiver<Msg>, fallback:
     }
 }
 
-fn write_fallback(path: &PathBuf, rows: &[LogRow], why: &str) {
+fn write_fallback(name: &str, path: &PathBuf, rows: &[LogRow], why: &str) {
     let result = (|| -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -243,8 +278,8 @@ fn write_fallback(path: &PathBuf, rows: &[LogRow], why: &str) {
         Ok(())
     })();
     match result {
-        Ok(()) => eprintln!("dc-host: database log sink failed ({why}); {} records written to {}", rows.len(), path.display()),
-        Err(e) => eprintln!("dc-host: database log sink failed ({why}) and fallback file {} failed too ({e})", path.display()),
+        Ok(()) => eprintln!("dc-host: {name} failed ({why}); {} records written to {}", rows.len(), path.display()),
+        Err(e) => eprintln!("dc-host: {name} failed ({why}) and fallback file {} failed too ({e})", path.display()),
     }
 }
 

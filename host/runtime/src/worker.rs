@@ -64,7 +64,7 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
         tracing::error!(error = %e, "cannot mark run started");
     }
     let outcome = match prepare(rt, env, &run, span.clone()) {
-        Ok((module_path, shared)) => execute(rt, &module_path, shared, run.threads.max(1) as usize),
+        Ok((module_path, shared)) => execute(&module_path, shared, run.threads.max(1) as usize),
         Err(reason) => Outcome::failed(reason),
     };
     match &outcome.reason {
@@ -158,7 +158,7 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
     })
 }
 
-fn execute(rt: &Handle, module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome {
+fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome {
     let module = match crate::probe::load_module(std::path::Path::new(module_path)) {
         Ok(m) => m,
         Err(e) => return Outcome::failed(format!("cannot load plugin: {e}")),
@@ -183,7 +183,6 @@ fn execute(rt: &Handle, module_path: &str, shared: Arc<RunShared>, threads: usiz
     };
     done.store(true, Ordering::Relaxed);
     let _ = monitor.join();
-    let _ = rt;
     outcome
 }
 
