@@ -394,18 +394,7 @@ async fn insert(
             }
         }};
     }
-    match db {
-        Database::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            insert_all!(tx);
-            tx.commit().await?;
-        }
-        Database::Postgres(p) => {
-            let mut tx = p.begin().await?;
-            insert_all!(tx);
-            tx.commit().await?;
-        }
-    }
+    crate::in_write_tx!(db, tx => insert_all!(tx));
     Ok(())
 }
 

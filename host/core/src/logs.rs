@@ -294,18 +294,7 @@ pub async fn insert_batch(db: &Database, rows: &[LogRow]) -> Result<(), DbError>
             }
         }};
     }
-    match db {
-        Database::Sqlite(p) => {
-            let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
-            insert_all!(tx);
-            tx.commit().await?;
-        }
-        Database::Postgres(p) => {
-            let mut tx = p.begin().await?;
-            insert_all!(tx);
-            tx.commit().await?;
-        }
-    }
+    crate::in_write_tx!(db, tx => insert_all!(tx));
     Ok(())
 }
 
