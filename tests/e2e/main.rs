@@ -2,5 +2,9 @@
 //! cargo, the fixture site on loopback, SQLite and a real PostgreSQL server.
 
 mod boundaries;
+mod cli;
 mod crash;
 mod demo;
+mod refusals;
+mod reload;
+mod scaffold;

@@ -50,19 +50,6 @@ pub fn plugin_lib(lib_name: &str) -> PathBuf {
     target_dir().join(format!("debug/lib{lib_name}.so"))
 }
 
-/// Builds the misbehave fixture with a given manifest version and returns a
-/// private copy of the library (the build output is overwritten by the next build).
-pub fn misbehave_version(version: &str, dest_dir: &Path) -> PathBuf {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    cargo_build(&["-p", "dc-plugin-misbehave"], &[("DC_FIXTURE_VERSION", version)]);
-    let dest = dest_dir.join(format!("misbehave-{version}.so"));
-    std::fs::copy(target_dir().join("debug/libdc_plugin_misbehave.so"), &dest).expect("copy plugin");
-    // put the default build back for other tests in this process
-    cargo_build(&["-p", "dc-plugin-misbehave"], &[]);
-    dest
-}
-
 /// Where a test's host keeps its data, and which database it uses.
 pub struct Host {
     /// Temp data dir (removed on drop).
@@ -249,5 +236,195 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cross-process lock (`flock` on a file under the target directory). Test
+/// binaries run one process per test under nextest, so an in-process mutex does
+/// not keep two tests from building into (and copying out of) the same place.
+pub struct BuildLock(#[allow(dead_code)] std::fs::File);
+
+/// Takes the build lock `name`, waiting for another process that holds it.
+pub fn build_lock(name: &str) -> BuildLock {
+    let dir = target_dir().join("e2e-locks");
+    std::fs::create_dir_all(&dir).expect("lock dir");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{name}.lock")))
+        .expect("lock file");
+    f.lock().expect("lock");
+    BuildLock(f)
+}
+
+/// The target directory for fixture variants built by the tests (kept apart
+/// from `target/debug`, so building a variant never changes the libraries other
+/// tests are using, and kept between runs, so rebuilding is cheap).
+pub fn fixture_target_dir() -> PathBuf {
+    target_dir().join("e2e-compat")
+}
+
+/// Builds the misbehave fixture with manifest version `version` into
+/// [`fixture_target_dir`] under a cross-process lock (nextest runs tests in
+/// separate processes), so concurrent tests neither race on the copied file nor
+/// see `target/debug/libdc_plugin_misbehave.so` change under them; returns a
+/// private copy of the library in `dest_dir`.
+pub fn misbehave_build(version: &str, dest_dir: &Path) -> PathBuf {
+    let _lock = build_lock("misbehave");
+    let target = fixture_target_dir();
+    let target_arg = target.display().to_string();
+    cargo_build(&["-p", "dc-plugin-misbehave", "--target-dir", &target_arg], &[("DC_FIXTURE_VERSION", version)]);
+    let dest = dest_dir.join(format!("misbehave-{version}.so"));
+    std::fs::copy(target.join("debug/libdc_plugin_misbehave.so"), &dest).expect("copy plugin");
+    dest
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+}
+
+/// How the `dc-plugin-api` a standalone fixture plugin is built against differs
+/// from the workspace's.
+pub enum ApiVariant<'a> {
+    /// The workspace's own `plugin-api/` (by path).
+    Workspace,
+    /// A copy of `plugin-api/` with its crate version and source edits
+    /// `(file under src/, from, to)`; every `from` must occur in the file.
+    Copy { version: &'a str, edits: &'a [(&'a str, &'a str, &'a str)] },
+}
+
+/// Builds `tests/fixtures/plugins/tiny` as a standalone cdylib crate (its own
+/// `[workspace]`, the workspace's Cargo.lock) named `dc-fixture-<variant>`
+/// against `api`, with build-time `envs`, and copies the library into `dest_dir`.
+/// The crate lives under [`fixture_target_dir`]`/crates/<variant>` and files are
+/// rewritten only when they change, so repeated runs rebuild nothing.
+pub fn tiny_plugin(variant: &str, api: ApiVariant<'_>, envs: &[(&str, &str)], dest_dir: &Path) -> PathBuf {
+    let _lock = build_lock(&format!("tiny-{variant}"));
+    let ws = workspace();
+    let root = fixture_target_dir().join("crates").join(variant);
+    let api_dep = match api {
+        ApiVariant::Workspace => ws.join("plugin-api"),
+        ApiVariant::Copy { version, edits } => {
+            let api_root = root.join("api");
+            let src = ws.join("plugin-api/src");
+            for entry in std::fs::read_dir(&src).expect("plugin-api/src").flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let mut text = std::fs::read_to_string(entry.path()).expect("read api source");
+                for (file, from, to) in edits.iter().filter(|(f, _, _)| *f == name) {
+                    assert!(text.contains(from), "plugin-api/src/{file} no longer contains {from:?}; update the test");
+                    text = text.replace(from, to);
+                }
+                write_if_changed(&api_root.join("src").join(&name), &text);
+            }
+            write_if_changed(
+                &api_root.join("Cargo.toml"),
+                &format!(
+                    r#"[package]
+name = "dc-plugin-api"
+version = "{version}"
+edition = "2024"
+publish = false
+
+[dependencies]
+abi_stable = "0.11.3"
+serde = {{ version = "1", features = ["derive"] }}
+serde_json = "1"
+scraper = "0.29"
+url = "2"
+"#
+                ),
+            );
+            api_root
+        }
+    };
+    let lib_name = format!("dc_fixture_{}", variant.replace('-', "_"));
+    write_if_changed(
+        &root.join("Cargo.toml"),
+        &format!(
+            r#"[package]
+name = "dc-fixture-{variant}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+path = "{lib}"
+
+[dependencies]
+dc-plugin-api = {{ path = "{api}" }}
+abi_stable = "0.11.3"
+
+[profile.dev]
+debug = "line-tables-only"
+
+[workspace]
+"#,
+            lib = ws.join("tests/fixtures/plugins/tiny/src/lib.rs").display(),
+            api = api_dep.display()
+        ),
+    );
+    if !root.join("Cargo.lock").exists() {
+        std::fs::copy(ws.join("Cargo.lock"), root.join("Cargo.lock")).expect("copy Cargo.lock");
+    }
+    let manifest = root.join("Cargo.toml").display().to_string();
+    let target = fixture_target_dir().display().to_string();
+    cargo_build(&["--manifest-path", &manifest, "--target-dir", &target, "--offline"], envs);
+    let dest = dest_dir.join(format!("{variant}.so"));
+    std::fs::copy(fixture_target_dir().join(format!("debug/lib{lib_name}.so")), &dest).expect("copy plugin");
+    dest
+}
+
+/// Compiles a single-file Rust source as a cdylib with `rustc` into `dest`.
+pub fn rustc_cdylib(src: &Path, dest: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--edition", "2021", "--crate-type", "cdylib", "-o"])
+        .arg(dest)
+        .arg(src)
+        .output()
+        .expect("rustc runs");
+    assert!(out.status.success(), "rustc {} failed:\n{}", src.display(), String::from_utf8_lossy(&out.stderr));
+}
+
+/// SHA-256 of a file, as lowercase hex (via `sha256sum`).
+pub fn sha256_hex(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// Every file under a directory (recursively) with its size and modification
+/// time, sorted: a cheap fingerprint to prove a directory was not touched.
+pub fn dir_snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p, md.len(), md.modified().unwrap_or(std::time::UNIX_EPOCH)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A child process killed (and reaped) when dropped, whatever the test's outcome.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

@@ -58,15 +58,16 @@ pub fn precheck(path: &Path) -> Result<(), String> {
         Ok(Object::Elf(elf)) => elf,
         Ok(Object::Mach(_)) => return Err(format!("{} is a macOS library; this host needs a Linux .so built for {}", path.display(), HOST_MACHINE.1)),
         Ok(Object::PE(_)) => return Err(format!("{} is a Windows library; this host needs a Linux .so built for {}", path.display(), HOST_MACHINE.1)),
-        Ok(_) => return Err(format!("{} is not a shared library (unknown format); build the plugin as a cdylib", path.display())),
-        Err(e) if bytes.starts_with(b"\x7fELF") => {
-            return Err(format!("{} is truncated or corrupt ({e}); copy the complete file again", path.display()));
-        }
-        Err(_) => {
+        // goblin answers Ok(Unknown) for a file with no known magic number
+        Ok(Object::Unknown(_)) | Err(_) if !bytes.starts_with(b"\x7fELF") => {
             return Err(format!(
                 "{} is not a shared library (no ELF header); plugins are .so files built with crate-type = [\"cdylib\"]",
                 path.display()
             ));
+        }
+        Ok(_) => return Err(format!("{} is not a shared library (unknown format); build the plugin as a cdylib", path.display())),
+        Err(e) => {
+            return Err(format!("{} is truncated or corrupt ({e}); copy the complete file again", path.display()));
         }
     };
     if elf.header.e_machine != HOST_MACHINE.0 {
@@ -98,16 +99,38 @@ pub fn precheck(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Boils abi_stable's layout dump (~190 lines) down to what differs: the
+/// mismatch kind, the last field named, and the expected and found values
+/// (which abi_stable prints on the line after `Expected:` / `Found:`).
 fn summarize_abi_dump(text: &str) -> String {
-    let mut keep: Vec<&str> = Vec::new();
-    for line in text.lines().map(str::trim) {
-        let interesting = line.contains("Expected") || line.contains("Found") || line.contains("mismatched") || line.contains("incompatible");
-        if interesting && !keep.contains(&line) {
-            keep.push(line);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let value_after = |i: usize, label: &str| -> Option<String> {
+        let inline = lines[i].split_once(label).map(|(_, v)| v.trim()).unwrap_or("");
+        if !inline.is_empty() { Some(inline.to_string()) } else { lines.get(i + 1).map(|v| v.to_string()) }
+    };
+    let (mut kind, mut field, mut expected, mut found) = (None, None, None, None);
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains("mismatched") || l.contains("incompatible") {
+            kind = Some(l.trim_start_matches("Error:").trim().to_string());
+        }
+        if let Some(f) = l.strip_prefix("field_name:") {
+            field = Some(f.trim().to_string());
+        }
+        if l.starts_with("Expected:") {
+            expected = value_after(i, "Expected:");
+        }
+        if l.starts_with("Found:") {
+            found = value_after(i, "Found:");
         }
     }
-    let tail: Vec<&str> = keep.iter().rev().take(4).rev().copied().collect();
-    if tail.is_empty() { text.lines().last().unwrap_or("").trim().to_string() } else { tail.join("; ") }
+    let mut out = kind.unwrap_or_else(|| "layout differs".to_string());
+    if let Some(f) = field {
+        out.push_str(&format!(" in field {f}"));
+    }
+    if let (Some(e), Some(f)) = (expected, found) {
+        out.push_str(&format!(": expected {e}, found {f}"));
+    }
+    out
 }
 
 fn describe(path: &Path, e: &LibraryError) -> String {
@@ -256,7 +279,9 @@ mod tests {
 
     #[test]
     fn abi_dump_is_summarized() {
-        let dump = "lots of text\n  field: x\n  mismatched type\n  Expected: u32\n  Found: u64\nmore";
-        assert_eq!(summarize_abi_dump(dump), "mismatched type; Expected: u32; Found: u64");
+        // the shape abi_stable prints: values on the line after the label
+        let dump = "lots of text\n  field_name:headers\n  type:RVec<FfiHeader>\n  field_name:timeout_ms\n  type:u32\nError:mismatched type\nExpected:\n    u64\nFound:\n    u32\nmore";
+        assert_eq!(summarize_abi_dump(dump), "mismatched type in field timeout_ms: expected u64, found u32");
+        assert_eq!(summarize_abi_dump("Error:mismatched type\nExpected: u32\nFound: u64"), "mismatched type: expected u32, found u64");
     }
 }

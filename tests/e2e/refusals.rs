@@ -1,0 +1,310 @@
+//! Every unusable plugin file is refused with its own reason — by `dc-host
+//! reload` (exit 1, a `REFUSED:` line naming the file), by `dc-host plugins
+//! register FILE` and, when the file itself is unusable, by `dc-host plugins
+//! inspect FILE` (exit 2) — while the previously registered good version stays
+//! active and keeps running, and nothing in the plugin store changes.
+
+use std::path::Path;
+
+use dc_e2e::{ApiVariant, Host, dir_snapshot, misbehave_build, rustc_cdylib, sha256_hex, tiny_plugin, workspace};
+use serde_json::Value;
+
+const MISBEHAVE: &str = "test/fixtures/misbehave";
+const TINY: &str = "test/fixtures/tiny";
+
+/// A host with `file` registered as the active version of `app`.
+fn host_with(file: &Path, name: &str, app: &str, version: &str) -> Host {
+    let host = Host::sqlite();
+    host.install(file, name);
+    let out = host.ok(&["reload"]);
+    assert!(out.contains(&format!("registered {app} {version}")), "{out}");
+    assert_eq!(host.active_version(app).as_deref(), Some(version));
+    host
+}
+
+/// A host with misbehave 1.0.0 active.
+fn host_with_misbehave(bin: &Path) -> Host {
+    host_with(&misbehave_build("1.0.0", bin), "misbehave.so", MISBEHAVE, "1.0.0")
+}
+
+/// Runs an app once and checks it succeeds on `version`.
+fn run_succeeds(host: &Host, app: &str, args: &str, version: &str) -> Value {
+    let r = host.json(&["run", app, "--args", args, "--json"]);
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert_eq!(r["plugin_version"], version, "{r}");
+    r
+}
+
+fn history(host: &Host, app: &str) -> Vec<(String, String)> {
+    let h = host.json(&["plugins", "history", app, "--json"]);
+    h.as_array()
+        .expect("history is an array")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap_or_default().to_string(),
+                v["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What refuses a file: the file itself is unusable (so `plugins inspect`
+/// refuses it too), or it is a good plugin the registry will not take (so only
+/// registering it is refused).
+#[derive(Clone, Copy)]
+enum Check<'a> {
+    File,
+    Registry { version: &'a str },
+}
+
+/// Drops `bad` into the plugins directory as `name` and checks that `reload`,
+/// `plugins register` and (for an unusable file) `plugins inspect` refuse it
+/// with a message containing every `expected` part, that `app` stays on `active` with the same history, that no
+/// other app appeared, that the store is untouched, and that `app` still runs.
+#[allow(clippy::too_many_arguments)]
+fn assert_refused(
+    host: &Host,
+    bad: &Path,
+    name: &str,
+    check: Check<'_>,
+    expected: &[&str],
+    app: &str,
+    active: &str,
+    run_args: &str,
+) {
+    let store = host.dir.path().join("store");
+    let store_before = dir_snapshot(&store);
+    assert!(!store_before.is_empty(), "the good version is in the store");
+    let history_before = history(host, app);
+    let apps_before = host.json(&["plugins", "list", "--json"]).as_array().map(Vec::len);
+
+    let dropped = host.install(bad, name);
+    let (code, text) = host.fails(&["reload"]);
+    assert_eq!(code, 1, "reload with a refused file exits 1:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{}: REFUSED: ", dropped.display())))
+        .unwrap_or_else(|| panic!("no REFUSED line for {}:\n{text}", dropped.display()));
+    for part in expected {
+        assert!(line.contains(part), "reload's refusal lacks {part:?}:\n{line}");
+    }
+    assert_eq!(text.matches("REFUSED").count(), 1, "only the bad file is refused:\n{text}");
+
+    let file = dropped.display().to_string();
+    let mut commands = vec!["register"];
+    match check {
+        Check::File => commands.push("inspect"),
+        Check::Registry { version } => {
+            // the file itself is a good plugin: inspect shows it, registering it is refused
+            let shown = host.ok(&["plugins", "inspect", &file]);
+            assert!(shown.contains(&format!("version:     {version}")), "{shown}");
+        }
+    }
+    for cmd in commands {
+        let (code, text) = host.fails(&["plugins", cmd, &file]);
+        assert_eq!(code, 2, "plugins {cmd} of a refused file exits 2:\n{text}");
+        assert!(text.starts_with("error: "), "{text}");
+        for part in expected {
+            assert!(text.contains(part), "plugins {cmd}'s refusal lacks {part:?}:\n{text}");
+        }
+    }
+
+    // the refusal changed nothing
+    assert_eq!(host.active_version(app).as_deref(), Some(active), "the active version stays");
+    assert_eq!(history(host, app), history_before, "no version was added");
+    assert_eq!(host.json(&["plugins", "list", "--json"]).as_array().map(Vec::len), apps_before, "no app was added");
+    assert_eq!(dir_snapshot(&store), store_before, "the plugin store is untouched");
+    run_succeeds(host, app, run_args, active);
+
+    // and the refusal is repeated, not forgotten, on the next reload
+    let (code, text) = host.fails(&["reload"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(expected[0]), "{text}");
+}
+
+fn refused_while_misbehave_serves(bad: &Path, name: &str, expected: &[&str]) {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let host = host_with_misbehave(bin.path());
+    assert_refused(&host, bad, name, Check::File, expected, MISBEHAVE, "1.0.0", r#"{"mode": "ok", "items": 2}"#);
+}
+
+#[test]
+fn refusal_of_a_text_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("x.so");
+    std::fs::write(&bad, "these are release notes, not a library; someone saved them with the wrong name.\n".repeat(3))
+        .expect("write");
+    refused_while_misbehave_serves(
+        &bad,
+        "x.so",
+        &["is not a shared library (no ELF header)", "crate-type = [\"cdylib\"]"],
+    );
+}
+
+#[test]
+fn refusal_of_a_truncated_plugin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = std::fs::read(misbehave_build("1.0.0", dir.path())).expect("read plugin");
+    let bad = dir.path().join("half.so");
+    std::fs::write(&bad, &full[..full.len() / 2]).expect("write");
+    refused_while_misbehave_serves(&bad, "half.so", &["truncated", "copy the complete file again"]);
+}
+
+#[test]
+fn refusal_of_a_plugin_for_another_architecture() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = std::fs::read(misbehave_build("1.0.0", dir.path())).expect("read plugin");
+    bytes[18] = 0x28; // e_machine = EM_ARM, little endian
+    bytes[19] = 0x00;
+    let bad = dir.path().join("arm.so");
+    std::fs::write(&bad, &bytes).expect("write");
+    let runs = format!("this host runs {}", std::env::consts::ARCH);
+    refused_while_misbehave_serves(&bad, "arm.so", &["is built for another architecture (ARM)", &runs]);
+}
+
+#[test]
+fn refusal_of_a_library_without_a_root_module() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("no_root.so");
+    rustc_cdylib(&workspace().join("tests/fixtures/plugins/no_root.rs"), &bad);
+    refused_while_misbehave_serves(
+        &bad,
+        "no_root.so",
+        &["is a shared library but has no dc-host root module", "dc_plugin_api::export_plugin!"],
+    );
+}
+
+#[test]
+fn refusal_of_an_incompatible_interface_version_and_layout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = tempfile::tempdir().expect("tempdir");
+    let host = host_with_misbehave(bin.path());
+    let args = r#"{"mode": "ok", "items": 1}"#;
+
+    // built against dc-plugin-api 2.0.0: abi_stable refuses the major version
+    let v2 = tiny_plugin("api-v2", ApiVariant::Copy { version: "2.0.0", edits: &[] }, &[], dir.path());
+    assert_refused(
+        &host,
+        &v2,
+        "tiny-api-v2.so",
+        Check::File,
+        &[
+            "was built against an incompatible plugin interface",
+            "this host implements dc-plugin-api 1.0.0",
+            "the plugin was built against 2.0.0",
+            "rebuild the plugin against dc-plugin-api 1.x",
+        ],
+        MISBEHAVE,
+        "1.0.0",
+        args,
+    );
+    std::fs::remove_file(host.plugins_dir().join("tiny-api-v2.so")).expect("remove");
+
+    // the same version 1.0.0, but one field of an ABI type has another type
+    let layout = tiny_plugin(
+        "api-layout",
+        ApiVariant::Copy {
+            version: "1.0.0",
+            edits: &[
+                ("abi.rs", "pub timeout_ms: u64,", "pub timeout_ms: u32,"),
+                ("sdk.rs", "timeout_ms: req.timeout_ms,", "timeout_ms: req.timeout_ms as u32,"),
+                ("testing.rs", "timeout_ms: r.timeout_ms,", "timeout_ms: u64::from(r.timeout_ms),"),
+            ],
+        },
+        &[],
+        dir.path(),
+    );
+    assert_refused(
+        &host,
+        &layout,
+        "tiny-api-layout.so",
+        Check::File,
+        &[
+            "has an incompatible plugin interface layout (",
+            // abi_stable's dump summarized: the mismatch, the field and both types
+            "mismatched type in field timeout_ms: expected u64, found u32",
+            "); rebuild the plugin against this host's dc-plugin-api 1.0.0",
+        ],
+        MISBEHAVE,
+        "1.0.0",
+        args,
+    );
+
+    // control: the very same fixture built against the workspace's interface is accepted
+    std::fs::remove_file(host.plugins_dir().join("tiny-api-layout.so")).expect("remove");
+    let good = tiny_plugin("api-same", ApiVariant::Workspace, &[], dir.path());
+    host.install(&good, "tiny.so");
+    let out = host.ok(&["reload"]);
+    assert!(out.contains("registered test/fixtures/tiny 1.0.0"), "{out}");
+}
+
+#[test]
+fn refusal_of_an_invalid_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = misbehave_build("1.0", dir.path());
+    refused_while_misbehave_serves(
+        &bad,
+        "misbehave-next.so",
+        &["has an invalid manifest", "version \"1.0\" is not MAJOR.MINOR.PATCH"],
+    );
+}
+
+#[test]
+fn refusal_of_a_silent_downgrade() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let newer = misbehave_build("1.1.0", dir.path());
+    let older = misbehave_build("1.0.0", dir.path());
+    let host = host_with(&newer, "misbehave-1.1.0.so", MISBEHAVE, "1.1.0");
+    assert_refused(
+        &host,
+        &older,
+        "misbehave-1.0.0.so",
+        Check::Registry { version: "1.0.0" },
+        &[
+            "registering test/fixtures/misbehave 1.0.0 would downgrade it from the active version 1.1.0",
+            "use `dc-host plugins rollback test/fixtures/misbehave --to VERSION`",
+        ],
+        MISBEHAVE,
+        "1.1.0",
+        r#"{"mode": "ok", "items": 1}"#,
+    );
+}
+
+#[test]
+fn refusal_of_the_same_version_with_different_content() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = tiny_plugin(
+        "same-a",
+        ApiVariant::Workspace,
+        &[("DC_FIXTURE_VERSION", "1.2.0"), ("DC_FIXTURE_FLAVOUR", "a")],
+        dir.path(),
+    );
+    let b = tiny_plugin(
+        "same-b",
+        ApiVariant::Workspace,
+        &[("DC_FIXTURE_VERSION", "1.2.0"), ("DC_FIXTURE_FLAVOUR", "b")],
+        dir.path(),
+    );
+    let sha_a = sha256_hex(&a);
+    assert_ne!(sha_a, sha256_hex(&b), "the two builds differ");
+    let host = host_with(&a, "tiny.so", TINY, "1.2.0");
+    let prefix = format!("(sha256 {}…)", &sha_a[..12]);
+    assert_refused(
+        &host,
+        &b,
+        "tiny-rebuilt.so",
+        Check::Registry { version: "1.2.0" },
+        &[
+            "test/fixtures/tiny version 1.2.0 is already registered with different content",
+            &prefix,
+            "bump the plugin version to register a new build",
+        ],
+        TINY,
+        "1.2.0",
+        "{}",
+    );
+    // the rows come from build "a", the one that stayed active
+    let rows = host.json(&["data", "head", "tiny_rows", "--json"]);
+    assert_eq!(rows[0]["flavour"], "a", "{rows}");
+}
