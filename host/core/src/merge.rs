@@ -23,7 +23,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Database, DbError};
 use crate::enums::{DbObjectType, UnicodeForm};
-use crate::hash::{Cell, row_hash_hex};
+use crate::hash::{Cell, RowHasher};
 
 /// Largest text value accepted when a column declares no `max_len`.
 pub const MAX_TEXT_CHARS: usize = 1_000_000;
@@ -233,19 +233,25 @@ pub struct PreparedRows {
     pub hashes: Vec<String>,
 }
 
-/// Validates and converts a batch. Fails on the first bad record, naming it.
-pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: UnicodeForm) -> Result<PreparedRows, MergeError> {
+/// Converts one chunk of records (starting at `offset` in the batch).
+fn prepare_chunk(
+    decl: &TableDecl,
+    rows: &[Map<String, Value>],
+    offset: usize,
+    form: UnicodeForm,
+) -> Result<PreparedRows, MergeError> {
     let names: Vec<&str> = decl.columns.iter().map(|c| c.name.as_str()).collect();
     let key_idx: Vec<usize> =
         decl.key.iter().filter_map(|k| decl.columns.iter().position(|c| &c.name == k)).collect();
+    let is_key: Vec<bool> = decl.columns.iter().map(|c| decl.key.contains(&c.name)).collect();
+    let mut hasher = RowHasher::new(&names, form);
     let mut out = PreparedRows {
         cells: Vec::with_capacity(rows.len()),
         keys: Vec::with_capacity(rows.len()),
         hashes: Vec::with_capacity(rows.len()),
     };
-    let mut seen = HashSet::with_capacity(rows.len());
-    for (index, row) in rows.iter().enumerate() {
-        let bad = |problem: String| MergeError::BadRecord { table: decl.name.clone(), index, problem };
+    for (i, row) in rows.iter().enumerate() {
+        let bad = |problem: String| MergeError::BadRecord { table: decl.name.clone(), index: offset + i, problem };
         if let Some(extra) = row.keys().find(|k| !names.contains(&k.as_str())) {
             return Err(bad(format!(
                 "field {extra:?} is not a column of the table (declared: {}); declare it in the manifest or drop it",
@@ -255,7 +261,8 @@ pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: Unicode
         let cells = decl
             .columns
             .iter()
-            .map(|c| to_cell(c, decl.key.contains(&c.name), row.get(&c.name)))
+            .zip(&is_key)
+            .map(|(c, k)| to_cell(c, *k, row.get(&c.name)))
             .collect::<Result<Vec<Cell>, String>>()
             .map_err(bad)?;
         // keys are normalized like hashes, so "Café" typed two ways is one row
@@ -269,12 +276,53 @@ pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: Unicode
                 .collect(),
         )
         .to_string();
-        if !seen.insert(key.clone()) {
-            return Err(bad(format!("key {key} appears more than once in the batch")));
-        }
-        out.hashes.push(row_hash_hex(names.iter().copied().zip(cells.iter()), form));
+        out.hashes.push(hasher.hash_hex(&cells));
         out.keys.push(key);
         out.cells.push(cells);
+    }
+    Ok(out)
+}
+
+/// Batches smaller than this are prepared on the calling thread.
+const PARALLEL_PREPARE_MIN: usize = 20_000;
+
+/// Validates and converts a batch (large batches on all cores). Fails on the
+/// first bad record, naming it.
+pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: UnicodeForm) -> Result<PreparedRows, MergeError> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut out = if rows.len() < PARALLEL_PREPARE_MIN || threads == 1 {
+        prepare_chunk(decl, rows, 0, form)?
+    } else {
+        let size = rows.len().div_ceil(threads);
+        let parts: Vec<Result<PreparedRows, MergeError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = rows
+                .chunks(size)
+                .enumerate()
+                .map(|(n, chunk)| scope.spawn(move || prepare_chunk(decl, chunk, n * size, form)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(MergeError::BadDeclaration("record preparation panicked".into()))))
+                .collect()
+        });
+        let mut all = PreparedRows { cells: Vec::with_capacity(rows.len()), keys: Vec::with_capacity(rows.len()), hashes: Vec::with_capacity(rows.len()) };
+        // chunks are in order, so the first error is the first bad record
+        for part in parts {
+            let p = part?;
+            all.cells.extend(p.cells);
+            all.keys.extend(p.keys);
+            all.hashes.extend(p.hashes);
+        }
+        all
+    };
+    let mut seen = HashSet::with_capacity(out.keys.len());
+    if let Some(index) = out.keys.iter().position(|k| !seen.insert(k.as_str())) {
+        let key = std::mem::take(&mut out.keys[index]);
+        return Err(MergeError::BadRecord {
+            table: decl.name.clone(),
+            index,
+            problem: format!("key {key} appears more than once in the batch"),
+        });
     }
     Ok(out)
 }
@@ -344,6 +392,22 @@ fn bind_sqlite<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
     }
 }
 
+/// Rows per multi-row INSERT on SQLite (bounded by SQLite's 32766 variables).
+fn sqlite_rows_per_insert(params_per_row: usize) -> usize {
+    (30_000 / params_per_row).clamp(1, 200)
+}
+
+/// `VALUES ($1, ..), ($k, ..)` for `rows` rows of `width` parameters.
+fn values_list(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", ps.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 async fn merge_sqlite(
     pool: &sqlx::SqlitePool,
     req: &MergeRequest<'_>,
@@ -353,12 +417,9 @@ async fn merge_sqlite(
     let t = &req.decl.name;
     let n = req.decl.columns.len();
     let now = Utc::now();
+    let rid = req.runtime_id.map(str::to_string);
     let cols = column_list(req.decl);
-    let placeholders: Vec<String> = (1..=n + 5).map(|i| format!("${i}")).collect();
-    let insert_sql = format!(
-        "INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ({})",
-        placeholders.join(", ")
-    );
+    let insert_head = format!("INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ");
     let sets: Vec<String> = req.decl.columns.iter().enumerate().map(|(i, c)| format!("\"{}\" = ${}", c.name, i + 1)).collect();
     let update_sql = format!(
         "UPDATE \"{t}\" SET {}, _row_hash = ${}, _runtime_id = ${}, _last_seen = ${}, _archived_at = NULL WHERE _row_key = ${}",
@@ -373,7 +434,6 @@ async fn merge_sqlite(
     } else {
         format!("DELETE FROM \"{t}\" WHERE _row_key = $1")
     };
-    let feed_sql = "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES ($1, $2, $3, $4)";
 
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let existing: HashMap<String, (String, bool)> =
@@ -385,18 +445,12 @@ async fn merge_sqlite(
             .collect::<Result<_, sqlx::Error>>()?;
     let mut s = MergeSummary::default();
     let mut feed: Vec<(&'static str, &str)> = Vec::new();
+    let mut inserts: Vec<usize> = Vec::new();
     for i in 0..p.cells.len() {
         let key = p.keys[i].as_str();
         match existing.get(key) {
             None => {
-                let mut q = sqlx::query(AssertSqlSafe(insert_sql.clone()));
-                for c in &p.cells[i] {
-                    q = bind_sqlite(q, c);
-                }
-                q.bind(key.to_string()).bind(p.hashes[i].clone()).bind(req.runtime_id.map(str::to_string)).bind(now).bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                s.inserted += 1;
+                inserts.push(i);
                 feed.push(("insert", key));
             }
             Some((hash, archived)) if hash != &p.hashes[i] || *archived => {
@@ -404,21 +458,33 @@ async fn merge_sqlite(
                 for c in &p.cells[i] {
                     q = bind_sqlite(q, c);
                 }
-                q.bind(p.hashes[i].clone()).bind(req.runtime_id.map(str::to_string)).bind(now).bind(key.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                q.bind(p.hashes[i].clone()).bind(rid.clone()).bind(now).bind(key.to_string()).execute(&mut *tx).await?;
                 s.updated += 1;
                 feed.push(("update", key));
             }
             Some(_) => s.unchanged += 1,
         }
     }
+    // new rows go in multi-row INSERTs: one statement per row costs ~50x more
+    let per_stmt = sqlite_rows_per_insert(n + 5);
+    for chunk in inserts.chunks(per_stmt) {
+        let sql = format!("{insert_head}{}", values_list(chunk.len(), n + 5));
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for &i in chunk {
+            for c in &p.cells[i] {
+                q = bind_sqlite(q, c);
+            }
+            q = q.bind(p.keys[i].clone()).bind(p.hashes[i].clone()).bind(rid.clone()).bind(now).bind(now);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    s.inserted = inserts.len() as u64;
     if req.full_snapshot {
         let incoming: HashSet<&str> = p.keys.iter().map(String::as_str).collect();
         for (key, (_, archived)) in &existing {
             if !incoming.contains(key.as_str()) && !(archive && *archived) {
                 let q = sqlx::query(AssertSqlSafe(remove_sql.clone()));
-                let q = if archive { q.bind(now).bind(req.runtime_id.map(str::to_string)) } else { q };
+                let q = if archive { q.bind(now).bind(rid.clone()) } else { q };
                 q.bind(key.clone()).execute(&mut *tx).await?;
                 s.deleted += 1;
                 feed.push(("delete", key.as_str()));
@@ -426,8 +492,16 @@ async fn merge_sqlite(
         }
     }
     if let Some(rid) = req.runtime_id {
-        for (op, key) in feed {
-            sqlx::query(feed_sql).bind(rid).bind(t.as_str()).bind(op).bind(key.to_string()).execute(&mut *tx).await?;
+        for chunk in feed.chunks(sqlite_rows_per_insert(4)) {
+            let sql = format!(
+                "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES {}",
+                values_list(chunk.len(), 4)
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (op, key) in chunk {
+                q = q.bind(rid.to_string()).bind(t.clone()).bind(*op).bind(key.to_string());
+            }
+            q.execute(&mut *tx).await?;
         }
         add_run_counters!(&mut *tx, rid, s)?;
     }
@@ -457,31 +531,75 @@ pub mod pgcopy {
         out.extend_from_slice(bytes);
     }
 
-    /// Appends one tuple.
-    pub fn tuple(out: &mut Vec<u8>, cells: &[Cell], extra_text: &[&str]) {
-        out.extend_from_slice(&((cells.len() + extra_text.len()) as i16).to_be_bytes());
-        for c in cells {
-            match c {
-                Cell::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
-                Cell::Text(s) => field(out, s.as_bytes()),
-                Cell::Int(i) => field(out, &i.to_be_bytes()),
-                Cell::Real(f) => field(out, &f.to_bits().to_be_bytes()),
-                Cell::Bool(b) => field(out, &[u8::from(*b)]),
-                Cell::Json(v) => {
-                    let mut b = vec![1u8];
-                    b.extend_from_slice(v.to_string().as_bytes());
-                    field(out, &b)
-                }
-                Cell::Timestamp(t) => {
-                    let epoch2000 = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().map(|e| e.timestamp_micros()).unwrap_or(946_684_800_000_000);
-                    field(out, &(t.timestamp_micros() - epoch2000).to_be_bytes())
-                }
-            }
-        }
-        for s in extra_text {
-            field(out, s.as_bytes());
+    /// Starts a tuple of `fields` fields.
+    pub fn begin_tuple(out: &mut Vec<u8>, fields: usize) {
+        out.extend_from_slice(&(fields as i16).to_be_bytes());
+    }
+
+    /// Appends a text field, or NULL.
+    pub fn text(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            Some(s) => field(out, s.as_bytes()),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
         }
     }
+
+    /// Appends one typed cell.
+    pub fn cell(out: &mut Vec<u8>, c: &Cell) {
+        match c {
+            Cell::Null => out.extend_from_slice(&(-1i32).to_be_bytes()),
+            Cell::Text(s) => field(out, s.as_bytes()),
+            Cell::Int(i) => field(out, &i.to_be_bytes()),
+            Cell::Real(f) => field(out, &f.to_bits().to_be_bytes()),
+            Cell::Bool(b) => field(out, &[u8::from(*b)]),
+            Cell::Json(v) => {
+                let mut b = vec![1u8];
+                b.extend_from_slice(v.to_string().as_bytes());
+                field(out, &b)
+            }
+            Cell::Timestamp(t) => {
+                let epoch2000 = Utc
+                    .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+                    .single()
+                    .map(|e| e.timestamp_micros())
+                    .unwrap_or(946_684_800_000_000);
+                field(out, &(t.timestamp_micros() - epoch2000).to_be_bytes())
+            }
+        }
+    }
+
+    /// Appends one tuple: the cells, then text fields.
+    pub fn tuple(out: &mut Vec<u8>, cells: &[Cell], extra_text: &[&str]) {
+        begin_tuple(out, cells.len() + extra_text.len());
+        for c in cells {
+            cell(out, c);
+        }
+        for s in extra_text {
+            text(out, Some(s));
+        }
+    }
+}
+
+/// Streams `rows` tuples through a binary COPY, `tuple(buf, i)` writing row i.
+async fn copy_in(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    rows: usize,
+    mut tuple: impl FnMut(&mut Vec<u8>, usize),
+) -> Result<(), sqlx::Error> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    pgcopy::header(&mut buf);
+    for i in 0..rows {
+        tuple(&mut buf, i);
+        if buf.len() >= 4 << 20 {
+            copy.send(std::mem::take(&mut buf)).await?;
+        }
+    }
+    pgcopy::trailer(&mut buf);
+    copy.send(buf).await?;
+    copy.finish().await?;
+    Ok(())
 }
 
 async fn merge_postgres(
@@ -494,27 +612,50 @@ async fn merge_postgres(
     let cols = column_list(req.decl);
     let now = Utc::now();
     let mut tx = pool.begin().await?;
+    // one merge per table at a time (a snapshot's deletes must not race another's inserts)
+    sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"))).execute(&mut *tx).await?;
+    let empty: bool =
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")"))).fetch_one(&mut *tx).await?;
+    if empty {
+        // first load: every row is new, so COPY straight into the table
+        let width = req.decl.columns.len() + 5;
+        let stmt = format!(
+            "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) FROM STDIN (FORMAT binary)"
+        );
+        let now_cell = Cell::Timestamp(now);
+        copy_in(&mut tx, &stmt, p.cells.len(), |buf, i| {
+            pgcopy::begin_tuple(buf, width);
+            for c in &p.cells[i] {
+                pgcopy::cell(buf, c);
+            }
+            pgcopy::text(buf, Some(&p.keys[i]));
+            pgcopy::text(buf, Some(&p.hashes[i]));
+            pgcopy::text(buf, req.runtime_id);
+            pgcopy::cell(buf, &now_cell);
+            pgcopy::cell(buf, &now_cell);
+        })
+        .await?;
+        let s = MergeSummary { inserted: p.cells.len() as u64, ..Default::default() };
+        if let Some(rid) = req.runtime_id {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', _row_key FROM \"{t}\""
+            )))
+            .bind(rid)
+            .bind(t.as_str())
+            .execute(&mut *tx)
+            .await?;
+            add_run_counters!(&mut *tx, rid, s)?;
+        }
+        tx.commit().await?;
+        return Ok(s);
+    }
     sqlx::query(AssertSqlSafe(format!(
         "CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP"
     )))
     .execute(&mut *tx)
     .await?;
-    {
-        let mut copy = tx
-            .copy_in_raw(&format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)"))
-            .await?;
-        let mut buf = Vec::with_capacity(1 << 20);
-        pgcopy::header(&mut buf);
-        for i in 0..p.cells.len() {
-            pgcopy::tuple(&mut buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]]);
-            if buf.len() >= 4 << 20 {
-                copy.send(std::mem::take(&mut buf)).await?;
-            }
-        }
-        pgcopy::trailer(&mut buf);
-        copy.send(buf).await?;
-        copy.finish().await?;
-    }
+    let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
+    copy_in(&mut tx, &stmt, p.cells.len(), |buf, i| pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])).await?;
     sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;
     let feed = req.runtime_id.is_some();
     let wrap = |dml: String, op: &str| {
