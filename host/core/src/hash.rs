@@ -54,6 +54,17 @@ pub fn normalize(s: &str, form: UnicodeForm) -> Cow<'_, str> {
     if s.is_ascii() {
         return Cow::Borrowed(s);
     }
+    // most text is already in the wanted form: the quick check avoids a copy
+    let quick = match form {
+        UnicodeForm::None => return Cow::Borrowed(s),
+        UnicodeForm::Nfc => unicode_normalization::is_nfc_quick(s.chars()),
+        UnicodeForm::Nfd => unicode_normalization::is_nfd_quick(s.chars()),
+        UnicodeForm::Nfkc => unicode_normalization::is_nfkc_quick(s.chars()),
+        UnicodeForm::Nfkd => unicode_normalization::is_nfkd_quick(s.chars()),
+    };
+    if quick == unicode_normalization::IsNormalized::Yes {
+        return Cow::Borrowed(s);
+    }
     match form {
         UnicodeForm::None => Cow::Borrowed(s),
         UnicodeForm::Nfc => Cow::Owned(s.nfc().collect()),
