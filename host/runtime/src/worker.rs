@@ -153,7 +153,8 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
             if finished {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(250));
+            // woken early by `unpark` when the run is done
+            std::thread::park_timeout(Duration::from_millis(250));
         }
     })
 }
@@ -182,6 +183,7 @@ fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome
         }
     };
     done.store(true, Ordering::Relaxed);
+    monitor.thread().unpark();
     let _ = monitor.join();
     outcome
 }
