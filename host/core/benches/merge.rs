@@ -15,10 +15,17 @@
 //!   average encoded row size — target ≥ 70 %.
 //!
 //! Environment: `DC_BENCH_ROWS` (default 1 000 000), `DC_BENCH_REPS` (default
-//! 3; the median is reported), `DC_BENCH_PG_ADMIN_URL` (default
+//! 3; the median is reported), `DC_BENCH_SQLITE_ROWS` (rows for the SQLite
+//! part, default 200 000, at most `DC_BENCH_ROWS`), `DC_BENCH_PG_ADMIN_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `DC_BENCH_ONLY` (comma list
-//! of `pg`, `sqlite`, `hash`). When PostgreSQL is unreachable the PG parts are
-//! skipped with the reason; the others still run.
+//! of `pg`, `sqlite`, `hash`), `DC_BENCH_PG_LOG_DURATIONS=1` (diagnostic: the
+//! scratch database logs every statement's duration, and with auto_explain the
+//! plans of statements over 1 s, to the server log; slows the PG part),
+//! `DC_BENCH_PG_WORK_MEM` (what-if: e.g. `256MB` for the scratch database). When
+//! PostgreSQL is unreachable the PG parts are skipped with the reason; the
+//! others still run.
+
+#![allow(clippy::too_many_arguments, clippy::type_complexity)]
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -36,6 +43,7 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 const DEFAULT_ROWS: usize = 1_000_000;
 const DEFAULT_REPS: usize = 3;
+const DEFAULT_SQLITE_ROWS: usize = 200_000;
 const TABLE: &str = "bench_items";
 const FORM: UnicodeForm = UnicodeForm::Nfc;
 
@@ -106,7 +114,7 @@ fn row(i: u64, changed: bool) -> Map<String, Value> {
     let category = CATEGORIES[r.below(CATEGORIES.len())];
     let mut price = (r.next() % 100_000) as f64 / 100.0;
     let mut stock = (r.next() % 1000) as i64;
-    let active = r.next() % 10 != 0;
+    let active = !r.next().is_multiple_of(10);
     let rating = (r.next() % 50) as f64 / 10.0;
     let vendor_id = (r.next() % 5000) as i64;
     let ts = 1_767_225_600 + (r.next() % 31_536_000) as i64; // during 2026
@@ -366,7 +374,6 @@ struct PgTimes {
     upd_ok: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn pg_bench(
     url: &str,
     reps: usize,
@@ -538,9 +545,40 @@ async fn pg_part(
         }
     };
     log(format!("PostgreSQL scratch database {}", dc_core::settings::redact_url(&url)));
+    let name = sqlx::postgres::PgConnectOptions::from_str(&url).ok().and_then(|o| o.get_database().map(str::to_string));
+    // diagnostic: have the server log every statement's duration (server log file)
+    if std::env::var("DC_BENCH_PG_LOG_DURATIONS").is_ok_and(|v| v == "1")
+        && let (Some(name), Ok(mut c)) = (&name, sqlx::postgres::PgConnection::connect(&admin).await)
+    {
+        for setting in [
+            "log_min_duration_statement = 0",
+            "session_preload_libraries = 'auto_explain'",
+            "auto_explain.log_min_duration = 1000",
+            "auto_explain.log_analyze = on",
+            "auto_explain.log_timing = off",
+        ] {
+            let sql = format!("ALTER DATABASE \"{name}\" SET {setting}");
+            if let Err(err) = sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await {
+                log(format!("cannot set {setting}: {err}"));
+            }
+        }
+        let _ = c.close().await;
+    }
+    // what-if diagnostic: a different work_mem for the scratch database
+    if let Ok(wm) = std::env::var("DC_BENCH_PG_WORK_MEM")
+        && let (Some(name), Ok(mut c)) = (&name, sqlx::postgres::PgConnection::connect(&admin).await)
+    {
+        let ok = wm.chars().all(|ch| ch.is_ascii_alphanumeric());
+        let sql = format!("ALTER DATABASE \"{name}\" SET work_mem = '{wm}'");
+        match if ok { sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.map(|_| ()) } else { Ok(()) } {
+            Ok(()) if ok => notes.push(format!("WHAT-IF run: the scratch database has work_mem = {wm} (DC_BENCH_PG_WORK_MEM)")),
+            Ok(()) => log(format!("ignoring DC_BENCH_PG_WORK_MEM={wm:?} (use e.g. 256MB)")),
+            Err(err) => log(format!("cannot set work_mem: {err}")),
+        }
+        let _ = c.close().await;
+    }
     let result = pg_bench(&url, reps, rows, snap, changed, removed, p).await;
     // drop the scratch database whatever happened
-    let name = sqlx::postgres::PgConnectOptions::from_str(&url).ok().and_then(|o| o.get_database().map(str::to_string));
     if let (Some(name), Ok(mut c)) = (name, sqlx::postgres::PgConnection::connect(&admin).await) {
         let dropped = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut c).await;
         if let Err(err) = dropped {
@@ -563,7 +601,7 @@ async fn pg_part(
     let base = format!("COPY binary, plain table: {:.3} s, {}", copy, rate(n, copy));
     lines.push(Line {
         bench: "A1 PG first merge",
-        what: "COPY into merge DDL (+_row_key/_row_hash, UNIQUE), keys+hashes precomputed",
+        what: "COPY into merge DDL (+_row_key/_row_hash, UNIQUE), keys+hashes precomputed".into(),
         n,
         secs: ident,
         throughput: rate(n, ident),
@@ -898,6 +936,7 @@ fn main() {
     let n = env_usize("DC_BENCH_ROWS", DEFAULT_ROWS).max(20);
     let reps = env_usize("DC_BENCH_REPS", DEFAULT_REPS).max(1);
     let started = Instant::now();
+    let load_start = loadavg();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -937,7 +976,14 @@ fn main() {
         hash_part(reps, &p, &mut lines, &mut notes);
     }
     if enabled("sqlite") {
-        rt.block_on(sqlite_part(reps, &rows, &snap, changed, removed, &p, &mut lines, &mut notes));
+        // SQLite uses the first DC_BENCH_SQLITE_ROWS rows of the same data set:
+        // a 1M-row single-transaction load takes ~2 min per pass here (see docs)
+        let m = env_usize("DC_BENCH_SQLITE_ROWS", DEFAULT_SQLITE_ROWS).clamp(20, n);
+        if m < n {
+            notes.push(format!("SQLite runs on the first {m} rows (DC_BENCH_SQLITE_ROWS), not {n}: see docs/benchmarks.md"));
+        }
+        let (snap_m, changed_m, removed_m) = if m == n { (snap.clone(), changed, removed) } else { snapshot_rows(m) };
+        rt.block_on(sqlite_part(reps, &rows[..m], &snap_m, changed_m, removed_m, &p, &mut lines, &mut notes));
     }
     if enabled("pg") {
         rt.block_on(pg_part(reps, &rows, &snap, changed, removed, &p, &mut lines, &mut notes));
@@ -955,5 +1001,16 @@ fn main() {
         e.1 += usize::from(l.verdict() == "yes");
     }
     println!("- targets met: {}", cats.iter().map(|(k, (t, m))| format!("{k} {m}/{t}")).collect::<Vec<_>>().join(", "));
-    println!("- total bench wall time: {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "- total bench wall time: {:.0} s; load average (1/5/15 min) at start {load_start}, at end {}",
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+}
+
+/// The machine's load average (the box may be shared: report it with the numbers).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
