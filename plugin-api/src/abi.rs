@@ -89,12 +89,7 @@ pub trait HostCallbacks: Send + Sync {
 
     /// Merge rows (a JSON array of objects) into a declared table; returns the
     /// merge summary as JSON.
-    fn merge(
-        &self,
-        table: RStr<'_>,
-        rows_json: RStr<'_>,
-        full_snapshot: bool,
-    ) -> RResult<RString, RString>;
+    fn merge(&self, table: RStr<'_>, rows_json: RStr<'_>, full_snapshot: bool) -> RResult<RString, RString>;
 
     /// Write a structured log record; `context_json` is a JSON object (or empty).
     fn log(&self, level: FfiLogLevel, message: RStr<'_>, context_json: RStr<'_>);

@@ -66,9 +66,7 @@ pub fn join_url(base: &str, href: &str) -> Result<String> {
         ))
     })?;
     let joined = base_url.join(href).map_err(|e| {
-        Error::msg(format!(
-            "cannot resolve link {href:?} against base {base:?}: {e}; check the link in the page"
-        ))
+        Error::msg(format!("cannot resolve link {href:?} against base {base:?}: {e}; check the link in the page"))
     })?;
     Ok(joined.into())
 }

@@ -18,13 +18,8 @@ pub mod manifest;
 pub mod sdk;
 pub mod testing;
 
-pub use manifest::{
-    ColumnDecl, ColumnType, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl,
-};
-pub use sdk::{
-    Context, Error, LogLevel, MergeSummary, Record, Request, Response, Result, Scraper,
-    SessionConfig,
-};
+pub use manifest::{ColumnDecl, ColumnType, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl};
+pub use sdk::{Context, Error, LogLevel, MergeSummary, Record, Request, Response, Result, Scraper, SessionConfig};
 pub use serde_json::{self, Map, Value, json};
 
 #[doc(hidden)]

@@ -184,9 +184,7 @@ fn is_ident(s: &str) -> bool {
 }
 
 fn is_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl Manifest {
@@ -196,16 +194,11 @@ impl Manifest {
         let mut problems = Vec::new();
         for (field, value) in [("name", &self.name), ("group", &self.group), ("parent", &self.parent)] {
             if !is_label(value) {
-                problems.push(format!(
-                    "{field} {value:?} is not allowed: use 1-64 ASCII letters, digits, '_' or '-'"
-                ));
+                problems.push(format!("{field} {value:?} is not allowed: use 1-64 ASCII letters, digits, '_' or '-'"));
             }
         }
         if Version::parse(&self.version).is_none() {
-            problems.push(format!(
-                "version {:?} is not MAJOR.MINOR.PATCH (for example \"1.0.0\")",
-                self.version
-            ));
+            problems.push(format!("version {:?} is not MAJOR.MINOR.PATCH (for example \"1.0.0\")", self.version));
         }
         if self.interface_version != crate::INTERFACE_VERSION {
             problems.push(format!(
@@ -311,7 +304,12 @@ mod tests {
         let mut m = sample();
         m.tables[0].columns[0].max_len = 20;
         assert_eq!(m.validate(), Vec::<String>::new(), "max_len on a text column is fine");
-        m.tables[0].columns.push(ColumnDecl { name: "qty".into(), ty: ColumnType::Integer, nullable: true, max_len: 5 });
+        m.tables[0].columns.push(ColumnDecl {
+            name: "qty".into(),
+            ty: ColumnType::Integer,
+            nullable: true,
+            max_len: 5,
+        });
         let p = m.validate().join("\n");
         assert!(p.contains("table \"items\": column \"qty\" is of type integer but sets max_len 5"), "{p}");
         assert!(p.contains("remove it"), "{p}");

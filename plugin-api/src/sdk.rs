@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::abi::{
-    FfiHeader, FfiLogLevel, FfiRequest, HostBox, PluginMod, PluginModRef, ScraperBox, ScraperFfi,
-    ScraperFfi_TO,
+    FfiHeader, FfiLogLevel, FfiRequest, HostBox, PluginMod, PluginModRef, ScraperBox, ScraperFfi, ScraperFfi_TO,
 };
 use crate::manifest::{Manifest, SnapshotMode};
 
@@ -482,7 +481,6 @@ macro_rules! export_plugin {
         }
     };
 }
-
 
 #[cfg(test)]
 mod tests {

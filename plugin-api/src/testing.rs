@@ -72,11 +72,7 @@ impl HostCallbacks for TestCallbacks {
             Ok(resp) => ROk(FfiResponse {
                 status: resp.status,
                 url: resp.url.into(),
-                headers: resp
-                    .headers
-                    .into_iter()
-                    .map(|(n, v)| FfiHeader { name: n.into(), value: v.into() })
-                    .collect(),
+                headers: resp.headers.into_iter().map(|(n, v)| FfiHeader { name: n.into(), value: v.into() }).collect(),
                 body: resp.body.into(),
             }),
             Err(e) => RErr(e.to_string().into()),

@@ -36,7 +36,8 @@ fn config_show_redacts_passwords() {
 }
 
 fn set_secret(host: &Host, name: &str, value: &str) {
-    let mut child = host.command(&["secrets", "set", name]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
+    let mut child =
+        host.command(&["secrets", "set", name]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn");
     child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write value");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "secrets set failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -26,10 +26,18 @@ fn crashes_are_recorded_with_their_cause() {
         (r#"{"mode": "segfault"}"#, "signal 11 (SIGSEGV", Some(11)),
         (r#"{"mode": "segfault", "at": "new"}"#, "signal 11 (SIGSEGV", Some(11)),
         (r#"{"mode": "abort", "at": "store"}"#, "signal 6 (SIGABRT", Some(6)),
-        (r#"{"mode": "panic", "at": "prepare"}"#, "prepare_list failed: plugin panicked: misbehave: deliberate panic", None),
+        (
+            r#"{"mode": "panic", "at": "prepare"}"#,
+            "prepare_list failed: plugin panicked: misbehave: deliberate panic",
+            None,
+        ),
         (r#"{"mode": "panic", "at": "new"}"#, "plugin failed to start: plugin panicked", None),
         (r#"{"mode": "panic"}"#, "all 5 items failed in collect", None),
-        (r#"{"mode": "bad_record"}"#, "field \"note\": expected a string, got a number 42; nothing of this batch was written", None),
+        (
+            r#"{"mode": "bad_record"}"#,
+            "field \"note\": expected a string, got a number 42; nothing of this batch was written",
+            None,
+        ),
     ];
     for (args, reason, signal) in cases {
         let r = run(&host, args, &[]);
@@ -73,13 +81,24 @@ fn a_memory_limit_applies_to_the_worker_only() {
 fn stop_ends_a_run_as_stopped_and_stores_nothing() {
     let host = host_with_misbehave();
     let child = host
-        .command(&["run", "test/fixtures/misbehave", "--args", r#"{"mode": "slow", "items": 20}"#, "--threads", "1", "--json"])
+        .command(&[
+            "run",
+            "test/fixtures/misbehave",
+            "--args",
+            r#"{"mode": "slow", "items": 20}"#,
+            "--threads",
+            "1",
+            "--json",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run starts");
     let rid = wait_for(Duration::from_secs(20), || {
         let runs = host.json(&["runs", "list", "--json"]);
-        runs.as_array()?.iter().find(|r| r["status"] == "RUNNING").and_then(|r| r["runtime_id"].as_str().map(str::to_string))
+        runs.as_array()?
+            .iter()
+            .find(|r| r["status"] == "RUNNING")
+            .and_then(|r| r["runtime_id"].as_str().map(str::to_string))
     })
     .expect("the run starts");
     assert!(host.ok(&["runs", "stop", &rid]).contains("stop requested"));

@@ -30,7 +30,10 @@ fn scrape_twice(host: &Host) {
     let site = FixtureSite::start();
     let second = host.json(&["run", "demo/fixtures/catalogue", "--args", &site.args(), "--json"]);
     assert_eq!(second["status"], "SUCCESS", "{second}");
-    assert_eq!((second["inserted"].as_i64(), second["updated"].as_i64(), second["deleted"].as_i64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (second["inserted"].as_i64(), second["updated"].as_i64(), second["deleted"].as_i64()),
+        (Some(0), Some(0), Some(0))
+    );
     assert_eq!(second["unchanged"], 300);
 
     // the change feed of the first run lists every inserted key, the second none
@@ -45,7 +48,11 @@ fn scrape_twice(host: &Host) {
 
     // logs of the run are in the database, stamped with the run's ids
     let logs = shown["logs"].as_array().expect("logs");
-    assert!(logs.iter().any(|l| l["target"] == "plugin" && l["message"] == "listing collected" && l["context"]["items"] == 300), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l["target"] == "plugin" && l["message"] == "listing collected" && l["context"]["items"] == 300),
+        "{logs:?}"
+    );
     assert!(logs.iter().all(|l| l["runtime_id"] == rid));
 
     // the host's watched merge recorded one function_log row for the run

@@ -29,7 +29,17 @@ fn scaffolded_plugin_builds_tests_loads_and_runs_unchanged() {
     let (_, text) = host.fails(&["run", "shop/acme/shop_titles"]);
     assert!(text.contains("has no plugin registered yet"), "{text}");
     // a second scaffold into the same directory is refused
-    let (_, text) = host.fails(&["scaffold-plugin", "--group", "shop", "--parent", "acme", "--name", "shop_titles", "--out", out_dir.to_str().expect("utf-8")]);
+    let (_, text) = host.fails(&[
+        "scaffold-plugin",
+        "--group",
+        "shop",
+        "--parent",
+        "acme",
+        "--name",
+        "shop_titles",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+    ]);
     assert!(text.contains("already exists and is not empty"), "{text}");
 
     // the generated crate's own test passes, and it builds in release mode
@@ -42,7 +52,11 @@ fn scaffolded_plugin_builds_tests_loads_and_runs_unchanged() {
             .env("CARGO_TARGET_DIR", &shared_target)
             .output()
             .expect("cargo runs");
-        assert!(o.status.success(), "cargo {args:?} in the scaffolded crate failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "cargo {args:?} in the scaffolded crate failed:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         if args[0] == "test" {
             let stdout = String::from_utf8_lossy(&o.stdout);
             assert!(stdout.contains("test tests::collects_linked_titles ... ok"), "{stdout}");

@@ -35,7 +35,8 @@ pub fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
 /// Builds the host and the standard plugins once per test process.
 pub fn build_all() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| cargo_build(&["-p", "dc-host", "-p", "dc-plugin-catalogue", "-p", "dc-plugin-misbehave"], &[]));
+    BUILT
+        .get_or_init(|| cargo_build(&["-p", "dc-host", "-p", "dc-plugin-catalogue", "-p", "dc-plugin-misbehave"], &[]));
 }
 
 /// The `dc-host` binary.
@@ -62,9 +63,10 @@ pub struct Host {
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 fn psql(sql: &str) -> Output {
-    Command::new("psql").args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc", sql]).output().expect(
-        "psql runs (install PostgreSQL: scripts/services.sh)",
-    )
+    Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc", sql])
+        .output()
+        .expect("psql runs (install PostgreSQL: scripts/services.sh)")
 }
 
 impl Host {
@@ -138,7 +140,11 @@ impl Host {
     /// Runs a command that must fail; returns (exit code, stdout + stderr).
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
-        assert!(!out.status.success(), "dc-host {args:?} should have failed:\n{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "dc-host {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.code().unwrap_or(-1), text)
     }

@@ -79,7 +79,12 @@ fn console_filter(default: &str) -> EnvFilter {
 
 fn init_console_logging() {
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(console_filter("warn")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(console_filter("warn")),
+        )
         .try_init();
 }
 
@@ -134,7 +139,12 @@ fn connect(rt: &tokio::runtime::Runtime, settings: Settings) -> anyhow::Result<(
         None => None,
     };
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_filter(console_filter("warn")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(console_filter("warn")),
+        )
         .with(db_layer)
         .with(splunk_layer)
         .try_init();
@@ -155,7 +165,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::PluginProbe { file } => Ok(ExitCode::from(dc_runtime::probe::probe_child_main(&file) as u8)),
         Command::Worker { runtime_id } => {
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).context("worker: cannot read settings from stdin")?;
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("worker: cannot read settings from stdin")?;
             let settings: Settings = serde_json::from_str(&text).context("worker: settings on stdin are not valid")?;
             let (env, sink) = connect(&rt, settings)?;
             let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id);

@@ -50,13 +50,15 @@ const FORM: UnicodeForm = UnicodeForm::Nfc;
 // ---------------------------------------------------------------- rows ----
 
 const WORDS: &[&str] = &[
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike",
-    "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee",
-    "zulu", "steel", "copper", "linen", "walnut", "granite", "amber", "cobalt", "velvet", "canvas", "bamboo", "marble",
-    "cedar", "indigo", "saffron", "compact", "deluxe", "classic", "outdoor", "premium", "portable", "wireless", "organic",
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
+    "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray",
+    "yankee", "zulu", "steel", "copper", "linen", "walnut", "granite", "amber", "cobalt", "velvet", "canvas", "bamboo",
+    "marble", "cedar", "indigo", "saffron", "compact", "deluxe", "classic", "outdoor", "premium", "portable",
+    "wireless", "organic",
 ];
 const CATEGORIES: &[&str] = &[
-    "kitchen", "garden", "tools", "toys", "books", "office", "outdoor", "audio", "lighting", "storage", "textiles", "sports",
+    "kitchen", "garden", "tools", "toys", "books", "office", "outdoor", "audio", "lighting", "storage", "textiles",
+    "sports",
 ];
 
 /// splitmix64: deterministic, seedable, good enough for test data.
@@ -122,9 +124,8 @@ fn row(i: u64, changed: bool) -> Map<String, Value> {
         price += 1.0;
         stock += 1;
     }
-    let updated_at = DateTime::<Utc>::from_timestamp(ts, 0)
-        .expect("timestamp in range")
-        .to_rfc3339_opts(SecondsFormat::Secs, true);
+    let updated_at =
+        DateTime::<Utc>::from_timestamp(ts, 0).expect("timestamp in range").to_rfc3339_opts(SecondsFormat::Secs, true);
     match json!({
         "sku": format!("SKU-{i:09}"),
         "title": title,
@@ -315,7 +316,11 @@ async fn pg_quiesce(pool: &sqlx::PgPool) {
 /// the one the merge ran on, so `pg_stat_force_next_flush()` flushes exactly
 /// the merge's pending counters (PostgreSQL 15+); then we poll until the
 /// counters reach `expect_upd` or stop moving.
-async fn pg_tup_stats(pool: &sqlx::PgPool, table: &str, expect_upd: Option<i64>) -> Result<(i64, i64, i64), sqlx::Error> {
+async fn pg_tup_stats(
+    pool: &sqlx::PgPool,
+    table: &str,
+    expect_upd: Option<i64>,
+) -> Result<(i64, i64, i64), sqlx::Error> {
     let _ = pg_exec(pool, "SELECT pg_stat_force_next_flush()").await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = (-1, -1, -1);
@@ -404,7 +409,8 @@ async fn pg_bench(
         .collect();
     let ident = decl("bench_copy_ident");
     let copy_plain_sql = format!("COPY bench_copy_plain ({}) FROM STDIN (FORMAT binary)", col_list(&d));
-    let copy_ident_sql = format!("COPY bench_copy_ident ({}, _row_key, _row_hash) FROM STDIN (FORMAT binary)", col_list(&d));
+    let copy_ident_sql =
+        format!("COPY bench_copy_ident ({}, _row_key, _row_hash) FROM STDIN (FORMAT binary)", col_list(&d));
 
     let mut t = PgTimes {
         copy_plain: vec![],
@@ -488,7 +494,11 @@ async fn pg_bench(
                 "rep {rep} feed={feed}: n_tup_upd +{d_upd} (expected +{changed}), n_tup_del +{d_del} (expected +{removed}), n_tup_ins +{d_ins} (expected +0) → {}",
                 if ok { "OK" } else { "MISMATCH" }
             ));
-            log(format!("rep {rep}: re-merge (feed: {feed}) {:.2}s; {}", t.remerge[v][rep], t.upd_checks.last().map(String::as_str).unwrap_or("")));
+            log(format!(
+                "rep {rep}: re-merge (feed: {feed}) {:.2}s; {}",
+                t.remerge[v][rep],
+                t.upd_checks.last().map(String::as_str).unwrap_or("")
+            ));
         }
         pg_exec(pool, &format!("DROP TABLE IF EXISTS {TABLE}")).await.map_err(e)?;
         pg_exec(pool, "TRUNCATE run_changes").await.map_err(e)?;
@@ -516,7 +526,8 @@ async fn pg_part(
     lines: &mut Vec<Line>,
     notes: &mut Vec<String>,
 ) {
-    let admin = std::env::var("DC_BENCH_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin =
+        std::env::var("DC_BENCH_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let reachable = tokio::time::timeout(Duration::from_secs(5), sqlx::postgres::PgConnection::connect(&admin)).await;
     match reachable {
         Ok(Ok(c)) => {
@@ -571,7 +582,9 @@ async fn pg_part(
         let ok = wm.chars().all(|ch| ch.is_ascii_alphanumeric());
         let sql = format!("ALTER DATABASE \"{name}\" SET work_mem = '{wm}'");
         match if ok { sqlx::query(AssertSqlSafe(sql)).execute(&mut c).await.map(|_| ()) } else { Ok(()) } {
-            Ok(()) if ok => notes.push(format!("WHAT-IF run: the scratch database has work_mem = {wm} (DC_BENCH_PG_WORK_MEM)")),
+            Ok(()) if ok => {
+                notes.push(format!("WHAT-IF run: the scratch database has work_mem = {wm} (DC_BENCH_PG_WORK_MEM)"))
+            }
             Ok(()) => log(format!("ignoring DC_BENCH_PG_WORK_MEM={wm:?} (use e.g. 256MB)")),
             Err(err) => log(format!("cannot set work_mem: {err}")),
         }
@@ -580,7 +593,9 @@ async fn pg_part(
     let result = pg_bench(&url, reps, rows, snap, changed, removed, p).await;
     // drop the scratch database whatever happened
     if let (Some(name), Ok(mut c)) = (name, sqlx::postgres::PgConnection::connect(&admin).await) {
-        let dropped = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&mut c).await;
+        let dropped = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+            .execute(&mut c)
+            .await;
         if let Err(err) = dropped {
             log(format!("could not drop scratch database {name}: {err}"));
         }
@@ -980,7 +995,9 @@ fn main() {
         // a 1M-row single-transaction load takes ~2 min per pass here (see docs)
         let m = env_usize("DC_BENCH_SQLITE_ROWS", DEFAULT_SQLITE_ROWS).clamp(20, n);
         if m < n {
-            notes.push(format!("SQLite runs on the first {m} rows (DC_BENCH_SQLITE_ROWS), not {n}: see docs/benchmarks.md"));
+            notes.push(format!(
+                "SQLite runs on the first {m} rows (DC_BENCH_SQLITE_ROWS), not {n}: see docs/benchmarks.md"
+            ));
         }
         let (snap_m, changed_m, removed_m) = if m == n { (snap.clone(), changed, removed) } else { snapshot_rows(m) };
         rt.block_on(sqlite_part(reps, &rows[..m], &snap_m, changed_m, removed_m, &p, &mut lines, &mut notes));

@@ -212,7 +212,12 @@ pub async fn set_progress(db: &Database, app_id: &str, current: i64, total: i64,
 }
 
 /// Records the outcome of a run on its app (status, last run, consecutive failures).
-pub async fn record_run_outcome(db: &Database, app_id: &str, status: RunStatus, started: DateTime<Utc>) -> Result<i64, DbError> {
+pub async fn record_run_outcome(
+    db: &Database,
+    app_id: &str,
+    status: RunStatus,
+    started: DateTime<Utc>,
+) -> Result<i64, DbError> {
     let failed = status == RunStatus::Failed;
     on_pool!(db, pool => sqlx::query(
         "UPDATE apps SET run_status = $1, last_run = $2, fail_count = CASE WHEN $3 THEN fail_count + 1 ELSE 0 END, updated_at = $4 WHERE app_id = $5")

@@ -39,7 +39,9 @@ pub const CORE_TABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The server or file could not be reached.
-    #[error("cannot connect to database {url}: {source}; check that the server runs and the URL is right (DC_DATABASE_URL or [database] url)")]
+    #[error(
+        "cannot connect to database {url}: {source}; check that the server runs and the URL is right (DC_DATABASE_URL or [database] url)"
+    )]
     Connect {
         /// Redacted URL.
         url: String,
@@ -154,10 +156,8 @@ impl Database {
             if let Some(parent) = opts.get_filename().parent()
                 && !parent.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(parent).map_err(|e| DbError::Connect {
-                    url: shown.clone(),
-                    source: sqlx::Error::Io(e),
-                })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| DbError::Connect { url: shown.clone(), source: sqlx::Error::Io(e) })?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(db.max_connections)

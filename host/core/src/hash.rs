@@ -292,10 +292,7 @@ mod tests {
         // the buffer is reused: a second, different row hashes on its own
         let mut other = values.clone();
         other[1] = Cell::Null;
-        assert_eq!(
-            h.hash_hex(&other),
-            row_hash_hex(names.iter().copied().zip(other.iter()), UnicodeForm::Nfc)
-        );
+        assert_eq!(h.hash_hex(&other), row_hash_hex(names.iter().copied().zip(other.iter()), UnicodeForm::Nfc));
     }
 
     #[test]

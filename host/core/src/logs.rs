@@ -199,7 +199,12 @@ pub(crate) fn in_crate(target: &str, krate: &str) -> bool {
 }
 
 /// Starts the writer thread. `rt` is the runtime whose pool `db` belongs to.
-pub fn start_db_sink(db: Database, rt: tokio::runtime::Handle, capacity: usize, fallback: PathBuf) -> (DbLogLayer, LogSink) {
+pub fn start_db_sink(
+    db: Database,
+    rt: tokio::runtime::Handle,
+    capacity: usize,
+    fallback: PathBuf,
+) -> (DbLogLayer, LogSink) {
     // the sink's own queries must not log into the sink
     let skip = |target: &str| in_crate(target, "sqlx");
     start_sink("database log sink", capacity, fallback, skip, move |rows| {

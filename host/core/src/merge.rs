@@ -69,7 +69,6 @@ pub fn check_ident(name: &str) -> Result<(), MergeError> {
     }
 }
 
-
 fn sql_type(db: &Database, ty: ColumnType) -> &'static str {
     match (db, ty) {
         (_, ColumnType::Text) => "TEXT",
@@ -89,7 +88,10 @@ fn validate_decl(decl: &TableDecl) -> Result<(), MergeError> {
     for c in &decl.columns {
         check_ident(&c.name)?;
         if c.name.starts_with('_') {
-            return Err(MergeError::BadDeclaration(format!("{}: column {:?} may not start with '_'", decl.name, c.name)));
+            return Err(MergeError::BadDeclaration(format!(
+                "{}: column {:?} may not start with '_'",
+                decl.name, c.name
+            )));
         }
     }
     if decl.key.is_empty() || decl.key.iter().any(|k| !decl.columns.iter().any(|c| &c.name == k)) {
@@ -190,7 +192,9 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
         ColumnType::Text => {
             let s = v.as_str().ok_or_else(|| wrong("a string"))?;
             if s.contains('\0') {
-                return Err(format!("field {name:?}: contains a NUL character, which databases cannot store; strip it"));
+                return Err(format!(
+                    "field {name:?}: contains a NUL character, which databases cannot store; strip it"
+                ));
             }
             let limit = if col.max_len > 0 { col.max_len } else { MAX_TEXT_CHARS };
             let n = s.chars().count();
@@ -210,13 +214,16 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
         ColumnType::Boolean => Cell::Bool(v.as_bool().ok_or_else(|| wrong("true or false"))?),
         ColumnType::Json => {
             if v.to_string().contains("\\u0000") {
-                return Err(format!("field {name:?}: contains a NUL character, which databases cannot store; strip it"));
+                return Err(format!(
+                    "field {name:?}: contains a NUL character, which databases cannot store; strip it"
+                ));
             }
             Cell::Json(v.clone())
         }
         ColumnType::Timestamp => {
             let s = v.as_str().ok_or_else(|| wrong("an RFC 3339 timestamp string"))?;
-            let t = DateTime::parse_from_rfc3339(s).map_err(|_| wrong("an RFC 3339 timestamp like 2026-01-31T12:00:00Z"))?;
+            let t = DateTime::parse_from_rfc3339(s)
+                .map_err(|_| wrong("an RFC 3339 timestamp like 2026-01-31T12:00:00Z"))?;
             Cell::Timestamp(t.with_timezone(&Utc))
         }
     })
@@ -241,8 +248,7 @@ fn prepare_chunk(
     form: UnicodeForm,
 ) -> Result<PreparedRows, MergeError> {
     let names: Vec<&str> = decl.columns.iter().map(|c| c.name.as_str()).collect();
-    let key_idx: Vec<usize> =
-        decl.key.iter().filter_map(|k| decl.columns.iter().position(|c| &c.name == k)).collect();
+    let key_idx: Vec<usize> = decl.key.iter().filter_map(|k| decl.columns.iter().position(|c| &c.name == k)).collect();
     let is_key: Vec<bool> = decl.columns.iter().map(|c| decl.key.contains(&c.name)).collect();
     let mut hasher = RowHasher::new(&names, form);
     let mut out = PreparedRows {
@@ -288,7 +294,11 @@ const PARALLEL_PREPARE_MIN: usize = 20_000;
 
 /// Validates and converts a batch (large batches on all cores). Fails on the
 /// first bad record, naming it.
-pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: UnicodeForm) -> Result<PreparedRows, MergeError> {
+pub fn prepare_rows(
+    decl: &TableDecl,
+    rows: &[Map<String, Value>],
+    form: UnicodeForm,
+) -> Result<PreparedRows, MergeError> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut out = if rows.len() < PARALLEL_PREPARE_MIN || threads == 1 {
         prepare_chunk(decl, rows, 0, form)?
@@ -302,10 +312,16 @@ pub fn prepare_rows(decl: &TableDecl, rows: &[Map<String, Value>], form: Unicode
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(MergeError::BadDeclaration("record preparation panicked".into()))))
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(MergeError::BadDeclaration("record preparation panicked".into())))
+                })
                 .collect()
         });
-        let mut all = PreparedRows { cells: Vec::with_capacity(rows.len()), keys: Vec::with_capacity(rows.len()), hashes: Vec::with_capacity(rows.len()) };
+        let mut all = PreparedRows {
+            cells: Vec::with_capacity(rows.len()),
+            keys: Vec::with_capacity(rows.len()),
+            hashes: Vec::with_capacity(rows.len()),
+        };
         // chunks are in order, so the first error is the first bad record
         for part in parts {
             let p = part?;
@@ -346,7 +362,11 @@ pub struct MergeRequest<'a> {
 
 /// Merges `rows` into the table in one transaction (see the module docs).
 #[dc_fun_watch::fun_watch]
-pub async fn merge(db: &Database, req: MergeRequest<'_>, rows: &[Map<String, Value>]) -> Result<MergeSummary, MergeError> {
+pub async fn merge(
+    db: &Database,
+    req: MergeRequest<'_>,
+    rows: &[Map<String, Value>],
+) -> Result<MergeSummary, MergeError> {
     validate_decl(req.decl)?;
     let prepared = prepare_rows(req.decl, rows, req.form)?;
     let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
@@ -419,8 +439,10 @@ async fn merge_sqlite(
     let now = Utc::now();
     let rid = req.runtime_id.map(str::to_string);
     let cols = column_list(req.decl);
-    let insert_head = format!("INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ");
-    let sets: Vec<String> = req.decl.columns.iter().enumerate().map(|(i, c)| format!("\"{}\" = ${}", c.name, i + 1)).collect();
+    let insert_head =
+        format!("INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ");
+    let sets: Vec<String> =
+        req.decl.columns.iter().enumerate().map(|(i, c)| format!("\"{}\" = ${}", c.name, i + 1)).collect();
     let update_sql = format!(
         "UPDATE \"{t}\" SET {}, _row_hash = ${}, _runtime_id = ${}, _last_seen = ${}, _archived_at = NULL WHERE _row_key = ${}",
         sets.join(", "),
@@ -614,8 +636,9 @@ async fn merge_postgres(
     let mut tx = pool.begin().await?;
     // one merge per table at a time (a snapshot's deletes must not race another's inserts)
     sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"))).execute(&mut *tx).await?;
-    let empty: bool =
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")"))).fetch_one(&mut *tx).await?;
+    let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")")))
+        .fetch_one(&mut *tx)
+        .await?;
     if empty {
         // first load: every row is new, so COPY straight into the table
         let width = req.decl.columns.len() + 5;
@@ -649,13 +672,12 @@ async fn merge_postgres(
         tx.commit().await?;
         return Ok(s);
     }
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP"
-    )))
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(AssertSqlSafe(format!("CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP")))
+        .execute(&mut *tx)
+        .await?;
     let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
-    copy_in(&mut tx, &stmt, p.cells.len(), |buf, i| pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])).await?;
+    copy_in(&mut tx, &stmt, p.cells.len(), |buf, i| pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]]))
+        .await?;
     sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;
     let feed = req.runtime_id.is_some();
     let wrap = |dml: String, op: &str| {
@@ -682,7 +704,9 @@ async fn merge_postgres(
         "update",
     );
     let remove_dml = if archive {
-        format!("UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)")
+        format!(
+            "UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)"
+        )
     } else {
         format!("DELETE FROM \"{t}\" x WHERE NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)")
     };
@@ -728,7 +752,9 @@ pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<
                 let mut m = Map::new();
                 for (i, c) in decl.columns.iter().enumerate() {
                     let v = match c.ty {
-                        ColumnType::Text | ColumnType::Timestamp => r.try_get::<Option<String>, _>(i)?.map(Value::String),
+                        ColumnType::Text | ColumnType::Timestamp => {
+                            r.try_get::<Option<String>, _>(i)?.map(Value::String)
+                        }
                         ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Value::from),
                         ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
                         ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
@@ -747,9 +773,9 @@ pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<
                 for (i, c) in decl.columns.iter().enumerate() {
                     let v = match c.ty {
                         ColumnType::Text => r.try_get::<Option<String>, _>(i)?.map(Value::String),
-                        ColumnType::Timestamp => r
-                            .try_get::<Option<DateTime<Utc>>, _>(i)?
-                            .map(|t| Cell::Timestamp(t).to_json()),
+                        ColumnType::Timestamp => {
+                            r.try_get::<Option<DateTime<Utc>>, _>(i)?.map(|t| Cell::Timestamp(t).to_json())
+                        }
                         ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Value::from),
                         ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
                         ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
@@ -807,7 +833,8 @@ mod tests {
             (json!([{"sku": "a", "seen": "yesterday"}]), "expected an RFC 3339 timestamp"),
         ];
         for (input, expected) in cases {
-            let err = prepare_rows(&d, &rows(input.clone()), UnicodeForm::Nfc).expect_err("must be refused").to_string();
+            let err =
+                prepare_rows(&d, &rows(input.clone()), UnicodeForm::Nfc).expect_err("must be refused").to_string();
             assert!(err.contains(expected), "{input}: {err}");
         }
     }

@@ -104,7 +104,13 @@ pub async fn mark_started(db: &Database, runtime_id: &str, pid: u32) -> Result<(
 }
 
 /// Updates progress counters of a run.
-pub async fn set_progress(db: &Database, runtime_id: &str, current: i64, total: i64, errors: i64) -> Result<(), DbError> {
+pub async fn set_progress(
+    db: &Database,
+    runtime_id: &str,
+    current: i64,
+    total: i64,
+    errors: i64,
+) -> Result<(), DbError> {
     on_pool!(db, pool => sqlx::query(
         "UPDATE runtime SET current_count = $1, total_count = $2, error_count = $3 WHERE runtime_id = $4")
         .bind(current).bind(total).bind(errors).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -122,7 +128,12 @@ pub async fn finish(db: &Database, runtime_id: &str, status: RunStatus, reason: 
 }
 
 /// Records how the worker process exited.
-pub async fn record_exit(db: &Database, runtime_id: &str, code: Option<i32>, signal: Option<i32>) -> Result<(), DbError> {
+pub async fn record_exit(
+    db: &Database,
+    runtime_id: &str,
+    code: Option<i32>,
+    signal: Option<i32>,
+) -> Result<(), DbError> {
     on_pool!(db, pool => sqlx::query("UPDATE runtime SET exit_code = $1, exit_signal = $2 WHERE runtime_id = $3")
         .bind(code.map(i64::from)).bind(signal.map(i64::from)).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
@@ -140,7 +151,8 @@ pub async fn request_stop(db: &Database, runtime_id: &str) -> Result<bool, DbErr
 /// True if an operator asked this run to stop.
 pub async fn stop_requested(db: &Database, runtime_id: &str) -> Result<bool, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_scalar::<_, bool>("SELECT stop_requested FROM runtime WHERE runtime_id = $1")
-        .bind(runtime_id).fetch_optional(pool).await)?.unwrap_or(false))
+        .bind(runtime_id).fetch_optional(pool).await)?
+    .unwrap_or(false))
 }
 
 /// One run by id (or unique prefix of 6+ characters).

@@ -70,9 +70,7 @@ pub enum SecretsError {
     #[error("secret {name} not found: add it with `dc-host secrets set {name}`")]
     NotFound { name: String },
 
-    #[error(
-        "secret {name} could not be decrypted: the key is wrong or the store was tampered with"
-    )]
+    #[error("secret {name} could not be decrypted: the key is wrong or the store was tampered with")]
     Decrypt { name: String },
 
     #[error(
@@ -80,12 +78,7 @@ pub enum SecretsError {
          check the key file and the DC_SECRETS_KEY environment variable (which overrides it)",
         path.display()
     )]
-    WrongKey {
-        path: PathBuf,
-        store_key_id: String,
-        key_id: String,
-        key_source: String,
-    },
+    WrongKey { path: PathBuf, store_key_id: String, key_id: String, key_source: String },
 
     #[error(
         "DC_SECRETS_KEY is not a valid secrets key ({reason}): set it to the base64 of 32 random bytes \
@@ -111,14 +104,10 @@ pub enum SecretsError {
     )]
     UnsupportedVersion { path: PathBuf, found: u64 },
 
-    #[error(
-        "secret reference starting at byte {offset} is not closed: write it as ${{secret:NAME}}"
-    )]
+    #[error("secret reference starting at byte {offset} is not closed: write it as ${{secret:NAME}}")]
     UnterminatedReference { offset: usize },
 
-    #[error(
-        "could not get random bytes from the operating system ({reason}): check the system's entropy source"
-    )]
+    #[error("could not get random bytes from the operating system ({reason}): check the system's entropy source")]
     Random { reason: String },
 
     #[error("could not encrypt secret {name}: the value is too large")]
@@ -136,11 +125,7 @@ pub enum SecretsError {
 type Result<T, E = SecretsError> = std::result::Result<T, E>;
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SecretsError {
-    move |source| SecretsError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SecretsError::Io { action, path: path.to_path_buf(), source }
 }
 
 // ---------------------------------------------------------------------------
@@ -186,10 +171,7 @@ impl SecretKey {
     pub fn generate() -> Result<SecretKey> {
         let mut bytes = [0u8; KEY_LEN];
         fill_random(&mut bytes)?;
-        Ok(SecretKey {
-            bytes,
-            source: KeySource::Generated,
-        })
+        Ok(SecretKey { bytes, source: KeySource::Generated })
     }
 
     /// Parses base64 (standard alphabet, padded) of exactly 32 bytes.
@@ -200,19 +182,12 @@ impl SecretKey {
         if text.is_empty() {
             return Err("it is empty".to_string());
         }
-        let decoded = BASE64
-            .decode(text)
-            .map_err(|e| format!("it is not valid base64: {e}"))?;
-        let bytes: [u8; KEY_LEN] = decoded.as_slice().try_into().map_err(|_| {
-            format!(
-                "it decodes to {} bytes, a key must be {KEY_LEN} bytes",
-                decoded.len()
-            )
-        })?;
-        Ok(SecretKey {
-            bytes,
-            source: KeySource::Generated,
-        })
+        let decoded = BASE64.decode(text).map_err(|e| format!("it is not valid base64: {e}"))?;
+        let bytes: [u8; KEY_LEN] = decoded
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("it decodes to {} bytes, a key must be {KEY_LEN} bytes", decoded.len()))?;
+        Ok(SecretKey { bytes, source: KeySource::Generated })
     }
 
     /// The key as standard padded base64 (the key file / `DC_SECRETS_KEY` format).
@@ -224,16 +199,7 @@ impl SecretKey {
     /// of an empty message (associated data `dc-host key id`, zero nonce).
     pub fn key_id(&self) -> String {
         let nonce = aes_gcm::aead::Nonce::<Aes256Gcm>::from([0u8; NONCE_LEN]);
-        let tag = self
-            .cipher()
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &[],
-                    aad: KEY_ID_AAD,
-                },
-            )
-            .unwrap_or_default();
+        let tag = self.cipher().encrypt(&nonce, Payload { msg: &[], aad: KEY_ID_AAD }).unwrap_or_default();
         tag.iter().take(6).map(|b| format!("{b:02x}")).collect()
     }
 
@@ -248,9 +214,7 @@ impl SecretKey {
 }
 
 fn fill_random(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| SecretsError::Random {
-        reason: e.to_string(),
-    })
+    getrandom::fill(buf).map_err(|e| SecretsError::Random { reason: e.to_string() })
 }
 
 /// Path of the pending key written during rotation: `<key_file>.new`.
@@ -294,15 +258,11 @@ fn read_key_file(path: &Path) -> Result<Option<SecretKey>> {
     match fs::read_to_string(path) {
         Ok(text) => SecretKey::from_base64(&text)
             .map(|k| Some(k.with_source(KeySource::File(path.to_path_buf()))))
-            .map_err(|reason| SecretsError::InvalidKeyFile {
-                path: path.to_path_buf(),
-                reason,
-            }),
+            .map_err(|reason| SecretsError::InvalidKeyFile { path: path.to_path_buf(), reason }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(SecretsError::InvalidKeyFile {
-            path: path.to_path_buf(),
-            reason: "it is not text".to_string(),
-        }),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(SecretsError::InvalidKeyFile { path: path.to_path_buf(), reason: "it is not text".to_string() })
+        }
         Err(e) => Err(io_err("read key file", path)(e)),
     }
 }
@@ -328,10 +288,7 @@ fn write_file(path: &Path, data: &[u8], replace: bool) -> Result<bool> {
     };
     fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
 
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "secrets".to_string());
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "secrets".to_string());
     let mut suffix = [0u8; 6];
     fill_random(&mut suffix)?;
     let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
@@ -339,9 +296,7 @@ fn write_file(path: &Path, data: &[u8], replace: bool) -> Result<bool> {
 
     let result = write_tmp(&tmp, data).and_then(|()| {
         if replace {
-            fs::rename(&tmp, path)
-                .map(|()| true)
-                .map_err(io_err("replace", path))
+            fs::rename(&tmp, path).map(|()| true).map_err(io_err("replace", path))
         } else {
             match fs::hard_link(&tmp, path) {
                 Ok(()) => Ok(true),
@@ -370,8 +325,7 @@ fn write_tmp(tmp: &Path, data: &[u8]) -> Result<()> {
     {
         // The umask can only remove bits; make the mode exactly 0600.
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o600))
-            .map_err(io_err("set permissions on", tmp))?;
+        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err("set permissions on", tmp))?;
     }
     file.write_all(data).map_err(io_err("write", tmp))?;
     file.sync_all().map_err(io_err("sync", tmp))?;
@@ -396,22 +350,14 @@ fn sync_dir(dir: &Path) {
 pub fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
         // Quote (and shorten) so odd characters are visible.
         let shown: String = name.chars().take(MAX_NAME_LEN).collect();
-        let ellipsis = if name.chars().count() > MAX_NAME_LEN {
-            "…"
-        } else {
-            ""
-        };
-        Err(SecretsError::InvalidName {
-            name: format!("{shown:?}{ellipsis}"),
-        })
+        let ellipsis = if name.chars().count() > MAX_NAME_LEN { "…" } else { "" };
+        Err(SecretsError::InvalidName { name: format!("{shown:?}{ellipsis}") })
     }
 }
 
@@ -444,11 +390,7 @@ impl SecretStore {
     /// gives [`SecretsError::WrongKey`].
     pub fn open(path: &Path, key: SecretKey) -> Result<SecretStore> {
         let Some(file) = read_store_file(path)? else {
-            return Ok(SecretStore {
-                path: path.to_path_buf(),
-                key,
-                secrets: BTreeMap::new(),
-            });
+            return Ok(SecretStore { path: path.to_path_buf(), key, secrets: BTreeMap::new() });
         };
         let key_id = key.key_id();
         if file.key_id != key_id {
@@ -460,16 +402,10 @@ impl SecretStore {
             });
         }
         for name in file.secrets.keys() {
-            validate_name(name).map_err(|e| SecretsError::CorruptStore {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+            validate_name(name)
+                .map_err(|e| SecretsError::CorruptStore { path: path.to_path_buf(), reason: e.to_string() })?;
         }
-        Ok(SecretStore {
-            path: path.to_path_buf(),
-            key,
-            secrets: file.secrets,
-        })
+        Ok(SecretStore { path: path.to_path_buf(), key, secrets: file.secrets })
     }
 
     /// Path of the store file.
@@ -501,12 +437,7 @@ impl SecretStore {
     /// Decrypts the value of `name`.
     pub fn get(&self, name: &str) -> Result<String> {
         validate_name(name)?;
-        let entry = self
-            .secrets
-            .get(name)
-            .ok_or_else(|| SecretsError::NotFound {
-                name: name.to_string(),
-            })?;
+        let entry = self.secrets.get(name).ok_or_else(|| SecretsError::NotFound { name: name.to_string() })?;
         decrypt(&self.key, name, entry)
     }
 
@@ -550,11 +481,7 @@ impl SecretStore {
             fresh.updated_at = entry.updated_at;
             rotated.insert(name.clone(), fresh);
         }
-        let file = StoreFile {
-            version: STORE_VERSION,
-            key_id: new_key.key_id(),
-            secrets: rotated,
-        };
+        let file = StoreFile { version: STORE_VERSION, key_id: new_key.key_id(), secrets: rotated };
         write_store_file(&self.path, &file)?;
         self.key = new_key;
         self.secrets = file.secrets;
@@ -569,11 +496,7 @@ impl SecretStore {
             key_id: String,
             secrets: &'a BTreeMap<String, StoredSecret>,
         }
-        let view = View {
-            version: STORE_VERSION,
-            key_id: self.key.key_id(),
-            secrets: &self.secrets,
-        };
+        let view = View { version: STORE_VERSION, key_id: self.key.key_id(), secrets: &self.secrets };
         write_json(&self.path, &view)
     }
 }
@@ -598,25 +521,16 @@ fn read_store_file(path: &Path) -> Result<Option<StoreFile>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err("read secrets file", path)(e)),
     };
-    let corrupt = |reason: String| SecretsError::CorruptStore {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
+    let corrupt = |reason: String| SecretsError::CorruptStore { path: path.to_path_buf(), reason };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
     let version = value
         .get("version")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| corrupt("missing numeric \"version\"".to_string()))?;
     if version != u64::from(STORE_VERSION) {
-        return Err(SecretsError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-        });
+        return Err(SecretsError::UnsupportedVersion { path: path.to_path_buf(), found: version });
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| corrupt(e.to_string()))
+    serde_json::from_value(value).map(Some).map_err(|e| corrupt(e.to_string()))
 }
 
 fn encrypt(key: &SecretKey, name: &str, plaintext: &str) -> Result<StoredSecret> {
@@ -626,40 +540,20 @@ fn encrypt(key: &SecretKey, name: &str, plaintext: &str) -> Result<StoredSecret>
         .cipher()
         .encrypt(
             &aes_gcm::aead::Nonce::<Aes256Gcm>::from(nonce),
-            Payload {
-                msg: plaintext.as_bytes(),
-                aad: name.as_bytes(),
-            },
+            Payload { msg: plaintext.as_bytes(), aad: name.as_bytes() },
         )
-        .map_err(|_| SecretsError::Encrypt {
-            name: name.to_string(),
-        })?;
-    Ok(StoredSecret {
-        nonce: BASE64.encode(nonce),
-        ciphertext: BASE64.encode(ciphertext),
-        updated_at: Utc::now(),
-    })
+        .map_err(|_| SecretsError::Encrypt { name: name.to_string() })?;
+    Ok(StoredSecret { nonce: BASE64.encode(nonce), ciphertext: BASE64.encode(ciphertext), updated_at: Utc::now() })
 }
 
 fn decrypt(key: &SecretKey, name: &str, entry: &StoredSecret) -> Result<String> {
-    let fail = || SecretsError::Decrypt {
-        name: name.to_string(),
-    };
-    let nonce: [u8; NONCE_LEN] = BASE64
-        .decode(&entry.nonce)
-        .ok()
-        .and_then(|n| n.as_slice().try_into().ok())
-        .ok_or_else(fail)?;
+    let fail = || SecretsError::Decrypt { name: name.to_string() };
+    let nonce: [u8; NONCE_LEN] =
+        BASE64.decode(&entry.nonce).ok().and_then(|n| n.as_slice().try_into().ok()).ok_or_else(fail)?;
     let ciphertext = BASE64.decode(&entry.ciphertext).map_err(|_| fail())?;
     let plaintext = key
         .cipher()
-        .decrypt(
-            &aes_gcm::aead::Nonce::<Aes256Gcm>::from(nonce),
-            Payload {
-                msg: &ciphertext,
-                aad: name.as_bytes(),
-            },
-        )
+        .decrypt(&aes_gcm::aead::Nonce::<Aes256Gcm>::from(nonce), Payload { msg: &ciphertext, aad: name.as_bytes() })
         .map_err(|_| fail())?;
     String::from_utf8(plaintext).map_err(|_| fail())
 }
@@ -677,11 +571,7 @@ fn decrypt(key: &SecretKey, name: &str, entry: &StoredSecret) -> Result<String> 
 ///
 /// With `DC_SECRETS_KEY` set (`env_value`), key files are neither read nor
 /// touched.
-pub fn open_store(
-    store_path: &Path,
-    key_file: &Path,
-    env_value: Option<&str>,
-) -> Result<SecretStore> {
+pub fn open_store(store_path: &Path, key_file: &Path, env_value: Option<&str>) -> Result<SecretStore> {
     let key = load_or_create_key(key_file, env_value)?;
     if env_value.is_none() {
         let pending_path = pending_key_path(key_file);
@@ -738,9 +628,7 @@ pub fn resolve_references(text: &str, store: &SecretStore) -> Result<String> {
     while let Some(start) = rest.find(REFERENCE_PREFIX) {
         out.push_str(&rest[..start]);
         let after = &rest[start + REFERENCE_PREFIX.len()..];
-        let end = after.find('}').ok_or(SecretsError::UnterminatedReference {
-            offset: offset + start,
-        })?;
+        let end = after.find('}').ok_or(SecretsError::UnterminatedReference { offset: offset + start })?;
         out.push_str(&store.get(&after[..end])?);
         let consumed = start + REFERENCE_PREFIX.len() + end + 1;
         rest = &rest[consumed..];
@@ -797,11 +685,7 @@ mod tests {
         let entry = &v["secrets"]["db_url"];
         assert!(entry["nonce"].is_string() && entry["ciphertext"].is_string());
         DateTime::parse_from_rfc3339(entry["updated_at"].as_str().unwrap()).unwrap();
-        assert!(
-            !fs::read_to_string(&store_path)
-                .unwrap()
-                .contains("postgres")
-        );
+        assert!(!fs::read_to_string(&store_path).unwrap().contains("postgres"));
     }
 
     #[test]
@@ -831,13 +715,7 @@ mod tests {
         assert_ne!(first["ciphertext"], again["ciphertext"]);
         assert_ne!(first["nonce"], b["nonce"]);
         assert_ne!(first["ciphertext"], b["ciphertext"]);
-        assert_eq!(
-            BASE64
-                .decode(first["nonce"].as_str().unwrap())
-                .unwrap()
-                .len(),
-            12
-        );
+        assert_eq!(BASE64.decode(first["nonce"].as_str().unwrap()).unwrap().len(), 12);
     }
 
     #[test]
@@ -852,10 +730,7 @@ mod tests {
         let err = SecretStore::open(&store_path, other.clone()).unwrap_err();
         assert!(matches!(err, SecretsError::WrongKey { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(
-            msg.contains("DC_SECRETS_KEY") && msg.contains("key file"),
-            "{msg}"
-        );
+        assert!(msg.contains("DC_SECRETS_KEY") && msg.contains("key file"), "{msg}");
 
         // Forge the key id: opening works but decryption must fail.
         let mut v = raw(&store_path);
@@ -863,10 +738,7 @@ mod tests {
         write_raw(&store_path, &v);
         let store = SecretStore::open(&store_path, other).unwrap();
         let err = store.get("pw").unwrap_err();
-        assert!(
-            matches!(&err, SecretsError::Decrypt { name } if name == "pw"),
-            "{err:?}"
-        );
+        assert!(matches!(&err, SecretsError::Decrypt { name } if name == "pw"), "{err:?}");
     }
 
     #[test]
@@ -880,29 +752,19 @@ mod tests {
 
         // One flipped ciphertext byte.
         let mut v = original.clone();
-        let mut ct = BASE64
-            .decode(v["secrets"]["pw"]["ciphertext"].as_str().unwrap())
-            .unwrap();
+        let mut ct = BASE64.decode(v["secrets"]["pw"]["ciphertext"].as_str().unwrap()).unwrap();
         ct[0] ^= 0x01;
         v["secrets"]["pw"]["ciphertext"] = BASE64.encode(&ct).into();
         write_raw(&store_path, &v);
-        let err = SecretStore::open(&store_path, key.clone())
-            .unwrap()
-            .get("pw")
-            .unwrap_err();
+        let err = SecretStore::open(&store_path, key.clone()).unwrap().get("pw").unwrap_err();
         assert!(matches!(err, SecretsError::Decrypt { .. }), "{err:?}");
         let msg = err.to_string();
-        assert_eq!(
-            msg,
-            "secret pw could not be decrypted: the key is wrong or the store was tampered with"
-        );
+        assert_eq!(msg, "secret pw could not be decrypted: the key is wrong or the store was tampered with");
         assert!(!msg.contains(plaintext) && !format!("{err:?}").contains(plaintext));
 
         // One flipped nonce byte, and a nonce of the wrong length.
         let mut v = original.clone();
-        let mut nonce = BASE64
-            .decode(v["secrets"]["pw"]["nonce"].as_str().unwrap())
-            .unwrap();
+        let mut nonce = BASE64.decode(v["secrets"]["pw"]["nonce"].as_str().unwrap()).unwrap();
         nonce[11] ^= 0x80;
         v["secrets"]["pw"]["nonce"] = BASE64.encode(&nonce).into();
         write_raw(&store_path, &v);
@@ -954,19 +816,10 @@ mod tests {
         assert_eq!(store.get("a").unwrap(), "alpha");
         let after = raw(&store_path);
         assert_eq!(after["key_id"], new.key_id().as_str());
-        assert_ne!(
-            before["secrets"]["a"]["ciphertext"],
-            after["secrets"]["a"]["ciphertext"]
-        );
-        assert_eq!(
-            before["secrets"]["a"]["updated_at"],
-            after["secrets"]["a"]["updated_at"]
-        );
+        assert_ne!(before["secrets"]["a"]["ciphertext"], after["secrets"]["a"]["ciphertext"]);
+        assert_eq!(before["secrets"]["a"]["updated_at"], after["secrets"]["a"]["updated_at"]);
 
-        assert!(matches!(
-            SecretStore::open(&store_path, old),
-            Err(SecretsError::WrongKey { .. })
-        ));
+        assert!(matches!(SecretStore::open(&store_path, old), Err(SecretsError::WrongKey { .. })));
         let store = SecretStore::open(&store_path, new).unwrap();
         assert_eq!(store.get("b").unwrap(), "beta");
     }
@@ -984,9 +837,7 @@ mod tests {
         write_raw(&store_path, &v);
         let before = fs::read(&store_path).unwrap();
         let mut store = SecretStore::open(&store_path, key.clone()).unwrap();
-        let err = store
-            .rotate_key(SecretKey::generate().unwrap())
-            .unwrap_err();
+        let err = store.rotate_key(SecretKey::generate().unwrap()).unwrap_err();
         assert!(matches!(&err, SecretsError::Decrypt { name } if name == "bad"));
         assert_eq!(fs::read(&store_path).unwrap(), before);
         assert_eq!(store.key_id(), key.key_id());
@@ -1002,19 +853,13 @@ mod tests {
 
         let new = rotate_key_files(&store_path, &key_file).unwrap();
         assert!(!pending_key_path(&key_file).exists());
-        assert_eq!(
-            fs::read_to_string(&key_file).unwrap().trim(),
-            new.to_base64()
-        );
+        assert_eq!(fs::read_to_string(&key_file).unwrap().trim(), new.to_base64());
         assert_ne!(fs::read_to_string(&key_file).unwrap(), old_b64);
         let store = open_store(&store_path, &key_file, None).unwrap();
         assert_eq!(store.key_id(), new.key_id());
         assert_eq!(store.get("s").unwrap(), "value");
         let old = SecretKey::from_base64(&old_b64).unwrap();
-        assert!(matches!(
-            SecretStore::open(&store_path, old),
-            Err(SecretsError::WrongKey { .. })
-        ));
+        assert!(matches!(SecretStore::open(&store_path, old), Err(SecretsError::WrongKey { .. })));
     }
 
     #[test]
@@ -1029,19 +874,13 @@ mod tests {
         write_key_file(&pending_key_path(&key_file), &new).unwrap();
         store.rotate_key(new.clone()).unwrap();
         drop(store);
-        assert_eq!(
-            load_or_create_key(&key_file, None).unwrap().key_id(),
-            old_id
-        );
+        assert_eq!(load_or_create_key(&key_file, None).unwrap().key_id(), old_id);
 
         let store = open_store(&store_path, &key_file, None).unwrap();
         assert_eq!(store.key_id(), new.key_id());
         assert_eq!(store.get("s").unwrap(), "value");
         assert!(!pending_key_path(&key_file).exists());
-        assert_eq!(
-            load_or_create_key(&key_file, None).unwrap().key_id(),
-            new.key_id()
-        );
+        assert_eq!(load_or_create_key(&key_file, None).unwrap().key_id(), new.key_id());
     }
 
     #[test]
@@ -1053,11 +892,7 @@ mod tests {
         drop(store);
 
         // Only step 1, then "crash".
-        write_key_file(
-            &pending_key_path(&key_file),
-            &SecretKey::generate().unwrap(),
-        )
-        .unwrap();
+        write_key_file(&pending_key_path(&key_file), &SecretKey::generate().unwrap()).unwrap();
         let store = open_store(&store_path, &key_file, None).unwrap();
         assert_eq!(store.key_id(), old_id);
         assert_eq!(store.get("s").unwrap(), "value");
@@ -1075,25 +910,11 @@ mod tests {
         let (_d, store_path, _) = setup();
         let mut store = SecretStore::open(&store_path, SecretKey::generate().unwrap()).unwrap();
         let long = "a".repeat(65);
-        for bad in [
-            "",
-            "has space",
-            "slash/x",
-            "ümlaut",
-            "a:b",
-            "${x}",
-            long.as_str(),
-        ] {
+        for bad in ["", "has space", "slash/x", "ümlaut", "a:b", "${x}", long.as_str()] {
             let err = store.set(bad, "v").unwrap_err();
-            assert!(
-                matches!(err, SecretsError::InvalidName { .. }),
-                "{bad:?}: {err:?}"
-            );
+            assert!(matches!(err, SecretsError::InvalidName { .. }), "{bad:?}: {err:?}");
             assert!(err.to_string().contains("1-64 characters"), "{err}");
-            assert!(matches!(
-                store.get(bad),
-                Err(SecretsError::InvalidName { .. })
-            ));
+            assert!(matches!(store.get(bad), Err(SecretsError::InvalidName { .. })));
         }
         assert!(!store_path.exists(), "refused names must not write");
         store.set(&"a".repeat(64), "v").unwrap();
@@ -1107,38 +928,22 @@ mod tests {
         store.set("DB_PASS", "p@ss").unwrap();
         store.set("HOST", "${secret:DB_PASS}").unwrap();
         assert_eq!(
-            resolve_references(
-                "postgres://app:${secret:DB_PASS}@db/x?a=${secret:DB_PASS}",
-                &store
-            )
-            .unwrap(),
+            resolve_references("postgres://app:${secret:DB_PASS}@db/x?a=${secret:DB_PASS}", &store).unwrap(),
             "postgres://app:p@ss@db/x?a=p@ss"
         );
         // Not re-expanded; other ${...} untouched; no references = unchanged.
-        assert_eq!(
-            resolve_references("h=${secret:HOST}", &store).unwrap(),
-            "h=${secret:DB_PASS}"
-        );
-        assert_eq!(
-            resolve_references("${HOME} ${x}", &store).unwrap(),
-            "${HOME} ${x}"
-        );
+        assert_eq!(resolve_references("h=${secret:HOST}", &store).unwrap(), "h=${secret:DB_PASS}");
+        assert_eq!(resolve_references("${HOME} ${x}", &store).unwrap(), "${HOME} ${x}");
         assert_eq!(resolve_references("", &store).unwrap(), "");
 
         let err = resolve_references("x ${secret:MISSING} y", &store).unwrap_err();
         assert!(matches!(&err, SecretsError::NotFound { name } if name == "MISSING"));
-        assert!(
-            err.to_string().contains("dc-host secrets set MISSING"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("dc-host secrets set MISSING"), "{err}");
         assert!(matches!(
             resolve_references("ab ${secret:DB_PASS", &store),
             Err(SecretsError::UnterminatedReference { offset: 3 })
         ));
-        assert!(matches!(
-            resolve_references("${secret:bad name}", &store),
-            Err(SecretsError::InvalidName { .. })
-        ));
+        assert!(matches!(resolve_references("${secret:bad name}", &store), Err(SecretsError::InvalidName { .. })));
     }
 
     #[cfg(unix)]
@@ -1156,10 +961,7 @@ mod tests {
         assert_eq!(mode(&store_path), 0o600);
         // No temp files left behind.
         for dir in [store_path.parent().unwrap(), key_file.parent().unwrap()] {
-            let names: Vec<_> = fs::read_dir(dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
+            let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(names.len(), 1, "{names:?}");
         }
     }
@@ -1176,10 +978,7 @@ mod tests {
 
         fs::write(&key_file, "garbage").unwrap();
         let err = load_or_create_key(&key_file, None).unwrap_err();
-        assert!(
-            matches!(err, SecretsError::InvalidKeyFile { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, SecretsError::InvalidKeyFile { .. }), "{err:?}");
     }
 
     #[test]
@@ -1215,14 +1014,8 @@ mod tests {
         fs::create_dir_all(store_path.parent().unwrap()).unwrap();
         let key = SecretKey::generate().unwrap();
         fs::write(&store_path, "{not json").unwrap();
-        assert!(matches!(
-            SecretStore::open(&store_path, key.clone()),
-            Err(SecretsError::CorruptStore { .. })
-        ));
+        assert!(matches!(SecretStore::open(&store_path, key.clone()), Err(SecretsError::CorruptStore { .. })));
         fs::write(&store_path, r#"{"version":2,"key_id":"x","secrets":{}}"#).unwrap();
-        assert!(matches!(
-            SecretStore::open(&store_path, key),
-            Err(SecretsError::UnsupportedVersion { found: 2, .. })
-        ));
+        assert!(matches!(SecretStore::open(&store_path, key), Err(SecretsError::UnsupportedVersion { found: 2, .. })));
     }
 }

@@ -188,15 +188,16 @@ fn parse_env_value(raw: &str) -> toml::Value {
 
 impl Settings {
     /// Loads settings: `file` (if any), then `DC_*` variables from `env`.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, SettingsError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
         let (mut table, origin) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|source| SettingsError::Read { path: path.to_path_buf(), source })?;
-                let t: toml::Table = toml::from_str(&text).map_err(|e| SettingsError::Parse {
-                    origin: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let t: toml::Table = toml::from_str(&text)
+                    .map_err(|e| SettingsError::Parse { origin: path.display().to_string(), message: e.to_string() })?;
                 (t, path.display().to_string())
             }
             None => (toml::Table::new(), "defaults".to_string()),
@@ -224,7 +225,10 @@ impl Settings {
                     }
                 },
             };
-            let value = if matches!(field.as_str(), "url" | "data_dir" | "plugins_dir" | "host_name" | "splunk_url" | "splunk_token" | "level") {
+            let value = if matches!(
+                field.as_str(),
+                "url" | "data_dir" | "plugins_dir" | "host_name" | "splunk_url" | "splunk_token" | "level"
+            ) {
                 toml::Value::String(raw)
             } else {
                 parse_env_value(&raw)
@@ -325,7 +329,9 @@ impl Settings {
     /// This host's name as recorded on runs.
     pub fn host_name(&self) -> String {
         self.general.host_name.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
         })
     }
 
@@ -413,7 +419,10 @@ mod tests {
     #[test]
     fn passwords_are_redacted_everywhere_in_urls() {
         assert_eq!(redact_url("postgres://u:p@ss@h:5432/db"), "postgres://u:<redacted>@h:5432/db");
-        assert_eq!(redact_url("postgres://h/db?user=u&password=pw&x=1"), "postgres://h/db?user=u&password=<redacted>&x=1");
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=pw&x=1"),
+            "postgres://h/db?user=u&password=<redacted>&x=1"
+        );
         assert_eq!(redact_url("sqlite://var/a@b.db"), "sqlite://var/a@b.db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }

@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use dc_core::{Database, Settings, apps, logs};
+use dc_runtime::HostEnv;
 use dc_runtime::registry::{self, RegisterOutcome};
 use dc_runtime::supervisor::{self, RunOptions};
-use dc_runtime::HostEnv;
 use serde_json::json;
 use sqlx::Connection;
 use tokio::sync::Mutex;
@@ -202,8 +202,8 @@ async fn make_env(backend: &str, host: &Path) -> Result<Bench, String> {
     settings.runs.threads = 1;
     let mut pg = None;
     if backend == "postgres" {
-        let admin =
-            std::env::var("DC_BENCH_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin = std::env::var("DC_BENCH_PG_ADMIN_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         match tokio::time::timeout(Duration::from_secs(5), sqlx::postgres::PgConnection::connect(&admin)).await {
             Ok(Ok(c)) => {
                 let _ = c.close().await;
@@ -279,7 +279,16 @@ struct Report {
     notes: Vec<String>,
 }
 
-fn line(r: &mut Report, bench: &str, what: &str, value: String, baseline: String, ratio: String, target: &str, met: Option<bool>) {
+fn line(
+    r: &mut Report,
+    bench: &str,
+    what: &str,
+    value: String,
+    baseline: String,
+    ratio: String,
+    target: &str,
+    met: Option<bool>,
+) {
     let met = match met {
         Some(true) => "yes",
         Some(false) => "**no**",
@@ -288,7 +297,14 @@ fn line(r: &mut Report, bench: &str, what: &str, value: String, baseline: String
     r.lines.push(format!("| {bench} | {what} | {value} | {baseline} | {ratio} | {target} | {met} |"));
 }
 
-async fn bench_backend(backend: &str, host: &Path, a: &Path, b: &Path, reg_builds: &[(String, PathBuf)], r: &mut Report) -> Result<(), String> {
+async fn bench_backend(
+    backend: &str,
+    host: &Path,
+    a: &Path,
+    b: &Path,
+    reg_builds: &[(String, PathBuf)],
+    r: &mut Report,
+) -> Result<(), String> {
     let reps = env_usize("DC_BENCH_SPAWN_REPS", 30).max(1);
     let swaps = env_usize("DC_BENCH_SWAPS", 200);
     let loops = env_usize("DC_BENCH_RUN_LOOPS", 2);
@@ -394,7 +410,12 @@ async fn bench_inner(
         "–",
         None,
     );
-    r.notes.push(format!("[{backend}] B1 samples (ms, {reps} reps): bare {:?}; first collect {:?}; whole run {:?}", round(&bare), round(&first), round(&total)));
+    r.notes.push(format!(
+        "[{backend}] B1 samples (ms, {reps} reps): bare {:?}; first collect {:?}; whole run {:?}",
+        round(&bare),
+        round(&first),
+        round(&total)
+    ));
 
     // ---- B2: swaps and registrations while runs go on
     let t0 = Instant::now();
@@ -452,7 +473,8 @@ async fn bench_inner(
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let res = async {
-                    let app = apps::get_app(&env.db, &app_id).await.map_err(|e| e.to_string())?.ok_or("app vanished")?;
+                    let app =
+                        apps::get_app(&env.db, &app_id).await.map_err(|e| e.to_string())?.ok_or("app vanished")?;
                     supervisor::run_app(&env, &app, &run_opts(3)).await.map_err(|e| e.to_string())
                 }
                 .await;
@@ -500,7 +522,8 @@ async fn bench_inner(
     versions_used.sort_unstable();
     versions_used.dedup();
 
-    let (p50, p99, max) = (pct(&mut swap_ms.clone(), 50.0), pct(&mut swap_ms.clone(), 99.0), pct(&mut swap_ms.clone(), 100.0));
+    let (p50, p99, max) =
+        (pct(&mut swap_ms.clone(), 50.0), pct(&mut swap_ms.clone(), 99.0), pct(&mut swap_ms.clone(), 100.0));
     line(
         r,
         &tag("B2 swap"),
@@ -512,7 +535,8 @@ async fn bench_inner(
         Some(p99 <= 50.0 && swap_err.is_empty()),
     );
     if !reg_ms.is_empty() {
-        let (p50, p99, max) = (pct(&mut reg_ms.clone(), 50.0), pct(&mut reg_ms.clone(), 99.0), pct(&mut reg_ms.clone(), 100.0));
+        let (p50, p99, max) =
+            (pct(&mut reg_ms.clone(), 50.0), pct(&mut reg_ms.clone(), 99.0), pct(&mut reg_ms.clone(), 100.0));
         line(
             r,
             &tag("B2 registration"),

@@ -90,7 +90,8 @@ impl WorkerCallbacks {
         SESSION.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
-                *slot = Some(Session { client: build_client(None, self.0.http_timeout)?, headers: vec![], proxy: None });
+                *slot =
+                    Some(Session { client: build_client(None, self.0.http_timeout)?, headers: vec![], proxy: None });
             }
             match slot.as_mut() {
                 Some(s) => f(s),
@@ -100,7 +101,8 @@ impl WorkerCallbacks {
     }
 
     fn do_fetch(&self, r: FfiRequest) -> Result<FfiResponse, String> {
-        let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
+        let method = reqwest::Method::from_bytes(r.method.as_bytes())
+            .map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
         let url = r.url.to_string();
         let (client, session_headers) = self.with_session(|s| Ok((s.client.clone(), s.headers.clone())))?;
         let mut req = client.request(method.clone(), &url);
@@ -123,9 +125,15 @@ impl WorkerCallbacks {
             let headers = resp
                 .headers()
                 .iter()
-                .map(|(n, v)| FfiHeader { name: n.as_str().into(), value: String::from_utf8_lossy(v.as_bytes()).into_owned().into() })
+                .map(|(n, v)| FfiHeader {
+                    name: n.as_str().into(),
+                    value: String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                })
                 .collect();
-            let body = resp.bytes().await.map_err(|e| format!("{method} {url}: reading the body failed: {}", error_chain(&e)))?;
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("{method} {url}: reading the body failed: {}", error_chain(&e)))?;
             Ok(FfiResponse { status, url: final_url.into(), headers, body: body.to_vec().into() })
         })
     }
@@ -134,14 +142,18 @@ impl WorkerCallbacks {
         let decl = self.0.manifest.table(table).ok_or_else(|| {
             format!("table {table:?} is not declared in the plugin manifest; declare it under \"tables\"")
         })?;
-        let rows: Vec<Map<String, Value>> =
-            serde_json::from_str(rows_json).map_err(|e| format!("rows for {table} are not a JSON array of objects: {e}"))?;
+        let rows: Vec<Map<String, Value>> = serde_json::from_str(rows_json)
+            .map_err(|e| format!("rows for {table} are not a JSON array of objects: {e}"))?;
         let failed_items = self.0.errors.load(Ordering::Relaxed);
         // a snapshot missing the items that failed in collect is not complete:
         // merge it incrementally so their rows are not removed
         let full_snapshot = if full_snapshot && failed_items > 0 {
             let _g = self.0.span.enter();
-            tracing::warn!(table, failed_items, "items failed in collect; merging incrementally instead of as a full snapshot");
+            tracing::warn!(
+                table,
+                failed_items,
+                "items failed in collect; merging incrementally instead of as a full snapshot"
+            );
             false
         } else {
             full_snapshot
@@ -156,8 +168,15 @@ impl WorkerCallbacks {
         };
         let summary = self.0.rt.block_on(merge::merge(&self.0.db, req, &rows)).map_err(|e| e.to_string())?;
         let _g = self.0.span.enter();
-        tracing::info!(table, inserted = summary.inserted, updated = summary.updated, deleted = summary.deleted,
-            unchanged = summary.unchanged, full_snapshot, "merge done");
+        tracing::info!(
+            table,
+            inserted = summary.inserted,
+            updated = summary.updated,
+            deleted = summary.deleted,
+            unchanged = summary.unchanged,
+            full_snapshot,
+            "merge done"
+        );
         serde_json::to_string(&summary).map_err(|e| e.to_string())
     }
 }
@@ -172,7 +191,8 @@ impl HostCallbacks for WorkerCallbacks {
 
     fn configure_session(&self, config_json: RStr<'_>) -> RResult<(), RString> {
         let result = (|| -> Result<(), String> {
-            let cfg: SessionConfig = serde_json::from_str(config_json.as_str()).map_err(|e| format!("invalid session config: {e}"))?;
+            let cfg: SessionConfig =
+                serde_json::from_str(config_json.as_str()).map_err(|e| format!("invalid session config: {e}"))?;
             let timeout = self.0.http_timeout;
             self.with_session(|s| {
                 let proxy_changed = cfg.proxy.is_some() && cfg.proxy != s.proxy;

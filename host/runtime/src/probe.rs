@@ -56,8 +56,20 @@ pub fn precheck(path: &Path) -> Result<(), String> {
     }
     let elf = match Object::parse(&bytes) {
         Ok(Object::Elf(elf)) => elf,
-        Ok(Object::Mach(_)) => return Err(format!("{} is a macOS library; this host needs a Linux .so built for {}", path.display(), HOST_MACHINE.1)),
-        Ok(Object::PE(_)) => return Err(format!("{} is a Windows library; this host needs a Linux .so built for {}", path.display(), HOST_MACHINE.1)),
+        Ok(Object::Mach(_)) => {
+            return Err(format!(
+                "{} is a macOS library; this host needs a Linux .so built for {}",
+                path.display(),
+                HOST_MACHINE.1
+            ));
+        }
+        Ok(Object::PE(_)) => {
+            return Err(format!(
+                "{} is a Windows library; this host needs a Linux .so built for {}",
+                path.display(),
+                HOST_MACHINE.1
+            ));
+        }
         // goblin answers Ok(Unknown) for a file with no known magic number
         Ok(Object::Unknown(_)) | Err(_) if !bytes.starts_with(b"\x7fELF") => {
             return Err(format!(
@@ -65,7 +77,12 @@ pub fn precheck(path: &Path) -> Result<(), String> {
                 path.display()
             ));
         }
-        Ok(_) => return Err(format!("{} is not a shared library (unknown format); build the plugin as a cdylib", path.display())),
+        Ok(_) => {
+            return Err(format!(
+                "{} is not a shared library (unknown format); build the plugin as a cdylib",
+                path.display()
+            ));
+        }
         Err(e) => {
             return Err(format!("{} is truncated or corrupt ({e}); copy the complete file again", path.display()));
         }
@@ -137,7 +154,9 @@ fn describe(path: &Path, e: &LibraryError) -> String {
     let p = path.display();
     match e {
         LibraryError::OpenError { err, .. } => {
-            format!("{p} cannot be loaded as a shared library: {err}; check that it was built for this platform and its dependencies are installed")
+            format!(
+                "{p} cannot be loaded as a shared library: {err}; check that it was built for this platform and its dependencies are installed"
+            )
         }
         LibraryError::GetSymbolError { .. } => format!(
             "{p} is a shared library but has no dc-host root module; export one with `dc_plugin_api::export_plugin!(YourScraper);`"
@@ -258,7 +277,8 @@ mod tests {
     fn precheck_refusals_are_specific() {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = dir.path().join("notes.so");
-        std::fs::write(&text, "this is a text file, not a library at all; it is long enough to parse headers.").expect("write");
+        std::fs::write(&text, "this is a text file, not a library at all; it is long enough to parse headers.")
+            .expect("write");
         assert!(precheck(&text).expect_err("refused").contains("not a shared library (no ELF header)"));
         let tiny = dir.path().join("tiny.so");
         std::fs::write(&tiny, b"\x7fELF").expect("write");
@@ -282,6 +302,9 @@ mod tests {
         // the shape abi_stable prints: values on the line after the label
         let dump = "lots of text\n  field_name:headers\n  type:RVec<FfiHeader>\n  field_name:timeout_ms\n  type:u32\nError:mismatched type\nExpected:\n    u64\nFound:\n    u32\nmore";
         assert_eq!(summarize_abi_dump(dump), "mismatched type in field timeout_ms: expected u64, found u32");
-        assert_eq!(summarize_abi_dump("Error:mismatched type\nExpected: u32\nFound: u64"), "mismatched type: expected u32, found u64");
+        assert_eq!(
+            summarize_abi_dump("Error:mismatched type\nExpected: u32\nFound: u64"),
+            "mismatched type: expected u32, found u64"
+        );
     }
 }

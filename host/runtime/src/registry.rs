@@ -93,8 +93,9 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
     let out = inspect(env, path).await?;
     let m = &out.manifest;
     let app_id = apps::app_id_for(&m.group, &m.parent, &m.name);
-    let new_version = Version::parse(&m.version)
-        .ok_or_else(|| RuntimeError::Refused(format!("{}: version {:?} is not MAJOR.MINOR.PATCH", path.display(), m.version)))?;
+    let new_version = Version::parse(&m.version).ok_or_else(|| {
+        RuntimeError::Refused(format!("{}: version {:?} is not MAJOR.MINOR.PATCH", path.display(), m.version))
+    })?;
     for v in apps::versions(db, &app_id).await? {
         if v.version == m.version {
             return Err(RuntimeError::Refused(format!(
@@ -188,7 +189,11 @@ pub async fn reload(env: &HostEnv) -> Result<Vec<ReloadEntry>, RuntimeError> {
 
 /// Makes an older registered version active again: `to`, or else the highest
 /// registered version below the active one. Returns (from, to).
-pub async fn rollback(env: &HostEnv, app_spec: &str, to: Option<&str>) -> Result<(Option<String>, String), RuntimeError> {
+pub async fn rollback(
+    env: &HostEnv,
+    app_spec: &str,
+    to: Option<&str>,
+) -> Result<(Option<String>, String), RuntimeError> {
     let app = apps::resolve_app(&env.db, app_spec).await?;
     let versions = apps::versions(&env.db, &app.app_id).await?;
     let active = app.active_version.as_deref().and_then(Version::parse);

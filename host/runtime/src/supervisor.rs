@@ -130,7 +130,12 @@ pub async fn supervise(env: &HostEnv, runtime_id: &str, time_limit: Option<Durat
     let limit = time_limit.unwrap_or(Duration::from_secs(env.settings.runs.time_limit_secs));
     let settings_json = serde_json::to_string(&env.settings).unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&env.exe);
-    cmd.arg("worker").arg("--runtime-id").arg(runtime_id).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::inherit());
+    cmd.arg("worker")
+        .arg("--runtime-id")
+        .arg(runtime_id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
     apply_limits(&mut cmd, env.settings.runs.memory_limit_mb, env.settings.runs.cpu_limit_secs);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -169,7 +174,8 @@ pub async fn supervise(env: &HostEnv, runtime_id: &str, time_limit: Option<Durat
         if runs::finish(&env.db, runtime_id, RunStatus::Failed, Some(&reason)).await? {
             tracing::error!(runtime_id, %reason, "run failed");
             let run = runs::get(&env.db, runtime_id).await?;
-            apps::record_run_outcome(&env.db, &run.app_id, RunStatus::Failed, run.started_at.unwrap_or(run.created_at)).await?;
+            apps::record_run_outcome(&env.db, &run.app_id, RunStatus::Failed, run.started_at.unwrap_or(run.created_at))
+                .await?;
         }
     }
     Ok(runs::get(&env.db, runtime_id).await?)

@@ -54,7 +54,9 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
         }
     };
     // watched host functions (merges) record their calls for this run
-    if let Err(e) = dc_core::fun_watch::install(db.clone(), rt.clone(), Some(run.app_id.clone()), Some(run.runtime_id.clone())) {
+    if let Err(e) =
+        dc_core::fun_watch::install(db.clone(), rt.clone(), Some(run.app_id.clone()), Some(run.runtime_id.clone()))
+    {
         tracing::warn!(error = %e, "function-call recording is off for this run");
     }
     let span = tracing::info_span!("run", app_id = %run.app_id, runtime_id = %run.runtime_id);
@@ -88,13 +90,19 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
     }
 }
 
-fn prepare(rt: &Handle, env: &HostEnv, run: &runs::RunRow, span: tracing::Span) -> Result<(String, Arc<RunShared>), String> {
+fn prepare(
+    rt: &Handle,
+    env: &HostEnv,
+    run: &runs::RunRow,
+    span: tracing::Span,
+) -> Result<(String, Arc<RunShared>), String> {
     let db = &env.db;
     let version = rt
         .block_on(apps::version_by_hash(db, &run.plugin_hash))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("plugin file {} is not registered any more", run.plugin_hash))?;
-    let manifest: Manifest = serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
     for t in &manifest.tables {
         rt.block_on(merge::ensure_table(db, &run.app_id, t)).map_err(|e| e.to_string())?;
     }
@@ -189,10 +197,11 @@ fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome
 }
 
 fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShared>, threads: usize) -> Outcome {
-    let items: Vec<Value> = match ffi(scraper.prepare_list()).and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string())) {
-        Ok(items) => items,
-        Err(e) => return Outcome::failed(format!("prepare_list failed: {e}")),
-    };
+    let items: Vec<Value> =
+        match ffi(scraper.prepare_list()).and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string())) {
+            Ok(items) => items,
+            Err(e) => return Outcome::failed(format!("prepare_list failed: {e}")),
+        };
     let total = items.len();
     shared.total.store(total as u64, Ordering::Relaxed);
     tracing::info!(items = total, threads, "work list prepared");
@@ -213,8 +222,10 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(item) = items.get(i) else { return };
-                        let result = ffi(shared_scraper.collect(RStr::from_str(&item.to_string())))
-                            .and_then(|j| serde_json::from_str::<Vec<Value>>(&j).map_err(|e| format!("collect returned invalid JSON: {e}")));
+                        let result = ffi(shared_scraper.collect(RStr::from_str(&item.to_string()))).and_then(|j| {
+                            serde_json::from_str::<Vec<Value>>(&j)
+                                .map_err(|e| format!("collect returned invalid JSON: {e}"))
+                        });
                         match result {
                             Ok(recs) => records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs),
                             Err(e) => {
@@ -250,5 +261,8 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
     if errors > 0 {
         tracing::warn!(errors, total, "some items failed in collect");
     }
-    Outcome { status: RunStatus::Success, reason: (errors > 0).then(|| format!("{errors} of {total} items failed in collect")) }
+    Outcome {
+        status: RunStatus::Success,
+        reason: (errors > 0).then(|| format!("{errors} of {total} items failed in collect")),
+    }
 }

@@ -16,8 +16,8 @@ use std::collections::HashSet;
 
 use dc_plugin_api::html::{first_attr, first_text, join_url, scraper::Html};
 use dc_plugin_api::{
-    ColumnDecl, ColumnType, Context, Error, LogLevel, Manifest, Map, MissingRows, PluginKind, Record,
-    Result, Schedule, Scraper, SnapshotMode, TableDecl, Value, json,
+    ColumnDecl, ColumnType, Context, Error, LogLevel, Manifest, Map, MissingRows, PluginKind, Record, Result, Schedule,
+    Scraper, SnapshotMode, TableDecl, Value, json,
 };
 use serde::Deserialize;
 
@@ -355,9 +355,7 @@ fn optional_int_attr(doc: &Html, url: &str, css: &str, attr: &str, field: &str) 
         return Ok(None);
     };
     let raw = raw.trim();
-    raw.parse::<i64>()
-        .map(Some)
-        .map_err(|_| malformed(url, &format!("{css}[{attr}]"), field, raw, "a whole number"))
+    raw.parse::<i64>().map(Some).map_err(|_| malformed(url, &format!("{css}[{attr}]"), field, raw, "a whole number"))
 }
 
 fn malformed(url: &str, css: &str, field: &str, value: &str, expected: &str) -> Error {
@@ -384,10 +382,7 @@ mod tests {
     /// Serves `http://fixture.test/...` from the fixture directory; 404 for
     /// anything missing, an error for other hosts.
     fn serve_fixture(req: &Request) -> Result<Response> {
-        let rel = req
-            .url
-            .strip_prefix(BASE)
-            .ok_or_else(|| Error::msg(format!("unexpected request to {}", req.url)))?;
+        let rel = req.url.strip_prefix(BASE).ok_or_else(|| Error::msg(format!("unexpected request to {}", req.url)))?;
         let not_found = Response { status: 404, url: req.url.clone(), headers: vec![], body: b"not found".to_vec() };
         if req.method != "GET" || rel.split('/').any(|seg| seg == ".." || seg.is_empty()) {
             return Ok(not_found);
@@ -417,10 +412,7 @@ mod tests {
         assert_eq!(t.key, vec!["sku"]);
         assert_eq!(t.snapshot, SnapshotMode::Full);
         let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["sku", "title", "price", "currency", "category", "stock", "rating", "description", "url"]
-        );
+        assert_eq!(names, ["sku", "title", "price", "currency", "category", "stock", "rating", "description", "url"]);
         assert_eq!(m.args_schema["required"], json!(["base_url"]));
         assert_eq!(m.args_schema["additionalProperties"], json!(false));
     }
@@ -528,11 +520,7 @@ mod tests {
         let out_of_stock = rows.iter().filter(|r| r["stock"] == 0).count();
         assert!(out_of_stock > 0 && out_of_stock < 300, "{out_of_stock} items out of stock");
         assert!(run.logs.iter().any(|l| l == "listing collected"), "{:?}", run.logs);
-        assert!(
-            !run.log_records.iter().any(|(_, _, c)| c["reason"] == "listing cut short"),
-            "{:?}",
-            run.log_records
-        );
+        assert!(!run.log_records.iter().any(|(_, _, c)| c["reason"] == "listing cut short"), "{:?}", run.log_records);
     }
 
     #[test]

@@ -59,14 +59,16 @@ pub async fn exec(c: DataCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
             if json {
                 output::json(&infos)?;
             } else {
-                let rows: Vec<Vec<String>> = infos.iter().map(|i| vec![i.table.clone(), i.app.clone(), i.rows.to_string()]).collect();
+                let rows: Vec<Vec<String>> =
+                    infos.iter().map(|i| vec![i.table.clone(), i.app.clone(), i.rows.to_string()]).collect();
                 output::table(&["TABLE", "APP", "ROWS"], &rows);
             }
         }
         DataCommand::Head { table, limit, json } => {
-            let decl = declared_tables(env).await?.into_iter().map(|(_, t)| t).find(|t| t.name == table).ok_or_else(|| {
-                anyhow::anyhow!("no active plugin declares a table {table:?}; see `dc-host data tables`")
-            })?;
+            let decl =
+                declared_tables(env).await?.into_iter().map(|(_, t)| t).find(|t| t.name == table).ok_or_else(|| {
+                    anyhow::anyhow!("no active plugin declares a table {table:?}; see `dc-host data tables`")
+                })?;
             let total = merge::count_rows(&env.db, &table).await?;
             let rows = merge::preview(&env.db, &decl, limit).await?;
             if json {
@@ -85,7 +87,11 @@ pub async fn exec(c: DataCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                                     Some(v) => v.to_string(),
                                     None => String::new(),
                                 };
-                                if v.chars().count() > 40 { format!("{}…", v.chars().take(39).collect::<String>()) } else { v }
+                                if v.chars().count() > 40 {
+                                    format!("{}…", v.chars().take(39).collect::<String>())
+                                } else {
+                                    v
+                                }
                             })
                             .collect()
                     })

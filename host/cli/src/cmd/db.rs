@@ -56,7 +56,13 @@ pub async fn exec_raw(c: &DbCommand, settings: &Settings) -> anyhow::Result<Exit
                 println!("database {url}");
                 let rows: Vec<Vec<String>> = st
                     .iter()
-                    .map(|m| vec![m.version.to_string(), m.description.clone(), if m.applied { "applied" } else { "pending" }.into()])
+                    .map(|m| {
+                        vec![
+                            m.version.to_string(),
+                            m.description.clone(),
+                            if m.applied { "applied" } else { "pending" }.into(),
+                        ]
+                    })
                     .collect();
                 output::table(&["VERSION", "DESCRIPTION", "STATE"], &rows);
             }

@@ -54,7 +54,9 @@ pub enum PluginsCommand {
 /// Prints what registering did, one line.
 pub fn describe_outcome(o: &RegisterOutcome) -> String {
     match o {
-        RegisterOutcome::Registered { app, version, previous: Some(p), .. } => format!("registered {app} {version} (was {p})"),
+        RegisterOutcome::Registered { app, version, previous: Some(p), .. } => {
+            format!("registered {app} {version} (was {p})")
+        }
         RegisterOutcome::Registered { app, version, app_id, .. } => {
             format!("registered {app} {version} (new app {})", output::short(app_id))
         }
@@ -107,7 +109,10 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
                 println!("version:     {}", m.version);
                 println!("interface:   {}", out.interface_version);
                 println!("description: {}", m.description);
-                println!("schedule:    {}", m.default_schedule.as_ref().map(|s| format!("{s:?}")).unwrap_or_else(|| "none".into()));
+                println!(
+                    "schedule:    {}",
+                    m.default_schedule.as_ref().map(|s| format!("{s:?}")).unwrap_or_else(|| "none".into())
+                );
                 for t in &m.tables {
                     let cols: Vec<String> = t.columns.iter().map(|c| format!("{} {}", c.name, c.ty.as_str())).collect();
                     println!("table:       {} (key {}): {}", t.name, t.key.join(", "), cols.join(", "));

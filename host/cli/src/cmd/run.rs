@@ -34,7 +34,9 @@ pub struct RunArgs {
 pub async fn exec(a: RunArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     let app = apps::resolve_app(&env.db, &a.app).await?;
     let args = match &a.args {
-        Some(text) => Some(serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--args is not valid JSON: {e}; pass an object like '{{\"base_url\": \"http://...\"}}'"))?),
+        Some(text) => Some(serde_json::from_str(text).map_err(|e| {
+            anyhow::anyhow!("--args is not valid JSON: {e}; pass an object like '{{\"base_url\": \"http://...\"}}'")
+        })?),
         None => None,
     };
     let opts = RunOptions { args, threads: a.threads, time_limit: a.time_limit.map(Duration::from_secs) };

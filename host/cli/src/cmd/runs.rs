@@ -72,9 +72,19 @@ pub fn print_run(r: &RunRow, app: &str) {
         (_, Some(s)) => format!("signal {s}"),
         _ => "-".into(),
     };
-    println!("worker     pid {}  {exit}  on {}", r.worker_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()), r.host_name);
-    println!("items      {} of {} collected, {} failed ({} threads)", r.current_count, r.total_count, r.error_count, r.threads);
-    println!("rows       {} inserted, {} updated, {} deleted, {} unchanged", r.inserted, r.updated, r.deleted, r.unchanged);
+    println!(
+        "worker     pid {}  {exit}  on {}",
+        r.worker_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        r.host_name
+    );
+    println!(
+        "items      {} of {} collected, {} failed ({} threads)",
+        r.current_count, r.total_count, r.error_count, r.threads
+    );
+    println!(
+        "rows       {} inserted, {} updated, {} deleted, {} unchanged",
+        r.inserted, r.updated, r.deleted, r.unchanged
+    );
 }
 
 #[derive(Serialize)]
@@ -126,11 +136,16 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
             let r = runs::get(&env.db, &runtime_id).await?;
             let feed = if changes { Some(runs::changes(&env.db, &r.runtime_id).await?) } else { None };
             let log_rows = if with_logs { Some(logs::for_run(&env.db, &r.runtime_id, 10_000).await?) } else { None };
-            let calls = if functions { Some(dc_core::fun_watch::function_log_for_run(&env.db, &r.runtime_id).await?) } else { None };
+            let calls = if functions {
+                Some(dc_core::fun_watch::function_log_for_run(&env.db, &r.runtime_id).await?)
+            } else {
+                None
+            };
             if json {
                 output::json(&RunDetail { run: &r, changes: feed, logs: log_rows, functions: calls })?;
             } else {
-                let app = apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
+                let app =
+                    apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
                 print_run(&r, &app);
                 if let Some(feed) = feed {
                     println!("changes    {} keys", feed.len());
@@ -142,13 +157,23 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                     println!("functions  {} calls", calls.len());
                     for c in calls {
                         let err = c.error_msg.map(|e| format!(" error: {e}")).unwrap_or_default();
-                        println!("  {}::{} {:.1} ms {} rows [{}]{err}", c.module_path, c.function_name, c.elapsed_ms, c.rows_count, c.thread_name);
+                        println!(
+                            "  {}::{} {:.1} ms {} rows [{}]{err}",
+                            c.module_path, c.function_name, c.elapsed_ms, c.rows_count, c.thread_name
+                        );
                     }
                 }
                 if let Some(rows) = log_rows {
                     println!("logs       {} records", rows.len());
                     for l in rows {
-                        println!("  {} {:<5} {} {} {}", l.ts.format("%H:%M:%S%.3f"), l.level, l.target, l.message, l.context.0);
+                        println!(
+                            "  {} {:<5} {} {} {}",
+                            l.ts.format("%H:%M:%S%.3f"),
+                            l.level,
+                            l.target,
+                            l.message,
+                            l.context.0
+                        );
                     }
                 }
             }

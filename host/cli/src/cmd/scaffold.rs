@@ -56,7 +56,9 @@ fn check(what: &str, v: &str, ident: bool) -> anyhow::Result<()> {
     if ok {
         Ok(())
     } else {
-        anyhow::bail!("--{what} {v:?} is not allowed: use lowercase letters, digits and '_' (at most 40), starting with a letter")
+        anyhow::bail!(
+            "--{what} {v:?} is not allowed: use lowercase letters, digits and '_' (at most 40), starting with a letter"
+        )
     }
 }
 
@@ -136,12 +138,22 @@ mod tests {
         assert!(check("group", "eu-west", false).is_ok());
         // every placeholder in the template is one scaffold fills in
         for (file, text) in TEMPLATE.iter().filter(|(f, _)| *f != "Cargo.lock") {
-            let rendered = render(text, &[
-                ("crate_name", "c".into()), ("lib_name", "c".into()), ("struct_name", "C".into()),
-                ("group", "g".into()), ("parent", "p".into()), ("name", "n".into()), ("table", "t".into()),
-                ("app_id", "i".into()), ("plugin_api_path", "/x".into()), ("abi_stable_version", "0".into()),
-                ("plugins_dir", "/p".into()),
-            ]);
+            let rendered = render(
+                text,
+                &[
+                    ("crate_name", "c".into()),
+                    ("lib_name", "c".into()),
+                    ("struct_name", "C".into()),
+                    ("group", "g".into()),
+                    ("parent", "p".into()),
+                    ("name", "n".into()),
+                    ("table", "t".into()),
+                    ("app_id", "i".into()),
+                    ("plugin_api_path", "/x".into()),
+                    ("abi_stable_version", "0".into()),
+                    ("plugins_dir", "/p".into()),
+                ],
+            );
             assert!(!rendered.contains("{{"), "{file} has an unfilled placeholder");
         }
     }

@@ -83,7 +83,8 @@ pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> 
             if json {
                 output::json(&names)?;
             } else {
-                let rows: Vec<Vec<String>> = names.iter().map(|n| vec![n.clone(), output::ts(store.updated_at(n))]).collect();
+                let rows: Vec<Vec<String>> =
+                    names.iter().map(|n| vec![n.clone(), output::ts(store.updated_at(n))]).collect();
                 output::table(&["NAME", "UPDATED"], &rows);
             }
         }

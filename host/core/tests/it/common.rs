@@ -73,9 +73,7 @@ pub async fn scratch_pg_url() -> String {
 }
 
 async fn connect_migrated(url: &str) -> Database {
-    let db = Database::connect_url(url, &Settings::default())
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    let db = Database::connect_url(url, &Settings::default()).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"));
     let applied = db.migrate().await.unwrap_or_else(|e| panic!("migrate {url}: {e}"));
     let status = db.status().await.expect("status");
     assert!(!status.is_empty(), "no embedded migrations");
@@ -217,14 +215,7 @@ pub async fn new_app(db: &Database, name: &str) -> String {
 pub async fn new_run(db: &Database, app_id: &str) -> String {
     runs::create(
         db,
-        &runs::NewRun {
-            app_id,
-            plugin_version: "1.0.0",
-            plugin_hash: "0000",
-            args: "{}",
-            threads: 1,
-            host_name: "it",
-        },
+        &runs::NewRun { app_id, plugin_version: "1.0.0", plugin_hash: "0000", args: "{}", threads: 1, host_name: "it" },
     )
     .await
     .expect("runs::create")
@@ -233,7 +224,8 @@ pub async fn new_run(db: &Database, app_id: &str) -> String {
 /// Rows in the table, archived ones included.
 pub async fn raw_count(db: &Database, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM \"{table}\"");
-    dc_core::on_pool!(db, pool => sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).fetch_one(pool).await).expect("count")
+    dc_core::on_pool!(db, pool => sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).fetch_one(pool).await)
+        .expect("count")
 }
 
 /// The bookkeeping columns of one row.
@@ -248,7 +240,8 @@ pub struct Meta {
 
 /// `_row_key` -> bookkeeping columns, for every row (archived ones included).
 pub async fn metas(db: &Database, table: &str) -> BTreeMap<String, Meta> {
-    let sql = format!("SELECT _row_key, _row_hash, _runtime_id, _first_seen, _last_seen, _archived_at FROM \"{table}\"");
+    let sql =
+        format!("SELECT _row_key, _row_hash, _runtime_id, _first_seen, _last_seen, _archived_at FROM \"{table}\"");
     dc_core::on_pool!(db, pool => {
         let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await.expect("read metas");
         rows.iter()

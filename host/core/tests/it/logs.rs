@@ -66,10 +66,8 @@ async fn log_sink_stores_run_records(t: &TestDb) {
     flush(&sink).await;
 
     let rows = logs::for_run(db, &rid, 100).await.expect("for_run");
-    let rows: Vec<_> = rows
-        .into_iter()
-        .map(|r| (r.level, r.target, r.message, r.app_id, r.runtime_id, r.context.0))
-        .collect();
+    let rows: Vec<_> =
+        rows.into_iter().map(|r| (r.level, r.target, r.message, r.app_id, r.runtime_id, r.context.0)).collect();
     check_records(&rows, &app, &rid);
     let o = logs::for_run(db, &other, 100).await.expect("for_run other");
     assert_eq!(o.len(), 1, "{o:?}");
@@ -77,12 +75,14 @@ async fn log_sink_stores_run_records(t: &TestDb) {
     assert_eq!(o[0].context.0, json!({}));
 
     // nothing from sqlx targets anywhere in the table
-    let sqlx_rows: i64 = dc_core::on_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM logs WHERE target LIKE 'sqlx%'")
+    let sqlx_rows: i64 =
+        dc_core::on_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM logs WHERE target LIKE 'sqlx%'")
         .fetch_one(pool).await)
-    .expect("count");
-    assert_eq!(sqlx_rows, 0);
-    let total: i64 = dc_core::on_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM logs").fetch_one(pool).await)
         .expect("count");
+    assert_eq!(sqlx_rows, 0);
+    let total: i64 =
+        dc_core::on_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM logs").fetch_one(pool).await)
+            .expect("count");
     assert_eq!(total, 4);
     assert_eq!(sink.dropped(), 0);
     assert!(!fallback.exists(), "nothing may go to the fallback file while the database works");
@@ -129,9 +129,10 @@ async fn log_sink_falls_back_to_jsonl(t: &TestDb) {
     let closed = t.reconnect().await;
     closed.close().await;
     let (layer, sink2) = logs::start_db_sink(closed, tokio::runtime::Handle::current(), 10, fallback.clone());
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        tracing::info!(runtime_id = %rid, "second batch")
-    });
+    tracing::subscriber::with_default(
+        tracing_subscriber::registry().with(layer),
+        || tracing::info!(runtime_id = %rid, "second batch"),
+    );
     flush(&sink2).await;
     let records = read_jsonl(&fallback);
     assert_eq!(records.len(), 5, "{records:#?}");

@@ -9,8 +9,8 @@ use dc_plugin_api::{MergeSummary, MissingRows, TableDecl};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    TestDb, canonical, counters, feed, item, items_decl, live, metas, new_app, new_run, obj, pair, pairs_decl, raw_count,
-    req,
+    TestDb, canonical, counters, feed, item, items_decl, live, metas, new_app, new_run, obj, pair, pairs_decl,
+    raw_count, req,
 };
 
 both_backends!(
@@ -388,7 +388,8 @@ async fn unstorable_text_is_refused_naming_record_and_field(t: &TestDb) {
             Err(e) => {
                 assert_eq!(live(db, &d).await, before, "{e}");
                 assert!(
-                    matches!(&e, MergeError::BadRecord { index: 3, .. }) && e.to_string().contains(&format!("{field:?}")),
+                    matches!(&e, MergeError::BadRecord { index: 3, .. })
+                        && e.to_string().contains(&format!("{field:?}")),
                     "{:?}: a {field} value with a NUL character was refused without naming record 3 and field {field:?}: {e}",
                     db.backend()
                 );

@@ -273,7 +273,10 @@ async fn concurrent_sqlite_writers_in_separate_processes() {
     .expect("join");
     eprintln!("{WRITERS} writer processes took {:?}", started.elapsed());
     for (w, (status, out, err)) in results.iter().enumerate() {
-        assert!(!err.contains("database is locked") && !out.contains("database is locked"), "writer {w} hit a lock:\n{err}");
+        assert!(
+            !err.contains("database is locked") && !out.contains("database is locked"),
+            "writer {w} hit a lock:\n{err}"
+        );
         assert!(status.success(), "writer {w} exited with {status}\nstdout:\n{out}\nstderr:\n{err}");
         assert!(out.contains(&format!("DC_IT_WRITER_DONE {w}")), "writer {w} did not run its work:\n{out}\n{err}");
     }
@@ -285,7 +288,11 @@ async fn concurrent_sqlite_writers_in_separate_processes() {
         assert_eq!(merge::count_rows(db, &d.name).await.expect("count"), ROWS as i64);
         let expected = writer_expected_counters(w);
         assert_eq!(counters(db, rid).await, expected, "writer {w}: run counters");
-        assert_eq!(feed(db, rid).await.len() as i64, expected[0] + expected[1] + expected[2], "writer {w}: change feed");
+        assert_eq!(
+            feed(db, rid).await.len() as i64,
+            expected[0] + expected[1] + expected[2],
+            "writer {w}: change feed"
+        );
         let run = runs::get(db, rid).await.expect("run");
         assert_eq!(run.status, "SUCCESS", "writer {w}");
         assert_eq!((run.current_count, run.total_count), (ROUNDS as i64, ROUNDS as i64));
@@ -295,13 +302,15 @@ async fn concurrent_sqlite_writers_in_separate_processes() {
             assert_eq!(l.message, format!("writer {w} round {} record {}", n / LOG_BATCH, n % LOG_BATCH));
         }
     }
-    let total: i64 = dc_core::on_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM logs").fetch_one(pool).await)
-        .expect("count logs");
+    let total: i64 =
+        dc_core::on_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM logs").fetch_one(pool).await)
+            .expect("count logs");
     assert_eq!(total, (WRITERS * ROUNDS * LOG_BATCH + 50) as i64);
     let objs = apps::db_objects(db, Some(&app)).await.expect("db_objects");
     assert_eq!(objs.len(), WRITERS + 1, "{objs:?}");
-    let check: String = dc_core::on_pool!(db, pool => sqlx::query_scalar("PRAGMA integrity_check").fetch_one(pool).await)
-        .expect("integrity_check");
+    let check: String =
+        dc_core::on_pool!(db, pool => sqlx::query_scalar("PRAGMA integrity_check").fetch_one(pool).await)
+            .expect("integrity_check");
     assert_eq!(check, "ok");
 }
 
@@ -524,7 +533,11 @@ async fn crash_mid_merge(t: &TestDb) {
         .env("DC_IT_CRASH_APP", &app)
         .env("DC_IT_CRASH_N", n.to_string());
     let mut child = Running::start("crash child".into(), cmd);
-    assert!(child.wait_line("merging", Duration::from_secs(60)), "child never started merging: {:?}", child.stdout_seen);
+    assert!(
+        child.wait_line("merging", Duration::from_secs(60)),
+        "child never started merging: {:?}",
+        child.stdout_seen
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while !writer_active(t, &mut probe).await {
         assert!(Instant::now() < deadline && child.alive(), "the child's write transaction never showed up");
@@ -539,7 +552,8 @@ async fn crash_mid_merge(t: &TestDb) {
     child.child.kill().expect("SIGKILL");
     let waited = t1.elapsed();
     drop(probe);
-    let (status, out, _err) = tokio::task::spawn_blocking(move || child.finish(Duration::from_secs(10))).await.expect("join");
+    let (status, out, _err) =
+        tokio::task::spawn_blocking(move || child.finish(Duration::from_secs(10))).await.expect("join");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(9), "child must die by SIGKILL: {status}");
     let committed_before_kill = out.contains("merged Merge");

@@ -118,6 +118,7 @@ async fn ensure_table_adds_declared_columns(t: &TestDb) {
     assert_eq!(now["[\"a\"]"]["flags"], json!({"x": true}));
 
     // re-merging the same v2 data is idempotent
-    let s = merge::merge(db, req(&app, None, &v2), &[with_new[0].clone(), rows[1].clone()]).await.expect("merge v2 again");
+    let s =
+        merge::merge(db, req(&app, None, &v2), &[with_new[0].clone(), rows[1].clone()]).await.expect("merge v2 again");
     assert_eq!((s.inserted, s.updated, s.deleted, s.unchanged), (0, 0, 0, 2), "{s:?}");
 }
