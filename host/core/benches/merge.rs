@@ -172,42 +172,9 @@ fn value_bytes(c: &Cell) -> usize {
     }
 }
 
-/// The exact byte string `hash::row_hash` feeds to SHA-256 (mirrors
-/// host/core/src/hash.rs for the ASCII text and cell types used here; checked
-/// against `row_hash_hex` before timing).
+/// The exact byte string `hash::row_hash` feeds to SHA-256.
 fn hash_input(names: &[&str], cells: &[Cell]) -> Vec<u8> {
-    let mut pairs: Vec<(&str, &Cell)> = names.iter().copied().zip(cells.iter()).collect();
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    let mut out = Vec::with_capacity(256);
-    for (name, cell) in pairs {
-        out.extend_from_slice(name.as_bytes());
-        out.push(0x1f);
-        match cell {
-            Cell::Null => out.push(b'n'),
-            Cell::Text(s) => {
-                assert!(s.is_ascii(), "bench text is ASCII, so normalization is the identity");
-                out.push(b's');
-                out.extend_from_slice(s.as_bytes());
-            }
-            Cell::Int(i) => {
-                out.push(b'i');
-                out.extend_from_slice(&i.to_be_bytes());
-            }
-            Cell::Real(f) => {
-                out.push(b'f');
-                let f = if *f == 0.0 { 0.0f64 } else { *f };
-                out.extend_from_slice(&f.to_bits().to_be_bytes());
-            }
-            Cell::Bool(b) => out.extend_from_slice(if *b { b"b1" } else { b"b0" }),
-            Cell::Timestamp(t) => {
-                out.push(b't');
-                out.extend_from_slice(&t.timestamp_micros().to_be_bytes());
-            }
-            Cell::Json(_) => unreachable!("no JSON columns in the bench table"),
-        }
-        out.push(0x1e);
-    }
-    out
+    dc_core::hash::RowHasher::new(names, UnicodeForm::Nfc).encode(cells).to_vec()
 }
 
 // ------------------------------------------------------------- results ----
@@ -676,20 +643,7 @@ fn round(v: &[f64]) -> Vec<f64> {
 
 // -------------------------------------------------------------- SQLite ----
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
-
-/// Binds a cell exactly as the merge does (host/core/src/merge.rs `bind_sqlite`).
-fn bind_cell<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
-    match cell {
-        Cell::Null => q.bind(None::<String>),
-        Cell::Text(s) => q.bind(s.clone()),
-        Cell::Int(i) => q.bind(*i),
-        Cell::Real(f) => q.bind(*f),
-        Cell::Bool(b) => q.bind(*b),
-        Cell::Json(v) => q.bind(v.to_string()),
-        Cell::Timestamp(t) => q.bind(*t),
-    }
-}
+use dc_core::merge::bind_sqlite as bind_cell;
 
 async fn sqlite_db(dir: &std::path::Path, file: &str) -> Result<Database, String> {
     let url = format!("sqlite://{}", dir.join(file).display());

@@ -175,6 +175,11 @@ impl RowHasher {
 
     /// The row's SHA-256.
     pub fn hash(&mut self, cells: &[Cell]) -> [u8; 32] {
+        Sha256::digest(self.encode(cells)).into()
+    }
+
+    /// The exact bytes that are hashed for this row (valid until the next call).
+    pub fn encode(&mut self, cells: &[Cell]) -> &[u8] {
         self.buf.clear();
         for (name, i) in &self.order {
             let cell = &cells[*i];
@@ -186,7 +191,7 @@ impl RowHasher {
             encode_cell(cell, self.form, &mut self.buf);
             self.buf.push(0x1e);
         }
-        Sha256::digest(&self.buf).into()
+        &self.buf
     }
 
     /// The row's SHA-256 as lowercase hex.

@@ -398,9 +398,11 @@ macro_rules! add_run_counters {
     };
 }
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+/// A SQLite query under construction.
+pub type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
-fn bind_sqlite<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
+/// Binds one cell the way the SQLite merge stores it.
+pub fn bind_sqlite<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
     match cell {
         Cell::Null => q.bind(None::<String>),
         Cell::Text(s) => q.bind(s.clone()),
