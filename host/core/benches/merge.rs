@@ -16,7 +16,9 @@
 //!
 //! Environment: `DC_BENCH_ROWS` (default 1 000 000), `DC_BENCH_REPS` (default
 //! 3; the median is reported), `DC_BENCH_SQLITE_ROWS` (rows for the SQLite
-//! part, default 200 000, at most `DC_BENCH_ROWS`), `DC_BENCH_PG_ADMIN_URL` (default
+//! part, default 200 000, at most `DC_BENCH_ROWS`), `DC_BENCH_SQLITE_PIN`
+//! (default 1: the SQLite part runs in a child process pinned to one CPU with
+//! `taskset`), `DC_BENCH_PG_ADMIN_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`), `DC_BENCH_ONLY` (comma list
 //! of `pg`, `sqlite`, `hash`), `DC_BENCH_PG_LOG_DURATIONS=1` (diagnostic: the
 //! scratch database logs every statement's duration, and with auto_explain the
@@ -44,6 +46,8 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 const DEFAULT_ROWS: usize = 1_000_000;
 const DEFAULT_REPS: usize = 3;
 const DEFAULT_SQLITE_ROWS: usize = 200_000;
+/// Set in the pinned child process that runs the SQLite part.
+const SQLITE_CHILD_ENV: &str = "DC_BENCH_SQLITE_CHILD";
 const TABLE: &str = "bench_items";
 const FORM: UnicodeForm = UnicodeForm::Nfc;
 
@@ -953,14 +957,56 @@ fn main() {
                 "SQLite runs on the first {m} rows (DC_BENCH_SQLITE_ROWS), not {n}: see docs/benchmarks.md"
             ));
         }
-        let (snap_m, changed_m, removed_m) = if m == n { (snap.clone(), changed, removed) } else { snapshot_rows(m) };
-        rt.block_on(sqlite_part(reps, &rows[..m], &snap_m, changed_m, removed_m, &p, &mut lines, &mut notes));
+        let child = std::env::var_os(SQLITE_CHILD_ENV).is_some();
+        let pin = std::env::var("DC_BENCH_SQLITE_PIN").map(|v| v != "0").unwrap_or(true);
+        let taskset_ok =
+            || std::process::Command::new("taskset").args(["-c", "0", "true"]).status().is_ok_and(|s| s.success());
+        match (child, pin) {
+            (false, true) if taskset_ok() => {
+                // The single-row INSERT baseline does one round trip between the
+                // tokio thread and sqlx's SQLite worker thread per row; when the
+                // two land on different vCPUs every futex wake-up is slow and the
+                // baseline runs up to 5x slower for the whole process (see
+                // docs/benchmarks.md). Run the SQLite part in a child pinned to
+                // one CPU, so baseline and merge are measured undisturbed.
+                log("SQLite part: child process pinned to CPU 0 (taskset -c 0); DC_BENCH_SQLITE_PIN=0 to run it here");
+                let status = std::env::current_exe().and_then(|exe| {
+                    std::process::Command::new("taskset")
+                        .args(["-c", "0"])
+                        .arg(exe)
+                        .env(SQLITE_CHILD_ENV, "1")
+                        .env("DC_BENCH_ONLY", "sqlite")
+                        .env("DC_BENCH_ROWS", m.to_string())
+                        .env("DC_BENCH_SQLITE_ROWS", m.to_string())
+                        .env("DC_BENCH_REPS", reps.to_string())
+                        .status()
+                });
+                match status {
+                    Ok(s) if s.success() => notes.push(
+                        "A3 (SQLite) ran in a child process pinned to one CPU; its table is printed above".into(),
+                    ),
+                    other => notes.push(format!("A3 (SQLite) child process FAILED: {other:?}")),
+                }
+            }
+            _ => {
+                if !child && pin {
+                    notes.push("taskset is unavailable: A3 ran unpinned, its baseline may be distorted".into());
+                }
+                let (snap_m, changed_m, removed_m) =
+                    if m == n { (snap.clone(), changed, removed) } else { snapshot_rows(m) };
+                rt.block_on(sqlite_part(reps, &rows[..m], &snap_m, changed_m, removed_m, &p, &mut lines, &mut notes));
+            }
+        }
     }
     if enabled("pg") {
         rt.block_on(pg_part(reps, &rows, &snap, changed, removed, &p, &mut lines, &mut notes));
     }
 
-    println!("\n## dc-core merge benchmarks (N = {n}, median of {reps} repetitions)");
+    if std::env::var_os(SQLITE_CHILD_ENV).is_some() {
+        println!("\n## dc-core merge benchmarks: SQLite part, pinned to CPU 0 (N = {n}, median of {reps} repetitions)");
+    } else {
+        println!("\n## dc-core merge benchmarks (N = {n}, median of {reps} repetitions)");
+    }
     print_table(&lines);
     for note in &notes {
         println!("- {note}");
