@@ -80,10 +80,10 @@ fn secrets_round_trip_rotate_and_resolve_in_settings() {
 fn db_commands_migrate_deploy_and_guard_drop() {
     let host = Host::sqlite();
     let out = host.ok(&["db", "migrate"]);
-    assert!(out.contains("applied 1 migration(s)"), "{out}");
+    assert!(out.contains("applied 2 migration(s)"), "{out}");
     assert!(host.ok(&["db", "migrate"]).contains("applied 0 migration(s)"));
     let st = host.json(&["db", "status", "--json"]);
-    assert_eq!(st[0]["applied"], true);
+    assert_eq!((st[0]["applied"].as_bool(), st[1]["applied"].as_bool()), (Some(true), Some(true)), "{st}");
     assert!(host.ok(&["db", "deploy"]).contains("deployed"));
     let (_, text) = host.fails(&["db", "drop"]);
     assert!(text.contains("--yes-drop-everything"), "{text}");

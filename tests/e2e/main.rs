@@ -3,6 +3,7 @@
 
 mod boundaries;
 mod cli;
+mod compat;
 mod crash;
 mod demo;
 mod refusals;

@@ -171,7 +171,7 @@ fn refusal_of_a_library_without_a_root_module() {
     refused_while_misbehave_serves(
         &bad,
         "no_root.so",
-        &["is a shared library but has no dc-host root module", "dc_plugin_api::export_plugin!"],
+        &["is a shared library but has no dc-host root module", "dc_plugin_sdk::export_plugin!"],
     );
 }
 
@@ -182,39 +182,44 @@ fn refusal_of_an_incompatible_interface_version_and_layout() {
     let host = host_with_misbehave(bin.path());
     let args = r#"{"mode": "ok", "items": 1}"#;
 
-    // built against dc-plugin-api 2.0.0: abi_stable refuses the major version
-    let v2 = tiny_plugin("api-v2", ApiVariant::Copy { version: "2.0.0", edits: &[] }, &[], dir.path());
-    assert_refused(
-        &host,
-        &v2,
-        "tiny-api-v2.so",
-        Check::File,
-        &[
-            "was built against an incompatible plugin interface",
-            "this host implements dc-plugin-api 1.0.0",
-            "the plugin was built against 2.0.0",
-            "rebuild the plugin against dc-plugin-api 1.x",
-        ],
-        MISBEHAVE,
-        "1.0.0",
-        args,
-    );
-    std::fs::remove_file(host.plugins_dir().join("tiny-api-v2.so")).expect("remove");
+    // built against another major (2.0.0) and a newer minor (1.2.0) of the
+    // interface: refused before any plugin code runs, naming both versions
+    let host_api = dc_e2e::interface_version();
+    for (variant, version, words) in [
+        ("api-v2", "2.0.0", "another major version than this host's"),
+        ("api-v1-next", "1.2.0", "newer than this host's"),
+    ] {
+        let built = tiny_plugin(variant, ApiVariant::Copy { version, edits: &[] }, &[], dir.path());
+        let name = format!("tiny-{variant}.so");
+        let expected_versions = format!("built against plugin interface (dc-plugin-api) {version}, {words} {host_api}");
+        assert_refused(
+            &host,
+            &built,
+            &name,
+            Check::File,
+            &["was built against an incompatible plugin interface", &expected_versions],
+            MISBEHAVE,
+            "1.0.0",
+            args,
+        );
+        std::fs::remove_file(host.plugins_dir().join(&name)).expect("remove");
+    }
 
-    // the same version 1.0.0, but one field of an ABI type has another type
+    // the same interface version, but one field of an ABI type has another type
     let layout = tiny_plugin(
         "api-layout",
         ApiVariant::Copy {
-            version: "1.0.0",
+            version: &host_api,
             edits: &[
-                ("abi.rs", "pub timeout_ms: u64,", "pub timeout_ms: u32,"),
-                ("sdk.rs", "timeout_ms: req.timeout_ms,", "timeout_ms: req.timeout_ms as u32,"),
-                ("testing.rs", "timeout_ms: r.timeout_ms,", "timeout_ms: u64::from(r.timeout_ms),"),
+                ("abi/src/abi.rs", "pub timeout_ms: u64,", "pub timeout_ms: u32,"),
+                ("sdk/src/sdk.rs", "timeout_ms: req.timeout_ms,", "timeout_ms: req.timeout_ms as u32,"),
+                ("sdk/src/testing.rs", "timeout_ms: r.timeout_ms,", "timeout_ms: u64::from(r.timeout_ms),"),
             ],
         },
         &[],
         dir.path(),
     );
+    let rebuild = format!("); rebuild the plugin against this host's dc-plugin-api {host_api}");
     assert_refused(
         &host,
         &layout,
@@ -223,8 +228,8 @@ fn refusal_of_an_incompatible_interface_version_and_layout() {
         &[
             "has an incompatible plugin interface layout (",
             // abi_stable's dump summarized: the mismatch, the field and both types
-            "mismatched type in field timeout_ms: expected u64, found u32",
-            "); rebuild the plugin against this host's dc-plugin-api 1.0.0",
+            "mismatched type in field timeout_ms: the plugin has u32, this host has u64",
+            &rebuild,
         ],
         MISBEHAVE,
         "1.0.0",

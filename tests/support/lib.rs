@@ -20,6 +20,16 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }
 
+/// The version of the workspace's interface crate (`plugin-api/abi/Cargo.toml`),
+/// which the host implements.
+pub fn interface_version() -> String {
+    let toml = std::fs::read_to_string(workspace().join("plugin-api/abi/Cargo.toml")).expect("read abi Cargo.toml");
+    toml.lines()
+        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
+        .expect("a version line")
+        .to_string()
+}
+
 /// Runs `cargo build` for packages (no-op when fresh), panicking with cargo's output on failure.
 pub fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -293,14 +303,29 @@ fn write_if_changed(path: &Path, text: &str) {
     }
 }
 
-/// How the `dc-plugin-api` a standalone fixture plugin is built against differs
-/// from the workspace's.
+/// What a standalone fixture plugin is built against.
 pub enum ApiVariant<'a> {
-    /// The workspace's own `plugin-api/` (by path).
+    /// The workspace's own `plugin-api/sdk` (and so `plugin-api/abi`), by path.
     Workspace,
-    /// A copy of `plugin-api/` with its crate version and source edits
-    /// `(file under src/, from, to)`; every `from` must occur in the file.
+    /// A copy of `plugin-api/abi` and `plugin-api/sdk` with the interface crate
+    /// (`dc-plugin-api`) at `version` and source edits `(path under plugin-api/,
+    /// from, to)`, e.g. `("abi/src/abi.rs", .., ..)`; every `from` must occur in
+    /// the file, and every occurrence is replaced.
     Copy { version: &'a str, edits: &'a [(&'a str, &'a str, &'a str)] },
+}
+
+/// Copies the `.rs` files of `src` into `dest`, applying the edits for `prefix`.
+fn copy_sources(src: &Path, dest: &Path, prefix: &str, edits: &[(&str, &str, &str)]) {
+    for entry in std::fs::read_dir(src).expect("source dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut text = std::fs::read_to_string(entry.path()).expect("read api source");
+        let key = format!("{prefix}/{name}");
+        for (file, from, to) in edits.iter().filter(|(f, _, _)| *f == key) {
+            assert!(text.contains(from), "plugin-api/{file} no longer contains {from:?}; update the test");
+            text = text.replace(from, to);
+        }
+        write_if_changed(&dest.join(&name), &text);
+    }
 }
 
 /// Builds `tests/fixtures/plugins/tiny` as a standalone cdylib crate (its own
@@ -312,22 +337,15 @@ pub fn tiny_plugin(variant: &str, api: ApiVariant<'_>, envs: &[(&str, &str)], de
     let _lock = build_lock(&format!("tiny-{variant}"));
     let ws = workspace();
     let root = fixture_target_dir().join("crates").join(variant);
-    let api_dep = match api {
-        ApiVariant::Workspace => ws.join("plugin-api"),
+    let sdk_dep = match api {
+        ApiVariant::Workspace => ws.join("plugin-api/sdk"),
         ApiVariant::Copy { version, edits } => {
-            let api_root = root.join("api");
-            let src = ws.join("plugin-api/src");
-            for entry in std::fs::read_dir(&src).expect("plugin-api/src").flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let mut text = std::fs::read_to_string(entry.path()).expect("read api source");
-                for (file, from, to) in edits.iter().filter(|(f, _, _)| *f == name) {
-                    assert!(text.contains(from), "plugin-api/src/{file} no longer contains {from:?}; update the test");
-                    text = text.replace(from, to);
-                }
-                write_if_changed(&api_root.join("src").join(&name), &text);
-            }
+            let abi = root.join("api/abi");
+            let sdk = root.join("api/sdk");
+            copy_sources(&ws.join("plugin-api/abi/src"), &abi.join("src"), "abi/src", edits);
+            copy_sources(&ws.join("plugin-api/sdk/src"), &sdk.join("src"), "sdk/src", edits);
             write_if_changed(
-                &api_root.join("Cargo.toml"),
+                &abi.join("Cargo.toml"),
                 &format!(
                     r#"[package]
 name = "dc-plugin-api"
@@ -339,14 +357,51 @@ publish = false
 abi_stable = "0.11.3"
 serde = {{ version = "1", features = ["derive"] }}
 serde_json = "1"
-scraper = "0.29"
-url = "2"
 "#
                 ),
             );
-            api_root
+            write_if_changed(
+                &sdk.join("Cargo.toml"),
+                r#"[package]
+name = "dc-plugin-sdk"
+version = "0.2.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+dc-plugin-api = { path = "../abi" }
+abi_stable = "0.11.3"
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+scraper = "0.29"
+url = "2"
+"#,
+            );
+            sdk
         }
     };
+    let dep = format!("dc-plugin-sdk = {{ path = \"{}\" }}", sdk_dep.display());
+    standalone_plugin(variant, &ws.join("tests/fixtures/plugins/tiny/src/lib.rs"), &dep, envs, dest_dir)
+}
+
+/// Builds `tests/fixtures/plugins/legacy` against the FROZEN dc-plugin-api 1.0.0
+/// (`tests/fixtures/abi/dc-plugin-api-1.0.0`, the interface as it shipped
+/// before the ABI/SDK split) and copies the library into `dest_dir`.
+pub fn legacy_plugin(dest_dir: &Path) -> PathBuf {
+    let _lock = build_lock("legacy-1.0");
+    let ws = workspace();
+    let dep = format!(
+        "dc-plugin-api = {{ path = \"{}\" }}\nabi_stable = \"0.11.3\"",
+        ws.join("tests/fixtures/abi/dc-plugin-api-1.0.0").display()
+    );
+    standalone_plugin("legacy-1-0", &ws.join("tests/fixtures/plugins/legacy/src/lib.rs"), &dep, &[], dest_dir)
+}
+
+/// Builds `lib_src` as a standalone cdylib crate `dc-fixture-<variant>` with the
+/// given dependency lines and copies `<variant>.so` into `dest_dir`.
+fn standalone_plugin(variant: &str, lib_src: &Path, deps: &str, envs: &[(&str, &str)], dest_dir: &Path) -> PathBuf {
+    let ws = workspace();
+    let root = fixture_target_dir().join("crates").join(variant);
     let lib_name = format!("dc_fixture_{}", variant.replace('-', "_"));
     write_if_changed(
         &root.join("Cargo.toml"),
@@ -362,16 +417,14 @@ crate-type = ["cdylib"]
 path = "{lib}"
 
 [dependencies]
-dc-plugin-api = {{ path = "{api}" }}
-abi_stable = "0.11.3"
+{deps}
 
 [profile.dev]
 debug = "line-tables-only"
 
 [workspace]
 "#,
-            lib = ws.join("tests/fixtures/plugins/tiny/src/lib.rs").display(),
-            api = api_dep.display()
+            lib = lib_src.display(),
         ),
     );
     if !root.join("Cargo.lock").exists() {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dc_core::{Database, Settings};
 use dc_runtime::HostEnv;
 use tracing_subscriber::layer::SubscriberExt;
@@ -56,6 +56,8 @@ enum Command {
     /// Encrypted secrets: set, get, list, rm, rotate-key.
     #[command(subcommand)]
     Secrets(cmd::secrets::SecretsCommand),
+    /// The plugin interface this host implements: version, loadable range, capabilities.
+    Interface(cmd::interface::InterfaceArgs),
     /// Serve a directory of static files on loopback (the bundled fixture site).
     FixtureServer(cmd::fixture_server::FixtureServerArgs),
     /// Internal: run one run (started by the supervisor; settings on stdin).
@@ -159,7 +161,9 @@ fn load_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Setting
 }
 
 fn real_main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    // `--version` also names the plugin interface, so an operator can match plugins to hosts
+    let version: &'static str = Box::leak(cmd::interface::version_text().into_boxed_str());
+    let cli = Cli::from_arg_matches(&Cli::command().version(version).get_matches())?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::PluginProbe { file } => Ok(ExitCode::from(dc_runtime::probe::probe_child_main(&file) as u8)),
@@ -179,6 +183,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             init_console_logging();
             cmd::config::exec(c, &load_settings(cli.config.as_deref())?)
         }
+        Command::Interface(a) => cmd::interface::exec(a),
         Command::FixtureServer(a) => {
             init_console_logging();
             rt.block_on(cmd::fixture_server::exec(a))

@@ -267,6 +267,7 @@ fn pg_type(ty: ColumnType) -> &'static str {
         ColumnType::Boolean => "BOOLEAN",
         ColumnType::Json => "JSONB",
         ColumnType::Timestamp => "TIMESTAMPTZ",
+        other => panic!("the benchmark table uses no {other:?} column"),
     }
 }
 

@@ -85,8 +85,11 @@ pub struct PluginVersionRow {
     pub version: String,
     /// SHA-256 of the file.
     pub sha256: String,
-    /// Interface version.
+    /// Major interface version (from the manifest).
     pub interface_version: i64,
+    /// Full interface version from the library header (`1.1.0`); `None` for
+    /// versions registered before it was recorded.
+    pub interface_abi: Option<String>,
     /// Manifest JSON.
     pub manifest: String,
     /// Path in the plugin store.
@@ -134,9 +137,9 @@ pub async fn register_version(
 ) -> Result<(), DbError> {
     crate::in_write_tx!(db, tx => {
         sqlx::query(
-            "INSERT INTO plugin_versions (app_id, version, sha256, interface_version, manifest, store_path, source_file, registered_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(&v.app_id).bind(&v.version).bind(&v.sha256).bind(v.interface_version).bind(&v.manifest)
+            "INSERT INTO plugin_versions (app_id, version, sha256, interface_version, interface_abi, manifest, store_path, source_file, registered_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(&v.app_id).bind(&v.version).bind(&v.sha256).bind(v.interface_version).bind(&v.interface_abi).bind(&v.manifest)
             .bind(&v.store_path).bind(&v.source_file).bind(v.registered_at)
             .execute(&mut *tx).await?;
         sqlx::query(

@@ -690,6 +690,7 @@ pub mod __private {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_borrow)] // the tests take explicit references to exercise autoref specialization
 mod tests {
     use std::collections::BTreeSet;
     use std::str::FromStr;

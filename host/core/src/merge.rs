@@ -69,8 +69,14 @@ pub fn check_ident(name: &str) -> Result<(), MergeError> {
     }
 }
 
-fn sql_type(db: &Database, ty: ColumnType) -> &'static str {
-    match (db, ty) {
+/// The refusal for a column type this host's interface crate knows but this
+/// data layer does not store (a variant added to the non-exhaustive enum).
+fn unsupported(ty: ColumnType) -> String {
+    format!("column type {ty:?} is not supported by this host's data layer; upgrade dc-host")
+}
+
+fn sql_type(db: &Database, ty: ColumnType) -> Result<&'static str, MergeError> {
+    Ok(match (db, ty) {
         (_, ColumnType::Text) => "TEXT",
         (Database::Sqlite(_), ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
         (Database::Sqlite(_), ColumnType::Real) => "REAL",
@@ -80,13 +86,16 @@ fn sql_type(db: &Database, ty: ColumnType) -> &'static str {
         (Database::Postgres(_), ColumnType::Boolean) => "BOOLEAN",
         (Database::Postgres(_), ColumnType::Json) => "JSONB",
         (Database::Postgres(_), ColumnType::Timestamp) => "TIMESTAMPTZ",
-    }
+        (_, other) => return Err(MergeError::BadDeclaration(unsupported(other))),
+    })
 }
 
-fn validate_decl(decl: &TableDecl) -> Result<(), MergeError> {
+fn validate_decl(db: &Database, decl: &TableDecl) -> Result<(), MergeError> {
     check_ident(&decl.name)?;
     for c in &decl.columns {
         check_ident(&c.name)?;
+        sql_type(db, c.ty)
+            .map_err(|e| MergeError::BadDeclaration(format!("{}: column {:?}: {e}", decl.name, c.name)))?;
         if c.name.starts_with('_') {
             return Err(MergeError::BadDeclaration(format!(
                 "{}: column {:?} may not start with '_'",
@@ -104,7 +113,7 @@ fn validate_decl(decl: &TableDecl) -> Result<(), MergeError> {
 /// version may add columns; removing or retyping columns is left to the operator).
 /// Records the table in `app_db_objects`.
 pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
-    validate_decl(decl)?;
+    validate_decl(db, decl)?;
     let ts = match db {
         Database::Sqlite(_) => "TEXT",
         Database::Postgres(_) => "TIMESTAMPTZ",
@@ -116,9 +125,9 @@ pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Resu
             .iter()
             .map(|c| {
                 let not_null = if !c.nullable || decl.key.contains(&c.name) { " NOT NULL" } else { "" };
-                format!("\"{}\" {}{}", c.name, sql_type(db, c.ty), not_null)
+                Ok(format!("\"{}\" {}{}", c.name, sql_type(db, c.ty)?, not_null))
             })
-            .collect();
+            .collect::<Result<_, MergeError>>()?;
         cols.push("_row_key TEXT NOT NULL UNIQUE".into());
         cols.push("_row_hash TEXT NOT NULL".into());
         cols.push("_runtime_id TEXT".into());
@@ -132,7 +141,7 @@ pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Resu
         let existing = table_columns(db, t).await?;
         for c in &decl.columns {
             if !existing.contains(&c.name) {
-                let sql = format!("ALTER TABLE \"{t}\" ADD COLUMN \"{}\" {}", c.name, sql_type(db, c.ty));
+                let sql = format!("ALTER TABLE \"{t}\" ADD COLUMN \"{}\" {}", c.name, sql_type(db, c.ty)?);
                 crate::on_pool!(db, pool => sqlx::query(AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
             }
         }
@@ -226,6 +235,7 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
                 .map_err(|_| wrong("an RFC 3339 timestamp like 2026-01-31T12:00:00Z"))?;
             Cell::Timestamp(t.with_timezone(&Utc))
         }
+        other => return Err(unsupported(other)),
     })
 }
 
@@ -367,7 +377,7 @@ pub async fn merge(
     req: MergeRequest<'_>,
     rows: &[Map<String, Value>],
 ) -> Result<MergeSummary, MergeError> {
-    validate_decl(req.decl)?;
+    validate_decl(db, req.decl)?;
     let prepared = prepare_rows(req.decl, rows, req.form)?;
     let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
     let summary = match db {
@@ -506,7 +516,8 @@ async fn merge_sqlite(
     if req.full_snapshot {
         let incoming: HashSet<&str> = p.keys.iter().map(String::as_str).collect();
         for (key, (_, archived)) in &existing {
-            if !incoming.contains(key.as_str()) && !(archive && *archived) {
+            let already_archived = archive && *archived;
+            if !incoming.contains(key.as_str()) && !already_archived {
                 let q = sqlx::query(AssertSqlSafe(remove_sql.clone()));
                 let q = if archive { q.bind(now).bind(rid.clone()) } else { q };
                 q.bind(key.clone()).execute(&mut *tx).await?;
@@ -660,7 +671,7 @@ async fn merge_postgres(
             pgcopy::cell(buf, &now_cell);
         })
         .await?;
-        let s = MergeSummary { inserted: p.cells.len() as u64, ..Default::default() };
+        let s = MergeSummary::new(p.cells.len() as u64, 0, 0, 0);
         if let Some(rid) = req.runtime_id {
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', _row_key FROM \"{t}\""
@@ -725,12 +736,7 @@ async fn merge_postgres(
             n as u64
         };
     }
-    let s = MergeSummary {
-        inserted: counts[0],
-        updated: counts[1],
-        deleted: counts[2],
-        unchanged: p.cells.len() as u64 - counts[0] - counts[1],
-    };
+    let s = MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]);
     if let Some(rid) = req.runtime_id {
         add_run_counters!(&mut *tx, rid, s)?;
     }
@@ -741,7 +747,7 @@ async fn merge_postgres(
 /// Reads up to `limit` live rows of a declared table as JSON objects (for
 /// `dc-host data head` and tests), ordered by key.
 pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<Map<String, Value>>, MergeError> {
-    validate_decl(decl)?;
+    validate_decl(db, decl)?;
     let sql = format!(
         "SELECT {} FROM \"{}\" WHERE _archived_at IS NULL ORDER BY _row_key LIMIT $1",
         column_list(decl),
@@ -763,6 +769,7 @@ pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<
                         ColumnType::Json => r
                             .try_get::<Option<String>, _>(i)?
                             .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s))),
+                        other => return Err(MergeError::BadDeclaration(unsupported(other))),
                     };
                     m.insert(c.name.clone(), v.unwrap_or(Value::Null));
                 }
@@ -782,6 +789,7 @@ pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<
                         ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
                         ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
                         ColumnType::Json => r.try_get::<Option<sqlx::types::Json<Value>>, _>(i)?.map(|j| j.0),
+                        other => return Err(MergeError::BadDeclaration(unsupported(other))),
                     };
                     m.insert(c.name.clone(), v.unwrap_or(Value::Null));
                 }

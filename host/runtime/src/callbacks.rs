@@ -9,11 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use abi_stable::std_types::RVec;
 use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
 use dc_core::Database;
 use dc_core::enums::UnicodeForm;
 use dc_core::merge::{self, MergeRequest};
-use dc_plugin_api::abi::{FfiHeader, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks};
+use dc_plugin_api::abi::{
+    FfiHeader, FfiHttpRequest, FfiHttpResponse, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks,
+};
+use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
 use dc_plugin_api::{Manifest, SessionConfig};
 use serde_json::{Map, Value};
 use tokio::runtime::Handle;
@@ -82,6 +86,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// An HTTP request as the worker performs it, from either interface version.
+struct HttpCall {
+    method: String,
+    url: String,
+    headers: RVec<FfiHeader>,
+    body: RVec<u8>,
+    timeout_ms: u64,
+    options: RequestOptions,
+}
+
 /// The callbacks object handed to the plugin.
 pub struct WorkerCallbacks(pub Arc<RunShared>);
 
@@ -100,10 +114,12 @@ impl WorkerCallbacks {
         })
     }
 
-    fn do_fetch(&self, r: FfiRequest) -> Result<FfiResponse, String> {
+    /// One HTTP exchange on this thread's session: the 1.0 `fetch` and the 1.1
+    /// `fetch_http` both end here (1.0 requests have no options).
+    fn do_fetch(&self, r: HttpCall) -> Result<FfiHttpResponse, String> {
         let method = reqwest::Method::from_bytes(r.method.as_bytes())
             .map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
-        let url = r.url.to_string();
+        let url = r.url;
         let (client, session_headers) = self.with_session(|s| Ok((s.client.clone(), s.headers.clone())))?;
         let mut req = client.request(method.clone(), &url);
         for (n, v) in session_headers {
@@ -118,8 +134,10 @@ impl WorkerCallbacks {
         if r.timeout_ms > 0 {
             req = req.timeout(Duration::from_millis(r.timeout_ms));
         }
+        let limit = r.options.max_body_bytes;
         self.0.rt.block_on(async move {
-            let resp = req.send().await.map_err(|e| format!("{method} {url} failed: {}", error_chain(&e)))?;
+            let started = std::time::Instant::now();
+            let mut resp = req.send().await.map_err(|e| format!("{method} {url} failed: {}", error_chain(&e)))?;
             let status = resp.status().as_u16();
             let final_url = resp.url().to_string();
             let headers = resp
@@ -130,16 +148,39 @@ impl WorkerCallbacks {
                     value: String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
                 })
                 .collect();
-            let body = resp
-                .bytes()
+            let too_big = |n: u64| format!("{method} {url}: the response body exceeds max_body_bytes {n}");
+            if let (Some(n), Some(len)) = (limit, resp.content_length())
+                && len > n
+            {
+                return Err(too_big(n));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
                 .await
-                .map_err(|e| format!("{method} {url}: reading the body failed: {}", error_chain(&e)))?;
-            Ok(FfiResponse { status, url: final_url.into(), headers, body: body.to_vec().into() })
+                .map_err(|e| format!("{method} {url}: reading the body failed: {}", error_chain(&e)))?
+            {
+                body.extend_from_slice(&chunk);
+                if let Some(n) = limit
+                    && body.len() as u64 > n
+                {
+                    return Err(too_big(n));
+                }
+            }
+            let mut info = ResponseInfo::default();
+            info.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            Ok(FfiHttpResponse {
+                status,
+                url: final_url.into(),
+                headers,
+                body: body.into(),
+                extensions: serde_json::to_string(&info).unwrap_or_default().into(),
+            })
         })
     }
 
     fn do_merge(&self, table: &str, rows_json: &str, full_snapshot: bool) -> Result<String, String> {
-        let decl = self.0.manifest.table(table).ok_or_else(|| {
+        let decl = self.0.manifest.declared_table(table).ok_or_else(|| {
             format!("table {table:?} is not declared in the plugin manifest; declare it under \"tables\"")
         })?;
         let rows: Vec<Map<String, Value>> = serde_json::from_str(rows_json)
@@ -182,11 +223,52 @@ impl WorkerCallbacks {
 }
 
 impl HostCallbacks for WorkerCallbacks {
-    fn fetch(&self, request: FfiRequest) -> RResult<FfiResponse, RString> {
-        match self.do_fetch(request) {
+    fn fetch(&self, r: FfiRequest) -> RResult<FfiResponse, RString> {
+        let call = HttpCall {
+            method: r.method.into_string(),
+            url: r.url.into_string(),
+            headers: r.headers,
+            body: r.body,
+            timeout_ms: r.timeout_ms,
+            options: RequestOptions::default(),
+        };
+        match self.do_fetch(call) {
+            Ok(r) => ROk(FfiResponse { status: r.status, url: r.url, headers: r.headers, body: r.body }),
+            Err(e) => RErr(e.into()),
+        }
+    }
+
+    fn fetch_http(&self, r: FfiHttpRequest) -> RResult<FfiHttpResponse, RString> {
+        let options: RequestOptions = if r.extensions.is_empty() {
+            RequestOptions::default()
+        } else {
+            match serde_json::from_str(r.extensions.as_str()) {
+                Ok(o) => o,
+                Err(e) => {
+                    return RErr(format!("{} {}: invalid request options: {e}", r.method, r.url).into());
+                }
+            }
+        };
+        let call = HttpCall {
+            method: r.method.into_string(),
+            url: r.url.into_string(),
+            headers: r.headers,
+            body: r.body,
+            timeout_ms: r.timeout_ms,
+            options,
+        };
+        match self.do_fetch(call) {
             Ok(r) => ROk(r),
             Err(e) => RErr(e.into()),
         }
+    }
+
+    fn capabilities(&self) -> RString {
+        serde_json::to_string(crate::HOST_CAPABILITIES).unwrap_or_default().into()
+    }
+
+    fn log_at(&self, level: u8, message: RStr<'_>, context_json: RStr<'_>) {
+        self.log(severity::to_ffi_level(level), message, context_json)
     }
 
     fn configure_session(&self, config_json: RStr<'_>) -> RResult<(), RString> {

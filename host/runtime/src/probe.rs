@@ -4,6 +4,11 @@
 //! loading runs plugin code and a loaded library can never be unloaded. The
 //! child answers with the manifest as JSON, or a refusal that names what was
 //! expected and what was found.
+//!
+//! The interface version a plugin was built against is read from the library
+//! header before any plugin code runs, and checked by our own rule
+//! ([`dc_plugin_api::check_plugin_version`]: same major, minor not newer than
+//! this host's), so a refusal names both versions instead of a layout dump.
 
 use std::io::Read;
 use std::path::Path;
@@ -21,16 +26,43 @@ use crate::RuntimeError;
 /// What a probe found in a loadable plugin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeOutput {
+    /// The plugin interface (dc-plugin-api) version the plugin was built
+    /// against, as abi_stable recorded it in the library (`1.0.0`, `1.1.0`, …).
+    pub interface_version: String,
+    /// The dc-plugin-sdk version the plugin was built with (none for plugins
+    /// built before the SDK existed, interface 1.0).
+    pub sdk_version: Option<String>,
+    /// Host capabilities the plugin requires.
+    pub requires: Vec<String>,
     /// The manifest as the plugin declares it.
     pub manifest: Manifest,
-    /// Interface version reported by the root module.
-    pub interface_version: u32,
+}
+
+impl ProbeOutput {
+    /// Re-checks an answer that came from the probe child: the child ran plugin
+    /// code, so the parent trusts none of it (versions, manifest rules).
+    pub fn validate(&self, path: &Path) -> Result<(), String> {
+        if let Some(why) = dc_plugin_api::check_plugin_version(&self.interface_version) {
+            return Err(format!("{}: {why}", path.display()));
+        }
+        let problems = self.manifest.validate();
+        if !problems.is_empty() {
+            return Err(format!("{} has an invalid manifest: {}", path.display(), problems.join("; ")));
+        }
+        if self.sdk_version != self.manifest.sdk_version || self.requires != self.manifest.requires {
+            return Err(format!(
+                "{}: the probe's answer contradicts the manifest; the plugin was not registered",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum ProbeAnswer {
-    Ok(ProbeOutput),
+    Ok(Box<ProbeOutput>),
     Refused(String),
 }
 
@@ -144,8 +176,9 @@ fn summarize_abi_dump(text: &str) -> String {
     if let Some(f) = field {
         out.push_str(&format!(" in field {f}"));
     }
+    // the check runs plugin-as-interface against host-as-implementation
     if let (Some(e), Some(f)) = (expected, found) {
-        out.push_str(&format!(": expected {e}, found {f}"));
+        out.push_str(&format!(": the plugin has {e}, this host has {f}"));
     }
     out
 }
@@ -159,7 +192,7 @@ fn describe(path: &Path, e: &LibraryError) -> String {
             )
         }
         LibraryError::GetSymbolError { .. } => format!(
-            "{p} is a shared library but has no dc-host root module; export one with `dc_plugin_api::export_plugin!(YourScraper);`"
+            "{p} is a shared library but has no dc-host root module; export one with `dc_plugin_sdk::export_plugin!(YourScraper);`"
         ),
         LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
             "{p} was built against an incompatible plugin interface: this host implements dc-plugin-api {expected_version}, the plugin was built against {actual_version}; rebuild the plugin against dc-plugin-api {}.x",
@@ -168,49 +201,96 @@ fn describe(path: &Path, e: &LibraryError) -> String {
         LibraryError::AbiInstability(dump) => format!(
             "{p} has an incompatible plugin interface layout ({}); rebuild the plugin against this host's dc-plugin-api {}",
             summarize_abi_dump(&dump.to_string()),
-            dc_plugin_api::API_CRATE_VERSION
+            dc_plugin_api::ABI_VERSION
         ),
         LibraryError::InvalidAbiHeader(h) => format!(
             "{p} was built with an incompatible abi_stable ({h:?}); rebuild it against dc-plugin-api {}",
-            dc_plugin_api::API_CRATE_VERSION
+            dc_plugin_api::ABI_VERSION
         ),
         LibraryError::Many(errs) => errs.iter().map(|e| describe(path, e)).collect::<Vec<_>>().join("; "),
         other => format!("{p} cannot be loaded: {other}"),
     }
 }
 
-/// Loads the plugin's root module in THIS process. Only the probe child and the
-/// worker call it: the library stays mapped for the life of the process.
-pub fn load_module(path: &Path) -> Result<PluginModRef, String> {
+/// Loads the plugin's root module in THIS process, after checking the
+/// interface version recorded in its header and the layout of every type the
+/// plugin was built with. Only the probe child and the worker call it: the
+/// library stays mapped for the life of the process. Returns the module and
+/// the plugin's interface version.
+///
+/// Why not abi_stable's `init_root_module`: its layout check lets the library
+/// have *more* prefix fields than the loader (an old loader, a new library),
+/// and refuses the case we promise, a new host loading an old plugin, whose
+/// vtables have fewer methods. So the check runs the other way round: the
+/// plugin's layout is the "interface" and the host's the "implementation",
+/// i.e. the host must offer everything the plugin was built with, field by
+/// field, with the same types. That is exactly what is safe at run time:
+/// - `HostCallbacks` vtables are made by the host, so a plugin reads at most
+///   its own (smaller) number of methods;
+/// - `PluginMod` and `ScraperFfi` vtables are made by the plugin; a host field
+///   or method the plugin lacks is found missing at run time from the prefix
+///   metadata the plugin carries (`missing_field(option)`, default methods);
+/// - every other type must match exactly, in both directions.
+pub fn load_module(path: &Path) -> Result<(PluginModRef, String), String> {
+    use abi_stable::StableAbi;
     let header = abi_stable::library::lib_header_from_path(path).map_err(|e| describe(path, &e))?;
-    header.init_root_module::<PluginModRef>().map_err(|e| describe(path, &e))
+    let built_against = header.version_strings().version.as_str().to_string();
+    if let Some(why) = dc_plugin_api::check_plugin_version(&built_against) {
+        return Err(format!("{} was built against an incompatible plugin interface: {why}", path.display()));
+    }
+    let plugin_layout = header.layout().ok_or_else(|| {
+        format!(
+            "{} carries no type layout (built with `unsafe_no_layout_constant`?), so its interface cannot be checked; export it with `dc_plugin_sdk::export_plugin!`",
+            path.display()
+        )
+    })?;
+    abi_stable::abi_stability::abi_checking::check_layout_compatibility(plugin_layout, PluginModRef::LAYOUT).map_err(
+        |e| {
+            format!(
+                "{} has an incompatible plugin interface layout ({}); rebuild the plugin against this host's dc-plugin-api {}",
+                path.display(),
+                summarize_abi_dump(&e.to_string()),
+                dc_plugin_api::ABI_VERSION
+            )
+        },
+    )?;
+    // SAFETY: the layout of the plugin's root module, and of every type it
+    // reaches, was checked just above to be one this host's `PluginModRef`
+    // extends compatibly (see the function docs); the version was checked too.
+    #[allow(unsafe_code)]
+    let module =
+        unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }.map_err(|e| describe(path, &e))?;
+    Ok((module, built_against))
 }
 
 /// Reads the manifest of a loaded module.
-pub fn read_manifest(path: &Path, module: PluginModRef) -> Result<ProbeOutput, String> {
+pub fn read_manifest(path: &Path, module: PluginModRef, built_against: String) -> Result<ProbeOutput, String> {
     let interface_version = (module.interface_version())();
     let json = (module.manifest())().into_string();
     let manifest: Manifest = serde_json::from_str(&json)
         .map_err(|e| format!("{} has an invalid manifest: {e}; fix the plugin's `manifest()`", path.display()))?;
     if interface_version != manifest.interface_version {
         return Err(format!(
-            "{} declares interface_version {} in its manifest but was built against interface {}; set interface_version: dc_plugin_api::INTERFACE_VERSION",
+            "{} declares interface_version {} in its manifest but was built against interface {}; let the SDK fill it in (Manifest::new)",
             path.display(),
             manifest.interface_version,
             interface_version
         ));
     }
-    let problems = manifest.validate();
-    if !problems.is_empty() {
-        return Err(format!("{} has an invalid manifest: {}", path.display(), problems.join("; ")));
-    }
-    Ok(ProbeOutput { manifest, interface_version })
+    let out = ProbeOutput {
+        interface_version: built_against,
+        sdk_version: manifest.sdk_version.clone(),
+        requires: manifest.requires.clone(),
+        manifest,
+    };
+    out.validate(path)?;
+    Ok(out)
 }
 
 /// The body of `dc-host plugin-probe FILE`: prints one JSON answer on stdout.
 pub fn probe_child_main(path: &Path) -> i32 {
-    let answer = match load_module(path).and_then(|m| read_manifest(path, m)) {
-        Ok(out) => ProbeAnswer::Ok(out),
+    let answer = match load_module(path).and_then(|(m, v)| read_manifest(path, m, v)) {
+        Ok(out) => ProbeAnswer::Ok(Box::new(out)),
         Err(msg) => ProbeAnswer::Refused(msg),
     };
     println!("{}", serde_json::to_string(&answer).unwrap_or_default());
@@ -254,7 +334,10 @@ pub fn probe(exe: &Path, path: &Path, timeout: Duration) -> Result<ProbeOutput, 
         let _ = s.read_to_string(&mut err);
     }
     match serde_json::from_str::<ProbeAnswer>(out.trim()) {
-        Ok(ProbeAnswer::Ok(o)) => Ok(o),
+        Ok(ProbeAnswer::Ok(o)) => {
+            o.validate(path).map_err(RuntimeError::Refused)?;
+            Ok(*o)
+        }
         Ok(ProbeAnswer::Refused(msg)) => Err(RuntimeError::Refused(msg)),
         Err(_) => Err(RuntimeError::Refused(format!(
             "{} crashed the probe process while loading ({}){}; the plugin was not registered",
@@ -301,10 +384,13 @@ mod tests {
     fn abi_dump_is_summarized() {
         // the shape abi_stable prints: values on the line after the label
         let dump = "lots of text\n  field_name:headers\n  type:RVec<FfiHeader>\n  field_name:timeout_ms\n  type:u32\nError:mismatched type\nExpected:\n    u64\nFound:\n    u32\nmore";
-        assert_eq!(summarize_abi_dump(dump), "mismatched type in field timeout_ms: expected u64, found u32");
+        assert_eq!(
+            summarize_abi_dump(dump),
+            "mismatched type in field timeout_ms: the plugin has u64, this host has u32"
+        );
         assert_eq!(
             summarize_abi_dump("Error:mismatched type\nExpected: u32\nFound: u64"),
-            "mismatched type: expected u32, found u64"
+            "mismatched type: the plugin has u32, this host has u64"
         );
     }
 }

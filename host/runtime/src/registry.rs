@@ -92,6 +92,17 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
     }
     let out = inspect(env, path).await?;
     let m = &out.manifest;
+    let missing = dc_plugin_api::capability::missing(&m.requires, crate::HOST_CAPABILITIES);
+    if !missing.is_empty() {
+        return Err(RuntimeError::Refused(format!(
+            "{}: {} {} requires the capability {} that this host does not implement (it implements {}); run it on a dc-host that does, or remove the requirement",
+            path.display(),
+            app_path(m),
+            m.version,
+            missing.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
+            crate::HOST_CAPABILITIES.join(", ")
+        )));
+    }
     let app_id = apps::app_id_for(&m.group, &m.parent, &m.name);
     let new_version = Version::parse(&m.version).ok_or_else(|| {
         RuntimeError::Refused(format!("{}: version {:?} is not MAJOR.MINOR.PATCH", path.display(), m.version))
@@ -130,12 +141,19 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
         Some(Schedule::Cron(c)) => (Some(c.as_str()), None),
         Some(Schedule::IntervalSecs(s)) => (None, Some(*s as i64)),
         None => (None, None),
+        Some(other) => {
+            return Err(RuntimeError::Refused(format!(
+                "{}: default_schedule {other:?} is a kind of schedule this host does not know; upgrade dc-host",
+                path.display()
+            )));
+        }
     };
     let row = PluginVersionRow {
         app_id: app_id.clone(),
         version: m.version.clone(),
         sha256: sha256.clone(),
-        interface_version: i64::from(out.interface_version),
+        interface_version: i64::from(m.interface_version),
+        interface_abi: Some(out.interface_version.clone()),
         manifest: serde_json::to_string(m).unwrap_or_default(),
         store_path: stored.display().to_string(),
         source_file: path.display().to_string(),

@@ -169,7 +169,7 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
 
 fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome {
     let module = match crate::probe::load_module(std::path::Path::new(module_path)) {
-        Ok(m) => m,
+        Ok((m, _)) => m,
         Err(e) => return Outcome::failed(format!("cannot load plugin: {e}")),
     };
     let done = Arc::new(AtomicBool::new(false));

@@ -14,10 +14,9 @@
 
 use std::collections::HashSet;
 
-use dc_plugin_api::html::{first_attr, first_text, join_url, scraper::Html};
-use dc_plugin_api::{
-    ColumnDecl, ColumnType, Context, Error, LogLevel, Manifest, Map, MissingRows, PluginKind, Record, Result, Schedule,
-    Scraper, SnapshotMode, TableDecl, Value, json,
+use dc_plugin_sdk::html::{Document, first_attr, first_text, join_url};
+use dc_plugin_sdk::{
+    ColumnDecl, Context, Error, LogLevel, Manifest, Map, Record, Result, Schedule, Scraper, TableDecl, Value, json,
 };
 use serde::Deserialize;
 
@@ -79,39 +78,25 @@ pub struct Catalogue {
     listing: Listing,
 }
 
-fn column(name: &str, ty: ColumnType, nullable: bool, max_len: usize) -> ColumnDecl {
-    ColumnDecl { name: name.into(), ty, nullable, max_len }
-}
-
 impl Scraper for Catalogue {
     fn manifest() -> Manifest {
-        Manifest {
-            name: "catalogue".into(),
-            group: "demo".into(),
-            parent: "fixtures".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            interface_version: dc_plugin_api::INTERFACE_VERSION,
-            kind: PluginKind::Scraper,
-            description: "Example scraper: collects every product of the catalogue fixture site".into(),
-            default_schedule: Some(Schedule::IntervalSecs(3600)),
-            tables: vec![TableDecl {
-                name: TABLE.into(),
-                columns: vec![
-                    column("sku", ColumnType::Text, false, 0),
-                    column("title", ColumnType::Text, false, 200),
-                    column("price", ColumnType::Real, true, 0),
-                    column("currency", ColumnType::Text, true, 0),
-                    column("category", ColumnType::Text, true, 0),
-                    column("stock", ColumnType::Integer, true, 0),
-                    column("rating", ColumnType::Integer, true, 0),
-                    column("description", ColumnType::Text, true, 0),
-                    column("url", ColumnType::Text, false, 0),
-                ],
-                key: vec!["sku".into()],
-                snapshot: SnapshotMode::Full,
-                missing: MissingRows::Delete,
-            }],
-            args_schema: json!({
+        Manifest::new("demo", "fixtures", "catalogue", env!("CARGO_PKG_VERSION"))
+            .description("Example scraper: collects every product of the catalogue fixture site")
+            .schedule(Schedule::every_secs(3600))
+            .table(
+                TableDecl::new(TABLE)
+                    .column(ColumnDecl::text("sku").not_null())
+                    .column(ColumnDecl::text("title").not_null().max_len(200))
+                    .column(ColumnDecl::real("price"))
+                    .column(ColumnDecl::text("currency"))
+                    .column(ColumnDecl::text("category"))
+                    .column(ColumnDecl::integer("stock"))
+                    .column(ColumnDecl::integer("rating"))
+                    .column(ColumnDecl::text("description"))
+                    .column(ColumnDecl::text("url").not_null())
+                    .key(["sku"]),
+            )
+            .args_schema(json!({
                 "type": "object",
                 "properties": {
                     "base_url": {
@@ -127,8 +112,7 @@ impl Scraper for Catalogue {
                 },
                 "required": ["base_url"],
                 "additionalProperties": false
-            }),
-        }
+            }))
     }
 
     fn new(ctx: &Context) -> Result<Self> {
@@ -224,7 +208,7 @@ impl Scraper for Catalogue {
     /// kept rather than deleted.
     fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
         let (cause, pages) = match self.listing {
-            Listing::Complete => return dc_plugin_api::sdk::default_store(&Self::manifest(), ctx, records),
+            Listing::Complete => return dc_plugin_sdk::sdk::default_store(&Self::manifest(), ctx, records),
             Listing::CutShort { cause, pages } => (cause, Some(pages)),
             Listing::NotRead => ("listing not read", None),
         };
@@ -258,7 +242,7 @@ impl Scraper for Catalogue {
     }
 }
 
-dc_plugin_api::export_plugin!(Catalogue);
+dc_plugin_sdk::export_plugin!(Catalogue);
 
 /// Parses a listing page at `url`: the absolute URLs of its product detail pages
 /// (in page order) and the absolute URL of the next listing page, if any.
@@ -267,8 +251,8 @@ dc_plugin_api::export_plugin!(Catalogue);
 /// point at the catalogue site or the site's layout changed. So is a link that
 /// cannot be resolved against `url` (the error names both).
 pub fn parse_listing(url: &str, html: &str) -> Result<(Vec<String>, Option<String>)> {
-    let doc = Html::parse_document(html);
-    let links: Vec<String> = dc_plugin_api::html::all_attr(&doc, SEL_PRODUCT_LINK, "href")?
+    let doc = Document::parse(html);
+    let links: Vec<String> = dc_plugin_sdk::html::all_attr(&doc, SEL_PRODUCT_LINK, "href")?
         .iter()
         .map(|href| href.trim())
         .filter(|href| !href.is_empty())
@@ -294,7 +278,7 @@ pub fn parse_listing(url: &str, html: &str) -> Result<(Vec<String>, Option<Strin
 /// `null` when absent. A value that is present but malformed (a price that is not
 /// a number, a rating outside 1..5, ...) is always an error.
 pub fn parse_detail(url: &str, html: &str) -> Result<Value> {
-    let doc = Html::parse_document(html);
+    let doc = Document::parse(html);
 
     let title = required_text(&doc, url, SEL_TITLE, "title")?;
     let sku = required_text(&doc, url, SEL_SKU, "sku")?;
@@ -331,7 +315,7 @@ pub fn parse_detail(url: &str, html: &str) -> Result<Value> {
 
 /// Non-empty text of the first element matching `css`, or an error naming the
 /// URL, the field and the selector.
-fn required_text(doc: &Html, url: &str, css: &str, field: &str) -> Result<String> {
+fn required_text(doc: &Document, url: &str, css: &str, field: &str) -> Result<String> {
     match first_text(doc, css)? {
         Some(text) if !text.is_empty() => Ok(text),
         Some(_) => Err(Error::msg(format!(
@@ -344,13 +328,13 @@ fn required_text(doc: &Html, url: &str, css: &str, field: &str) -> Result<String
 }
 
 /// Text of the first element matching `css`; `None` when absent or empty.
-fn optional_text(doc: &Html, css: &str) -> Result<Option<String>> {
+fn optional_text(doc: &Document, css: &str) -> Result<Option<String>> {
     Ok(first_text(doc, css)?.filter(|t| !t.is_empty()))
 }
 
 /// Integer attribute `attr` of the first element matching `css`; `None` when
 /// absent, an error naming the URL and selector when not an integer.
-fn optional_int_attr(doc: &Html, url: &str, css: &str, attr: &str, field: &str) -> Result<Option<i64>> {
+fn optional_int_attr(doc: &Document, url: &str, css: &str, attr: &str, field: &str) -> Result<Option<i64>> {
     let Some(raw) = first_attr(doc, css, attr)? else {
         return Ok(None);
     };
@@ -367,8 +351,8 @@ fn malformed(url: &str, css: &str, field: &str, value: &str, expected: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dc_plugin_api::testing::{TestHost, TestRun};
-    use dc_plugin_api::{Request, Response};
+    use dc_plugin_sdk::testing::{TestHost, TestRun};
+    use dc_plugin_sdk::{Request, Response};
 
     const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/catalogue");
     const BASE: &str = "http://fixture.test/";
@@ -383,17 +367,14 @@ mod tests {
     /// anything missing, an error for other hosts.
     fn serve_fixture(req: &Request) -> Result<Response> {
         let rel = req.url.strip_prefix(BASE).ok_or_else(|| Error::msg(format!("unexpected request to {}", req.url)))?;
-        let not_found = Response { status: 404, url: req.url.clone(), headers: vec![], body: b"not found".to_vec() };
+        let not_found = Response::new(404, req.url.clone(), b"not found".to_vec());
         if req.method != "GET" || rel.split('/').any(|seg| seg == ".." || seg.is_empty()) {
             return Ok(not_found);
         }
         match std::fs::read(format!("{FIXTURE_DIR}/{rel}")) {
-            Ok(body) => Ok(Response {
-                status: 200,
-                url: req.url.clone(),
-                headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
-                body,
-            }),
+            Ok(body) => {
+                Ok(Response::new(200, req.url.clone(), body).with_header("content-type", "text/html; charset=utf-8"))
+            }
             Err(_) => Ok(not_found),
         }
     }
@@ -408,9 +389,9 @@ mod tests {
         assert_eq!(m.validate(), Vec::<String>::new());
         assert_eq!((m.name.as_str(), m.group.as_str(), m.parent.as_str()), ("catalogue", "demo", "fixtures"));
         assert_eq!(m.version, "1.0.0");
-        let t = m.table(TABLE).expect("catalogue_items is declared");
+        let t = m.declared_table(TABLE).expect("catalogue_items is declared");
         assert_eq!(t.key, vec!["sku"]);
-        assert_eq!(t.snapshot, SnapshotMode::Full);
+        assert_eq!(t.snapshot, dc_plugin_sdk::SnapshotMode::Full);
         let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["sku", "title", "price", "currency", "category", "stock", "rating", "description", "url"]);
         assert_eq!(m.args_schema["required"], json!(["base_url"]));

@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod db;
 pub mod fixture_server;
+pub mod interface;
 pub mod plugins;
 pub mod reload;
 pub mod run;

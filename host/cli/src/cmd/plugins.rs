@@ -99,15 +99,48 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
         }
         PluginsCommand::Inspect { file, json } => {
             let out = registry::inspect(env, &file).await?;
+            let missing: Vec<String> = dc_plugin_api::capability::missing(&out.requires, dc_runtime::HOST_CAPABILITIES)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
             if json {
-                output::json(&out)?;
+                #[derive(serde::Serialize)]
+                struct Inspected<'a> {
+                    file: String,
+                    app_id: String,
+                    #[serde(flatten)]
+                    probe: &'a dc_runtime::probe::ProbeOutput,
+                    /// Required capabilities this host lacks (registration would refuse the plugin).
+                    missing_capabilities: Vec<String>,
+                }
+                let m = &out.manifest;
+                output::json(&Inspected {
+                    file: file.display().to_string(),
+                    app_id: apps::app_id_for(&m.group, &m.parent, &m.name),
+                    probe: &out,
+                    missing_capabilities: missing,
+                })?;
             } else {
                 let m = &out.manifest;
                 println!("file:        {}", file.display());
                 println!("app:         {}/{}/{}", m.group, m.parent, m.name);
                 println!("app id:      {}", apps::app_id_for(&m.group, &m.parent, &m.name));
                 println!("version:     {}", m.version);
-                println!("interface:   {}", out.interface_version);
+                println!(
+                    "interface:   dc-plugin-api {} (this host: {})",
+                    out.interface_version,
+                    dc_plugin_api::ABI_VERSION
+                );
+                println!("sdk:         {}", out.sdk_version.as_deref().unwrap_or("none (built before dc-plugin-sdk)"));
+                let requires: Vec<String> = out
+                    .requires
+                    .iter()
+                    .map(|c| if missing.contains(c) { format!("{c} (NOT offered by this host)") } else { c.clone() })
+                    .collect();
+                println!(
+                    "requires:    {}",
+                    if requires.is_empty() { "nothing beyond the basics".into() } else { requires.join(", ") }
+                );
                 println!("description: {}", m.description);
                 println!(
                     "schedule:    {}",
@@ -139,7 +172,7 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
                             if active { "*".into() } else { String::new() },
                             v.version.clone(),
                             output::short(&v.sha256),
-                            v.interface_version.to_string(),
+                            v.interface_abi.clone().unwrap_or_else(|| v.interface_version.to_string()),
                             output::ts(Some(v.registered_at)),
                             v.source_file.clone(),
                         ]

@@ -42,10 +42,10 @@ pub struct ScaffoldArgs {
     /// Directory to create (default: ./dc-plugin-NAME).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Path of the dc-plugin-api crate the plugin builds against (default: the
+    /// Path of the dc-plugin-sdk crate the plugin builds against (default: the
     /// one this host was built from).
-    #[arg(long)]
-    plugin_api: Option<PathBuf>,
+    #[arg(long, alias = "plugin-api")]
+    sdk: Option<PathBuf>,
 }
 
 fn check(what: &str, v: &str, ident: bool) -> anyhow::Result<()> {
@@ -70,8 +70,16 @@ fn render(text: &str, vars: &[(&str, String)]) -> String {
     vars.iter().fold(text.to_string(), |acc, (k, v)| acc.replace(&format!("{{{{{k}}}}}"), v))
 }
 
-fn default_plugin_api() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-api")
+fn default_sdk() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugin-api/sdk")
+}
+
+/// The SDK version this host's template is written for (from the SDK's Cargo.toml).
+fn sdk_version() -> &'static str {
+    include_str!("../../../../plugin-api/sdk/Cargo.toml")
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \"").and_then(|v| v.strip_suffix('"')))
+        .unwrap_or("?")
 }
 
 pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
@@ -84,9 +92,12 @@ pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
         anyhow::bail!("{} already exists and is not empty; choose another --out", out.display());
     }
-    let api = a.plugin_api.clone().unwrap_or_else(default_plugin_api);
-    let api = api.canonicalize().map_err(|e| {
-        anyhow::anyhow!("dc-plugin-api not found at {} ({e}); pass --plugin-api PATH to the plugin-api directory of a dc-host checkout", api.display())
+    let sdk = a.sdk.clone().unwrap_or_else(default_sdk);
+    let sdk = sdk.canonicalize().map_err(|e| {
+        anyhow::anyhow!(
+            "dc-plugin-sdk not found at {} ({e}); pass --sdk PATH to the plugin-api/sdk directory of a dc-host checkout",
+            sdk.display()
+        )
     })?;
     let app_id = apps::app_id_for(&a.group, &a.parent, &a.name);
     let plugins_dir = env.settings.plugins_dir();
@@ -100,8 +111,8 @@ pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         ("name", a.name.clone()),
         ("table", format!("{}_pages", a.name)),
         ("app_id", app_id.clone()),
-        ("plugin_api_path", api.display().to_string()),
-        ("abi_stable_version", "0.11.3".to_string()),
+        ("sdk_path", sdk.display().to_string()),
+        ("sdk_version", sdk_version().to_string()),
         ("plugins_dir", plugins_dir.display().to_string()),
     ];
     for (file, text) in TEMPLATE {
@@ -112,7 +123,7 @@ pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, render(text, &vars))?;
     }
     let created = apps::ensure_app(&env.db, &a.group, &a.parent, &a.name, "scraper", "").await?;
-    println!("created {} ({crate_name})", out.display());
+    println!("created {} ({crate_name}, dc-plugin-sdk {})", out.display(), sdk_version());
     println!(
         "{} app {}/{}/{} (app id {})",
         if created { "registered" } else { "already registered:" },
@@ -136,6 +147,7 @@ mod tests {
         assert_eq!(render("a {{x}} b {{x}}", &[("x", "1".into())]), "a 1 b 1");
         assert!(check("name", "Bad-Name", true).is_err());
         assert!(check("group", "eu-west", false).is_ok());
+        assert!(sdk_version().split('.').count() == 3, "{}", sdk_version());
         // every placeholder in the template is one scaffold fills in
         for (file, text) in TEMPLATE.iter().filter(|(f, _)| *f != "Cargo.lock") {
             let rendered = render(
@@ -149,8 +161,8 @@ mod tests {
                     ("name", "n".into()),
                     ("table", "t".into()),
                     ("app_id", "i".into()),
-                    ("plugin_api_path", "/x".into()),
-                    ("abi_stable_version", "0".into()),
+                    ("sdk_path", "/x".into()),
+                    ("sdk_version", "0".into()),
                     ("plugins_dir", "/p".into()),
                 ],
             );

@@ -152,10 +152,10 @@ pub fn items_decl(name: &str) -> TableDecl {
 /// through the column types.
 pub fn item(i: usize, changed: bool) -> Map<String, Value> {
     let base = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
-    let mut title = if i % 17 == 0 { Value::Null } else { json!(format!("Item {i} caf\u{e9} \u{1F600}")) };
+    let mut title = if i.is_multiple_of(17) { Value::Null } else { json!(format!("Item {i} caf\u{e9} \u{1F600}")) };
     let mut qty = json!(i as i64 * 3 - 100);
     let mut price = json!(i as f64 * 1.25 + 0.5);
-    let mut active = json!(i % 2 == 0);
+    let mut active = json!(i.is_multiple_of(2));
     let colour = ["red", "green", "blue"][i % 3];
     let mut attrs = json!({"colour": colour, "tags": [i, "x"], "nested": {"a": i}});
     let mut seen = base + chrono::Duration::minutes(i as i64) + chrono::Duration::microseconds(i as i64 * 7);
@@ -164,7 +164,7 @@ pub fn item(i: usize, changed: bool) -> Map<String, Value> {
             0 => title = json!(format!("Item {i} renamed")),
             1 => qty = json!(i as i64 * 3 - 99),
             2 => price = json!(i as f64 * 1.25 + 0.51),
-            3 => active = json!(i % 2 != 0),
+            3 => active = json!(!i.is_multiple_of(2)),
             4 => attrs = json!({"colour": "changed", "tags": [i, "x"], "nested": {"a": i}}),
             _ => seen += chrono::Duration::microseconds(1),
         }

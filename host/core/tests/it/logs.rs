@@ -36,7 +36,10 @@ fn emit(app: &str, rid: &str, other_rid: &str) -> usize {
     3
 }
 
-fn check_records(rows: &[(String, String, String, Option<String>, Option<String>, Value)], app: &str, rid: &str) {
+/// A stored log record: level, target, message, app id, run id, context.
+type LogRecord = (String, String, String, Option<String>, Option<String>, Value);
+
+fn check_records(rows: &[LogRecord], app: &str, rid: &str) {
     let target = module_path!();
     let expected = [
         ("INFO", "fetched page", json!({"page": 3, "url": "https://example.test/p3", "ok": true, "ratio": 0.5})),

@@ -23,7 +23,7 @@ both_backends!(
 );
 
 fn summary(inserted: u64, updated: u64, deleted: u64, unchanged: u64) -> MergeSummary {
-    MergeSummary { inserted, updated, deleted, unchanged }
+    MergeSummary::new(inserted, updated, deleted, unchanged)
 }
 
 fn keys_of(decl: &TableDecl, rows: &[Map<String, Value>]) -> Vec<String> {

@@ -1,0 +1,566 @@
+//! The author SDK: the [`Scraper`] trait a plugin implements in plain Rust, the
+//! [`Context`] it calls the host through, and the adapter (used by
+//! [`crate::export_plugin!`]) that turns a `Scraper` into the ABI root module and
+//! catches every panic at the boundary.
+//!
+//! Types a plugin builds (`Request`, `Response`, `Record`) are
+//! `#[non_exhaustive]` with constructors and builder methods, and `LogLevel` is
+//! a non-exhaustive enum, so the SDK can grow without breaking plugin source.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RBox, RErr, ROk, RResult, RStr, RString},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+
+use dc_plugin_api::abi::{
+    FfiHeader, FfiHttpRequest, FfiLogLevel, HostBox, PluginMod, PluginModRef, ScraperBox, ScraperFfi, ScraperFfi_TO,
+};
+use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
+use dc_plugin_api::{Manifest, MergeSummary, SessionConfig, SnapshotMode};
+
+use crate::html::Document;
+
+/// An error a plugin returns. Anything that implements `std::error::Error`
+/// converts into it with `?`; [`Error::msg`] makes one from text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    /// An error with this message.
+    pub fn msg(message: impl std::fmt::Display) -> Error {
+        Error(message.to_string())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Error {
+        Error(e.to_string())
+    }
+}
+
+/// Result with the SDK's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One collected row and the declared table it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Record {
+    /// Declared table name.
+    pub table: String,
+    /// Column name → value.
+    pub row: Map<String, Value>,
+}
+
+impl Record {
+    /// A record for `table` from a JSON object (anything else becomes an empty row,
+    /// which the host then rejects naming the missing key columns).
+    pub fn new(table: impl Into<String>, row: Value) -> Record {
+        let row = match row {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        Record { table: table.into(), row }
+    }
+}
+
+/// An HTTP request. Build it with [`Request::get`] or [`Request::post`] and
+/// the builder methods.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Request {
+    /// Method.
+    pub method: String,
+    /// Absolute URL.
+    pub url: String,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+    /// Timeout in milliseconds (0 = host default).
+    pub timeout_ms: u64,
+    /// Per-request options the host applies (sent as the request's extensions).
+    pub options: RequestOptions,
+}
+
+impl Request {
+    /// A request with any method and no body.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Request {
+        Request {
+            method: method.into(),
+            url: url.into(),
+            headers: vec![],
+            body: vec![],
+            timeout_ms: 0,
+            options: RequestOptions::default(),
+        }
+    }
+
+    /// A GET request.
+    pub fn get(url: impl Into<String>) -> Request {
+        Request::new("GET", url)
+    }
+
+    /// A POST request with a body.
+    pub fn post(url: impl Into<String>, body: impl Into<Vec<u8>>) -> Request {
+        Request::new("POST", url).body(body)
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Request {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.body = body.into();
+        self
+    }
+
+    /// Sets the timeout for this request.
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Request {
+        self.timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        self
+    }
+
+    /// Refuses a response body larger than `bytes` (the host answers with an
+    /// error naming the URL and the limit).
+    pub fn max_body_bytes(mut self, bytes: u64) -> Request {
+        self.options.max_body_bytes = Some(bytes);
+        self
+    }
+}
+
+/// An HTTP response. Plugins get them from [`Context::fetch`]; tests make them
+/// with [`Response::new`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Final URL after redirects.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+    /// Milliseconds from sending the request to the end of the body (0 when
+    /// the host did not say).
+    pub elapsed_ms: u64,
+}
+
+impl Response {
+    /// A response (for tests and [`crate::testing::TestHost`] fetchers).
+    pub fn new(status: u16, url: impl Into<String>, body: impl Into<Vec<u8>>) -> Response {
+        Response { status, url: url.into(), headers: vec![], body: body.into(), elapsed_ms: 0 }
+    }
+
+    /// A `200 OK` response with an HTML body.
+    pub fn html_page(url: impl Into<String>, body: &str) -> Response {
+        Response::new(200, url, body.as_bytes().to_vec()).with_header("content-type", "text/html; charset=utf-8")
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The body as text (invalid UTF-8 is replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_slice(&self.body)?)
+    }
+
+    /// The body parsed as an HTML document.
+    pub fn html(&self) -> Document {
+        Document::parse(&self.text())
+    }
+
+    /// An error unless the status is 2xx, naming the URL and status
+    /// (`"{url} returned HTTP {status}"`).
+    pub fn error_for_status(self) -> Result<Response> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            Err(Error::msg(format!("{} returned HTTP {}", self.url, self.status)))
+        }
+    }
+
+    /// First header value with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Log severity. More levels may come; they map to numeric severities
+/// ([`LogLevel::severity`]) that older hosts round down to a level they know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogLevel {
+    /// Very detailed.
+    Trace,
+    /// Debugging.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Unexpected but not fatal.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+impl LogLevel {
+    /// The numeric severity that crosses the boundary (`dc_plugin_api::wire::severity`).
+    pub fn severity(self) -> u8 {
+        match self {
+            LogLevel::Trace => severity::TRACE,
+            LogLevel::Debug => severity::DEBUG,
+            LogLevel::Info => severity::INFO,
+            LogLevel::Warn => severity::WARN,
+            LogLevel::Error => severity::ERROR,
+        }
+    }
+
+    /// The level of a numeric severity, rounded down to the nearest level.
+    pub fn from_severity(s: u8) -> LogLevel {
+        match severity::to_ffi_level(s) {
+            FfiLogLevel::Trace => LogLevel::Trace,
+            FfiLogLevel::Debug => LogLevel::Debug,
+            FfiLogLevel::Info => LogLevel::Info,
+            FfiLogLevel::Warn => LogLevel::Warn,
+            FfiLogLevel::Error => LogLevel::Error,
+        }
+    }
+}
+
+/// The host, as a plugin sees it: HTTP, merge, logging, progress, arguments and
+/// the stop flag. Cheap to clone and safe to share between threads.
+#[derive(Clone)]
+pub struct Context {
+    host: Arc<HostBox>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Context")
+    }
+}
+
+fn from_r<T>(r: RResult<T, RString>) -> Result<T> {
+    r.into_result().map_err(|e| Error(e.into_string()))
+}
+
+impl Context {
+    /// Wraps host callbacks (the SDK and [`crate::testing`] do this for you).
+    pub fn from_host(host: HostBox) -> Context {
+        Context { host: Arc::new(host) }
+    }
+
+    /// Performs a request on this thread's session.
+    pub fn fetch(&self, req: Request) -> Result<Response> {
+        let extensions = if req.options.is_empty() { String::new() } else { serde_json::to_string(&req.options)? };
+        let ffi = FfiHttpRequest {
+            method: req.method.into(),
+            url: req.url.into(),
+            headers: req
+                .headers
+                .into_iter()
+                .map(|(name, value)| FfiHeader { name: name.into(), value: value.into() })
+                .collect(),
+            body: req.body.into(),
+            timeout_ms: req.timeout_ms,
+            extensions: extensions.into(),
+        };
+        let r = from_r(self.host.fetch_http(ffi))?;
+        let info: ResponseInfo =
+            if r.extensions.is_empty() { ResponseInfo::default() } else { serde_json::from_str(&r.extensions)? };
+        Ok(Response {
+            status: r.status,
+            url: r.url.into_string(),
+            headers: r.headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect(),
+            body: r.body.into_vec(),
+            elapsed_ms: info.elapsed_ms,
+        })
+    }
+
+    /// The capabilities the host implements (`dc_plugin_api::capability`), for
+    /// a plugin that uses an optional one only when it is there.
+    pub fn host_capabilities(&self) -> Vec<String> {
+        serde_json::from_str(&self.host.capabilities()).unwrap_or_default()
+    }
+
+    /// GET a URL and fail unless the status is 2xx.
+    pub fn get(&self, url: &str) -> Result<Response> {
+        self.fetch(Request::get(url))?.error_for_status()
+    }
+
+    /// GET a URL and parse it as HTML (fails unless 2xx).
+    pub fn get_html(&self, url: &str) -> Result<Document> {
+        Ok(self.get(url)?.html())
+    }
+
+    /// Configures this thread's HTTP session.
+    pub fn configure_session(&self, config: &SessionConfig) -> Result<()> {
+        let json = serde_json::to_string(config)?;
+        from_r(self.host.configure_session(RStr::from_str(&json)))
+    }
+
+    /// Merges rows into a declared table. `full_snapshot` removes rows absent
+    /// from `rows` (as the table declares: delete or archive).
+    pub fn merge(&self, table: &str, rows: &[Map<String, Value>], full_snapshot: bool) -> Result<MergeSummary> {
+        let json = serde_json::to_string(rows)?;
+        let out = from_r(self.host.merge(table.into(), RStr::from_str(&json), full_snapshot))?;
+        Ok(serde_json::from_str(&out)?)
+    }
+
+    /// Writes a log record with structured context (a JSON object).
+    pub fn log(&self, level: LogLevel, message: &str, context: Value) {
+        let ctx = if context.is_null() { String::new() } else { context.to_string() };
+        self.host.log_at(level.severity(), message.into(), RStr::from_str(&ctx));
+    }
+
+    /// Info-level log without context.
+    pub fn info(&self, message: &str) {
+        self.log(LogLevel::Info, message, Value::Null)
+    }
+
+    /// Warn-level log without context.
+    pub fn warn(&self, message: &str) {
+        self.log(LogLevel::Warn, message, Value::Null)
+    }
+
+    /// Reports progress (current of total, with errors).
+    pub fn progress(&self, current: u64, total: u64, errors: u64) {
+        self.host.progress(current, total, errors)
+    }
+
+    /// The runtime arguments, deserialized.
+    pub fn args<T: DeserializeOwned>(&self) -> Result<T> {
+        Ok(serde_json::from_str(&self.host.args_json())?)
+    }
+
+    /// The runtime arguments as JSON.
+    pub fn args_value(&self) -> Value {
+        serde_json::from_str(&self.host.args_json()).unwrap_or(Value::Null)
+    }
+
+    /// True once the operator asked this run to stop.
+    pub fn should_stop(&self) -> bool {
+        self.host.should_stop()
+    }
+}
+
+/// The lifecycle a plugin implements. `collect` runs on several threads at once,
+/// so it takes `&self`; the other steps run once, in order, on one thread.
+/// `cleanup` is always called, also after a failure.
+pub trait Scraper: Send + Sync + Sized + 'static {
+    /// Identity, version, tables and argument schema.
+    fn manifest() -> Manifest;
+
+    /// Builds the scraper for one run (arguments are already validated).
+    fn new(ctx: &Context) -> Result<Self>;
+
+    /// Returns the work items (any JSON values, e.g. URLs).
+    fn prepare_list(&mut self, ctx: &Context) -> Result<Vec<Value>>;
+
+    /// Collects one work item into records.
+    fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>>;
+
+    /// Stores every record of the run. The default ([`default_store`]) merges
+    /// each declared table that received records in one call, as a full
+    /// snapshot unless the table is declared incremental. Override it when a
+    /// run may be partial (for example a listing cut short), so a full snapshot
+    /// does not remove rows the run merely did not see.
+    fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
+        default_store(&Self::manifest(), ctx, records)
+    }
+
+    /// Releases resources. Always called.
+    fn cleanup(&mut self, _ctx: &Context) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The default `store`: one merge per declared table that received records, as
+/// a full snapshot unless the table is declared incremental.
+///
+/// A table that received no records is not merged at all, not even as an empty
+/// full snapshot, so a run that collected nothing (for that table or at all)
+/// never wipes it; a plugin that really wants to empty a table must merge it
+/// itself. Records for a table the manifest does not declare are an error, and
+/// then nothing is merged.
+pub fn default_store(manifest: &Manifest, ctx: &Context, records: Vec<Record>) -> Result<()> {
+    let mut by_table: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();
+    for r in records {
+        if manifest.declared_table(&r.table).is_none() {
+            return Err(Error::msg(format!(
+                "record for table {:?}, which the manifest does not declare; declare it under \"tables\"",
+                r.table
+            )));
+        }
+        by_table.entry(r.table).or_default().push(r.row);
+    }
+    for (table, rows) in by_table {
+        let full = manifest.declared_table(&table).map(|t| t.snapshot == SnapshotMode::Full).unwrap_or(false);
+        let s = ctx.merge(&table, &rows, full)?;
+        ctx.log(
+            LogLevel::Info,
+            "merged table",
+            serde_json::json!({"table": table, "inserted": s.inserted, "updated": s.updated,
+                "deleted": s.deleted, "unchanged": s.unchanged}),
+        );
+    }
+    Ok(())
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    let msg = if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    };
+    format!("plugin panicked: {msg}")
+}
+
+/// Runs plugin code, turning errors and panics into the ABI's error string
+/// (a panic becomes `"plugin panicked: {message}"`).
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> RResult<T, RString> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => ROk(v),
+        Ok(Err(e)) => RErr(e.0.into()),
+        Err(p) => RErr(panic_message(p).into()),
+    }
+}
+
+struct Adapter<S: Scraper> {
+    inner: S,
+    ctx: Context,
+}
+
+impl<S: Scraper> ScraperFfi for Adapter<S> {
+    fn prepare_list(&mut self) -> RResult<RString, RString> {
+        guarded(|| Ok(serde_json::to_string(&self.inner.prepare_list(&self.ctx)?)?.into()))
+    }
+
+    fn collect(&self, item_json: RStr<'_>) -> RResult<RString, RString> {
+        guarded(|| {
+            let item: Value = serde_json::from_str(item_json.as_str())?;
+            Ok(serde_json::to_string(&self.inner.collect(&self.ctx, &item)?)?.into())
+        })
+    }
+
+    fn store(&mut self, records_json: RStr<'_>) -> RResult<(), RString> {
+        guarded(|| {
+            let records: Vec<Record> = serde_json::from_str(records_json.as_str())?;
+            self.inner.store(&self.ctx, records)
+        })
+    }
+
+    fn cleanup(&mut self) -> RResult<(), RString> {
+        guarded(|| self.inner.cleanup(&self.ctx))
+    }
+}
+
+extern "C" fn interface_version_fn() -> u32 {
+    crate::INTERFACE_VERSION
+}
+
+/// The manifest as it crosses: what the plugin declares, stamped with the
+/// interface and SDK versions it was built with.
+pub(crate) fn stamped_manifest<S: Scraper>() -> Manifest {
+    let mut m = S::manifest();
+    m.interface_version = crate::INTERFACE_VERSION;
+    m.sdk_version = Some(crate::SDK_VERSION.to_string());
+    m
+}
+
+extern "C" fn manifest_fn<S: Scraper>() -> RString {
+    match catch_unwind(stamped_manifest::<S>) {
+        Ok(m) => serde_json::to_string(&m).unwrap_or_default().into(),
+        // an empty manifest is refused by the host as "invalid manifest"
+        Err(_) => RString::new(),
+    }
+}
+
+extern "C" fn new_fn<S: Scraper>(_args_json: RStr<'_>, host: HostBox) -> RResult<ScraperBox, RString> {
+    let ctx = Context::from_host(host);
+    guarded(|| {
+        let inner = S::new(&ctx)?;
+        Ok(ScraperFfi_TO::from_value(Adapter { inner, ctx: ctx.clone() }, TD_Opaque))
+    })
+}
+
+/// Builds the root module for `S` (called when the host loads the library).
+pub(crate) fn root_module<S: Scraper>() -> PluginModRef {
+    PluginMod { interface_version: interface_version_fn, manifest: manifest_fn::<S>, new: new_fn::<S> }
+        .leak_into_prefix()
+}
+
+/// Adapts a scraper into a boxed ABI object without going through a library;
+/// used by [`crate::testing`].
+pub(crate) fn adapt<S: Scraper>(inner: S, ctx: Context) -> ScraperBox {
+    ScraperFfi_TO::from_ptr(RBox::new(Adapter { inner, ctx }), TD_Opaque)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_for_status_names_url_and_status() {
+        let resp = |status| Response::new(status, "http://h/x", vec![]);
+        assert_eq!(resp(204).error_for_status().map(|r| r.status), Ok(204));
+        let err = resp(503).error_for_status().expect_err("503 is an error");
+        assert_eq!(err.message(), "http://h/x returned HTTP 503");
+        assert!(resp(302).error_for_status().is_err());
+    }
+
+    #[test]
+    fn log_levels_round_trip_through_the_abi() {
+        for l in [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error] {
+            assert_eq!(LogLevel::from_severity(l.severity()), l);
+        }
+        assert_eq!(LogLevel::from_severity(45), LogLevel::Warn, "an unknown severity rounds down");
+    }
+
+    #[test]
+    fn request_builders_fill_the_options() {
+        let r = Request::get("http://h/").timeout(std::time::Duration::from_millis(1500)).max_body_bytes(10);
+        assert_eq!((r.method.as_str(), r.timeout_ms, r.options.max_body_bytes), ("GET", 1500, Some(10)));
+        let p = Request::post("http://h/", "x").header("a", "b");
+        assert_eq!((p.body.as_slice(), p.headers.len()), (b"x".as_slice(), 1));
+    }
+
+    #[test]
+    fn guarded_turns_panics_into_errors() {
+        let r: RResult<(), RString> = guarded(|| panic!("boom"));
+        assert_eq!(r.into_result().map_err(|e| e.into_string()), Err("plugin panicked: boom".to_string()));
+        let r: RResult<u8, RString> = guarded(|| Err(Error::msg("nope")));
+        assert_eq!(r.into_result().map_err(|e| e.into_string()), Err("nope".to_string()));
+    }
+}
