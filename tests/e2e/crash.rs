@@ -1,7 +1,7 @@
 //! A plugin that panics, aborts, segfaults, hangs or returns bad records takes
 //! down only its worker; the host records why and keeps serving.
 
-use dc_e2e::{Host, plugin_lib, wait_for};
+use dc_e2e::{Fifo, Host, plugin_lib};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -80,27 +80,18 @@ fn a_memory_limit_applies_to_the_worker_only() {
 #[test]
 fn stop_ends_a_run_as_stopped_and_stores_nothing() {
     let host = host_with_misbehave();
+    let fifo = Fifo::new();
+    let args = serde_json::json!({"mode": "slow", "items": 20, "ready_fifo": fifo.as_str()}).to_string();
     let child = host
-        .command(&[
-            "run",
-            "test/fixtures/misbehave",
-            "--args",
-            r#"{"mode": "slow", "items": 20}"#,
-            "--threads",
-            "1",
-            "--json",
-        ])
+        .command(&["run", "test/fixtures/misbehave", "--args", &args, "--threads", "1", "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("run starts");
-    let rid = wait_for(Duration::from_secs(20), || {
-        let runs = host.json(&["runs", "list", "--json"]);
-        runs.as_array()?
-            .iter()
-            .find(|r| r["status"] == "RUNNING")
-            .and_then(|r| r["runtime_id"].as_str().map(str::to_string))
-    })
-    .expect("the run starts");
+    // the plugin announces itself from inside collect: the run is RUNNING
+    assert!(fifo.read_line(Duration::from_secs(60)).starts_with("ready "));
+    let runs = host.json(&["runs", "list", "--json"]);
+    let rid = runs[0]["runtime_id"].as_str().expect("a run").to_string();
+    assert_eq!(runs[0]["status"], "RUNNING", "{runs}");
     assert!(host.ok(&["runs", "stop", &rid]).contains("stop requested"));
     let out = child.wait_with_output().expect("run ends");
     let r: Value = serde_json::from_slice(&out.stdout).expect("json");

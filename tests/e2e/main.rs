@@ -9,3 +9,4 @@ mod demo;
 mod refusals;
 mod reload;
 mod scaffold;
+mod supervision;

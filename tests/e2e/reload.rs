@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dc_e2e::{Host, KillOnDrop, misbehave_build, sha256_hex, wait_for};
+use dc_e2e::{Fifo, Host, KillOnDrop, misbehave_build, sha256_hex};
 use serde_json::Value;
 
 const APP: &str = "test/fixtures/misbehave";
@@ -36,22 +36,22 @@ fn reload_while_a_run_is_in_flight_then_rollback() {
     let out = host.ok(&["reload"]);
     assert!(out.contains("registered test/fixtures/misbehave 1.0.0 (new app"), "{out}");
 
-    // one slow item: about 10 s in the worker
+    // one item that waits, inside collect, until the test lets it go on
+    let (ready, go_on) = (Fifo::new(), Fifo::new());
+    let args =
+        serde_json::json!({"mode": "wait", "items": 1, "ready_fifo": ready.as_str(), "continue_fifo": go_on.as_str()})
+            .to_string();
     let mut child = KillOnDrop(
-        host.command(&["run", APP, "--args", r#"{"mode": "slow", "items": 1}"#, "--threads", "1", "--json"])
+        host.command(&["run", APP, "--args", &args, "--threads", "1", "--json"])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
             .spawn()
             .expect("run starts"),
     );
-    let rid = wait_for(Duration::from_secs(20), || {
-        let runs = host.json(&["runs", "list", "--json"]);
-        runs.as_array()?
-            .iter()
-            .find(|r| r["status"] == "RUNNING")
-            .and_then(|r| r["runtime_id"].as_str().map(str::to_string))
-    })
-    .expect("the slow run starts");
+    assert!(ready.read_line(Duration::from_secs(60)).starts_with("ready "), "the run reached collect");
+    let runs = host.json(&["runs", "list", "--json"]);
+    assert_eq!(runs[0]["status"], "RUNNING", "{runs}");
+    let rid = runs[0]["runtime_id"].as_str().expect("a run").to_string();
 
     // deploy 1.1.0 over the same file name and reload while the run is going
     host.install(&v110, "misbehave.so");
@@ -61,6 +61,7 @@ fn reload_while_a_run_is_in_flight_then_rollback() {
     assert_eq!(run_status(&host, &rid), "RUNNING", "the reload happened while the run was in flight");
 
     // the run in flight finishes on the version it started with
+    go_on.release();
     let mut stdout = String::new();
     child.0.stdout.take().expect("stdout").read_to_string(&mut stdout).expect("read run output");
     let status = child.0.wait().expect("run ends");

@@ -241,20 +241,6 @@ impl Drop for FixtureSite {
     }
 }
 
-/// Polls until `f` returns Some or the timeout passes.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A cross-process lock (`flock` on a file under the target directory). Test
 /// binaries run one process per test under nextest, so an in-process mutex does
 /// not keep two tests from building into (and copying out of) the same place.
@@ -486,4 +472,90 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A named pipe a fixture plugin writes one line to when it reaches a given
+/// point (the misbehave plugin's `ready_fifo` argument), so a test waits for
+/// that event instead of polling the database.
+pub struct Fifo {
+    /// Its path.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Fifo {
+    /// Creates a fresh named pipe.
+    pub fn new() -> Fifo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ready");
+        let st = Command::new("mkfifo").arg(&path).status().expect("mkfifo runs");
+        assert!(st.success(), "mkfifo failed");
+        Fifo { path, _dir: dir }
+    }
+
+    /// The path as a string (for plugin arguments).
+    pub fn as_str(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// Blocks until a writer sends a line and returns it. `limit` only bounds a
+    /// broken test: the wait ends on the write, never on the clock.
+    pub fn read_line(&self, limit: Duration) -> String {
+        let path = self.path.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let _ = tx.send(text);
+        });
+        let text =
+            rx.recv_timeout(limit).unwrap_or_else(|_| panic!("nothing was written to the fifo within {limit:?}"));
+        text.lines().next().unwrap_or_default().to_string()
+    }
+}
+
+impl Fifo {
+    /// Opens the pipe for writing (blocking until the reader opens it) and
+    /// closes it again, which ends the reader's wait.
+    pub fn release(&self) {
+        std::fs::OpenOptions::new().write(true).open(&self.path).expect("open fifo for writing");
+    }
+}
+
+impl Default for Fifo {
+    fn default() -> Self {
+        Fifo::new()
+    }
+}
+
+/// Sends a signal to a process (or, with a negative pid, a process group).
+#[allow(unsafe_code)]
+pub fn send_signal(pid: i32, signal: i32) {
+    // SAFETY: kill(2) touches no memory of ours.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert!(
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH),
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Waits for a process that is not our child to exit (pidfd_open + poll: the
+/// wait ends on the exit event). Returns false if it still runs after `limit`,
+/// which only bounds a broken test. A pid that is already gone returns true.
+#[allow(unsafe_code)]
+pub fn wait_pid_exit(pid: i32, limit: Duration) -> bool {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor we close.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: poll reads and writes the one pollfd we own; close takes our fd.
+    let ready = unsafe {
+        let n = libc::poll(&mut pfd, 1, ms);
+        libc::close(fd);
+        n
+    };
+    ready == 1
 }

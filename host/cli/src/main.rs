@@ -66,6 +66,10 @@ enum Command {
         /// The run to execute.
         #[arg(long)]
         runtime_id: String,
+        /// The run's time limit; the worker ends the run itself a little after
+        /// it if its supervisor has not.
+        #[arg(long)]
+        time_limit_ms: Option<u64>,
     },
     /// Internal: load a plugin file and print its manifest as JSON.
     #[command(hide = true)]
@@ -167,13 +171,14 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::PluginProbe { file } => Ok(ExitCode::from(dc_runtime::probe::probe_child_main(&file) as u8)),
-        Command::Worker { runtime_id } => {
+        Command::Worker { runtime_id, time_limit_ms } => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
                 .context("worker: cannot read settings from stdin")?;
             let settings: Settings = serde_json::from_str(&text).context("worker: settings on stdin are not valid")?;
             let (env, sink) = connect(&rt, settings)?;
-            let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id);
+            let limit = time_limit_ms.map(std::time::Duration::from_millis);
+            let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id, limit);
             if let Some(s) = sink {
                 s.flush();
             }

@@ -221,10 +221,13 @@ pub async fn record_run_outcome(
     status: RunStatus,
     started: DateTime<Utc>,
 ) -> Result<i64, DbError> {
+    // a failure counts, a success resets the count, a stop is neither
     let failed = status == RunStatus::Failed;
+    let succeeded = status == RunStatus::Success;
     on_pool!(db, pool => sqlx::query(
-        "UPDATE apps SET run_status = $1, last_run = $2, fail_count = CASE WHEN $3 THEN fail_count + 1 ELSE 0 END, updated_at = $4 WHERE app_id = $5")
-        .bind(status.as_str()).bind(started).bind(failed).bind(Utc::now()).bind(app_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        "UPDATE apps SET run_status = $1, last_run = $2, \
+         fail_count = CASE WHEN $3 THEN fail_count + 1 WHEN $4 THEN 0 ELSE fail_count END, updated_at = $5 WHERE app_id = $6")
+        .bind(status.as_str()).bind(started).bind(failed).bind(succeeded).bind(Utc::now()).bind(app_id).execute(pool).await.map(|r| r.rows_affected()))?;
     let n: i64 = on_pool!(db, pool => sqlx::query_scalar("SELECT fail_count FROM apps WHERE app_id = $1")
         .bind(app_id).fetch_one(pool).await)?;
     Ok(n)

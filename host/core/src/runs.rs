@@ -168,6 +168,13 @@ pub async fn get(db: &Database, runtime_id: &str) -> Result<RunRow, DbError> {
     }
 }
 
+/// Runs marked RUNNING by workers on `host_name`, oldest first.
+pub async fn running_on(db: &Database, host_name: &str) -> Result<Vec<RunRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
+        "SELECT * FROM runtime WHERE status = $1 AND host_name = $2 ORDER BY created_at")
+        .bind(RunStatus::Running.as_str()).bind(host_name).fetch_all(pool).await)?)
+}
+
 /// Recent runs, newest first, optionally of one app.
 pub async fn list(db: &Database, app_id: Option<&str>, limit: i64) -> Result<Vec<RunRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(

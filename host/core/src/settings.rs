@@ -115,6 +115,10 @@ pub struct RunSettings {
     pub threads: usize,
     /// A run still going after this many seconds is killed and marked FAILED.
     pub time_limit_secs: u64,
+    /// After a stop request (Ctrl-C, `runs stop` from a shutting-down host), a
+    /// worker gets this many seconds to stop on its own before its process
+    /// group is killed.
+    pub stop_grace_secs: u64,
     /// Address-space limit for a worker, in MiB (none by default).
     pub memory_limit_mb: Option<u64>,
     /// CPU-time limit for a worker, in seconds (none by default).
@@ -169,6 +173,7 @@ impl Default for RunSettings {
         RunSettings {
             threads: 4,
             time_limit_secs: 3600,
+            stop_grace_secs: 10,
             memory_limit_mb: None,
             cpu_limit_secs: None,
             http_timeout_secs: 30,

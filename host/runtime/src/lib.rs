@@ -2,7 +2,8 @@
 //! file in a child process (`probe`), the content-addressed plugin store
 //! (`store`), registration, reload and rollback (`registry`), argument
 //! validation (`args`), the supervisor that runs each run in its own worker
-//! process (`supervisor`) and the worker itself (`worker`, `callbacks`).
+//! process group (`supervisor`), the worker itself (`worker`, `callbacks`) and
+//! the reaper of runs whose worker is gone (`reap`).
 //!
 //! Invariant: plugin code only ever executes in a child process (a probe or a
 //! worker), so a plugin that panics, aborts, segfaults or hangs can take down
@@ -11,6 +12,7 @@
 pub mod args;
 pub mod callbacks;
 pub mod probe;
+pub mod reap;
 pub mod registry;
 pub mod store;
 pub mod supervisor;

@@ -1,10 +1,22 @@
 //! The supervisor: starts a run of an app in its own worker process
-//! (`dc-host worker`), enforces the time limit and optional rlimits, and records
-//! how the worker ended — exit code or signal — so a plugin that panics,
-//! aborts, segfaults or hangs only ever takes down its own worker.
+//! (`dc-host worker`) in its own process group, enforces the time limit and
+//! optional rlimits, passes the worker's stderr through (capped), stops or
+//! kills the group on request, and records how the worker ended — exit code or
+//! signal, with a reason that says what happened — so a plugin that panics,
+//! aborts, segfaults or hangs only ever takes down its own worker, and every
+//! run ends with a true status.
+//!
+//! The worker's process group holds every process the plugin spawns, so
+//! killing the group (time limit, stop, interrupt, end of the run) leaves
+//! nothing behind. The worker enforces the time limit too, so a run whose
+//! supervisor died still ends (see `worker`); `reap` ends runs whose worker
+//! is gone.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
 
 use dc_core::apps::{self, AppRow};
 use dc_core::enums::RunStatus;
@@ -125,58 +137,293 @@ fn apply_limits(cmd: &mut tokio::process::Command, memory_mb: Option<u64>, cpu_s
     }
 }
 
+/// Sends `signal` to every process of the process group `pgid` (a worker and
+/// whatever its plugin spawned). A group that no longer exists is not an error.
+#[allow(unsafe_code)]
+pub fn signal_group(pgid: u32, signal: i32) -> std::io::Result<()> {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return Err(std::io::Error::other(format!("process group {pgid} is out of range")));
+    };
+    if pgid <= 1 {
+        return Err(std::io::Error::other(format!("refusing to signal process group {pgid}")));
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; it touches
+    // no memory of ours.
+    if unsafe { libc::kill(-pgid, signal) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ESRCH) { Ok(()) } else { Err(e) }
+}
+
+/// How a supervised run is being interrupted from outside (Ctrl-C on
+/// `dc-host run`, a shutting-down host). Levels only go up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Interrupt {
+    /// Carry on.
+    None,
+    /// Ask the plugin to stop (`should_stop()`); kill the group after the grace period.
+    Stop,
+    /// Kill the worker's process group now.
+    Kill,
+}
+
+/// Options of [`supervise_with`].
+#[derive(Debug, Clone)]
+pub struct SuperviseOptions {
+    /// Time limit (default: `runs.time_limit_secs`).
+    pub time_limit: Option<Duration>,
+    /// Interrupt requests, with a description of their cause for the run's reason.
+    pub interrupt: Option<watch::Receiver<(Interrupt, String)>>,
+}
+
+/// Bytes of worker stderr passed through to ours before the rest is dropped.
+pub const STDERR_PASS_LIMIT: usize = 256 * 1024;
+/// Lines of worker stderr kept to explain how it ended.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// What the worker wrote on stderr: the last lines and how much was dropped.
+#[derive(Debug, Default)]
+struct StderrSummary {
+    tail: std::collections::VecDeque<String>,
+    dropped_bytes: u64,
+}
+
+impl StderrSummary {
+    /// The last non-empty line that is not a log line of ours (tracing lines
+    /// start with a timestamp), e.g. a panic or allocation-failure message.
+    fn last_message(&self) -> Option<&str> {
+        self.tail.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty() && !l.starts_with("20"))
+    }
+
+    fn allocation_failure(&self) -> Option<&str> {
+        self.tail.iter().rev().map(|l| l.trim()).find(|l| l.starts_with("memory allocation of"))
+    }
+}
+
+/// Forwards the worker's stderr to ours, at most [`STDERR_PASS_LIMIT`] bytes,
+/// then says how much more it dropped; keeps the last lines.
+async fn pump_stderr(stderr: tokio::process::ChildStderr, runtime_id: String) -> StderrSummary {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut sum = StderrSummary::default();
+    let mut passed = 0usize;
+    let mut said_cut = false;
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if passed + line.len() < STDERR_PASS_LIMIT {
+                    passed += line.len() + 1;
+                    eprintln!("{line}");
+                } else {
+                    if !said_cut {
+                        said_cut = true;
+                        eprintln!(
+                            "dc-host: run {runtime_id}: the worker's stderr passed {} KiB; further output is dropped (the run's logs are in the database: dc-host runs show {runtime_id} --logs)",
+                            STDERR_PASS_LIMIT / 1024
+                        );
+                    }
+                    sum.dropped_bytes += line.len() as u64 + 1;
+                }
+                if sum.tail.len() == STDERR_TAIL_LINES {
+                    sum.tail.pop_front();
+                }
+                sum.tail.push_back(line);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    if sum.dropped_bytes > 0 {
+        eprintln!("dc-host: run {runtime_id}: dropped {} bytes of worker stderr", sum.dropped_bytes);
+    }
+    sum
+}
+
 /// Spawns the worker for an existing PENDING run and waits for it.
 pub async fn supervise(env: &HostEnv, runtime_id: &str, time_limit: Option<Duration>) -> Result<RunRow, RuntimeError> {
-    let limit = time_limit.unwrap_or(Duration::from_secs(env.settings.runs.time_limit_secs));
+    supervise_with(env, runtime_id, SuperviseOptions { time_limit, interrupt: None }).await
+}
+
+/// Why the supervisor ended the worker, if it did.
+enum Ended {
+    /// The worker exited on its own.
+    Exited,
+    /// Killed at the time limit.
+    TimeLimit,
+    /// Stopped or killed on an interrupt: (cause, killed after the grace period or at once).
+    Interrupted(String, bool),
+}
+
+/// Spawns the worker for an existing PENDING run and waits for it, honouring
+/// the time limit and interrupts.
+pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOptions) -> Result<RunRow, RuntimeError> {
+    let limit = opts.time_limit.unwrap_or(Duration::from_secs(env.settings.runs.time_limit_secs));
+    let grace = Duration::from_secs(env.settings.runs.stop_grace_secs);
     let settings_json = serde_json::to_string(&env.settings).unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&env.exe);
     cmd.arg("worker")
         .arg("--runtime-id")
         .arg(runtime_id)
+        .arg("--time-limit-ms")
+        .arg(limit.as_millis().to_string())
+        .process_group(0)
+        // the worker runs plugin code: it gets what it needs on stdin, never the secrets key
+        .env_remove("DC_SECRETS_KEY")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     apply_limits(&mut cmd, env.settings.runs.memory_limit_mb, env.settings.runs.cpu_limit_secs);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let reason = format!("cannot start worker process {}: {e}", env.exe.display());
-            runs::finish(&env.db, runtime_id, RunStatus::Failed, Some(&reason)).await?;
+            finish_and_count(env, runtime_id, RunStatus::Failed, &reason).await?;
             return Err(RuntimeError::Refused(reason));
         }
     };
+    let pgid = child.id().unwrap_or(0);
+    let pump = child.stderr.take().map(|e| tokio::spawn(pump_stderr(e, runtime_id.to_string())));
     // the settings travel on stdin, so secrets never show up in `ps`
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(settings_json.as_bytes()).await;
         let _ = stdin.shutdown().await;
     }
-    let status = match tokio::time::timeout(limit, child.wait()).await {
-        Ok(Ok(status)) => Some(status),
-        Ok(Err(e)) => {
-            tracing::error!(runtime_id, error = %e, "cannot wait for worker");
-            None
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut interrupt = opts.interrupt;
+    let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let mut cause = String::new();
+    let mut ended = Ended::Exited;
+    let kill = |why: &str| {
+        if let Err(e) = signal_group(pgid, libc::SIGKILL) {
+            tracing::error!(runtime_id, pgid, error = %e, "cannot kill the worker's process group ({why})");
         }
-        Err(_) => {
-            let _ = child.kill().await;
-            let status = child.wait().await.ok();
-            let reason = format!(
-                "exceeded the time limit of {}s and was killed; raise runs.time_limit_secs (or --time-limit) if the app needs longer",
-                limit.as_secs()
-            );
-            runs::finish(&env.db, runtime_id, RunStatus::Failed, Some(&reason)).await?;
-            status
+    };
+    let status = loop {
+        let wait_interrupt = async {
+            match interrupt.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        // the sender is gone: no more interrupts can come
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let grace_over = async {
+            match grace_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            s = child.wait() => break s.ok(),
+            _ = tokio::time::sleep_until(deadline) => {
+                kill("time limit");
+                ended = Ended::TimeLimit;
+                break child.wait().await.ok();
+            }
+            _ = grace_over => {
+                kill("stop grace period over");
+                ended = Ended::Interrupted(cause.clone(), true);
+                break child.wait().await.ok();
+            }
+            _ = wait_interrupt => {
+                let (level, why) = interrupt.as_ref().map(|rx| rx.borrow().clone()).unwrap_or((Interrupt::None, String::new()));
+                cause = why;
+                match level {
+                    Interrupt::None => {}
+                    Interrupt::Stop => {
+                        if grace_deadline.is_none() {
+                            runs::request_stop(&env.db, runtime_id).await?;
+                            grace_deadline = Some(tokio::time::Instant::now() + grace);
+                        }
+                    }
+                    Interrupt::Kill => {
+                        kill("interrupt");
+                        ended = Ended::Interrupted(cause.clone(), false);
+                        break child.wait().await.ok();
+                    }
+                }
+            }
         }
+    };
+    // nothing the plugin started outlives its run
+    kill("end of run");
+    let stderr = match pump {
+        Some(p) => tokio::time::timeout(Duration::from_secs(5), p).await.ok().and_then(Result::ok).unwrap_or_default(),
+        None => StderrSummary::default(),
     };
     if let Some(status) = status {
         use std::os::unix::process::ExitStatusExt;
         runs::record_exit(&env.db, runtime_id, status.code(), status.signal()).await?;
-        let reason = format!("worker ended before finishing the run: {}", describe_exit(&status));
-        if runs::finish(&env.db, runtime_id, RunStatus::Failed, Some(&reason)).await? {
-            tracing::error!(runtime_id, %reason, "run failed");
-            let run = runs::get(&env.db, runtime_id).await?;
-            apps::record_run_outcome(&env.db, &run.app_id, RunStatus::Failed, run.started_at.unwrap_or(run.created_at))
-                .await?;
-        }
+    }
+    let before = runs::get(&env.db, runtime_id).await?;
+    let (status_to_record, reason) = match ended {
+        Ended::TimeLimit => (
+            RunStatus::Failed,
+            format!(
+                "exceeded the time limit of {}s and was killed; raise runs.time_limit_secs (or --time-limit) if the app needs longer",
+                limit.as_secs()
+            ),
+        ),
+        Ended::Interrupted(cause, after_grace) => (
+            RunStatus::Stopped,
+            if after_grace {
+                format!(
+                    "{cause}: the plugin did not stop within {}s and its process group was killed; nothing of the unfinished merge was stored",
+                    grace.as_secs()
+                )
+            } else {
+                format!("{cause}: the worker's process group was killed; nothing of the unfinished merge was stored")
+            },
+        ),
+        Ended::Exited => (RunStatus::Failed, explain_exit(env, &before, status.as_ref(), &stderr)),
+    };
+    if finish_and_count(env, runtime_id, status_to_record, &reason).await? {
+        tracing::error!(runtime_id, %reason, "run ended by its supervisor");
     }
     Ok(runs::get(&env.db, runtime_id).await?)
+}
+
+/// The reason for a worker that exited without ending its run itself.
+fn explain_exit(env: &HostEnv, run: &RunRow, status: Option<&ExitStatus>, stderr: &StderrSummary) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let how = status.map(describe_exit).unwrap_or_else(|| "an unknown exit".into());
+    if let (Some(mb), Some(alloc)) = (env.settings.runs.memory_limit_mb, stderr.allocation_failure()) {
+        let sig = status
+            .and_then(|s| s.signal())
+            .map(|s| format!("; the worker aborted with signal {s}"))
+            .unwrap_or_default();
+        return format!(
+            "memory limit of {mb} MB reached ({alloc}{sig}); raise runs.memory_limit_mb if the app needs more"
+        );
+    }
+    if status.and_then(|s| s.signal()) == Some(libc::SIGXCPU) {
+        if let Some(secs) = env.settings.runs.cpu_limit_secs {
+            return format!(
+                "CPU time limit of {secs}s reached ({how}); raise runs.cpu_limit_secs if the app needs more"
+            );
+        }
+    }
+    let said = stderr.last_message().map(|l| format!(": {l}")).unwrap_or_default();
+    if run.status == RunStatus::Pending.as_str() {
+        return format!("the worker could not start ({how}){said}");
+    }
+    format!("worker ended before finishing the run: {how}{said}")
+}
+
+/// Ends a run that is still PENDING or RUNNING and counts the outcome on its
+/// app (a failure raises the failure count); true if this call ended it.
+pub async fn finish_and_count(
+    env: &HostEnv,
+    runtime_id: &str,
+    status: RunStatus,
+    reason: &str,
+) -> Result<bool, RuntimeError> {
+    if !runs::finish(&env.db, runtime_id, status, Some(reason)).await? {
+        return Ok(false);
+    }
+    let run = runs::get(&env.db, runtime_id).await?;
+    apps::record_run_outcome(&env.db, &run.app_id, status, run.started_at.unwrap_or(run.created_at)).await?;
+    Ok(true)
 }

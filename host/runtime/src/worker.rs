@@ -42,9 +42,45 @@ impl Outcome {
     }
 }
 
+/// How long after its time limit a worker ends its run itself. The supervisor
+/// normally kills the worker at the limit; this only acts when the supervisor
+/// is gone (killed, or its machine's clock stalled it), so the run still ends.
+pub const SELF_LIMIT_GRACE: Duration = Duration::from_secs(5);
+
+/// Ends the run when the supervisor did not: at `limit` + [`SELF_LIMIT_GRACE`]
+/// the worker records the run FAILED (counting it on the app) and kills its
+/// own process group — itself and everything the plugin spawned.
+fn self_limit(rt: Handle, env: HostEnv, runtime_id: String, limit: Duration) {
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + limit + SELF_LIMIT_GRACE;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep(deadline - now);
+        }
+        let reason = format!(
+            "exceeded the time limit of {}s; the worker ended the run itself because its supervisor did not (was the dc-host that started it killed?)",
+            limit.as_secs()
+        );
+        let ended = rt.block_on(crate::supervisor::finish_and_count(&env, &runtime_id, RunStatus::Failed, &reason));
+        if let Err(e) = ended {
+            tracing::error!(runtime_id, error = %e, "cannot record the time-limit end of the run");
+        }
+        let me = std::process::id();
+        // the worker leads its own process group (the supervisor spawns it so)
+        if let Err(e) = crate::supervisor::signal_group(me, libc::SIGKILL) {
+            tracing::error!(error = %e, "cannot kill the worker's process group");
+        }
+        std::process::exit(EXIT_FAILED);
+    });
+}
+
 /// Runs one run to its end. Must be called outside the tokio runtime (plugin
-/// code blocks); `rt` drives the database and HTTP.
-pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
+/// code blocks); `rt` drives the database and HTTP. `time_limit` is enforced
+/// here too (see [`SELF_LIMIT_GRACE`]).
+pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Duration>) -> i32 {
     let db = &env.db;
     let run = match rt.block_on(runs::get(db, runtime_id)) {
         Ok(r) => r,
@@ -58,6 +94,9 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str) -> i32 {
         dc_core::fun_watch::install(db.clone(), rt.clone(), Some(run.app_id.clone()), Some(run.runtime_id.clone()))
     {
         tracing::warn!(error = %e, "function-call recording is off for this run");
+    }
+    if let Some(limit) = time_limit {
+        self_limit(rt.clone(), env.clone(), runtime_id.to_string(), limit);
     }
     let span = tracing::info_span!("run", app_id = %run.app_id, runtime_id = %run.runtime_id);
     let _entered = span.enter();

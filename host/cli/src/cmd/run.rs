@@ -1,5 +1,8 @@
 //! `dc-host run APP`: validate arguments, start the run in a worker process, show
-//! live progress, and print the outcome with merge counts.
+//! live progress, and print the outcome with merge counts. Ctrl-C (or SIGTERM)
+//! asks the plugin to stop and kills the worker's process group after
+//! `runs.stop_grace_secs`; a second Ctrl-C kills it at once. Either way the run
+//! ends STOPPED with the reason, never left RUNNING.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,7 +10,7 @@ use std::time::Duration;
 use clap::Args;
 use dc_core::{apps, runs};
 use dc_runtime::HostEnv;
-use dc_runtime::supervisor::{self, RunOptions};
+use dc_runtime::supervisor::{self, Interrupt, RunOptions, SuperviseOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::output;
@@ -31,7 +34,38 @@ pub struct RunArgs {
     json: bool,
 }
 
+/// Turns Ctrl-C and SIGTERM into interrupt requests: the first asks the run to
+/// stop, the next kills it.
+fn watch_signals() -> anyhow::Result<tokio::sync::watch::Receiver<(Interrupt, String)>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::watch::channel((Interrupt::None, String::new()));
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                Some(()) = int.recv() => "Ctrl-C (SIGINT)",
+                Some(()) = term.recv() => "SIGTERM",
+                else => return,
+            };
+            let level = if tx.borrow().0 == Interrupt::None { Interrupt::Stop } else { Interrupt::Kill };
+            match level {
+                Interrupt::Stop => eprintln!("\n{name}: asking the run to stop (again to kill it now)"),
+                _ => eprintln!("\n{name}: killing the run"),
+            }
+            if tx.send((level, format!("interrupted by the operator ({name})"))).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
 pub async fn exec(a: RunArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
+    // runs an earlier dc-host left behind (killed with its worker) end first
+    for r in dc_runtime::reap::reap_orphans(env).await? {
+        eprintln!("note: run {} was orphaned and is now FAILED", r.runtime_id);
+    }
     let app = apps::resolve_app(&env.db, &a.app).await?;
     let args = match &a.args {
         Some(text) => Some(serde_json::from_str(text).map_err(|e| {
@@ -50,8 +84,8 @@ pub async fn exec(a: RunArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     bar.set_prefix(format!("{} {}", app.path(), output::short(&runtime_id)));
     let env2 = env.clone();
     let rid = runtime_id.clone();
-    let limit = opts.time_limit;
-    let mut task = tokio::spawn(async move { supervisor::supervise(&env2, &rid, limit).await });
+    let sup = SuperviseOptions { time_limit: opts.time_limit, interrupt: Some(watch_signals()?) };
+    let mut task = tokio::spawn(async move { supervisor::supervise_with(&env2, &rid, sup).await });
     let run = loop {
         tokio::select! {
             done = &mut task => break done??,

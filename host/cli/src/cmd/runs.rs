@@ -1,5 +1,5 @@
 //! `dc-host runs`: list runs, show one (status, timings, exit reason, counters,
-//! change feed, logs), and ask a run to stop.
+//! change feed, logs), ask a run to stop, and end runs whose worker is gone.
 
 use std::process::ExitCode;
 
@@ -47,6 +47,13 @@ pub enum RunsCommand {
     Stop {
         /// Run id (or a unique prefix of 6+ characters).
         runtime_id: String,
+    },
+    /// End RUNNING runs of this host whose worker process is gone (FAILED, reason
+    /// `orphaned`). Long-running commands do this when they start.
+    Reap {
+        /// JSON output (the runs ended).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -180,11 +187,56 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Stop { runtime_id } => {
             let r = runs::get(&env.db, &runtime_id).await?;
+            // a run whose worker is gone would never see the request
+            if dc_runtime::reap::reap_run(env, &r).await? {
+                let r = runs::get(&env.db, &r.runtime_id).await?;
+                eprintln!(
+                    "run {} has no live worker, so nothing can stop it; it was marked {}: {}",
+                    r.runtime_id,
+                    r.status,
+                    r.reason.as_deref().unwrap_or_default()
+                );
+                return Ok(ExitCode::from(1));
+            }
+            if r.status == dc_core::enums::RunStatus::Pending.as_str() {
+                if dc_runtime::supervisor::finish_and_count(
+                    env,
+                    &r.runtime_id,
+                    dc_core::enums::RunStatus::Stopped,
+                    "stopped before it started",
+                )
+                .await?
+                {
+                    println!("run {} had not started; it is STOPPED", r.runtime_id);
+                    return Ok(ExitCode::SUCCESS);
+                }
+            } else if r.status == dc_core::enums::RunStatus::Running.as_str() && r.host_name != env.settings.host_name()
+            {
+                runs::request_stop(&env.db, &r.runtime_id).await?;
+                println!(
+                    "stop requested for {} (its worker runs on {}; it stops at the next item if that host is up)",
+                    r.runtime_id, r.host_name
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             if runs::request_stop(&env.db, &r.runtime_id).await? {
                 println!("stop requested for {}; the worker stops at the next item", r.runtime_id);
             } else {
-                println!("run {} is not running (status {})", r.runtime_id, r.status);
+                let r = runs::get(&env.db, &r.runtime_id).await?;
+                eprintln!("run {} is not running (status {})", r.runtime_id, r.status);
                 return Ok(ExitCode::from(1));
+            }
+        }
+        RunsCommand::Reap { json } => {
+            let reaped = dc_runtime::reap::reap_orphans(env).await?;
+            if json {
+                output::json(&reaped)?;
+            } else if reaped.is_empty() {
+                println!("no orphaned runs on {}", env.settings.host_name());
+            } else {
+                for r in &reaped {
+                    println!("{} FAILED: {}", r.runtime_id, r.reason.as_deref().unwrap_or_default());
+                }
             }
         }
     }
