@@ -1,6 +1,7 @@
 //! Operator-facing CLI behaviour: configuration errors name the key and the fix,
 //! `config show` redacts secrets, the secrets store works end to end (including
-//! `${secret:NAME}` references in settings), and the db commands guard drops.
+//! `${secret:NAME}` references in settings), the db commands guard drops, and
+//! output into a closed pipe ends quietly.
 
 use std::io::Write;
 use std::process::Stdio;
@@ -91,4 +92,22 @@ fn db_commands_migrate_deploy_and_guard_drop() {
     assert!(out.contains("apps") && out.contains("runtime"), "{out}");
     let st = host.json(&["db", "status", "--json"]);
     assert_eq!(st[0]["applied"], false);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    // the reader end is closed before dc-host writes: like `dc-host … | head`
+    let host = Host::sqlite();
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = host
+        .command(&["interface", "--json"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("dc-host runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE, as Unix tools do: {:?}", out.status);
 }

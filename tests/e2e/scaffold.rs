@@ -1,6 +1,7 @@
 //! `dc-host scaffold-plugin` → `cargo test` + `cargo build --release` of the
 //! generated crate → drop into the plugins dir → reload → run, without editing
-//! the generated crate.
+//! the generated crate. Scaffolding writes files only, and app names that are
+//! Rust keywords or template identifiers still give a crate that compiles.
 
 use std::process::Command;
 
@@ -21,13 +22,14 @@ fn scaffolded_plugin_builds_tests_loads_and_runs_unchanged() {
         "--out",
         out_dir.to_str().expect("utf-8 path"),
     ]);
-    assert!(out.contains("registered app shop/acme/shop_titles"), "{out}");
-    // the app exists before any plugin file does
-    let apps = host.json(&["plugins", "list", "--json"]);
-    assert_eq!(apps[0]["app_name"], "shop_titles");
-    assert!(apps[0]["active_version"].is_null());
-    let (_, text) = host.fails(&["run", "shop/acme/shop_titles"]);
-    assert!(text.contains("has no plugin registered yet"), "{text}");
+    assert!(out.contains("app shop/acme/shop_titles (app id "), "{out}");
+    // scaffolding wrote files only: no database was created
+    let data: Vec<String> = std::fs::read_dir(host.dir.path())
+        .expect("data dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(data, vec!["dc-plugin-shop-titles"], "only the crate was written");
     // a second scaffold into the same directory is refused
     let (_, text) = host.fails(&[
         "scaffold-plugin",
@@ -77,4 +79,31 @@ fn scaffolded_plugin_builds_tests_loads_and_runs_unchanged() {
     let titles: Vec<&str> = rows.as_array().expect("rows").iter().filter_map(|r| r["title"].as_str()).collect();
     assert_eq!(titles.len(), 20);
     assert!(titles.contains(&"Nordic Thermos"), "{titles:?}");
+
+    // names that are keywords or template identifiers still compile
+    for name in ["self", "args", "context"] {
+        let dir = host.dir.path().join(format!("kw-{name}"));
+        host.ok(&[
+            "scaffold-plugin",
+            "--group",
+            "g",
+            "--parent",
+            "p",
+            "--name",
+            name,
+            "--out",
+            dir.to_str().expect("utf-8"),
+        ]);
+        let o = Command::new(&cargo)
+            .args(["check", "--offline", "--all-targets"])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", &shared_target)
+            .output()
+            .expect("cargo runs");
+        assert!(
+            o.status.success(),
+            "the crate scaffolded as {name:?} does not compile:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }

@@ -189,6 +189,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
             cmd::config::exec(c, &load_settings(cli.config.as_deref())?)
         }
         Command::Interface(a) => cmd::interface::exec(a),
+        // the secrets store needs no database, and its commands never resolve
+        // `${secret:…}` references (so `secrets set pg_password` works while the
+        // database URL refers to it)
+        Command::Secrets(c) => {
+            init_console_logging();
+            cmd::secrets::exec(c, &Settings::from_env(cli.config.as_deref())?)
+        }
+        // scaffolding writes files only
+        Command::ScaffoldPlugin(a) => {
+            init_console_logging();
+            cmd::scaffold::exec(a, &Settings::from_env(cli.config.as_deref())?)
+        }
         Command::FixtureServer(a) => {
             init_console_logging();
             rt.block_on(cmd::fixture_server::exec(a))
@@ -209,8 +221,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Command::Run(a) => rt.block_on(cmd::run::exec(a, &env)),
                 Command::Runs(c) => rt.block_on(cmd::runs::exec(c, &env)),
                 Command::Data(c) => rt.block_on(cmd::data::exec(c, &env)),
-                Command::ScaffoldPlugin(a) => rt.block_on(cmd::scaffold::exec(a, &env)),
-                Command::Secrets(c) => cmd::secrets::exec(c, &env.settings),
                 _ => unreachable!("handled above"),
             };
             if let Some(s) = sink {
@@ -222,7 +232,25 @@ fn real_main() -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A user-facing command whose output is piped into `head` (or any reader that
+/// quits early) should end quietly, as Unix tools do: restore the default
+/// SIGPIPE action, which Rust's runtime sets to "ignore" (turning the closed
+/// pipe into a panic in `println!`). Worker and probe processes keep ignoring
+/// it: their stderr goes to a supervisor that may die before them, and they
+/// must still record how their run ended.
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler code of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    let internal = std::env::args().nth(1).is_some_and(|a| a == "worker" || a == "plugin-probe");
+    if !internal {
+        quiet_on_closed_pipe();
+    }
     match real_main() {
         Ok(code) => code,
         Err(e) => {

@@ -1,13 +1,13 @@
 //! `dc-host scaffold-plugin`: renders `sdk-template/` (embedded in the binary)
 //! into a new plugin crate that builds with `cargo build --release`, loads into
-//! the host unchanged and has a passing test, then registers the app.
+//! the host unchanged and has a passing test. It writes files only: the app is
+//! registered when its first build is (`dc-host reload`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use dc_core::apps;
-use dc_runtime::HostEnv;
+use dc_core::{Settings, apps};
 
 const TEMPLATE: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../../../../sdk-template/Cargo.toml.tmpl")),
@@ -66,6 +66,19 @@ fn pascal(s: &str) -> String {
     s.split('_').filter(|p| !p.is_empty()).map(|p| p[..1].to_uppercase() + &p[1..]).collect()
 }
 
+/// The scraper struct's name: `{Name}Scraper`, so no app name can collide with
+/// a keyword (`self` → `SelfScraper`) or with a name the template uses
+/// (`args` → `ArgsScraper`, not a second `Args`).
+fn struct_name(name: &str) -> String {
+    format!("{}Scraper", pascal(name))
+}
+
+/// A path as a TOML string literal (quotes, backslashes and control
+/// characters escaped), for `path = …` in the generated Cargo.toml.
+fn toml_string(path: &Path) -> String {
+    toml::Value::String(path.display().to_string()).to_string()
+}
+
 fn render(text: &str, vars: &[(&str, String)]) -> String {
     vars.iter().fold(text.to_string(), |acc, (k, v)| acc.replace(&format!("{{{{{k}}}}}"), v))
 }
@@ -82,7 +95,7 @@ fn sdk_version() -> &'static str {
         .unwrap_or("?")
 }
 
-pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
+pub fn exec(a: ScaffoldArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     let PluginType::Scraper = a.kind;
     check("group", &a.group, false)?;
     check("parent", &a.parent, false)?;
@@ -100,18 +113,18 @@ pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         )
     })?;
     let app_id = apps::app_id_for(&a.group, &a.parent, &a.name);
-    let plugins_dir = env.settings.plugins_dir();
+    let plugins_dir = settings.plugins_dir();
     let plugins_dir = std::path::absolute(&plugins_dir).unwrap_or(plugins_dir);
     let vars = [
         ("crate_name", crate_name.clone()),
         ("lib_name", crate_name.replace('-', "_")),
-        ("struct_name", pascal(&a.name)),
+        ("struct_name", struct_name(&a.name)),
         ("group", a.group.clone()),
         ("parent", a.parent.clone()),
         ("name", a.name.clone()),
         ("table", format!("{}_pages", a.name)),
         ("app_id", app_id.clone()),
-        ("sdk_path", sdk.display().to_string()),
+        ("sdk_path", toml_string(&sdk)),
         ("sdk_version", sdk_version().to_string()),
         ("plugins_dir", plugins_dir.display().to_string()),
     ];
@@ -122,16 +135,8 @@ pub async fn exec(a: ScaffoldArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         }
         std::fs::write(&path, render(text, &vars))?;
     }
-    let created = apps::ensure_app(&env.db, &a.group, &a.parent, &a.name, "scraper", "").await?;
     println!("created {} ({crate_name}, dc-plugin-sdk {})", out.display(), sdk_version());
-    println!(
-        "{} app {}/{}/{} (app id {})",
-        if created { "registered" } else { "already registered:" },
-        a.group,
-        a.parent,
-        a.name,
-        app_id
-    );
+    println!("app {}/{}/{} (app id {}) is registered with its first build", a.group, a.parent, a.name, app_id);
     println!("next:\n  cd {}\n  cargo test && cargo build --release", out.display());
     println!("  cp target/release/lib{}.so {}/ && dc-host reload", crate_name.replace('-', "_"), plugins_dir.display());
     Ok(ExitCode::SUCCESS)
@@ -148,6 +153,14 @@ mod tests {
         assert!(check("name", "Bad-Name", true).is_err());
         assert!(check("group", "eu-west", false).is_ok());
         assert!(sdk_version().split('.').count() == 3, "{}", sdk_version());
+        assert_eq!(struct_name("self"), "SelfScraper");
+        assert_eq!(struct_name("args"), "ArgsScraper");
+        assert_eq!(struct_name("shop_titles"), "ShopTitlesScraper");
+        for tricky in ["/a \"b\"\\c", "/x'y/z", "/n\nl"] {
+            let parsed: toml::Table =
+                toml::from_str(&format!("p = {}", toml_string(Path::new(tricky)))).expect("valid TOML");
+            assert_eq!(parsed["p"].as_str(), Some(tricky), "{tricky:?} survives the round trip");
+        }
         // every placeholder in the template is one scaffold fills in
         for (file, text) in TEMPLATE.iter().filter(|(f, _)| *f != "Cargo.lock") {
             let rendered = render(
