@@ -70,6 +70,13 @@ fn secrets_round_trip_rotate_and_resolve_in_settings() {
     assert!(text.contains("missing") && text.contains("dc-host secrets set"), "{text}");
     host.env.pop();
 
+    // secrets commands neither resolve references nor need the database: the
+    // secret a database URL refers to can be set while that database is down
+    host.env.push(("DC_DATABASE_URL".into(), "postgres://postgres:${secret:pg_password}@127.0.0.1:1/dc".into()));
+    set_secret(&host, "pg_password", "later");
+    assert_eq!(host.ok(&["secrets", "get", "pg_password"]).trim_end(), "later");
+    host.env.pop();
+
     // a wrong key never yields plaintext
     host.env.push(("DC_SECRETS_KEY".into(), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into()));
     let (_, text) = host.fails(&["secrets", "get", "api.token"]);
