@@ -9,4 +9,5 @@ mod demo;
 mod refusals;
 mod reload;
 mod scaffold;
+mod secrets;
 mod supervision;

@@ -5,6 +5,10 @@
 //! The 32-byte key comes from the `DC_SECRETS_KEY` environment variable
 //! (base64) when it is set, otherwise from a key file holding the same base64
 //! text; [`load_or_create_key`] creates that file (mode 0600) on first use.
+//! A key file that group or other users may access (any of the mode bits
+//! 0o077) is refused ([`SecretsError::KeyFilePermissions`]), and a missing key
+//! file beside an existing store is never replaced by a new key, which could
+//! not decrypt the stored secrets ([`SecretsError::MissingKeyFile`]).
 //!
 //! A key's **key id** ([`SecretKey::key_id`]) is the first 12 hex characters
 //! of the AES-GCM tag of an empty message with associated data
@@ -31,10 +35,26 @@
 //! [`open_store`] (= [`load_or_create_key`] + [`SecretStore::open`] plus
 //! recovery) finishes an interrupted rotation: if the store already carries
 //! the key id of `<key_file>.new`, step 3 is completed; if it still carries
-//! the old key id, the unused `<key_file>.new` is deleted.
+//! the old key id, the unused `<key_file>.new` is deleted. Temporary files
+//! left by interrupted writes (`.<file>.tmp-<pid>-<random>`) are deleted too.
 //!
-//! The store is meant for one process at a time (the host); concurrent
-//! writers are not coordinated.
+//! # Concurrency
+//! Processes coordinate through an advisory lock (`flock`) on `<store>.lock`
+//! ([`lock_path`]), next to the store file:
+//! - writers hold it **exclusively** around the whole read-modify-write:
+//!   [`open_store_for_update`] takes it before reading the key and the store
+//!   and keeps it until the returned store is dropped; [`rotate_key_files`]
+//!   holds it through all three steps; [`SecretStore::set`],
+//!   [`SecretStore::remove`] and [`SecretStore::rotate_key`] on a store opened
+//!   without it take it themselves and re-read the file under it, so no
+//!   writer overwrites another's change;
+//! - readers ([`open_store`]) hold it **shared** while they read the key and
+//!   the store, so they never pair a key with a store from the other side of
+//!   a rotation; recovery after a crash upgrades to the exclusive lock.
+//!
+//! Temporary files are only deleted under the exclusive lock, when no other
+//! process can be writing one. The lock file itself stays (removing it would
+//! let two processes lock different files).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -112,6 +132,31 @@ pub enum SecretsError {
 
     #[error("could not encrypt secret {name}: the value is too large")]
     Encrypt { name: String },
+
+    #[error(
+        "key file {} is accessible to group or other users (mode {mode:04o}), but a secrets key must be private \
+         to its owner: run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+
+    #[error(
+        "key file {} is missing but secrets file {} exists ({count} secret(s)), and a new key could not decrypt them: \
+         restore the key file from a backup, or set DC_SECRETS_KEY to the key, or remove {} to start over without \
+         those secrets",
+        key_file.display(),
+        store.display(),
+        store.display()
+    )]
+    MissingKeyFile { store: PathBuf, key_file: PathBuf, count: usize },
+
+    #[error(
+        "secrets file {} was re-encrypted with key id {store_key_id} after it was opened (another process rotated \
+         the key or replaced the file): open the store again",
+        path.display()
+    )]
+    KeyChanged { path: PathBuf, store_key_id: String },
 
     #[error("could not {action} {}: {source}; check that the path exists and is writable", path.display())]
     Io {
@@ -229,7 +274,12 @@ pub fn pending_key_path(key_file: &Path) -> PathBuf {
 /// `env_value` is the value of `DC_SECRETS_KEY` (if set); it wins over the
 /// key file. Otherwise `key_file` is read; if it does not exist it is created
 /// (with its parent directories, mode 0600 on unix) holding a new random key.
-/// Creation never overwrites a key file that appears concurrently.
+/// Creation never overwrites a key file that appears concurrently. An
+/// existing key file with any group/other mode bit is refused
+/// ([`SecretsError::KeyFilePermissions`]).
+///
+/// This function does not look at the store: [`open_store`] is what refuses
+/// to create a key while a store file exists.
 pub fn load_or_create_key(key_file: &Path, env_value: Option<&str>) -> Result<SecretKey> {
     if let Some(value) = env_value {
         return SecretKey::from_base64(value)
@@ -253,13 +303,27 @@ pub fn load_or_create_key(key_file: &Path, env_value: Option<&str>) -> Result<Se
     }
 }
 
-/// Reads a key file; `Ok(None)` if it does not exist.
+/// Reads a key file; `Ok(None)` if it does not exist. A file that group or
+/// other users may access is refused before its contents are read.
 fn read_key_file(path: &Path) -> Result<Option<SecretKey>> {
-    match fs::read_to_string(path) {
-        Ok(text) => SecretKey::from_base64(&text)
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("read key file", path)(e)),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(io_err("read key file", path))?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SecretsError::KeyFilePermissions { path: path.to_path_buf(), mode });
+        }
+    }
+    let mut text = String::new();
+    match io::Read::read_to_string(&mut file, &mut text) {
+        Ok(_) => SecretKey::from_base64(&text)
             .map(|k| Some(k.with_source(KeySource::File(path.to_path_buf()))))
             .map_err(|reason| SecretsError::InvalidKeyFile { path: path.to_path_buf(), reason }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {
             Err(SecretsError::InvalidKeyFile { path: path.to_path_buf(), reason: "it is not text".to_string() })
         }
@@ -282,17 +346,13 @@ pub fn write_key_file(path: &Path, key: &SecretKey) -> Result<()> {
 /// (returns `Ok(false)` when it already existed). The temp file is always
 /// removed.
 fn write_file(path: &Path, data: &[u8], replace: bool) -> Result<bool> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = parent_dir(path);
     fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
 
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "secrets".to_string());
     let mut suffix = [0u8; 6];
     fill_random(&mut suffix)?;
     let suffix: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{suffix}", std::process::id()));
+    let tmp = dir.join(format!("{}{}-{suffix}", temp_prefix(path), std::process::id()));
 
     let result = write_tmp(&tmp, data).and_then(|()| {
         if replace {
@@ -310,6 +370,21 @@ fn write_file(path: &Path, data: &[u8], replace: bool) -> Result<bool> {
     let created = result?;
     sync_dir(&dir);
     Ok(created)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Start of the names of the temporary files [`write_file`] uses for `path`:
+/// `.<file name>.tmp-` (followed by `<pid>-<random hex>`).
+fn temp_prefix(path: &Path) -> String {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "secrets".to_string());
+    format!(".{file_name}.tmp-")
 }
 
 fn write_tmp(tmp: &Path, data: &[u8]) -> Result<()> {
@@ -340,6 +415,74 @@ fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+// ---------------------------------------------------------------------------
+// Lock
+// ---------------------------------------------------------------------------
+
+/// Path of the lock file that coordinates processes using the store at
+/// `store_path`: `<store_path>.lock`.
+pub fn lock_path(store_path: &Path) -> PathBuf {
+    let mut name = store_path.as_os_str().to_os_string();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockMode {
+    /// Readers: many at a time, never beside a writer.
+    Shared,
+    /// Writers and recovery: one at a time.
+    Exclusive,
+}
+
+/// An advisory lock (`flock`) on [`lock_path`], released when dropped (the
+/// file is closed). Locks on different opens of the file conflict even within
+/// one process, so a holder must never take the lock a second time.
+#[derive(Debug)]
+struct StoreLock {
+    _file: fs::File,
+    mode: LockMode,
+}
+
+impl StoreLock {
+    /// Waits for the lock. Only a shared lock may come back as `None`: when
+    /// the lock file cannot be created because the directory is read-only to
+    /// this process, a reader reads without it (it cannot write anything).
+    fn acquire(store_path: &Path, mode: LockMode) -> Result<Option<StoreLock>> {
+        let path = lock_path(store_path);
+        let dir = parent_dir(&path);
+        let opened = fs::create_dir_all(&dir).and_then(|()| {
+            let mut options = fs::OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            options.open(&path)
+        });
+        let file = match opened {
+            Ok(f) => f,
+            Err(e)
+                if mode == LockMode::Shared
+                    && matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem) =>
+            {
+                match fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(_) => return Ok(None),
+                }
+            }
+            Err(e) => return Err(io_err("create lock file", &path)(e)),
+        };
+        match mode {
+            LockMode::Shared => file.lock_shared(),
+            LockMode::Exclusive => file.lock(),
+        }
+        .map_err(io_err("lock", &path))?;
+        Ok(Some(StoreLock { _file: file, mode }))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -377,20 +520,28 @@ struct StoreFile {
 
 /// Encrypted secrets kept in one JSON file. Every mutating call writes the
 /// file atomically before returning; on error the in-memory state is unchanged.
+///
+/// A store from [`open_store_for_update`] holds the exclusive lock until it is
+/// dropped (keep it short-lived). Any other store takes the exclusive lock for
+/// each change and applies the change to the file as it is then, so changes
+/// made by other processes since it was opened are kept.
 #[derive(Debug)]
 pub struct SecretStore {
     path: PathBuf,
     key: SecretKey,
     secrets: BTreeMap<String, StoredSecret>,
+    /// The exclusive lock, when held for the store's whole lifetime.
+    lock: Option<StoreLock>,
 }
 
 impl SecretStore {
-    /// Opens the store at `path`. A missing file is an empty store (nothing
-    /// is written until the first change). A file written under another key
-    /// gives [`SecretsError::WrongKey`].
+    /// Opens the store at `path` (without locking or recovery: see
+    /// [`open_store`]). A missing file is an empty store (nothing is written
+    /// until the first change). A file written under another key gives
+    /// [`SecretsError::WrongKey`].
     pub fn open(path: &Path, key: SecretKey) -> Result<SecretStore> {
         let Some(file) = read_store_file(path)? else {
-            return Ok(SecretStore { path: path.to_path_buf(), key, secrets: BTreeMap::new() });
+            return Ok(SecretStore { path: path.to_path_buf(), key, secrets: BTreeMap::new(), lock: None });
         };
         let key_id = key.key_id();
         if file.key_id != key_id {
@@ -401,11 +552,30 @@ impl SecretStore {
                 key_source: key.source.to_string(),
             });
         }
-        for name in file.secrets.keys() {
-            validate_name(name)
-                .map_err(|e| SecretsError::CorruptStore { path: path.to_path_buf(), reason: e.to_string() })?;
+        validate_names(path, &file.secrets)?;
+        Ok(SecretStore { path: path.to_path_buf(), key, secrets: file.secrets, lock: None })
+    }
+
+    /// Starts a change: returns the exclusive lock (unless this store holds it
+    /// already) and the secrets to change. A store that had to take the lock
+    /// re-reads the file under it, so the change includes every change other
+    /// processes made since the store was opened.
+    fn begin_update(&self) -> Result<(Option<StoreLock>, BTreeMap<String, StoredSecret>)> {
+        if self.lock.is_some() {
+            return Ok((None, self.secrets.clone()));
         }
-        Ok(SecretStore { path: path.to_path_buf(), key, secrets: file.secrets })
+        let lock = StoreLock::acquire(&self.path, LockMode::Exclusive)?;
+        let secrets = match read_store_file(&self.path)? {
+            None => BTreeMap::new(),
+            Some(file) if file.key_id != self.key.key_id() => {
+                return Err(SecretsError::KeyChanged { path: self.path.clone(), store_key_id: file.key_id });
+            }
+            Some(file) => {
+                validate_names(&self.path, &file.secrets)?;
+                file.secrets
+            }
+        };
+        Ok((lock, secrets))
     }
 
     /// Path of the store file.
@@ -423,14 +593,10 @@ impl SecretStore {
     pub fn set(&mut self, name: &str, plaintext: &str) -> Result<()> {
         validate_name(name)?;
         let entry = encrypt(&self.key, name, plaintext)?;
-        let previous = self.secrets.insert(name.to_string(), entry);
-        if let Err(e) = self.save() {
-            match previous {
-                Some(p) => self.secrets.insert(name.to_string(), p),
-                None => self.secrets.remove(name),
-            };
-            return Err(e);
-        }
+        let (_lock, mut secrets) = self.begin_update()?;
+        secrets.insert(name.to_string(), entry);
+        write_secrets(&self.path, &self.key, &secrets)?;
+        self.secrets = secrets;
         Ok(())
     }
 
@@ -460,22 +626,22 @@ impl SecretStore {
     /// (nothing is written when it did not).
     pub fn remove(&mut self, name: &str) -> Result<bool> {
         validate_name(name)?;
-        let Some(previous) = self.secrets.remove(name) else {
-            return Ok(false);
-        };
-        if let Err(e) = self.save() {
-            self.secrets.insert(name.to_string(), previous);
-            return Err(e);
+        let (_lock, mut secrets) = self.begin_update()?;
+        let existed = secrets.remove(name).is_some();
+        if existed {
+            write_secrets(&self.path, &self.key, &secrets)?;
         }
-        Ok(true)
+        self.secrets = secrets;
+        Ok(existed)
     }
 
     /// Re-encrypts every secret under `new_key` and writes the store with the
     /// new key id. All values are decrypted and re-encrypted in memory first;
     /// if any step fails, neither memory nor the file changes.
     pub fn rotate_key(&mut self, new_key: SecretKey) -> Result<()> {
+        let (_lock, current) = self.begin_update()?;
         let mut rotated = BTreeMap::new();
-        for (name, entry) in &self.secrets {
+        for (name, entry) in &current {
             let plaintext = decrypt(&self.key, name, entry)?;
             let mut fresh = encrypt(&new_key, name, &plaintext)?;
             fresh.updated_at = entry.updated_at;
@@ -487,18 +653,26 @@ impl SecretStore {
         self.secrets = file.secrets;
         Ok(())
     }
+}
 
-    fn save(&self) -> Result<()> {
-        // Serialise by reference via a borrowed view to avoid cloning.
-        #[derive(Serialize)]
-        struct View<'a> {
-            version: u32,
-            key_id: String,
-            secrets: &'a BTreeMap<String, StoredSecret>,
-        }
-        let view = View { version: STORE_VERSION, key_id: self.key.key_id(), secrets: &self.secrets };
-        write_json(&self.path, &view)
+/// Writes `secrets` under `key` to the store file at `path`.
+fn write_secrets(path: &Path, key: &SecretKey, secrets: &BTreeMap<String, StoredSecret>) -> Result<()> {
+    // Serialise by reference via a borrowed view to avoid cloning.
+    #[derive(Serialize)]
+    struct View<'a> {
+        version: u32,
+        key_id: String,
+        secrets: &'a BTreeMap<String, StoredSecret>,
     }
+    write_json(path, &View { version: STORE_VERSION, key_id: key.key_id(), secrets })
+}
+
+fn validate_names(path: &Path, secrets: &BTreeMap<String, StoredSecret>) -> Result<()> {
+    for name in secrets.keys() {
+        validate_name(name)
+            .map_err(|e| SecretsError::CorruptStore { path: path.to_path_buf(), reason: e.to_string() })?;
+    }
+    Ok(())
 }
 
 fn write_store_file(path: &Path, file: &StoreFile) -> Result<()> {
@@ -562,56 +736,176 @@ fn decrypt(key: &SecretKey, name: &str, entry: &StoredSecret) -> Result<String> 
 // Open with recovery, rotation
 // ---------------------------------------------------------------------------
 
-/// Loads the key ([`load_or_create_key`]) and opens the store, finishing an
-/// interrupted [`rotate_key_files`] first:
+/// Opens the store for reading: loads the key ([`load_or_create_key`]) and
+/// reads the store under the shared lock, after recovering from a crash
+/// under the exclusive lock when needed (an interrupted [`rotate_key_files`]
+/// is completed or rolled back, temporary files are deleted):
 /// - store carries the key id of `<key_file>.new`: the rotation got past
 ///   step 2, so `<key_file>.new` is renamed over `<key_file>` and used;
 /// - store carries the key id of `<key_file>`: the rotation stopped after
 ///   step 1, so the unused `<key_file>.new` is deleted.
 ///
+/// A missing key file is created only when there is no store file either;
+/// beside an existing store it is [`SecretsError::MissingKeyFile`].
+///
+/// The lock is released before returning; changes made through the returned
+/// store take it again (see [`SecretStore`]). For a read-modify-write use
+/// [`open_store_for_update`].
+///
 /// With `DC_SECRETS_KEY` set (`env_value`), key files are neither read nor
 /// touched.
 pub fn open_store(store_path: &Path, key_file: &Path, env_value: Option<&str>) -> Result<SecretStore> {
-    let key = load_or_create_key(key_file, env_value)?;
-    if env_value.is_none() {
+    let _lock = lock_and_recover(store_path, key_file, env_value, LockMode::Shared)?;
+    open_under_lock(store_path, key_file, env_value)
+}
+
+/// Like [`open_store`], but takes the exclusive lock **before** reading the
+/// key and the store and keeps it until the returned store is dropped, so a
+/// change made through it is based on the latest file and no other process
+/// writes in between.
+pub fn open_store_for_update(store_path: &Path, key_file: &Path, env_value: Option<&str>) -> Result<SecretStore> {
+    let lock = lock_and_recover(store_path, key_file, env_value, LockMode::Exclusive)?;
+    let mut store = open_under_lock(store_path, key_file, env_value)?;
+    store.lock = lock;
+    Ok(store)
+}
+
+/// Takes the lock in `mode`; if a crash left work behind ([`needs_recovery`]),
+/// switches to the exclusive lock (a shared lock is released first, so two
+/// readers never wait for each other) and runs [`recover`].
+fn lock_and_recover(
+    store_path: &Path,
+    key_file: &Path,
+    env_value: Option<&str>,
+    mode: LockMode,
+) -> Result<Option<StoreLock>> {
+    let key_files = env_value.is_none();
+    let mut lock = StoreLock::acquire(store_path, mode)?;
+    if needs_recovery(store_path, key_file, key_files) {
+        if lock.as_ref().map(|l| l.mode) != Some(LockMode::Exclusive) {
+            drop(lock.take());
+            lock = StoreLock::acquire(store_path, LockMode::Exclusive)?;
+        }
+        recover(store_path, key_file, key_files)?;
+    }
+    Ok(lock)
+}
+
+/// Whether a crash left something behind: a pending key (only looked at
+/// when `key_files`) or temporary files.
+fn needs_recovery(store_path: &Path, key_file: &Path, key_files: bool) -> bool {
+    (key_files && pending_key_path(key_file).exists()) || !stray_temp_files(store_path, key_file, key_files).is_empty()
+}
+
+/// Temporary files of [`write_file`] for the store file and (with
+/// `key_files`) the key file and the pending key file.
+fn stray_temp_files(store_path: &Path, key_file: &Path, key_files: bool) -> Vec<PathBuf> {
+    let mut targets = vec![store_path.to_path_buf()];
+    if key_files {
+        targets.push(key_file.to_path_buf());
+        targets.push(pending_key_path(key_file));
+    }
+    let mut found = Vec::new();
+    for target in targets {
+        let dir = parent_dir(&target);
+        let prefix = temp_prefix(&target);
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Repairs what a crash left behind. Must run under the exclusive lock: then
+/// no process is between two steps of a rotation or writing a temp file.
+/// With `key_files`, finishes or rolls back an interrupted
+/// [`rotate_key_files`] (see [`open_store`]); a pending key that matches
+/// neither the store nor the key file is left for the operator. Deletes the
+/// temporary files.
+fn recover(store_path: &Path, key_file: &Path, key_files: bool) -> Result<()> {
+    if key_files {
         let pending_path = pending_key_path(key_file);
         if let Some(pending) = read_key_file(&pending_path)? {
             let store_key_id = read_store_file(store_path)?.map(|f| f.key_id);
             if store_key_id.as_deref() == Some(pending.key_id().as_str()) {
+                // Step 2 was done: finish step 3.
                 fs::rename(&pending_path, key_file).map_err(io_err("replace", key_file))?;
-                sync_dir(key_file.parent().unwrap_or(Path::new(".")));
-                let key = pending.with_source(KeySource::File(key_file.to_path_buf()));
-                return SecretStore::open(store_path, key);
-            }
-            if store_key_id.is_none() || store_key_id.as_deref() == Some(key.key_id().as_str()) {
-                fs::remove_file(&pending_path).map_err(io_err("remove", &pending_path))?;
+                sync_dir(&parent_dir(key_file));
+            } else {
+                let unused = match (&store_key_id, read_key_file(key_file)?) {
+                    (None, _) => true,
+                    (Some(id), Some(key)) => *id == key.key_id(),
+                    (Some(_), None) => false,
+                };
+                if unused {
+                    // Stopped after step 1: roll back.
+                    fs::remove_file(&pending_path).map_err(io_err("remove", &pending_path))?;
+                    sync_dir(&parent_dir(&pending_path));
+                }
             }
         }
     }
+    for tmp in stray_temp_files(store_path, key_file, key_files) {
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove temporary file", &tmp)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Loads the key and opens the store; the caller holds the lock. Refuses to
+/// create a key while a store file exists.
+fn open_under_lock(store_path: &Path, key_file: &Path, env_value: Option<&str>) -> Result<SecretStore> {
+    if env_value.is_none()
+        && matches!(key_file.try_exists(), Ok(false))
+        && let Some(file) = read_store_file(store_path)?
+    {
+        return Err(SecretsError::MissingKeyFile {
+            store: store_path.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            count: file.secrets.len(),
+        });
+    }
+    let key = load_or_create_key(key_file, env_value)?;
     SecretStore::open(store_path, key)
 }
 
 /// Rotates the key kept in `key_file` and re-encrypts the store at
-/// `store_path`, in crash-safe order (see the module docs). Returns the new
-/// key. Not for `DC_SECRETS_KEY` users: they call [`SecretStore::rotate_key`]
-/// and update the variable themselves.
+/// `store_path`, in crash-safe order (see the module docs), holding the
+/// exclusive lock from before reading the store until the new key file is in
+/// place. Returns the new key. Not for `DC_SECRETS_KEY` users: they call
+/// [`SecretStore::rotate_key`] and update the variable themselves.
 pub fn rotate_key_files(store_path: &Path, key_file: &Path) -> Result<SecretKey> {
-    if !key_file.exists() {
+    let lock = lock_and_recover(store_path, key_file, None, LockMode::Exclusive)?;
+    if matches!(key_file.try_exists(), Ok(false)) && read_store_file(store_path)?.is_none() {
         return Err(SecretsError::InvalidKeyFile {
             path: key_file.to_path_buf(),
             reason: "it does not exist".to_string(),
         });
     }
-    let mut store = open_store(store_path, key_file, None)?;
+    let mut store = open_under_lock(store_path, key_file, None)?;
+    store.lock = lock;
     let new_key = SecretKey::generate()?.with_source(KeySource::File(key_file.to_path_buf()));
     let pending_path = pending_key_path(key_file);
     // Step 1: the new key is on disk before anything is encrypted with it.
     write_key_file(&pending_path, &new_key)?;
-    // Step 2: the store now carries the new key id.
-    store.rotate_key(new_key.clone())?;
+    // Step 2: the store now carries the new key id. If that fails, the
+    // pending key is unused unless the store was written after all.
+    if let Err(e) = store.rotate_key(new_key.clone()) {
+        if read_store_file(store_path).ok().flatten().is_none_or(|f| f.key_id != new_key.key_id()) {
+            let _ = fs::remove_file(&pending_path);
+        }
+        return Err(e);
+    }
     // Step 3: the new key becomes the key file.
     fs::rename(&pending_path, key_file).map_err(io_err("replace", key_file))?;
-    sync_dir(key_file.parent().unwrap_or(Path::new(".")));
+    sync_dir(&parent_dir(key_file));
+    drop(store);
     Ok(new_key)
 }
 
@@ -959,9 +1253,14 @@ mod tests {
         rotate_key_files(&store_path, &key_file).unwrap();
         assert_eq!(mode(&key_file), 0o600);
         assert_eq!(mode(&store_path), 0o600);
-        // No temp files left behind.
+        assert_eq!(mode(&lock_path(&store_path)), 0o600);
+        // No temp files left behind (the lock file stays beside the store).
         for dir in [store_path.parent().unwrap(), key_file.parent().unwrap()] {
-            let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let names: Vec<_> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.as_os_str() != lock_path(&store_path).file_name().unwrap())
+                .collect();
             assert_eq!(names.len(), 1, "{names:?}");
         }
     }
@@ -1017,5 +1316,279 @@ mod tests {
         assert!(matches!(SecretStore::open(&store_path, key.clone()), Err(SecretsError::CorruptStore { .. })));
         fs::write(&store_path, r#"{"version":2,"key_id":"x","secrets":{}}"#).unwrap();
         assert!(matches!(SecretStore::open(&store_path, key), Err(SecretsError::UnsupportedVersion { found: 2, .. })));
+    }
+
+    /// Files in `dir` that an interrupted write or rotation leaves behind.
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp") || n.ends_with(".new"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Temp files as a crash inside [`write_file`] leaves them, for the store,
+    /// the key file and the pending key file.
+    fn plant_temp_files(store_path: &Path, key_file: &Path) -> Vec<PathBuf> {
+        let planted: Vec<PathBuf> = [store_path.to_path_buf(), key_file.to_path_buf(), pending_key_path(key_file)]
+            .iter()
+            .map(|target| parent_dir(target).join(format!("{}4242-0123456789ab", temp_prefix(target))))
+            .collect();
+        for p in &planted {
+            fs::write(p, "partial").unwrap();
+        }
+        planted
+    }
+
+    #[test]
+    fn writers_in_parallel_lose_nothing() {
+        let (_d, store_path, key_file) = setup();
+        let key = load_or_create_key(&key_file, None).unwrap();
+        // Every store is opened (and has read the empty store) before any
+        // writes: each `set` must still keep the others' secrets.
+        let stores: Vec<SecretStore> = (0..8).map(|_| SecretStore::open(&store_path, key.clone()).unwrap()).collect();
+        let barrier = std::sync::Barrier::new(stores.len());
+        std::thread::scope(|scope| {
+            for (i, mut store) in stores.into_iter().enumerate() {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    store.set(&format!("s{i}"), &format!("v{i}")).unwrap();
+                });
+            }
+        });
+        // The same through open_store_for_update (lock held from the read on).
+        std::thread::scope(|scope| {
+            for i in 8..16 {
+                let (store_path, key_file) = (&store_path, &key_file);
+                scope.spawn(move || {
+                    let mut store = open_store_for_update(store_path, key_file, None).unwrap();
+                    store.set(&format!("s{i}"), &format!("v{i}")).unwrap();
+                });
+            }
+        });
+        let store = open_store(&store_path, &key_file, None).unwrap();
+        assert_eq!(store.names().len(), 16, "{:?}", store.names());
+        for i in 0..16 {
+            assert_eq!(store.get(&format!("s{i}")).unwrap(), format!("v{i}"));
+        }
+    }
+
+    #[test]
+    fn stale_store_keeps_changes_made_since_it_was_opened() {
+        let (_d, store_path, key_file) = setup();
+        let mut early = open_store(&store_path, &key_file, None).unwrap();
+        let mut other = open_store(&store_path, &key_file, None).unwrap();
+        other.set("a", "1").unwrap();
+        other.set("b", "2").unwrap();
+        early.set("c", "3").unwrap();
+        assert_eq!(early.names(), vec!["a", "b", "c"]);
+        assert!(early.remove("a").unwrap());
+        assert!(!other.remove("a").unwrap());
+        assert_eq!(open_store(&store_path, &key_file, None).unwrap().names(), vec!["b", "c"]);
+
+        // After a rotation elsewhere the stale store's key is outdated: refused, file untouched.
+        rotate_key_files(&store_path, &key_file).unwrap();
+        let before = fs::read(&store_path).unwrap();
+        let err = early.set("d", "4").unwrap_err();
+        assert!(matches!(err, SecretsError::KeyChanged { .. }), "{err:?}");
+        assert!(err.to_string().contains("open the store again"), "{err}");
+        assert_eq!(fs::read(&store_path).unwrap(), before);
+    }
+
+    #[test]
+    fn update_lock_is_held_until_the_store_is_dropped() {
+        let (_d, store_path, key_file) = setup();
+        let lock_file = || fs::OpenOptions::new().read(true).write(true).open(lock_path(&store_path)).unwrap();
+
+        let store = open_store_for_update(&store_path, &key_file, None).unwrap();
+        assert!(matches!(lock_file().try_lock(), Err(fs::TryLockError::WouldBlock)));
+        assert!(matches!(lock_file().try_lock_shared(), Err(fs::TryLockError::WouldBlock)));
+        drop(store);
+        lock_file().try_lock().unwrap();
+
+        // A reader does not keep the lock.
+        let _reader = open_store(&store_path, &key_file, None).unwrap();
+        lock_file().try_lock().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_accessible_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_d, store_path, key_file) = setup();
+        let mut store = open_store(&store_path, &key_file, None).unwrap();
+        store.set("x", "y").unwrap();
+        drop(store);
+        assert_eq!(fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+        for bad in [0o644, 0o640, 0o604, 0o620, 0o602, 0o610, 0o601, 0o777] {
+            fs::set_permissions(&key_file, fs::Permissions::from_mode(bad)).unwrap();
+            let fix = format!("run `chmod 600 {}`", key_file.display());
+            let checks = [
+                load_or_create_key(&key_file, None).map(|_| ()),
+                open_store(&store_path, &key_file, None).map(|_| ()),
+                open_store_for_update(&store_path, &key_file, None).map(|_| ()),
+                rotate_key_files(&store_path, &key_file).map(|_| ()),
+            ];
+            for result in checks {
+                let err = result.unwrap_err();
+                assert!(
+                    matches!(&err, SecretsError::KeyFilePermissions { path, mode } if *path == key_file && *mode == bad),
+                    "{bad:o}: {err:?}"
+                );
+                let msg = err.to_string();
+                assert!(msg.contains(&fix) && msg.contains(&format!("mode {bad:04o}")), "{msg}");
+            }
+        }
+        // The key bits are not echoed and nothing was changed.
+        assert!(!pending_key_path(&key_file).exists());
+        for ok in [0o600, 0o400] {
+            fs::set_permissions(&key_file, fs::Permissions::from_mode(ok)).unwrap();
+            assert_eq!(open_store(&store_path, &key_file, None).unwrap().get("x").unwrap(), "y");
+        }
+        // DC_SECRETS_KEY users never read the key file.
+        fs::set_permissions(&key_file, fs::Permissions::from_mode(0o644)).unwrap();
+        let key = SecretKey::generate().unwrap();
+        load_or_create_key(&key_file, Some(&key.to_base64())).unwrap();
+    }
+
+    #[test]
+    fn missing_key_file_beside_a_store_is_refused() {
+        let (_d, store_path, key_file) = setup();
+        let mut store = open_store(&store_path, &key_file, None).unwrap();
+        store.set("a", "1").unwrap();
+        store.set("b", "2").unwrap();
+        drop(store);
+        let saved = fs::read(&key_file).unwrap();
+        let before = fs::read(&store_path).unwrap();
+        fs::remove_file(&key_file).unwrap();
+
+        let checks = [
+            open_store(&store_path, &key_file, None).map(|_| ()),
+            open_store_for_update(&store_path, &key_file, None).map(|_| ()),
+            rotate_key_files(&store_path, &key_file).map(|_| ()),
+        ];
+        for result in checks {
+            let err = result.unwrap_err();
+            assert!(matches!(&err, SecretsError::MissingKeyFile { count: 2, .. }), "{err:?}");
+            let msg = err.to_string();
+            for needle in [
+                store_path.display().to_string(),
+                key_file.display().to_string(),
+                "restore the key file".to_string(),
+                "DC_SECRETS_KEY".to_string(),
+                format!("remove {} to start over", store_path.display()),
+            ] {
+                assert!(msg.contains(&needle), "{needle}: {msg}");
+            }
+        }
+        assert!(!key_file.exists(), "no key was generated");
+        assert!(!pending_key_path(&key_file).exists());
+        assert_eq!(fs::read(&store_path).unwrap(), before);
+
+        // With the key restored (or given by DC_SECRETS_KEY) everything works again.
+        let b64 = String::from_utf8(saved.clone()).unwrap();
+        let store = open_store(&store_path, &key_file, Some(b64.trim())).unwrap();
+        assert_eq!(store.get("a").unwrap(), "1");
+        write_key_file(&key_file, &SecretKey::from_base64(&b64).unwrap()).unwrap();
+        assert_eq!(open_store(&store_path, &key_file, None).unwrap().get("b").unwrap(), "2");
+
+        // Removing the store starts over with a new key.
+        fs::remove_file(&key_file).unwrap();
+        fs::remove_file(&store_path).unwrap();
+        let mut store = open_store_for_update(&store_path, &key_file, None).unwrap();
+        store.set("c", "3").unwrap();
+        assert!(key_file.exists());
+        assert_ne!(fs::read(&key_file).unwrap(), saved);
+    }
+
+    #[test]
+    fn missing_key_file_with_pending_key_of_the_store_completes_rotation() {
+        let (_d, store_path, key_file) = setup();
+        let mut store = open_store(&store_path, &key_file, None).unwrap();
+        store.set("s", "value").unwrap();
+        // Steps 1 and 2, then the old key file is lost as well.
+        let new = SecretKey::generate().unwrap();
+        write_key_file(&pending_key_path(&key_file), &new).unwrap();
+        store.rotate_key(new.clone()).unwrap();
+        drop(store);
+        fs::remove_file(&key_file).unwrap();
+
+        let store = open_store(&store_path, &key_file, None).unwrap();
+        assert_eq!(store.get("s").unwrap(), "value");
+        assert_eq!(load_or_create_key(&key_file, None).unwrap().key_id(), new.key_id());
+        assert!(!pending_key_path(&key_file).exists());
+    }
+
+    #[test]
+    fn interrupted_rotation_and_writes_leave_no_files_behind() {
+        let (_d, store_path, key_file) = setup();
+        let dirs = [store_path.parent().unwrap().to_path_buf(), key_file.parent().unwrap().to_path_buf()];
+        let mut store = open_store(&store_path, &key_file, None).unwrap();
+        store.set("s", "value").unwrap();
+        let old_id = store.key_id();
+
+        // Crash after step 2 (plus temp files): a reader completes the rotation.
+        let new = SecretKey::generate().unwrap();
+        write_key_file(&pending_key_path(&key_file), &new).unwrap();
+        store.rotate_key(new.clone()).unwrap();
+        drop(store);
+        let planted = plant_temp_files(&store_path, &key_file);
+        assert_eq!(planted.len(), 3);
+        let store = open_store(&store_path, &key_file, None).unwrap();
+        assert_eq!(store.get("s").unwrap(), "value");
+        assert_eq!(load_or_create_key(&key_file, None).unwrap().key_id(), new.key_id());
+        for dir in &dirs {
+            assert_eq!(leftovers(dir), Vec::<String>::new());
+        }
+
+        // Crash after step 1 (plus temp files): a writer rolls it back.
+        write_key_file(&pending_key_path(&key_file), &SecretKey::generate().unwrap()).unwrap();
+        plant_temp_files(&store_path, &key_file);
+        let mut store = open_store_for_update(&store_path, &key_file, None).unwrap();
+        store.set("t", "other").unwrap();
+        drop(store);
+        let store = open_store(&store_path, &key_file, None).unwrap();
+        assert_eq!(store.key_id(), new.key_id());
+        assert_ne!(store.key_id(), old_id);
+        assert_eq!(store.get("t").unwrap(), "other");
+        for dir in &dirs {
+            assert_eq!(leftovers(dir), Vec::<String>::new());
+        }
+
+        // Temp files are cleaned up before a rotation, which then succeeds.
+        plant_temp_files(&store_path, &key_file);
+        rotate_key_files(&store_path, &key_file).unwrap();
+        for dir in &dirs {
+            assert_eq!(leftovers(dir), Vec::<String>::new());
+        }
+
+        // With DC_SECRETS_KEY set, only the store's temp files are touched.
+        let env = SecretKey::generate().unwrap().to_base64();
+        let env_store = store_path.with_file_name("env.json");
+        let planted = plant_temp_files(&env_store, &key_file);
+        let mut store = open_store_for_update(&env_store, &key_file, Some(&env)).unwrap();
+        store.set("e", "env").unwrap();
+        assert!(!planted[0].exists());
+        assert!(planted[1].exists() && planted[2].exists(), "key files untouched with DC_SECRETS_KEY");
+    }
+
+    #[test]
+    fn failed_rotation_removes_its_pending_key() {
+        let (_d, store_path, key_file) = setup();
+        let mut store = open_store(&store_path, &key_file, None).unwrap();
+        store.set("bad", "1").unwrap();
+        drop(store);
+        let mut v = raw(&store_path);
+        v["secrets"]["bad"]["ciphertext"] = BASE64.encode([0u8; 20]).into();
+        write_raw(&store_path, &v);
+        let key_before = fs::read(&key_file).unwrap();
+        let err = rotate_key_files(&store_path, &key_file).unwrap_err();
+        assert!(matches!(&err, SecretsError::Decrypt { name } if name == "bad"), "{err:?}");
+        assert_eq!(fs::read(&key_file).unwrap(), key_before);
+        assert_eq!(leftovers(key_file.parent().unwrap()), Vec::<String>::new());
     }
 }

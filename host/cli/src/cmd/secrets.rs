@@ -1,6 +1,11 @@
 //! `dc-host secrets`: the encrypted secrets store (AES-256-GCM, file under the
 //! data directory, key from `DC_SECRETS_KEY` or a key file), and the resolution
 //! of `${secret:NAME}` references in settings.
+//!
+//! `set` and `rm` open the store with [`secrets::open_store_for_update`], which
+//! holds the store's exclusive lock from before reading it until the change is
+//! written, so parallel commands never overwrite each other; `rotate-key` holds
+//! it through the whole rotation; `get` and `list` read under the shared lock.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -45,10 +50,18 @@ fn paths(settings: &Settings) -> (PathBuf, PathBuf) {
     (dir.join("secrets.json"), dir.join("secrets.key"))
 }
 
+/// Opens the store to read it.
 fn open(settings: &Settings) -> anyhow::Result<SecretStore> {
     let (store, key) = paths(settings);
     let env_key = std::env::var(secrets::KEY_ENV_VAR).ok();
     Ok(secrets::open_store(&store, &key, env_key.as_deref())?)
+}
+
+/// Opens the store to change it: holds the exclusive lock until dropped.
+fn open_for_update(settings: &Settings) -> anyhow::Result<SecretStore> {
+    let (store, key) = paths(settings);
+    let env_key = std::env::var(secrets::KEY_ENV_VAR).ok();
+    Ok(secrets::open_store_for_update(&store, &key, env_key.as_deref())?)
 }
 
 /// Replaces `${secret:NAME}` references in the settings that may hold secrets.
@@ -72,7 +85,8 @@ pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> 
             let mut value = String::new();
             std::io::stdin().read_to_string(&mut value)?;
             let value = value.strip_suffix('\n').unwrap_or(&value);
-            let mut store = open(settings)?;
+            // stdin is read first: the lock is never held while waiting for input
+            let mut store = open_for_update(settings)?;
             store.set(&name, value)?;
             println!("secret {name} stored in {}", store.path().display());
         }
@@ -89,7 +103,7 @@ pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> 
             }
         }
         SecretsCommand::Rm { name } => {
-            if open(settings)?.remove(&name)? {
+            if open_for_update(settings)?.remove(&name)? {
                 println!("secret {name} removed");
             } else {
                 println!("no secret {name}");
