@@ -313,3 +313,79 @@ fn refusal_of_the_same_version_with_different_content() {
     let rows = host.json(&["data", "head", "tiny_rows", "--json"]);
     assert_eq!(rows[0]["flavour"], "a", "{rows}");
 }
+
+#[test]
+fn refusal_of_a_forged_probe_answer() {
+    // the library's constructor prints what looks like the probe's answer and
+    // exits: the host validates the answer instead of trusting it
+    let dir = tempfile::tempdir().expect("tempdir");
+    let forged = dir.path().join("forge.so");
+    rustc_cdylib(&workspace().join("tests/fixtures/plugins/forge.rs"), &forged);
+    let bin = tempfile::tempdir().expect("tempdir");
+    let host = host_with_misbehave(bin.path());
+    assert_refused(
+        &host,
+        &forged,
+        "forge.so",
+        Check::File,
+        &["has an invalid manifest", r#"name "\u{1b}[31mevil" is not allowed"#],
+        MISBEHAVE,
+        "1.0.0",
+        r#"{"mode": "ok", "items": 1}"#,
+    );
+    let (_, text) = host.fails(&["reload"]);
+    assert!(!text.contains('\u{1b}'), "no raw escape code reaches the terminal: {text:?}");
+}
+
+#[test]
+fn refusal_of_a_file_over_the_size_limit_without_reading_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // sparse: 300 MiB long, nothing on disk; reading it whole was the defect
+    let big = dir.path().join("big.so");
+    std::fs::File::create(&big).and_then(|f| f.set_len(300 << 20)).expect("sparse file");
+    refused_while_misbehave_serves(
+        &big,
+        "big.so",
+        &["is 300 MiB, over the limit of 256 MiB for plugin files", "general.max_plugin_file_mb"],
+    );
+}
+
+#[test]
+fn odd_entries_in_the_plugins_directory_are_reported_not_skipped() {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let host = host_with_misbehave(bin.path());
+    let dir = host.plugins_dir();
+    std::os::unix::fs::symlink(dir.join("loop.so"), dir.join("loop.so")).expect("symlink loop");
+    std::os::unix::fs::symlink(dir.join("gone.so"), dir.join("dangling.so")).expect("dangling symlink");
+    std::fs::create_dir(dir.join("folder.so")).expect("directory");
+    std::os::unix::fs::symlink("/dev/null", dir.join("device.so")).expect("symlink to a device");
+    let (code, text) = host.fails(&["reload"]);
+    assert_eq!(code, 1, "{text}");
+    for (file, why) in [
+        ("loop.so", "is a symlink loop"),
+        ("dangling.so", "is a dangling symlink (to "),
+        ("folder.so", "is a directory, not a plugin file"),
+        ("device.so", "is a device (through a symlink), not a plugin file"),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{}: REFUSED: ", dir.join(file).display())))
+            .unwrap_or_else(|| panic!("{file} is not reported:\n{text}"));
+        assert!(line.contains(why), "{line}");
+    }
+    assert_eq!(host.active_version(MISBEHAVE).as_deref(), Some("1.0.0"), "the good plugin keeps serving");
+}
+
+#[test]
+fn a_valid_plugin_with_a_manifest_over_64_kib_registers() {
+    // the probe's answer no longer fits a pipe buffer: the host must read it while the child runs
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = tiny_plugin("big-manifest", ApiVariant::Workspace, &[("DC_FIXTURE_SCHEMA_PROPS", "2000")], dir.path());
+    let host = Host::sqlite();
+    let shown = host.json(&["plugins", "inspect", big.to_str().expect("utf-8"), "--json"]);
+    let size = shown["manifest"].to_string().len();
+    assert!(size > 64 * 1024, "the manifest is {size} bytes");
+    host.install(&big, "big.so");
+    let out = host.ok(&["reload"]);
+    assert!(out.contains("registered test/fixtures/tiny 1.0.0"), "{out}");
+}

@@ -72,6 +72,8 @@ pub struct GeneralSettings {
     pub plugins_dir: Option<PathBuf>,
     /// Name recorded on runs (default: the machine's host name).
     pub host_name: Option<String>,
+    /// Plugin files larger than this many MiB are refused before they are read.
+    pub max_plugin_file_mb: u64,
 }
 
 /// Database connection.
@@ -145,7 +147,7 @@ impl Default for Settings {
 
 impl Default for GeneralSettings {
     fn default() -> Self {
-        GeneralSettings { data_dir: PathBuf::from("var"), plugins_dir: None, host_name: None }
+        GeneralSettings { data_dir: PathBuf::from("var"), plugins_dir: None, host_name: None, max_plugin_file_mb: 256 }
     }
 }
 
@@ -283,6 +285,9 @@ impl Settings {
         {
             return invalid("database.url", redact_url(url), "use sqlite://PATH or postgres://USER@HOST:PORT/DB");
         }
+        if self.general.max_plugin_file_mb == 0 {
+            return invalid("general.max_plugin_file_mb", "0".into(), "at least 1");
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "0".into(), "at least 1");
         }
@@ -308,7 +313,12 @@ impl Settings {
         Ok(())
     }
 
-    /// The plugins directory operators drop files into.
+    /// The largest plugin file accepted, in bytes.
+    pub fn max_plugin_file_bytes(&self) -> u64 {
+        self.general.max_plugin_file_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// Where operators drop plugin files.
     pub fn plugins_dir(&self) -> PathBuf {
         self.general.plugins_dir.clone().unwrap_or_else(|| self.general.data_dir.join("plugins"))
     }

@@ -73,11 +73,59 @@ const HOST_MACHINE: (u16, &str) = (goblin::elf::header::EM_AARCH64, "aarch64");
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const HOST_MACHINE: (u16, &str) = (0, std::env::consts::ARCH);
 
-/// Checks the file header without loading it.
-pub fn precheck(path: &Path) -> Result<(), String> {
+/// What kind of file system object `path` is, in words, when it is not a
+/// regular file (following symlinks), or why it cannot be looked at.
+pub fn not_a_regular_file(path: &Path) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    let p = path.display();
+    let link = std::fs::symlink_metadata(path).ok().filter(|m| m.file_type().is_symlink());
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) => {
+            let t = m.file_type();
+            let what = if t.is_dir() {
+                "a directory"
+            } else if t.is_block_device() || t.is_char_device() {
+                "a device"
+            } else if t.is_fifo() {
+                "a named pipe"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            let via = if link.is_some() { " (through a symlink)" } else { "" };
+            Some(format!("{p} is {what}{via}, not a plugin file; remove it from the plugins directory"))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            Some(format!("{p} is a symlink loop; remove it or point it at a plugin file"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && link.is_some() => {
+            let target = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_else(|_| "?".into());
+            Some(format!("{p} is a dangling symlink (to {target}); remove it or restore its target"))
+        }
+        Err(e) => Some(format!("cannot read {p}: {e}")),
+    }
+}
+
+/// Checks the file header without loading it. Files larger than `max_bytes`
+/// are refused before a byte is read.
+pub fn precheck(path: &Path, max_bytes: u64) -> Result<(), String> {
+    if let Some(why) = not_a_regular_file(path) {
+        return Err(why);
+    }
+    let len = std::fs::metadata(path).map(|m| m.len()).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if len > max_bytes {
+        return Err(format!(
+            "{} is {} MiB, over the limit of {} MiB for plugin files; raise general.max_plugin_file_mb if it really is a plugin",
+            path.display(),
+            len.div_ceil(1024 * 1024),
+            max_bytes / (1024 * 1024)
+        ));
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes))
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if bytes.len() < 64 {
         return Err(format!(
@@ -297,9 +345,23 @@ pub fn probe_child_main(path: &Path) -> i32 {
     0
 }
 
+/// Reads a child's pipe to its end on a thread, so a large answer never
+/// blocks the child on a full pipe while we wait for it to exit.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut p) = pipe {
+            let mut bytes = Vec::new();
+            let _ = p.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
+
 /// Prechecks and probes a file in a child process (`exe plugin-probe FILE`).
-pub fn probe(exe: &Path, path: &Path, timeout: Duration) -> Result<ProbeOutput, RuntimeError> {
-    precheck(path).map_err(RuntimeError::Refused)?;
+pub fn probe(exe: &Path, path: &Path, timeout: Duration, max_bytes: u64) -> Result<ProbeOutput, RuntimeError> {
+    precheck(path, max_bytes).map_err(RuntimeError::Refused)?;
     let mut child = Command::new(exe)
         .arg("plugin-probe")
         .arg(path)
@@ -309,6 +371,8 @@ pub fn probe(exe: &Path, path: &Path, timeout: Duration) -> Result<ProbeOutput, 
         .env("DC_LOG", "error")
         .spawn()
         .map_err(RuntimeError::io("cannot start probe process", exe))?;
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait().map_err(RuntimeError::io("cannot wait for probe process", exe))? {
@@ -325,14 +389,9 @@ pub fn probe(exe: &Path, path: &Path, timeout: Duration) -> Result<ProbeOutput, 
             None => std::thread::sleep(Duration::from_millis(5)),
         }
     };
-    let mut out = String::new();
-    let mut err = String::new();
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut err);
-    }
+    // the child has exited: its pipes end (unless it left a process holding them)
+    let out = stdout.join().unwrap_or_default();
+    let err = stderr.join().unwrap_or_default();
     match serde_json::from_str::<ProbeAnswer>(out.trim()) {
         Ok(ProbeAnswer::Ok(o)) => {
             o.validate(path).map_err(RuntimeError::Refused)?;
@@ -362,22 +421,49 @@ mod tests {
         let text = dir.path().join("notes.so");
         std::fs::write(&text, "this is a text file, not a library at all; it is long enough to parse headers.")
             .expect("write");
-        assert!(precheck(&text).expect_err("refused").contains("not a shared library (no ELF header)"));
+        let max = 256 << 20;
+        assert!(precheck(&text, max).expect_err("refused").contains("not a shared library (no ELF header)"));
         let tiny = dir.path().join("tiny.so");
         std::fs::write(&tiny, b"\x7fELF").expect("write");
-        assert!(precheck(&tiny).expect_err("refused").contains("only 4 bytes long"));
+        assert!(precheck(&tiny, max).expect_err("refused").contains("only 4 bytes long"));
         // a truncated copy of this (ELF, host architecture) test binary is
         // refused as truncated, and one patched to another machine as such
         let me = std::fs::read(std::env::current_exe().expect("exe")).expect("read self");
         let cut = dir.path().join("cut.so");
         std::fs::write(&cut, &me[..me.len() / 2]).expect("write");
-        assert!(precheck(&cut).expect_err("refused").contains("truncated"));
+        assert!(precheck(&cut, max).expect_err("refused").contains("truncated"));
         let mut arm = me.clone();
         arm[18] = 0x28; // e_machine = ARM (little endian)
         arm[19] = 0;
         let arm_path = dir.path().join("arm.so");
         std::fs::write(&arm_path, &arm).expect("write");
-        assert!(precheck(&arm_path).expect_err("refused").contains("another architecture"));
+        assert!(precheck(&arm_path, max).expect_err("refused").contains("another architecture"));
+    }
+
+    #[test]
+    fn files_over_the_limit_and_non_files_are_refused_before_reading() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // a sparse 3 GiB file: refusing it must not read (or allocate) it
+        let big = dir.path().join("big.so");
+        std::fs::File::create(&big).and_then(|f| f.set_len(3 << 30)).expect("sparse file");
+        let err = precheck(&big, 256 << 20).expect_err("refused");
+        assert!(
+            err.contains("is 3072 MiB, over the limit of 256 MiB") && err.contains("general.max_plugin_file_mb"),
+            "{err}"
+        );
+
+        let d = dir.path().join("dir.so");
+        std::fs::create_dir(&d).expect("mkdir");
+        assert!(precheck(&d, 1 << 20).expect_err("refused").contains("is a directory, not a plugin file"));
+        let looped = dir.path().join("loop.so");
+        std::os::unix::fs::symlink(&looped, &looped).expect("symlink");
+        assert!(precheck(&looped, 1 << 20).expect_err("refused").contains("is a symlink loop"));
+        let dangling = dir.path().join("dangling.so");
+        std::os::unix::fs::symlink(dir.path().join("gone.so"), &dangling).expect("symlink");
+        assert!(precheck(&dangling, 1 << 20).expect_err("refused").contains("is a dangling symlink (to "));
+        let dev = dir.path().join("null.so");
+        std::os::unix::fs::symlink("/dev/null", &dev).expect("symlink");
+        assert!(precheck(&dev, 1 << 20).expect_err("refused").contains("is a device (through a symlink)"));
     }
 
     #[test]

@@ -67,7 +67,8 @@ fn app_path(m: &Manifest) -> String {
 pub async fn inspect(env: &HostEnv, path: &Path) -> Result<ProbeOutput, RuntimeError> {
     let exe = env.exe.clone();
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || probe::probe(&exe, &path, PROBE_TIMEOUT))
+    let max = env.settings.max_plugin_file_bytes();
+    tokio::task::spawn_blocking(move || probe::probe(&exe, &path, PROBE_TIMEOUT, max))
         .await
         .map_err(|e| RuntimeError::Refused(format!("probe task failed: {e}")))?
 }
@@ -76,6 +77,8 @@ pub async fn inspect(env: &HostEnv, path: &Path) -> Result<ProbeOutput, RuntimeE
 #[dc_fun_watch::fun_watch]
 pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome, RuntimeError> {
     let db = &env.db;
+    // size and file type first: hashing a 3 GB file, a device or a pipe is not an option
+    probe::precheck(path, env.settings.max_plugin_file_bytes()).map_err(RuntimeError::Refused)?;
     let sha256 = store::sha256_file(path)?;
     if let Some(known) = apps::version_by_hash(db, &sha256).await? {
         let app = apps::get_app(db, &known.app_id).await?;
@@ -173,7 +176,10 @@ pub struct ReloadEntry {
     pub result: Result<RegisterOutcome, String>,
 }
 
-/// Plugin files in the plugins directory, sorted.
+/// Entries of the plugins directory named like plugin files (`*.so`, …), sorted,
+/// whatever they are: a directory, a device, a dangling symlink or a symlink
+/// loop named `x.so` is listed too, so registering it reports what it is
+/// instead of skipping it in silence. Hidden files (`.name`) are skipped.
 pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(RuntimeError::io("cannot create plugins directory", dir))?;
@@ -182,8 +188,7 @@ pub fn plugin_files(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
         .map_err(RuntimeError::io("cannot read plugins directory", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.is_file()
-                && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+            !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
                 && p.extension().and_then(|e| e.to_str()).is_some_and(|e| PLUGIN_EXTENSIONS.contains(&e))
         })
         .collect();

@@ -9,10 +9,20 @@ use sha2::{Digest, Sha256};
 
 use crate::RuntimeError;
 
-/// SHA-256 hex of a file.
+/// SHA-256 hex of a file, read in chunks (never the whole file in memory).
 pub fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
-    let bytes = std::fs::read(path).map_err(RuntimeError::io("cannot read plugin file", path))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(RuntimeError::io("cannot read plugin file", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(RuntimeError::io("cannot read plugin file", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Copies `src` into the store under its hash; returns the stored path. A file

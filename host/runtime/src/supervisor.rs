@@ -208,29 +208,24 @@ async fn pump_stderr(stderr: tokio::process::ChildStderr, runtime_id: String) ->
     let mut sum = StderrSummary::default();
     let mut passed = 0usize;
     let mut said_cut = false;
-    loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if passed + line.len() < STDERR_PASS_LIMIT {
-                    passed += line.len() + 1;
-                    eprintln!("{line}");
-                } else {
-                    if !said_cut {
-                        said_cut = true;
-                        eprintln!(
-                            "dc-host: run {runtime_id}: the worker's stderr passed {} KiB; further output is dropped (the run's logs are in the database: dc-host runs show {runtime_id} --logs)",
-                            STDERR_PASS_LIMIT / 1024
-                        );
-                    }
-                    sum.dropped_bytes += line.len() as u64 + 1;
-                }
-                if sum.tail.len() == STDERR_TAIL_LINES {
-                    sum.tail.pop_front();
-                }
-                sum.tail.push_back(line);
+    while let Ok(Some(line)) = lines.next_line().await {
+        if passed + line.len() < STDERR_PASS_LIMIT {
+            passed += line.len() + 1;
+            eprintln!("{line}");
+        } else {
+            if !said_cut {
+                said_cut = true;
+                eprintln!(
+                    "dc-host: run {runtime_id}: the worker's stderr passed {} KiB; further output is dropped (the run's logs are in the database: dc-host runs show {runtime_id} --logs)",
+                    STDERR_PASS_LIMIT / 1024
+                );
             }
-            Ok(None) | Err(_) => break,
+            sum.dropped_bytes += line.len() as u64 + 1;
         }
+        if sum.tail.len() == STDERR_TAIL_LINES {
+            sum.tail.pop_front();
+        }
+        sum.tail.push_back(line);
     }
     if sum.dropped_bytes > 0 {
         eprintln!("dc-host: run {runtime_id}: dropped {} bytes of worker stderr", sum.dropped_bytes);
@@ -398,12 +393,10 @@ fn explain_exit(env: &HostEnv, run: &RunRow, status: Option<&ExitStatus>, stderr
             "memory limit of {mb} MB reached ({alloc}{sig}); raise runs.memory_limit_mb if the app needs more"
         );
     }
-    if status.and_then(|s| s.signal()) == Some(libc::SIGXCPU) {
-        if let Some(secs) = env.settings.runs.cpu_limit_secs {
-            return format!(
-                "CPU time limit of {secs}s reached ({how}); raise runs.cpu_limit_secs if the app needs more"
-            );
-        }
+    if status.and_then(|s| s.signal()) == Some(libc::SIGXCPU)
+        && let Some(secs) = env.settings.runs.cpu_limit_secs
+    {
+        return format!("CPU time limit of {secs}s reached ({how}); raise runs.cpu_limit_secs if the app needs more");
     }
     let said = stderr.last_message().map(|l| format!(": {l}")).unwrap_or_default();
     if run.status == RunStatus::Pending.as_str() {

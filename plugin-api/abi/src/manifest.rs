@@ -277,6 +277,9 @@ pub struct Manifest {
     pub sdk_version: Option<String>,
 }
 
+/// The longest description a manifest may carry.
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
+
 fn empty_object_schema() -> Value {
     serde_json::json!({"type": "object"})
 }
@@ -387,6 +390,12 @@ impl Manifest {
                 problems.push(format!("{field} {value:?} is not allowed: use 1-64 ASCII letters, digits, '_' or '-'"));
             }
         }
+        if self.description.chars().count() > MAX_DESCRIPTION_CHARS || self.description.chars().any(char::is_control) {
+            problems.push(format!(
+                "description {:?} is not allowed: use one line of at most {MAX_DESCRIPTION_CHARS} characters, without control characters",
+                self.description.chars().take(80).collect::<String>()
+            ));
+        }
         if Version::parse(&self.version).is_none() {
             problems.push(format!("version {:?} is not MAJOR.MINOR.PATCH (for example \"1.0.0\")", self.version));
         }
@@ -496,6 +505,15 @@ mod tests {
         assert!(p.contains("version \"1.2\" is not MAJOR.MINOR.PATCH"), "{p}");
         assert!(p.contains("key column \"missing\" is not a declared column"), "{p}");
         assert!(p.contains("interface_version 7 is not supported"), "{p}");
+    }
+
+    #[test]
+    fn descriptions_are_one_plain_line() {
+        let p = sample().description("evil \u{1b}[31mred\u{1b}[0m").validate().join("\n");
+        assert!(p.contains("without control characters") && p.contains("\\u{1b}"), "escaped, never raw: {p}");
+        let p = sample().description("x".repeat(MAX_DESCRIPTION_CHARS + 1)).validate().join("\n");
+        assert!(p.contains("at most 1000 characters"), "{p}");
+        assert_eq!(sample().description("Prices of the acme shop — daily").validate(), Vec::<String>::new());
     }
 
     #[test]
