@@ -118,3 +118,18 @@ fn output_into_a_closed_pipe_ends_quietly() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE, as Unix tools do: {:?}", out.status);
 }
+
+#[test]
+fn config_show_hides_splunk_credentials_and_warns_about_foreign_variables() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_LOGGING_SPLUNK_URL".into(), "https://admin:hunter2@127.0.0.1:1/services/collector".into()));
+    host.env.push(("DC_LOGGING_SPLUNK_TOKEN".into(), "tok-s3cr3t".into()));
+    host.env.push(("DC_DEPLOY_ENV".into(), "prod".into()));
+    let out = host.run(&["config", "show"]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("hunter2") && !shown.contains("tok-s3cr3t"), "{shown}");
+    assert!(shown.contains("https://admin:<redacted>@127.0.0.1:1/services/collector"), "{shown}");
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("warning: DC_DEPLOY_ENV is not a dc-host setting and is ignored"), "{warned}");
+}

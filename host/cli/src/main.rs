@@ -158,8 +158,18 @@ fn connect(rt: &tokio::runtime::Runtime, settings: Settings) -> anyhow::Result<(
     Ok((HostEnv { settings, db, exe }, (!sinks.is_empty()).then_some(LogSinks(sinks))))
 }
 
+/// Reads the settings (file + `DC_*`), showing what loading noticed.
+fn read_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    let settings = Settings::from_env(cli_config)?;
+    for w in &settings.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(settings)
+}
+
+/// Reads the settings and resolves their `${secret:…}` references.
 fn load_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
-    let mut settings = Settings::from_env(cli_config)?;
+    let mut settings = read_settings(cli_config)?;
     cmd::secrets::resolve_setting_references(&mut settings)?;
     Ok(settings)
 }
@@ -194,12 +204,12 @@ fn real_main() -> anyhow::Result<ExitCode> {
         // database URL refers to it)
         Command::Secrets(c) => {
             init_console_logging();
-            cmd::secrets::exec(c, &Settings::from_env(cli.config.as_deref())?)
+            cmd::secrets::exec(c, &read_settings(cli.config.as_deref())?)
         }
         // scaffolding writes files only
         Command::ScaffoldPlugin(a) => {
             init_console_logging();
-            cmd::scaffold::exec(a, &Settings::from_env(cli.config.as_deref())?)
+            cmd::scaffold::exec(a, &read_settings(cli.config.as_deref())?)
         }
         Command::FixtureServer(a) => {
             init_console_logging();

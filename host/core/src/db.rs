@@ -8,6 +8,7 @@
 //! `BEGIN IMMEDIATE`, so the host and its worker processes can write the same
 //! file at once without "database is locked".
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,15 +40,18 @@ pub const CORE_TABLES: &[&str] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The server or file could not be reached.
-    #[error(
-        "cannot connect to database {url}: {source}; check that the server runs and the URL is right (DC_DATABASE_URL or [database] url)"
-    )]
+    #[error("cannot connect to database {url}: {source}; {hint}")]
     Connect {
         /// Redacted URL.
         url: String,
         /// Cause.
         source: sqlx::Error,
+        /// What to check, for this backend.
+        hint: String,
     },
+    /// An SQLite database file or its directory is missing or not writable.
+    #[error("{0}")]
+    SqliteFile(String),
     /// The URL does not parse.
     #[error("invalid database URL {url}: {message}")]
     BadUrl {
@@ -60,11 +64,71 @@ pub enum DbError {
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A query failed.
-    #[error("database error: {0}")]
+    #[error("{}", query_message(.0))]
     Query(#[from] sqlx::Error),
     /// A guarded operation was called without confirmation.
     #[error("{0}")]
     Refused(String),
+}
+
+/// The hint for a server that cannot be reached.
+const SERVER_HINT: &str = "check that the server runs and the URL is right (DC_DATABASE_URL or [database] url)";
+
+/// True when `e` means the connection to the server broke (server restarted,
+/// network cut), as opposed to a query the server refused.
+pub fn is_connection_lost(e: &sqlx::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        sqlx::Error::Io(io) => matches!(
+            io.kind(),
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::NotConnected
+        ),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+fn query_message(e: &sqlx::Error) -> String {
+    if is_connection_lost(e) {
+        format!("database connection lost ({e}); check that the database server is up, then run again")
+    } else {
+        format!("database error: {e}")
+    }
+}
+
+/// Checks an SQLite database path before connecting: its directory must
+/// exist (it is created only for the default database under the data
+/// directory, `create_dir`), and an existing file must be writable.
+fn check_sqlite_file(path: &Path, shown: &str, create_dir: bool) -> Result<(), DbError> {
+    if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        if !create_dir {
+            return Err(DbError::SqliteFile(format!(
+                "the directory {} of the SQLite database {shown} does not exist; create it (mkdir -p {}) or fix database.url",
+                parent.display(),
+                parent.display()
+            )));
+        }
+        std::fs::create_dir_all(parent).map_err(|e| {
+            DbError::SqliteFile(format!(
+                "cannot create the directory {} for the SQLite database: {e}; check general.data_dir and its permissions",
+                parent.display()
+            ))
+        })?;
+    }
+    if path.exists()
+        && let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(path)
+    {
+        return Err(DbError::SqliteFile(format!(
+            "the SQLite database {} cannot be opened for writing ({e}); check the file's permissions (it must be readable and writable by this user) and that its directory is writable",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Which backend a [`Database`] talks to.
@@ -153,18 +217,19 @@ impl Database {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(db.busy_timeout_secs))
                 .foreign_keys(true);
-            if let Some(parent) = opts.get_filename().parent()
-                && !parent.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| DbError::Connect { url: shown.clone(), source: sqlx::Error::Io(e) })?;
-            }
+            // the default database lives under the data directory, created on first start;
+            // an explicit URL into a directory that does not exist is a mistake to report
+            check_sqlite_file(opts.get_filename(), &shown, url == settings.default_database_url())?;
+            let hint = format!(
+                "check that {} is an SQLite database file this user can read and write, in a writable directory (DC_DATABASE_URL or [database] url)",
+                opts.get_filename().display()
+            );
             let pool = SqlitePoolOptions::new()
                 .max_connections(db.max_connections)
                 .acquire_timeout(acquire)
                 .connect_with(opts)
                 .await
-                .map_err(|source| DbError::Connect { url: shown, source })?;
+                .map_err(|source| DbError::Connect { url: shown, source, hint })?;
             Ok(Database::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)
@@ -174,15 +239,23 @@ impl Database {
             // reports its real cause instead of a pool time-out
             let probe = tokio::time::timeout(acquire, sqlx::postgres::PgConnection::connect_with(&opts))
                 .await
-                .map_err(|_| DbError::Connect { url: shown.clone(), source: sqlx::Error::PoolTimedOut })?
-                .map_err(|source| DbError::Connect { url: shown.clone(), source })?;
-            probe.close().await.map_err(|source| DbError::Connect { url: shown.clone(), source })?;
+                .map_err(|_| DbError::Connect {
+                    url: shown.clone(),
+                    source: sqlx::Error::PoolTimedOut,
+                    hint: SERVER_HINT.into(),
+                })?
+                .map_err(|source| DbError::Connect { url: shown.clone(), source, hint: SERVER_HINT.into() })?;
+            probe.close().await.map_err(|source| DbError::Connect {
+                url: shown.clone(),
+                source,
+                hint: SERVER_HINT.into(),
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(db.max_connections)
                 .acquire_timeout(acquire)
                 .connect_with(opts)
                 .await
-                .map_err(|source| DbError::Connect { url: shown, source })?;
+                .map_err(|source| DbError::Connect { url: shown, source, hint: SERVER_HINT.into() })?;
             Ok(Database::Postgres(pool))
         } else {
             Err(DbError::BadUrl { url: shown, message: "use sqlite://PATH or postgres://USER@HOST:PORT/DB".into() })
@@ -299,9 +372,11 @@ impl Database {
 /// `postgres://postgres@127.0.0.1:5432/postgres`) and returns its URL. Used by
 /// tests and benchmarks that need a database of their own.
 pub async fn create_scratch_postgres(admin_url: &str, prefix: &str) -> Result<String, DbError> {
-    let mut conn = sqlx::postgres::PgConnection::connect(admin_url)
-        .await
-        .map_err(|source| DbError::Connect { url: redact_url(admin_url), source })?;
+    let mut conn = sqlx::postgres::PgConnection::connect(admin_url).await.map_err(|source| DbError::Connect {
+        url: redact_url(admin_url),
+        source,
+        hint: SERVER_HINT.into(),
+    })?;
     let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
     conn.close().await?;

@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::enums::UnicodeForm;
 
+/// The smallest `runs.memory_limit_mb` accepted: below it a worker cannot start.
+pub const MIN_WORKER_MEMORY_MB: u64 = 512;
+
 /// The configuration format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
+
+/// The sections of the configuration (`DC_<SECTION>_<KEY>`).
+const SECTIONS: &[&str] = &["general", "database", "logging", "runs"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
@@ -60,6 +66,10 @@ pub struct Settings {
     pub logging: LogSettings,
     /// How runs execute.
     pub runs: RunSettings,
+    /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
+    /// for the caller to show. Not part of the configuration.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Paths and identity.
@@ -141,6 +151,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             logging: LogSettings::default(),
             runs: RunSettings::default(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -210,6 +221,8 @@ impl Settings {
             None => (toml::Table::new(), "defaults".to_string()),
         };
         let mut from_env = Vec::new();
+        let mut warnings = Vec::new();
+        let mut set_by: std::collections::BTreeMap<(String, String), String> = Default::default();
         let mut env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("DC_")).collect();
         env.sort();
         for (key, raw) in env {
@@ -221,17 +234,23 @@ impl Settings {
                 "data_dir" => ("general".to_string(), "data_dir".to_string()),
                 "plugins_dir" => ("general".to_string(), "plugins_dir".to_string()),
                 _ => match rest.split_once('_') {
-                    Some((s, f)) => (s.to_string(), f.to_string()),
-                    None => {
-                        return Err(SettingsError::Parse {
-                            origin: key.clone(),
-                            message: format!(
-                                "{key} is not a setting: use DC_<SECTION>_<KEY>, e.g. DC_DATABASE_URL or DC_RUNS_THREADS"
-                            ),
-                        });
+                    Some((s, f)) if SECTIONS.contains(&s) => (s.to_string(), f.to_string()),
+                    _ => {
+                        // another program's variable that happens to start with DC_
+                        warnings.push(format!(
+                            "{key} is not a dc-host setting and is ignored (settings are DC_<SECTION>_<KEY> with a section of {}, e.g. DC_DATABASE_URL)",
+                            SECTIONS.join(", ")
+                        ));
+                        continue;
                     }
                 },
             };
+            if let Some(other) = set_by.insert((section.clone(), field.clone()), key.clone()) {
+                return Err(SettingsError::Parse {
+                    origin: format!("{other} and {key}"),
+                    message: format!("both set {section}.{field}; keep one of them"),
+                });
+            }
             let value = if matches!(
                 field.as_str(),
                 "url" | "data_dir" | "plugins_dir" | "host_name" | "splunk_url" | "splunk_token" | "level"
@@ -255,7 +274,7 @@ impl Settings {
             from_env.push(key);
         }
         let origin = if from_env.is_empty() { origin } else { format!("{origin} + {}", from_env.join(", ")) };
-        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+        let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
             |e: serde_path_to_error::Error<toml::de::Error>| {
                 let path = e.path().to_string();
                 let message = e.into_inner().message().to_string();
@@ -264,6 +283,7 @@ impl Settings {
             },
         )?;
         settings.validate()?;
+        settings.warnings = warnings;
         Ok(settings)
     }
 
@@ -285,6 +305,9 @@ impl Settings {
         {
             return invalid("database.url", redact_url(url), "use sqlite://PATH or postgres://USER@HOST:PORT/DB");
         }
+        if self.general.data_dir.as_os_str().is_empty() {
+            return invalid("general.data_dir", "\"\"".into(), "a directory path, e.g. \"var\" (it must not be empty)");
+        }
         if self.general.max_plugin_file_mb == 0 {
             return invalid("general.max_plugin_file_mb", "0".into(), "at least 1");
         }
@@ -302,6 +325,26 @@ impl Settings {
         }
         if self.runs.time_limit_secs == 0 {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");
+        }
+        if self.runs.http_timeout_secs == 0 {
+            return invalid("runs.http_timeout_secs", "0".into(), "at least 1 second");
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return invalid("database.connect_timeout_secs", "0".into(), "at least 1 second");
+        }
+        if let Some(mb) = self.runs.memory_limit_mb
+            && mb < MIN_WORKER_MEMORY_MB
+        {
+            return invalid(
+                "runs.memory_limit_mb",
+                mb.to_string(),
+                &format!(
+                    "at least {MIN_WORKER_MEMORY_MB}: the limit is on address space, and a worker needs about that much to start (threads, runtime, database pool); leave it unset for no limit"
+                ),
+            );
+        }
+        if self.runs.cpu_limit_secs == Some(0) {
+            return invalid("runs.cpu_limit_secs", "0".into(), "at least 1 second, or unset for no limit");
         }
         if self.logging.splunk_url.is_some() != self.logging.splunk_token.is_some() {
             return invalid(
@@ -330,10 +373,12 @@ impl Settings {
 
     /// The database URL in effect (SQLite under data_dir by default).
     pub fn database_url(&self) -> String {
-        self.database
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.general.data_dir.join("dc-host.db").display()))
+        self.database.url.clone().unwrap_or_else(|| self.default_database_url())
+    }
+
+    /// The embedded database under the data directory (used when no URL is set).
+    pub fn default_database_url(&self) -> String {
+        format!("sqlite://{}", self.general.data_dir.join("dc-host.db").display())
     }
 
     /// The fallback log file.
@@ -359,40 +404,71 @@ impl Settings {
         if s.logging.splunk_token.is_some() {
             s.logging.splunk_token = Some("<redacted>".into());
         }
+        s.logging.splunk_url = self.logging.splunk_url.as_deref().map(redact_url);
         toml::to_string_pretty(&s).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
 
-/// Hides the password in a database URL (userinfo and `password=` query values).
+/// Query parameters whose values are credentials.
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "sslpassword",
+    "pass",
+    "pwd",
+    "passwd",
+    "token",
+    "access_token",
+    "auth_token",
+    "api_key",
+    "apikey",
+    "secret",
+    "client_secret",
+    "auth",
+    "authorization",
+    "signature",
+    "sig",
+];
+
+/// Hides the credentials in a URL (database, Splunk, webhooks): the password
+/// of the userinfo and the values of credential query parameters
+/// ([`SECRET_PARAMS`]). A password may hold unencoded `@`, `/`, `?` or `#`, so
+/// once a `user:` starts the URL, everything up to its LAST `@` is hidden: this
+/// errs towards hiding too much, never too little.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
     let rest = &url[scheme_end..];
-    // the authority ends at the first '/', '?' or '#'; the userinfo at its LAST '@'
-    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..auth_end];
     let mut out = url[..scheme_end].to_string();
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => out.push_str(&format!("{}:<redacted>{}", &userinfo[..colon], &authority[at..])),
-                None => out.push_str(authority),
-            }
+    // a user name holds none of these; the first ':' after one starts the password
+    let user_colon = rest.find(':').filter(|&c| !rest[..c].contains(['/', '?', '#', '@']));
+    let tail = match (user_colon, rest.rfind('@')) {
+        (Some(c), Some(at)) if at > c => {
+            out.push_str(&rest[..c]);
+            out.push_str(":<redacted>");
+            &rest[at..]
         }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[auth_end..];
+        _ => rest,
+    };
     match tail.find('?') {
         Some(q) => {
             out.push_str(&tail[..=q]);
-            let params: Vec<String> = tail[q + 1..]
+            let (query, fragment) = match tail[q + 1..].split_once('#') {
+                Some((qs, f)) => (qs, Some(f)),
+                None => (&tail[q + 1..], None),
+            };
+            let params: Vec<String> = query
                 .split('&')
                 .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=<redacted>"),
+                    Some((k, _)) if SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
+                        format!("{k}=<redacted>")
+                    }
                     _ => p.to_string(),
                 })
                 .collect();
             out.push_str(&params.join("&"));
+            if let Some(f) = fragment {
+                out.push('#');
+                out.push_str(f);
+            }
         }
         None => out.push_str(tail),
     }
@@ -432,6 +508,33 @@ mod tests {
     }
 
     #[test]
+    fn redaction_holds_for_every_credential() {
+        // (url, the secret that must not show, what must stay visible)
+        let vectors: &[(&str, &str, &str)] = &[
+            ("postgres://u:p#ss@h:5432/db", "p#ss", "postgres://u:<redacted>@h:5432/db"),
+            ("postgres://u:pa/ss@h:5432/db", "pa/ss", "postgres://u:<redacted>@h:5432/db"),
+            ("postgres://u:pa?ss@h/db", "pa?ss", "postgres://u:<redacted>@h/db"),
+            ("postgres://u:p@ss@h/db", "p@ss", "postgres://u:<redacted>@h/db"),
+            ("postgres://u:a:b@h/db", "a:b", "postgres://u:<redacted>@h/db"),
+            ("postgres://:onlypw@h/db", "onlypw", "postgres://:<redacted>@h/db"),
+            ("postgres://h/db?sslmode=require&sslpassword=keypw", "keypw", "sslpassword=<redacted>"),
+            ("postgres://h/db?user=u&password=pw9&x=1", "pw9", "user=u&password=<redacted>&x=1"),
+            ("postgres://h/db?PASSWORD=pw8", "pw8", "PASSWORD=<redacted>"),
+            (
+                "https://admin:hunter2@splunk:8088/services/collector",
+                "hunter2",
+                "https://admin:<redacted>@splunk:8088/",
+            ),
+            ("https://hooks.example/x?token=tok7#frag", "tok7", "token=<redacted>#frag"),
+        ];
+        for (url, secret, visible) in vectors {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} shows {secret}: {shown}");
+            assert!(shown.contains(visible), "{url}: {shown} lacks {visible}");
+        }
+    }
+
+    #[test]
     fn passwords_are_redacted_everywhere_in_urls() {
         assert_eq!(redact_url("postgres://u:p@ss@h:5432/db"), "postgres://u:<redacted>@h:5432/db");
         assert_eq!(
@@ -451,8 +554,31 @@ mod tests {
         assert!(err.contains("threds"), "{err}");
         let err = Settings::load(None, env(&[("DC_RUNS_THREDS", "2")])).expect_err("typo refused").to_string();
         assert!(err.contains("threds") && err.contains("DC_RUNS_THREDS"), "{err}");
-        let err = Settings::load(None, env(&[("DC_NONSENSE", "2")])).expect_err("refused").to_string();
-        assert!(err.contains("DC_NONSENSE is not a setting"), "{err}");
+        // a variable outside dc-host's sections belongs to someone else: a warning
+        let s = Settings::load(None, env(&[("DC_NONSENSE", "2"), ("DC_DEPLOY_ENV", "prod")])).expect("loads");
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("DC_DEPLOY_ENV is not a dc-host setting and is ignored"), "{:?}", s.warnings);
+        assert!(s.warnings[1].contains("DC_NONSENSE"), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn values_that_make_no_sense_are_refused_naming_the_key() {
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let err = Settings::load(None, env(pairs)).expect_err("refused").to_string();
+            assert!(err.contains(key), "{pairs:?}: {err}");
+            err
+        };
+        refused(&[("DC_DATA_DIR", "")], "general.data_dir");
+        refused(&[("DC_RUNS_HTTP_TIMEOUT_SECS", "0")], "runs.http_timeout_secs");
+        refused(&[("DC_DATABASE_CONNECT_TIMEOUT_SECS", "0")], "database.connect_timeout_secs");
+        refused(&[("DC_RUNS_CPU_LIMIT_SECS", "0")], "runs.cpu_limit_secs");
+        refused(&[("DC_GENERAL_MAX_PLUGIN_FILE_MB", "0")], "general.max_plugin_file_mb");
+        let err = refused(&[("DC_RUNS_MEMORY_LIMIT_MB", "64")], "runs.memory_limit_mb");
+        assert!(err.contains("at least 512"), "{err}");
+        assert!(Settings::load(None, env(&[("DC_RUNS_MEMORY_LIMIT_MB", "512")])).is_ok());
+        // two variables for one key
+        let err = refused(&[("DC_DATA_DIR", "a"), ("DC_GENERAL_DATA_DIR", "b")], "general.data_dir");
+        assert!(err.contains("DC_DATA_DIR and DC_GENERAL_DATA_DIR") && err.contains("keep one"), "{err}");
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub async fn post_batch(
         // the url is in the message already
         let why =
             if e.is_timeout() { "timed out waiting for an answer".to_string() } else { error_chain(&e.without_url()) };
-        HecError::Unreachable { url: url.to_string(), why }
+        HecError::Unreachable { url: crate::settings::redact_url(url), why }
     };
     let response = client
         .post(url)

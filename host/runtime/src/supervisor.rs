@@ -190,14 +190,34 @@ struct StderrSummary {
 }
 
 impl StderrSummary {
-    /// The last non-empty line that is not a log line of ours (tracing lines
-    /// start with a timestamp), e.g. a panic or allocation-failure message.
+    /// What the worker said last: the message of its last panic (the line
+    /// after `thread '…' panicked at …`), else the last line that is neither a
+    /// log line of ours (those start with a timestamp) nor backtrace noise.
     fn last_message(&self) -> Option<&str> {
-        self.tail.iter().rev().map(|l| l.trim()).find(|l| !l.is_empty() && !l.starts_with("20"))
+        let lines: Vec<&str> = self.tail.iter().map(|l| l.trim()).collect();
+        if let Some(i) = lines.iter().rposition(|l| l.starts_with("thread '") && l.contains("panicked at"))
+            && let Some(msg) = lines.get(i + 1).filter(|m| !m.is_empty())
+        {
+            return Some(msg);
+        }
+        let noise = |l: &str| {
+            l.is_empty()
+                || l.starts_with("20")
+                || l.starts_with("note:")
+                || l.starts_with("stack backtrace")
+                || l.starts_with("at ")
+                || l.split(':').next().is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        };
+        lines.iter().rev().copied().find(|l| !noise(l))
     }
 
+    /// A sign that the worker ran out of address space: an allocation that
+    /// failed, or a thread that could not get its stack.
     fn allocation_failure(&self) -> Option<&str> {
-        self.tail.iter().rev().map(|l| l.trim()).find(|l| l.starts_with("memory allocation of"))
+        self.tail.iter().rev().map(|l| l.trim()).find(|l| {
+            l.starts_with("memory allocation of")
+                || (l.starts_with("failed to spawn thread") && l.contains("Resource temporarily unavailable"))
+        })
     }
 }
 

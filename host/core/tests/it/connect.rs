@@ -46,10 +46,24 @@ async fn unusable_sqlite_path_names_url() {
     // the database's directory would have to be created inside a regular file
     let url = format!("sqlite://{}/sub/t.db", file.display());
     let err = Database::connect_url(&url, &quick()).await.expect_err("cannot create a directory in a file");
-    assert!(matches!(err, DbError::Connect { .. }), "{err:?}");
+    assert!(matches!(err, DbError::SqliteFile(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&url), "{msg}");
-    assert!(msg.contains("check that the server runs and the URL is right"), "{msg}");
+    assert!(msg.contains(&url) && msg.contains("does not exist"), "{msg}");
+    assert!(!msg.contains("server"), "no server hint for a file database: {msg}");
+
+    // an explicit URL into a missing directory is an error, not a silent mkdir -p
+    let missing = dir.path().join("nowhere/deeper");
+    let url = format!("sqlite://{}/t.db", missing.display());
+    let err = Database::connect_url(&url, &quick()).await.expect_err("missing directory");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("mkdir -p {}", missing.display())), "{msg}");
+    assert!(!missing.exists(), "nothing was created");
+    // the default database under the data directory is created on first start
+    let mut s = quick();
+    s.general.data_dir = dir.path().join("fresh-data");
+    let db = Database::connect(&s).await.expect("first start creates the data directory");
+    db.close().await;
+    assert!(dir.path().join("fresh-data/dc-host.db").exists());
 
     let err = Database::connect_url("mysql://u:pw@h/db", &quick()).await.expect_err("unsupported scheme");
     assert!(matches!(err, DbError::BadUrl { .. }), "{err:?}");
