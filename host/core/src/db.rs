@@ -84,6 +84,9 @@ pub fn is_connection_lost(e: &sqlx::Error) -> bool {
             K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::NotConnected
         ),
         sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        // PostgreSQL's "connection exception" (08…) and "operator intervention"
+        // (57P01 terminated by an administrator, 57P02 crash, 57P03 starting up)
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
 }

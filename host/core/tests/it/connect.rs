@@ -92,3 +92,21 @@ async fn password_query_parameter_is_redacted() {
     assert!(!msg.contains("q-s3cr3t"), "password leaked: {msg}");
     assert!(msg.contains("127.0.0.1:1"), "the URL must still be named: {msg}");
 }
+
+/// A connection the server drops mid-session (here: terminated by an
+/// administrator, as on a server restart) is reported as lost, not as a
+/// protocol error.
+#[tokio::test]
+async fn a_dropped_connection_reads_database_connection_lost() {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&crate::common::pg_admin_url()).await.expect("connect");
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut conn).await.expect("pid");
+    let mut admin = sqlx::PgConnection::connect(&crate::common::pg_admin_url()).await.expect("admin");
+    let killed: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut admin).await.expect("terminate");
+    assert!(killed);
+    let err = sqlx::query("SELECT 1").execute(&mut conn).await.expect_err("the connection is gone");
+    assert!(dc_core::db::is_connection_lost(&err), "{err:?}");
+    let msg = DbError::Query(err).to_string();
+    assert!(msg.starts_with("database connection lost ("), "{msg}");
+}
