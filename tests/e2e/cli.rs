@@ -133,3 +133,59 @@ fn config_show_hides_splunk_credentials_and_warns_about_foreign_variables() {
     let warned = String::from_utf8_lossy(&out.stderr);
     assert!(warned.contains("warning: DC_DEPLOY_ENV is not a dc-host setting and is ignored"), "{warned}");
 }
+
+#[test]
+fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
+    let host = Host::postgres_empty();
+    // an empty server database is not migrated behind the operator's back
+    let (code, text) = host.fails(&["plugins", "list"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("has no dc-host schema yet: run `dc-host db migrate`"), "{text}");
+    assert!(host.ok(&["db", "migrate"]).contains("applied 2 migration(s)"));
+    host.ok(&["plugins", "list"]);
+
+    // a schema behind this build (as after an upgrade) is refused until migrated
+    host.pg_sql(
+        "ALTER TABLE plugin_versions DROP COLUMN interface_abi; DELETE FROM _sqlx_migrations WHERE version = 2",
+    );
+    let (code, text) = host.fails(&["runs", "list"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is at schema version 1, this dc-host needs 2: run `dc-host db migrate`"), "{text}");
+    assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));
+    host.ok(&["runs", "list"]);
+
+    // a schema from a newer dc-host is refused: this one would not know its tables
+    host.pg_sql(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (99, 'from the future', now(), true, '\\x00', 0)",
+    );
+    let (_, text) = host.fails(&["runs", "list"]);
+    assert!(
+        text.contains("has schema versions this dc-host does not know (99): a newer dc-host migrated it"),
+        "{text}"
+    );
+
+    // the embedded default still starts on its own: a first start migrates the empty file
+    let fresh = Host::sqlite();
+    fresh.ok(&["plugins", "list"]);
+}
+
+#[test]
+fn concurrent_first_starts_on_an_empty_embedded_database_all_succeed() {
+    // each process finds the file empty and migrates it: the migration lock
+    // serializes them, so none fails with "table already exists"
+    let host = Host::sqlite();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            host.command(&["runs", "list", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -73,8 +73,12 @@ pub struct Host {
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 fn psql(sql: &str) -> Output {
+    psql_in("postgres", sql)
+}
+
+fn psql_in(db: &str, sql: &str) -> Output {
     Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-Atc", sql])
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
         .output()
         .expect("psql runs (install PostgreSQL: scripts/services.sh)")
 }
@@ -87,8 +91,24 @@ impl Host {
         Host { dir, env, pg_db: None }
     }
 
-    /// A host on a fresh PostgreSQL database (fails clearly if the server is down).
+    /// A host on a fresh PostgreSQL database, migrated as an operator would
+    /// (`dc-host db migrate`); fails clearly if the server is down.
     pub fn postgres() -> Host {
+        let h = Host::postgres_empty();
+        h.ok(&["db", "migrate"]);
+        h
+    }
+
+    /// Runs SQL in this host's PostgreSQL database (panics on error).
+    pub fn pg_sql(&self, sql: &str) -> String {
+        let db = self.pg_db.as_deref().expect("a PostgreSQL host");
+        let out = psql_in(db, sql);
+        assert!(out.status.success(), "psql {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A host on a fresh, empty PostgreSQL database (no dc-host schema yet).
+    pub fn postgres_empty() -> Host {
         let name = format!("dc_e2e_{}", std::process::id()) + &format!("_{}", rand_suffix());
         let out = psql(&format!("CREATE DATABASE {name}"));
         assert!(

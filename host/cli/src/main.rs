@@ -108,10 +108,31 @@ impl LogSinks {
 
 /// Connects the database (migrating it) and installs console, database and
 /// (when `logging.splunk_url` is set) Splunk logging.
-fn connect(rt: &tokio::runtime::Runtime, settings: Settings) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
+/// What connecting does about the schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// Refuse a schema this build does not use (migrating only an empty embedded database).
+    Check,
+    /// Apply pending migrations (`db deploy`).
+    Migrate,
+    /// Trust the caller: a worker's supervisor checked before starting it.
+    Trusted,
+}
+
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    settings: Settings,
+    schema: Schema,
+) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
     let db = rt.block_on(async {
         let db = Database::connect(&settings).await?;
-        db.migrate().await?;
+        match schema {
+            Schema::Check => db.ensure_schema(&dc_core::settings::redact_url(&settings.database_url())).await?,
+            Schema::Migrate => {
+                db.migrate().await?;
+            }
+            Schema::Trusted => {}
+        }
         anyhow::Ok(db)
     })?;
     let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
@@ -186,7 +207,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
                 .context("worker: cannot read settings from stdin")?;
             let settings: Settings = serde_json::from_str(&text).context("worker: settings on stdin are not valid")?;
-            let (env, sink) = connect(&rt, settings)?;
+            let (env, sink) = connect(&rt, settings, Schema::Trusted)?;
             let limit = time_limit_ms.map(std::time::Duration::from_millis);
             let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id, limit);
             if let Some(s) = sink {
@@ -223,7 +244,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 init_console_logging();
                 return rt.block_on(cmd::db::exec_raw(c, &settings));
             }
-            let (env, sink) = connect(&rt, settings)?;
+            let schema = match &command {
+                Command::Db(cmd::db::DbCommand::Deploy) => Schema::Migrate,
+                _ => Schema::Check,
+            };
+            let (env, sink) = connect(&rt, settings, schema)?;
             let result = match command {
                 Command::Db(c) => rt.block_on(cmd::db::exec(c, &env)),
                 Command::Plugins(c) => rt.block_on(cmd::plugins::exec(c, &env)),

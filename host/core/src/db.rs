@@ -69,6 +69,30 @@ pub enum DbError {
     /// A guarded operation was called without confirmation.
     #[error("{0}")]
     Refused(String),
+    /// The schema is not the one this build uses; the message names the command to run.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// Where a database's schema stands against this build's migrations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    /// Every migration of this build is applied, and no other.
+    Current,
+    /// No dc-host schema at all.
+    Empty,
+    /// Migrations of this build are missing.
+    Behind {
+        /// The newest applied version.
+        applied: Option<i64>,
+        /// Versions still to apply.
+        missing: Vec<i64>,
+    },
+    /// Migrations this build does not know are applied (a newer dc-host ran).
+    Ahead {
+        /// The unknown versions.
+        unknown: Vec<i64>,
+    },
 }
 
 /// The hint for a server that cannot be reached.
@@ -280,12 +304,90 @@ impl Database {
         }
     }
 
-    /// Applies pending migrations; returns how many were applied.
+    /// Applies pending migrations; returns how many were applied. On SQLite,
+    /// concurrent first starts are serialized with a lock file beside the
+    /// database (`<file>.migrate.lock`); PostgreSQL migrations take an advisory lock.
     pub async fn migrate(&self) -> Result<usize, DbError> {
+        let _lock = self.migration_lock()?;
+        self.migrate_holding_lock().await
+    }
+
+    async fn migrate_holding_lock(&self) -> Result<usize, DbError> {
         let before = self.status().await?.iter().filter(|m| m.applied).count();
         on_pool!(self, pool => self.migrator().run(pool).await)?;
         let after = self.status().await?.iter().filter(|m| m.applied).count();
         Ok(after - before)
+    }
+
+    fn migration_lock(&self) -> Result<Option<std::fs::File>, DbError> {
+        let Database::Sqlite(pool) = self else { return Ok(None) };
+        let file = pool.connect_options().get_filename().to_path_buf();
+        if file.as_os_str().is_empty() || file.to_str() == Some(":memory:") {
+            return Ok(None);
+        }
+        let mut name = file.into_os_string();
+        name.push(".migrate.lock");
+        let path = std::path::PathBuf::from(name);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| DbError::SqliteFile(format!("cannot lock {} for migrating: {e}", path.display())))?;
+        Ok(Some(lock))
+    }
+
+    /// Where this database's schema stands against this build's migrations
+    /// (one query on the migrations table, the schema-version stamp).
+    pub async fn schema_state(&self) -> Result<SchemaState, DbError> {
+        if !self.table_exists("_sqlx_migrations").await? {
+            return Ok(SchemaState::Empty);
+        }
+        let applied: Vec<i64> = on_pool!(self, pool => sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version").fetch_all(pool).await)?;
+        let known: Vec<i64> = self.migrator().iter().map(|m| m.version).collect();
+        let unknown: Vec<i64> = applied.iter().copied().filter(|v| !known.contains(v)).collect();
+        if !unknown.is_empty() {
+            return Ok(SchemaState::Ahead { unknown });
+        }
+        let missing: Vec<i64> = known.iter().copied().filter(|v| !applied.contains(v)).collect();
+        if missing.is_empty() {
+            Ok(SchemaState::Current)
+        } else {
+            Ok(SchemaState::Behind { applied: applied.last().copied(), missing })
+        }
+    }
+
+    /// Makes sure the schema is the one this build uses, without migrating:
+    /// only `dc-host db migrate` / `db deploy` migrate, and a first start on an
+    /// empty embedded (SQLite) database. Anything else is refused with the command to run.
+    pub async fn ensure_schema(&self, shown_url: &str) -> Result<(), DbError> {
+        let mut state = self.schema_state().await?;
+        // another process may be migrating an empty embedded database right
+        // now: look again once its migration lock is free
+        let _lock = if state != SchemaState::Current && self.backend() == Backend::Sqlite {
+            let lock = self.migration_lock()?;
+            state = self.schema_state().await?;
+            lock
+        } else {
+            None
+        };
+        match state {
+            SchemaState::Current => Ok(()),
+            SchemaState::Empty if self.backend() == Backend::Sqlite => self.migrate_holding_lock().await.map(|_| ()),
+            SchemaState::Empty => Err(DbError::Schema(format!(
+                "database {shown_url} has no dc-host schema yet: run `dc-host db migrate` (or `dc-host db deploy`) once"
+            ))),
+            SchemaState::Behind { applied, missing } => Err(DbError::Schema(format!(
+                "database {shown_url} is at schema version {}, this dc-host needs {}: run `dc-host db migrate`",
+                applied.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+                missing.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            ))),
+            SchemaState::Ahead { unknown } => Err(DbError::Schema(format!(
+                "database {shown_url} has schema versions this dc-host does not know ({}): a newer dc-host migrated it; upgrade this one",
+                unknown.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 
     /// Every embedded migration and whether it is applied here.

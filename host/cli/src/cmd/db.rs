@@ -22,7 +22,7 @@ pub enum DbCommand {
     },
     /// Migrate, seed the core tables into app_db_objects and create every active plugin's tables.
     Deploy,
-    /// Record the core tables in app_db_objects.
+    /// Record the core tables in app_db_objects (on a migrated database).
     Seed,
     /// Drop every plugin table and core table (all collected data!).
     Drop {
