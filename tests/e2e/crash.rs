@@ -102,3 +102,19 @@ fn stop_ends_a_run_as_stopped_and_stores_nothing() {
     assert_eq!(r["inserted"], 0);
     assert!((r["current_count"].as_i64().unwrap_or(99)) < 20);
 }
+
+#[test]
+fn log_records_dropped_by_a_full_buffer_are_counted_on_the_run() {
+    let mut host = host_with_misbehave();
+    host.env.push(("DC_LOGGING_BUFFER".into(), "50".into()));
+    let r = run(&host, r#"{"mode": "flood", "items": 1}"#, &[]);
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let dropped = r["dropped_logs"].as_i64().expect("dropped_logs");
+    assert!(dropped > 0, "20,000 records through a buffer of 50 drop some: {r}");
+    let id = r["runtime_id"].as_str().expect("id");
+    let shown = host.json(&["runs", "show", id, "--logs", "--json"]);
+    let stored = shown["logs"].as_array().map(Vec::len).unwrap_or(0) as i64;
+    assert!(stored + dropped >= 20_000, "every record is either stored or counted: {stored} + {dropped}");
+    let text = host.ok(&["runs", "show", id]);
+    assert!(text.contains(&format!("dropped    {dropped} log records: the log buffer was full")), "{text}");
+}

@@ -389,3 +389,42 @@ fn a_valid_plugin_with_a_manifest_over_64_kib_registers() {
     let out = host.ok(&["reload"]);
     assert!(out.contains("registered test/fixtures/tiny 1.0.0"), "{out}");
 }
+
+#[test]
+fn refusal_of_a_host_table_or_another_apps_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = tempfile::tempdir().expect("tempdir");
+    let host = host_with_misbehave(bin.path());
+    // misbehave owns misbehave_rows and has rows in it
+    let args = r#"{"mode": "ok", "items": 3}"#;
+    run_succeeds(&host, MISBEHAVE, args, "1.0.0");
+    for (variant, table, expected) in [
+        ("table-apps", "apps", "table \"apps\" is one of dc-host's own tables; a plugin may not declare it"),
+        ("table-runtime", "runtime", "table \"runtime\" is one of dc-host's own tables"),
+        ("table-sqlite", "sqlite_stat1", "starts with \"sqlite_\", which SQLite reserves for itself"),
+        (
+            "table-theirs",
+            "misbehave_rows",
+            "table \"misbehave_rows\" belongs to app test/fixtures/misbehave; a second app may not declare it",
+        ),
+    ] {
+        let built = tiny_plugin(variant, ApiVariant::Workspace, &[("DC_FIXTURE_TABLE", table)], dir.path());
+        let name = format!("{variant}.so");
+        assert_refused(
+            &host,
+            &built,
+            &name,
+            Check::Registry { version: "1.0.0" },
+            &[expected, "test/fixtures/tiny 1.0.0"],
+            MISBEHAVE,
+            "1.0.0",
+            args,
+        );
+        std::fs::remove_file(host.plugins_dir().join(&name)).expect("remove");
+    }
+    // the owner's rows are all there, and no tiny app or table appeared
+    let rows = host.json(&["data", "head", "misbehave_rows", "--json"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(3), "{rows}");
+    let apps = host.json(&["plugins", "list", "--json"]);
+    assert_eq!(apps.as_array().map(Vec::len), Some(1), "{apps}");
+}

@@ -98,11 +98,17 @@ fn init_console_logging() {
 struct LogSinks(Vec<dc_core::logs::LogSink>);
 
 impl LogSinks {
-    /// Writes everything buffered so far in every sink.
-    fn flush(&self) {
+    /// Writes everything buffered so far in every sink and stops their
+    /// writers, before the runtime they write through shuts down.
+    fn close(&self) {
         for sink in &self.0 {
-            sink.flush();
+            sink.close();
         }
+    }
+
+    /// Records dropped by the busiest sink because its buffer was full.
+    fn dropped(&self) -> u64 {
+        self.0.iter().map(dc_core::logs::LogSink::dropped).max().unwrap_or(0)
     }
 }
 
@@ -211,7 +217,16 @@ fn real_main() -> anyhow::Result<ExitCode> {
             let limit = time_limit_ms.map(std::time::Duration::from_millis);
             let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id, limit);
             if let Some(s) = sink {
-                s.flush();
+                s.close();
+                // nothing is dropped in silence: the run records how many of its log records were lost
+                let dropped = s.dropped();
+                if dropped > 0 {
+                    if let Err(e) = rt.block_on(dc_core::runs::set_dropped_logs(&env.db, &runtime_id, dropped)) {
+                        eprintln!(
+                            "dc-host worker: {dropped} log records were dropped and that could not be recorded: {e}"
+                        );
+                    }
+                }
             }
             Ok(ExitCode::from(code as u8))
         }
@@ -259,7 +274,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 _ => unreachable!("handled above"),
             };
             if let Some(s) = sink {
-                s.flush();
+                s.close();
             }
             rt.block_on(env.db.close());
             result

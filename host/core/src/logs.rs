@@ -51,6 +51,8 @@ pub struct LogRow {
 enum Msg {
     Record(LogRow),
     Flush(std::sync::mpsc::Sender<()>),
+    /// Write what is buffered, acknowledge, and end the writer thread.
+    Close(std::sync::mpsc::Sender<()>),
 }
 
 /// A `tracing` layer feeding a sink's bounded buffer: it never blocks, and
@@ -73,6 +75,17 @@ pub struct LogSink {
 }
 
 impl LogSink {
+    /// Writes everything buffered and stops the writer thread (waits up to
+    /// 10 s). Call it before the runtime the sink writes through shuts down:
+    /// a writer still running then would find its runtime gone. Records that
+    /// arrive later are counted as dropped.
+    pub fn close(&self) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Close(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
     /// Writes everything buffered so far (waits up to 10 s).
     pub fn flush(&self) {
         let (ack_tx, ack_rx) = std::sync::mpsc::channel();
@@ -187,7 +200,7 @@ where
             runtime_id: f.ids.runtime_id,
             context: sqlx::types::Json(Value::Object(f.context)),
         };
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Record(row)) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(Msg::Record(row)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -243,7 +256,7 @@ fn writer(name: &str, rx: Receiver<Msg>, fallback: PathBuf, mut write: impl FnMu
         let wait = oldest.map(|t| MAX_WAIT.saturating_sub(t.elapsed())).unwrap_or(MAX_WAIT);
         let msg = rx.recv_timeout(wait);
         let mut ack = None;
-        let disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
+        let mut disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
         match msg {
             Ok(Msg::Record(r)) => {
                 batch.push(r);
@@ -253,6 +266,10 @@ fn writer(name: &str, rx: Receiver<Msg>, fallback: PathBuf, mut write: impl FnMu
                 }
             }
             Ok(Msg::Flush(a)) => ack = Some(a),
+            Ok(Msg::Close(a)) => {
+                ack = Some(a);
+                disconnected = true;
+            }
             Err(_) => {}
         }
         if !batch.is_empty() {

@@ -44,6 +44,9 @@ pub enum MergeError {
     /// The table declaration itself is unusable.
     #[error("table declaration {0}")]
     BadDeclaration(String),
+    /// The app may not use this table (reserved name, another app's table).
+    #[error("{0}")]
+    NotYours(String),
     /// The database failed; the transaction was rolled back.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -114,6 +117,7 @@ fn validate_decl(db: &Database, decl: &TableDecl) -> Result<(), MergeError> {
 /// Records the table in `app_db_objects`.
 pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
     validate_decl(db, decl)?;
+    check_table_ownership(db, app_id, decl).await?;
     let ts = match db {
         Database::Sqlite(_) => "TEXT",
         Database::Postgres(_) => "TIMESTAMPTZ",
@@ -148,6 +152,60 @@ pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Resu
         crate::apps::record_db_object(db, app_id, t, DbObjectType::Table, "verify").await?;
     }
     Ok(())
+}
+
+/// Why no plugin may use the table name `name`, if it is reserved: dc-host's
+/// own tables, and the prefixes SQLite and PostgreSQL keep for themselves.
+pub fn reserved_table_name(name: &str) -> Option<String> {
+    if crate::db::CORE_TABLES.contains(&name) || name == "_sqlx_migrations" {
+        return Some(format!(
+            "table {name:?} is one of dc-host's own tables; a plugin may not declare it: choose another table name"
+        ));
+    }
+    for (prefix, owner) in [("sqlite_", "SQLite"), ("pg_", "PostgreSQL")] {
+        if name.starts_with(prefix) {
+            return Some(format!(
+                "table {name:?} starts with {prefix:?}, which {owner} reserves for itself: choose another table name"
+            ));
+        }
+    }
+    None
+}
+
+/// Who owns the plugin table `name`: `Ok(None)` when it does not exist yet,
+/// `Ok(Some(app_id))` for the app that created it, and an error for a table
+/// that exists but that no app created (made outside dc-host).
+pub async fn table_owner(db: &Database, name: &str) -> Result<Option<String>, MergeError> {
+    let owners: Vec<String> = crate::on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT app_id FROM app_db_objects WHERE object_name = $1 AND object_type = $2 ORDER BY created_at")
+        .bind(name).bind(DbObjectType::Table.as_str()).fetch_all(pool).await)?;
+    if let Some(first) = owners.into_iter().next() {
+        return Ok(Some(first));
+    }
+    if db.table_exists(name).await? {
+        return Err(MergeError::NotYours(format!(
+            "table {name:?} already exists in the database but no dc-host app created it; a plugin may not take it over: choose another table name"
+        )));
+    }
+    Ok(None)
+}
+
+/// Refuses a table declaration `app_id` may not use: a reserved name, or a
+/// table another app owns (its full snapshots would delete that app's rows).
+pub async fn check_table_ownership(db: &Database, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
+    if let Some(why) = reserved_table_name(&decl.name) {
+        return Err(MergeError::NotYours(why));
+    }
+    match table_owner(db, &decl.name).await? {
+        Some(owner) if owner != app_id => {
+            let owner_path = crate::apps::get_app(db, &owner).await?.map(|a| a.path()).unwrap_or(owner);
+            Err(MergeError::NotYours(format!(
+                "table {:?} belongs to app {owner_path}; a second app may not declare it (its full snapshots would delete {owner_path}'s rows): choose another table name",
+                decl.name
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn table_columns(db: &Database, table: &str) -> Result<HashSet<String>, MergeError> {

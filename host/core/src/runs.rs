@@ -58,6 +58,8 @@ pub struct RunRow {
     pub deleted: i64,
     /// Rows unchanged.
     pub unchanged: i64,
+    /// Log records of the run dropped because the log buffer was full.
+    pub dropped_logs: i64,
 }
 
 /// A new run.
@@ -136,6 +138,13 @@ pub async fn record_exit(
 ) -> Result<(), DbError> {
     on_pool!(db, pool => sqlx::query("UPDATE runtime SET exit_code = $1, exit_signal = $2 WHERE runtime_id = $3")
         .bind(code.map(i64::from)).bind(signal.map(i64::from)).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Records how many log records of the run the worker had to drop.
+pub async fn set_dropped_logs(db: &Database, runtime_id: &str, dropped: u64) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query("UPDATE runtime SET dropped_logs = $1 WHERE runtime_id = $2")
+        .bind(i64::try_from(dropped).unwrap_or(i64::MAX)).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 

@@ -135,6 +135,12 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
             app_path(m)
         )));
     }
+    // every table check before anything is written: a refusal leaves no trace
+    for t in &m.tables {
+        merge::check_table_ownership(db, &app_id, t)
+            .await
+            .map_err(|e| RuntimeError::Refused(format!("{}: {} {}: {e}", path.display(), app_path(m), m.version)))?;
+    }
     let stored = store::put(&env.settings.store_dir(), path, &sha256)?;
     apps::ensure_app(db, &m.group, &m.parent, &m.name, "scraper", &m.description).await?;
     for t in &m.tables {

@@ -170,6 +170,12 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                if r.dropped_logs > 0 {
+                    println!(
+                        "dropped    {} log records: the log buffer was full (raise logging.buffer, or log less)",
+                        r.dropped_logs
+                    );
+                }
                 if let Some(rows) = log_rows {
                     println!("logs       {} records", rows.len());
                     for l in rows {
