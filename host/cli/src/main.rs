@@ -220,12 +220,10 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 s.close();
                 // nothing is dropped in silence: the run records how many of its log records were lost
                 let dropped = s.dropped();
-                if dropped > 0 {
-                    if let Err(e) = rt.block_on(dc_core::runs::set_dropped_logs(&env.db, &runtime_id, dropped)) {
-                        eprintln!(
-                            "dc-host worker: {dropped} log records were dropped and that could not be recorded: {e}"
-                        );
-                    }
+                if dropped > 0
+                    && let Err(e) = rt.block_on(dc_core::runs::set_dropped_logs(&env.db, &runtime_id, dropped))
+                {
+                    eprintln!("dc-host worker: {dropped} log records were dropped and that could not be recorded: {e}");
                 }
             }
             Ok(ExitCode::from(code as u8))
