@@ -131,7 +131,10 @@ fn connect(
     schema: Schema,
 ) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
     let db = rt.block_on(async {
-        let db = Database::connect(&settings).await?;
+        let db = match schema {
+            Schema::Trusted => Database::connect_trusted(&settings).await?,
+            _ => Database::connect(&settings).await?,
+        };
         match schema {
             Schema::Check => db.ensure_schema(&dc_core::settings::redact_url(&settings.database_url())).await?,
             Schema::Migrate => {

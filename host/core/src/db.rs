@@ -231,8 +231,19 @@ impl Database {
         Database::connect_url(&settings.database_url(), settings).await
     }
 
+    /// Connects like [`Database::connect`] but without PostgreSQL's first
+    /// diagnostic connection (one connection set-up less): for a worker,
+    /// whose supervisor has just connected with the same settings.
+    pub async fn connect_trusted(settings: &Settings) -> Result<Database, DbError> {
+        Database::connect_inner(&settings.database_url(), settings, false).await
+    }
+
     /// Connects to an explicit URL with the pool settings of `settings`.
     pub async fn connect_url(url: &str, settings: &Settings) -> Result<Database, DbError> {
+        Database::connect_inner(url, settings, true).await
+    }
+
+    async fn connect_inner(url: &str, settings: &Settings, diagnose: bool) -> Result<Database, DbError> {
         let shown = redact_url(url);
         let db = &settings.database;
         let acquire = Duration::from_secs(db.connect_timeout_secs);
@@ -264,6 +275,15 @@ impl Database {
                 .application_name("dc-host");
             // one direct connection first: a refused or misconfigured server then
             // reports its real cause instead of a pool time-out
+            if !diagnose {
+                let pool = PgPoolOptions::new()
+                    .max_connections(db.max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|source| DbError::Connect { url: shown, source, hint: SERVER_HINT.into() })?;
+                return Ok(Database::Postgres(pool));
+            }
             let probe = tokio::time::timeout(acquire, sqlx::postgres::PgConnection::connect_with(&opts))
                 .await
                 .map_err(|_| DbError::Connect {

@@ -273,6 +273,11 @@ enum Ended {
 pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOptions) -> Result<RunRow, RuntimeError> {
     let limit = opts.time_limit.unwrap_or(Duration::from_secs(env.settings.runs.time_limit_secs));
     let grace = Duration::from_secs(env.settings.runs.stop_grace_secs);
+    // the worker gets a database ready for it: its tables exist (and are this app's)
+    if let Err(reason) = prepare_tables(env, runtime_id).await {
+        finish_and_count(env, runtime_id, RunStatus::Failed, &reason).await?;
+        return Ok(runs::get(&env.db, runtime_id).await?);
+    }
     let settings_json = serde_json::to_string(&env.settings).unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&env.exe);
     cmd.arg("worker")
@@ -398,6 +403,22 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
         tracing::error!(runtime_id, %reason, "run ended by its supervisor");
     }
     Ok(runs::get(&env.db, runtime_id).await?)
+}
+
+/// Creates or verifies the tables of the run's plugin version before its
+/// worker starts; the error is the run's failure reason.
+async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(), String> {
+    let run = runs::get(&env.db, runtime_id).await.map_err(|e| e.to_string())?;
+    let version = apps::version_by_hash(&env.db, &run.plugin_hash)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("plugin file {} is not registered any more", run.plugin_hash))?;
+    let manifest: Manifest =
+        serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
+    for t in &manifest.tables {
+        dc_core::merge::ensure_table(&env.db, &run.app_id, t).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The reason for a worker that exited without ending its run itself.

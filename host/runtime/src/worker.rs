@@ -11,7 +11,7 @@ use std::time::Duration;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RResult, RStr, RString};
 use dc_core::enums::RunStatus;
-use dc_core::{apps, merge, runs};
+use dc_core::{apps, runs};
 use dc_plugin_api::Manifest;
 use dc_plugin_api::abi::HostCallbacks_TO;
 use serde_json::Value;
@@ -140,11 +140,9 @@ fn prepare(
         .block_on(apps::version_by_hash(db, &run.plugin_hash))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("plugin file {} is not registered any more", run.plugin_hash))?;
+    // the supervisor made sure the tables exist before it started this worker
     let manifest: Manifest =
         serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
-    for t in &manifest.tables {
-        rt.block_on(merge::ensure_table(db, &run.app_id, t)).map_err(|e| e.to_string())?;
-    }
     let s = &env.settings;
     let shared = Arc::new(RunShared {
         rt: rt.clone(),
