@@ -275,28 +275,22 @@ impl Database {
                 .application_name("dc-host");
             // one direct connection first: a refused or misconfigured server then
             // reports its real cause instead of a pool time-out
-            if !diagnose {
-                let pool = PgPoolOptions::new()
-                    .max_connections(db.max_connections)
-                    .acquire_timeout(acquire)
-                    .connect_with(opts)
+            // (skipped for a worker, whose supervisor has just connected)
+            if diagnose {
+                let probe = tokio::time::timeout(acquire, sqlx::postgres::PgConnection::connect_with(&opts))
                     .await
-                    .map_err(|source| DbError::Connect { url: shown, source, hint: SERVER_HINT.into() })?;
-                return Ok(Database::Postgres(pool));
-            }
-            let probe = tokio::time::timeout(acquire, sqlx::postgres::PgConnection::connect_with(&opts))
-                .await
-                .map_err(|_| DbError::Connect {
+                    .map_err(|_| DbError::Connect {
+                        url: shown.clone(),
+                        source: sqlx::Error::PoolTimedOut,
+                        hint: SERVER_HINT.into(),
+                    })?
+                    .map_err(|source| DbError::Connect { url: shown.clone(), source, hint: SERVER_HINT.into() })?;
+                probe.close().await.map_err(|source| DbError::Connect {
                     url: shown.clone(),
-                    source: sqlx::Error::PoolTimedOut,
+                    source,
                     hint: SERVER_HINT.into(),
-                })?
-                .map_err(|source| DbError::Connect { url: shown.clone(), source, hint: SERVER_HINT.into() })?;
-            probe.close().await.map_err(|source| DbError::Connect {
-                url: shown.clone(),
-                source,
-                hint: SERVER_HINT.into(),
-            })?;
+                })?;
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(db.max_connections)
                 .acquire_timeout(acquire)
