@@ -25,6 +25,8 @@ echo "    http://127.0.0.1:$port/"
 
 echo "==> registering the plugin (data dir $DC_DATA_DIR, database sqlite)"
 mkdir -p "$DC_DATA_DIR/plugins"
+# a demo directory left by an older dc-host is brought up to this one's schema
+"$host" db migrate >/dev/null
 cp "$target/debug/libdc_plugin_catalogue.so" "$DC_DATA_DIR/plugins/"
 if ! "$host" reload; then
   # a rebuilt example plugin with the same version number is refused (as it
