@@ -108,9 +108,9 @@ pub fn not_a_regular_file(path: &Path) -> Option<String> {
     }
 }
 
-/// Checks the file header without loading it. Files larger than `max_bytes`
-/// are refused before a byte is read.
-pub fn precheck(path: &Path, max_bytes: u64) -> Result<(), String> {
+/// Checks what the entry is and its size, reading nothing: a regular file
+/// of at most `max_bytes`.
+pub fn check_entry(path: &Path, max_bytes: u64) -> Result<(), String> {
     if let Some(why) = not_a_regular_file(path) {
         return Err(why);
     }
@@ -123,6 +123,13 @@ pub fn precheck(path: &Path, max_bytes: u64) -> Result<(), String> {
             max_bytes / (1024 * 1024)
         ));
     }
+    Ok(())
+}
+
+/// Checks the file header without loading it. Files larger than `max_bytes`
+/// are refused before a byte is read ([`check_entry`]).
+pub fn precheck(path: &Path, max_bytes: u64) -> Result<(), String> {
+    check_entry(path, max_bytes)?;
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes))

@@ -78,7 +78,7 @@ pub async fn inspect(env: &HostEnv, path: &Path) -> Result<ProbeOutput, RuntimeE
 pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome, RuntimeError> {
     let db = &env.db;
     // size and file type first: hashing a 3 GB file, a device or a pipe is not an option
-    probe::precheck(path, env.settings.max_plugin_file_bytes()).map_err(RuntimeError::Refused)?;
+    probe::check_entry(path, env.settings.max_plugin_file_bytes()).map_err(RuntimeError::Refused)?;
     let sha256 = store::sha256_file(path)?;
     if let Some(known) = apps::version_by_hash(db, &sha256).await? {
         let app = apps::get_app(db, &known.app_id).await?;

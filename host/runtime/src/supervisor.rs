@@ -354,7 +354,10 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
                     Interrupt::None => {}
                     Interrupt::Stop => {
                         if grace_deadline.is_none() {
-                            runs::request_stop(&env.db, runtime_id).await?;
+                            // if the request cannot be written, the grace period still ends in a kill
+                            if let Err(e) = runs::request_stop(&env.db, runtime_id).await {
+                                tracing::error!(runtime_id, error = %e, "cannot ask the plugin to stop; killing it after the grace period");
+                            }
                             grace_deadline = Some(tokio::time::Instant::now() + grace);
                         }
                     }
