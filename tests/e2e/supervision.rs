@@ -162,7 +162,7 @@ fn a_run_whose_worker_is_gone_is_reaped_as_orphaned() {
 #[test]
 fn a_memory_limit_kill_says_so() {
     let host = host_with_misbehave(&[("DC_RUNS_MEMORY_LIMIT_MB", "1024")]);
-    let r = host.json(&["run", APP, "--args", r#"{"mode": "alloc"}"#, "--json"]);
+    let r = host.json(&["run", APP, "--args", r#"{"mode": "alloc", "items": 1}"#, "--threads", "1", "--json"]);
     assert_eq!(r["status"], "FAILED", "{r}");
     let reason = r["reason"].as_str().unwrap_or_default();
     assert!(

@@ -262,12 +262,25 @@ impl Database {
                 "check that {} is an SQLite database file this user can read and write, in a writable directory (DC_DATABASE_URL or [database] url)",
                 opts.get_filename().display()
             );
-            let pool = SqlitePoolOptions::new()
-                .max_connections(db.max_connections)
-                .acquire_timeout(acquire)
-                .connect_with(opts)
-                .await
-                .map_err(|source| DbError::Connect { url: shown, source, hint })?;
+            // opening can meet another process that holds the file's lock (a first
+            // start migrating it, switching it to WAL): wait for it like for a writer
+            let busy_until = std::time::Instant::now() + Duration::from_secs(db.busy_timeout_secs.max(1));
+            let pool = loop {
+                match SqlitePoolOptions::new()
+                    .max_connections(db.max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_with(opts.clone())
+                    .await
+                {
+                    Ok(pool) => break pool,
+                    Err(sqlx::Error::Database(d))
+                        if matches!(d.code().as_deref(), Some("5" | "6")) && std::time::Instant::now() < busy_until =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(source) => return Err(DbError::Connect { url: shown, source, hint }),
+                }
+            };
             Ok(Database::Sqlite(pool))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)

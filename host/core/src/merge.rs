@@ -888,6 +888,52 @@ mod tests {
         serde_json::from_value(v).expect("rows parse")
     }
 
+    /// The plugin SDK's `TestHost` checks records with `TableDecl::check_row`
+    /// from the interface crate; the host must refuse exactly those rows, with
+    /// the same problem, so a plugin that passes `cargo test` is not refused here.
+    #[test]
+    fn the_sdk_row_check_agrees_with_the_host() {
+        let d = decl();
+        let cases = [
+            json!({"sku": "a"}),
+            json!({"sku": "a", "title": "short", "price": 1.5, "stock": 3, "seen": "2026-01-31T12:00:00Z"}),
+            json!({"title": "x"}),
+            json!({"sku": null}),
+            json!({"sku": "a", "colour": "red"}),
+            json!({"sku": "a", "title": "much too long here"}),
+            json!({"sku": "a", "title": 5}),
+            json!({"sku": "a", "title": "nul\u{0}"}),
+            json!({"sku": "a", "price": "12,50"}),
+            json!({"sku": "a", "stock": 2.0}),
+            json!({"sku": "a", "stock": 2.5}),
+            json!({"sku": "a", "stock": 1e16}),
+            json!({"sku": "a", "seen": "2026-01-31T12:00:00.123+01:00"}),
+            json!({"sku": "a", "seen": "2026-01-31t12:00:00z"}),
+            json!({"sku": "a", "seen": "2026-01-31 12:00:00Z"}),
+            json!({"sku": "a", "seen": "2024-02-29T00:00:00Z"}),
+            json!({"sku": "a", "seen": "2026-02-29T00:00:00Z"}),
+            json!({"sku": "a", "seen": "2026-12-31T23:59:60Z"}),
+            json!({"sku": "a", "seen": "2026-01-31T24:00:00Z"}),
+            json!({"sku": "a", "seen": "2026-01-31T12:00Z"}),
+            json!({"sku": "a", "seen": "2026-01-31T12:00:00"}),
+            json!({"sku": "a", "seen": "2026-01-31T12:00:00+24:00"}),
+            json!({"sku": "a", "seen": "2026-01-31T12:00:00.Z"}),
+            json!({"sku": "a", "seen": 1_700_000_000}),
+        ];
+        for row in cases {
+            let map: Map<String, Value> = serde_json::from_value(row.clone()).expect("an object");
+            let sdk = d.check_row(&map);
+            let host = prepare_rows(&d, std::slice::from_ref(&map), UnicodeForm::Nfc).map(|_| ());
+            match (&sdk, &host) {
+                (Ok(()), Ok(())) => {}
+                (Err(problem), Err(e)) => {
+                    assert!(e.to_string().contains(problem.as_str()), "{row}: sdk {problem:?}, host {e}")
+                }
+                _ => panic!("{row}: the SDK says {sdk:?}, the host says {host:?}"),
+            }
+        }
+    }
+
     #[test]
     fn bad_records_name_record_and_field() {
         let d = decl();

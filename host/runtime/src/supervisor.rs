@@ -187,6 +187,32 @@ const STDERR_TAIL_LINES: usize = 20;
 struct StderrSummary {
     tail: std::collections::VecDeque<String>,
     dropped_bytes: u64,
+    /// The last sign of running out of address space, kept apart from the
+    /// tail (a backtrace after it would push it out).
+    out_of_memory: Option<String>,
+    /// The message of the last panic, likewise.
+    panic_message: Option<String>,
+    after_panic_header: bool,
+}
+
+impl StderrSummary {
+    /// Notes one line: the tail, and the lines worth keeping beyond it.
+    fn note(&mut self, line: String) {
+        let t = line.trim();
+        if let Some(at) = t.rfind("memory allocation of") {
+            self.out_of_memory = Some(t[at..].to_string());
+        } else if t.starts_with("failed to spawn thread") && t.contains("Resource temporarily unavailable") {
+            self.out_of_memory = Some(t.to_string());
+        }
+        if self.after_panic_header && !t.is_empty() {
+            self.panic_message = Some(t.to_string());
+        }
+        self.after_panic_header = t.starts_with("thread '") && t.contains("panicked at");
+        if self.tail.len() == STDERR_TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
 }
 
 impl StderrSummary {
@@ -194,12 +220,10 @@ impl StderrSummary {
     /// after `thread '…' panicked at …`), else the last line that is neither a
     /// log line of ours (those start with a timestamp) nor backtrace noise.
     fn last_message(&self) -> Option<&str> {
-        let lines: Vec<&str> = self.tail.iter().map(|l| l.trim()).collect();
-        if let Some(i) = lines.iter().rposition(|l| l.starts_with("thread '") && l.contains("panicked at"))
-            && let Some(msg) = lines.get(i + 1).filter(|m| !m.is_empty())
-        {
+        if let Some(msg) = &self.panic_message {
             return Some(msg);
         }
+        let lines: Vec<&str> = self.tail.iter().map(|l| l.trim()).collect();
         let noise = |l: &str| {
             l.is_empty()
                 || l.starts_with("20")
@@ -212,12 +236,11 @@ impl StderrSummary {
     }
 
     /// A sign that the worker ran out of address space: an allocation that
-    /// failed, or a thread that could not get its stack.
+    /// failed, or a thread that could not get its stack. (Threads failing at
+    /// once may interleave their messages on one line; the last complete one
+    /// is taken.)
     fn allocation_failure(&self) -> Option<&str> {
-        self.tail.iter().rev().map(|l| l.trim()).find(|l| {
-            l.starts_with("memory allocation of")
-                || (l.starts_with("failed to spawn thread") && l.contains("Resource temporarily unavailable"))
-        })
+        self.out_of_memory.as_deref()
     }
 }
 
@@ -242,10 +265,7 @@ async fn pump_stderr(stderr: tokio::process::ChildStderr, runtime_id: String) ->
             }
             sum.dropped_bytes += line.len() as u64 + 1;
         }
-        if sum.tail.len() == STDERR_TAIL_LINES {
-            sum.tail.pop_front();
-        }
-        sum.tail.push_back(line);
+        sum.note(line);
     }
     if sum.dropped_bytes > 0 {
         eprintln!("dc-host: run {runtime_id}: dropped {} bytes of worker stderr", sum.dropped_bytes);
@@ -463,4 +483,38 @@ pub async fn finish_and_count(
     let run = runs::get(&env.db, runtime_id).await?;
     apps::record_run_outcome(&env.db, &run.app_id, status, run.started_at.unwrap_or(run.created_at)).await?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(lines: &[&str]) -> StderrSummary {
+        let mut s = StderrSummary::default();
+        for l in lines {
+            s.note((*l).to_string());
+        }
+        s
+    }
+
+    #[test]
+    fn what_the_worker_said_survives_a_long_backtrace() {
+        let mut lines = vec!["memory allocation of memory allocation of 8589934592 bytes failed", "stack backtrace:"];
+        let frames: Vec<String> = (0..60).map(|i| format!("  {i}: frame")).collect();
+        lines.extend(frames.iter().map(String::as_str));
+        let s = summary(&lines);
+        assert_eq!(s.allocation_failure(), Some("memory allocation of 8589934592 bytes failed"), "interleaved threads");
+        assert_eq!(s.tail.len(), STDERR_TAIL_LINES);
+
+        let mut lines =
+            vec!["thread 'main' (7) panicked at src/lib.rs:3:5:", "misbehave: deliberate panic", "stack backtrace:"];
+        lines.extend(frames.iter().map(String::as_str));
+        lines.push("note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.");
+        let s = summary(&lines);
+        assert_eq!(s.last_message(), Some("misbehave: deliberate panic"));
+        assert_eq!(s.allocation_failure(), None);
+
+        let s = summary(&["2026-11-26T10:00:00Z  WARN something we logged", "plain last words", "note: noise"]);
+        assert_eq!(s.last_message(), Some("plain last words"));
+    }
 }

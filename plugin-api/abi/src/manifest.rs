@@ -238,6 +238,136 @@ impl TableDecl {
     }
 }
 
+/// The longest text a column without `max_len` takes, in characters.
+pub const DEFAULT_MAX_TEXT_CHARS: usize = 1_000_000;
+
+fn describe(v: &Value) -> String {
+    let s = v.to_string();
+    let short: String = s.chars().take(40).collect();
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    if short.len() < s.len() { format!("{kind} {short}…") } else { format!("{kind} {short}") }
+}
+
+/// Whether `s` is an RFC 3339 date-time (`2026-01-31T12:00:00Z`,
+/// `2026-01-31T12:00:00.5+01:00`) with a real calendar date and time.
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let part = b.get(from..from + len)?;
+        part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) =
+        (num(0, 4), num(5, 2), num(8, 2), num(11, 2), num(14, 2), num(17, 2))
+    else {
+        return false;
+    };
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return false;
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+        return false;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&mo) || d == 0 || d > days[(mo - 1) as usize] || h > 23 || mi > 59 || sec > 60 {
+        return false;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            matches!((num(i + 1, 2), b.get(i + 3), num(i + 4, 2)), (Some(oh), Some(b':'), Some(om)) if oh < 24 && om < 60)
+                && i + 6 == b.len()
+        }
+        _ => false,
+    }
+}
+
+impl TableDecl {
+    /// Checks one row the way the host checks it before a merge: every field
+    /// is a declared column, key columns are present and not null, non-nullable
+    /// columns are present, and each value fits its column's type and length.
+    /// The error names the field and what was expected. (Keys that repeat
+    /// within a batch are the host's to find: it compares normalized keys.)
+    pub fn check_row(&self, row: &serde_json::Map<String, Value>) -> Result<(), String> {
+        if let Some(extra) = row.keys().find(|k| !self.columns.iter().any(|c| &c.name == *k)) {
+            let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "field {extra:?} is not a column of the table (declared: {}); declare it in the manifest or drop it",
+                names.join(", ")
+            ));
+        }
+        for col in &self.columns {
+            let name = &col.name;
+            let v = match row.get(name) {
+                None | Some(Value::Null) if self.key.contains(name) => {
+                    return Err(format!("key field {name:?} is missing"));
+                }
+                None | Some(Value::Null) if !col.nullable => {
+                    return Err(format!("field {name:?} is missing and the column is not nullable"));
+                }
+                None | Some(Value::Null) => continue,
+                Some(v) => v,
+            };
+            let wrong = |expected: &str| Err(format!("field {name:?}: expected {expected}, got {}", describe(v)));
+            let nul =
+                || Err(format!("field {name:?}: contains a NUL character, which databases cannot store; strip it"));
+            match col.ty {
+                ColumnType::Text => {
+                    let Some(s) = v.as_str() else { return wrong("a string") };
+                    if s.contains('\0') {
+                        return nul();
+                    }
+                    let limit = if col.max_len > 0 { col.max_len } else { DEFAULT_MAX_TEXT_CHARS };
+                    let n = s.chars().count();
+                    if n > limit {
+                        return Err(format!("field {name:?}: text of {n} characters exceeds the limit of {limit}"));
+                    }
+                }
+                ColumnType::Integer => {
+                    let whole =
+                        v.as_i64().is_some() || v.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.0e15);
+                    if !whole {
+                        return wrong("an integer");
+                    }
+                }
+                ColumnType::Real if v.as_f64().is_none() => return wrong("a number"),
+                ColumnType::Boolean if !v.is_boolean() => return wrong("true or false"),
+                ColumnType::Json if v.to_string().contains("\\u0000") => return nul(),
+                ColumnType::Timestamp => {
+                    let ok = v.as_str().is_some_and(is_rfc3339);
+                    if !ok {
+                        return wrong(if v.is_string() {
+                            "an RFC 3339 timestamp like 2026-01-31T12:00:00Z"
+                        } else {
+                            "an RFC 3339 timestamp string"
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the host needs to know about a plugin before running it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

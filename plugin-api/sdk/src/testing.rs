@@ -58,6 +58,7 @@ struct TestCallbacks {
     fetch: Arc<Fetcher>,
     args: String,
     rec: Arc<Mutex<Recorded>>,
+    manifest: dc_plugin_api::Manifest,
 }
 
 fn lock(rec: &Mutex<Recorded>) -> std::sync::MutexGuard<'_, Recorded> {
@@ -168,6 +169,23 @@ impl HostCallbacks for TestCallbacks {
             Ok(r) => r,
             Err(e) => return RErr(format!("rows are not a JSON array of objects: {e}").into()),
         };
+        // the checks the host makes before it writes anything
+        let Some(decl) = self.manifest.declared_table(table.as_str()) else {
+            return RErr(
+                format!(
+                    "table {:?} is not declared in the plugin manifest; declare it under \"tables\"",
+                    table.as_str()
+                )
+                .into(),
+            );
+        };
+        for (i, row) in rows.iter().enumerate() {
+            if let Err(problem) = decl.check_row(row) {
+                return RErr(
+                    format!("record {i} for table {}: {problem}; nothing of this batch was written", decl.name).into(),
+                );
+            }
+        }
         let summary = MergeSummary::new(rows.len() as u64, 0, 0, 0);
         lock(&self.rec).merges.push(MergeCall { table: table.to_string(), rows, full_snapshot });
         ROk(serde_json::to_string(&summary).unwrap_or_default().into())
@@ -211,8 +229,15 @@ impl TestHost {
     /// any step (including `new`) comes back as an error containing
     /// "plugin panicked".
     pub fn run<S: Scraper>(&self) -> Result<TestRun> {
+        // the manifest is checked as the host checks it at registration
+        let manifest = crate::sdk::stamped_manifest::<S>();
+        let problems = manifest.validate();
+        if !problems.is_empty() {
+            return Err(crate::sdk::Error::msg(format!("the manifest is invalid: {}", problems.join("; "))));
+        }
         let rec = Arc::new(Mutex::new(Recorded::default()));
-        let callbacks = TestCallbacks { fetch: self.fetch.clone(), args: self.args.to_string(), rec: rec.clone() };
+        let callbacks =
+            TestCallbacks { fetch: self.fetch.clone(), args: self.args.to_string(), rec: rec.clone(), manifest };
         let ctx = Context::from_host(HostCallbacks_TO::from_value(callbacks, TD_Opaque));
         let scraper = into(guarded(|| S::new(&ctx)))?;
         let mut obj = adapt(scraper, ctx);
@@ -347,6 +372,57 @@ mod tests {
 
         let r = run("nothing").expect("run succeeds");
         assert_eq!(r.merges, vec![], "a run that collected nothing must not merge (and wipe) any table");
+    }
+
+    #[test]
+    fn records_are_checked_like_the_host_checks_them() {
+        let r = TestHost::new(|r| Err(Error::msg(format!("no HTTP: {}", r.url))))
+            .args(json!({"mode": "incremental"}))
+            .run::<BadRows>();
+        let err = r.expect_err("a record the host would refuse fails the test run");
+        assert!(
+            err.message()
+                .contains("record 1 for table incr_t: key field \"id\" is missing; nothing of this batch was written"),
+            "{err}"
+        );
+        let err = TestHost::new(|_| Err(Error::msg("no HTTP"))).run::<BadManifest>().expect_err("refused");
+        assert!(err.message().contains("the manifest is invalid: version \"1.0\""), "{err}");
+    }
+
+    /// Returns one good and one keyless record.
+    struct BadRows;
+
+    impl Scraper for BadRows {
+        fn manifest() -> Manifest {
+            manifest()
+        }
+        fn new(_ctx: &Context) -> Result<Self> {
+            Ok(BadRows)
+        }
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![json!(1)])
+        }
+        fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+            Ok(vec![Record::new("incr_t", json!({"id": "a"})), Record::new("incr_t", json!({"id": null}))])
+        }
+    }
+
+    /// Declares a version the host refuses.
+    struct BadManifest;
+
+    impl Scraper for BadManifest {
+        fn manifest() -> Manifest {
+            Manifest::new("g", "p", "t", "1.0")
+        }
+        fn new(_ctx: &Context) -> Result<Self> {
+            Ok(BadManifest)
+        }
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![])
+        }
+        fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+            Ok(vec![])
+        }
     }
 
     #[test]
