@@ -225,20 +225,6 @@ async fn table_columns(db: &Database, table: &str) -> Result<HashSet<String>, Me
     Ok(names.into_iter().collect())
 }
 
-fn describe(v: &Value) -> String {
-    let s = v.to_string();
-    let short: String = s.chars().take(40).collect();
-    let kind = match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    if short.len() < s.len() { format!("{kind} {short}…") } else { format!("{kind} {short}") }
-}
-
 /// Converts one JSON value into a typed cell for a declared column.
 fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> Result<Cell, String> {
     let name = &col.name;
@@ -254,7 +240,9 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
         }
         Some(v) => v,
     };
-    let wrong = |expected: &str| format!("field {name:?}: expected {expected}, got {}", describe(v));
+    let wrong = |expected: &str| {
+        format!("field {name:?}: expected {expected}, got {}", dc_plugin_api::manifest::describe_value(v))
+    };
     Ok(match col.ty {
         ColumnType::Text => {
             let s = v.as_str().ok_or_else(|| wrong("a string"))?;

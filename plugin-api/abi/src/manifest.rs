@@ -241,7 +241,9 @@ impl TableDecl {
 /// The longest text a column without `max_len` takes, in characters.
 pub const DEFAULT_MAX_TEXT_CHARS: usize = 1_000_000;
 
-fn describe(v: &Value) -> String {
+/// A JSON value as errors show it: its kind and (at most 40 characters of)
+/// its text, e.g. `a string "12,50"`. The host's merge errors use it too.
+pub fn describe_value(v: &Value) -> String {
     let s = v.to_string();
     let short: String = s.chars().take(40).collect();
     let kind = match v {
@@ -326,7 +328,7 @@ impl TableDecl {
                 None | Some(Value::Null) => continue,
                 Some(v) => v,
             };
-            let wrong = |expected: &str| Err(format!("field {name:?}: expected {expected}, got {}", describe(v)));
+            let wrong = |expected: &str| Err(format!("field {name:?}: expected {expected}, got {}", describe_value(v)));
             let nul =
                 || Err(format!("field {name:?}: contains a NUL character, which databases cannot store; strip it"));
             match col.ty {
