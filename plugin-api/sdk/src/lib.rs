@@ -1,8 +1,9 @@
 //! The crate a dc-host plugin depends on: implement [`Scraper`], describe the
 //! plugin with a [`Manifest`] built from its constructors, and export it with
 //! [`export_plugin!`]. [`Context`] is the host (HTTP, merge, logs, progress,
-//! arguments, stop flag); [`html`] parses pages; [`testing::TestHost`] runs a
-//! plugin in-process in `cargo test`.
+//! arguments, stop flag); [`html`] parses pages; `testing::TestHost` (cargo
+//! feature `testing`, for a plugin's `[dev-dependencies]`) runs a plugin
+//! in-process in `cargo test`, checking what the host checks.
 //!
 //! The SDK changes at its own pace. What crosses into the host is the
 //! version-checked interface crate `dc-plugin-api` underneath (re-exported as
@@ -19,6 +20,7 @@
 pub mod export;
 pub mod html;
 pub mod sdk;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use dc_plugin_api as interface;

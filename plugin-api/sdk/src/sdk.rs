@@ -14,7 +14,7 @@ use std::sync::Arc;
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
-    std_types::{RBox, RErr, ROk, RResult, RStr, RString},
+    std_types::{RErr, ROk, RResult, RStr, RString},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
@@ -168,7 +168,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// A response (for tests and [`crate::testing::TestHost`] fetchers).
+    /// A response (for tests and `testing::TestHost` fetchers).
     pub fn new(status: u16, url: impl Into<String>, body: impl Into<Vec<u8>>) -> Response {
         Response { status, url: url.into(), headers: vec![], body: body.into(), elapsed_ms: 0 }
     }
@@ -274,7 +274,7 @@ fn from_r<T>(r: RResult<T, RString>) -> Result<T> {
 }
 
 impl Context {
-    /// Wraps host callbacks (the SDK and [`crate::testing`] do this for you).
+    /// Wraps host callbacks (the SDK and `testing::TestHost` do this for you).
     pub fn from_host(host: HostBox) -> Context {
         Context { host: Arc::new(host) }
     }
@@ -522,9 +522,10 @@ pub(crate) fn root_module<S: Scraper>() -> PluginModRef {
 }
 
 /// Adapts a scraper into a boxed ABI object without going through a library;
-/// used by [`crate::testing`].
+/// used by `testing::TestHost`.
+#[cfg(feature = "testing")]
 pub(crate) fn adapt<S: Scraper>(inner: S, ctx: Context) -> ScraperBox {
-    ScraperFfi_TO::from_ptr(RBox::new(Adapter { inner, ctx }), TD_Opaque)
+    ScraperFfi_TO::from_ptr(abi_stable::std_types::RBox::new(Adapter { inner, ctx }), TD_Opaque)
 }
 
 #[cfg(test)]

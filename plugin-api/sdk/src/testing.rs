@@ -2,7 +2,19 @@
 //! lifecycle in-process, without the host, with HTTP answered by a function you
 //! supply (canned pages or fixture files). Merges and logs (with level and
 //! structured context) are recorded so a test can assert on them.
+//!
+//! [`TestHost`] refuses what the host would refuse, so a plugin that passes
+//! `cargo test` is not refused after a whole crawl: the manifest (as at
+//! registration), the runtime arguments against the manifest's `args_schema`
+//! (as before a run), every merged record against its declared table
+//! ([`dc_plugin_api::TableDecl::check_row`]) and keys that repeat within one
+//! merge batch (compared as the host compares them: text NFC-normalized).
+//!
+//! This module exists with the cargo feature `testing` only (it brings a JSON
+//! Schema validator and Unicode normalization): enable it in the plugin's
+//! `[dev-dependencies]`, so that none of it is compiled into the cdylib.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use abi_stable::{
@@ -10,12 +22,13 @@ use abi_stable::{
     std_types::{RErr, ROk, RResult, RStr, RString},
 };
 use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
 
-use dc_plugin_api::MergeSummary;
 use dc_plugin_api::abi::{
     FfiHeader, FfiHttpRequest, FfiHttpResponse, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks, HostCallbacks_TO,
 };
 use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
+use dc_plugin_api::{ColumnType, MergeSummary, TableDecl};
 
 use crate::sdk::{Context, LogLevel, Request, Response, Result, Scraper, adapt, guarded};
 
@@ -186,6 +199,21 @@ impl HostCallbacks for TestCallbacks {
                 );
             }
         }
+        // then, as the host does, keys that repeat within the batch
+        let mut seen = HashSet::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let key = batch_key(decl, row);
+            if seen.contains(&key) {
+                return RErr(
+                    format!(
+                        "record {i} for table {}: key {key} appears more than once in the batch; nothing of this batch was written",
+                        decl.name
+                    )
+                    .into(),
+                );
+            }
+            seen.insert(key);
+        }
         let summary = MergeSummary::new(rows.len() as u64, 0, 0, 0);
         lock(&self.rec).merges.push(MergeCall { table: table.to_string(), rows, full_snapshot });
         ROk(serde_json::to_string(&summary).unwrap_or_default().into())
@@ -206,7 +234,8 @@ impl HostCallbacks for TestCallbacks {
     }
 }
 
-/// Runs scrapers in-process for tests.
+/// Runs scrapers in-process for tests, refusing what the host would refuse
+/// (see the [module docs](self)).
 pub struct TestHost {
     fetch: Arc<Fetcher>,
     args: Value,
@@ -218,7 +247,8 @@ impl TestHost {
         TestHost { fetch: Arc::new(fetch), args: Value::Object(Map::new()) }
     }
 
-    /// Sets the runtime arguments.
+    /// Sets the runtime arguments (default `{}`, as the host's). [`TestHost::run`]
+    /// checks them against the scraper's `args_schema`.
     pub fn args(mut self, args: Value) -> TestHost {
         self.args = args;
         self
@@ -228,12 +258,30 @@ impl TestHost {
     /// through the same ABI adapter and panic guard the host uses, so a panic in
     /// any step (including `new`) comes back as an error containing
     /// "plugin panicked".
+    ///
+    /// Before any plugin code runs, the manifest is checked as at registration
+    /// ("the manifest is invalid: ...") and the arguments against its
+    /// `args_schema` as before a run ("invalid runtime arguments for
+    /// group/parent/name: field max_pages: ..."). A merge is refused as the host
+    /// refuses it, naming the record: an undeclared table, a record that does
+    /// not fit its table, or a key that repeats within the batch.
     pub fn run<S: Scraper>(&self) -> Result<TestRun> {
         // the manifest is checked as the host checks it at registration
         let manifest = crate::sdk::stamped_manifest::<S>();
         let problems = manifest.validate();
         if !problems.is_empty() {
             return Err(crate::sdk::Error::msg(format!("the manifest is invalid: {}", problems.join("; "))));
+        }
+        // and the arguments as the host checks them before it starts a run
+        let problems = args_problems(&manifest.args_schema, &self.args);
+        if !problems.is_empty() {
+            return Err(crate::sdk::Error::msg(format!(
+                "invalid runtime arguments for {}/{}/{}: {}",
+                manifest.group,
+                manifest.parent,
+                manifest.name,
+                problems.join("; ")
+            )));
         }
         let rec = Arc::new(Mutex::new(Recorded::default()));
         let callbacks =
@@ -264,6 +312,120 @@ impl TestHost {
         run.log_records = rec.log_records;
         Ok(run)
     }
+}
+
+/// The problems the host finds in `args` against `schema` before a run (the
+/// same validator and wording as its `args.rs`); empty when they are valid.
+fn args_problems(schema: &Value, args: &Value) -> Vec<String> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the plugin's args_schema is not a valid JSON schema: {e}")],
+    };
+    validator
+        .iter_errors(args)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            if at.is_empty() { format!("{e}") } else { format!("field {}: {e}", at.trim_start_matches('/')) }
+        })
+        .collect()
+}
+
+/// The key of a row that passed [`TableDecl::check_row`], as the host compares
+/// keys within a batch: the JSON array of the key cells in `key` order, text
+/// normalized to NFC (the host's default Unicode form), integers written as
+/// `3` also when sent as `3.0`, reals as numbers, timestamps in UTC with
+/// microseconds.
+fn batch_key(decl: &TableDecl, row: &Map<String, Value>) -> String {
+    let cells = decl
+        .key
+        .iter()
+        .filter_map(|k| decl.columns.iter().find(|c| &c.name == k))
+        .map(|c| {
+            let v = row.get(&c.name).unwrap_or(&Value::Null);
+            match c.ty {
+                ColumnType::Text => match v.as_str() {
+                    Some(t) if !t.is_ascii() => Value::String(t.nfc().collect()),
+                    _ => v.clone(),
+                },
+                ColumnType::Integer => match (v.as_i64(), v.as_f64()) {
+                    (Some(i), _) => Value::from(i),
+                    // check_row let only whole numbers below 9e15 through
+                    (None, Some(f)) => Value::from(f as i64),
+                    _ => v.clone(),
+                },
+                ColumnType::Real => {
+                    v.as_f64().and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+                }
+                ColumnType::Timestamp => v.as_str().and_then(utc_micros).map_or_else(|| v.clone(), Value::String),
+                _ => v.clone(),
+            }
+        })
+        .collect();
+    Value::Array(cells).to_string()
+}
+
+/// An RFC 3339 timestamp as the host stores and compares it: in UTC, with six
+/// fraction digits (more are cut off) and `Z`, e.g. `2026-01-31T12:00:00.000000Z`
+/// for `2026-01-31T13:00:00+01:00`. A leap second stays `:60`.
+fn utc_micros(s: &str) -> Option<String> {
+    if !dc_plugin_api::manifest::is_rfc3339(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> i64 {
+        b.get(from..from + len).unwrap_or_default().iter().fold(0, |n, d| n * 10 + i64::from(d - b'0'))
+    };
+    let mut i = 19;
+    let mut micros = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let mut digits = 0;
+        while let Some(d) = b.get(i).filter(|d| d.is_ascii_digit()) {
+            if digits < 6 {
+                micros = micros * 10 + i64::from(d - b'0');
+                digits += 1;
+            }
+            i += 1;
+        }
+        micros *= 10_i64.pow(6 - digits);
+    }
+    let offset = match b.get(i) {
+        Some(b'+') => num(i + 1, 2) * 3600 + num(i + 4, 2) * 60,
+        Some(b'-') => -(num(i + 1, 2) * 3600 + num(i + 4, 2) * 60),
+        _ => 0,
+    };
+    let sec = num(17, 2);
+    let at =
+        days_from_civil(num(0, 4), num(5, 2), num(8, 2)) * 86_400 + num(11, 2) * 3600 + num(14, 2) * 60 + sec.min(59)
+            - offset;
+    let (days, time) = (at.div_euclid(86_400), at.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    let year = if (0..=9999).contains(&y) { format!("{y:04}") } else { format!("{y:+05}") };
+    let second = if sec == 60 { 60 } else { time % 60 };
+    Some(format!("{year}-{m:02}-{d:02}T{:02}:{:02}:{second:02}.{micros:06}Z", time / 3600, time % 3600 / 60))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day counted from 1970-01-01 (the inverse of [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn into<T>(r: RResult<T, RString>) -> Result<T> {
@@ -423,6 +585,204 @@ mod tests {
         fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
             Ok(vec![])
         }
+    }
+
+    /// Declares a strict `args_schema`; `collect` merges nothing.
+    struct Strict;
+
+    impl Scraper for Strict {
+        fn manifest() -> Manifest {
+            Manifest::new("g", "p", "strict", "1.0.0").table(table("full_t", SnapshotMode::Full)).args_schema(json!({
+                "type": "object",
+                "required": ["base_url"],
+                "additionalProperties": false,
+                "properties": {
+                    "base_url": {"type": "string"},
+                    "max_pages": {"type": "integer", "minimum": 1},
+                    "speed": {"enum": ["fast", "slow"]}
+                }
+            }))
+        }
+        fn new(ctx: &Context) -> Result<Self> {
+            ctx.info("new ran");
+            Ok(Strict)
+        }
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![])
+        }
+        fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+            Ok(vec![])
+        }
+    }
+
+    fn run_strict(args: Value) -> Result<TestRun> {
+        TestHost::new(|_| Err(Error::msg("no HTTP"))).args(args).run::<Strict>()
+    }
+
+    /// The refusal of `args`, which must be refused.
+    fn refused_args(args: Value) -> String {
+        let err = run_strict(args.clone()).expect_err(&format!("{args} must be refused")).to_string();
+        assert!(err.starts_with("invalid runtime arguments for g/p/strict: "), "{err}");
+        err
+    }
+
+    #[test]
+    fn args_are_checked_against_args_schema_like_the_host_checks_them() {
+        let err = refused_args(json!({"base_url": 5}));
+        assert!(err.contains("field base_url: 5 is not of type \"string\""), "{err}");
+        let err = refused_args(json!({"base_url": "http://x/", "max_pages": "two"}));
+        assert!(err.contains("field max_pages: \"two\" is not of type \"integer\""), "{err}");
+        let err = refused_args(json!({"base_url": "http://x/", "max_pages": 0}));
+        assert!(err.contains("field max_pages: 0 is less than the minimum of 1"), "{err}");
+        let err = refused_args(json!({}));
+        assert!(err.contains("\"base_url\" is a required property"), "{err}");
+        let err = refused_args(json!({"base_url": "http://x/", "colour": 1}));
+        assert!(err.contains("Additional properties are not allowed ('colour' was unexpected)"), "{err}");
+        let err = refused_args(json!({"base_url": "http://x/", "speed": "warp"}));
+        assert!(err.contains("field speed: \"warp\" is not one of"), "{err}");
+        // every problem is reported, joined as the host joins them
+        let err = refused_args(json!({"max_pages": "two"}));
+        assert!(err.contains("; ") && err.contains("base_url") && err.contains("max_pages"), "{err}");
+    }
+
+    #[test]
+    fn args_the_schema_allows_run() {
+        for args in
+            [json!({"base_url": "http://x/"}), json!({"base_url": "http://x/", "max_pages": 3, "speed": "slow"})]
+        {
+            let r = run_strict(args.clone()).unwrap_or_else(|e| panic!("{args} is valid, yet: {e}"));
+            assert_eq!(r.logs[0], "new ran");
+        }
+        // the default schema (any object) takes the default arguments
+        assert!(TestHost::new(|_| Err(Error::msg("no HTTP"))).run::<Dups>().is_ok());
+    }
+
+    /// Declares an args_schema that is no JSON schema.
+    struct BadSchema;
+
+    impl Scraper for BadSchema {
+        fn manifest() -> Manifest {
+            manifest().args_schema(json!({"type": 5}))
+        }
+        fn new(_ctx: &Context) -> Result<Self> {
+            Ok(BadSchema)
+        }
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![])
+        }
+        fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn an_args_schema_that_is_no_json_schema_is_refused() {
+        let err = TestHost::new(|_| Err(Error::msg("no HTTP"))).run::<BadSchema>().expect_err("refused");
+        assert!(
+            err.message()
+                .contains("invalid runtime arguments for g/p/t: the plugin's args_schema is not a valid JSON schema"),
+            "{err}"
+        );
+    }
+
+    /// Merges the keys given in the `keys` argument (strings or `[sku, n]`
+    /// pairs for the two-column key table `pairs`) in one batch.
+    struct Dups {
+        keys: Vec<Value>,
+    }
+
+    impl Scraper for Dups {
+        fn manifest() -> Manifest {
+            manifest().table(
+                TableDecl::new("pairs")
+                    .column(ColumnDecl::integer("n"))
+                    .column(ColumnDecl::text("sku"))
+                    .column(ColumnDecl::timestamp("at"))
+                    .key(["sku", "n", "at"]),
+            )
+        }
+        fn new(ctx: &Context) -> Result<Self> {
+            let keys = ctx.args_value()["keys"].as_array().cloned().unwrap_or_default();
+            Ok(Dups { keys })
+        }
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![json!(1)])
+        }
+        fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+            Ok(self
+                .keys
+                .iter()
+                .map(|k| match k {
+                    Value::Array(p) => Record::new("pairs", json!({"sku": p[0], "n": p[1], "at": p[2]})),
+                    id => Record::new("full_t", json!({"id": id})),
+                })
+                .collect())
+        }
+    }
+
+    fn run_dups(keys: Value) -> Result<TestRun> {
+        TestHost::new(|_| Err(Error::msg("no HTTP"))).args(json!({ "keys": keys })).run::<Dups>()
+    }
+
+    #[test]
+    fn a_key_repeated_in_one_batch_is_refused_like_the_host_refuses_it() {
+        let err = run_dups(json!(["a", "b", "c", "b"])).expect_err("a repeated key is refused").to_string();
+        assert_eq!(
+            err,
+            "record 3 for table full_t: key [\"b\"] appears more than once in the batch; nothing of this batch was written"
+        );
+        // "Café" composed and decomposed are one key (NFC), written composed
+        let err =
+            run_dups(json!(["Caf\u{e9}", "x", "Cafe\u{301}"])).expect_err("NFC-equal keys are refused").to_string();
+        assert!(err.starts_with("record 2 for table full_t: key [\"Caf\u{e9}\"] appears more than once"), "{err}");
+        let err = run_dups(json!(["Cafe\u{301}", "Caf\u{e9}"])).expect_err("in either order").to_string();
+        assert!(err.starts_with("record 1 for table full_t: key [\"Caf\u{e9}\"] appears"), "{err}");
+        // several key columns, an integer sent as 3.0, one instant at two offsets
+        let err = run_dups(json!([
+            ["a", 3, "2026-01-31T12:00:00Z"],
+            ["a", 4, "2026-01-31T12:00:00Z"],
+            ["a", 3.0, "2026-01-31T13:00:00.0000009+01:00"]
+        ]))
+        .expect_err("one key written three ways")
+        .to_string();
+        assert!(
+            err.starts_with(
+                "record 2 for table pairs: key [\"a\",3,\"2026-01-31T12:00:00.000000Z\"] appears more than once"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_distinct_keys_is_merged() {
+        let r = run_dups(json!(["a", "b", "A", "Caf\u{e9}", "Cafe", "Cafe\u{300}"])).expect("distinct keys are merged");
+        assert_eq!(r.rows("full_t").len(), 6);
+        let r = run_dups(json!([
+            ["a", 3, "2026-01-31T12:00:00Z"],
+            ["a", 3, "2026-01-31T12:00:00.000001Z"],
+            ["b", 3, "2026-01-31T12:00:00Z"],
+            ["a", 3, "2026-01-31T12:00:00+01:00"]
+        ]))
+        .expect("distinct keys are merged");
+        assert_eq!(r.rows("pairs").len(), 4);
+    }
+
+    #[test]
+    fn timestamps_are_compared_in_utc_with_microseconds() {
+        for (given, utc) in [
+            ("2026-01-31T12:00:00Z", "2026-01-31T12:00:00.000000Z"),
+            ("2026-01-31t12:00:00.5z", "2026-01-31T12:00:00.500000Z"),
+            ("2026-01-31 13:00:00.1234567+01:00", "2026-01-31T12:00:00.123456Z"),
+            ("2026-03-01T00:30:00+01:00", "2026-02-28T23:30:00.000000Z"),
+            ("2024-03-01T00:30:00+01:00", "2024-02-29T23:30:00.000000Z"),
+            ("2025-12-31T23:30:00-01:30", "2026-01-01T01:00:00.000000Z"),
+            ("1969-12-31T23:59:59.999999Z", "1969-12-31T23:59:59.999999Z"),
+            ("2016-12-31T23:59:60Z", "2016-12-31T23:59:60.000000Z"),
+            ("0000-01-01T00:00:00+01:00", "-0001-12-31T23:00:00.000000Z"),
+        ] {
+            assert_eq!(utc_micros(given).as_deref(), Some(utc), "{given}");
+        }
+        assert_eq!(utc_micros("2026-01-31"), None);
     }
 
     #[test]
