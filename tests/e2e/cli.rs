@@ -151,11 +151,11 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
     host.ok(&["plugins", "list"]);
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
-    // undo migration 3 (runtime.dropped_logs)
-    host.pg_sql("ALTER TABLE runtime DROP COLUMN dropped_logs; DELETE FROM _sqlx_migrations WHERE version = 3");
+    // undo migration 4 (plugin_tables)
+    host.pg_sql("DROP TABLE plugin_tables; DELETE FROM _sqlx_migrations WHERE version = 4");
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("is at schema version 2, this dc-host needs 3: run `dc-host db migrate`"), "{text}");
+    assert!(text.contains("is at schema version 3, this dc-host needs 4: run `dc-host db migrate`"), "{text}");
     assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));
     host.ok(&["runs", "list"]);
 

@@ -58,7 +58,7 @@ fn scrape_twice(host: &Host) {
     // the host's watched merge recorded one function_log row for the run
     let calls = host.json(&["runs", "show", rid, "--functions", "--json"]);
     let calls = calls["functions"].as_array().expect("functions");
-    let merges: Vec<&serde_json::Value> = calls.iter().filter(|c| c["function_name"] == "merge").collect();
+    let merges: Vec<&serde_json::Value> = calls.iter().filter(|c| c["function_name"] == "merge_in").collect();
     assert_eq!(merges.len(), 1, "{calls:?}");
     assert_eq!(merges[0]["rows_count"], 300);
     assert_eq!(merges[0]["is_error"], false);

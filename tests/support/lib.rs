@@ -107,6 +107,58 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The database URL this host uses.
+    pub fn database_url(&self) -> String {
+        match &self.pg_db {
+            Some(name) => format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            None => format!("sqlite://{}", self.dir.path().join("dc-host.db").display()),
+        }
+    }
+
+    /// Runs SQL statements (one or several, `;`-separated) in this host's
+    /// database, on either backend. Panics on error.
+    pub fn db_exec(&self, sql: &str) {
+        self.db_query(sql, false);
+    }
+
+    /// Runs one query in this host's database and returns the first column of
+    /// its rows as text (an integer or a text column). Panics on error.
+    pub fn db_rows(&self, sql: &str) -> Vec<String> {
+        self.db_query(sql, true)
+    }
+
+    fn db_query(&self, sql: &str, fetch: bool) -> Vec<String> {
+        use sqlx::{Connection, Row};
+        fn text<R: Row>(r: &R) -> String
+        where
+            for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            usize: sqlx::ColumnIndex<R>,
+        {
+            r.try_get::<i64, _>(0).map(|n| n.to_string()).or_else(|_| r.try_get::<String, _>(0)).unwrap_or_default()
+        }
+        let url = self.database_url();
+        let q = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            if self.pg_db.is_some() {
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect to the host's PostgreSQL database");
+                if !fetch {
+                    q.execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    return vec![];
+                }
+                q.fetch_all(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(text).collect()
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("open the host's SQLite database");
+                if !fetch {
+                    q.execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    return vec![];
+                }
+                q.fetch_all(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(text).collect()
+            }
+        })
+    }
+
     /// A host on a fresh, empty PostgreSQL database (no dc-host schema yet).
     pub fn postgres_empty() -> Host {
         let name = format!("dc_e2e_{}", std::process::id()) + &format!("_{}", rand_suffix());
@@ -381,6 +433,10 @@ serde = { version = "1", features = ["derive"] }
 serde_json = "1"
 scraper = "0.29"
 url = "2"
+
+[features]
+# TestHost (plugin-api/sdk/src/testing.rs) is not copied: the feature exists so the copied sources compile cleanly
+testing = []
 "#,
             );
             sdk

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, RunStatus};
-use crate::on_pool;
+use crate::{on_pool, on_tx};
 
 /// The app id of `group/parent/name`: SHA-256 hex of `group|parent|name` (as the
 /// roadmap's `get_app_info` derives it), so every host computes the same id.
@@ -110,18 +110,33 @@ pub async fn ensure_app(
     kind: &str,
     description: &str,
 ) -> Result<bool, DbError> {
+    let mut tx = db.begin_write().await?;
+    let created = ensure_app_in(&mut tx, group, parent, name, kind, description).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`ensure_app`] inside the caller's transaction.
+pub async fn ensure_app_in(
+    tx: &mut WriteTx,
+    group: &str,
+    parent: &str,
+    name: &str,
+    kind: &str,
+    description: &str,
+) -> Result<bool, DbError> {
     let now = Utc::now();
     let app_id = app_id_for(group, parent, name);
-    crate::in_write_tx!(db, tx => {
+    on_tx!(tx, conn => {
         sqlx::query("INSERT INTO app_groups (group_name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(group).bind(now).execute(&mut *tx).await?;
+            .bind(group).bind(now).execute(&mut *conn).await?;
         sqlx::query("INSERT INTO app_parents (group_name, parent_name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(group).bind(parent).bind(now).execute(&mut *tx).await?;
+            .bind(group).bind(parent).bind(now).execute(&mut *conn).await?;
         let created = sqlx::query(
             "INSERT INTO apps (app_id, group_name, parent_name, app_name, kind, description, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT DO NOTHING")
             .bind(&app_id).bind(group).bind(parent).bind(name).bind(kind).bind(description).bind(now)
-            .execute(&mut *tx).await?.rows_affected() == 1;
+            .execute(&mut *conn).await?.rows_affected() == 1;
         Ok(created)
     })
 }
@@ -135,13 +150,26 @@ pub async fn register_version(
     schedule_cron: Option<&str>,
     interval_secs: Option<i64>,
 ) -> Result<(), DbError> {
-    crate::in_write_tx!(db, tx => {
+    let mut tx = db.begin_write().await?;
+    register_version_in(&mut tx, v, description, schedule_cron, interval_secs).await?;
+    tx.commit().await
+}
+
+/// [`register_version`] inside the caller's transaction.
+pub async fn register_version_in(
+    tx: &mut WriteTx,
+    v: &PluginVersionRow,
+    description: &str,
+    schedule_cron: Option<&str>,
+    interval_secs: Option<i64>,
+) -> Result<(), DbError> {
+    on_tx!(tx, conn => {
         sqlx::query(
             "INSERT INTO plugin_versions (app_id, version, sha256, interface_version, interface_abi, manifest, store_path, source_file, registered_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(&v.app_id).bind(&v.version).bind(&v.sha256).bind(v.interface_version).bind(&v.interface_abi).bind(&v.manifest)
             .bind(&v.store_path).bind(&v.source_file).bind(v.registered_at)
-            .execute(&mut *tx).await?;
+            .execute(&mut *conn).await?;
         sqlx::query(
             "UPDATE apps SET active_version = $1, active_hash = $2, description = $3, \
              schedule_cron = COALESCE(schedule_cron, $4), \
@@ -149,16 +177,23 @@ pub async fn register_version(
              updated_at = $6 WHERE app_id = $7")
             .bind(&v.version).bind(&v.sha256).bind(description).bind(schedule_cron).bind(interval_secs)
             .bind(v.registered_at).bind(&v.app_id)
-            .execute(&mut *tx).await?;
+            .execute(&mut *conn).await?;
         Ok(())
     })
 }
 
 /// Makes an already registered version active (rollback).
 pub async fn set_active_version(db: &Database, app_id: &str, version: &PluginVersionRow) -> Result<(), DbError> {
-    on_pool!(db, pool => sqlx::query("UPDATE apps SET active_version = $1, active_hash = $2, updated_at = $3 WHERE app_id = $4")
+    let mut tx = db.begin_write().await?;
+    set_active_version_in(&mut tx, app_id, version).await?;
+    tx.commit().await
+}
+
+/// [`set_active_version`] inside the caller's transaction.
+pub async fn set_active_version_in(tx: &mut WriteTx, app_id: &str, version: &PluginVersionRow) -> Result<(), DbError> {
+    on_tx!(tx, conn => sqlx::query("UPDATE apps SET active_version = $1, active_hash = $2, updated_at = $3 WHERE app_id = $4")
         .bind(&version.version).bind(&version.sha256).bind(Utc::now()).bind(app_id)
-        .execute(pool).await.map(|r| r.rows_affected()))?;
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -221,16 +256,30 @@ pub async fn record_run_outcome(
     status: RunStatus,
     started: DateTime<Utc>,
 ) -> Result<i64, DbError> {
+    let mut tx = db.begin_write().await?;
+    let n = record_run_outcome_in(&mut tx, app_id, status, started).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// [`record_run_outcome`] inside the caller's transaction.
+pub async fn record_run_outcome_in(
+    tx: &mut WriteTx,
+    app_id: &str,
+    status: RunStatus,
+    started: DateTime<Utc>,
+) -> Result<i64, DbError> {
     // a failure counts, a success resets the count, a stop is neither
     let failed = status == RunStatus::Failed;
     let succeeded = status == RunStatus::Success;
-    on_pool!(db, pool => sqlx::query(
-        "UPDATE apps SET run_status = $1, last_run = $2, \
-         fail_count = CASE WHEN $3 THEN fail_count + 1 WHEN $4 THEN 0 ELSE fail_count END, updated_at = $5 WHERE app_id = $6")
-        .bind(status.as_str()).bind(started).bind(failed).bind(succeeded).bind(Utc::now()).bind(app_id).execute(pool).await.map(|r| r.rows_affected()))?;
-    let n: i64 = on_pool!(db, pool => sqlx::query_scalar("SELECT fail_count FROM apps WHERE app_id = $1")
-        .bind(app_id).fetch_one(pool).await)?;
-    Ok(n)
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE apps SET run_status = $1, last_run = $2, \
+             fail_count = CASE WHEN $3 THEN fail_count + 1 WHEN $4 THEN 0 ELSE fail_count END, updated_at = $5 WHERE app_id = $6")
+            .bind(status.as_str()).bind(started).bind(failed).bind(succeeded).bind(Utc::now()).bind(app_id)
+            .execute(&mut *conn).await?;
+        Ok(sqlx::query_scalar("SELECT fail_count FROM apps WHERE app_id = $1").bind(app_id).fetch_one(&mut *conn).await?)
+    })
 }
 
 /// Records (or refreshes) a database object an app created or wrote.
@@ -241,13 +290,26 @@ pub async fn record_db_object(
     ty: DbObjectType,
     action: &str,
 ) -> Result<(), DbError> {
-    let now = Utc::now();
-    on_pool!(db, pool => sqlx::query(
-        "INSERT INTO app_db_objects (app_id, object_name, object_type, last_action, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
-         ON CONFLICT (app_id, object_name, object_type) DO UPDATE SET last_action = excluded.last_action, updated_at = excluded.updated_at")
-        .bind(app_id).bind(name).bind(ty.as_str()).bind(action).bind(now).execute(pool).await.map(|r| r.rows_affected()))?;
+    on_pool!(db, pool => sqlx::query(RECORD_DB_OBJECT)
+        .bind(app_id).bind(name).bind(ty.as_str()).bind(action).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
+
+/// [`record_db_object`] inside the caller's transaction.
+pub async fn record_db_object_in(
+    tx: &mut WriteTx,
+    app_id: &str,
+    name: &str,
+    ty: DbObjectType,
+    action: &str,
+) -> Result<(), DbError> {
+    on_tx!(tx, conn => sqlx::query(RECORD_DB_OBJECT)
+        .bind(app_id).bind(name).bind(ty.as_str()).bind(action).bind(Utc::now()).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+const RECORD_DB_OBJECT: &str = "INSERT INTO app_db_objects (app_id, object_name, object_type, last_action, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5) \
+     ON CONFLICT (app_id, object_name, object_type) DO UPDATE SET last_action = excluded.last_action, updated_at = excluded.updated_at";
 
 /// One row of `app_db_objects`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -34,6 +34,7 @@ pub const CORE_TABLES: &[&str] = &[
     "logs",
     "app_functions",
     "function_log",
+    "plugin_tables",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.
@@ -118,6 +119,12 @@ pub fn is_connection_lost(e: &sqlx::Error) -> bool {
 fn query_message(e: &sqlx::Error) -> String {
     if is_connection_lost(e) {
         format!("database connection lost ({e}); check that the database server is up, then run again")
+    } else if let sqlx::Error::Database(d) = e
+        && d.code().as_deref() == Some("14")
+    {
+        format!(
+            "the SQLite database file cannot be opened any more ({e}): it was deleted or moved while dc-host was using it, or its directory is no longer accessible; restore the file, then run again"
+        )
     } else {
         format!("database error: {e}")
     }
@@ -214,6 +221,119 @@ macro_rules! in_write_tx {
     };
 }
 
+/// Which file an SQLite database is: its path and the (device, inode) the
+/// path named when the identity was taken. A file deleted or replaced under a
+/// running process (a restored backup, a careless `rm`) keeps being written
+/// through the open handle, into a file nobody will read again; a worker takes
+/// the identity when it starts and checks it before it commits a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileIdentity { path: path.to_path_buf(), dev: m.dev(), ino: m.ino() })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fails if the path no longer names the same file.
+    pub fn check(&self) -> Result<(), DbError> {
+        match FileIdentity::of(&self.path) {
+            Ok(now) if now == *self => Ok(()),
+            Ok(_) => Err(DbError::SqliteFile(format!(
+                "the SQLite database {} was replaced by another file while this run was running; the run's rows were not stored (they would have gone into the old, unlinked file): run it again",
+                self.path.display()
+            ))),
+            Err(e) => Err(DbError::SqliteFile(format!(
+                "the SQLite database {} is gone ({e}); it was deleted or moved while this run was running, so the run's rows were not stored: restore the file and run again",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+/// A write transaction on either backend. On SQLite it starts with `BEGIN
+/// IMMEDIATE` (the write lock is taken up front, waiting up to the busy
+/// timeout). Dropped without [`WriteTx::commit`], it rolls back: this is how a
+/// registration or a run that fails part-way leaves nothing behind.
+#[derive(Debug)]
+pub enum WriteTx {
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl WriteTx {
+    /// Commits everything written in the transaction.
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            WriteTx::Sqlite(t) => t.commit().await?,
+            WriteTx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+
+    /// Rolls everything back.
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            WriteTx::Sqlite(t) => t.rollback().await?,
+            WriteTx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self {
+            WriteTx::Sqlite(_) => Backend::Sqlite,
+            WriteTx::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// True if a table with this name exists (as seen inside the transaction).
+    pub async fn table_exists(&mut self, name: &str) -> Result<bool, DbError> {
+        let n: i64 = match self {
+            WriteTx::Sqlite(t) => sqlx::query_scalar(SQLITE_TABLE_EXISTS).bind(name).fetch_one(&mut **t).await?,
+            WriteTx::Postgres(t) => sqlx::query_scalar(PG_TABLE_EXISTS).bind(name).fetch_one(&mut **t).await?,
+        };
+        Ok(n > 0)
+    }
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`); the body must type-check
+/// for both backends. Use `&mut *$conn` as executor.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::db::WriteTx::Sqlite(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+            $crate::db::WriteTx::Postgres(t) => {
+                let $conn = &mut **t;
+                $body
+            }
+        }
+    };
+}
+
+const SQLITE_TABLE_EXISTS: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
+const PG_TABLE_EXISTS: &str =
+    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1";
+
 /// One migration and whether it is applied.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MigrationState {
@@ -249,8 +369,13 @@ impl Database {
         let acquire = Duration::from_secs(db.connect_timeout_secs);
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| DbError::BadUrl { url: shown.clone(), message: e.to_string() })?
-                .create_if_missing(true)
+                .map_err(|e| DbError::BadUrl { url: shown.clone(), message: e.to_string() })?;
+            // only a first start creates the file: a pool opens connections
+            // later too, and one must never put an empty database where the
+            // file was deleted under a running process
+            let missing = !opts.get_filename().exists();
+            let opts = opts
+                .create_if_missing(missing)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(db.busy_timeout_secs))
@@ -436,23 +561,32 @@ impl Database {
             .collect())
     }
 
+    /// The identity of the SQLite file (None for PostgreSQL and in-memory
+    /// databases): see [`FileIdentity`].
+    pub fn sqlite_file_identity(&self) -> Result<Option<FileIdentity>, DbError> {
+        let Database::Sqlite(pool) = self else { return Ok(None) };
+        let path = pool.connect_options().get_filename().to_path_buf();
+        if path.as_os_str().is_empty() || path.to_str() == Some(":memory:") {
+            return Ok(None);
+        }
+        FileIdentity::of(&path)
+            .map(Some)
+            .map_err(|e| DbError::SqliteFile(format!("cannot read the SQLite database file {}: {e}", path.display())))
+    }
+
+    /// Starts a write transaction (see [`WriteTx`]).
+    pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
+        Ok(match self {
+            Database::Sqlite(p) => WriteTx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Database::Postgres(p) => WriteTx::Postgres(p.begin().await?),
+        })
+    }
+
     /// True if a table with this name exists.
     pub async fn table_exists(&self, name: &str) -> Result<bool, DbError> {
         let n: i64 = match self {
-            Database::Sqlite(p) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1")
-                    .bind(name)
-                    .fetch_one(p)
-                    .await?
-            }
-            Database::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1",
-                )
-                .bind(name)
-                .fetch_one(p)
-                .await?
-            }
+            Database::Sqlite(p) => sqlx::query_scalar(SQLITE_TABLE_EXISTS).bind(name).fetch_one(p).await?,
+            Database::Postgres(p) => sqlx::query_scalar(PG_TABLE_EXISTS).bind(name).fetch_one(p).await?,
         };
         Ok(n > 0)
     }

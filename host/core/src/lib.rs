@@ -8,6 +8,7 @@ extern crate self as dc_core;
 pub mod apps;
 pub mod db;
 pub mod enums;
+pub mod evolve;
 pub mod fun_watch;
 pub mod hash;
 pub mod logs;
@@ -17,5 +18,5 @@ pub mod secrets;
 pub mod settings;
 pub mod splunk;
 
-pub use db::{Backend, Database, DbError};
+pub use db::{Backend, Database, DbError, WriteTx};
 pub use settings::Settings;

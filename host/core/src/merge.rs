@@ -21,9 +21,9 @@ use dc_plugin_api::{ColumnType, MergeSummary, MissingRows, TableDecl};
 use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::db::{Database, DbError};
+use crate::db::{Backend, Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, UnicodeForm};
-use crate::hash::{Cell, RowHasher};
+use crate::hash::{Cell, HashVersion, RowHasher};
 
 /// Largest text value accepted when a column declares no `max_len`.
 pub const MAX_TEXT_CHARS: usize = 1_000_000;
@@ -47,6 +47,17 @@ pub enum MergeError {
     /// The app may not use this table (reserved name, another app's table).
     #[error("{0}")]
     NotYours(String),
+    /// A new declaration changes the table in a way that needs its rows
+    /// migrated (`dc-host data migrate`); nothing was changed.
+    #[error("table {table:?} cannot change this way without migrating its rows: {}", changes.join("; "))]
+    SchemaChange {
+        /// The table.
+        table: String,
+        /// Each breaking change, naming the column with its old and new declaration.
+        changes: Vec<String>,
+        /// The live declaration the new one was compared with.
+        live: Box<TableDecl>,
+    },
     /// The database failed; the transaction was rolled back.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -78,26 +89,26 @@ fn unsupported(ty: ColumnType) -> String {
     format!("column type {ty:?} is not supported by this host's data layer; upgrade dc-host")
 }
 
-fn sql_type(db: &Database, ty: ColumnType) -> Result<&'static str, MergeError> {
-    Ok(match (db, ty) {
+fn sql_type(backend: Backend, ty: ColumnType) -> Result<&'static str, MergeError> {
+    Ok(match (backend, ty) {
         (_, ColumnType::Text) => "TEXT",
-        (Database::Sqlite(_), ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
-        (Database::Sqlite(_), ColumnType::Real) => "REAL",
-        (Database::Sqlite(_), ColumnType::Json | ColumnType::Timestamp) => "TEXT",
-        (Database::Postgres(_), ColumnType::Integer) => "BIGINT",
-        (Database::Postgres(_), ColumnType::Real) => "DOUBLE PRECISION",
-        (Database::Postgres(_), ColumnType::Boolean) => "BOOLEAN",
-        (Database::Postgres(_), ColumnType::Json) => "JSONB",
-        (Database::Postgres(_), ColumnType::Timestamp) => "TIMESTAMPTZ",
+        (Backend::Sqlite, ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
+        (Backend::Sqlite, ColumnType::Real) => "REAL",
+        (Backend::Sqlite, ColumnType::Json | ColumnType::Timestamp) => "TEXT",
+        (Backend::Postgres, ColumnType::Integer) => "BIGINT",
+        (Backend::Postgres, ColumnType::Real) => "DOUBLE PRECISION",
+        (Backend::Postgres, ColumnType::Boolean) => "BOOLEAN",
+        (Backend::Postgres, ColumnType::Json) => "JSONB",
+        (Backend::Postgres, ColumnType::Timestamp) => "TIMESTAMPTZ",
         (_, other) => return Err(MergeError::BadDeclaration(unsupported(other))),
     })
 }
 
-fn validate_decl(db: &Database, decl: &TableDecl) -> Result<(), MergeError> {
+fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), MergeError> {
     check_ident(&decl.name)?;
     for c in &decl.columns {
         check_ident(&c.name)?;
-        sql_type(db, c.ty)
+        sql_type(backend, c.ty)
             .map_err(|e| MergeError::BadDeclaration(format!("{}: column {:?}: {e}", decl.name, c.name)))?;
         if c.name.starts_with('_') {
             return Err(MergeError::BadDeclaration(format!(
@@ -112,46 +123,103 @@ fn validate_decl(db: &Database, decl: &TableDecl) -> Result<(), MergeError> {
     Ok(())
 }
 
-/// Creates the table if needed and adds declared columns it lacks (a new plugin
-/// version may add columns; removing or retyping columns is left to the operator).
-/// Records the table in `app_db_objects`.
-pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
-    validate_decl(db, decl)?;
-    check_table_ownership(db, app_id, decl).await?;
-    let ts = match db {
-        Database::Sqlite(_) => "TEXT",
-        Database::Postgres(_) => "TIMESTAMPTZ",
+/// Creates the table if needed, or brings it to a new declaration when the
+/// change is additive (see [`crate::evolve`]); returns the additive changes it
+/// applied, described for the operator. A breaking change is refused with
+/// [`MergeError::SchemaChange`]. Records the table in `app_db_objects` and
+/// `plugin_tables`. One transaction: on any error nothing changes.
+pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
+    let mut tx = db.begin_write().await?;
+    let applied = ensure_table_in(&mut tx, app_id, decl).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// The `CREATE TABLE` statement of a plugin table named `name` shaped as `decl`.
+pub(crate) fn create_table_sql(backend: Backend, name: &str, decl: &TableDecl) -> Result<String, MergeError> {
+    let ts = match backend {
+        Backend::Sqlite => "TEXT",
+        Backend::Postgres => "TIMESTAMPTZ",
     };
+    let mut cols: Vec<String> = decl
+        .columns
+        .iter()
+        .map(|c| {
+            let not_null = if !c.nullable || decl.key.contains(&c.name) { " NOT NULL" } else { "" };
+            Ok(format!("\"{}\" {}{}", c.name, sql_type(backend, c.ty)?, not_null))
+        })
+        .collect::<Result<_, MergeError>>()?;
+    cols.push("_row_key TEXT NOT NULL UNIQUE".into());
+    cols.push("_row_hash TEXT NOT NULL".into());
+    cols.push("_runtime_id TEXT".into());
+    cols.push(format!("_first_seen {ts}"));
+    cols.push(format!("_last_seen {ts}"));
+    cols.push(format!("_archived_at {ts}"));
+    Ok(format!("CREATE TABLE \"{name}\" ({})", cols.join(", ")))
+}
+
+/// [`ensure_table`] inside the caller's transaction (registration creates an
+/// app's tables, its app row and its version row in one transaction).
+pub async fn ensure_table_in(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
+    let backend = tx.backend();
+    validate_decl(backend, decl)?;
+    check_table_ownership(tx, app_id, decl).await?;
     let t = &decl.name;
-    if !db.table_exists(t).await? {
-        let mut cols: Vec<String> = decl
+    if !tx.table_exists(t).await? {
+        let sql = create_table_sql(backend, t, decl)?;
+        crate::on_tx!(tx, conn => sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+        crate::apps::record_db_object_in(tx, app_id, t, DbObjectType::Table, "create").await?;
+        record_table(tx, app_id, decl, HashVersion::CURRENT).await?;
+        return Ok(Vec::new());
+    }
+    let existing = table_columns(tx, t).await?;
+    let applied = match live_declaration(tx, t).await? {
+        Some(live) => {
+            let d = crate::evolve::diff(&live, decl);
+            if !d.breaking.is_empty() {
+                return Err(MergeError::SchemaChange { table: t.clone(), changes: d.breaking, live: Box::new(live) });
+            }
+            d.additive
+        }
+        // a table from before declarations were recorded: add what it lacks
+        None => decl
             .columns
             .iter()
-            .map(|c| {
-                let not_null = if !c.nullable || decl.key.contains(&c.name) { " NOT NULL" } else { "" };
-                Ok(format!("\"{}\" {}{}", c.name, sql_type(db, c.ty)?, not_null))
-            })
-            .collect::<Result<_, MergeError>>()?;
-        cols.push("_row_key TEXT NOT NULL UNIQUE".into());
-        cols.push("_row_hash TEXT NOT NULL".into());
-        cols.push("_runtime_id TEXT".into());
-        cols.push(format!("_first_seen {ts}"));
-        cols.push(format!("_last_seen {ts}"));
-        cols.push(format!("_archived_at {ts}"));
-        let sql = format!("CREATE TABLE IF NOT EXISTS \"{t}\" ({})", cols.join(", "));
-        crate::on_pool!(db, pool => sqlx::query(AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
-        crate::apps::record_db_object(db, app_id, t, DbObjectType::Table, "create").await?;
-    } else {
-        let existing = table_columns(db, t).await?;
-        for c in &decl.columns {
-            if !existing.contains(&c.name) {
-                let sql = format!("ALTER TABLE \"{t}\" ADD COLUMN \"{}\" {}", c.name, sql_type(db, c.ty)?);
-                crate::on_pool!(db, pool => sqlx::query(AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;
-            }
+            .filter(|c| !existing.contains(&c.name))
+            .map(|c| format!("column {:?} added ({})", c.name, crate::evolve::describe_column(decl, c)))
+            .collect(),
+    };
+    for c in &decl.columns {
+        if !existing.contains(&c.name) {
+            let sql = format!("ALTER TABLE \"{t}\" ADD COLUMN \"{}\" {}", c.name, sql_type(backend, c.ty)?);
+            crate::on_tx!(tx, conn => sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
         }
-        crate::apps::record_db_object(db, app_id, t, DbObjectType::Table, "verify").await?;
     }
-    Ok(())
+    let version = table_hash_version(tx, t).await?;
+    record_table(tx, app_id, decl, version).await?;
+    crate::apps::record_db_object_in(tx, app_id, t, DbObjectType::Table, "verify").await?;
+    Ok(applied)
+}
+
+/// The declaration a table's shape follows: the one recorded in
+/// `plugin_tables`, or (for a table from before that table existed) its owner
+/// app's active manifest. None if neither is known.
+pub async fn live_declaration(tx: &mut WriteTx, table: &str) -> Result<Option<TableDecl>, MergeError> {
+    let recorded: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
+        "SELECT declaration FROM plugin_tables WHERE table_name = $1").bind(table).fetch_optional(&mut *conn).await)?;
+    if let Some(json) = recorded {
+        return serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| MergeError::BadDeclaration(format!("{table}: the recorded declaration is unreadable ({e})")));
+    }
+    let manifest: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
+        "SELECT pv.manifest FROM app_db_objects o JOIN apps a ON a.app_id = o.app_id \
+         JOIN plugin_versions pv ON pv.sha256 = a.active_hash \
+         WHERE o.object_name = $1 AND o.object_type = $2 ORDER BY o.created_at LIMIT 1")
+        .bind(table).bind(DbObjectType::Table.as_str()).fetch_optional(&mut *conn).await)?;
+    Ok(manifest
+        .and_then(|m| serde_json::from_str::<dc_plugin_api::Manifest>(&m).ok())
+        .and_then(|m| m.declared_table(table).cloned()))
 }
 
 /// Why no plugin may use the table name `name`, if it is reserved: dc-host's
@@ -175,14 +243,14 @@ pub fn reserved_table_name(name: &str) -> Option<String> {
 /// Who owns the plugin table `name`: `Ok(None)` when it does not exist yet,
 /// `Ok(Some(app_id))` for the app that created it, and an error for a table
 /// that exists but that no app created (made outside dc-host).
-pub async fn table_owner(db: &Database, name: &str) -> Result<Option<String>, MergeError> {
-    let owners: Vec<String> = crate::on_pool!(db, pool => sqlx::query_scalar(
+pub async fn table_owner(tx: &mut WriteTx, name: &str) -> Result<Option<String>, MergeError> {
+    let owners: Vec<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT app_id FROM app_db_objects WHERE object_name = $1 AND object_type = $2 ORDER BY created_at")
-        .bind(name).bind(DbObjectType::Table.as_str()).fetch_all(pool).await)?;
+        .bind(name).bind(DbObjectType::Table.as_str()).fetch_all(&mut *conn).await)?;
     if let Some(first) = owners.into_iter().next() {
         return Ok(Some(first));
     }
-    if db.table_exists(name).await? {
+    if tx.table_exists(name).await? {
         return Err(MergeError::NotYours(format!(
             "table {name:?} already exists in the database but no dc-host app created it; a plugin may not take it over: choose another table name"
         )));
@@ -192,13 +260,16 @@ pub async fn table_owner(db: &Database, name: &str) -> Result<Option<String>, Me
 
 /// Refuses a table declaration `app_id` may not use: a reserved name, or a
 /// table another app owns (its full snapshots would delete that app's rows).
-pub async fn check_table_ownership(db: &Database, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
+pub async fn check_table_ownership(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
     if let Some(why) = reserved_table_name(&decl.name) {
         return Err(MergeError::NotYours(why));
     }
-    match table_owner(db, &decl.name).await? {
+    match table_owner(tx, &decl.name).await? {
         Some(owner) if owner != app_id => {
-            let owner_path = crate::apps::get_app(db, &owner).await?.map(|a| a.path()).unwrap_or(owner);
+            let path: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
+                "SELECT group_name || '/' || parent_name || '/' || app_name FROM apps WHERE app_id = $1")
+                .bind(&owner).fetch_optional(&mut *conn).await)?;
+            let owner_path = path.unwrap_or(owner);
             Err(MergeError::NotYours(format!(
                 "table {:?} belongs to app {owner_path}; a second app may not declare it (its full snapshots would delete {owner_path}'s rows): choose another table name",
                 decl.name
@@ -208,17 +279,17 @@ pub async fn check_table_ownership(db: &Database, app_id: &str, decl: &TableDecl
     }
 }
 
-async fn table_columns(db: &Database, table: &str) -> Result<HashSet<String>, MergeError> {
-    let names: Vec<String> = match db {
-        Database::Sqlite(p) => {
-            sqlx::query_scalar("SELECT name FROM pragma_table_info($1)").bind(table).fetch_all(p).await?
+async fn table_columns(tx: &mut WriteTx, table: &str) -> Result<HashSet<String>, MergeError> {
+    let names: Vec<String> = match tx {
+        WriteTx::Sqlite(t) => {
+            sqlx::query_scalar("SELECT name FROM pragma_table_info($1)").bind(table).fetch_all(&mut **t).await?
         }
-        Database::Postgres(p) => {
+        WriteTx::Postgres(t) => {
             sqlx::query_scalar(
                 "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
             )
             .bind(table)
-            .fetch_all(p)
+            .fetch_all(&mut **t)
             .await?
         }
     };
@@ -416,42 +487,50 @@ pub struct MergeRequest<'a> {
     pub archive_missing: bool,
 }
 
-/// Merges `rows` into the table in one transaction (see the module docs).
-#[dc_fun_watch::fun_watch]
+/// Merges `rows` into the table in one transaction of its own (see the module
+/// docs), adding the counts to the run's counters in the same transaction.
 pub async fn merge(
     db: &Database,
     req: MergeRequest<'_>,
     rows: &[Map<String, Value>],
 ) -> Result<MergeSummary, MergeError> {
-    validate_decl(db, req.decl)?;
-    let prepared = prepare_rows(req.decl, rows, req.form)?;
-    let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
-    let summary = match db {
-        Database::Sqlite(pool) => merge_sqlite(pool, &req, &prepared, archive).await?,
-        Database::Postgres(pool) => merge_postgres(pool, &req, &prepared, archive).await?,
-    };
-    crate::apps::record_db_object(db, req.app_id, &req.decl.name, DbObjectType::Table, "merge").await?;
+    let mut tx = db.begin_write().await?;
+    let summary = merge_in(&mut tx, req, rows).await?;
+    if let Some(rid) = req.runtime_id {
+        crate::runs::add_counters_in(&mut tx, rid, &summary).await?;
+    }
+    tx.commit().await?;
     Ok(summary)
 }
 
-fn column_list(decl: &TableDecl) -> String {
-    decl.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
+/// Merges `rows` inside the caller's transaction: nothing is visible to others
+/// until the caller commits, and a rollback undoes it with everything else
+/// the transaction wrote (a worker merges all tables of a run, then ends the
+/// run, in one transaction). Writes the change feed but not the run's
+/// counters: the caller adds those ([`crate::runs::add_counters_in`]).
+#[dc_fun_watch::fun_watch]
+pub async fn merge_in(
+    tx: &mut WriteTx,
+    req: MergeRequest<'_>,
+    rows: &[Map<String, Value>],
+) -> Result<MergeSummary, MergeError> {
+    validate_decl(tx.backend(), req.decl)?;
+    let prepared = prepare_rows(req.decl, rows, req.form)?;
+    if table_hash_version(tx, &req.decl.name).await? != HashVersion::CURRENT {
+        let n = upgrade_hashes(tx, req.app_id, req.decl, req.form).await?;
+        tracing::info!(table = %req.decl.name, rows = n, version = %HashVersion::CURRENT, "row hashes upgraded");
+    }
+    let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
+    let summary = match tx {
+        WriteTx::Sqlite(t) => merge_sqlite(t, &req, &prepared, archive).await?,
+        WriteTx::Postgres(t) => merge_postgres(t, &req, &prepared, archive).await?,
+    };
+    crate::apps::record_db_object_in(tx, req.app_id, &req.decl.name, DbObjectType::Table, "merge").await?;
+    Ok(summary)
 }
 
-/// Adds a merge's counts to its run; `$ex` is the merge's transaction.
-macro_rules! add_run_counters {
-    ($ex:expr, $rid:expr, $s:expr) => {
-        sqlx::query(
-            "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5",
-        )
-        .bind($s.inserted as i64)
-        .bind($s.updated as i64)
-        .bind($s.deleted as i64)
-        .bind($s.unchanged as i64)
-        .bind($rid)
-        .execute($ex)
-        .await
-    };
+pub(crate) fn column_list(decl: &TableDecl) -> String {
+    decl.columns.iter().map(|c| format!("\"{}\"", c.name)).collect::<Vec<_>>().join(", ")
 }
 
 /// A SQLite query under construction.
@@ -466,6 +545,22 @@ pub fn bind_sqlite<'q>(q: SqliteQuery<'q>, cell: &Cell) -> SqliteQuery<'q> {
         Cell::Real(f) => q.bind(*f),
         Cell::Bool(b) => q.bind(*b),
         Cell::Json(v) => q.bind(v.to_string()),
+        Cell::Timestamp(t) => q.bind(*t),
+    }
+}
+
+/// A PostgreSQL query under construction.
+pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds one cell the way the PostgreSQL merge stores it.
+pub fn bind_pg<'q>(q: PgQuery<'q>, cell: &Cell) -> PgQuery<'q> {
+    match cell {
+        Cell::Null => q.bind(None::<String>),
+        Cell::Text(s) => q.bind(s.clone()),
+        Cell::Int(i) => q.bind(*i),
+        Cell::Real(f) => q.bind(*f),
+        Cell::Bool(b) => q.bind(*b),
+        Cell::Json(v) => q.bind(sqlx::types::Json(v.clone())),
         Cell::Timestamp(t) => q.bind(*t),
     }
 }
@@ -487,7 +582,7 @@ fn values_list(rows: usize, width: usize) -> String {
 }
 
 async fn merge_sqlite(
-    pool: &sqlx::SqlitePool,
+    tx: &mut sqlx::SqliteConnection,
     req: &MergeRequest<'_>,
     p: &PreparedRows,
     archive: bool,
@@ -515,7 +610,6 @@ async fn merge_sqlite(
         format!("DELETE FROM \"{t}\" WHERE _row_key = $1")
     };
 
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let existing: HashMap<String, (String, bool)> =
         sqlx::query(AssertSqlSafe(format!("SELECT _row_key, _row_hash, _archived_at IS NOT NULL FROM \"{t}\"")))
             .fetch_all(&mut *tx)
@@ -584,9 +678,7 @@ async fn merge_sqlite(
             }
             q.execute(&mut *tx).await?;
         }
-        add_run_counters!(&mut *tx, rid, s)?;
     }
-    tx.commit().await?;
     Ok(s)
 }
 
@@ -684,7 +776,7 @@ async fn copy_in(
 }
 
 async fn merge_postgres(
-    pool: &sqlx::PgPool,
+    tx: &mut sqlx::PgConnection,
     req: &MergeRequest<'_>,
     p: &PreparedRows,
     archive: bool,
@@ -692,10 +784,13 @@ async fn merge_postgres(
     let t = &req.decl.name;
     let cols = column_list(req.decl);
     let now = Utc::now();
-    let mut tx = pool.begin().await?;
     // one merge per table at a time (a snapshot's deletes must not race another's inserts)
-    sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"))).execute(&mut *tx).await?;
+    sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE")))
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
     let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")")))
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await?;
     if empty {
@@ -705,7 +800,7 @@ async fn merge_postgres(
             "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) FROM STDIN (FORMAT binary)"
         );
         let now_cell = Cell::Timestamp(now);
-        copy_in(&mut tx, &stmt, p.cells.len(), |buf, i| {
+        copy_in(tx, &stmt, p.cells.len(), |buf, i| {
             pgcopy::begin_tuple(buf, width);
             for c in &p.cells[i] {
                 pgcopy::cell(buf, c);
@@ -721,22 +816,21 @@ async fn merge_postgres(
         if let Some(rid) = req.runtime_id {
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', _row_key FROM \"{t}\""
-            )))
+            ))).persistent(false)
             .bind(rid)
             .bind(t.as_str())
             .execute(&mut *tx)
             .await?;
-            add_run_counters!(&mut *tx, rid, s)?;
         }
-        tx.commit().await?;
         return Ok(s);
     }
+    // dropped at the end of this merge: the caller's transaction may merge more tables
     sqlx::query(AssertSqlSafe(format!("CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP")))
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
     let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
-    copy_in(&mut tx, &stmt, p.cells.len(), |buf, i| pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]]))
-        .await?;
+    copy_in(tx, &stmt, p.cells.len(), |buf, i| pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])).await?;
     sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;
     let feed = req.runtime_id.is_some();
     let wrap = |dml: String, op: &str| {
@@ -774,7 +868,7 @@ async fn merge_postgres(
     // the update runs first so the rows the insert adds are not compared again
     let mut counts = [0u64; 3];
     for (slot, sql) in [(1usize, update), (0, insert)].into_iter().chain(req.full_snapshot.then_some((2, remove))) {
-        let q = sqlx::query(AssertSqlSafe(sql)).bind(rid.clone()).bind(t.as_str()).bind(now);
+        let q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(rid.clone()).bind(t.as_str()).bind(now);
         counts[slot] = if feed {
             q.execute(&mut *tx).await?.rows_affected()
         } else {
@@ -782,75 +876,183 @@ async fn merge_postgres(
             n as u64
         };
     }
-    let s = MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]);
-    if let Some(rid) = req.runtime_id {
-        add_run_counters!(&mut *tx, rid, s)?;
-    }
-    tx.commit().await?;
-    Ok(s)
+    sqlx::query("DROP TABLE _dc_stage").execute(&mut *tx).await?;
+    Ok(MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]))
 }
 
 /// Reads up to `limit` live rows of a declared table as JSON objects (for
 /// `dc-host data head` and tests), ordered by key.
 pub async fn preview(db: &Database, decl: &TableDecl, limit: i64) -> Result<Vec<Map<String, Value>>, MergeError> {
-    validate_decl(db, decl)?;
+    validate_decl(db.backend(), decl)?;
     let sql = format!(
         "SELECT {} FROM \"{}\" WHERE _archived_at IS NULL ORDER BY _row_key LIMIT $1",
         column_list(decl),
         decl.name
     );
-    let mut out = Vec::new();
-    match db {
-        Database::Sqlite(pool) => {
-            for r in sqlx::query(AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await? {
-                let mut m = Map::new();
-                for (i, c) in decl.columns.iter().enumerate() {
-                    let v = match c.ty {
-                        ColumnType::Text | ColumnType::Timestamp => {
-                            r.try_get::<Option<String>, _>(i)?.map(Value::String)
-                        }
-                        ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Value::from),
-                        ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
-                        ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
-                        ColumnType::Json => r
-                            .try_get::<Option<String>, _>(i)?
-                            .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s))),
-                        other => return Err(MergeError::BadDeclaration(unsupported(other))),
-                    };
-                    m.insert(c.name.clone(), v.unwrap_or(Value::Null));
+    let rows = match db {
+        Database::Sqlite(pool) => sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| sqlite_cells(r, decl, 0))
+            .collect::<Result<Vec<_>, _>>()?,
+        Database::Postgres(pool) => sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| pg_cells(r, decl, 0))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|cells| decl.columns.iter().map(|c| c.name.clone()).zip(cells.iter().map(Cell::to_json)).collect())
+        .collect())
+}
+
+/// The declared columns of one SQLite row as cells, starting at column `first`.
+pub(crate) fn sqlite_cells(
+    r: &sqlx::sqlite::SqliteRow,
+    decl: &TableDecl,
+    first: usize,
+) -> Result<Vec<Cell>, MergeError> {
+    let mut out = Vec::with_capacity(decl.columns.len());
+    for (n, c) in decl.columns.iter().enumerate() {
+        let i = first + n;
+        let cell = match c.ty {
+            ColumnType::Text => r.try_get::<Option<String>, _>(i)?.map(Cell::Text),
+            ColumnType::Timestamp => r.try_get::<Option<DateTime<Utc>>, _>(i)?.map(Cell::Timestamp),
+            ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Cell::Int),
+            ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Cell::Real),
+            ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Cell::Bool),
+            ColumnType::Json => r
+                .try_get::<Option<String>, _>(i)?
+                .map(|s| Cell::Json(serde_json::from_str(&s).unwrap_or(Value::String(s)))),
+            other => return Err(MergeError::BadDeclaration(unsupported(other))),
+        };
+        out.push(cell.unwrap_or(Cell::Null));
+    }
+    Ok(out)
+}
+
+/// The declared columns of one PostgreSQL row as cells, starting at column `first`.
+pub(crate) fn pg_cells(r: &sqlx::postgres::PgRow, decl: &TableDecl, first: usize) -> Result<Vec<Cell>, MergeError> {
+    let mut out = Vec::with_capacity(decl.columns.len());
+    for (n, c) in decl.columns.iter().enumerate() {
+        let i = first + n;
+        let cell = match c.ty {
+            ColumnType::Text => r.try_get::<Option<String>, _>(i)?.map(Cell::Text),
+            ColumnType::Timestamp => r.try_get::<Option<DateTime<Utc>>, _>(i)?.map(Cell::Timestamp),
+            ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Cell::Int),
+            ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Cell::Real),
+            ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Cell::Bool),
+            ColumnType::Json => r.try_get::<Option<sqlx::types::Json<Value>>, _>(i)?.map(|j| Cell::Json(j.0)),
+            other => return Err(MergeError::BadDeclaration(unsupported(other))),
+        };
+        out.push(cell.unwrap_or(Cell::Null));
+    }
+    Ok(out)
+}
+
+/// The hash version a table's `_row_hash` values were made with: a table
+/// without a `plugin_tables` row predates it and has version 1.
+pub async fn table_hash_version(tx: &mut WriteTx, table: &str) -> Result<HashVersion, MergeError> {
+    let v: Option<i64> = crate::on_tx!(tx, conn => sqlx::query_scalar(
+        "SELECT hash_version FROM plugin_tables WHERE table_name = $1").bind(table).fetch_optional(&mut *conn).await)?;
+    match v {
+        None => Ok(HashVersion::V1),
+        Some(n) => HashVersion::from_i64(n).ok_or_else(|| {
+            MergeError::BadDeclaration(format!(
+                "{table}: its row hashes were made with hash version {n}, which this dc-host does not know (a newer dc-host wrote them); upgrade dc-host"
+            ))
+        }),
+    }
+}
+
+/// Records a table's owner, declaration and hash version in `plugin_tables`.
+pub(crate) async fn record_table(
+    tx: &mut WriteTx,
+    app_id: &str,
+    decl: &TableDecl,
+    v: HashVersion,
+) -> Result<(), MergeError> {
+    let json = serde_json::to_string(decl).map_err(|e| MergeError::BadDeclaration(e.to_string()))?;
+    crate::on_tx!(tx, conn => sqlx::query(
+        "INSERT INTO plugin_tables (table_name, app_id, hash_version, declaration, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (table_name) DO UPDATE SET app_id = excluded.app_id, hash_version = excluded.hash_version, \
+         declaration = excluded.declaration, updated_at = excluded.updated_at")
+        .bind(&decl.name).bind(app_id).bind(v.as_i64()).bind(json).bind(Utc::now()).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Brings a table's stored hashes to the current hash version, inside the
+/// caller's transaction: every row's cells are read back, hashed again, and
+/// `_row_hash` rewritten where it differs. An unchanged row then still
+/// compares equal to its next snapshot, so the upgrade reports no row as
+/// updated. Returns the number of rows rehashed.
+pub async fn upgrade_hashes(
+    tx: &mut WriteTx,
+    app_id: &str,
+    decl: &TableDecl,
+    form: UnicodeForm,
+) -> Result<u64, MergeError> {
+    let t = &decl.name;
+    let names: Vec<&str> = decl.columns.iter().map(|c| c.name.as_str()).collect();
+    let mut hasher = RowHasher::with_version(&names, form, HashVersion::CURRENT);
+    let sql = format!("SELECT _row_key, _row_hash, {} FROM \"{t}\"", column_list(decl));
+    let mut changed: Vec<(String, String)> = Vec::new();
+    match tx {
+        WriteTx::Sqlite(c) => {
+            for r in sqlx::query(AssertSqlSafe(sql)).persistent(false).fetch_all(&mut **c).await? {
+                let h = hasher.hash_hex(&sqlite_cells(&r, decl, 2)?);
+                if h != r.try_get::<String, _>(1)? {
+                    changed.push((r.try_get(0)?, h));
                 }
-                out.push(m);
+            }
+            let update = format!("UPDATE \"{t}\" SET _row_hash = $1 WHERE _row_key = $2");
+            for (key, hash) in &changed {
+                sqlx::query(AssertSqlSafe(update.clone()))
+                    .persistent(false)
+                    .bind(hash)
+                    .bind(key)
+                    .execute(&mut **c)
+                    .await?;
             }
         }
-        Database::Postgres(pool) => {
-            for r in sqlx::query(AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await? {
-                let mut m = Map::new();
-                for (i, c) in decl.columns.iter().enumerate() {
-                    let v = match c.ty {
-                        ColumnType::Text => r.try_get::<Option<String>, _>(i)?.map(Value::String),
-                        ColumnType::Timestamp => {
-                            r.try_get::<Option<DateTime<Utc>>, _>(i)?.map(|t| Cell::Timestamp(t).to_json())
-                        }
-                        ColumnType::Integer => r.try_get::<Option<i64>, _>(i)?.map(Value::from),
-                        ColumnType::Real => r.try_get::<Option<f64>, _>(i)?.map(Value::from),
-                        ColumnType::Boolean => r.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
-                        ColumnType::Json => r.try_get::<Option<sqlx::types::Json<Value>>, _>(i)?.map(|j| j.0),
-                        other => return Err(MergeError::BadDeclaration(unsupported(other))),
-                    };
-                    m.insert(c.name.clone(), v.unwrap_or(Value::Null));
+        WriteTx::Postgres(c) => {
+            for r in sqlx::query(AssertSqlSafe(sql)).persistent(false).fetch_all(&mut **c).await? {
+                let h = hasher.hash_hex(&pg_cells(&r, decl, 2)?);
+                if h != r.try_get::<String, _>(1)? {
+                    changed.push((r.try_get(0)?, h));
                 }
-                out.push(m);
+            }
+            let update = format!(
+                "UPDATE \"{t}\" x SET _row_hash = v.h FROM UNNEST($1::text[], $2::text[]) AS v(k, h) WHERE x._row_key = v.k"
+            );
+            for chunk in changed.chunks(10_000) {
+                let (keys, hashes): (Vec<&str>, Vec<&str>) =
+                    chunk.iter().map(|(k, h)| (k.as_str(), h.as_str())).unzip();
+                sqlx::query(AssertSqlSafe(update.clone()))
+                    .persistent(false)
+                    .bind(keys)
+                    .bind(hashes)
+                    .execute(&mut **c)
+                    .await?;
             }
         }
     }
-    Ok(out)
+    record_table(tx, app_id, decl, HashVersion::CURRENT).await?;
+    Ok(changed.len() as u64)
 }
 
 /// Number of live (not archived) rows in a declared table.
 pub async fn count_rows(db: &Database, table: &str) -> Result<i64, MergeError> {
     check_ident(table)?;
     let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE _archived_at IS NULL");
-    Ok(crate::on_pool!(db, pool => sqlx::query_scalar(AssertSqlSafe(sql)).fetch_one(pool).await)?)
+    Ok(crate::on_pool!(db, pool => sqlx::query_scalar(AssertSqlSafe(sql)).persistent(false).fetch_one(pool).await)?)
 }
 
 #[cfg(test)]

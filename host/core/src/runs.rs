@@ -5,9 +5,10 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, WriteTx};
 use crate::enums::RunStatus;
-use crate::on_pool;
+use crate::{on_pool, on_tx};
+use dc_plugin_api::MergeSummary;
 
 /// One row of `runtime`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -119,14 +120,49 @@ pub async fn set_progress(
     Ok(())
 }
 
+const FINISH: &str =
+    "UPDATE runtime SET status = $1, reason = $2, ended_at = $3 WHERE runtime_id = $4 AND status IN ($5, $6)";
+
+/// Binds [`FINISH`]'s parameters (`$q` is `sqlx::query(FINISH)`).
+macro_rules! finish_query {
+    ($runtime_id:expr, $status:expr, $reason:expr) => {
+        sqlx::query(FINISH)
+            .bind($status.as_str())
+            .bind($reason)
+            .bind(Utc::now())
+            .bind($runtime_id)
+            .bind(RunStatus::Pending.as_str())
+            .bind(RunStatus::Running.as_str())
+    };
+}
+
 /// Ends a run unless it already ended; returns true if this call ended it.
 pub async fn finish(db: &Database, runtime_id: &str, status: RunStatus, reason: Option<&str>) -> Result<bool, DbError> {
-    let n = on_pool!(db, pool => sqlx::query(
-        "UPDATE runtime SET status = $1, reason = $2, ended_at = $3 WHERE runtime_id = $4 AND status IN ($5, $6)")
-        .bind(status.as_str()).bind(reason).bind(Utc::now()).bind(runtime_id)
-        .bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str())
-        .execute(pool).await.map(|r| r.rows_affected()))?;
+    let n =
+        on_pool!(db, pool => finish_query!(runtime_id, status, reason).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
+}
+
+/// [`finish`] inside the caller's transaction: a worker ends a successful run
+/// in the transaction that merged its rows, so the rows and the status commit
+/// together or not at all.
+pub async fn finish_in(
+    tx: &mut WriteTx,
+    runtime_id: &str,
+    status: RunStatus,
+    reason: Option<&str>,
+) -> Result<bool, DbError> {
+    let n = on_tx!(tx, conn => finish_query!(runtime_id, status, reason).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Adds a merge's counts to its run, inside the merge's transaction.
+pub async fn add_counters_in(tx: &mut WriteTx, runtime_id: &str, s: &MergeSummary) -> Result<(), DbError> {
+    on_tx!(tx, conn => sqlx::query(
+        "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5")
+        .bind(s.inserted as i64).bind(s.updated as i64).bind(s.deleted as i64).bind(s.unchanged as i64).bind(runtime_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 /// Records how the worker process exited.

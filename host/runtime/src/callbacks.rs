@@ -18,7 +18,7 @@ use dc_plugin_api::abi::{
     FfiHeader, FfiHttpRequest, FfiHttpResponse, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks,
 };
 use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
-use dc_plugin_api::{Manifest, SessionConfig};
+use dc_plugin_api::{Manifest, MergeSummary, SessionConfig};
 use serde_json::{Map, Value};
 use tokio::runtime::Handle;
 
@@ -52,6 +52,36 @@ pub struct RunShared {
     pub http_timeout: Duration,
     /// The run's span (app_id, runtime_id).
     pub span: tracing::Span,
+    /// The run's writes: one transaction for every merge of the run, which
+    /// the worker commits together with the run's end (or rolls back).
+    pub writes: std::sync::Mutex<RunWrites>,
+}
+
+/// The uncommitted writes of a run. Every merge of a run goes into one
+/// transaction, opened by the first merge; the worker commits it with the
+/// run's status and counts, so a run whose second table fails leaves the first
+/// as it was, and a commit that fails (disk full) cannot leave rows stored
+/// under a run reported failed.
+#[derive(Debug, Default)]
+pub struct RunWrites {
+    /// The open transaction, if a merge happened.
+    pub tx: Option<dc_core::WriteTx>,
+    /// Sum of the merges' counts.
+    pub totals: MergeSummary,
+    /// Why a merge failed; once set, the run stores nothing.
+    pub failed: Option<String>,
+}
+
+impl RunWrites {
+    fn add(&mut self, s: &MergeSummary) {
+        let t = &self.totals;
+        self.totals = MergeSummary::new(
+            t.inserted + s.inserted,
+            t.updated + s.updated,
+            t.deleted + s.deleted,
+            t.unchanged + s.unchanged,
+        );
+    }
 }
 
 struct Session {
@@ -207,7 +237,31 @@ impl WorkerCallbacks {
             form: self.0.form,
             archive_missing: self.0.archive_missing,
         };
-        let summary = self.0.rt.block_on(merge::merge(&self.0.db, req, &rows)).map_err(|e| e.to_string())?;
+        let summary = {
+            let mut writes = self.0.writes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(why) = &writes.failed {
+                return Err(format!("an earlier merge of this run failed ({why}); nothing of this run will be stored"));
+            }
+            let merged = self.0.rt.block_on(async {
+                if writes.tx.is_none() {
+                    writes.tx = Some(self.0.db.begin_write().await.map_err(|e| e.to_string())?);
+                }
+                match writes.tx.as_mut() {
+                    Some(tx) => merge::merge_in(tx, req, &rows).await.map_err(|e| e.to_string()),
+                    None => Err("no transaction for the run's writes".to_string()),
+                }
+            });
+            match merged {
+                Ok(s) => {
+                    writes.add(&s);
+                    s
+                }
+                Err(e) => {
+                    writes.failed = Some(format!("table {table}: {e}"));
+                    return Err(e);
+                }
+            }
+        };
         let _g = self.0.span.enter();
         tracing::info!(
             table,

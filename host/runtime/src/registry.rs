@@ -24,6 +24,25 @@ pub const PLUGIN_EXTENSIONS: &[&str] = &["so", "dylib", "dll"];
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What registering a file did.
+/// What registration does with a table change that needs its rows migrated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaPolicy {
+    /// Refuse the version, naming each change and `dc-host data migrate`.
+    Refuse,
+    /// Migrate the rows and register, then roll everything back: a dry run
+    /// that reports what `Apply` would do (and any row that would not fit).
+    Plan,
+    /// Migrate the rows and register, in one transaction.
+    Apply,
+}
+
+/// The refusal of a breaking table change, with the commands that migrate it.
+fn schema_refusal(what: &str, e: &merge::MergeError, migrate: &str) -> RuntimeError {
+    RuntimeError::Refused(format!(
+        "{what}: {e}. The table and its rows are unchanged. To migrate the rows into the new shape, see the plan with `{migrate} --plan`, then apply it with `{migrate} --apply`"
+    ))
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RegisterOutcome {
@@ -39,6 +58,9 @@ pub enum RegisterOutcome {
         previous: Option<String>,
         /// File hash.
         sha256: String,
+        /// Table changes applied with the version: additive changes, and the
+        /// migrations `dc-host data migrate --apply` performed.
+        schema_changes: Vec<String>,
     },
     /// This exact file is already the active version.
     AlreadyActive {
@@ -76,6 +98,17 @@ pub async fn inspect(env: &HostEnv, path: &Path) -> Result<ProbeOutput, RuntimeE
 /// Registers one plugin file (see the module docs).
 #[dc_fun_watch::fun_watch]
 pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome, RuntimeError> {
+    register_with(env, path, SchemaPolicy::Refuse).await.map(|(o, _)| o)
+}
+
+/// Registers a plugin file like [`register_file`], with `policy` deciding
+/// what happens to a table change that needs a data migration. Returns the
+/// outcome and the table migrations performed (or planned).
+pub async fn register_with(
+    env: &HostEnv,
+    path: &Path,
+    policy: SchemaPolicy,
+) -> Result<(RegisterOutcome, Vec<dc_core::evolve::TableMigration>), RuntimeError> {
     let db = &env.db;
     // size and file type first: hashing a 3 GB file, a device or a pipe is not an option
     probe::check_entry(path, env.settings.max_plugin_file_bytes()).map_err(RuntimeError::Refused)?;
@@ -84,14 +117,15 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
         let app = apps::get_app(db, &known.app_id).await?;
         let path_name = app.as_ref().map(|a| a.path()).unwrap_or_else(|| known.app_id.clone());
         let active = app.and_then(|a| a.active_hash.map(|h| (h, a.active_version)));
-        return Ok(match active {
+        let outcome = match active {
             Some((h, _)) if h == sha256 => RegisterOutcome::AlreadyActive { app: path_name, version: known.version },
             other => RegisterOutcome::KnownInactive {
                 app: path_name,
                 version: known.version,
                 active: other.and_then(|(_, v)| v),
             },
-        });
+        };
+        return Ok((outcome, Vec::new()));
     }
     let out = inspect(env, path).await?;
     let m = &out.manifest;
@@ -136,16 +170,6 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
         )));
     }
     // every table check before anything is written: a refusal leaves no trace
-    for t in &m.tables {
-        merge::check_table_ownership(db, &app_id, t)
-            .await
-            .map_err(|e| RuntimeError::Refused(format!("{}: {} {}: {e}", path.display(), app_path(m), m.version)))?;
-    }
-    let stored = store::put(&env.settings.store_dir(), path, &sha256)?;
-    apps::ensure_app(db, &m.group, &m.parent, &m.name, "scraper", &m.description).await?;
-    for t in &m.tables {
-        merge::ensure_table(db, &app_id, t).await?;
-    }
     let (cron, interval) = match &m.default_schedule {
         Some(Schedule::Cron(c)) => (Some(c.as_str()), None),
         Some(Schedule::IntervalSecs(s)) => (None, Some(*s as i64)),
@@ -157,6 +181,10 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
             )));
         }
     };
+    // everything below is one transaction, and the store file is removed
+    // again if it fails: a refused plugin leaves no table, app row,
+    // `app_db_objects` entry or store file behind
+    let (stored, created) = store::put(&env.settings.store_dir(), path, &sha256)?;
     let row = PluginVersionRow {
         app_id: app_id.clone(),
         version: m.version.clone(),
@@ -168,9 +196,66 @@ pub async fn register_file(env: &HostEnv, path: &Path) -> Result<RegisterOutcome
         source_file: path.display().to_string(),
         registered_at: Utc::now(),
     };
-    apps::register_version(db, &row, &m.description, cron, interval).await?;
-    tracing::info!(%app_id, app = %app_path(m), version = %m.version, sha256 = %sha256, "plugin registered");
-    Ok(RegisterOutcome::Registered { app_id, app: app_path(m), version: m.version.clone(), previous, sha256 })
+    let what = format!("{}: {} {}", path.display(), app_path(m), m.version);
+    let migrate = format!("dc-host data migrate {} --file {}", app_path(m), path.display());
+    let mut schema_changes = Vec::new();
+    let mut migrations = Vec::new();
+    let written = async {
+        let mut tx = db.begin_write().await?;
+        for t in &m.tables {
+            merge::check_table_ownership(&mut tx, &app_id, t)
+                .await
+                .map_err(|e| RuntimeError::Refused(format!("{what}: {e}")))?;
+        }
+        apps::ensure_app_in(&mut tx, &m.group, &m.parent, &m.name, "scraper", &m.description).await?;
+        for t in &m.tables {
+            match merge::ensure_table_in(&mut tx, &app_id, t).await {
+                Ok(applied) => schema_changes.extend(applied.into_iter().map(|c| format!("{}: {c}", t.name))),
+                Err(e @ merge::MergeError::SchemaChange { .. }) if policy == SchemaPolicy::Refuse => {
+                    return Err(schema_refusal(&what, &e, &migrate));
+                }
+                Err(merge::MergeError::SchemaChange { live, .. }) => {
+                    let done =
+                        dc_core::evolve::migrate_table_in(&mut tx, &app_id, &live, t, env.settings.runs.unicode_form)
+                            .await
+                            .map_err(|e| RuntimeError::Refused(format!("{what}: migrating table {}: {e}", t.name)))?;
+                    schema_changes
+                        .extend(done.changes.iter().map(|c| format!("{}: {c} (migrated {} rows)", t.name, done.rows)));
+                    migrations.push(done);
+                }
+                Err(e) => return Err(RuntimeError::Refused(format!("{what}: table {}: {e}", t.name))),
+            }
+        }
+        apps::register_version_in(&mut tx, &row, &m.description, cron, interval).await?;
+        if policy == SchemaPolicy::Plan {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok::<(), RuntimeError>(())
+    }
+    .await;
+    if written.is_err() || policy == SchemaPolicy::Plan {
+        if created {
+            let still_used = apps::version_by_hash(db, &sha256).await.ok().flatten().is_some();
+            if !still_used && let Err(rm) = std::fs::remove_file(&stored) {
+                tracing::warn!(file = %stored.display(), error = %rm, "cannot remove the store file of a refused plugin");
+            }
+        }
+        written?;
+    }
+    if policy != SchemaPolicy::Plan {
+        tracing::info!(%app_id, app = %app_path(m), version = %m.version, sha256 = %sha256, "plugin registered");
+    }
+    let outcome = RegisterOutcome::Registered {
+        app_id,
+        app: app_path(m),
+        version: m.version.clone(),
+        previous,
+        sha256,
+        schema_changes,
+    };
+    Ok((outcome, migrations))
 }
 
 /// One file's result in a reload.
@@ -223,6 +308,33 @@ pub async fn rollback(
     app_spec: &str,
     to: Option<&str>,
 ) -> Result<(Option<String>, String), RuntimeError> {
+    rollback_with(env, app_spec, to, SchemaPolicy::Refuse).await.map(|r| (r.from, r.to))
+}
+
+/// What a rollback did (or, with [`SchemaPolicy::Plan`], would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackOutcome {
+    /// The app.
+    pub app: String,
+    /// The version active before.
+    pub from: Option<String>,
+    /// The version made active.
+    pub to: String,
+    /// Table changes applied (additive, or migrated).
+    pub schema_changes: Vec<String>,
+    /// The table migrations performed.
+    pub migrations: Vec<dc_core::evolve::TableMigration>,
+}
+
+/// Makes an older registered version active again. Its tables follow the same
+/// rules as a new version's: additive changes are applied, others need
+/// `dc-host data migrate APP --to VERSION` (`policy`).
+pub async fn rollback_with(
+    env: &HostEnv,
+    app_spec: &str,
+    to: Option<&str>,
+    policy: SchemaPolicy,
+) -> Result<RollbackOutcome, RuntimeError> {
     let app = apps::resolve_app(&env.db, app_spec).await?;
     let versions = apps::versions(&env.db, &app.app_id).await?;
     let active = app.active_version.as_deref().and_then(Version::parse);
@@ -255,7 +367,43 @@ pub async fn rollback(
             target.store_path
         )));
     }
-    apps::set_active_version(&env.db, &app.app_id, target).await?;
-    tracing::info!(app_id = %app.app_id, from = ?app.active_version, to = %target.version, "plugin rolled back");
-    Ok((app.active_version.clone(), target.version.clone()))
+    let manifest: Manifest = serde_json::from_str(&target.manifest).map_err(|e| {
+        RuntimeError::Refused(format!("the stored manifest of {} {} is unreadable: {e}", app.path(), target.version))
+    })?;
+    let what = format!("rolling {} back to {}", app.path(), target.version);
+    let migrate = format!("dc-host data migrate {} --to {}", app.path(), target.version);
+    let mut out = RollbackOutcome {
+        app: app.path(),
+        from: app.active_version.clone(),
+        to: target.version.clone(),
+        schema_changes: Vec::new(),
+        migrations: Vec::new(),
+    };
+    let mut tx = env.db.begin_write().await?;
+    for t in &manifest.tables {
+        match merge::ensure_table_in(&mut tx, &app.app_id, t).await {
+            Ok(applied) => out.schema_changes.extend(applied.into_iter().map(|c| format!("{}: {c}", t.name))),
+            Err(e @ merge::MergeError::SchemaChange { .. }) if policy == SchemaPolicy::Refuse => {
+                return Err(schema_refusal(&what, &e, &migrate));
+            }
+            Err(merge::MergeError::SchemaChange { live, .. }) => {
+                let done =
+                    dc_core::evolve::migrate_table_in(&mut tx, &app.app_id, &live, t, env.settings.runs.unicode_form)
+                        .await
+                        .map_err(|e| RuntimeError::Refused(format!("{what}: migrating table {}: {e}", t.name)))?;
+                out.schema_changes
+                    .extend(done.changes.iter().map(|c| format!("{}: {c} (migrated {} rows)", t.name, done.rows)));
+                out.migrations.push(done);
+            }
+            Err(e) => return Err(RuntimeError::Refused(format!("{what}: table {}: {e}", t.name))),
+        }
+    }
+    apps::set_active_version_in(&mut tx, &app.app_id, target).await?;
+    if policy == SchemaPolicy::Plan {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+        tracing::info!(app_id = %app.app_id, from = ?app.active_version, to = %target.version, "plugin rolled back");
+    }
+    Ok(out)
 }

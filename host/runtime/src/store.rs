@@ -25,14 +25,15 @@ pub fn sha256_file(path: &Path) -> Result<String, RuntimeError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Copies `src` into the store under its hash; returns the stored path. A file
-/// already stored under that hash is left untouched.
-pub fn put(store_dir: &Path, src: &Path, sha256: &str) -> Result<PathBuf, RuntimeError> {
+/// Copies `src` into the store under its hash; returns the stored path and
+/// whether this call created it. A file already stored under that hash is left
+/// untouched.
+pub fn put(store_dir: &Path, src: &Path, sha256: &str) -> Result<(PathBuf, bool), RuntimeError> {
     let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("so");
     std::fs::create_dir_all(store_dir).map_err(RuntimeError::io("cannot create plugin store", store_dir))?;
     let target = store_dir.join(format!("{sha256}.{ext}"));
     if target.exists() {
-        return Ok(target);
+        return Ok((target, false));
     }
     let tmp = store_dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
     std::fs::copy(src, &tmp).map_err(RuntimeError::io("cannot copy plugin into the store", &tmp))?;
@@ -45,7 +46,7 @@ pub fn put(store_dir: &Path, src: &Path, sha256: &str) -> Result<PathBuf, Runtim
         )));
     }
     std::fs::rename(&tmp, &target).map_err(RuntimeError::io("cannot move plugin into the store", &target))?;
-    Ok(target)
+    Ok((target, true))
 }
 
 #[cfg(test)]
@@ -58,12 +59,13 @@ mod tests {
         let src = dir.path().join("p.so");
         std::fs::write(&src, b"one").expect("write");
         let h = sha256_file(&src).expect("hash");
-        let stored = put(&dir.path().join("store"), &src, &h).expect("stored");
+        let (stored, created) = put(&dir.path().join("store"), &src, &h).expect("stored");
+        assert!(created);
         assert_eq!(stored.file_name().and_then(|n| n.to_str()), Some(format!("{h}.so").as_str()));
         std::fs::write(&src, b"two").expect("write");
         let again = put(&dir.path().join("store"), &src, &h);
         // same hash name already present: untouched
-        assert_eq!(again.expect("exists"), stored);
+        assert_eq!(again.expect("exists"), (stored.clone(), false));
         assert_eq!(std::fs::read(&stored).expect("read"), b"one");
         let wrong = put(&dir.path().join("store2"), &src, &h).expect_err("content does not match hash");
         assert!(wrong.to_string().contains("changed while it was being registered"));

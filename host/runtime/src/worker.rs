@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 
 use crate::HostEnv;
-use crate::callbacks::{RunShared, WorkerCallbacks};
+use crate::callbacks::{RunShared, RunWrites, WorkerCallbacks};
 
 /// Exit code of a worker whose run succeeded.
 pub const EXIT_SUCCESS: i32 = 0;
@@ -101,22 +101,40 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
     let span = tracing::info_span!("run", app_id = %run.app_id, runtime_id = %run.runtime_id);
     let _entered = span.enter();
     let started = chrono::Utc::now();
+    // the file a run commits into must be the one it started with
+    let identity = match db.sqlite_file_identity() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot identify the database file");
+            None
+        }
+    };
     if let Err(e) = rt.block_on(runs::mark_started(db, runtime_id, std::process::id())) {
         tracing::error!(error = %e, "cannot mark run started");
     }
-    let outcome = match prepare(rt, env, &run, span.clone()) {
-        Ok((module_path, shared)) => execute(&module_path, shared, run.threads.max(1) as usize),
-        Err(reason) => Outcome::failed(reason),
+    let (mut outcome, writes, monitoring) = match prepare(rt, env, &run, span.clone()) {
+        Ok((module_path, shared)) => {
+            let done = Arc::new(AtomicBool::new(false));
+            let watcher = monitor(shared.clone(), done.clone());
+            let outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize);
+            let writes = std::mem::take(&mut *shared.writes.lock().unwrap_or_else(|p| p.into_inner()));
+            (outcome, writes, Some((done, watcher)))
+        }
+        Err(reason) => (Outcome::failed(reason), RunWrites::default(), None),
     };
+    let ended = rt.block_on(end_run(env, &run, &mut outcome, writes, identity.as_ref(), started));
+    // the monitor is stopped only now: on SQLite its last progress write
+    // waits for the run's transaction, which `end_run` has just ended
+    if let Some((done, watcher)) = monitoring {
+        done.store(true, Ordering::Relaxed);
+        watcher.thread().unpark();
+        let _ = watcher.join();
+    }
     match &outcome.reason {
         Some(r) => tracing::warn!(status = %outcome.status, reason = %r, "run ended"),
         None => tracing::info!(status = %outcome.status, "run ended"),
     }
-    let finish = async {
-        runs::finish(db, runtime_id, outcome.status, outcome.reason.as_deref()).await?;
-        apps::record_run_outcome(db, &run.app_id, outcome.status, started).await
-    };
-    if let Err(e) = rt.block_on(finish) {
+    if let Err(e) = ended {
         tracing::error!(error = %e, "cannot record the end of the run");
     }
     if let Err(e) = dc_core::fun_watch::uninstall() {
@@ -127,6 +145,68 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
         RunStatus::Stopped => EXIT_STOPPED,
         _ => EXIT_FAILED,
     }
+}
+
+/// Ends the run. A successful run commits its merges, counts and status in one
+/// transaction; any other outcome (or a failed merge, or a database file
+/// replaced under the run) rolls the merges back and records the run's end
+/// on its own, so the tables are as they were before the run.
+async fn end_run(
+    env: &HostEnv,
+    run: &runs::RunRow,
+    outcome: &mut Outcome,
+    writes: RunWrites,
+    identity: Option<&dc_core::db::FileIdentity>,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<(), dc_core::DbError> {
+    let RunWrites { tx, totals, failed } = writes;
+    if let Some(why) = failed
+        && outcome.status == RunStatus::Success
+    {
+        *outcome = Outcome::failed(format!("a merge failed ({why}); nothing of this run was stored"));
+    }
+    let mut db = env.db.clone();
+    if let Some(i) = identity
+        && let Err(e) = i.check()
+    {
+        *outcome = Outcome::failed(e.to_string());
+        // record the failure in the file that is there now, if there is one
+        // (never create an empty database where the old one was deleted)
+        if i.path().exists() {
+            match dc_core::Database::connect_trusted(&env.settings).await {
+                Ok(fresh) => db = fresh,
+                Err(e) => tracing::error!(error = %e, "cannot open the replaced database file"),
+            }
+        }
+    }
+    if let Some(mut tx) = tx {
+        if outcome.status == RunStatus::Success {
+            let committed = async {
+                runs::add_counters_in(&mut tx, &run.runtime_id, &totals).await?;
+                runs::finish_in(&mut tx, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await?;
+                apps::record_run_outcome_in(&mut tx, &run.app_id, outcome.status, started).await?;
+                tx.commit().await
+            }
+            .await;
+            match committed {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    *outcome = Outcome::failed(format!(
+                        "storing the run's rows failed ({e}); the transaction was rolled back and nothing of this run was stored"
+                    ))
+                }
+            }
+        } else {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rolling back the run's merges failed; the database discards them");
+            }
+            let reason = outcome.reason.take().unwrap_or_default();
+            outcome.reason = Some(format!("{reason}; the run's merges were rolled back, nothing was stored"));
+        }
+    }
+    runs::finish(&db, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await?;
+    apps::record_run_outcome(&db, &run.app_id, outcome.status, started).await?;
+    Ok(())
 }
 
 fn prepare(
@@ -159,6 +239,7 @@ fn prepare(
         archive_missing: s.runs.archive_missing,
         http_timeout: Duration::from_secs(s.runs.http_timeout_secs),
         span,
+        writes: Default::default(),
     });
     Ok((version.store_path, shared))
 }
@@ -209,10 +290,8 @@ fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome
         Ok((m, _)) => m,
         Err(e) => return Outcome::failed(format!("cannot load plugin: {e}")),
     };
-    let done = Arc::new(AtomicBool::new(false));
-    let monitor = monitor(shared.clone(), done.clone());
     let host = HostCallbacks_TO::from_value(WorkerCallbacks(shared.clone()), TD_Opaque);
-    let outcome = match ffi((module.new())(RStr::from_str(&shared.args_json), host)) {
+    match ffi((module.new())(RStr::from_str(&shared.args_json), host)) {
         Err(e) => Outcome::failed(format!("plugin failed to start: {e}")),
         Ok(mut scraper) => {
             let main = lifecycle(&mut scraper, &shared, threads);
@@ -226,11 +305,7 @@ fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome
                 }
             }
         }
-    };
-    done.store(true, Ordering::Relaxed);
-    monitor.thread().unpark();
-    let _ = monitor.join();
-    outcome
+    }
 }
 
 fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShared>, threads: usize) -> Outcome {

@@ -53,6 +53,16 @@ pub enum PluginsCommand {
 
 /// Prints what registering did, one line.
 pub fn describe_outcome(o: &RegisterOutcome) -> String {
+    let mut text = describe(o);
+    if let RegisterOutcome::Registered { schema_changes, .. } = o {
+        for c in schema_changes {
+            text.push_str(&format!("\n    table change applied: {c}"));
+        }
+    }
+    text
+}
+
+fn describe(o: &RegisterOutcome) -> String {
     match o {
         RegisterOutcome::Registered { app, version, previous: Some(p), .. } => {
             format!("registered {app} {version} (was {p})")

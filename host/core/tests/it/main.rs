@@ -35,6 +35,7 @@ macro_rules! both_backends {
 
 mod common;
 mod connect;
+mod integrity;
 mod logs;
 mod merge;
 mod procs;

@@ -1,0 +1,169 @@
+//! Storage safety end to end: a run stores all of its tables or none (a second
+//! table that fails, a plugin that ignores a failed merge); a registration that
+//! fails part-way leaves no table, app, `app_db_objects` row or store file;
+//! a database file deleted under a running worker fails the run instead of
+//! reporting SUCCESS into an unlinked file. On SQLite and PostgreSQL.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use dc_e2e::{ApiVariant, Fifo, Host, dir_snapshot, plugin_lib, tiny_plugin};
+use serde_json::{Value, json};
+
+const MISBEHAVE: &str = "test/fixtures/misbehave";
+/// Bounds a broken test only; every wait below ends on an event.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn with_misbehave(host: Host) -> Host {
+    host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
+    host.ok(&["reload"]);
+    host
+}
+
+fn run(host: &Host, args: Value) -> Value {
+    let out = host.run(&["run", MISBEHAVE, "--args", &args.to_string(), "--threads", "1", "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no run JSON ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn rows(host: &Host, table: &str) -> Vec<Value> {
+    host.json(&["data", "head", table, "--limit", "100", "--json"]).as_array().cloned().unwrap_or_default()
+}
+
+fn all_or_nothing(host: Host) {
+    let host = with_misbehave(host);
+    let ok = run(&host, json!({"mode": "ok", "items": 3}));
+    assert_eq!(ok["status"], "SUCCESS", "{ok}");
+    let before = rows(&host, "misbehave_rows");
+    assert_eq!(before.len(), 3);
+    // the first table (misbehave_rows, 4 items: one new row) merges, the
+    // second fails: the first must be as it was
+    let r = run(&host, json!({"mode": "second_bad", "items": 4}));
+    assert_eq!(r["status"], "FAILED", "{r}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("misbehave_second")
+            && reason.contains("field \"note\"")
+            && reason.contains("the run's merges were rolled back, nothing was stored"),
+        "{reason}"
+    );
+    assert_eq!(rows(&host, "misbehave_rows"), before, "the first table is as it was");
+    assert!(rows(&host, "misbehave_second").is_empty());
+    assert_eq!(
+        (r["inserted"].as_i64(), r["updated"].as_i64()),
+        (Some(0), Some(0)),
+        "no counts for rolled-back rows: {r}"
+    );
+    // a plugin that ignores the failed merge and returns Ok stores nothing either
+    let r = run(&host, json!({"mode": "swallow", "items": 4}));
+    assert_eq!(r["status"], "FAILED", "{r}");
+    let reason = r["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("a merge failed (table misbehave_second") && reason.contains("nothing of this run was stored"),
+        "{reason}"
+    );
+    assert_eq!(rows(&host, "misbehave_rows"), before);
+    // no change feed for a rolled-back run
+    let shown = host.json(&["runs", "show", r["runtime_id"].as_str().expect("id"), "--changes", "--json"]);
+    assert_eq!(shown["changes"].as_array().map(Vec::len), Some(0), "{shown}");
+}
+
+#[test]
+fn a_run_stores_all_its_tables_or_none_on_sqlite() {
+    all_or_nothing(Host::sqlite());
+}
+
+#[test]
+fn a_run_stores_all_its_tables_or_none_on_postgres() {
+    all_or_nothing(Host::postgres());
+}
+
+/// A registration that fails after it created the app's table (here: the
+/// database refuses the version row, through a trigger) leaves nothing.
+fn refused_registration_leaves_nothing(host: Host, fail_sql: &str, unfail_sql: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tiny = tiny_plugin("atomic", ApiVariant::Workspace, &[("DC_FIXTURE_TABLE", "atomic_rows")], dir.path());
+    host.ok(&["db", "migrate"]);
+    host.db_exec(fail_sql);
+    host.install(&tiny, "tiny.so");
+    let store = host.dir.path().join("store");
+    let store_before = dir_snapshot(&store);
+    let (code, out) = host.fails(&["reload"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("injected registration failure"), "{out}");
+    let count = |sql: &str| host.db_rows(sql).first().cloned().unwrap_or_default();
+    assert_eq!(count("SELECT COUNT(*) FROM apps"), "0", "no app row");
+    assert_eq!(count("SELECT COUNT(*) FROM app_db_objects WHERE object_name = 'atomic_rows'"), "0");
+    assert_eq!(count("SELECT COUNT(*) FROM plugin_tables"), "0");
+    let tables = match host.database_url().starts_with("sqlite:") {
+        true => "SELECT COUNT(*) FROM sqlite_master WHERE name = 'atomic_rows'",
+        false => "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'atomic_rows'",
+    };
+    assert_eq!(count(tables), "0", "no table");
+    assert_eq!(dir_snapshot(&store), store_before, "no store file");
+    // once the database accepts it, the same file registers
+    host.db_exec(unfail_sql);
+    let out = host.ok(&["reload"]);
+    assert!(out.contains("registered test/fixtures/tiny 1.0.0"), "{out}");
+    assert_eq!(count(tables), "1");
+}
+
+#[test]
+fn a_refused_registration_leaves_nothing_on_sqlite() {
+    refused_registration_leaves_nothing(
+        Host::sqlite(),
+        "CREATE TRIGGER refuse BEFORE INSERT ON plugin_versions BEGIN SELECT RAISE(ABORT, 'injected registration failure'); END",
+        "DROP TRIGGER refuse",
+    );
+}
+
+#[test]
+fn a_refused_registration_leaves_nothing_on_postgres() {
+    refused_registration_leaves_nothing(
+        Host::postgres_empty(),
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected registration failure'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON plugin_versions FOR EACH ROW EXECUTE FUNCTION refuse()",
+        "DROP TRIGGER refuse ON plugin_versions",
+    );
+}
+
+#[test]
+fn a_database_file_deleted_under_a_run_fails_the_run() {
+    let host = with_misbehave(Host::sqlite());
+    let (ready, go) = (Fifo::new(), Fifo::new());
+    let args =
+        json!({"mode": "wait", "at": "store", "items": 2, "ready_fifo": ready.as_str(), "continue_fifo": go.as_str()});
+    let child = host
+        .command(&["run", MISBEHAVE, "--args", &args.to_string(), "--threads", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dc-host run starts");
+    let line = ready.read_line(LIMIT);
+    assert!(line.starts_with("ready "), "{line}");
+    let db = host.dir.path().join("dc-host.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let f = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&f).exists() {
+            std::fs::remove_file(&f).expect("delete the database file");
+        }
+    }
+    go.release();
+    let out = child.wait_with_output().expect("dc-host run ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let gone = "is gone (No such file or directory (os error 2)); it was deleted or moved while this run was running, so the run's rows were not stored";
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        // the supervisor still had a connection to the deleted file: it reports the run
+        Ok(r) => {
+            assert_eq!(r["status"], "FAILED", "{r}\n{stderr}");
+            assert!(r["reason"].as_str().unwrap_or_default().contains(gone), "{r}");
+        }
+        // it had to open a new one: it says the file is gone, and the worker said why the run failed
+        Err(_) => {
+            assert!(!out.status.success(), "{stderr}");
+            assert!(stderr.contains(gone), "the worker's reason is shown: {stderr}");
+            assert!(stderr.contains("the SQLite database file cannot be opened any more"), "{stderr}");
+        }
+    }
+    assert!(!db.exists(), "no empty database was created in its place");
+}
