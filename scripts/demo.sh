@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults: build dc-host and the example plugin, serve
-# the bundled catalogue site on loopback, register the plugin, run it against an
-# embedded SQLite database and show what was stored. Needs only the Rust toolchain.
+# the bundled catalogue site on loopback (with dc-fixture-site, a small server
+# kept out of dc-host), register the plugin, run it against an embedded SQLite
+# database and show what was stored. Needs only the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DC_DATA_DIR="${DC_DATA_DIR:-var/demo}"
 target="${CARGO_TARGET_DIR:-target}"
 host="$target/debug/dc-host"
+site="$target/debug/dc-fixture-site"
 
-echo "==> building dc-host and the example plugin (first build takes a few minutes)"
-cargo build -p dc-host -p dc-plugin-catalogue
+echo "==> building dc-host, the example plugin and the fixture site server (first build takes a few minutes)"
+cargo build -p dc-host -p dc-plugin-catalogue -p dc-fixture-site
 
 echo "==> serving tests/fixtures/catalogue on loopback"
 port_file="$(mktemp)"
 rm -f "$port_file"
-"$host" fixture-server --dir tests/fixtures/catalogue --port-file "$port_file" 2>/dev/null &
+"$site" --dir tests/fixtures/catalogue --port-file "$port_file" 2>/dev/null &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$port_file" ] && break; sleep 0.1; done

@@ -15,8 +15,8 @@ else
   echo "WARNING: rustfmt or clippy is not installed: format and lint checks SKIPPED (rustup component add rustfmt clippy)" >&2
 fi
 
-echo "==> building the host and the fixture plugins"
-cargo build -p dc-host -p dc-plugin-catalogue -p dc-plugin-misbehave
+echo "==> building the host, the fixture plugins and the fixture site server"
+cargo build -p dc-host -p dc-plugin-catalogue -p dc-plugin-misbehave -p dc-fixture-site
 
 echo "==> running the tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -151,11 +151,14 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
     host.ok(&["plugins", "list"]);
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
-    // undo migration 4 (plugin_tables)
-    host.pg_sql("DROP TABLE plugin_tables; DELETE FROM _sqlx_migrations WHERE version = 4");
+    // undo migration 5 (apps: schedule time zone, anchor, origin, stored arguments)
+    host.pg_sql(
+        "ALTER TABLE apps DROP COLUMN schedule_tz, DROP COLUMN schedule_anchor, DROP COLUMN schedule_origin, DROP COLUMN run_args; \
+         DELETE FROM _sqlx_migrations WHERE version = 5",
+    );
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("is at schema version 3, this dc-host needs 4: run `dc-host db migrate`"), "{text}");
+    assert!(text.contains("is at schema version 4, this dc-host needs 5: run `dc-host db migrate`"), "{text}");
     assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));
     host.ok(&["runs", "list"]);
 

@@ -1,12 +1,23 @@
 //! A plugin that panics, aborts, segfaults, hangs or returns bad records takes
 //! down only its worker; the host records why and keeps serving.
+//!
+//! Every case runs on both backends (`<case>::sqlite`, `<case>::postgres`,
+//! see [`dc_e2e::both_backends`]): the body gets the constructor of its hosts.
 
 use dc_e2e::{Fifo, Host, plugin_lib};
 use serde_json::Value;
 use std::time::Duration;
 
-fn host_with_misbehave() -> Host {
-    let host = Host::sqlite();
+dc_e2e::both_backends!(
+    crashes_are_recorded_with_their_cause,
+    a_hanging_plugin_is_killed_at_the_time_limit,
+    a_memory_limit_applies_to_the_worker_only,
+    stop_ends_a_run_as_stopped_and_stores_nothing,
+    log_records_dropped_by_a_full_buffer_are_counted_on_the_run,
+);
+
+fn host_with_misbehave(new_host: fn() -> Host) -> Host {
+    let host = new_host();
     host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
     host.ok(&["reload"]);
     host
@@ -18,9 +29,8 @@ fn run(host: &Host, args: &str, extra: &[&str]) -> Value {
     host.json(&a)
 }
 
-#[test]
-fn crashes_are_recorded_with_their_cause() {
-    let host = host_with_misbehave();
+fn crashes_are_recorded_with_their_cause(new_host: fn() -> Host) {
+    let host = host_with_misbehave(new_host);
     let cases: &[(&str, &str, Option<i64>)] = &[
         (r#"{"mode": "abort"}"#, "signal 6 (SIGABRT", Some(6)),
         (r#"{"mode": "segfault"}"#, "signal 11 (SIGSEGV", Some(11)),
@@ -54,34 +64,31 @@ fn crashes_are_recorded_with_their_cause() {
     assert_eq!(apps[0]["fail_count"], 0, "a success resets the failure count");
 }
 
-#[test]
-fn a_hanging_plugin_is_killed_at_the_time_limit() {
-    let host = host_with_misbehave();
+fn a_hanging_plugin_is_killed_at_the_time_limit(new_host: fn() -> Host) {
+    let host = host_with_misbehave(new_host);
     let r = run(&host, r#"{"mode": "hang"}"#, &["--time-limit", "2"]);
     assert_eq!(r["status"], "FAILED", "{r}");
     assert!(r["reason"].as_str().unwrap_or_default().contains("exceeded the time limit of 2s"), "{r}");
     assert_eq!(r["exit_signal"], 9);
 }
 
-#[test]
-fn a_memory_limit_applies_to_the_worker_only() {
+fn a_memory_limit_applies_to_the_worker_only(new_host: fn() -> Host) {
     // a limit too small for any worker to start is refused up front, naming the key
-    let mut tiny = Host::sqlite();
+    let mut tiny = new_host();
     tiny.env.push(("DC_RUNS_MEMORY_LIMIT_MB".into(), "64".into()));
     let (code, text) = tiny.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("invalid setting runs.memory_limit_mb = 64: at least 512"), "{text}");
     // a workable limit binds the worker only: an ordinary run succeeds under it
-    let mut limited = Host::sqlite();
+    let mut limited = new_host();
     limited.env.push(("DC_RUNS_MEMORY_LIMIT_MB".into(), "1024".into()));
     limited.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
     limited.ok(&["reload"]);
     assert_eq!(run(&limited, r#"{"mode": "ok"}"#, &[])["status"], "SUCCESS");
 }
 
-#[test]
-fn stop_ends_a_run_as_stopped_and_stores_nothing() {
-    let host = host_with_misbehave();
+fn stop_ends_a_run_as_stopped_and_stores_nothing(new_host: fn() -> Host) {
+    let host = host_with_misbehave(new_host);
     let fifo = Fifo::new();
     let args = serde_json::json!({"mode": "slow", "items": 20, "ready_fifo": fifo.as_str()}).to_string();
     let child = host
@@ -103,9 +110,8 @@ fn stop_ends_a_run_as_stopped_and_stores_nothing() {
     assert!((r["current_count"].as_i64().unwrap_or(99)) < 20);
 }
 
-#[test]
-fn log_records_dropped_by_a_full_buffer_are_counted_on_the_run() {
-    let mut host = host_with_misbehave();
+fn log_records_dropped_by_a_full_buffer_are_counted_on_the_run(new_host: fn() -> Host) {
+    let mut host = host_with_misbehave(new_host);
     host.env.push(("DC_LOGGING_BUFFER".into(), "50".into()));
     let r = run(&host, r#"{"mode": "flood", "items": 1}"#, &[]);
     assert_eq!(r["status"], "SUCCESS", "{r}");

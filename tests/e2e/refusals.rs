@@ -3,6 +3,9 @@
 //! register FILE` and, when the file itself is unusable, by `dc-host plugins
 //! inspect FILE` (exit 2) — while the previously registered good version stays
 //! active and keeps running, and nothing in the plugin store changes.
+//!
+//! Every case runs on both backends (`<case>::sqlite`, `<case>::postgres`,
+//! see [`dc_e2e::both_backends`]): the body gets the constructor of its host.
 
 use std::path::Path;
 
@@ -12,9 +15,25 @@ use serde_json::Value;
 const MISBEHAVE: &str = "test/fixtures/misbehave";
 const TINY: &str = "test/fixtures/tiny";
 
-/// A host with `file` registered as the active version of `app`.
-fn host_with(file: &Path, name: &str, app: &str, version: &str) -> Host {
-    let host = Host::sqlite();
+dc_e2e::both_backends!(
+    refusal_of_a_text_file,
+    refusal_of_a_truncated_plugin,
+    refusal_of_a_plugin_for_another_architecture,
+    refusal_of_a_library_without_a_root_module,
+    refusal_of_an_incompatible_interface_version_and_layout,
+    refusal_of_an_invalid_manifest,
+    refusal_of_a_silent_downgrade,
+    refusal_of_the_same_version_with_different_content,
+    refusal_of_a_forged_probe_answer,
+    refusal_of_a_file_over_the_size_limit_without_reading_it,
+    odd_entries_in_the_plugins_directory_are_reported_not_skipped,
+    a_valid_plugin_with_a_manifest_over_64_kib_registers,
+    refusal_of_a_host_table_or_another_apps_table,
+);
+
+/// A new host (from `new_host`) with `file` registered as the active version of `app`.
+fn host_with(new_host: fn() -> Host, file: &Path, name: &str, app: &str, version: &str) -> Host {
+    let host = new_host();
     host.install(file, name);
     let out = host.ok(&["reload"]);
     assert!(out.contains(&format!("registered {app} {version}")), "{out}");
@@ -23,8 +42,8 @@ fn host_with(file: &Path, name: &str, app: &str, version: &str) -> Host {
 }
 
 /// A host with misbehave 1.0.0 active.
-fn host_with_misbehave(bin: &Path) -> Host {
-    host_with(&misbehave_build("1.0.0", bin), "misbehave.so", MISBEHAVE, "1.0.0")
+fn host_with_misbehave(new_host: fn() -> Host, bin: &Path) -> Host {
+    host_with(new_host, &misbehave_build("1.0.0", bin), "misbehave.so", MISBEHAVE, "1.0.0")
 }
 
 /// Runs an app once and checks it succeeds on `version`.
@@ -123,36 +142,34 @@ fn assert_refused(
     assert!(text.contains(expected[0]), "{text}");
 }
 
-fn refused_while_misbehave_serves(bad: &Path, name: &str, expected: &[&str]) {
+fn refused_while_misbehave_serves(new_host: fn() -> Host, bad: &Path, name: &str, expected: &[&str]) {
     let bin = tempfile::tempdir().expect("tempdir");
-    let host = host_with_misbehave(bin.path());
+    let host = host_with_misbehave(new_host, bin.path());
     assert_refused(&host, bad, name, Check::File, expected, MISBEHAVE, "1.0.0", r#"{"mode": "ok", "items": 2}"#);
 }
 
-#[test]
-fn refusal_of_a_text_file() {
+fn refusal_of_a_text_file(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("x.so");
     std::fs::write(&bad, "these are release notes, not a library; someone saved them with the wrong name.\n".repeat(3))
         .expect("write");
     refused_while_misbehave_serves(
+        new_host,
         &bad,
         "x.so",
         &["is not a shared library (no ELF header)", "crate-type = [\"cdylib\"]"],
     );
 }
 
-#[test]
-fn refusal_of_a_truncated_plugin() {
+fn refusal_of_a_truncated_plugin(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let full = std::fs::read(misbehave_build("1.0.0", dir.path())).expect("read plugin");
     let bad = dir.path().join("half.so");
     std::fs::write(&bad, &full[..full.len() / 2]).expect("write");
-    refused_while_misbehave_serves(&bad, "half.so", &["truncated", "copy the complete file again"]);
+    refused_while_misbehave_serves(new_host, &bad, "half.so", &["truncated", "copy the complete file again"]);
 }
 
-#[test]
-fn refusal_of_a_plugin_for_another_architecture() {
+fn refusal_of_a_plugin_for_another_architecture(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bytes = std::fs::read(misbehave_build("1.0.0", dir.path())).expect("read plugin");
     bytes[18] = 0x28; // e_machine = EM_ARM, little endian
@@ -160,26 +177,25 @@ fn refusal_of_a_plugin_for_another_architecture() {
     let bad = dir.path().join("arm.so");
     std::fs::write(&bad, &bytes).expect("write");
     let runs = format!("this host runs {}", std::env::consts::ARCH);
-    refused_while_misbehave_serves(&bad, "arm.so", &["is built for another architecture (ARM)", &runs]);
+    refused_while_misbehave_serves(new_host, &bad, "arm.so", &["is built for another architecture (ARM)", &runs]);
 }
 
-#[test]
-fn refusal_of_a_library_without_a_root_module() {
+fn refusal_of_a_library_without_a_root_module(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("no_root.so");
     rustc_cdylib(&workspace().join("tests/fixtures/plugins/no_root.rs"), &bad);
     refused_while_misbehave_serves(
+        new_host,
         &bad,
         "no_root.so",
         &["is a shared library but has no dc-host root module", "dc_plugin_sdk::export_plugin!"],
     );
 }
 
-#[test]
-fn refusal_of_an_incompatible_interface_version_and_layout() {
+fn refusal_of_an_incompatible_interface_version_and_layout(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bin = tempfile::tempdir().expect("tempdir");
-    let host = host_with_misbehave(bin.path());
+    let host = host_with_misbehave(new_host, bin.path());
     let args = r#"{"mode": "ok", "items": 1}"#;
 
     // built against another major (2.0.0) and a newer minor (1.2.0) of the
@@ -244,23 +260,22 @@ fn refusal_of_an_incompatible_interface_version_and_layout() {
     assert!(out.contains("registered test/fixtures/tiny 1.0.0"), "{out}");
 }
 
-#[test]
-fn refusal_of_an_invalid_manifest() {
+fn refusal_of_an_invalid_manifest(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = misbehave_build("1.0", dir.path());
     refused_while_misbehave_serves(
+        new_host,
         &bad,
         "misbehave-next.so",
         &["has an invalid manifest", "version \"1.0\" is not MAJOR.MINOR.PATCH"],
     );
 }
 
-#[test]
-fn refusal_of_a_silent_downgrade() {
+fn refusal_of_a_silent_downgrade(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let newer = misbehave_build("1.1.0", dir.path());
     let older = misbehave_build("1.0.0", dir.path());
-    let host = host_with(&newer, "misbehave-1.1.0.so", MISBEHAVE, "1.1.0");
+    let host = host_with(new_host, &newer, "misbehave-1.1.0.so", MISBEHAVE, "1.1.0");
     assert_refused(
         &host,
         &older,
@@ -276,8 +291,7 @@ fn refusal_of_a_silent_downgrade() {
     );
 }
 
-#[test]
-fn refusal_of_the_same_version_with_different_content() {
+fn refusal_of_the_same_version_with_different_content(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = tiny_plugin(
         "same-a",
@@ -293,7 +307,7 @@ fn refusal_of_the_same_version_with_different_content() {
     );
     let sha_a = sha256_hex(&a);
     assert_ne!(sha_a, sha256_hex(&b), "the two builds differ");
-    let host = host_with(&a, "tiny.so", TINY, "1.2.0");
+    let host = host_with(new_host, &a, "tiny.so", TINY, "1.2.0");
     let prefix = format!("(sha256 {}…)", &sha_a[..12]);
     assert_refused(
         &host,
@@ -314,15 +328,14 @@ fn refusal_of_the_same_version_with_different_content() {
     assert_eq!(rows[0]["flavour"], "a", "{rows}");
 }
 
-#[test]
-fn refusal_of_a_forged_probe_answer() {
+fn refusal_of_a_forged_probe_answer(new_host: fn() -> Host) {
     // the library's constructor prints what looks like the probe's answer and
     // exits: the host validates the answer instead of trusting it
     let dir = tempfile::tempdir().expect("tempdir");
     let forged = dir.path().join("forge.so");
     rustc_cdylib(&workspace().join("tests/fixtures/plugins/forge.rs"), &forged);
     let bin = tempfile::tempdir().expect("tempdir");
-    let host = host_with_misbehave(bin.path());
+    let host = host_with_misbehave(new_host, bin.path());
     assert_refused(
         &host,
         &forged,
@@ -337,23 +350,22 @@ fn refusal_of_a_forged_probe_answer() {
     assert!(!text.contains('\u{1b}'), "no raw escape code reaches the terminal: {text:?}");
 }
 
-#[test]
-fn refusal_of_a_file_over_the_size_limit_without_reading_it() {
+fn refusal_of_a_file_over_the_size_limit_without_reading_it(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     // sparse: 300 MiB long, nothing on disk; reading it whole was the defect
     let big = dir.path().join("big.so");
     std::fs::File::create(&big).and_then(|f| f.set_len(300 << 20)).expect("sparse file");
     refused_while_misbehave_serves(
+        new_host,
         &big,
         "big.so",
         &["is 300 MiB, over the limit of 256 MiB for plugin files", "general.max_plugin_file_mb"],
     );
 }
 
-#[test]
-fn odd_entries_in_the_plugins_directory_are_reported_not_skipped() {
+fn odd_entries_in_the_plugins_directory_are_reported_not_skipped(new_host: fn() -> Host) {
     let bin = tempfile::tempdir().expect("tempdir");
-    let host = host_with_misbehave(bin.path());
+    let host = host_with_misbehave(new_host, bin.path());
     let dir = host.plugins_dir();
     std::os::unix::fs::symlink(dir.join("loop.so"), dir.join("loop.so")).expect("symlink loop");
     std::os::unix::fs::symlink(dir.join("gone.so"), dir.join("dangling.so")).expect("dangling symlink");
@@ -376,12 +388,11 @@ fn odd_entries_in_the_plugins_directory_are_reported_not_skipped() {
     assert_eq!(host.active_version(MISBEHAVE).as_deref(), Some("1.0.0"), "the good plugin keeps serving");
 }
 
-#[test]
-fn a_valid_plugin_with_a_manifest_over_64_kib_registers() {
+fn a_valid_plugin_with_a_manifest_over_64_kib_registers(new_host: fn() -> Host) {
     // the probe's answer no longer fits a pipe buffer: the host must read it while the child runs
     let dir = tempfile::tempdir().expect("tempdir");
     let big = tiny_plugin("big-manifest", ApiVariant::Workspace, &[("DC_FIXTURE_SCHEMA_PROPS", "2000")], dir.path());
-    let host = Host::sqlite();
+    let host = new_host();
     let shown = host.json(&["plugins", "inspect", big.to_str().expect("utf-8"), "--json"]);
     let size = shown["manifest"].to_string().len();
     assert!(size > 64 * 1024, "the manifest is {size} bytes");
@@ -390,11 +401,10 @@ fn a_valid_plugin_with_a_manifest_over_64_kib_registers() {
     assert!(out.contains("registered test/fixtures/tiny 1.0.0"), "{out}");
 }
 
-#[test]
-fn refusal_of_a_host_table_or_another_apps_table() {
+fn refusal_of_a_host_table_or_another_apps_table(new_host: fn() -> Host) {
     let dir = tempfile::tempdir().expect("tempdir");
     let bin = tempfile::tempdir().expect("tempdir");
-    let host = host_with_misbehave(bin.path());
+    let host = host_with_misbehave(new_host, bin.path());
     // misbehave owns misbehave_rows and has rows in it
     let args = r#"{"mode": "ok", "items": 3}"#;
     run_succeeds(&host, MISBEHAVE, args, "1.0.0");

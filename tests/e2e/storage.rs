@@ -94,7 +94,7 @@ fn refused_registration_leaves_nothing(host: Host, fail_sql: &str, unfail_sql: &
     let count = |sql: &str| host.db_rows(sql).first().cloned().unwrap_or_default();
     assert_eq!(count("SELECT COUNT(*) FROM apps"), "0", "no app row");
     assert_eq!(count("SELECT COUNT(*) FROM app_db_objects WHERE object_name = 'atomic_rows'"), "0");
-    assert_eq!(count("SELECT COUNT(*) FROM plugin_tables"), "0");
+    assert_eq!(count("SELECT COUNT(*) FROM dc_plugin_tables"), "0");
     let tables = match host.database_url().starts_with("sqlite:") {
         true => "SELECT COUNT(*) FROM sqlite_master WHERE name = 'atomic_rows'",
         false => "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'atomic_rows'",
@@ -166,4 +166,77 @@ fn a_database_file_deleted_under_a_run_fails_the_run() {
         }
     }
     assert!(!db.exists(), "no empty database was created in its place");
+}
+
+/// SQLite has one writer at a time. A run holding the write lock (its merges
+/// are one transaction until it ends) makes other apps' runs wait, and say so,
+/// instead of failing with "database is locked" once the busy timeout (here
+/// 1 s) has passed: they wait as long as their time limit allows.
+#[test]
+fn sqlite_writers_wait_for_a_run_holding_the_lock_instead_of_failing() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_DATABASE_BUSY_TIMEOUT_SECS".into(), "1".into()));
+    let host = with_misbehave(host);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = ["lock_a", "lock_b", "lock_c"];
+    for n in names {
+        let table = format!("{n}_rows");
+        let p =
+            tiny_plugin(n, ApiVariant::Workspace, &[("DC_FIXTURE_NAME", n), ("DC_FIXTURE_TABLE", &table)], dir.path());
+        host.install(&p, &format!("{n}.so"));
+    }
+    host.ok(&["reload"]);
+    let (ready, go) = (Fifo::new(), Fifo::new());
+    let args = json!({"mode": "hold", "items": 3, "ready_fifo": ready.as_str(), "continue_fifo": go.as_str()});
+    let holder = host
+        .command(&["run", MISBEHAVE, "--args", &args.to_string(), "--threads", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dc-host run starts");
+    let line = ready.read_line(LIMIT);
+    assert!(line.starts_with("ready "), "the holder merged and holds the lock: {line}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut small = Vec::new();
+    for n in names {
+        let mut child = host
+            .command(&["run", &format!("test/fixtures/{n}"), "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dc-host run starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let tx = tx.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("waiting for the database") {
+                    let _ = tx.send(n);
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        small.push((n, child, reader));
+    }
+    // every small run says it waits (an event, not a timer) before the lock is released
+    let mut waiting: Vec<&str> =
+        (0..names.len()).map(|_| rx.recv_timeout(LIMIT).expect("each run says it waits for the database")).collect();
+    waiting.sort();
+    waiting.dedup();
+    assert_eq!(waiting.len(), names.len(), "{waiting:?}");
+    go.release();
+    let out = holder.wait_with_output().expect("the holder ends");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    assert_eq!((r["status"].as_str(), r["inserted"].as_i64()), (Some("SUCCESS"), Some(3)), "{r}");
+    for (n, child, reader) in small {
+        let out = child.wait_with_output().expect("a small run ends");
+        let stderr = reader.join().expect("stderr reader");
+        let r: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{n}: no run JSON ({e}): {stderr}"));
+        assert_eq!((r["status"].as_str(), r["inserted"].as_i64()), (Some("SUCCESS"), Some(1)), "{n}: {r}\n{stderr}");
+        assert!(!stderr.contains("database is locked"), "{stderr}");
+    }
 }

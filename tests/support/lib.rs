@@ -1,7 +1,7 @@
 //! Support for the end-to-end tests: builds the real `dc-host` binary and plugin
 //! cdylibs with cargo, gives each test its own data directory and database
 //! (SQLite in a temp dir, or a fresh PostgreSQL database), runs `dc-host`
-//! commands, and serves the fixture site on loopback.
+//! commands, and serves the fixture site on loopback (`dc-fixture-site`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -42,11 +42,17 @@ pub fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
     assert!(out.status.success(), "cargo build {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Builds the host and the standard plugins once per test process.
+/// The packages [`build_all`] builds: the host, the standard plugins and the
+/// fixture site server (the same set `scripts/test.sh` builds, so neither
+/// rebuilds what the other built).
+pub const BUILD_PACKAGES: &[&str] =
+    &["-p", "dc-host", "-p", "dc-plugin-catalogue", "-p", "dc-plugin-misbehave", "-p", "dc-fixture-site"];
+
+/// Builds the host, the standard plugins and the fixture site server once per
+/// test process.
 pub fn build_all() {
     static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT
-        .get_or_init(|| cargo_build(&["-p", "dc-host", "-p", "dc-plugin-catalogue", "-p", "dc-plugin-misbehave"], &[]));
+    BUILT.get_or_init(|| cargo_build(BUILD_PACKAGES, &[]));
 }
 
 /// The `dc-host` binary.
@@ -59,6 +65,28 @@ pub fn host_bin() -> PathBuf {
 pub fn plugin_lib(lib_name: &str) -> PathBuf {
     build_all();
     target_dir().join(format!("debug/lib{lib_name}.so"))
+}
+
+/// Runs test bodies on both backends without repeating them: for each
+/// `fn name(new_host: fn() -> Host)`, generates a module `name` with the tests
+/// `sqlite` and `postgres`, which pass [`Host::sqlite`] or [`Host::postgres`]
+/// (a fresh, migrated scratch database; the test fails if the server is down)
+/// as the constructor of every host the body needs.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name($crate::Host::sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                super::$name($crate::Host::postgres);
+            }
+        }
+    )+};
 }
 
 /// Where a test's host keeps its data, and which database it uses.
@@ -266,7 +294,14 @@ fn rand_suffix() -> String {
     format!("{t:x}")
 }
 
-/// The catalogue fixture site served by `dc-host fixture-server` on loopback.
+/// The `dc-fixture-site` binary (tests/fixture-site), which serves a static
+/// directory on loopback; it is not part of `dc-host`.
+pub fn fixture_site_bin() -> PathBuf {
+    build_all();
+    target_dir().join("debug/dc-fixture-site")
+}
+
+/// The catalogue fixture site served by `dc-fixture-site` on loopback.
 pub struct FixtureSite {
     child: Child,
     /// Base URL, ending in `/`.
@@ -278,8 +313,8 @@ impl FixtureSite {
     pub fn start() -> FixtureSite {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("port");
-        let child = Command::new(host_bin())
-            .args(["fixture-server", "--dir"])
+        let child = Command::new(fixture_site_bin())
+            .arg("--dir")
             .arg(workspace().join("tests/fixtures/catalogue"))
             .arg("--port-file")
             .arg(&port_file)

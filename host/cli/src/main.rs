@@ -45,6 +45,12 @@ enum Command {
     Reload(cmd::reload::ReloadArgs),
     /// Run an app now, in its own worker process, and wait for it.
     Run(cmd::run::RunArgs),
+    /// Apps: schedule, next run, stored arguments, state.
+    #[command(subcommand)]
+    Apps(cmd::apps::AppsCommand),
+    /// Check a cron expression: its next fire times.
+    #[command(subcommand)]
+    Schedule(cmd::schedule::ScheduleCommand),
     /// Runs: list, show, stop.
     #[command(subcommand)]
     Runs(cmd::runs::RunsCommand),
@@ -58,8 +64,6 @@ enum Command {
     Secrets(cmd::secrets::SecretsCommand),
     /// The plugin interface this host implements: version, loadable range, capabilities.
     Interface(cmd::interface::InterfaceArgs),
-    /// Serve a directory of static files on loopback (the bundled fixture site).
-    FixtureServer(cmd::fixture_server::FixtureServerArgs),
     /// Internal: run one run (started by the supervisor; settings on stdin).
     #[command(hide = true)]
     Worker {
@@ -200,7 +204,7 @@ fn read_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Setting
 /// Reads the settings and resolves their `${secret:…}` references.
 fn load_settings(cli_config: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     let mut settings = read_settings(cli_config)?;
-    cmd::secrets::resolve_setting_references(&mut settings)?;
+    dc_core::secrets::resolve_setting_references(&mut settings)?;
     Ok(settings)
 }
 
@@ -236,6 +240,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
             cmd::config::exec(c, &load_settings(cli.config.as_deref())?)
         }
         Command::Interface(a) => cmd::interface::exec(a),
+        // previewing a schedule needs no database
+        Command::Schedule(c) => {
+            init_console_logging();
+            cmd::schedule::exec(c)
+        }
         // the secrets store needs no database, and its commands never resolve
         // `${secret:…}` references (so `secrets set pg_password` works while the
         // database URL refers to it)
@@ -248,12 +257,15 @@ fn real_main() -> anyhow::Result<ExitCode> {
             init_console_logging();
             cmd::scaffold::exec(a, &read_settings(cli.config.as_deref())?)
         }
-        Command::FixtureServer(a) => {
-            init_console_logging();
-            rt.block_on(cmd::fixture_server::exec(a))
-        }
         command => {
-            let settings = load_settings(cli.config.as_deref())?;
+            let mut settings = load_settings(cli.config.as_deref())?;
+            // a run (and its worker, which gets these settings) waits for SQLite's
+            // write lock as long as the run may last, instead of failing with
+            // "database is locked" while another run commits a large merge
+            if let Command::Run(a) = &command {
+                let limit = a.time_limit().unwrap_or(settings.runs.time_limit_secs) + settings.runs.stop_grace_secs;
+                settings.database.busy_timeout_secs = settings.database.busy_timeout_secs.max(limit);
+            }
             if let Command::Db(c) = &command
                 && c.skips_auto_migrate()
             {
@@ -271,6 +283,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Command::Reload(a) => rt.block_on(cmd::reload::exec(a, &env)),
                 Command::Run(a) => rt.block_on(cmd::run::exec(a, &env)),
                 Command::Runs(c) => rt.block_on(cmd::runs::exec(c, &env)),
+                Command::Apps(c) => rt.block_on(cmd::apps::exec(c, &env)),
                 Command::Data(c) => rt.block_on(cmd::data::exec(c, &env)),
                 _ => unreachable!("handled above"),
             };

@@ -67,6 +67,54 @@ pub struct AppRow {
     pub created_at: DateTime<Utc>,
     /// Updated.
     pub updated_at: DateTime<Utc>,
+    /// Time zone of a cron schedule (IANA name; None = UTC).
+    pub schedule_tz: Option<String>,
+    /// What an interval schedule counts from (next = anchor + k × interval).
+    pub schedule_anchor: Option<DateTime<Utc>>,
+    /// Who set the schedule: `manifest` (the plugin's default) or `operator`.
+    pub schedule_origin: String,
+    /// Runtime arguments for scheduled and commanded runs (JSON object).
+    pub run_args: Option<String>,
+}
+
+/// A schedule an operator sets (`dc-host apps schedule`); all None: off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppSchedule {
+    /// Cron expression.
+    pub cron: Option<String>,
+    /// Its time zone.
+    pub tz: Option<String>,
+    /// Interval in seconds.
+    pub interval_secs: Option<i64>,
+    /// What the interval counts from.
+    pub anchor: Option<DateTime<Utc>>,
+}
+
+/// Sets an app's schedule as the operator's (kept across plugin versions) and
+/// its next run.
+pub async fn set_schedule(
+    db: &Database,
+    app_id: &str,
+    schedule: &AppSchedule,
+    next_run: Option<DateTime<Utc>>,
+) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query(
+        "UPDATE apps SET schedule_cron = $1, schedule_tz = $2, interval_secs = $3, schedule_anchor = $4, \
+         schedule_origin = 'operator', next_run = $5, updated_at = $6 WHERE app_id = $7")
+        .bind(&schedule.cron).bind(&schedule.tz).bind(schedule.interval_secs).bind(schedule.anchor)
+        .bind(next_run).bind(Utc::now()).bind(app_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
+}
+
+/// Stores the runtime arguments scheduled and commanded runs use (None: none).
+pub async fn set_run_args(db: &Database, app_id: &str, args_json: Option<&str>) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET run_args = $1, updated_at = $2 WHERE app_id = $3")
+        .bind(args_json).bind(Utc::now()).bind(app_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
 }
 
 impl AppRow {
@@ -142,7 +190,8 @@ pub async fn ensure_app_in(
 }
 
 /// Records a new plugin version and makes it active, in one transaction. The
-/// schedule from the manifest is applied only when the app has none yet.
+/// manifest's default schedule replaces the previous version's, unless an
+/// operator set the app's schedule (`schedule_origin = 'operator'`).
 pub async fn register_version(
     db: &Database,
     v: &PluginVersionRow,
@@ -172,8 +221,10 @@ pub async fn register_version_in(
             .execute(&mut *conn).await?;
         sqlx::query(
             "UPDATE apps SET active_version = $1, active_hash = $2, description = $3, \
-             schedule_cron = COALESCE(schedule_cron, $4), \
-             interval_secs = CASE WHEN schedule_cron IS NULL AND interval_secs IS NULL THEN $5 ELSE interval_secs END, \
+             schedule_cron = CASE WHEN schedule_origin = 'operator' THEN schedule_cron ELSE $4 END, \
+             interval_secs = CASE WHEN schedule_origin = 'operator' THEN interval_secs ELSE $5 END, \
+             schedule_tz = CASE WHEN schedule_origin = 'operator' THEN schedule_tz ELSE NULL END, \
+             schedule_anchor = CASE WHEN schedule_origin = 'operator' THEN schedule_anchor ELSE $6 END, \
              updated_at = $6 WHERE app_id = $7")
             .bind(&v.version).bind(&v.sha256).bind(description).bind(schedule_cron).bind(interval_secs)
             .bind(v.registered_at).bind(&v.app_id)
@@ -218,7 +269,7 @@ pub async fn resolve_app(db: &Database, spec: &str) -> Result<AppRow, DbError> {
         .collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(DbError::Refused(format!(
+        [] => Err(DbError::NotFound(format!(
             "no app matches {spec:?}; use an app id, a prefix of 6+ characters or group/parent/name (see `dc-host plugins list`)"
         ))),
         many => Err(DbError::Refused(format!(

@@ -34,7 +34,7 @@ pub const CORE_TABLES: &[&str] = &[
     "logs",
     "app_functions",
     "function_log",
-    "plugin_tables",
+    "dc_plugin_tables",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.
@@ -67,12 +67,32 @@ pub enum DbError {
     /// A query failed.
     #[error("{}", query_message(.0))]
     Query(#[from] sqlx::Error),
-    /// A guarded operation was called without confirmation.
+    /// A guarded operation was called without confirmation, or a name is
+    /// ambiguous; the message says what to do.
     #[error("{0}")]
     Refused(String),
+    /// The app or run named does not exist; the message says how to list them.
+    #[error("{0}")]
+    NotFound(String),
     /// The schema is not the one this build uses; the message names the command to run.
     #[error("{0}")]
     Schema(String),
+}
+
+impl DbError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        use crate::ErrorKind as K;
+        match self {
+            DbError::Connect { .. } | DbError::SqliteFile(_) => K::Unavailable,
+            DbError::BadUrl { .. } | DbError::Refused(_) => K::Invalid,
+            DbError::NotFound(_) => K::NotFound,
+            // the schema is behind or ahead: an operator must act first
+            DbError::Schema(_) => K::Unavailable,
+            DbError::Migrate(_) => K::Internal,
+            DbError::Query(e) => crate::error::sqlx_kind(e),
+        }
+    }
 }
 
 /// Where a database's schema stands against this build's migrations.
@@ -257,6 +277,30 @@ impl FileIdentity {
                 "the SQLite database {} is gone ({e}); it was deleted or moved while this run was running, so the run's rows were not stored: restore the file and run again",
                 self.path.display()
             ))),
+        }
+    }
+}
+
+/// Awaits a database write, logging "waiting for the database" after a second
+/// and then every ten seconds until it completes. SQLite has one writer at a
+/// time: a run merging a large table holds the write lock until it commits,
+/// and every other writer waits for it (up to `database.busy_timeout_secs`,
+/// which `dc-host run` and its worker raise to the run's time limit) instead
+/// of failing with "database is locked"; this makes the wait visible.
+pub async fn waiting_for_lock<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    let started = std::time::Instant::now();
+    tokio::pin!(fut);
+    let mut next = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(started + next)) => {
+                tracing::warn!(
+                    waited_secs = started.elapsed().as_secs(),
+                    "waiting for the database to {what}: another process holds its write lock (SQLite allows one writer at a time)"
+                );
+                next += Duration::from_secs(10);
+            }
         }
     }
 }
@@ -574,10 +618,13 @@ impl Database {
             .map_err(|e| DbError::SqliteFile(format!("cannot read the SQLite database file {}: {e}", path.display())))
     }
 
-    /// Starts a write transaction (see [`WriteTx`]).
+    /// Starts a write transaction (see [`WriteTx`]), saying so while it waits
+    /// for another process's write lock ([`waiting_for_lock`]).
     pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
         Ok(match self {
-            Database::Sqlite(p) => WriteTx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Database::Sqlite(p) => {
+                WriteTx::Sqlite(waiting_for_lock("start writing", p.begin_with("BEGIN IMMEDIATE")).await?)
+            }
             Database::Postgres(p) => WriteTx::Postgres(p.begin().await?),
         })
     }
@@ -602,10 +649,10 @@ impl Database {
         }
         let mut dropped = Vec::new();
         if self.table_exists("app_db_objects").await? {
-            let plugin_tables: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
+            let dc_plugin_tables: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(
                 "SELECT DISTINCT object_name FROM app_db_objects WHERE object_type = 'TABLE' AND app_id <> 'dc-host'"
             ).fetch_all(pool).await)?;
-            for t in plugin_tables {
+            for t in dc_plugin_tables {
                 crate::merge::check_ident(&t).map_err(|e| DbError::Refused(e.to_string()))?;
                 let sql = format!("DROP TABLE IF EXISTS \"{t}\"");
                 on_pool!(self, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|r| r.rows_affected()))?;

@@ -8,6 +8,7 @@ extern crate self as dc_core;
 pub mod apps;
 pub mod db;
 pub mod enums;
+pub mod error;
 pub mod evolve;
 pub mod fun_watch;
 pub mod hash;
@@ -19,4 +20,5 @@ pub mod settings;
 pub mod splunk;
 
 pub use db::{Backend, Database, DbError, WriteTx};
+pub use error::ErrorKind;
 pub use settings::Settings;

@@ -63,6 +63,19 @@ pub enum MergeError {
     Db(#[from] DbError),
 }
 
+impl MergeError {
+    /// What kind of failure this is: a bad record or declaration is invalid
+    /// input; another app's table or a table change that needs a migration
+    /// conflicts with the current state.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            MergeError::BadRecord { .. } | MergeError::BadDeclaration(_) => crate::ErrorKind::Invalid,
+            MergeError::NotYours(_) | MergeError::SchemaChange { .. } => crate::ErrorKind::Conflict,
+            MergeError::Db(e) => e.kind(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for MergeError {
     fn from(e: sqlx::Error) -> Self {
         MergeError::Db(DbError::Query(e))
@@ -127,7 +140,7 @@ fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), MergeError> {
 /// change is additive (see [`crate::evolve`]); returns the additive changes it
 /// applied, described for the operator. A breaking change is refused with
 /// [`MergeError::SchemaChange`]. Records the table in `app_db_objects` and
-/// `plugin_tables`. One transaction: on any error nothing changes.
+/// `dc_plugin_tables`. One transaction: on any error nothing changes.
 pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
     let mut tx = db.begin_write().await?;
     let applied = ensure_table_in(&mut tx, app_id, decl).await?;
@@ -202,11 +215,11 @@ pub async fn ensure_table_in(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -
 }
 
 /// The declaration a table's shape follows: the one recorded in
-/// `plugin_tables`, or (for a table from before that table existed) its owner
+/// `dc_plugin_tables`, or (for a table from before that table existed) its owner
 /// app's active manifest. None if neither is known.
 pub async fn live_declaration(tx: &mut WriteTx, table: &str) -> Result<Option<TableDecl>, MergeError> {
     let recorded: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
-        "SELECT declaration FROM plugin_tables WHERE table_name = $1").bind(table).fetch_optional(&mut *conn).await)?;
+        "SELECT declaration FROM dc_plugin_tables WHERE table_name = $1").bind(table).fetch_optional(&mut *conn).await)?;
     if let Some(json) = recorded {
         return serde_json::from_str(&json)
             .map(Some)
@@ -229,6 +242,16 @@ pub fn reserved_table_name(name: &str) -> Option<String> {
         return Some(format!(
             "table {name:?} is one of dc-host's own tables; a plugin may not declare it: choose another table name"
         ));
+    }
+    // dc-host's own tables added from migration 4 on start with `dc_`, and its
+    // work tables (staging, migration) with `_dc`: a plugin table can never be
+    // or shadow one, including those of future versions
+    for prefix in ["dc_", "_dc"] {
+        if name.starts_with(prefix) {
+            return Some(format!(
+                "table {name:?} starts with {prefix:?}, which dc-host reserves for its own tables: choose another table name"
+            ));
+        }
     }
     for (prefix, owner) in [("sqlite_", "SQLite"), ("pg_", "PostgreSQL")] {
         if name.starts_with(prefix) {
@@ -958,10 +981,10 @@ pub(crate) fn pg_cells(r: &sqlx::postgres::PgRow, decl: &TableDecl, first: usize
 }
 
 /// The hash version a table's `_row_hash` values were made with: a table
-/// without a `plugin_tables` row predates it and has version 1.
+/// without a `dc_plugin_tables` row predates it and has version 1.
 pub async fn table_hash_version(tx: &mut WriteTx, table: &str) -> Result<HashVersion, MergeError> {
     let v: Option<i64> = crate::on_tx!(tx, conn => sqlx::query_scalar(
-        "SELECT hash_version FROM plugin_tables WHERE table_name = $1").bind(table).fetch_optional(&mut *conn).await)?;
+        "SELECT hash_version FROM dc_plugin_tables WHERE table_name = $1").bind(table).fetch_optional(&mut *conn).await)?;
     match v {
         None => Ok(HashVersion::V1),
         Some(n) => HashVersion::from_i64(n).ok_or_else(|| {
@@ -972,7 +995,7 @@ pub async fn table_hash_version(tx: &mut WriteTx, table: &str) -> Result<HashVer
     }
 }
 
-/// Records a table's owner, declaration and hash version in `plugin_tables`.
+/// Records a table's owner, declaration and hash version in `dc_plugin_tables`.
 pub(crate) async fn record_table(
     tx: &mut WriteTx,
     app_id: &str,
@@ -981,7 +1004,7 @@ pub(crate) async fn record_table(
 ) -> Result<(), MergeError> {
     let json = serde_json::to_string(decl).map_err(|e| MergeError::BadDeclaration(e.to_string()))?;
     crate::on_tx!(tx, conn => sqlx::query(
-        "INSERT INTO plugin_tables (table_name, app_id, hash_version, declaration, updated_at) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO dc_plugin_tables (table_name, app_id, hash_version, declaration, updated_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (table_name) DO UPDATE SET app_id = excluded.app_id, hash_version = excluded.hash_version, \
          declaration = excluded.declaration, updated_at = excluded.updated_at")
         .bind(&decl.name).bind(app_id).bind(v.as_i64()).bind(json).bind(Utc::now()).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
@@ -1154,6 +1177,24 @@ mod tests {
         assert_eq!(p.keys, vec!["[\"a\"]", "[\"b\"]", "[\"c\"]"]);
         assert_ne!(p.hashes[0], p.hashes[2]);
         assert_eq!(p.cells[0][2], Cell::Real(1.0));
+    }
+
+    #[test]
+    fn reserved_names_name_their_rule() {
+        for (name, rule) in [
+            ("apps", "one of dc-host's own tables"),
+            ("dc_plugin_tables", "one of dc-host's own tables"),
+            ("dc_future_table", "which dc-host reserves for its own tables"),
+            ("_dc_migrate_items", "which dc-host reserves for its own tables"),
+            ("sqlite_stat1", "which SQLite reserves for itself"),
+            ("pg_anything", "which PostgreSQL reserves for itself"),
+        ] {
+            let why = reserved_table_name(name).unwrap_or_else(|| panic!("{name} must be reserved"));
+            assert!(why.contains(rule), "{name}: {why}");
+        }
+        for free in ["items", "dcx_rows", "my_dc_rows", "catalogue_items"] {
+            assert_eq!(reserved_table_name(free), None, "{free}");
+        }
     }
 
     #[test]

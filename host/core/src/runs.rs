@@ -88,21 +88,27 @@ pub fn new_runtime_id() -> String {
 /// Creates a PENDING run and returns its id.
 pub async fn create(db: &Database, r: &NewRun<'_>) -> Result<String, DbError> {
     let id = new_runtime_id();
-    on_pool!(db, pool => sqlx::query(
+    let insert = async {
+        on_pool!(db, pool => sqlx::query(
         "INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, host_name) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&id).bind(r.app_id).bind(r.plugin_version).bind(r.plugin_hash).bind(RunStatus::Pending.as_str())
         .bind(r.args).bind(r.threads).bind(Utc::now()).bind(r.host_name)
-        .execute(pool).await.map(|r| r.rows_affected()))?;
+        .execute(pool).await.map(|r| r.rows_affected()))
+    };
+    crate::db::waiting_for_lock("create the run", insert).await?;
     Ok(id)
 }
 
 /// Marks a run RUNNING with its worker pid.
 pub async fn mark_started(db: &Database, runtime_id: &str, pid: u32) -> Result<(), DbError> {
-    on_pool!(db, pool => sqlx::query(
+    let update = async {
+        on_pool!(db, pool => sqlx::query(
         "UPDATE runtime SET status = $1, started_at = $2, worker_pid = $3 WHERE runtime_id = $4 AND status = $5")
         .bind(RunStatus::Running.as_str()).bind(Utc::now()).bind(i64::from(pid)).bind(runtime_id)
-        .bind(RunStatus::Pending.as_str()).execute(pool).await.map(|r| r.rows_affected()))?;
+        .bind(RunStatus::Pending.as_str()).execute(pool).await.map(|r| r.rows_affected()))
+    };
+    crate::db::waiting_for_lock("mark the run started", update).await?;
     Ok(())
 }
 
@@ -208,7 +214,7 @@ pub async fn get(db: &Database, runtime_id: &str) -> Result<RunRow, DbError> {
         .bind(runtime_id).bind(&pattern).fetch_all(pool).await)?;
     match rows.len() {
         1 => Ok(rows.into_iter().next().expect("one row")),
-        0 => Err(DbError::Refused(format!("no run {runtime_id:?}; see `dc-host runs list`"))),
+        0 => Err(DbError::NotFound(format!("no run {runtime_id:?}; see `dc-host runs list`"))),
         _ => Err(DbError::Refused(format!("{runtime_id:?} matches several runs; give more characters"))),
     }
 }

@@ -55,6 +55,13 @@
 //! Temporary files are only deleted under the exclusive lock, when no other
 //! process can be writing one. The lock file itself stays (removing it would
 //! let two processes lock different files).
+//!
+//! # Settings
+//! [`open_configured_store`] and [`open_configured_store_for_update`] open the
+//! store at [`Settings::secrets_file`] with the key from `DC_SECRETS_KEY` or
+//! [`Settings::secrets_key_file`]; [`resolve_setting_references`] replaces the
+//! `${secret:NAME}` references in the settings that may hold secrets. The CLI
+//! and any other front end share them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -68,6 +75,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::Settings;
 
 /// Name of the environment variable that overrides the key file.
 pub const KEY_ENV_VAR: &str = "DC_SECRETS_KEY";
@@ -932,6 +941,47 @@ pub fn resolve_references(text: &str, store: &SecretStore) -> Result<String> {
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------
+// The store configured by the settings
+// ---------------------------------------------------------------------------
+
+/// Opens the store the settings configure (`<data_dir>/secrets.json`, key from
+/// `DC_SECRETS_KEY` or `<data_dir>/secrets.key`) to read it; see [`open_store`].
+pub fn open_configured_store(settings: &Settings) -> Result<SecretStore> {
+    let env_key = std::env::var(KEY_ENV_VAR).ok();
+    open_store(&settings.secrets_file(), &settings.secrets_key_file(), env_key.as_deref())
+}
+
+/// Opens the store the settings configure to change it, holding the
+/// exclusive lock until the store is dropped; see [`open_store_for_update`].
+pub fn open_configured_store_for_update(settings: &Settings) -> Result<SecretStore> {
+    let env_key = std::env::var(KEY_ENV_VAR).ok();
+    open_store_for_update(&settings.secrets_file(), &settings.secrets_key_file(), env_key.as_deref())
+}
+
+/// Replaces `${secret:NAME}` references in the settings that may hold secrets
+/// (`database.url`, `logging.splunk_token`) with the secrets' values. The store
+/// is opened only when one of them holds a reference, so a host without
+/// references never needs a key.
+pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
+    let env_key = std::env::var(KEY_ENV_VAR).ok();
+    resolve_setting_references_with(settings, env_key.as_deref())
+}
+
+fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str>) -> Result<()> {
+    let needs = |v: &Option<String>| v.as_deref().is_some_and(|s| s.contains(REFERENCE_PREFIX));
+    if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) {
+        return Ok(());
+    }
+    let store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), env_key)?;
+    for v in [&mut settings.database.url, &mut settings.logging.splunk_token] {
+        if let Some(text) = v.as_mut() {
+            *text = resolve_references(text, &store)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1590,5 +1640,31 @@ mod tests {
         assert!(matches!(&err, SecretsError::Decrypt { name } if name == "bad"), "{err:?}");
         assert_eq!(fs::read(&key_file).unwrap(), key_before);
         assert_eq!(leftovers(key_file.parent().unwrap()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn setting_references_resolve_from_the_configured_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::default();
+        settings.general.data_dir = dir.path().join("data");
+
+        // no reference: the store is not opened, so no key file appears
+        settings.database.url = Some("sqlite://plain.db".into());
+        resolve_setting_references_with(&mut settings, None).unwrap();
+        assert_eq!(settings.database.url.as_deref(), Some("sqlite://plain.db"));
+        assert!(!settings.secrets_key_file().exists());
+
+        let mut store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), None).unwrap();
+        store.set("pg_password", "p@ss").unwrap();
+        store.set("splunk", "tok").unwrap();
+        drop(store);
+        settings.database.url = Some("postgres://dc:${secret:pg_password}@db/dc".into());
+        settings.logging.splunk_token = Some("${secret:splunk}".into());
+        resolve_setting_references_with(&mut settings, None).unwrap();
+        assert_eq!(settings.database.url.as_deref(), Some("postgres://dc:p@ss@db/dc"));
+        assert_eq!(settings.logging.splunk_token.as_deref(), Some("tok"));
+
+        settings.database.url = Some("postgres://dc:${secret:missing}@db/dc".into());
+        assert!(resolve_setting_references_with(&mut settings, None).is_err());
     }
 }

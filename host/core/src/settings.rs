@@ -371,6 +371,17 @@ impl Settings {
         self.general.data_dir.join("store")
     }
 
+    /// The encrypted secrets store (`<data_dir>/secrets.json`).
+    pub fn secrets_file(&self) -> PathBuf {
+        self.general.data_dir.join("secrets.json")
+    }
+
+    /// The secrets key file (`<data_dir>/secrets.key`), used when
+    /// `DC_SECRETS_KEY` is not set.
+    pub fn secrets_key_file(&self) -> PathBuf {
+        self.general.data_dir.join("secrets.key")
+    }
+
     /// The database URL in effect (SQLite under data_dir by default).
     pub fn database_url(&self) -> String {
         self.database.url.clone().unwrap_or_else(|| self.default_database_url())

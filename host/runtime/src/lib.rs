@@ -3,7 +3,9 @@
 //! (`store`), registration, reload and rollback (`registry`), argument
 //! validation (`args`), the supervisor that runs each run in its own worker
 //! process group (`supervisor`), the worker itself (`worker`, `callbacks`) and
-//! the reaper of runs whose worker is gone (`reap`).
+//! the reaper of runs whose worker is gone (`reap`), the plugins-directory
+//! watcher (`watch`), the lookup of declared tables (`tables`) and apps'
+//! schedules and stored arguments (`schedule`).
 //!
 //! Invariant: plugin code only ever executes in a child process (a probe or a
 //! worker), so a plugin that panics, aborts, segfaults or hangs can take down
@@ -14,8 +16,11 @@ pub mod callbacks;
 pub mod probe;
 pub mod reap;
 pub mod registry;
+pub mod schedule;
 pub mod store;
 pub mod supervisor;
+pub mod tables;
+pub mod watch;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -43,9 +48,18 @@ pub struct HostEnv {
 /// Errors of the runtime crate.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// A plugin file was refused; the message says why and what to do.
+    /// A plugin file or request was refused as invalid; the message says why
+    /// and what to do.
     #[error("{0}")]
     Refused(String),
+    /// The app, version or file named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (the version is already
+    /// registered, a downgrade, another app's table, a table change that
+    /// needs `dc-host data migrate`).
+    #[error("{0}")]
+    Conflict(String),
     /// Runtime arguments do not match the plugin's schema.
     #[error("invalid runtime arguments for {app}: {problems}")]
     BadArgs {
@@ -73,8 +87,49 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// What kind of failure this is (see [`dc_core::ErrorKind`]).
+    pub fn kind(&self) -> dc_core::ErrorKind {
+        use dc_core::ErrorKind as K;
+        match self {
+            RuntimeError::Refused(_) | RuntimeError::BadArgs { .. } => K::Invalid,
+            RuntimeError::NotFound(_) => K::NotFound,
+            RuntimeError::Conflict(_) => K::Conflict,
+            RuntimeError::Db(e) => e.kind(),
+            RuntimeError::Merge(e) => e.kind(),
+            RuntimeError::Io { .. } => K::Internal,
+        }
+    }
+
+    /// `message`, classified like `cause` (a merge error wrapped with context
+    /// keeps its kind).
+    pub fn like(cause: &dc_core::merge::MergeError, message: String) -> RuntimeError {
+        match cause.kind() {
+            dc_core::ErrorKind::Conflict => RuntimeError::Conflict(message),
+            dc_core::ErrorKind::NotFound => RuntimeError::NotFound(message),
+            _ => RuntimeError::Refused(message),
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {
         let path = path.into();
         move |source| RuntimeError::Io { action, path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dc_core::ErrorKind;
+    use dc_core::merge::MergeError;
+
+    #[test]
+    fn errors_keep_their_kind_through_context() {
+        let not_yours = MergeError::NotYours("table \"t\" belongs to app a/b/c".into());
+        assert_eq!(RuntimeError::like(&not_yours, format!("x.so: {not_yours}")).kind(), ErrorKind::Conflict);
+        let bad = MergeError::BadDeclaration("t: key columns must be declared columns".into());
+        assert_eq!(RuntimeError::like(&bad, format!("x.so: {bad}")).kind(), ErrorKind::Invalid);
+        assert_eq!(RuntimeError::NotFound("no version".into()).kind(), ErrorKind::NotFound);
+        assert_eq!(RuntimeError::Refused("not a plugin".into()).kind(), ErrorKind::Invalid);
+        assert_eq!(RuntimeError::Db(dc_core::DbError::SqliteFile("gone".into())).kind(), ErrorKind::Unavailable);
     }
 }

@@ -38,7 +38,7 @@ pub enum SchemaPolicy {
 
 /// The refusal of a breaking table change, with the commands that migrate it.
 fn schema_refusal(what: &str, e: &merge::MergeError, migrate: &str) -> RuntimeError {
-    RuntimeError::Refused(format!(
+    RuntimeError::Conflict(format!(
         "{what}: {e}. The table and its rows are unchanged. To migrate the rows into the new shape, see the plan with `{migrate} --plan`, then apply it with `{migrate} --apply`"
     ))
 }
@@ -146,7 +146,7 @@ pub async fn register_with(
     })?;
     for v in apps::versions(db, &app_id).await? {
         if v.version == m.version {
-            return Err(RuntimeError::Refused(format!(
+            return Err(RuntimeError::Conflict(format!(
                 "{}: {} version {} is already registered with different content (sha256 {}…); bump the plugin version to register a new build",
                 path.display(),
                 app_path(m),
@@ -160,12 +160,26 @@ pub async fn register_with(
     if let Some(active) = previous.as_deref().and_then(Version::parse)
         && new_version < active
     {
-        return Err(RuntimeError::Refused(format!(
+        return Err(RuntimeError::Conflict(format!(
             "{}: registering {} {} would downgrade it from the active version {}; to go back to an older version use `dc-host plugins rollback {} --to VERSION`",
             path.display(),
             app_path(m),
             new_version,
             active,
+            app_path(m)
+        )));
+    }
+    // the arguments scheduled and commanded runs use must fit the new schema
+    if let Some(app) = &existing
+        && let Some(args) = crate::schedule::stored_args(app)?
+        && let Err(RuntimeError::BadArgs { problems, .. }) =
+            crate::schedule::check_args(&app_path(m), &m.args_schema, &args)
+    {
+        return Err(RuntimeError::Conflict(format!(
+            "{}: {} {}: its args_schema rejects the app's stored arguments ({problems}); change them first with `dc-host apps args {} JSON` (or `--clear`), or fix the schema",
+            path.display(),
+            app_path(m),
+            m.version,
             app_path(m)
         )));
     }
@@ -205,7 +219,7 @@ pub async fn register_with(
         for t in &m.tables {
             merge::check_table_ownership(&mut tx, &app_id, t)
                 .await
-                .map_err(|e| RuntimeError::Refused(format!("{what}: {e}")))?;
+                .map_err(|e| RuntimeError::like(&e, format!("{what}: {e}")))?;
         }
         apps::ensure_app_in(&mut tx, &m.group, &m.parent, &m.name, "scraper", &m.description).await?;
         for t in &m.tables {
@@ -218,12 +232,12 @@ pub async fn register_with(
                     let done =
                         dc_core::evolve::migrate_table_in(&mut tx, &app_id, &live, t, env.settings.runs.unicode_form)
                             .await
-                            .map_err(|e| RuntimeError::Refused(format!("{what}: migrating table {}: {e}", t.name)))?;
+                            .map_err(|e| RuntimeError::like(&e, format!("{what}: migrating table {}: {e}", t.name)))?;
                     schema_changes
                         .extend(done.changes.iter().map(|c| format!("{}: {c} (migrated {} rows)", t.name, done.rows)));
                     migrations.push(done);
                 }
-                Err(e) => return Err(RuntimeError::Refused(format!("{what}: table {}: {e}", t.name))),
+                Err(e) => return Err(RuntimeError::like(&e, format!("{what}: table {}: {e}", t.name))),
             }
         }
         apps::register_version_in(&mut tx, &row, &m.description, cron, interval).await?;
@@ -340,7 +354,7 @@ pub async fn rollback_with(
     let active = app.active_version.as_deref().and_then(Version::parse);
     let target = match to {
         Some(t) => versions.iter().find(|v| v.version == t).ok_or_else(|| {
-            RuntimeError::Refused(format!(
+            RuntimeError::NotFound(format!(
                 "{} has no registered version {t}; registered: {}",
                 app.path(),
                 versions.iter().map(|v| v.version.as_str()).collect::<Vec<_>>().join(", ")
@@ -351,7 +365,7 @@ pub async fn rollback_with(
             .filter(|v| Version::parse(&v.version).is_some_and(|x| active.is_none_or(|a| x < a)))
             .max_by_key(|v| Version::parse(&v.version))
             .ok_or_else(|| {
-                RuntimeError::Refused(format!(
+                RuntimeError::NotFound(format!(
                     "{} has no registered version older than {}; see `dc-host plugins history {}`",
                     app.path(),
                     app.active_version.clone().unwrap_or_default(),
@@ -360,7 +374,7 @@ pub async fn rollback_with(
             })?,
     };
     if !Path::new(&target.store_path).exists() {
-        return Err(RuntimeError::Refused(format!(
+        return Err(RuntimeError::NotFound(format!(
             "the stored file of {} {} is missing ({}); register that build again",
             app.path(),
             target.version,
@@ -370,6 +384,17 @@ pub async fn rollback_with(
     let manifest: Manifest = serde_json::from_str(&target.manifest).map_err(|e| {
         RuntimeError::Refused(format!("the stored manifest of {} {} is unreadable: {e}", app.path(), target.version))
     })?;
+    if let Some(args) = crate::schedule::stored_args(&app)?
+        && let Err(RuntimeError::BadArgs { problems, .. }) =
+            crate::schedule::check_args(&app.path(), &manifest.args_schema, &args)
+    {
+        return Err(RuntimeError::Conflict(format!(
+            "{} {}'s args_schema rejects the app's stored arguments ({problems}); change them first with `dc-host apps args {} JSON` (or `--clear`)",
+            app.path(),
+            target.version,
+            app.path()
+        )));
+    }
     let what = format!("rolling {} back to {}", app.path(), target.version);
     let migrate = format!("dc-host data migrate {} --to {}", app.path(), target.version);
     let mut out = RollbackOutcome {
@@ -390,12 +415,12 @@ pub async fn rollback_with(
                 let done =
                     dc_core::evolve::migrate_table_in(&mut tx, &app.app_id, &live, t, env.settings.runs.unicode_form)
                         .await
-                        .map_err(|e| RuntimeError::Refused(format!("{what}: migrating table {}: {e}", t.name)))?;
+                        .map_err(|e| RuntimeError::like(&e, format!("{what}: migrating table {}: {e}", t.name)))?;
                 out.schema_changes
                     .extend(done.changes.iter().map(|c| format!("{}: {c} (migrated {} rows)", t.name, done.rows)));
                 out.migrations.push(done);
             }
-            Err(e) => return Err(RuntimeError::Refused(format!("{what}: table {}: {e}", t.name))),
+            Err(e) => return Err(RuntimeError::like(&e, format!("{what}: table {}: {e}", t.name))),
         }
     }
     apps::set_active_version_in(&mut tx, &app.app_id, target).await?;

@@ -66,24 +66,31 @@ pub fn describe_exit(status: &ExitStatus) -> String {
 /// The manifest of the app's active plugin version, with that version's row.
 pub async fn active_plugin(env: &HostEnv, app: &AppRow) -> Result<(apps::PluginVersionRow, Manifest), RuntimeError> {
     let hash = app.active_hash.as_deref().ok_or_else(|| {
-        RuntimeError::Refused(format!(
+        RuntimeError::NotFound(format!(
             "{} has no plugin registered yet; put its .so file into {} and run `dc-host reload`",
             app.path(),
             env.settings.plugins_dir().display()
         ))
     })?;
-    let version = apps::version_by_hash(&env.db, hash)
-        .await?
-        .ok_or_else(|| RuntimeError::Refused(format!("{}: active plugin {hash} is not in the registry", app.path())))?;
-    let manifest: Manifest = serde_json::from_str(&version.manifest)
-        .map_err(|e| RuntimeError::Refused(format!("{}: stored manifest is unreadable: {e}", app.path())))?;
+    let version = apps::version_by_hash(&env.db, hash).await?.ok_or_else(|| {
+        RuntimeError::NotFound(format!("{}: active plugin {hash} is not in the registry", app.path()))
+    })?;
+    let manifest: Manifest = serde_json::from_str(&version.manifest).map_err(|e| RuntimeError::Io {
+        action: "cannot read the stored manifest of",
+        path: app.path().into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
     Ok((version, manifest))
 }
 
 /// Validates arguments and creates the PENDING run; returns its id.
 pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<String, RuntimeError> {
     let (version, manifest) = active_plugin(env, app).await?;
-    let args = opts.args.clone().unwrap_or_else(|| Value::Object(Default::default()));
+    // explicit arguments, else the app's stored ones (`dc-host apps args`), else none
+    let args = match &opts.args {
+        Some(a) => a.clone(),
+        None => crate::schedule::stored_args(app)?.unwrap_or_else(|| Value::Object(Default::default())),
+    };
     crate::args::validate(&manifest.args_schema, &args)
         .map_err(|p| RuntimeError::BadArgs { app: app.path(), problems: p.join("; ") })?;
     let threads = opts.threads.unwrap_or(env.settings.runs.threads).max(1);

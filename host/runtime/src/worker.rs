@@ -64,9 +64,24 @@ fn self_limit(rt: Handle, env: HostEnv, runtime_id: String, limit: Duration) {
             "exceeded the time limit of {}s; the worker ended the run itself because its supervisor did not (was the dc-host that started it killed?)",
             limit.as_secs()
         );
-        let ended = rt.block_on(crate::supervisor::finish_and_count(&env, &runtime_id, RunStatus::Failed, &reason));
-        if let Err(e) = ended {
-            tracing::error!(runtime_id, error = %e, "cannot record the time-limit end of the run");
+        // bounded: on SQLite this process's own run transaction may hold the
+        // write lock (a plugin stuck in `store`); the kill below rolls it back,
+        // and a run left RUNNING is reaped as orphaned
+        // (the timer is made inside `block_on`: a tokio timer needs the runtime's context)
+        let ended = rt.block_on(async {
+            tokio::time::timeout(
+                SELF_LIMIT_GRACE,
+                crate::supervisor::finish_and_count(&env, &runtime_id, RunStatus::Failed, &reason),
+            )
+            .await
+        });
+        match ended {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(runtime_id, error = %e, "cannot record the time-limit end of the run"),
+            Err(_) => tracing::error!(
+                runtime_id,
+                "cannot record the time-limit end of the run: the database did not answer in time; `dc-host runs reap` will end it as orphaned"
+            ),
         }
         let me = std::process::id();
         // the worker leads its own process group (the supervisor spawns it so)

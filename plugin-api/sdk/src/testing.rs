@@ -315,19 +315,9 @@ impl TestHost {
 }
 
 /// The problems the host finds in `args` against `schema` before a run (the
-/// same validator and wording as its `args.rs`); empty when they are valid.
+/// host's own validator, `dc-args`); empty when they are valid.
 fn args_problems(schema: &Value, args: &Value) -> Vec<String> {
-    let validator = match jsonschema::validator_for(schema) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("the plugin's args_schema is not a valid JSON schema: {e}")],
-    };
-    validator
-        .iter_errors(args)
-        .map(|e| {
-            let at = e.instance_path().to_string();
-            if at.is_empty() { format!("{e}") } else { format!("field {}: {e}", at.trim_start_matches('/')) }
-        })
-        .collect()
+    dc_args::validate(schema, args).err().unwrap_or_default()
 }
 
 /// The key of a row that passed [`TableDecl::check_row`], as the host compares

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use dc_core::{apps, merge};
-use dc_runtime::HostEnv;
 use dc_runtime::registry::{self, RegisterOutcome, SchemaPolicy};
+use dc_runtime::{HostEnv, tables};
 use serde::Serialize;
 
 use crate::output;
@@ -72,23 +72,13 @@ struct TableInfo {
     rows: i64,
 }
 
-async fn declared_tables(env: &HostEnv) -> anyhow::Result<Vec<(String, dc_plugin_api::TableDecl)>> {
-    let mut out = Vec::new();
-    for app in apps::list_apps(&env.db).await? {
-        if let Ok((_, m)) = dc_runtime::supervisor::active_plugin(env, &app).await {
-            out.extend(m.tables.into_iter().map(|t| (app.path(), t)));
-        }
-    }
-    Ok(out)
-}
-
 pub async fn exec(c: DataCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
     match c {
         DataCommand::Tables { json } => {
             let mut infos = Vec::new();
-            for (app, t) in declared_tables(env).await? {
-                let rows = merge::count_rows(&env.db, &t.name).await.unwrap_or(0);
-                infos.push(TableInfo { table: t.name, app, rows });
+            for tables::DeclaredTable { app, decl } in tables::declared_tables(env).await? {
+                let rows = merge::count_rows(&env.db, &decl.name).await.unwrap_or(0);
+                infos.push(TableInfo { table: decl.name, app, rows });
             }
             if json {
                 output::json(&infos)?;
@@ -99,10 +89,12 @@ pub async fn exec(c: DataCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
             }
         }
         DataCommand::Head { table, limit, json } => {
-            let decl =
-                declared_tables(env).await?.into_iter().map(|(_, t)| t).find(|t| t.name == table).ok_or_else(|| {
+            let decl = tables::declared_table(env, &table)
+                .await?
+                .ok_or_else(|| {
                     anyhow::anyhow!("no active plugin declares a table {table:?}; see `dc-host data tables`")
-                })?;
+                })?
+                .decl;
             let total = merge::count_rows(&env.db, &table).await?;
             let rows = merge::preview(&env.db, &decl, limit).await?;
             if json {

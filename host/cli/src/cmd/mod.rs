@@ -1,13 +1,14 @@
 //! One module per `dc-host` subcommand.
 
+pub mod apps;
 pub mod config;
 pub mod data;
 pub mod db;
-pub mod fixture_server;
 pub mod interface;
 pub mod plugins;
 pub mod reload;
 pub mod run;
 pub mod runs;
 pub mod scaffold;
+pub mod schedule;
 pub mod secrets;

@@ -1,15 +1,15 @@
 //! `dc-host reload [--watch]`: register new or changed plugin files. With
-//! `--watch`, keep watching the plugins directory (notify) and reload after
-//! each change settles. A refused file is reported and the active version of
-//! its app stays in place.
+//! `--watch`, keep watching the plugins directory and reload after each change
+//! settles (`dc_runtime::watch`); this module only prints the reports. A
+//! refused file is reported and the active version of its app stays in place.
 
+use std::ops::ControlFlow;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use dc_runtime::HostEnv;
 use dc_runtime::registry::{self, ReloadEntry};
-use notify::{RecursiveMode, Watcher};
+use dc_runtime::watch::{self, WatchEvent};
 
 use crate::output;
 
@@ -49,23 +49,19 @@ pub async fn exec(a: ReloadArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     if !a.watch {
         return Ok(if refused > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS });
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok() {
-            let _ = tx.send(());
+    let stopped = watch::watch_plugins(env, |event| match event {
+        WatchEvent::Watching { dir } => {
+            eprintln!("watching {} for plugin files (Ctrl-C to stop)", dir.display());
+            ControlFlow::Continue(())
         }
-    })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    eprintln!("watching {} for plugin files (Ctrl-C to stop)", dir.display());
-    while rx.recv().await.is_some() {
-        // let a copy in progress finish: wait until events stop for 500 ms
-        while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {}
-        let entries = registry::reload(env).await?;
-        let changed: Vec<ReloadEntry> = entries
-            .into_iter()
-            .filter(|e| !matches!(e.result, Ok(registry::RegisterOutcome::AlreadyActive { .. })))
-            .collect();
-        report(&changed, a.json)?;
+        WatchEvent::Reloaded(changed) => match report(&changed, a.json) {
+            Ok(_) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        },
+    })
+    .await?;
+    match stopped {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,13 @@ pub struct RunArgs {
     json: bool,
 }
 
+impl RunArgs {
+    /// The `--time-limit` given, if any.
+    pub fn time_limit(&self) -> Option<u64> {
+        self.time_limit
+    }
+}
+
 /// Turns Ctrl-C and SIGTERM into interrupt requests: the first asks the run to
 /// stop, the next kills it.
 fn watch_signals() -> anyhow::Result<tokio::sync::watch::Receiver<(Interrupt, String)>> {

@@ -1,19 +1,20 @@
 //! `dc-host secrets`: the encrypted secrets store (AES-256-GCM, file under the
-//! data directory, key from `DC_SECRETS_KEY` or a key file), and the resolution
-//! of `${secret:NAME}` references in settings.
+//! data directory, key from `DC_SECRETS_KEY` or a key file). Opening the store
+//! and resolving `${secret:NAME}` references in settings live in
+//! `dc_core::secrets`.
 //!
-//! `set` and `rm` open the store with [`secrets::open_store_for_update`], which
-//! holds the store's exclusive lock from before reading it until the change is
-//! written, so parallel commands never overwrite each other; `rotate-key` holds
-//! it through the whole rotation; `get` and `list` read under the shared lock.
+//! `set` and `rm` open the store with
+//! [`secrets::open_configured_store_for_update`], which holds the store's
+//! exclusive lock from before reading it until the change is written, so
+//! parallel commands never overwrite each other; `rotate-key` holds it through
+//! the whole rotation; `get` and `list` read under the shared lock.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use dc_core::Settings;
-use dc_core::secrets::{self, SecretStore};
+use dc_core::secrets;
 
 use crate::output;
 
@@ -45,40 +46,6 @@ pub enum SecretsCommand {
     RotateKey,
 }
 
-fn paths(settings: &Settings) -> (PathBuf, PathBuf) {
-    let dir = &settings.general.data_dir;
-    (dir.join("secrets.json"), dir.join("secrets.key"))
-}
-
-/// Opens the store to read it.
-fn open(settings: &Settings) -> anyhow::Result<SecretStore> {
-    let (store, key) = paths(settings);
-    let env_key = std::env::var(secrets::KEY_ENV_VAR).ok();
-    Ok(secrets::open_store(&store, &key, env_key.as_deref())?)
-}
-
-/// Opens the store to change it: holds the exclusive lock until dropped.
-fn open_for_update(settings: &Settings) -> anyhow::Result<SecretStore> {
-    let (store, key) = paths(settings);
-    let env_key = std::env::var(secrets::KEY_ENV_VAR).ok();
-    Ok(secrets::open_store_for_update(&store, &key, env_key.as_deref())?)
-}
-
-/// Replaces `${secret:NAME}` references in the settings that may hold secrets.
-pub fn resolve_setting_references(settings: &mut Settings) -> anyhow::Result<()> {
-    let needs = |v: &Option<String>| v.as_deref().is_some_and(|s| s.contains("${secret:"));
-    if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) {
-        return Ok(());
-    }
-    let store = open(settings)?;
-    for v in [&mut settings.database.url, &mut settings.logging.splunk_token] {
-        if let Some(text) = v.as_mut() {
-            *text = secrets::resolve_references(text, &store)?;
-        }
-    }
-    Ok(())
-}
-
 pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
     match c {
         SecretsCommand::Set { name } => {
@@ -86,13 +53,13 @@ pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> 
             std::io::stdin().read_to_string(&mut value)?;
             let value = value.strip_suffix('\n').unwrap_or(&value);
             // stdin is read first: the lock is never held while waiting for input
-            let mut store = open_for_update(settings)?;
+            let mut store = secrets::open_configured_store_for_update(settings)?;
             store.set(&name, value)?;
             println!("secret {name} stored in {}", store.path().display());
         }
-        SecretsCommand::Get { name } => println!("{}", open(settings)?.get(&name)?),
+        SecretsCommand::Get { name } => println!("{}", secrets::open_configured_store(settings)?.get(&name)?),
         SecretsCommand::List { json } => {
-            let store = open(settings)?;
+            let store = secrets::open_configured_store(settings)?;
             let names = store.names();
             if json {
                 output::json(&names)?;
@@ -103,7 +70,7 @@ pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> 
             }
         }
         SecretsCommand::Rm { name } => {
-            if open_for_update(settings)?.remove(&name)? {
+            if secrets::open_configured_store_for_update(settings)?.remove(&name)? {
                 println!("secret {name} removed");
             } else {
                 println!("no secret {name}");
@@ -118,8 +85,8 @@ pub fn exec(c: SecretsCommand, settings: &Settings) -> anyhow::Result<ExitCode> 
                     secrets::KEY_ENV_VAR
                 );
             }
-            let (store, key) = paths(settings);
-            let new = secrets::rotate_key_files(&store, &key)?;
+            let key = settings.secrets_key_file();
+            let new = secrets::rotate_key_files(&settings.secrets_file(), &key)?;
             println!("key rotated: new key id {}, written to {}", new.key_id(), key.display());
         }
     }

@@ -64,7 +64,7 @@ async fn make_version_1(db: &Database, d: &TableDecl, rows: &[Map<String, Value>
             .expect("rewrite hash");
         assert_eq!(n, 1, "row {key} exists");
     }
-    on_tx!(&mut tx, conn => sqlx::query("DELETE FROM plugin_tables WHERE table_name = $1").bind(&d.name).execute(&mut *conn).await.map(|r| r.rows_affected()))
+    on_tx!(&mut tx, conn => sqlx::query("DELETE FROM dc_plugin_tables WHERE table_name = $1").bind(&d.name).execute(&mut *conn).await.map(|r| r.rows_affected()))
         .expect("forget version");
     assert_eq!(merge::table_hash_version(&mut tx, &d.name).await.expect("version"), HashVersion::V1);
     tx.commit().await.expect("commit");
@@ -255,4 +255,42 @@ async fn migration_keeps_history_or_changes_nothing(t: &TestDb) {
     let err =
         dc_core::evolve::migrate_table_in(&mut tx, &app, &v2, &v4, UnicodeForm::Nfc).await.expect_err("duplicate key");
     assert!(err.to_string().contains("appears more than once"), "{err}");
+}
+
+both_backends!(errors_have_kinds);
+
+/// Callers (the REST API's status codes) match on `ErrorKind`, not on text.
+async fn errors_have_kinds(t: &TestDb) {
+    use dc_core::ErrorKind;
+    let db = &t.db;
+    let e = dc_core::apps::resolve_app(db, "no/such/app").await.expect_err("no app");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let e = dc_core::runs::get(db, "0123456789abcdef").await.expect_err("no run");
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    let app = new_app(db, "kinds").await;
+    let row = dc_core::apps::PluginVersionRow {
+        app_id: app.clone(),
+        version: "1.0.0".into(),
+        sha256: "ab".repeat(32),
+        interface_version: 1,
+        interface_abi: None,
+        manifest: "{}".into(),
+        store_path: "/nonexistent".into(),
+        source_file: "/nonexistent".into(),
+        registered_at: chrono::Utc::now(),
+    };
+    dc_core::apps::register_version(db, &row, "", None, None).await.expect("first");
+    let e = dc_core::apps::register_version(db, &row, "", None, None).await.expect_err("the same version twice");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let d = kab_decl("kinds_rows");
+    merge::ensure_table(db, &app, &d).await.expect("table");
+    let e = merge::merge(db, req(&app, None, &d), &[obj(json!({"k": "not a number"}))]).await.expect_err("bad record");
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    let other = new_app(db, "kinds_other").await;
+    let e = merge::ensure_table(db, &other, &d).await.expect_err("another app's table");
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    let e = Database::connect_url("postgres://u@127.0.0.1:1/x", &dc_core::Settings::default())
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }

@@ -1,3 +1,4 @@
+-- Host tables added from now on start with dc_ (a prefix no plugin table may use).
 -- One row per plugin table: its owner app, the declaration its shape follows
 -- (what a new plugin version's declaration is compared with: additive changes
 -- are applied, others need `dc-host data migrate`), and the row-hash encoding
@@ -5,10 +6,10 @@
 -- without a row here predates this migration: it was hashed with version 1,
 -- and the first merge into it recomputes its hashes with the current version
 -- in the merge's transaction, so the upgrade reports no row as changed.
-CREATE TABLE plugin_tables (
+CREATE TABLE dc_plugin_tables (
     table_name TEXT PRIMARY KEY,
     app_id TEXT NOT NULL,
     hash_version BIGINT NOT NULL,
     declaration TEXT NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL
+    updated_at TEXT NOT NULL
 );

@@ -1,17 +1,19 @@
-//! `dc-host fixture-server`: serves a directory of static files on loopback, used
-//! by the demo and the tests to serve the bundled catalogue site. It binds to
-//! 127.0.0.1 only and can write the chosen port to a file.
+//! `dc-fixture-site`: serves a directory of static files on loopback, used by
+//! the demo (`scripts/demo.sh`) and the end-to-end tests to serve the bundled
+//! catalogue site. It binds to 127.0.0.1 only and can write the chosen port to
+//! a file. It is a separate binary so the operator binary `dc-host` carries no
+//! HTTP server.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use clap::Args;
+use clap::Parser;
 use tower_http::services::ServeDir;
 
-/// Arguments of `fixture-server`.
-#[derive(Args)]
-pub struct FixtureServerArgs {
+/// Serve a directory of static files on 127.0.0.1 (the bundled fixture site).
+#[derive(Parser)]
+#[command(name = "dc-fixture-site", version, about, long_about = None)]
+struct Args {
     /// Directory to serve.
     #[arg(long, default_value = "tests/fixtures/catalogue")]
     dir: PathBuf,
@@ -23,7 +25,9 @@ pub struct FixtureServerArgs {
     port_file: Option<PathBuf>,
 }
 
-pub async fn exec(a: FixtureServerArgs) -> anyhow::Result<ExitCode> {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
     if !a.dir.is_dir() {
         anyhow::bail!("{} is not a directory; pass --dir with the site to serve", a.dir.display());
     }
@@ -37,5 +41,5 @@ pub async fn exec(a: FixtureServerArgs) -> anyhow::Result<ExitCode> {
     eprintln!("serving {} on http://127.0.0.1:{port}/", a.dir.display());
     let app = axum::Router::new().fallback_service(ServeDir::new(&a.dir));
     axum::serve(listener, app).await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

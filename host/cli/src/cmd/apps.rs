@@ -1,0 +1,188 @@
+//! `dc-host apps`: each app's schedule, next run, stored arguments and state,
+//! and the commands that set the schedule and the arguments scheduled and
+//! commanded runs use.
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Subcommand;
+use dc_core::apps::{self, AppRow};
+use dc_runtime::HostEnv;
+use dc_runtime::schedule::{self, ScheduleSpec};
+use serde::Serialize;
+
+use crate::output;
+
+/// App commands.
+#[derive(Subcommand)]
+pub enum AppsCommand {
+    /// Every app with its schedule, next run and state.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One app: schedule, next run, stored arguments, state.
+    Show {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set when the app runs by itself: a cron expression (crontab(5), in a
+    /// time zone), a fixed interval, or off. Kept across plugin versions.
+    Schedule {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+        /// A cron expression: 5 fields (or 6 with leading seconds), names, ranges, steps, @daily…
+        #[arg(long, group = "how", value_name = "EXPR")]
+        cron: Option<String>,
+        /// The cron expression's time zone (IANA name, e.g. Europe/Berlin; default UTC).
+        #[arg(long, requires = "cron", value_name = "ZONE")]
+        tz: Option<String>,
+        /// A fixed interval: 30s, 5m, 1h, 2h30m, 1d (counted from now, without drift).
+        #[arg(long, group = "how", value_name = "DURATION")]
+        every: Option<String>,
+        /// No schedule: the app runs only when started.
+        #[arg(long, group = "how")]
+        off: bool,
+    },
+    /// Store the runtime arguments (a JSON object) scheduled and commanded runs
+    /// use, checked against the plugin's args_schema.
+    Args {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+        /// The arguments as a JSON object.
+        #[arg(value_name = "JSON", required_unless_present = "clear")]
+        json_args: Option<String>,
+        /// Remove the stored arguments.
+        #[arg(long, conflicts_with = "json_args")]
+        clear: bool,
+    },
+}
+
+/// An app as `apps list|show --json` prints it.
+#[derive(Serialize)]
+struct AppView {
+    app_id: String,
+    app: String,
+    enabled: bool,
+    active_version: Option<String>,
+    schedule: Option<String>,
+    schedule_origin: String,
+    next_run: Option<String>,
+    args: Option<serde_json::Value>,
+    run_status: Option<String>,
+    last_run: Option<String>,
+    fail_count: i64,
+}
+
+fn describe_schedule(a: &AppRow) -> Option<String> {
+    match (&a.schedule_cron, a.interval_secs) {
+        (Some(c), _) => Some(format!("cron {c:?} ({})", a.schedule_tz.as_deref().unwrap_or("UTC"))),
+        (None, Some(s)) => Some(format!("every {s}s")),
+        (None, None) => None,
+    }
+}
+
+fn view(a: &AppRow) -> anyhow::Result<AppView> {
+    // the stored next run, or (for a plugin's default schedule nobody has
+    // planned yet) the next fire time from now
+    let next = match a.next_run {
+        Some(t) => Some(t),
+        None => schedule::next_run(a, Utc::now())?,
+    };
+    Ok(AppView {
+        app_id: a.app_id.clone(),
+        app: a.path(),
+        enabled: a.enabled,
+        active_version: a.active_version.clone(),
+        schedule: describe_schedule(a),
+        schedule_origin: a.schedule_origin.clone(),
+        next_run: next.map(|t| t.to_rfc3339()),
+        args: schedule::stored_args(a)?,
+        run_status: a.run_status.clone(),
+        last_run: a.last_run.map(|t| t.to_rfc3339()),
+        fail_count: a.fail_count,
+    })
+}
+
+fn print_one(v: &AppView) {
+    println!("{} ({})", v.app, output::short(&v.app_id));
+    println!("version    {}", v.active_version.as_deref().unwrap_or("-"));
+    println!("enabled    {}", v.enabled);
+    println!("schedule   {} (set by {})", v.schedule.as_deref().unwrap_or("off"), v.schedule_origin);
+    println!("next run   {}", v.next_run.as_deref().unwrap_or("-"));
+    println!("args       {}", v.args.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "-".into()));
+    println!("last run   {} {}", v.last_run.as_deref().unwrap_or("-"), v.run_status.as_deref().unwrap_or(""));
+    println!("failures   {} in a row", v.fail_count);
+}
+
+pub async fn exec(c: AppsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
+    match c {
+        AppsCommand::List { json } => {
+            let views = apps::list_apps(&env.db).await?.iter().map(view).collect::<anyhow::Result<Vec<_>>>()?;
+            if json {
+                output::json(&views)?;
+            } else {
+                let rows: Vec<Vec<String>> = views
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.app.clone(),
+                            v.active_version.clone().unwrap_or_else(|| "-".into()),
+                            v.schedule.clone().unwrap_or_else(|| "off".into()),
+                            v.next_run.clone().unwrap_or_else(|| "-".into()),
+                            v.run_status.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    })
+                    .collect();
+                output::table(&["APP", "VERSION", "SCHEDULE", "NEXT RUN", "LAST STATUS"], &rows);
+            }
+        }
+        AppsCommand::Show { app, json } => {
+            let v = view(&apps::resolve_app(&env.db, &app).await?)?;
+            if json {
+                output::json(&v)?;
+            } else {
+                print_one(&v);
+            }
+        }
+        AppsCommand::Schedule { app, cron, tz, every, off } => {
+            let spec = match (cron, every, off) {
+                (Some(expr), _, _) => ScheduleSpec::Cron { expr, tz },
+                (None, Some(period), _) => ScheduleSpec::Every(period),
+                (None, None, true) => ScheduleSpec::Off,
+                _ => anyhow::bail!("say how the app should run: --cron EXPR [--tz ZONE], --every DURATION or --off"),
+            };
+            let (row, next) = schedule::set_schedule(env, &app, &spec, Utc::now()).await?;
+            match next {
+                Some(t) => println!(
+                    "{}: {}; next run {}",
+                    row.path(),
+                    describe_schedule(&row).unwrap_or_default(),
+                    t.to_rfc3339()
+                ),
+                None => println!("{}: no schedule; it runs only when started", row.path()),
+            }
+        }
+        AppsCommand::Args { app, json_args, clear } => {
+            let value = match (json_args, clear) {
+                (_, true) => None,
+                (Some(text), false) => Some(serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the arguments are not valid JSON ({e}); pass an object like '{{\"max_pages\": 3}}'"
+                    )
+                })?),
+                (None, false) => anyhow::bail!("give the arguments as a JSON object, or --clear"),
+            };
+            let row = schedule::set_args(env, &app, value.as_ref()).await?;
+            match &row.run_args {
+                Some(a) => println!("{}: scheduled and commanded runs use {a}", row.path()),
+                None => println!("{}: no stored arguments", row.path()),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
