@@ -151,14 +151,11 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
     host.ok(&["plugins", "list"]);
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
-    // undo migration 5 (apps: schedule time zone, anchor, origin, stored arguments)
-    host.pg_sql(
-        "ALTER TABLE apps DROP COLUMN schedule_tz, DROP COLUMN schedule_anchor, DROP COLUMN schedule_origin, DROP COLUMN run_args; \
-         DELETE FROM _sqlx_migrations WHERE version = 5",
-    );
+    // undo the newest migration (6: the dc_hosts table)
+    host.pg_sql("DROP TABLE dc_hosts; DELETE FROM _sqlx_migrations WHERE version = 6");
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("is at schema version 4, this dc-host needs 5: run `dc-host db migrate`"), "{text}");
+    assert!(text.contains("is at schema version 5, this dc-host needs 6: run `dc-host db migrate`"), "{text}");
     assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));
     host.ok(&["runs", "list"]);
 

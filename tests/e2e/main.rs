@@ -12,5 +12,6 @@ mod refusals;
 mod reload;
 mod scaffold;
 mod secrets;
+mod serve;
 mod storage;
 mod supervision;

@@ -48,6 +48,11 @@ enum Command {
     /// Apps: schedule, next run, stored arguments, state.
     #[command(subcommand)]
     Apps(cmd::apps::AppsCommand),
+    /// The manager: start apps on their schedules and on commands, until SIGTERM/Ctrl-C.
+    Serve(cmd::serve::ServeArgs),
+    /// Hosts serving this database, with their heartbeats.
+    #[command(subcommand)]
+    Hosts(cmd::hosts::HostsCommand),
     /// Check a cron expression: its next fire times.
     #[command(subcommand)]
     Schedule(cmd::schedule::ScheduleCommand),
@@ -262,8 +267,13 @@ fn real_main() -> anyhow::Result<ExitCode> {
             // a run (and its worker, which gets these settings) waits for SQLite's
             // write lock as long as the run may last, instead of failing with
             // "database is locked" while another run commits a large merge
-            if let Command::Run(a) = &command {
-                let limit = a.time_limit().unwrap_or(settings.runs.time_limit_secs) + settings.runs.stop_grace_secs;
+            let run_limit = match &command {
+                Command::Run(a) => Some(a.time_limit().unwrap_or(settings.runs.time_limit_secs)),
+                Command::Serve(_) => Some(settings.runs.time_limit_secs),
+                _ => None,
+            };
+            if let Some(limit) = run_limit {
+                let limit = limit + settings.runs.stop_grace_secs;
                 settings.database.busy_timeout_secs = settings.database.busy_timeout_secs.max(limit);
             }
             if let Command::Db(c) = &command
@@ -284,6 +294,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Command::Run(a) => rt.block_on(cmd::run::exec(a, &env)),
                 Command::Runs(c) => rt.block_on(cmd::runs::exec(c, &env)),
                 Command::Apps(c) => rt.block_on(cmd::apps::exec(c, &env)),
+                Command::Serve(a) => rt.block_on(cmd::serve::exec(a, &env)),
+                Command::Hosts(c) => rt.block_on(cmd::hosts::exec(c, &env)),
                 Command::Data(c) => rt.block_on(cmd::data::exec(c, &env)),
                 _ => unreachable!("handled above"),
             };

@@ -383,3 +383,75 @@ pub async fn db_objects(db: &Database, app_id: Option<&str>) -> Result<Vec<DbObj
         "SELECT app_id, object_name, object_type, last_action, updated_at FROM app_db_objects WHERE $1 IS NULL OR app_id = $1 ORDER BY app_id, object_name")
         .bind(app_id).fetch_all(pool).await)?)
 }
+
+/// Queues an operator command for an app (`cmd_name`, `cmd_flag = PENDING`);
+/// a running `dc-host serve` claims it, one that starts later finds it.
+pub async fn queue_command(db: &Database, app_id: &str, cmd: crate::enums::CmdName) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET cmd_name = $1, cmd_flag = $2, updated_at = $3 WHERE app_id = $4")
+        .bind(cmd.as_str()).bind(crate::enums::CmdFlag::Pending.as_str()).bind(Utc::now()).bind(app_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
+}
+
+/// Apps with a pending command, oldest update first.
+pub async fn pending_commands(db: &Database) -> Result<Vec<(String, crate::enums::CmdName)>, DbError> {
+    let rows: Vec<(String, Option<String>)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT app_id, cmd_name FROM apps WHERE cmd_flag = $1 ORDER BY updated_at")
+        .bind(crate::enums::CmdFlag::Pending.as_str()).fetch_all(pool).await)?;
+    Ok(rows.into_iter().filter_map(|(id, name)| name.and_then(|n| n.parse().ok()).map(|n| (id, n))).collect())
+}
+
+/// Claims a pending command (PENDING → DONE); true for exactly one claimer
+/// when several hosts see it.
+pub async fn claim_command(db: &Database, app_id: &str, cmd: crate::enums::CmdName) -> Result<bool, DbError> {
+    let mut tx = db.begin_write().await?;
+    let n = on_tx!(&mut tx, conn => sqlx::query(
+        "UPDATE apps SET cmd_flag = $1, updated_at = $2 WHERE app_id = $3 AND cmd_flag = $4 AND cmd_name = $5")
+        .bind(crate::enums::CmdFlag::Done.as_str()).bind(Utc::now()).bind(app_id)
+        .bind(crate::enums::CmdFlag::Pending.as_str()).bind(cmd.as_str())
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Enables or disables an app (a disabled app is not scheduled).
+pub async fn set_enabled(db: &Database, app_id: &str, enabled: bool) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET enabled = $1, updated_at = $2 WHERE app_id = $3")
+        .bind(enabled).bind(Utc::now()).bind(app_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
+}
+
+/// Moves an app's `next_run` from `expected` to `next` if nobody else has:
+/// true for exactly one claimer when several hosts share the database, so a
+/// due run is started once.
+pub async fn claim_next_run(
+    db: &Database,
+    app_id: &str,
+    expected: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+) -> Result<bool, DbError> {
+    let mut tx = db.begin_write().await?;
+    let n = match &mut tx {
+        WriteTx::Sqlite(c) => sqlx::query("UPDATE apps SET next_run = $1 WHERE app_id = $2 AND next_run IS $3")
+            .bind(next)
+            .bind(app_id)
+            .bind(expected)
+            .execute(&mut **c)
+            .await?
+            .rows_affected(),
+        WriteTx::Postgres(c) => {
+            sqlx::query("UPDATE apps SET next_run = $1 WHERE app_id = $2 AND next_run IS NOT DISTINCT FROM $3")
+                .bind(next)
+                .bind(app_id)
+                .bind(expected)
+                .execute(&mut **c)
+                .await?
+                .rows_affected()
+        }
+    };
+    tx.commit().await?;
+    Ok(n == 1)
+}

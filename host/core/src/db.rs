@@ -35,6 +35,7 @@ pub const CORE_TABLES: &[&str] = &[
     "app_functions",
     "function_log",
     "dc_plugin_tables",
+    "dc_hosts",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod evolve;
 pub mod fun_watch;
 pub mod hash;
+pub mod hosts;
 pub mod logs;
 pub mod merge;
 pub mod runs;

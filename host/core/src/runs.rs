@@ -250,3 +250,17 @@ pub async fn changes(db: &Database, runtime_id: &str) -> Result<Vec<ChangeRow>, 
         "SELECT table_name, op, row_key FROM run_changes WHERE runtime_id = $1 ORDER BY id")
         .bind(runtime_id).fetch_all(pool).await)?)
 }
+
+/// The runs of an app that have not ended (PENDING or RUNNING), on any host.
+pub async fn active_for_app(db: &Database, app_id: &str) -> Result<Vec<RunRow>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
+        "SELECT * FROM runtime WHERE app_id = $1 AND status IN ($2, $3) ORDER BY created_at")
+        .bind(app_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str()).fetch_all(pool).await)?)
+}
+
+/// Replaces the reason of an ended run (its supervisor adds who asked it to stop).
+pub async fn set_reason(db: &Database, runtime_id: &str, reason: &str) -> Result<(), DbError> {
+    on_pool!(db, pool => sqlx::query("UPDATE runtime SET reason = $1 WHERE runtime_id = $2")
+        .bind(reason).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}

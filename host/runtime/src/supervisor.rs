@@ -431,6 +431,10 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
     };
     if finish_and_count(env, runtime_id, status_to_record, &reason).await? {
         tracing::error!(runtime_id, %reason, "run ended by its supervisor");
+    } else if !cause.is_empty() && before.status == RunStatus::Stopped.as_str() {
+        // the plugin stopped by itself when asked: say who asked
+        let reason = format!("{cause}: {}", before.reason.as_deref().unwrap_or("stopped on request"));
+        runs::set_reason(&env.db, runtime_id, &reason).await?;
     }
     Ok(runs::get(&env.db, runtime_id).await?)
 }

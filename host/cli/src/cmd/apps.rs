@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use chrono::Utc;
 use clap::Subcommand;
 use dc_core::apps::{self, AppRow};
+use dc_core::enums::CmdName;
 use dc_runtime::HostEnv;
 use dc_runtime::schedule::{self, ScheduleSpec};
 use serde::Serialize;
@@ -47,6 +48,31 @@ pub enum AppsCommand {
         /// No schedule: the app runs only when started.
         #[arg(long, group = "how")]
         off: bool,
+    },
+    /// Start a run now (through `dc-host serve`; queued until one serves).
+    Start {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+    },
+    /// Stop the app's running runs (the plugin is asked first, then killed after the grace period).
+    Stop {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+    },
+    /// Stop the app's run, then start it again.
+    Restart {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+    },
+    /// Let the app run on its schedule again.
+    Enable {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+    },
+    /// Keep the app from running on its schedule (commands still start it).
+    Disable {
+        /// App id, id prefix or group/parent/name.
+        app: String,
     },
     /// Store the runtime arguments (a JSON object) scheduled and commanded runs
     /// use, checked against the plugin's args_schema.
@@ -119,6 +145,21 @@ fn print_one(v: &AppView) {
     println!("failures   {} in a row", v.fail_count);
 }
 
+/// Queues a command for `dc-host serve` (the database path: it works whether
+/// or not a host serves right now).
+async fn queue(env: &HostEnv, app: &str, cmd: CmdName) -> anyhow::Result<()> {
+    let row = apps::resolve_app(&env.db, app).await?;
+    apps::queue_command(&env.db, &row.app_id, cmd).await?;
+    let serving = dc_core::hosts::list(&env.db).await?.into_iter().filter(|h| h.state == "SERVING").count();
+    let note = if serving > 0 {
+        format!("{serving} serving host(s) will pick it up")
+    } else {
+        "no host is serving: it waits for `dc-host serve`".to_string()
+    };
+    println!("{}: {} queued; {note}", row.path(), cmd.as_str());
+    Ok(())
+}
+
 pub async fn exec(c: AppsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
     match c {
         AppsCommand::List { json } => {
@@ -167,6 +208,11 @@ pub async fn exec(c: AppsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 None => println!("{}: no schedule; it runs only when started", row.path()),
             }
         }
+        AppsCommand::Start { app } => queue(env, &app, CmdName::Start).await?,
+        AppsCommand::Stop { app } => queue(env, &app, CmdName::Stop).await?,
+        AppsCommand::Restart { app } => queue(env, &app, CmdName::Restart).await?,
+        AppsCommand::Enable { app } => queue(env, &app, CmdName::Enable).await?,
+        AppsCommand::Disable { app } => queue(env, &app, CmdName::Disable).await?,
         AppsCommand::Args { app, json_args, clear } => {
             let value = match (json_args, clear) {
                 (_, true) => None,

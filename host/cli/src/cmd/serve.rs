@@ -1,0 +1,82 @@
+//! `dc-host serve`: the manager. It starts apps on their schedules and on
+//! operator commands (`dc-host apps start|stop|restart|enable|disable`), runs
+//! each in its own worker process, writes a heartbeat (`dc-host hosts list`),
+//! and on SIGTERM or Ctrl-C stops claiming work, lets running runs finish up to
+//! `--grace` seconds, then stops them. Prints one line per event (`--json`:
+//! one JSON object per line).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use dc_orchestrator::{Event, ServeOptions};
+use dc_runtime::HostEnv;
+use dc_scheduler::{MissedPolicy, SystemClock};
+
+/// Arguments of `serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Seconds between looks at schedules and commands.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    tick: f64,
+    /// Seconds running runs may go on after a shutdown request before they are stopped.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    grace: u64,
+    /// Fire times missed while no host was serving: `skip`, or `catch-up-once`.
+    #[arg(long, default_value = "skip", value_name = "POLICY")]
+    missed: String,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+fn describe(e: &Event) -> String {
+    match e {
+        Event::Serving { host } => format!("serving on {host}: claiming scheduled runs and commands (Ctrl-C to stop)"),
+        Event::Reaped { runtime_id } => format!("run {runtime_id} was orphaned by an earlier host and is now FAILED"),
+        Event::Command { app, command } => format!("{app}: command {command}"),
+        Event::Started { app, runtime_id, cause } => format!("{app}: started run {runtime_id} ({cause})"),
+        Event::Ended { app, runtime_id, status, reason } => match reason {
+            Some(r) => format!("{app}: run {runtime_id} ended {status}: {r}"),
+            None => format!("{app}: run {runtime_id} ended {status}"),
+        },
+        Event::Skipped { app, reason } => format!("{app}: not started: {reason}"),
+        Event::Error { message } => format!("error: {message}"),
+        Event::ShuttingDown { running } => format!("shutting down: no new runs; waiting for {running} running run(s)"),
+        Event::Stopped => "stopped".into(),
+    }
+}
+
+pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
+    let missed = match a.missed.as_str() {
+        "skip" => MissedPolicy::Skip,
+        "catch-up-once" => MissedPolicy::CatchUpOnce,
+        other => anyhow::bail!("--missed {other:?}: use skip or catch-up-once"),
+    };
+    if !(a.tick.is_finite() && a.tick >= 0.05) {
+        anyhow::bail!("--tick {}: use at least 0.05 seconds", a.tick);
+    }
+    let opts = ServeOptions { tick: Duration::from_secs_f64(a.tick), grace: Duration::from_secs(a.grace), missed };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(dc_orchestrator::serve(env.clone(), Arc::new(SystemClock), opts, stop_rx, tx));
+    while let Some(e) = rx.recv().await {
+        if a.json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            println!("{}", describe(&e));
+        }
+    }
+    task.await??;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,15 @@
+//! dc-orchestrator: the manager behind `dc-host serve`. It turns the apps
+//! registry into work: apps whose schedule is due and operator commands
+//! (START, STOP, RESTART, ENABLE, DISABLE) queued in the database are claimed
+//! atomically (so several hosts sharing one database never start the same run
+//! twice), runs are started and supervised in worker processes, a heartbeat row
+//! says the host is alive, and SIGTERM/SIGINT shut it down gracefully: stop
+//! claiming, let running runs finish up to a grace period, then stop them and
+//! record why.
+//!
+//! Decisions about time take "now" from an injected [`dc_scheduler::Clock`];
+//! [`plan`] is the pure part of a scheduling decision, tested without a clock.
+
+pub mod manager;
+
+pub use manager::{Event, ServeOptions, plan, serve};

@@ -1,0 +1,452 @@
+//! The serve loop: heartbeat, operator commands, due schedules, the runs this
+//! host supervises, and graceful shutdown. Every claim goes through the
+//! database (`apps::claim_command`, `apps::claim_next_run`), so two hosts that
+//! see the same pending command or due app start it once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dc_core::apps::{self, AppRow};
+use dc_core::enums::{CmdName, RunStatus};
+use dc_core::{hosts, runs};
+use dc_runtime::supervisor::{self, Interrupt, RunOptions, SuperviseOptions};
+use dc_runtime::{HostEnv, RuntimeError};
+use dc_scheduler::{Clock, MissedPolicy, Schedule};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// How `serve` behaves.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How often it looks at schedules and commands (and writes its heartbeat).
+    pub tick: Duration,
+    /// How long running runs may go on after a shutdown was asked for, before
+    /// they are told to stop (and killed after `runs.stop_grace_secs`).
+    pub grace: Duration,
+    /// What happens to fire times missed while no host was serving.
+    pub missed: MissedPolicy,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions { tick: Duration::from_secs(1), grace: Duration::from_secs(30), missed: MissedPolicy::Skip }
+    }
+}
+
+/// What the manager did, for the operator's terminal (and tests, which wait on
+/// these events instead of on the clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Serving: orphaned runs reaped, heartbeat written, claiming work.
+    Serving {
+        /// This host.
+        host: String,
+    },
+    /// A run an earlier host left RUNNING ended as orphaned.
+    Reaped {
+        /// The run.
+        runtime_id: String,
+    },
+    /// A command was claimed.
+    Command {
+        /// `group/parent/name`.
+        app: String,
+        /// The command.
+        command: String,
+    },
+    /// A run was started.
+    Started {
+        /// `group/parent/name`.
+        app: String,
+        /// The run.
+        runtime_id: String,
+        /// `schedule` or `command START` / `command RESTART`.
+        cause: String,
+    },
+    /// A run this host supervised ended.
+    Ended {
+        /// `group/parent/name`.
+        app: String,
+        /// The run.
+        runtime_id: String,
+        /// Its status.
+        status: String,
+        /// Why, if not a plain success.
+        reason: Option<String>,
+    },
+    /// Something due was not started, and why.
+    Skipped {
+        /// `group/parent/name`.
+        app: String,
+        /// Why.
+        reason: String,
+    },
+    /// A failure the loop survived.
+    Error {
+        /// What failed.
+        message: String,
+    },
+    /// Shutdown asked for: no more claims; waiting for the runs.
+    ShuttingDown {
+        /// Runs still going.
+        running: usize,
+    },
+    /// Everything ended; the host is recorded as STOPPED.
+    Stopped,
+}
+
+/// What to do about an app's schedule at `now`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing yet.
+    Wait,
+    /// Store the first `next_run` (the schedule was just set or the host
+    /// started): no run now.
+    SetFirst(Option<DateTime<Utc>>),
+    /// Move `next_run` from the planned time to the next one; start a run if
+    /// `run_now`; `missed` fire times passed without a run.
+    Advance {
+        /// The stored planned time.
+        from: DateTime<Utc>,
+        /// The next one.
+        to: Option<DateTime<Utc>>,
+        /// Start a run now.
+        run_now: bool,
+        /// Fire times that passed without a run.
+        missed: u32,
+    },
+}
+
+/// The scheduling decision for one app (pure: the caller claims it).
+pub fn plan(schedule: &Schedule, next_run: Option<DateTime<Utc>>, now: DateTime<Utc>, policy: MissedPolicy) -> Plan {
+    match next_run {
+        None => Plan::SetFirst(schedule.next_after(now)),
+        Some(planned) if planned > now => Plan::Wait,
+        Some(planned) => {
+            let due = schedule.due(planned, now, policy);
+            Plan::Advance { from: planned, to: due.next_run, run_now: due.run_now, missed: due.missed }
+        }
+    }
+}
+
+struct Running {
+    app_id: String,
+    app: String,
+    interrupt: watch::Sender<(Interrupt, String)>,
+}
+
+struct Manager {
+    env: HostEnv,
+    clock: Arc<dyn Clock + Send + Sync>,
+    opts: ServeOptions,
+    events: mpsc::UnboundedSender<Event>,
+    host: String,
+    started: DateTime<Utc>,
+    running: HashMap<String, Running>,
+    tasks: JoinSet<(String, Result<runs::RunRow, RuntimeError>)>,
+    /// Apps to start again when their current run ends (RESTART).
+    restart: Vec<String>,
+}
+
+impl Manager {
+    fn emit(&self, e: Event) {
+        match &e {
+            Event::Error { message } => tracing::warn!(%message, "serve"),
+            other => tracing::info!(event = ?other, "serve"),
+        }
+        let _ = self.events.send(e);
+    }
+
+    async fn heartbeat(&self, state: &str) {
+        let now = self.clock.now();
+        if let Err(e) = hosts::heartbeat(&self.env.db, &self.host, std::process::id(), state, self.started, now).await {
+            self.emit(Event::Error { message: format!("cannot write the heartbeat: {e}") });
+        }
+    }
+
+    fn is_running(&self, app_id: &str) -> bool {
+        self.running.values().any(|r| r.app_id == app_id)
+    }
+
+    async fn start(&mut self, app: &AppRow, cause: &str) {
+        if self.is_running(&app.app_id) {
+            self.emit(Event::Skipped {
+                app: app.path(),
+                reason: format!("{cause}: its previous run is still running"),
+            });
+            return;
+        }
+        match runs::active_for_app(&self.env.db, &app.app_id).await {
+            Ok(active) if !active.is_empty() => {
+                self.emit(Event::Skipped {
+                    app: app.path(),
+                    reason: format!(
+                        "{cause}: run {} is still running (on host {})",
+                        active[0].runtime_id, active[0].host_name
+                    ),
+                });
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.emit(Event::Error { message: format!("{}: {e}", app.path()) });
+                return;
+            }
+        }
+        let opts = RunOptions { args: None, threads: None, time_limit: None };
+        let runtime_id = match supervisor::create_run(&self.env, app, &opts).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.emit(Event::Skipped { app: app.path(), reason: format!("{cause}: {e}") });
+                return;
+            }
+        };
+        let (tx, rx) = watch::channel((Interrupt::None, String::new()));
+        let env = self.env.clone();
+        let rid = runtime_id.clone();
+        self.tasks.spawn(async move {
+            let sup = SuperviseOptions { time_limit: None, interrupt: Some(rx) };
+            let r = supervisor::supervise_with(&env, &rid, sup).await;
+            (rid, r)
+        });
+        self.running.insert(runtime_id.clone(), Running { app_id: app.app_id.clone(), app: app.path(), interrupt: tx });
+        self.emit(Event::Started { app: app.path(), runtime_id, cause: cause.to_string() });
+    }
+
+    async fn stop_app(&mut self, app: &AppRow, why: &str) {
+        let mine: Vec<&Running> = self.running.values().filter(|r| r.app_id == app.app_id).collect();
+        for r in &mine {
+            let _ = r.interrupt.send((Interrupt::Stop, why.to_string()));
+        }
+        // runs other hosts supervise get the stop through the database
+        if let Ok(active) = runs::active_for_app(&self.env.db, &app.app_id).await {
+            for run in active.iter().filter(|r| !self.running.contains_key(&r.runtime_id)) {
+                if let Err(e) = runs::request_stop(&self.env.db, &run.runtime_id).await {
+                    self.emit(Event::Error {
+                        message: format!("{}: cannot ask run {} to stop: {e}", app.path(), run.runtime_id),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn commands(&mut self) -> Result<(), RuntimeError> {
+        for (app_id, cmd) in apps::pending_commands(&self.env.db).await? {
+            if !apps::claim_command(&self.env.db, &app_id, cmd).await? {
+                continue;
+            }
+            let Some(app) = apps::get_app(&self.env.db, &app_id).await? else { continue };
+            self.emit(Event::Command { app: app.path(), command: cmd.as_str().to_string() });
+            match cmd {
+                CmdName::Start => self.start(&app, "command START").await,
+                CmdName::Stop => self.stop_app(&app, "stopped by the STOP command").await,
+                CmdName::Restart => {
+                    if self.is_running(&app.app_id) {
+                        self.restart.push(app.app_id.clone());
+                        self.stop_app(&app, "stopped by the RESTART command").await;
+                    } else {
+                        self.start(&app, "command RESTART").await;
+                    }
+                }
+                CmdName::Enable => apps::set_enabled(&self.env.db, &app_id, true).await?,
+                CmdName::Disable => apps::set_enabled(&self.env.db, &app_id, false).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn schedules(&mut self) -> Result<(), RuntimeError> {
+        let now = self.clock.now();
+        for app in apps::list_apps(&self.env.db).await? {
+            if !app.enabled || app.active_hash.is_none() {
+                continue;
+            }
+            let schedule = match dc_runtime::schedule::app_schedule(&app) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.emit(Event::Error { message: e.to_string() });
+                    continue;
+                }
+            };
+            match plan(&schedule, app.next_run, now, self.opts.missed) {
+                Plan::Wait => {}
+                Plan::SetFirst(next) => {
+                    apps::claim_next_run(&self.env.db, &app.app_id, None, next).await?;
+                }
+                Plan::Advance { from, to, run_now, missed } => {
+                    if !apps::claim_next_run(&self.env.db, &app.app_id, Some(from), to).await? {
+                        continue; // another host claimed it
+                    }
+                    if run_now {
+                        self.start(&app, "schedule").await;
+                    } else if missed > 0 {
+                        self.emit(Event::Skipped {
+                            app: app.path(),
+                            reason: format!(
+                                "{missed} fire time(s) passed while no host was serving (missed-run policy: skip)"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn ended(&mut self, runtime_id: String, result: Result<runs::RunRow, RuntimeError>) {
+        let Some(r) = self.running.remove(&runtime_id) else { return };
+        match result {
+            Ok(run) => self.emit(Event::Ended {
+                app: r.app.clone(),
+                runtime_id,
+                status: run.status.clone(),
+                reason: run.reason.clone(),
+            }),
+            Err(e) => self.emit(Event::Ended {
+                app: r.app.clone(),
+                runtime_id,
+                status: RunStatus::Failed.as_str().to_string(),
+                reason: Some(e.to_string()),
+            }),
+        }
+        if let Some(i) = self.restart.iter().position(|a| *a == r.app_id) {
+            self.restart.remove(i);
+            if let Ok(Some(app)) = apps::get_app(&self.env.db, &r.app_id).await {
+                self.start(&app, "command RESTART").await;
+            }
+        }
+    }
+}
+
+/// Serves until `shutdown` turns true: see the module docs. Events go to
+/// `events` as they happen.
+pub async fn serve(
+    env: HostEnv,
+    clock: Arc<dyn Clock + Send + Sync>,
+    opts: ServeOptions,
+    mut shutdown: watch::Receiver<bool>,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<(), RuntimeError> {
+    let host = env.settings.host_name();
+    let started = clock.now();
+    let mut m = Manager {
+        env,
+        clock,
+        opts,
+        events,
+        host: host.clone(),
+        started,
+        running: HashMap::new(),
+        tasks: JoinSet::new(),
+        restart: Vec::new(),
+    };
+    for r in dc_runtime::reap::reap_orphans(&m.env).await? {
+        m.emit(Event::Reaped { runtime_id: r.runtime_id });
+    }
+    m.heartbeat("SERVING").await;
+    m.emit(Event::Serving { host });
+    let mut tick = tokio::time::interval(m.opts.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*shutdown.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {
+                m.heartbeat("SERVING").await;
+                if let Err(e) = m.commands().await {
+                    m.emit(Event::Error { message: format!("commands: {e}") });
+                }
+                if let Err(e) = m.schedules().await {
+                    m.emit(Event::Error { message: format!("schedules: {e}") });
+                }
+            }
+            Some(done) = m.tasks.join_next(), if !m.tasks.is_empty() => {
+                match done {
+                    Ok((rid, r)) => m.ended(rid, r).await,
+                    Err(e) => m.emit(Event::Error { message: format!("a supervising task failed: {e}") }),
+                }
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // graceful shutdown: no more claims; runs may finish within the grace period
+    m.restart.clear();
+    m.heartbeat("STOPPING").await;
+    m.emit(Event::ShuttingDown { running: m.running.len() });
+    let deadline = tokio::time::Instant::now() + m.opts.grace;
+    let mut told = false;
+    while !m.tasks.is_empty() {
+        tokio::select! {
+            Some(done) = m.tasks.join_next() => {
+                match done {
+                    Ok((rid, r)) => m.ended(rid, r).await,
+                    Err(e) => m.emit(Event::Error { message: format!("a supervising task failed: {e}") }),
+                }
+            }
+            () = tokio::time::sleep_until(deadline), if !told => {
+                told = true;
+                let why = format!(
+                    "dc-host serve on {} was shut down and the run did not end within the grace period of {}s",
+                    m.host,
+                    m.opts.grace.as_secs()
+                );
+                for r in m.running.values() {
+                    let _ = r.interrupt.send((Interrupt::Stop, why.clone()));
+                }
+            }
+        }
+    }
+    m.heartbeat("STOPPED").await;
+    m.emit(Event::Stopped);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, h, m, s).single().expect("a time")
+    }
+
+    #[test]
+    fn a_new_schedule_is_planned_before_it_runs() {
+        let s = Schedule::cron("*/15 * * * *", None).expect("cron");
+        assert_eq!(plan(&s, None, at(10, 7, 0), MissedPolicy::Skip), Plan::SetFirst(Some(at(10, 15, 0))));
+        assert_eq!(plan(&s, Some(at(10, 15, 0)), at(10, 14, 59), MissedPolicy::Skip), Plan::Wait);
+    }
+
+    #[test]
+    fn a_due_time_runs_once_and_plans_the_next_without_drift() {
+        let s = Schedule::cron("*/15 * * * *", None).expect("cron");
+        // the tick came 3 s late: the next time is still on the grid
+        assert_eq!(
+            plan(&s, Some(at(10, 15, 0)), at(10, 15, 3), MissedPolicy::Skip),
+            Plan::Advance { from: at(10, 15, 0), to: Some(at(10, 30, 0)), run_now: true, missed: 0 }
+        );
+    }
+
+    #[test]
+    fn downtime_skips_or_catches_up_once() {
+        let s = Schedule::cron("*/15 * * * *", None).expect("cron");
+        match plan(&s, Some(at(8, 0, 0)), at(10, 7, 0), MissedPolicy::Skip) {
+            Plan::Advance { run_now: false, to: Some(t), missed, .. } => {
+                assert_eq!(t, at(10, 15, 0));
+                assert!(missed >= 8, "{missed}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match plan(&s, Some(at(8, 0, 0)), at(10, 7, 0), MissedPolicy::CatchUpOnce) {
+            Plan::Advance { run_now: true, to: Some(t), .. } => assert_eq!(t, at(10, 15, 0)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
