@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use dc_e2e::{Fifo, Host, KillOnDrop, plugin_lib, send_signal};
+use dc_e2e::{Fifo, Host, HttpSink, KillOnDrop, plugin_lib, send_signal};
 use serde_json::{Value, json};
 
 const APP: &str = "test/fixtures/misbehave";
@@ -168,4 +168,72 @@ fn two_hosts_on_one_database_claim_a_command_once() {
     let names: Vec<&str> = hosts.as_array().expect("hosts").iter().filter_map(|h| h["host_name"].as_str()).collect();
     assert_eq!(names, vec!["host-a", "host-b"], "{hosts}");
     assert_eq!(host.json(&["runs", "list", "--json"]).as_array().map(Vec::len), Some(1));
+}
+
+/// The HMAC-SHA256 a signed webhook must carry.
+fn hmac_hex(key: &[u8], body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn a_failing_app_is_disabled_and_alerts_reach_their_channels() {
+    // the webhook answers 500 once: the notice is retried, the run is not affected
+    let (hook, slack) = (HttpSink::start(1), HttpSink::start(0));
+    let mut host = Host::sqlite();
+    let config = host.dir.path().join("dc-host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runs]\nmax_consecutive_failures = 2\n\n\
+             [[notify.channels]]\nkind = \"webhook\"\nurl = \"{}\"\nsecret = \"k3y\"\nmin_severity = \"ERROR\"\n\n\
+             [[notify.channels]]\nkind = \"slack\"\nurl = \"{}\"\nmin_severity = \"CRITICAL\"\n",
+            hook.url, slack.url
+        ),
+    )
+    .expect("config");
+    host.env.push(("DC_CONFIG".into(), config.display().to_string()));
+    let host = with_misbehave(host);
+    host.ok(&["apps", "args", APP, &json!({"mode": "fail", "items": 1}).to_string()]);
+    let serve = Serve::start(&host, &[]);
+    for _ in 0..2 {
+        host.ok(&["apps", "start", APP]);
+        let ended = serve.wait_for(|e| is(e, "ended"));
+        assert_eq!(ended["status"], "FAILED", "{ended}");
+    }
+    let disabled = serve.wait_for(|e| is(e, "disabled"));
+    assert_eq!((disabled["app"].as_str(), disabled["failures"].as_i64()), (Some(APP), Some(2)), "{disabled}");
+    let shown = host.json(&["apps", "show", APP, "--json"]);
+    assert_eq!(shown["enabled"], false, "{shown}");
+
+    // the webhook: two run_failed (the first after a 500 and a retry), then app_disabled, each signed
+    let mut events = Vec::new();
+    while events.iter().filter(|(_, code)| *code == 200).count() < 3 {
+        let r = hook.requests.recv_timeout(LIMIT).expect("the webhook gets the notices");
+        let sig = r.header("x-dc-signature").unwrap_or_default().to_string();
+        assert_eq!(sig, format!("sha256={}", hmac_hex(b"k3y", &r.body)), "signed over the exact body");
+        let n = r.json();
+        assert_eq!(r.header("x-dc-event"), n["event"].as_str());
+        events.push((n["event"].as_str().unwrap_or_default().to_string(), r.answered));
+    }
+    // (a retried notice arrives after later ones: compare them as a set)
+    let mut ok: Vec<&str> = events.iter().filter(|(_, c)| *c == 200).map(|(e, _)| e.as_str()).collect();
+    ok.sort();
+    assert_eq!(ok, vec!["app_disabled", "run_failed", "run_failed"], "{events:?}");
+    assert_eq!(events[0], ("run_failed".to_string(), 500), "the first attempt failed and was retried: {events:?}");
+    // Slack gets only what is CRITICAL, in Slack's webhook format
+    let r = slack.requests.recv_timeout(LIMIT).expect("slack gets the disable");
+    let text = r.json()["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains(&format!("{APP} was disabled")) && text.contains("dc-host apps enable"), "{text}");
+
+    // ENABLE clears it
+    host.ok(&["apps", "enable", APP]);
+    serve.wait_for(|e| is(e, "command") && e["command"] == "ENABLE");
+    let rest = serve.terminate();
+    assert!(is(rest.last().expect("events"), "stopped"), "{rest:?}");
+    let shown = host.json(&["apps", "show", APP, "--json"]);
+    assert_eq!(shown["enabled"], true, "{shown}");
+    assert!(slack.requests.try_recv().is_err(), "nothing below CRITICAL went to Slack");
 }

@@ -670,3 +670,83 @@ pub fn wait_pid_exit(pid: i32, limit: Duration) -> bool {
     };
     ready == 1
 }
+
+/// One HTTP request a [`HttpSink`] received.
+#[derive(Debug, Clone)]
+pub struct SinkRequest {
+    /// Request line, e.g. `POST /hook HTTP/1.1`.
+    pub line: String,
+    /// Header names (lowercase) and values.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The status the sink answered.
+    pub answered: u16,
+}
+
+impl SinkRequest {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// A loopback HTTP server that records every request (a webhook receiver
+/// speaking plain HTTP/1.1): the first `fail_first` requests are answered 500,
+/// the rest 200. Requests arrive on `requests` as they come.
+pub struct HttpSink {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    /// The requests, in arrival order.
+    pub requests: std::sync::mpsc::Receiver<SinkRequest>,
+}
+
+impl HttpSink {
+    /// Starts a sink on a free loopback port.
+    pub fn start(fail_first: usize) -> HttpSink {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = 0usize;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((n, v)) = h.trim().split_once(':') {
+                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let len =
+                    headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+                let mut body = vec![0u8; len];
+                let _ = reader.read_exact(&mut body);
+                seen += 1;
+                let answered = if seen <= fail_first { 500 } else { 200 };
+                let reason = if answered == 200 { "OK" } else { "Internal Server Error" };
+                let _ =
+                    write!(stream, "HTTP/1.1 {answered} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = stream.flush();
+                if tx.send(SinkRequest { line: line.trim().to_string(), headers, body, answered }).is_err() {
+                    return;
+                }
+            }
+        });
+        HttpSink { url, requests: rx }
+    }
+}

@@ -455,3 +455,20 @@ pub async fn claim_next_run(
     tx.commit().await?;
     Ok(n == 1)
 }
+
+/// Disables an app and records why (`fatal_flag`, `fatal_msg`); `dc-host apps
+/// enable` clears both.
+pub async fn set_fatal(
+    db: &Database,
+    app_id: &str,
+    flag: crate::enums::FatalFlag,
+    message: Option<&str>,
+) -> Result<(), DbError> {
+    let enabled = flag == crate::enums::FatalFlag::None;
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query(
+        "UPDATE apps SET enabled = $1, fatal_flag = $2, fatal_msg = $3, updated_at = $4 WHERE app_id = $5")
+        .bind(enabled).bind(flag.as_str()).bind(message).bind(Utc::now()).bind(app_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
+}

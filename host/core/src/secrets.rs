@@ -970,12 +970,19 @@ pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
 
 fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str>) -> Result<()> {
     let needs = |v: &Option<String>| v.as_deref().is_some_and(|s| s.contains(REFERENCE_PREFIX));
-    if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) {
+    let channel_needs = settings.notify.channels.iter().any(|c| c.url.contains(REFERENCE_PREFIX) || needs(&c.secret));
+    if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) && !channel_needs {
         return Ok(());
     }
     let store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), env_key)?;
     for v in [&mut settings.database.url, &mut settings.logging.splunk_token] {
         if let Some(text) = v.as_mut() {
+            *text = resolve_references(text, &store)?;
+        }
+    }
+    for c in &mut settings.notify.channels {
+        c.url = resolve_references(&c.url, &store)?;
+        if let Some(text) = c.secret.as_mut() {
             *text = resolve_references(text, &store)?;
         }
     }

@@ -16,7 +16,7 @@ pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["general", "database", "logging", "runs"];
+const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
@@ -66,6 +66,8 @@ pub struct Settings {
     pub logging: LogSettings,
     /// How runs execute.
     pub runs: RunSettings,
+    /// Where alerts go (`dc-host serve`).
+    pub notify: NotifySettings,
     /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
     /// for the caller to show. Not part of the configuration.
     #[serde(skip)]
@@ -141,6 +143,50 @@ pub struct RunSettings {
     pub unicode_form: UnicodeForm,
     /// Rows absent from a full snapshot are archived instead of deleted (overrides tables declared `delete`).
     pub archive_missing: bool,
+    /// `dc-host serve` disables an app after this many failed runs in a row
+    /// (time-limit kills and crashes count) and alerts; 0: never.
+    pub max_consecutive_failures: u32,
+}
+
+/// Where alerts go: channels, each with a minimum severity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySettings {
+    /// The channels (`[[notify.channels]]` in the TOML file).
+    pub channels: Vec<ChannelSettings>,
+    /// Also send a notice when a run succeeds, with its counts (opt-in).
+    pub run_finished: bool,
+}
+
+/// One notification channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// `webhook` (JSON, signed with HMAC-SHA256 when a secret is set) or
+    /// `slack` (a Slack incoming webhook).
+    pub kind: ChannelKind,
+    /// Where to POST (may hold `${secret:NAME}`).
+    pub url: String,
+    /// HMAC key for `webhook` (may be `${secret:NAME}`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// The least severe notice sent to this channel (default `warning`).
+    #[serde(default = "default_min_severity")]
+    pub min_severity: crate::enums::AlertSeverity,
+}
+
+/// The kinds of channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// A generic JSON webhook, optionally signed.
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+}
+
+fn default_min_severity() -> crate::enums::AlertSeverity {
+    crate::enums::AlertSeverity::Warning
 }
 
 impl Default for Settings {
@@ -151,6 +197,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             logging: LogSettings::default(),
             runs: RunSettings::default(),
+            notify: NotifySettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -192,6 +239,7 @@ impl Default for RunSettings {
             http_timeout_secs: 30,
             unicode_form: UnicodeForm::Nfc,
             archive_missing: false,
+            max_consecutive_failures: 3,
         }
     }
 }
@@ -326,6 +374,12 @@ impl Settings {
         if self.runs.time_limit_secs == 0 {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");
         }
+        for (i, c) in self.notify.channels.iter().enumerate() {
+            let resolvable = c.url.contains("${secret:");
+            if !(resolvable || c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                return invalid(&format!("notify.channels[{i}].url"), redact_url(&c.url), "an http:// or https:// URL");
+            }
+        }
         if self.runs.http_timeout_secs == 0 {
             return invalid("runs.http_timeout_secs", "0".into(), "at least 1 second");
         }
@@ -416,6 +470,23 @@ impl Settings {
             s.logging.splunk_token = Some("<redacted>".into());
         }
         s.logging.splunk_url = self.logging.splunk_url.as_deref().map(redact_url);
+        for c in &mut s.notify.channels {
+            // webhook URLs carry their token in the path (Slack, Teams, Telegram):
+            // show where they go, never the token; `${secret:…}` references stay
+            if !c.url.contains("${secret:") {
+                let shown = redact_url(&c.url);
+                c.url = match shown.split_once("://") {
+                    Some((scheme, rest)) => {
+                        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                        format!("{scheme}://{host}/<redacted>")
+                    }
+                    None => "<redacted>".into(),
+                };
+            }
+            if c.secret.as_deref().is_some_and(|v| !v.contains("${secret:")) {
+                c.secret = Some("<redacted>".into());
+            }
+        }
         toml::to_string_pretty(&s).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
 }
@@ -488,6 +559,28 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn notify_channels_parse_and_their_tokens_never_show() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[notify]\nrun_finished = true\n[[notify.channels]]\nkind = \"slack\"\nurl = \"https://hooks.slack.example/services/T0/B0/s3cr3tT0ken\"\n\
+             [[notify.channels]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"hmac-k3y\"\nmin_severity = \"ERROR\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&file), std::iter::empty()).expect("loads");
+        assert_eq!(s.notify.channels.len(), 2);
+        assert!(s.notify.run_finished);
+        assert_eq!(s.notify.channels[0].min_severity, crate::enums::AlertSeverity::Warning);
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("s3cr3tT0ken") && !shown.contains("hmac-k3y"), "{shown}");
+        assert!(shown.contains("https://hooks.slack.example/<redacted>"), "{shown}");
+        std::fs::write(&file, "[[notify.channels]]\nkind = \"webhook\"\nurl = \"ftp://x\"\n").expect("write");
+        let e = Settings::load(Some(&file), std::iter::empty()).expect_err("not http").to_string();
+        assert!(e.contains("notify.channels[0].url"), "{e}");
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -11,5 +11,7 @@
 //! [`plan`] is the pure part of a scheduling decision, tested without a clock.
 
 pub mod manager;
+pub mod notify;
 
 pub use manager::{Event, ServeOptions, plan, serve};
+pub use notify::{Notice, Notifications, Notifier};

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dc_core::apps::{self, AppRow};
-use dc_core::enums::{CmdName, RunStatus};
+use dc_core::enums::{AlertSeverity, CmdName, FatalFlag, RunStatus};
 use dc_core::{hosts, runs};
 use dc_runtime::supervisor::{self, Interrupt, RunOptions, SuperviseOptions};
 use dc_runtime::{HostEnv, RuntimeError};
@@ -77,6 +77,13 @@ pub enum Event {
         status: String,
         /// Why, if not a plain success.
         reason: Option<String>,
+    },
+    /// An app was disabled after too many failed runs in a row (and alerts went out).
+    Disabled {
+        /// `group/parent/name`.
+        app: String,
+        /// Failed runs in a row.
+        failures: i64,
     },
     /// Something due was not started, and why.
     Skipped {
@@ -150,9 +157,26 @@ struct Manager {
     tasks: JoinSet<(String, Result<runs::RunRow, RuntimeError>)>,
     /// Apps to start again when their current run ends (RESTART).
     restart: Vec<String>,
+    notify: crate::notify::Notifications,
+    /// Notifications still being sent.
+    sending: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Manager {
+    fn alert(
+        &mut self,
+        event: &str,
+        severity: dc_core::enums::AlertSeverity,
+        title: String,
+        body: String,
+        data: serde_json::Value,
+    ) {
+        self.sending.retain(|t| !t.is_finished());
+        let notice =
+            crate::notify::Notice { event: event.to_string(), severity, title, body, host: self.host.clone(), data };
+        self.sending.extend(self.notify.dispatch(notice));
+    }
+
     fn emit(&self, e: Event) {
         match &e {
             Event::Error { message } => tracing::warn!(%message, "serve"),
@@ -234,6 +258,36 @@ impl Manager {
         }
     }
 
+    /// Disables an app whose runs failed `runs.max_consecutive_failures`
+    /// times in a row, and alerts.
+    async fn fatal_check(&mut self, app_id: &str, path: &str) {
+        let max = i64::from(self.env.settings.runs.max_consecutive_failures);
+        let app = match apps::get_app(&self.env.db, app_id).await {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => {
+                self.emit(Event::Error { message: format!("{path}: {e}") });
+                return;
+            }
+        };
+        if max == 0 || app.fail_count < max || !app.enabled {
+            return;
+        }
+        let msg = format!(
+            "disabled after {} failed runs in a row (runs.max_consecutive_failures = {max}); the last: {}",
+            app.fail_count,
+            app.run_status.as_deref().unwrap_or("FAILED")
+        );
+        if let Err(e) = apps::set_fatal(&self.env.db, app_id, FatalFlag::RepeatedFailures, Some(&msg)).await {
+            self.emit(Event::Error { message: format!("{path}: cannot disable it: {e}") });
+            return;
+        }
+        self.emit(Event::Disabled { app: path.to_string(), failures: app.fail_count });
+        let body = format!("{msg}. Fix it, then `dc-host apps enable {path}`.");
+        let data = serde_json::json!({"app": path, "failures": app.fail_count});
+        self.alert("app_disabled", AlertSeverity::Critical, format!("{path} was disabled"), body, data);
+    }
+
     async fn commands(&mut self) -> Result<(), RuntimeError> {
         for (app_id, cmd) in apps::pending_commands(&self.env.db).await? {
             if !apps::claim_command(&self.env.db, &app_id, cmd).await? {
@@ -252,7 +306,8 @@ impl Manager {
                         self.start(&app, "command RESTART").await;
                     }
                 }
-                CmdName::Enable => apps::set_enabled(&self.env.db, &app_id, true).await?,
+                // enabling also clears an automatic disable (`fatal_flag`)
+                CmdName::Enable => apps::set_fatal(&self.env.db, &app_id, FatalFlag::None, None).await?,
                 CmdName::Disable => apps::set_enabled(&self.env.db, &app_id, false).await?,
             }
         }
@@ -300,19 +355,27 @@ impl Manager {
 
     async fn ended(&mut self, runtime_id: String, result: Result<runs::RunRow, RuntimeError>) {
         let Some(r) = self.running.remove(&runtime_id) else { return };
-        match result {
-            Ok(run) => self.emit(Event::Ended {
-                app: r.app.clone(),
-                runtime_id,
-                status: run.status.clone(),
-                reason: run.reason.clone(),
-            }),
-            Err(e) => self.emit(Event::Ended {
-                app: r.app.clone(),
-                runtime_id,
-                status: RunStatus::Failed.as_str().to_string(),
-                reason: Some(e.to_string()),
-            }),
+        let (status, reason, run) = match result {
+            Ok(run) => (run.status.clone(), run.reason.clone(), Some(run)),
+            Err(e) => (RunStatus::Failed.as_str().to_string(), Some(e.to_string()), None),
+        };
+        self.emit(Event::Ended {
+            app: r.app.clone(),
+            runtime_id: runtime_id.clone(),
+            status: status.clone(),
+            reason: reason.clone(),
+        });
+        let counts = run.as_ref().map(|x| {
+            serde_json::json!({"inserted": x.inserted, "updated": x.updated, "deleted": x.deleted, "unchanged": x.unchanged})
+        });
+        let data = serde_json::json!({"app": r.app, "runtime_id": runtime_id, "status": status, "reason": reason, "counts": counts});
+        if status == RunStatus::Failed.as_str() {
+            let why = reason.clone().unwrap_or_default();
+            self.alert("run_failed", AlertSeverity::Error, format!("{}: run failed", r.app), why, data.clone());
+            self.fatal_check(&r.app_id, &r.app).await;
+        } else if status == RunStatus::Success.as_str() && self.notify.run_finished {
+            let body = counts.map(|c| c.to_string()).unwrap_or_default();
+            self.alert("run_finished", AlertSeverity::Info, format!("{}: run finished", r.app), body, data);
         }
         if let Some(i) = self.restart.iter().position(|a| *a == r.app_id) {
             self.restart.remove(i);
@@ -324,11 +387,14 @@ impl Manager {
 }
 
 /// Serves until `shutdown` turns true: see the module docs. Events go to
-/// `events` as they happen.
+/// `events` as they happen; notices to `notify` (None: the channels of
+/// `settings.notify`).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     env: HostEnv,
     clock: Arc<dyn Clock + Send + Sync>,
     opts: ServeOptions,
+    notify: Option<crate::notify::Notifications>,
     mut shutdown: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<(), RuntimeError> {
@@ -344,11 +410,16 @@ pub async fn serve(
         running: HashMap::new(),
         tasks: JoinSet::new(),
         restart: Vec::new(),
+        notify: crate::notify::Notifications::default(),
+        sending: Vec::new(),
     };
+    m.notify = notify.unwrap_or_else(|| crate::notify::Notifications::from_settings(&m.env.settings.notify));
     for r in dc_runtime::reap::reap_orphans(&m.env).await? {
         m.emit(Event::Reaped { runtime_id: r.runtime_id });
     }
     m.heartbeat("SERVING").await;
+    let data = serde_json::json!({"host": host});
+    m.alert("host_started", AlertSeverity::Info, format!("dc-host serve started on {host}"), String::new(), data);
     m.emit(Event::Serving { host });
     let mut tick = tokio::time::interval(m.opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -404,6 +475,18 @@ pub async fn serve(
         }
     }
     m.heartbeat("STOPPED").await;
+    let host = m.host.clone();
+    m.alert(
+        "host_stopped",
+        AlertSeverity::Info,
+        format!("dc-host serve stopped on {host}"),
+        String::new(),
+        serde_json::json!({"host": host}),
+    );
+    // the last notices go out before the process ends (bounded: retries are)
+    for t in std::mem::take(&mut m.sending) {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
     m.emit(Event::Stopped);
     Ok(())
 }

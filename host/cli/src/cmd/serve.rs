@@ -42,6 +42,11 @@ fn describe(e: &Event) -> String {
             None => format!("{app}: run {runtime_id} ended {status}"),
         },
         Event::Skipped { app, reason } => format!("{app}: not started: {reason}"),
+        Event::Disabled { app, failures } => {
+            format!(
+                "{app}: disabled after {failures} failed runs in a row; `dc-host apps enable {app}` when it is fixed"
+            )
+        }
         Event::Error { message } => format!("error: {message}"),
         Event::ShuttingDown { running } => format!("shutting down: no new runs; waiting for {running} running run(s)"),
         Event::Stopped => "stopped".into(),
@@ -69,7 +74,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(dc_orchestrator::serve(env.clone(), Arc::new(SystemClock), opts, stop_rx, tx));
+    let task = tokio::spawn(dc_orchestrator::serve(env.clone(), Arc::new(SystemClock), opts, None, stop_rx, tx));
     while let Some(e) = rx.recv().await {
         if a.json {
             println!("{}", serde_json::to_string(&e)?);
