@@ -14,8 +14,18 @@
 //! * A4 row hashing (`hash::bulk_hash`) vs `openssl speed -evp sha256` at the
 //!   average encoded row size — target ≥ 70 %.
 //!
-//! Environment: `DC_BENCH_ROWS` (default 1 000 000), `DC_BENCH_REPS` (default
-//! 3; the median is reported), `DC_BENCH_SQLITE_ROWS` (rows for the SQLite
+//! Method (see "results" below): baseline and subject run pair by pair, the
+//! ratio is taken per pair, and pairs repeat until the median ratio is stable
+//! or a maximum is reached; the machine load is printed at start and end, and
+//! the CPU the rest of the machine used during the pairs is measured, so a
+//! result taken on a loaded machine is printed as "noisy", not as a result.
+//!
+//! Environment: `DC_BENCH_ROWS` (default 1 000 000), `DC_BENCH_REPS` (minimum
+//! pairs, default 3), `DC_BENCH_MAX_REPS` (default 10), `DC_BENCH_STABLE_WINDOW`
+//! (default 3) and `DC_BENCH_STABLE_SPREAD` (percent, default 10): stable when
+//! the last WINDOW ratios lie within SPREAD of their median,
+//! `DC_BENCH_NOISE_LOAD` (cores of foreign load above which a result is noisy,
+//! default 0.3), `DC_BENCH_OPENSSL_SECONDS` (default 1), `DC_BENCH_SQLITE_ROWS` (rows for the SQLite
 //! part, default 200 000, at most `DC_BENCH_ROWS`), `DC_BENCH_SQLITE_PIN`
 //! (default 1: the SQLite part runs in a child process pinned to one CPU with
 //! `taskset`), `DC_BENCH_PG_ADMIN_URL` (default
@@ -45,6 +55,7 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 
 const DEFAULT_ROWS: usize = 1_000_000;
 const DEFAULT_REPS: usize = 3;
+const DEFAULT_MAX_REPS: usize = 10;
 const DEFAULT_SQLITE_ROWS: usize = 200_000;
 /// Set in the pinned child process that runs the SQLite part.
 const SQLITE_CHILD_ENV: &str = "DC_BENCH_SQLITE_CHILD";
@@ -182,25 +193,131 @@ fn hash_input(names: &[&str], cells: &[Cell]) -> Vec<u8> {
 }
 
 // ------------------------------------------------------------- results ----
+//
+// Methodology: every targeted quantity is measured in PAIRS: its baseline and
+// the subject run back to back (baseline first), and the ratio is taken per
+// pair. Pairs are repeated until the ratios are stable — the relative spread
+// (max − min) / median of the last `window` ratios is at most `spread` — or
+// `max` pairs were run. The reported ratio is the median over all pairs. While
+// the pairs run, the CPU time the REST of the machine used is measured
+// ("foreign load", in cores: machine busy time from /proc/stat, including
+// steal, minus this process, its children and the PostgreSQL server processes
+// working for it); a result that did not stabilise, or was measured under a
+// foreign load above `noise_load`, is printed as "noisy", not as a result.
+
+/// When to stop repeating, and when a result counts as noise (environment knobs).
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    /// Minimum pairs (`DC_BENCH_REPS`, default 3).
+    min: usize,
+    /// Maximum pairs (`DC_BENCH_MAX_REPS`, default 10).
+    max: usize,
+    /// Ratios the stability test looks at (`DC_BENCH_STABLE_WINDOW`, default 3).
+    window: usize,
+    /// Largest relative spread of the window that counts as stable
+    /// (`DC_BENCH_STABLE_SPREAD`, percent, default 10).
+    spread: f64,
+    /// Foreign load (cores) above which a result is noise (`DC_BENCH_NOISE_LOAD`, default 0.3).
+    noise_load: f64,
+}
+
+impl Policy {
+    fn from_env() -> Policy {
+        let min = env_usize("DC_BENCH_REPS", DEFAULT_REPS).max(1);
+        let max = env_usize("DC_BENCH_MAX_REPS", DEFAULT_MAX_REPS).max(min);
+        let window = env_usize("DC_BENCH_STABLE_WINDOW", 3).clamp(2, max.max(2));
+        let spread = env_f64("DC_BENCH_STABLE_SPREAD", 10.0) / 100.0;
+        let noise_load = env_f64("DC_BENCH_NOISE_LOAD", 0.3);
+        Policy { min, max, window, spread, noise_load }
+    }
+
+    /// True when every series is stable (enough pairs, small spread).
+    fn done(&self, series: &[&Series]) -> bool {
+        series.iter().all(|s| s.stable(self))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "pairs (baseline, subject) repeated until the spread (max − min) / median of the last {} ratios ≤ {:.0} %, at least {} and at most {} pairs; noisy when not stable or the foreign load exceeded {:.2} cores",
+            self.window,
+            self.spread * 100.0,
+            self.min,
+            self.max,
+            self.noise_load
+        )
+    }
+}
+
+/// One measured quantity: per pair its time, its baseline's time, the ratio
+/// and the foreign load during the pair.
+#[derive(Debug, Clone, Default)]
+struct Series {
+    secs: Vec<f64>,
+    base: Vec<f64>,
+    ratio: Vec<f64>,
+    load: Vec<f64>,
+}
+
+impl Series {
+    fn push(&mut self, secs: f64, base: f64, ratio: f64, load: f64) {
+        self.secs.push(secs);
+        self.base.push(base);
+        self.ratio.push(ratio);
+        self.load.push(load);
+    }
+
+    fn n(&self) -> usize {
+        self.ratio.len()
+    }
+
+    /// (max − min) / median of the last `window` ratios.
+    fn spread(&self, window: usize) -> f64 {
+        if self.ratio.len() < 2 {
+            return f64::INFINITY;
+        }
+        let last = &self.ratio[self.ratio.len().saturating_sub(window)..];
+        let (lo, hi) = last.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+        (hi - lo) / median(last.to_vec())
+    }
+
+    fn stable(&self, p: &Policy) -> bool {
+        self.n() >= p.min.max(p.window) && self.spread(p.window) <= p.spread
+    }
+
+    fn ratio(&self) -> f64 {
+        median(self.ratio.clone())
+    }
+
+    fn mean_load(&self) -> f64 {
+        if self.load.is_empty() { f64::NAN } else { self.load.iter().sum::<f64>() / self.load.len() as f64 }
+    }
+}
 
 struct Line {
     bench: &'static str,
     what: String,
     n: usize,
-    secs: f64,
+    series: Series,
+    /// Throughput of the median time.
     throughput: String,
     baseline: String,
-    ratio: Option<f64>,
     target: Option<f64>,
 }
 
 impl Line {
-    fn verdict(&self) -> &'static str {
-        match (self.ratio, self.target) {
-            (Some(r), Some(t)) if r >= t => "yes",
-            (Some(_), Some(_)) => "**no**",
-            _ => "(info)",
+    fn verdict(&self, p: &Policy) -> String {
+        let Some(t) = self.target else { return "(info)".into() };
+        let s = &self.series;
+        if s.n() == 0 || !s.ratio().is_finite() {
+            return "not measured".into();
         }
+        if !s.stable(p) {
+            return format!("noisy: not stable after {} pairs", s.n());
+        }
+        if s.mean_load() > p.noise_load {
+            return format!("noisy: foreign load {:.2} cores", s.mean_load());
+        }
+        if s.ratio() >= t { "yes".into() } else { "**no**".into() }
     }
 }
 
@@ -221,25 +338,112 @@ fn mb(bytes: f64) -> String {
     format!("{:.1} MB/s", bytes / 1e6)
 }
 
-fn print_table(lines: &[Line]) {
+fn pct(x: f64) -> String {
+    if x.is_finite() { format!("{:.0} %", x * 100.0) } else { "–".into() }
+}
+
+fn print_table(lines: &[Line], p: &Policy) {
     println!();
-    println!("| Bench | Measured | Rows | Median time | Throughput | Baseline (same run) | Ratio | Target | Met |");
-    println!("|---|---|---:|---:|---:|---|---:|---:|---|");
+    println!(
+        "| Bench | Measured | Rows | Median time | Throughput | Baseline (same run, median) | Ratio (median) | Spread (last {}) | Pairs | Foreign load | Target | Met |",
+        p.window
+    );
+    println!("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|");
     for l in lines {
+        let s = &l.series;
         println!(
-            "| {} | {} | {} | {:.3} s | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.3} s | {} | {} | {} | {} | {} | {:.2} | {} | {} |",
             l.bench,
             l.what,
             l.n,
-            l.secs,
+            median(s.secs.clone()),
             l.throughput,
             l.baseline,
-            l.ratio.map(|r| format!("{:.0} %", r * 100.0)).unwrap_or_else(|| "–".into()),
+            pct(s.ratio()),
+            pct(s.spread(p.window)),
+            s.n(),
+            s.mean_load(),
             l.target.map(|t| format!("≥ {:.0} %", t * 100.0)).unwrap_or_else(|| "–".into()),
-            l.verdict()
+            l.verdict(p)
         );
     }
     println!();
+}
+
+// ------------------------------------------------------- machine load ----
+
+/// CPU ticks per second in /proc (USER_HZ; 100 on every Linux we run on).
+const CLK_TCK: f64 = 100.0;
+
+/// A reading of the machine's CPU counters: busy ticks of all CPUs, and the
+/// ticks of this process (with its waited-for children) and of the PostgreSQL
+/// server processes that work for it.
+#[derive(Debug, Clone, Copy)]
+struct CpuSnap {
+    at: Instant,
+    busy: u64,
+    ours: u64,
+}
+
+/// The scratch PostgreSQL database of this run (its backends count as ours).
+static PG_DB: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn proc_ticks(stat: &str, with_children: bool) -> u64 {
+    // fields after "(comm) ": state ppid ... utime(14) stime(15) cutime(16) cstime(17)
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { return 0 };
+    let f: Vec<u64> = rest.split_whitespace().skip(1).take(14).map(|x| x.parse().unwrap_or(0)).collect();
+    if f.len() < 14 {
+        return 0;
+    }
+    f[10] + f[11] + if with_children { f[12] + f[13] } else { 0 }
+}
+
+/// Is this PostgreSQL process working for us? The postmaster and its auxiliary
+/// processes (WAL writer, checkpointer, autovacuum ...) are; client backends
+/// only when connected to our scratch database.
+fn pg_process_is_ours(cmdline: &str) -> bool {
+    let client = cmdline.contains("127.0.0.1(") || cmdline.contains("[local]") || cmdline.contains("::1(");
+    !client || PG_DB.get().is_some_and(|db| cmdline.contains(db.as_str()))
+}
+
+fn cpu_snap() -> CpuSnap {
+    let at = Instant::now();
+    let busy = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_string();
+            let f: Vec<u64> = line.split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
+            // user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+            Some(f.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum())
+        })
+        .unwrap_or(0);
+    let mut ours = std::fs::read_to_string("/proc/self/stat").map(|s| proc_ticks(&s, true)).unwrap_or(0);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let path = e.path();
+            let is_pid = e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+            if !is_pid || std::fs::read_to_string(path.join("comm")).map(|c| c.trim() != "postgres").unwrap_or(true) {
+                continue;
+            }
+            let cmd = std::fs::read(path.join("cmdline")).map(|b| String::from_utf8_lossy(&b).into_owned());
+            if cmd.is_ok_and(|c| pg_process_is_ours(&c))
+                && let Ok(stat) = std::fs::read_to_string(path.join("stat"))
+            {
+                ours += proc_ticks(&stat, false);
+            }
+        }
+    }
+    CpuSnap { at, busy, ours }
+}
+
+impl CpuSnap {
+    /// Cores the rest of the machine kept busy since `self`.
+    fn foreign_since(&self) -> f64 {
+        let now = cpu_snap();
+        let wall = now.at.duration_since(self.at).as_secs_f64();
+        let foreign = now.busy.saturating_sub(self.busy) as f64 - now.ours.saturating_sub(self.ours) as f64;
+        if wall <= 0.0 { 0.0 } else { (foreign / CLK_TCK / wall).max(0.0) }
+    }
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -248,6 +452,10 @@ fn log(msg: impl AsRef<str>) {
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.replace('_', "").parse().ok()).unwrap_or(default)
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 fn enabled(part: &str) -> bool {
@@ -344,16 +552,16 @@ async fn pg_copy(
 
 struct PgTimes {
     copy_plain: Vec<f64>,
-    copy_ident: Vec<f64>,
-    first: [Vec<f64>; 2],
-    remerge: [Vec<f64>; 2],
+    copy_ident: Series,
+    first: [Series; 2],
+    remerge: [Series; 2],
     upd_checks: Vec<String>,
     upd_ok: bool,
 }
 
 async fn pg_bench(
     url: &str,
-    reps: usize,
+    policy: &Policy,
     rows: &[Map<String, Value>],
     snap: &[Map<String, Value>],
     changed: u64,
@@ -368,6 +576,7 @@ async fn pg_bench(
     let e = |e: sqlx::Error| e.to_string();
     let d = decl(TABLE);
     let n = rows.len();
+    let sn = snap.len();
 
     apps::ensure_app(&db, "bench", "bench", "merge", "scraper", "merge benchmark").await.map_err(|e| e.to_string())?;
     let app_id = apps::app_id_for("bench", "bench", "merge");
@@ -386,22 +595,26 @@ async fn pg_bench(
 
     let mut t = PgTimes {
         copy_plain: vec![],
-        copy_ident: vec![],
-        first: [vec![], vec![]],
-        remerge: [vec![], vec![]],
+        copy_ident: Series::default(),
+        first: Default::default(),
+        remerge: Default::default(),
         upd_checks: vec![],
         upd_ok: true,
     };
-    for rep in 0..reps {
-        // --- COPY baselines
+    let mut rep = 0;
+    while rep < policy.max
+        && !(rep >= policy.min && policy.done(&[&t.first[0], &t.first[1], &t.remerge[0], &t.remerge[1]]))
+    {
+        let cpu = cpu_snap();
+        // --- the baseline of this pair: COPY into a plain table
         pg_exec(pool, "DROP TABLE IF EXISTS bench_copy_plain").await.map_err(e)?;
         pg_exec(pool, &format!("CREATE TABLE bench_copy_plain ({})", plain_cols.join(", "))).await.map_err(e)?;
         pg_quiesce(pool).await;
         let t0 = Instant::now();
         let copied = pg_copy(pool, &copy_plain_sql, &p.cells, None).await.map_err(e)?;
-        t.copy_plain.push(t0.elapsed().as_secs_f64());
+        let copy = t0.elapsed().as_secs_f64();
+        t.copy_plain.push(copy);
         assert_eq!(copied as usize, n, "COPY loaded every row");
-        log(format!("rep {rep}: COPY plain {:.2}s", t.copy_plain[rep]));
         pg_exec(pool, "DROP TABLE bench_copy_plain").await.map_err(e)?;
 
         pg_exec(pool, "DROP TABLE IF EXISTS bench_copy_ident").await.map_err(e)?;
@@ -409,11 +622,12 @@ async fn pg_bench(
         pg_quiesce(pool).await;
         let t0 = Instant::now();
         pg_copy(pool, &copy_ident_sql, &p.cells, Some((&p.keys, &p.hashes))).await.map_err(e)?;
-        t.copy_ident.push(t0.elapsed().as_secs_f64());
-        log(format!("rep {rep}: COPY identical DDL {:.2}s", t.copy_ident[rep]));
+        let copy_ident = t0.elapsed().as_secs_f64();
         pg_exec(pool, "DROP TABLE bench_copy_ident").await.map_err(e)?;
 
-        // --- merges: variant 0 without change feed, 1 with
+        // --- the subjects: variant 0 without change feed, 1 with
+        let mut first = [0.0; 2];
+        let mut remerge = [0.0; 2];
         for (v, feed) in [false, true].into_iter().enumerate() {
             pg_exec(pool, &format!("DROP TABLE IF EXISTS {TABLE}")).await.map_err(e)?;
             pg_exec(pool, "TRUNCATE run_changes").await.map_err(e)?;
@@ -448,32 +662,45 @@ async fn pg_bench(
             pg_quiesce(pool).await;
             let t0 = Instant::now();
             let s = merge::merge(&db, req, rows).await.map_err(|e| e.to_string())?;
-            t.first[v].push(t0.elapsed().as_secs_f64());
+            first[v] = t0.elapsed().as_secs_f64();
             check(&s, n as u64, 0, 0, 0)?;
-            log(format!("rep {rep}: first merge (feed: {feed}) {:.2}s", t.first[v][rep]));
 
             let before = pg_tup_stats(pool, TABLE, None).await.map_err(e)?;
             pg_quiesce(pool).await;
             let t0 = Instant::now();
             let s = merge::merge(&db, req, snap).await.map_err(|e| e.to_string())?;
-            t.remerge[v].push(t0.elapsed().as_secs_f64());
+            remerge[v] = t0.elapsed().as_secs_f64();
             check(&s, 0, changed, removed, n as u64 - changed - removed)?;
             let after = pg_tup_stats(pool, TABLE, Some(before.1 + changed as i64)).await.map_err(e)?;
             let (d_upd, d_del, d_ins) = (after.1 - before.1, after.2 - before.2, after.0 - before.0);
             let ok = d_upd == changed as i64 && d_del == removed as i64 && d_ins == 0;
             t.upd_ok &= ok;
             t.upd_checks.push(format!(
-                "rep {rep} feed={feed}: n_tup_upd +{d_upd} (expected +{changed}), n_tup_del +{d_del} (expected +{removed}), n_tup_ins +{d_ins} (expected +0) → {}",
+                "pair {rep} feed={feed}: n_tup_upd +{d_upd} (expected +{changed}), n_tup_del +{d_del} (expected +{removed}), n_tup_ins +{d_ins} (expected +0) → {}",
                 if ok { "OK" } else { "MISMATCH" }
-            ));
-            log(format!(
-                "rep {rep}: re-merge (feed: {feed}) {:.2}s; {}",
-                t.remerge[v][rep],
-                t.upd_checks.last().map(String::as_str).unwrap_or("")
             ));
         }
         pg_exec(pool, &format!("DROP TABLE IF EXISTS {TABLE}")).await.map_err(e)?;
         pg_exec(pool, "TRUNCATE run_changes").await.map_err(e)?;
+        let load = cpu.foreign_since();
+        t.copy_ident.push(copy_ident, copy, copy / copy_ident, load);
+        for v in 0..2 {
+            t.first[v].push(first[v], copy, copy / first[v], load);
+            t.remerge[v].push(remerge[v], copy, (sn as f64 / remerge[v]) / (n as f64 / copy), load);
+        }
+        log(format!(
+            "pair {rep}: COPY {copy:.2}s (merge DDL {copy_ident:.2}s) | first merge {:.2}s = {}, feed {:.2}s = {} | re-merge {:.2}s = {}, feed {:.2}s = {} | foreign load {load:.2} | loadavg {}",
+            first[0],
+            pct(copy / first[0]),
+            first[1],
+            pct(copy / first[1]),
+            remerge[0],
+            pct(t.remerge[0].ratio[rep]),
+            remerge[1],
+            pct(t.remerge[1].ratio[rep]),
+            loadavg()
+        ));
+        rep += 1;
     }
     db.close().await;
     Ok(t)
@@ -489,7 +716,7 @@ fn check(s: &MergeSummary, ins: u64, upd: u64, del: u64, unch: u64) -> Result<()
 }
 
 async fn pg_part(
-    reps: usize,
+    policy: &Policy,
     rows: &[Map<String, Value>],
     snap: &[Map<String, Value>],
     changed: u64,
@@ -562,7 +789,10 @@ async fn pg_part(
         }
         let _ = c.close().await;
     }
-    let result = pg_bench(&url, reps, rows, snap, changed, removed, p).await;
+    if let Some(name) = &name {
+        let _ = PG_DB.set(name.clone());
+    }
+    let result = pg_bench(&url, policy, rows, snap, changed, removed, p).await;
     // drop the scratch database whatever happened
     if let (Some(name), Ok(mut c)) = (name, sqlx::postgres::PgConnection::connect(&admin).await) {
         let dropped = sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
@@ -584,28 +814,26 @@ async fn pg_part(
     };
     let n = rows.len();
     let copy = median(t.copy_plain.clone());
-    let ident = median(t.copy_ident.clone());
     let base = format!("COPY binary, plain table: {:.3} s, {}", copy, rate(n, copy));
+    let ident = median(t.copy_ident.secs.clone());
     lines.push(Line {
         bench: "A1 PG first merge",
         what: "COPY into merge DDL (+_row_key/_row_hash, UNIQUE), keys+hashes precomputed".into(),
         n,
-        secs: ident,
         throughput: rate(n, ident),
+        series: t.copy_ident,
         baseline: base.clone(),
-        ratio: Some(copy / ident),
         target: None,
     });
     for (v, label) in [(0, "merge::merge, no change feed"), (1, "merge::merge, with change feed (runtime id)")] {
-        let m = median(t.first[v].clone());
+        let m = median(t.first[v].secs.clone());
         lines.push(Line {
             bench: "A1 PG first merge",
             what: label.into(),
             n,
-            secs: m,
             throughput: rate(n, m),
+            series: t.first[v].clone(),
             baseline: base.clone(),
-            ratio: Some(copy / m),
             target: Some(0.50),
         });
     }
@@ -614,15 +842,14 @@ async fn pg_part(
         (0, "re-merge 10 % chg / 5 % del / 85 % same, no feed"),
         (1, "re-merge 10 % chg / 5 % del / 85 % same, with feed"),
     ] {
-        let m = median(t.remerge[v].clone());
+        let m = median(t.remerge[v].secs.clone());
         lines.push(Line {
             bench: "A2 PG re-merge",
             what: label.into(),
             n: sn,
-            secs: m,
             throughput: rate(sn, m),
+            series: t.remerge[v].clone(),
             baseline: base.clone(),
-            ratio: Some((sn as f64 / m) / (n as f64 / copy)),
             target: Some(0.25),
         });
     }
@@ -632,13 +859,13 @@ async fn pg_part(
         t.upd_checks.join("; ")
     ));
     notes.push(format!(
-        "PG samples (s): copy_plain {:?}, copy_ident {:?}, first(no feed) {:?}, first(feed) {:?}, remerge(no feed) {:?}, remerge(feed) {:?}",
+        "PG samples (s): copy_plain {:?}, first(no feed) {:?}, first(feed) {:?}, remerge(no feed) {:?}, remerge(feed) {:?}; foreign load per pair {:?}",
         round(&t.copy_plain),
-        round(&t.copy_ident),
-        round(&t.first[0]),
-        round(&t.first[1]),
-        round(&t.remerge[0]),
-        round(&t.remerge[1])
+        round(&t.first[0].secs),
+        round(&t.first[1].secs),
+        round(&t.remerge[0].secs),
+        round(&t.remerge[1].secs),
+        round(&t.first[0].load)
     ));
 }
 
@@ -659,12 +886,12 @@ async fn sqlite_db(dir: &std::path::Path, file: &str) -> Result<Database, String
 
 struct SqliteTimes {
     insert_loop: Vec<f64>,
-    first: [Vec<f64>; 2],
-    remerge: Vec<f64>,
+    first: [Series; 2],
+    remerge: Series,
 }
 
 async fn sqlite_bench(
-    reps: usize,
+    policy: &Policy,
     rows: &[Map<String, Value>],
     snap: &[Map<String, Value>],
     changed: u64,
@@ -673,8 +900,9 @@ async fn sqlite_bench(
 ) -> Result<SqliteTimes, String> {
     let d = decl(TABLE);
     let n = rows.len();
+    let sn = snap.len();
     let app_id = apps::app_id_for("bench", "bench", "merge");
-    let mut t = SqliteTimes { insert_loop: vec![], first: [vec![], vec![]], remerge: vec![] };
+    let mut t = SqliteTimes { insert_loop: vec![], first: Default::default(), remerge: Series::default() };
     let cols = col_list(&d);
     let ph: Vec<String> = (1..=d.columns.len() + 5).map(|i| format!("${i}")).collect();
     let insert_sql: std::sync::Arc<str> = format!(
@@ -682,10 +910,12 @@ async fn sqlite_bench(
         ph.join(", ")
     )
     .into();
-    for rep in 0..reps {
+    let mut rep = 0;
+    while rep < policy.max && !(rep >= policy.min && policy.done(&[&t.first[0], &t.first[1]])) {
+        let cpu = cpu_snap();
         // --- baseline: identical table (created by ensure_table), bare prepared
         // INSERT loop of the same values in one BEGIN IMMEDIATE transaction
-        {
+        let base = {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let db = sqlite_db(dir.path(), "raw.db").await?;
             merge::ensure_table(&db, &app_id, &d).await.map_err(|e| e.to_string())?;
@@ -708,10 +938,13 @@ async fn sqlite_bench(
                     .map_err(|e| e.to_string())?;
             }
             tx.commit().await.map_err(|e| e.to_string())?;
-            t.insert_loop.push(t0.elapsed().as_secs_f64());
-            log(format!("rep {rep}: SQLite insert loop {:.2}s", t.insert_loop[rep]));
+            let secs = t0.elapsed().as_secs_f64();
             db.close().await;
-        }
+            secs
+        };
+        t.insert_loop.push(base);
+        let mut first = [0.0; 2];
+        let mut remerge = 0.0;
         for (v, feed) in [false, true].into_iter().enumerate() {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let db = sqlite_db(dir.path(), "merge.db").await?;
@@ -746,24 +979,36 @@ async fn sqlite_bench(
             };
             let t0 = Instant::now();
             let s = merge::merge(&db, req, rows).await.map_err(|e| e.to_string())?;
-            t.first[v].push(t0.elapsed().as_secs_f64());
+            first[v] = t0.elapsed().as_secs_f64();
             check(&s, n as u64, 0, 0, 0)?;
-            log(format!("rep {rep}: SQLite first merge (feed: {feed}) {:.2}s", t.first[v][rep]));
             if !feed {
                 let t0 = Instant::now();
                 let s = merge::merge(&db, req, snap).await.map_err(|e| e.to_string())?;
-                t.remerge.push(t0.elapsed().as_secs_f64());
+                remerge = t0.elapsed().as_secs_f64();
                 check(&s, 0, changed, removed, n as u64 - changed - removed)?;
-                log(format!("rep {rep}: SQLite re-merge {:.2}s", t.remerge[rep]));
             }
             db.close().await;
         }
+        let load = cpu.foreign_since();
+        for (series, secs) in t.first.iter_mut().zip(first) {
+            series.push(secs, base, base / secs, load);
+        }
+        t.remerge.push(remerge, base, (sn as f64 / remerge) / (n as f64 / base), load);
+        log(format!(
+            "pair {rep}: SQLite insert loop {base:.2}s | first merge {:.2}s = {}, feed {:.2}s = {} | re-merge {remerge:.2}s | foreign load {load:.2} | loadavg {}",
+            first[0],
+            pct(base / first[0]),
+            first[1],
+            pct(base / first[1]),
+            loadavg()
+        ));
+        rep += 1;
     }
     Ok(t)
 }
 
 async fn sqlite_part(
-    reps: usize,
+    policy: &Policy,
     rows: &[Map<String, Value>],
     snap: &[Map<String, Value>],
     changed: u64,
@@ -772,7 +1017,7 @@ async fn sqlite_part(
     lines: &mut Vec<Line>,
     notes: &mut Vec<String>,
 ) {
-    let t = match sqlite_bench(reps, rows, snap, changed, removed, p).await {
+    let t = match sqlite_bench(policy, rows, snap, changed, removed, p).await {
         Ok(t) => t,
         Err(err) => {
             let msg = format!("SQLite benchmark FAILED: {err}");
@@ -785,36 +1030,35 @@ async fn sqlite_part(
     let base_t = median(t.insert_loop.clone());
     let base = format!("prepared INSERT loop, 1 tx, identical table: {:.3} s, {}", base_t, rate(n, base_t));
     for (v, label) in [(0, "merge::merge, no change feed"), (1, "merge::merge, with change feed (runtime id)")] {
-        let m = median(t.first[v].clone());
+        let m = median(t.first[v].secs.clone());
         lines.push(Line {
             bench: "A3 SQLite first merge",
             what: label.into(),
             n,
-            secs: m,
             throughput: rate(n, m),
+            series: t.first[v].clone(),
             baseline: base.clone(),
-            ratio: Some(base_t / m),
             target: Some(0.40),
         });
     }
     let sn = snap.len();
-    let m = median(t.remerge.clone());
+    let m = median(t.remerge.secs.clone());
     lines.push(Line {
         bench: "A3 SQLite re-merge",
         what: "re-merge 10 % chg / 5 % del / 85 % same, no feed".into(),
         n: sn,
-        secs: m,
         throughput: rate(sn, m),
+        series: t.remerge.clone(),
         baseline: base,
-        ratio: Some((sn as f64 / m) / (n as f64 / base_t)),
         target: None,
     });
     notes.push(format!(
-        "SQLite samples (s): insert_loop {:?}, first(no feed) {:?}, first(feed) {:?}, remerge(no feed) {:?}",
+        "SQLite samples (s): insert_loop {:?}, first(no feed) {:?}, first(feed) {:?}, remerge(no feed) {:?}; foreign load per pair {:?}",
         round(&t.insert_loop),
-        round(&t.first[0]),
-        round(&t.first[1]),
-        round(&t.remerge)
+        round(&t.first[0].secs),
+        round(&t.first[1].secs),
+        round(&t.remerge.secs),
+        round(&t.first[0].load)
     ));
 }
 
@@ -839,7 +1083,7 @@ fn openssl_sha256(bytes: usize, seconds: u32) -> Result<f64, String> {
     Err(format!("no sha256 line in openssl output: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
-fn hash_part(reps: usize, p: &PreparedRows, lines: &mut Vec<Line>, notes: &mut Vec<String>) {
+fn hash_part(policy: &Policy, p: &PreparedRows, lines: &mut Vec<Line>, notes: &mut Vec<String>) {
     let d = decl(TABLE);
     let names: Vec<&str> = d.columns.iter().map(|c| c.name.as_str()).collect();
     let n = p.cells.len();
@@ -851,66 +1095,88 @@ fn hash_part(reps: usize, p: &PreparedRows, lines: &mut Vec<Line>, notes: &mut V
     let total: usize = inputs.iter().map(Vec::len).sum();
     let avg = total / n.max(1);
     log(format!("hash input: {n} rows, {total} bytes, {avg} bytes/row on average"));
+    let secs = env_usize("DC_BENCH_OPENSSL_SECONDS", 1).max(1) as u32;
 
-    let mut bulk = Vec::new();
-    let mut raw = Vec::new();
-    for rep in 0..reps.max(3) {
+    let (mut bulk, mut raw) = (Series::default(), Series::default());
+    let mut openssl_rates = Vec::new();
+    let mut rep = 0;
+    while rep < policy.max && !(rep >= policy.min && policy.done(&[&bulk])) {
+        let cpu = cpu_snap();
+        // the baseline of this pair, in a child process (its CPU time counts as ours)
+        let openssl = match openssl_sha256(avg, secs) {
+            Ok(b) => b,
+            Err(err) => {
+                let msg = format!("A4 openssl baseline SKIPPED: {err}");
+                log(&msg);
+                notes.push(msg);
+                return;
+            }
+        };
+        openssl_rates.push(openssl);
+        let base_secs = total as f64 / openssl;
         let t0 = Instant::now();
         let hs = hash::bulk_hash(&names, &p.cells, FORM);
-        bulk.push(t0.elapsed().as_secs_f64());
+        let b = t0.elapsed().as_secs_f64();
         assert_eq!(hs.len(), n);
         std::hint::black_box(hs);
         let t0 = Instant::now();
         let mut acc = 0u8;
-        for b in &inputs {
-            acc ^= Sha256::digest(b)[0];
+        for x in &inputs {
+            acc ^= Sha256::digest(x)[0];
         }
-        raw.push(t0.elapsed().as_secs_f64());
+        let r = t0.elapsed().as_secs_f64();
         std::hint::black_box(acc);
-        log(format!("rep {rep}: bulk_hash {:.3}s, sha2 digest of pre-encoded rows {:.3}s", bulk[rep], raw[rep]));
+        let load = cpu.foreign_since();
+        bulk.push(b, base_secs, base_secs / b, load);
+        raw.push(r, base_secs, base_secs / r, load);
+        log(format!(
+            "pair {rep}: openssl {} | bulk_hash {b:.3}s = {} | sha2 of pre-encoded rows {r:.3}s = {} | foreign load {load:.2}",
+            mb(openssl),
+            pct(base_secs / b),
+            pct(base_secs / r)
+        ));
+        rep += 1;
     }
-    let openssl = match openssl_sha256(avg, 3) {
-        Ok(b) => b,
-        Err(err) => {
-            let msg = format!("A4 openssl baseline SKIPPED: {err}");
-            log(&msg);
-            notes.push(msg);
-            f64::NAN
-        }
-    };
-    let base = format!("openssl speed -evp sha256 -bytes {avg}: {}", mb(openssl));
-    let b = median(bulk.clone());
-    let r = median(raw.clone());
+    let base = format!("openssl speed -evp sha256 -bytes {avg} -seconds {secs}: {}", mb(median(openssl_rates.clone())));
+    let b = median(bulk.secs.clone());
     lines.push(Line {
         bench: "A4 row hashing",
         what: "hash::bulk_hash (encode + SHA-256 + hex), bytes = encoded row".into(),
         n,
-        secs: b,
         throughput: mb(total as f64 / b),
+        series: bulk.clone(),
         baseline: base.clone(),
-        ratio: (openssl.is_finite()).then(|| (total as f64 / b) / openssl),
         target: Some(0.70),
     });
+    let r = median(raw.secs.clone());
     lines.push(Line {
         bench: "A4 row hashing",
         what: "sha2::Sha256::digest of the pre-encoded rows (no encode/hex)".into(),
         n,
-        secs: r,
         throughput: mb(total as f64 / r),
+        series: raw.clone(),
         baseline: base,
-        ratio: (openssl.is_finite()).then(|| (total as f64 / r) / openssl),
         target: None,
     });
-    notes.push(format!("hash samples (s): bulk_hash {:?}, sha2 raw {:?}", round(&bulk), round(&raw)));
+    notes.push(format!(
+        "hash samples (s): bulk_hash {:?}, sha2 raw {:?}; openssl MB/s {:?}",
+        round(&bulk.secs),
+        round(&raw.secs),
+        openssl_rates.iter().map(|x| (x / 1e5).round() / 10.0).collect::<Vec<_>>()
+    ));
 }
 
 // ---------------------------------------------------------------- main ----
 
 fn main() {
     let n = env_usize("DC_BENCH_ROWS", DEFAULT_ROWS).max(20);
-    let reps = env_usize("DC_BENCH_REPS", DEFAULT_REPS).max(1);
+    let policy = Policy::from_env();
+    let reps = policy.min;
     let started = Instant::now();
     let load_start = loadavg();
+    let cores = std::thread::available_parallelism().map(|c| c.get()).unwrap_or(1);
+    let cpu_start = cpu_snap();
+    log(format!("machine: {cores} CPUs, load average (1/5/15 min) {load_start}; {}", policy.describe()));
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -947,7 +1213,7 @@ fn main() {
     let mut lines = Vec::new();
 
     if enabled("hash") {
-        hash_part(reps, &p, &mut lines, &mut notes);
+        hash_part(&policy, &p, &mut lines, &mut notes);
     }
     if enabled("sqlite") {
         // SQLite uses the first DC_BENCH_SQLITE_ROWS rows of the same data set:
@@ -980,6 +1246,7 @@ fn main() {
                         .env("DC_BENCH_ROWS", m.to_string())
                         .env("DC_BENCH_SQLITE_ROWS", m.to_string())
                         .env("DC_BENCH_REPS", reps.to_string())
+                        .env("DC_BENCH_MAX_REPS", policy.max.to_string())
                         .status()
                 });
                 match status {
@@ -995,34 +1262,57 @@ fn main() {
                 }
                 let (snap_m, changed_m, removed_m) =
                     if m == n { (snap.clone(), changed, removed) } else { snapshot_rows(m) };
-                rt.block_on(sqlite_part(reps, &rows[..m], &snap_m, changed_m, removed_m, &p, &mut lines, &mut notes));
+                rt.block_on(sqlite_part(
+                    &policy,
+                    &rows[..m],
+                    &snap_m,
+                    changed_m,
+                    removed_m,
+                    &p,
+                    &mut lines,
+                    &mut notes,
+                ));
             }
         }
     }
     if enabled("pg") {
-        rt.block_on(pg_part(reps, &rows, &snap, changed, removed, &p, &mut lines, &mut notes));
+        rt.block_on(pg_part(&policy, &rows, &snap, changed, removed, &p, &mut lines, &mut notes));
     }
 
     if std::env::var_os(SQLITE_CHILD_ENV).is_some() {
-        println!("\n## dc-core merge benchmarks: SQLite part, pinned to CPU 0 (N = {n}, median of {reps} repetitions)");
+        println!("\n## dc-core merge benchmarks: SQLite part, pinned to CPU 0 (N = {n})");
     } else {
-        println!("\n## dc-core merge benchmarks (N = {n}, median of {reps} repetitions)");
+        println!("\n## dc-core merge benchmarks (N = {n})");
     }
-    print_table(&lines);
+    println!();
+    println!("- machine: {cores} CPUs; load average (1/5/15 min) at start {load_start}");
+    println!("- method: {}", policy.describe());
+    print_table(&lines, &policy);
     for note in &notes {
         println!("- {note}");
     }
-    let mut cats: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut cats: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     for l in lines.iter().filter(|l| l.target.is_some()) {
         let e = cats.entry(l.bench).or_default();
         e.0 += 1;
-        e.1 += usize::from(l.verdict() == "yes");
+        e.1 += usize::from(l.verdict(&policy) == "yes");
+        e.2 += usize::from(l.verdict(&policy).starts_with("noisy"));
     }
-    println!("- targets met: {}", cats.iter().map(|(k, (t, m))| format!("{k} {m}/{t}")).collect::<Vec<_>>().join(", "));
     println!(
-        "- total bench wall time: {:.0} s; load average (1/5/15 min) at start {load_start}, at end {}",
+        "- targets met: {}",
+        cats.iter()
+            .map(|(k, (t, m, z))| format!(
+                "{k} {m}/{t}{}",
+                if *z > 0 { format!(" ({z} noisy)") } else { String::new() }
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "- total bench wall time: {:.0} s; {cores} CPUs; load average (1/5/15 min) at start {load_start}, at end {}; foreign load over the whole run {:.2} cores",
         started.elapsed().as_secs_f64(),
-        loadavg()
+        loadavg(),
+        cpu_start.foreign_since()
     );
 }
 

@@ -258,36 +258,36 @@ fn encode_cell_v1(cell: &Cell, form: UnicodeForm, out: &mut Vec<u8>) {
     }
 }
 
-/// Version 2 cell value: tag, u64-BE value length, value bytes. The length is
-/// written after the value, into 8 bytes reserved before it, so nothing is
-/// measured twice and nothing is allocated (JSON aside).
+/// Version 2 cell value: tag, u64-BE value length, value bytes. Only JSON's
+/// length is not known up front: it is written after the value, into 8 bytes
+/// reserved before it, so nothing is measured twice and nothing is allocated
+/// (JSON object keys aside).
 fn encode_value_v2(cell: &Cell, form: UnicodeForm, out: &mut Vec<u8>) {
-    let tag = match cell {
-        Cell::Null => b'n',
-        Cell::Text(_) => b's',
-        Cell::Int(_) => b'i',
-        Cell::Real(_) => b'f',
-        Cell::Bool(_) => b'b',
-        Cell::Json(_) => b'j',
-        Cell::Timestamp(_) => b't',
-    };
-    out.push(tag);
-    let at = out.len();
-    out.extend_from_slice(&[0u8; 8]);
+    #[inline(always)]
+    fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+        out.push(tag);
+        out.extend_from_slice(&(value.len() as u64).to_be_bytes());
+        out.extend_from_slice(value);
+    }
     match cell {
-        Cell::Null => {}
-        Cell::Text(s) => out.extend_from_slice(normalize(s, form).as_bytes()),
-        Cell::Int(i) => out.extend_from_slice(&i.to_be_bytes()),
+        Cell::Null => put(out, b'n', &[]),
+        Cell::Text(s) => put(out, b's', normalize(s, form).as_bytes()),
+        Cell::Int(i) => put(out, b'i', &i.to_be_bytes()),
         Cell::Real(f) => {
             let f = if *f == 0.0 { 0.0f64 } else { *f };
-            out.extend_from_slice(&f.to_bits().to_be_bytes());
+            put(out, b'f', &f.to_bits().to_be_bytes())
         }
-        Cell::Bool(b) => out.push(u8::from(*b)),
-        Cell::Json(v) => jcs::write_value(v, form, out),
-        Cell::Timestamp(t) => out.extend_from_slice(&t.timestamp_micros().to_be_bytes()),
+        Cell::Bool(b) => put(out, b'b', &[u8::from(*b)]),
+        Cell::Timestamp(t) => put(out, b't', &t.timestamp_micros().to_be_bytes()),
+        Cell::Json(v) => {
+            out.push(b'j');
+            let at = out.len();
+            out.extend_from_slice(&[0u8; 8]);
+            jcs::write_value(v, form, out);
+            let len = (out.len() - at - 8) as u64;
+            out[at..at + 8].copy_from_slice(&len.to_be_bytes());
+        }
     }
-    let len = (out.len() - at - 8) as u64;
-    out[at..at + 8].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Appends the hashed bytes of a row whose cells come in column-name order.
@@ -468,7 +468,25 @@ pub fn row_hash_versioned<'a>(
 
 /// Hashes one row as lowercase hex (the `_row_hash` column), current version.
 pub fn row_hash_hex<'a>(cells: impl IntoIterator<Item = (&'a str, &'a Cell)>, form: UnicodeForm) -> String {
-    hex::encode(row_hash(cells, form))
+    to_hex(&row_hash(cells, form))
+}
+
+/// Writes a digest as 64 lowercase hex digits into `out` (no allocation).
+pub fn write_hex(digest: &[u8; 32], out: &mut [u8; 64]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in digest.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+/// A digest as lowercase hex: the same text as `hex::encode`, built with a
+/// lookup table into a stack buffer and then one exact-size allocation.
+pub fn to_hex(digest: &[u8; 32]) -> String {
+    let mut buf = [0u8; 64];
+    write_hex(digest, &mut buf);
+    // the table holds ASCII only
+    std::str::from_utf8(&buf).map(str::to_owned).unwrap_or_default()
 }
 
 /// Hashes rows that share one column list, fast: the column order is sorted
@@ -478,6 +496,8 @@ pub fn row_hash_hex<'a>(cells: impl IntoIterator<Item = (&'a str, &'a Cell)>, fo
 pub struct RowHasher {
     /// (column name, index in the row), sorted by name.
     order: Vec<(String, usize)>,
+    /// Per entry of `order`: the version 2 record head (u32-BE name length, name).
+    heads: Vec<Vec<u8>>,
     form: UnicodeForm,
     version: HashVersion,
     buf: Vec<u8>,
@@ -494,7 +514,16 @@ impl RowHasher {
     pub fn with_version(columns: &[&str], form: UnicodeForm, version: HashVersion) -> RowHasher {
         let mut order: Vec<(String, usize)> = columns.iter().enumerate().map(|(i, c)| (c.to_string(), i)).collect();
         order.sort();
-        RowHasher { order, form, version, buf: Vec::with_capacity(512) }
+        let heads = order
+            .iter()
+            .map(|(name, _)| {
+                let len = u32::try_from(name.len()).expect("a column name is shorter than 4 GiB");
+                let mut head = len.to_be_bytes().to_vec();
+                head.extend_from_slice(name.as_bytes());
+                head
+            })
+            .collect();
+        RowHasher { order, heads, form, version, buf: Vec::with_capacity(512) }
     }
 
     /// The encoding version this hasher uses.
@@ -510,6 +539,17 @@ impl RowHasher {
     /// The exact bytes that are hashed for this row (valid until the next call).
     pub fn encode(&mut self, cells: &[Cell]) -> &[u8] {
         self.buf.clear();
+        if self.version == HashVersion::V2 {
+            // the same bytes as `encode_row`, with each record head made once
+            for ((_, i), head) in self.order.iter().zip(&self.heads) {
+                let cell = &cells[*i];
+                if !matches!(cell, Cell::Null) {
+                    self.buf.extend_from_slice(head);
+                    encode_value_v2(cell, self.form, &mut self.buf);
+                }
+            }
+            return &self.buf;
+        }
         encode_row(
             self.order.iter().map(|(name, i)| (name.as_str(), &cells[*i])),
             self.form,
@@ -521,7 +561,7 @@ impl RowHasher {
 
     /// The row's SHA-256 as lowercase hex.
     pub fn hash_hex(&mut self, cells: &[Cell]) -> String {
-        hex::encode(self.hash(cells))
+        to_hex(&self.hash(cells))
     }
 }
 
@@ -921,6 +961,14 @@ mod tests {
                 hex::encode(row_hash_versioned(names.iter().copied().zip(other.iter()), UnicodeForm::Nfc, v));
             assert_eq!(h.hash_hex(&other), expected, "{v}");
             assert_eq!(h.hash_hex(&values), hex_v(&c, UnicodeForm::Nfc, v), "{v}");
+        }
+    }
+
+    #[test]
+    fn to_hex_is_hex_encode() {
+        for seed in [0u8, 1, 0x5a, 0xff] {
+            let d: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(seed));
+            assert_eq!(to_hex(&d), hex::encode(d));
         }
     }
 

@@ -10,13 +10,16 @@
 //!
 //! Each plugin table carries `_row_key` (canonical JSON of the key cells, unique),
 //! `_row_hash` (SHA-256 of the row), `_runtime_id`, `_first_seen`, `_last_seen`
-//! and `_archived_at`. PostgreSQL merges through a binary COPY into a staging
-//! table and set-based SQL; SQLite through prepared statements in one
-//! `BEGIN IMMEDIATE` transaction.
+//! and `_archived_at`. PostgreSQL loads an empty table by binary COPY; a
+//! re-merge reads the table's `(_row_key, _row_hash)` pairs and diffs on the
+//! client, then COPYs new rows straight in, updates changed rows from a
+//! staging table holding only them, and removes missing rows by key. SQLite
+//! merges through prepared statements in one `BEGIN IMMEDIATE` transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use dc_plugin_api::{ColumnType, MergeSummary, MissingRows, TableDecl};
 use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Row};
@@ -346,9 +349,12 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
                 ));
             }
             let limit = if col.max_len > 0 { col.max_len } else { MAX_TEXT_CHARS };
-            let n = s.chars().count();
-            if n > limit {
-                return Err(format!("field {name:?}: text of {n} characters exceeds the limit of {limit}"));
+            // a text has at most as many characters as bytes: count only long ones
+            if s.len() > limit {
+                let n = s.chars().count();
+                if n > limit {
+                    return Err(format!("field {name:?}: text of {n} characters exceeds the limit of {limit}"));
+                }
             }
             Cell::Text(s.to_string())
         }
@@ -379,6 +385,27 @@ fn to_cell(col: &dc_plugin_api::ColumnDecl, is_key: bool, v: Option<&Value>) -> 
     })
 }
 
+/// The `_row_key` text: the compact JSON array of the key cells, with text
+/// normalized like hashes (so "Café" typed two ways is one row). Written
+/// straight into one string, byte for byte what serializing the
+/// `serde_json::Value` array gives.
+fn key_text(cells: &[Cell], key_idx: &[usize], form: UnicodeForm) -> String {
+    let mut key = Vec::with_capacity(32);
+    key.push(b'[');
+    for (n, &i) in key_idx.iter().enumerate() {
+        if n > 0 {
+            key.push(b',');
+        }
+        // writing into a Vec cannot fail
+        let _ = match &cells[i] {
+            Cell::Text(t) => serde_json::to_writer(&mut key, crate::hash::normalize(t, form).as_ref()),
+            c => serde_json::to_writer(&mut key, &c.to_json()),
+        };
+    }
+    key.push(b']');
+    String::from_utf8(key).unwrap_or_default()
+}
+
 /// Records converted to typed cells, with their keys and hashes.
 #[derive(Debug)]
 pub struct PreparedRows {
@@ -406,9 +433,15 @@ fn prepare_chunk(
         keys: Vec::with_capacity(rows.len()),
         hashes: Vec::with_capacity(rows.len()),
     };
+    let mut values: Vec<Option<&Value>> = Vec::with_capacity(decl.columns.len());
     for (i, row) in rows.iter().enumerate() {
         let bad = |problem: String| MergeError::BadRecord { table: decl.name.clone(), index: offset + i, problem };
-        if let Some(extra) = row.keys().find(|k| !names.contains(&k.as_str())) {
+        values.clear();
+        values.extend(decl.columns.iter().map(|c| row.get(&c.name)));
+        // every field of the record names a column iff all of them were found
+        if values.iter().filter(|v| v.is_some()).count() != row.len()
+            && let Some(extra) = row.keys().find(|k| !names.contains(&k.as_str()))
+        {
             return Err(bad(format!(
                 "field {extra:?} is not a column of the table (declared: {}); declare it in the manifest or drop it",
                 names.join(", ")
@@ -418,20 +451,11 @@ fn prepare_chunk(
             .columns
             .iter()
             .zip(&is_key)
-            .map(|(c, k)| to_cell(c, *k, row.get(&c.name)))
+            .zip(&values)
+            .map(|((c, k), v)| to_cell(c, *k, *v))
             .collect::<Result<Vec<Cell>, String>>()
             .map_err(bad)?;
-        // keys are normalized like hashes, so "Café" typed two ways is one row
-        let key = Value::Array(
-            key_idx
-                .iter()
-                .map(|&i| match &cells[i] {
-                    Cell::Text(t) => Value::String(crate::hash::normalize(t, form).into_owned()),
-                    c => c.to_json(),
-                })
-                .collect(),
-        )
-        .to_string();
+        let key = key_text(&cells, &key_idx, form);
         out.hashes.push(hasher.hash_hex(&cells));
         out.keys.push(key);
         out.cells.push(cells);
@@ -593,15 +617,12 @@ fn sqlite_rows_per_insert(params_per_row: usize) -> usize {
     (30_000 / params_per_row).clamp(1, 200)
 }
 
-/// `VALUES ($1, ..), ($k, ..)` for `rows` rows of `width` parameters.
+/// `(?, ..), (?, ..)` for `rows` rows of `width` parameters, bound in order.
+/// Anonymous placeholders on purpose: sqlx asks SQLite for every parameter's
+/// name, which for `$N` names is a linear search, i.e. quadratic per statement.
 fn values_list(rows: usize, width: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
-            format!("({})", ps.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let row = format!("({})", vec!["?"; width].join(", "));
+    vec![row; rows].join(", ")
 }
 
 async fn merge_sqlite(
@@ -613,24 +634,22 @@ async fn merge_sqlite(
     let t = &req.decl.name;
     let n = req.decl.columns.len();
     let now = Utc::now();
-    let rid = req.runtime_id.map(str::to_string);
     let cols = column_list(req.decl);
     let insert_head =
         format!("INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ");
-    let sets: Vec<String> =
-        req.decl.columns.iter().enumerate().map(|(i, c)| format!("\"{}\" = ${}", c.name, i + 1)).collect();
+    // timestamps are bound as the text sqlx would make of `now`, made once
+    let now_text: Arc<str> = now.to_rfc3339_opts(SecondsFormat::AutoSi, false).into();
+    let rid_text: Option<Arc<str>> = req.runtime_id.map(Arc::from);
+    // anonymous placeholders, bound in order (see `values_list`)
+    let sets: Vec<String> = req.decl.columns.iter().map(|c| format!("\"{}\" = ?", c.name)).collect();
     let update_sql = format!(
-        "UPDATE \"{t}\" SET {}, _row_hash = ${}, _runtime_id = ${}, _last_seen = ${}, _archived_at = NULL WHERE _row_key = ${}",
-        sets.join(", "),
-        n + 1,
-        n + 2,
-        n + 3,
-        n + 4
+        "UPDATE \"{t}\" SET {}, _row_hash = ?, _runtime_id = ?, _last_seen = ?, _archived_at = NULL WHERE _row_key = ?",
+        sets.join(", ")
     );
     let remove_sql = if archive {
-        format!("UPDATE \"{t}\" SET _archived_at = $1, _runtime_id = $2 WHERE _row_key = $3")
+        format!("UPDATE \"{t}\" SET _archived_at = ?, _runtime_id = ? WHERE _row_key = ?")
     } else {
-        format!("DELETE FROM \"{t}\" WHERE _row_key = $1")
+        format!("DELETE FROM \"{t}\" WHERE _row_key = ?")
     };
 
     let existing: HashMap<String, (String, bool)> =
@@ -655,7 +674,12 @@ async fn merge_sqlite(
                 for c in &p.cells[i] {
                     q = bind_sqlite(q, c);
                 }
-                q.bind(p.hashes[i].clone()).bind(rid.clone()).bind(now).bind(key.to_string()).execute(&mut *tx).await?;
+                q.bind(p.hashes[i].clone())
+                    .bind(rid_text.clone())
+                    .bind(now_text.clone())
+                    .bind(key.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 s.updated += 1;
                 feed.push(("update", key));
             }
@@ -671,7 +695,12 @@ async fn merge_sqlite(
             for c in &p.cells[i] {
                 q = bind_sqlite(q, c);
             }
-            q = q.bind(p.keys[i].clone()).bind(p.hashes[i].clone()).bind(rid.clone()).bind(now).bind(now);
+            q = q
+                .bind(p.keys[i].clone())
+                .bind(p.hashes[i].clone())
+                .bind(rid_text.clone())
+                .bind(now_text.clone())
+                .bind(now_text.clone());
         }
         q.execute(&mut *tx).await?;
     }
@@ -682,7 +711,7 @@ async fn merge_sqlite(
             let already_archived = archive && *archived;
             if !incoming.contains(key.as_str()) && !already_archived {
                 let q = sqlx::query(AssertSqlSafe(remove_sql.clone()));
-                let q = if archive { q.bind(now).bind(rid.clone()) } else { q };
+                let q = if archive { q.bind(now_text.clone()).bind(rid_text.clone()) } else { q };
                 q.bind(key.clone()).execute(&mut *tx).await?;
                 s.deleted += 1;
                 feed.push(("delete", key.as_str()));
@@ -690,6 +719,7 @@ async fn merge_sqlite(
         }
     }
     if let Some(rid) = req.runtime_id {
+        let (rid_arc, table_arc): (Arc<str>, Arc<str>) = (Arc::from(rid), Arc::from(t.as_str()));
         for chunk in feed.chunks(sqlite_rows_per_insert(4)) {
             let sql = format!(
                 "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES {}",
@@ -697,7 +727,7 @@ async fn merge_sqlite(
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (op, key) in chunk {
-                q = q.bind(rid.to_string()).bind(t.clone()).bind(*op).bind(key.to_string());
+                q = q.bind(Arc::clone(&rid_arc)).bind(Arc::clone(&table_arc)).bind(*op).bind(key.to_string());
             }
             q.execute(&mut *tx).await?;
         }
@@ -708,7 +738,9 @@ async fn merge_sqlite(
 /// PostgreSQL binary COPY encoding of one batch (cells, then `_row_key`, `_row_hash`).
 pub mod pgcopy {
     use super::Cell;
-    use chrono::{TimeZone, Utc};
+
+    /// 2000-01-01T00:00:00Z (PostgreSQL's timestamp epoch) in Unix microseconds.
+    pub(super) const EPOCH_2000_MICROS: i64 = 946_684_800_000_000;
 
     /// The binary COPY file header.
     pub fn header(out: &mut Vec<u8>) {
@@ -753,14 +785,7 @@ pub mod pgcopy {
                 b.extend_from_slice(v.to_string().as_bytes());
                 field(out, &b)
             }
-            Cell::Timestamp(t) => {
-                let epoch2000 = Utc
-                    .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
-                    .single()
-                    .map(|e| e.timestamp_micros())
-                    .unwrap_or(946_684_800_000_000);
-                field(out, &(t.timestamp_micros() - epoch2000).to_be_bytes())
-            }
+            Cell::Timestamp(t) => field(out, &(t.timestamp_micros() - EPOCH_2000_MICROS).to_be_bytes()),
         }
     }
 
@@ -816,25 +841,26 @@ async fn merge_postgres(
         .persistent(false)
         .fetch_one(&mut *tx)
         .await?;
+    // new rows are COPYed straight into the table (under the lock their keys stay new)
+    let width = req.decl.columns.len() + 5;
+    let copy_new = format!(
+        "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) FROM STDIN (FORMAT binary)"
+    );
+    let now_cell = Cell::Timestamp(now);
+    let new_tuple = |buf: &mut Vec<u8>, i: usize| {
+        pgcopy::begin_tuple(buf, width);
+        for c in &p.cells[i] {
+            pgcopy::cell(buf, c);
+        }
+        pgcopy::text(buf, Some(&p.keys[i]));
+        pgcopy::text(buf, Some(&p.hashes[i]));
+        pgcopy::text(buf, req.runtime_id);
+        pgcopy::cell(buf, &now_cell);
+        pgcopy::cell(buf, &now_cell);
+    };
     if empty {
-        // first load: every row is new, so COPY straight into the table
-        let width = req.decl.columns.len() + 5;
-        let stmt = format!(
-            "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) FROM STDIN (FORMAT binary)"
-        );
-        let now_cell = Cell::Timestamp(now);
-        copy_in(tx, &stmt, p.cells.len(), |buf, i| {
-            pgcopy::begin_tuple(buf, width);
-            for c in &p.cells[i] {
-                pgcopy::cell(buf, c);
-            }
-            pgcopy::text(buf, Some(&p.keys[i]));
-            pgcopy::text(buf, Some(&p.hashes[i]));
-            pgcopy::text(buf, req.runtime_id);
-            pgcopy::cell(buf, &now_cell);
-            pgcopy::cell(buf, &now_cell);
-        })
-        .await?;
+        // first load: every row is new
+        copy_in(tx, &copy_new, p.cells.len(), new_tuple).await?;
         let s = MergeSummary::new(p.cells.len() as u64, 0, 0, 0);
         if let Some(rid) = req.runtime_id {
             sqlx::query(AssertSqlSafe(format!(
@@ -847,14 +873,39 @@ async fn merge_postgres(
         }
         return Ok(s);
     }
-    // dropped at the end of this merge: the caller's transaction may merge more tables
-    sqlx::query(AssertSqlSafe(format!("CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP")))
-        .persistent(false)
-        .execute(&mut *tx)
-        .await?;
-    let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
-    copy_in(tx, &stmt, p.cells.len(), |buf, i| pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])).await?;
-    sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;
+
+    // Re-merge: the diff is made here, from the (key, hash) pairs of the
+    // table, so unchanged rows cost one read and nothing else; only changed
+    // rows are staged (one set-based UPDATE), new rows are COPYed straight in
+    // and rows missing from a full snapshot are removed by key.
+    let stored =
+        sqlx::query(AssertSqlSafe(format!("SELECT _row_key, _row_hash, _archived_at IS NOT NULL FROM \"{t}\"")))
+            .persistent(false)
+            .fetch_all(&mut *tx)
+            .await?;
+    let index: HashMap<&str, usize> = p.keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+    let mut seen = vec![false; p.cells.len()];
+    let mut changed: Vec<usize> = Vec::new();
+    let mut missing: Vec<&str> = Vec::new();
+    for r in &stored {
+        let key: &str = r.try_get(0)?;
+        let hash: &str = r.try_get(1)?;
+        let archived: bool = r.try_get(2)?;
+        match index.get(key) {
+            Some(&i) => {
+                seen[i] = true;
+                // an archived row comes back even when unchanged
+                if archived || hash != p.hashes[i] {
+                    changed.push(i);
+                }
+            }
+            // archiving an already archived row changes nothing
+            None if archive && archived => {}
+            None => missing.push(key),
+        }
+    }
+    let new: Vec<usize> = (0..p.cells.len()).filter(|&i| !seen[i]).collect();
+
     let feed = req.runtime_id.is_some();
     let wrap = |dml: String, op: &str| {
         if feed {
@@ -865,41 +916,82 @@ async fn merge_postgres(
             format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
         }
     };
-    let s_cols = req.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
-    let insert = wrap(
-        format!(
-            "INSERT INTO \"{t}\" AS x ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) SELECT {s_cols}, s._row_key, s._row_hash, $1, $3, $3 FROM _dc_stage s WHERE NOT EXISTS (SELECT 1 FROM \"{t}\" x WHERE x._row_key = s._row_key)"
-        ),
-        "insert",
-    );
-    let sets = req.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
-    let update = wrap(
-        format!(
-            "UPDATE \"{t}\" x SET {sets}, _row_hash = s._row_hash, _runtime_id = $1, _last_seen = $3, _archived_at = NULL FROM _dc_stage s WHERE x._row_key = s._row_key AND (x._row_hash <> s._row_hash OR x._archived_at IS NOT NULL)"
-        ),
-        "update",
-    );
-    let remove_dml = if archive {
-        format!(
-            "UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)"
-        )
-    } else {
-        format!("DELETE FROM \"{t}\" x WHERE NOT EXISTS (SELECT 1 FROM _dc_stage s WHERE s._row_key = x._row_key)")
-    };
-    let remove = wrap(remove_dml, "delete");
     let rid = req.runtime_id.map(str::to_string);
-    // the update runs first so the rows the insert adds are not compared again
-    let mut counts = [0u64; 3];
-    for (slot, sql) in [(1usize, update), (0, insert)].into_iter().chain(req.full_snapshot.then_some((2, remove))) {
-        let q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(rid.clone()).bind(t.as_str()).bind(now);
-        counts[slot] = if feed {
+    // runs one wrapped statement ($1 run, $2 table, $3 now, $4 keys when given)
+    async fn run_wrapped(
+        tx: &mut sqlx::PgConnection,
+        sql: String,
+        feed: bool,
+        rid: &Option<String>,
+        table: &str,
+        now: DateTime<Utc>,
+        keys: Option<Vec<&str>>,
+    ) -> Result<u64, MergeError> {
+        let q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(rid.clone()).bind(table.to_string()).bind(now);
+        let q = match keys {
+            Some(k) => q.bind(k),
+            None => q,
+        };
+        Ok(if feed {
             q.execute(&mut *tx).await?.rows_affected()
         } else {
             let n: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
             n as u64
-        };
+        })
     }
-    sqlx::query("DROP TABLE _dc_stage").execute(&mut *tx).await?;
+    // inserted, updated, deleted; the update runs first, as it always did
+    let mut counts = [0u64; 3];
+    if !changed.is_empty() {
+        // dropped at the end of this merge: the caller's transaction may merge more tables
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE _dc_stage (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP"
+        )))
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+        let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
+        copy_in(tx, &stmt, changed.len(), |buf, j| {
+            let i = changed[j];
+            pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])
+        })
+        .await?;
+        sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;
+        let sets =
+            req.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
+        let update = wrap(
+            format!(
+                "UPDATE \"{t}\" x SET {sets}, _row_hash = s._row_hash, _runtime_id = $1, _last_seen = $3, _archived_at = NULL FROM _dc_stage s WHERE x._row_key = s._row_key AND (x._row_hash <> s._row_hash OR x._archived_at IS NOT NULL)"
+            ),
+            "update",
+        );
+        counts[1] = run_wrapped(tx, update, feed, &rid, t, now, None).await?;
+        sqlx::query("DROP TABLE _dc_stage").execute(&mut *tx).await?;
+    }
+    if !new.is_empty() {
+        copy_in(tx, &copy_new, new.len(), |buf, j| new_tuple(buf, new[j])).await?;
+        counts[0] = new.len() as u64;
+        if let Some(rid) = req.runtime_id {
+            let keys: Vec<&str> = new.iter().map(|&i| p.keys[i].as_str()).collect();
+            sqlx::query(
+                "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', k FROM UNNEST($3::text[]) AS k",
+            )
+            .bind(rid)
+            .bind(t.as_str())
+            .bind(keys)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    if req.full_snapshot && !missing.is_empty() {
+        let remove_dml = if archive {
+            format!(
+                "UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND x._row_key = ANY($4::text[])"
+            )
+        } else {
+            format!("DELETE FROM \"{t}\" x WHERE x._row_key = ANY($4::text[])")
+        };
+        counts[2] = run_wrapped(tx, wrap(remove_dml, "delete"), feed, &rid, t, now, Some(missing)).await?;
+    }
     Ok(MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]))
 }
 
@@ -1195,6 +1287,44 @@ mod tests {
         for free in ["items", "dcx_rows", "my_dc_rows", "catalogue_items"] {
             assert_eq!(reserved_table_name(free), None, "{free}");
         }
+    }
+
+    #[test]
+    fn key_text_is_the_serde_json_array() {
+        let cells = vec![
+            Cell::Text("a\"b\\c\u{1}\u{7f}Cafe\u{301}\u{2028}".into()),
+            Cell::Int(-3),
+            Cell::Real(1.5),
+            Cell::Real(f64::NAN),
+            Cell::Bool(true),
+            Cell::Timestamp(DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("in range")),
+            Cell::Json(json!({"b": 1, "a": [null, "x\ny"]})),
+            Cell::Null,
+        ];
+        for form in [UnicodeForm::Nfc, UnicodeForm::None] {
+            for idx in [vec![0], vec![1, 0], (0..cells.len()).collect::<Vec<_>>()] {
+                let expected = Value::Array(
+                    idx.iter()
+                        .map(|&i| match &cells[i] {
+                            Cell::Text(t) => Value::String(crate::hash::normalize(t, form).into_owned()),
+                            c => c.to_json(),
+                        })
+                        .collect(),
+                )
+                .to_string();
+                assert_eq!(key_text(&cells, &idx, form), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn copy_timestamps_count_from_2000() {
+        use chrono::TimeZone;
+        let epoch = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("a valid date");
+        assert_eq!(pgcopy::EPOCH_2000_MICROS, epoch.timestamp_micros());
+        let mut out = Vec::new();
+        pgcopy::cell(&mut out, &Cell::Timestamp(epoch + chrono::Duration::microseconds(5)));
+        assert_eq!(out, [&8i32.to_be_bytes()[..], &5i64.to_be_bytes()].concat());
     }
 
     #[test]
