@@ -2,7 +2,8 @@
 # The main job on embedded defaults: build dc-host and the example plugin, serve
 # the bundled catalogue site on loopback (with dc-fixture-site, a small server
 # kept out of dc-host), register the plugin, run it against an embedded SQLite
-# database and show what was stored. Needs only the Rust toolchain.
+# database and show what was stored; then let `dc-host serve` run it on a
+# schedule until its first scheduled run ends. Needs only the Rust toolchain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,5 +51,26 @@ echo
 "$host" data head catalogue_items --limit 5
 echo
 "$host" runs list --limit 5
+echo
+echo
+echo "==> dc-host serve: the same app on a schedule (every 5 s), until its first scheduled run ends"
+"$host" apps args demo/fixtures/catalogue "{\"base_url\": \"http://127.0.0.1:$port/\"}" >/dev/null
+"$host" apps schedule demo/fixtures/catalogue --every 5s
+serve_log="$(mktemp)"
+"$host" serve --tick 0.5 >"$serve_log" 2>/dev/null &
+serving=$!
+trap 'kill "$server" 2>/dev/null || true; kill "$serving" 2>/dev/null || true' EXIT
+# the manager prints one line per event: wait for the first scheduled run's end
+for _ in $(seq 1 600); do grep -q ": run .* ended " "$serve_log" && break; sleep 0.1; done
+if ! grep -q ": run .* ended " "$serve_log"; then
+  echo "error: no scheduled run ended within 60 s; the manager said:" >&2
+  cat "$serve_log" >&2
+  exit 1
+fi
+kill -TERM "$serving" && wait "$serving" || true
+sed 's/^/    /' "$serve_log"
+"$host" apps schedule demo/fixtures/catalogue --off >/dev/null
+echo
+"$host" runs list --limit 3
 echo
 echo "Run it again: unchanged rows cause no writes. More: $host --help"
