@@ -237,3 +237,28 @@ fn a_failing_app_is_disabled_and_alerts_reach_their_channels() {
     assert_eq!(shown["enabled"], true, "{shown}");
     assert!(slack.requests.try_recv().is_err(), "nothing below CRITICAL went to Slack");
 }
+
+#[test]
+fn runs_of_a_host_whose_heartbeat_stopped_are_reaped() {
+    let host = with_misbehave(Host::postgres());
+    // a host that died mid-run: its heartbeat is two minutes old and its run still says RUNNING
+    let app_id = host.json(&["apps", "show", APP, "--json"])["app_id"].as_str().expect("app id").to_string();
+    host.db_exec(&format!(
+        "INSERT INTO dc_hosts (host_name, pid, version, state, started_at, heartbeat_at) \
+         VALUES ('ghost', 1, '0', 'SERVING', now() - interval '1 hour', now() - interval '2 minutes'); \
+         INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, started_at, host_name, worker_pid) \
+         SELECT 'aaaabbbbccccddddeeeeffff00001111', app_id, active_version, active_hash, 'RUNNING', '{{}}', 1, now(), now(), 'ghost', 1 \
+         FROM apps WHERE app_id = '{app_id}'"
+    ));
+    let serve = Serve::start(&host, &["--host-timeout", "60"]);
+    let reaped = serve.wait_for(|e| is(e, "reaped"));
+    assert_eq!(reaped["runtime_id"], "aaaabbbbccccddddeeeeffff00001111", "{reaped}");
+    serve.terminate();
+    let run = host.json(&["runs", "show", "aaaabbbbccccddddeeeeffff00001111", "--json"]);
+    assert_eq!(run["status"], "FAILED", "{run}");
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("its host ghost stopped sending heartbeats"), "{reason}");
+    // a host that stopped cleanly, or one still alive, keeps its runs: only ghost's was ended
+    let hosts = host.json(&["hosts", "list", "--json"]);
+    assert_eq!(hosts.as_array().map(Vec::len), Some(2), "{hosts}");
+}

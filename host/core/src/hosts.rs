@@ -50,3 +50,11 @@ pub async fn list(db: &Database) -> Result<Vec<HostRow>, DbError> {
     Ok(crate::on_pool!(db, pool => sqlx::query_as::<_, HostRow>("SELECT * FROM dc_hosts ORDER BY host_name")
         .fetch_all(pool).await)?)
 }
+
+/// Hosts other than `me` whose last heartbeat is older than `before` and that
+/// did not stop cleanly: their runs can no longer be supervised by them.
+pub async fn stale(db: &Database, me: &str, before: DateTime<Utc>) -> Result<Vec<HostRow>, DbError> {
+    Ok(crate::on_pool!(db, pool => sqlx::query_as::<_, HostRow>(
+        "SELECT * FROM dc_hosts WHERE host_name <> $1 AND heartbeat_at < $2 AND state <> 'STOPPED' ORDER BY host_name")
+        .bind(me).bind(before).fetch_all(pool).await)?)
+}

@@ -28,11 +28,19 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// What happens to fire times missed while no host was serving.
     pub missed: MissedPolicy,
+    /// Another host whose heartbeat is older than this is taken for dead:
+    /// its RUNNING runs are ended as orphaned.
+    pub host_timeout: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { tick: Duration::from_secs(1), grace: Duration::from_secs(30), missed: MissedPolicy::Skip }
+        ServeOptions {
+            tick: Duration::from_secs(1),
+            grace: Duration::from_secs(30),
+            missed: MissedPolicy::Skip,
+            host_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -288,6 +296,26 @@ impl Manager {
         self.alert("app_disabled", AlertSeverity::Critical, format!("{path} was disabled"), body, data);
     }
 
+    /// Ends the RUNNING runs of hosts whose heartbeat stopped (they were
+    /// killed, or their machine went away) as FAILED, orphaned.
+    async fn reap_stale_hosts(&mut self) -> Result<(), RuntimeError> {
+        let limit = chrono::TimeDelta::from_std(self.opts.host_timeout).unwrap_or(chrono::TimeDelta::MAX);
+        let before = self.clock.now() - limit;
+        for h in hosts::stale(&self.env.db, &self.host, before).await? {
+            for run in runs::running_on(&self.env.db, &h.host_name).await? {
+                let reason = format!(
+                    "orphaned: its host {} stopped sending heartbeats (last {}), so nobody supervises the run any more",
+                    h.host_name,
+                    h.heartbeat_at.to_rfc3339()
+                );
+                if supervisor::finish_and_count(&self.env, &run.runtime_id, RunStatus::Failed, &reason).await? {
+                    self.emit(Event::Reaped { runtime_id: run.runtime_id.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn commands(&mut self) -> Result<(), RuntimeError> {
         for (app_id, cmd) in apps::pending_commands(&self.env.db).await? {
             if !apps::claim_command(&self.env.db, &app_id, cmd).await? {
@@ -427,6 +455,9 @@ pub async fn serve(
         tokio::select! {
             _ = tick.tick() => {
                 m.heartbeat("SERVING").await;
+                if let Err(e) = m.reap_stale_hosts().await {
+                    m.emit(Event::Error { message: format!("reaping runs of stopped hosts: {e}") });
+                }
                 if let Err(e) = m.commands().await {
                     m.emit(Event::Error { message: format!("commands: {e}") });
                 }

@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// Fire times missed while no host was serving: `skip`, or `catch-up-once`.
     #[arg(long, default_value = "skip", value_name = "POLICY")]
     missed: String,
+    /// Seconds without a heartbeat after which another host is taken for dead
+    /// and its running runs are ended as orphaned.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    host_timeout: u64,
     /// Print events as JSON lines.
     #[arg(long)]
     json: bool,
@@ -34,7 +38,9 @@ pub struct ServeArgs {
 fn describe(e: &Event) -> String {
     match e {
         Event::Serving { host } => format!("serving on {host}: claiming scheduled runs and commands (Ctrl-C to stop)"),
-        Event::Reaped { runtime_id } => format!("run {runtime_id} was orphaned by an earlier host and is now FAILED"),
+        Event::Reaped { runtime_id } => {
+            format!("run {runtime_id} was orphaned (its worker or its host is gone) and is now FAILED")
+        }
         Event::Command { app, command } => format!("{app}: command {command}"),
         Event::Started { app, runtime_id, cause } => format!("{app}: started run {runtime_id} ({cause})"),
         Event::Ended { app, runtime_id, status, reason } => match reason {
@@ -62,7 +68,15 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     if !(a.tick.is_finite() && a.tick >= 0.05) {
         anyhow::bail!("--tick {}: use at least 0.05 seconds", a.tick);
     }
-    let opts = ServeOptions { tick: Duration::from_secs_f64(a.tick), grace: Duration::from_secs(a.grace), missed };
+    if a.host_timeout == 0 {
+        anyhow::bail!("--host-timeout 0: use at least 1 second");
+    }
+    let opts = ServeOptions {
+        tick: Duration::from_secs_f64(a.tick),
+        grace: Duration::from_secs(a.grace),
+        missed,
+        host_timeout: Duration::from_secs(a.host_timeout),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
