@@ -262,3 +262,22 @@ fn runs_of_a_host_whose_heartbeat_stopped_are_reaped() {
     let hosts = host.json(&["hosts", "list", "--json"]);
     assert_eq!(hosts.as_array().map(Vec::len), Some(2), "{hosts}");
 }
+
+#[test]
+fn a_host_that_never_saw_the_plugin_file_runs_it_from_the_database() {
+    let registering = with_misbehave(Host::postgres());
+    // on one machine both hosts could read the registering host's store: take
+    // it away, as on another machine
+    std::fs::remove_dir_all(registering.dir.path().join("store")).expect("remove the registering host's store");
+    // another host: its own, empty data directory (no plugins, no store), the same database
+    let mut other = Host::sqlite();
+    other.env.push(("DC_DATABASE_URL".into(), registering.database_url()));
+    let r = other.json(&["run", APP, "--args", r#"{"mode": "ok", "items": 2}"#, "--json"]);
+    assert_eq!((r["status"].as_str(), r["inserted"].as_i64()), (Some("SUCCESS"), Some(2)), "{r}");
+    let store: Vec<_> = std::fs::read_dir(other.dir.path().join("store"))
+        .expect("the other host's store was filled")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(store.len(), 1, "{store:?}");
+    assert!(store[0].starts_with(r["plugin_hash"].as_str().expect("hash")), "{store:?}");
+}

@@ -472,3 +472,19 @@ pub async fn set_fatal(
         .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     tx.commit().await
 }
+
+/// Stores a plugin file's bytes under its hash (once), in the caller's
+/// registration transaction.
+pub async fn store_plugin_file_in(tx: &mut WriteTx, sha256: &str, bytes: &[u8]) -> Result<(), DbError> {
+    on_tx!(tx, conn => sqlx::query(
+        "INSERT INTO dc_plugin_files (sha256, bytes, size, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING")
+        .bind(sha256).bind(bytes).bind(bytes.len() as i64).bind(Utc::now())
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The bytes of a registered plugin file, if the database holds them.
+pub async fn plugin_file(db: &Database, sha256: &str) -> Result<Option<Vec<u8>>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_scalar("SELECT bytes FROM dc_plugin_files WHERE sha256 = $1")
+        .bind(sha256).fetch_optional(pool).await)?)
+}

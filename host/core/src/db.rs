@@ -36,6 +36,7 @@ pub const CORE_TABLES: &[&str] = &[
     "function_log",
     "dc_plugin_tables",
     "dc_hosts",
+    "dc_plugin_files",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.

@@ -241,6 +241,10 @@ pub async fn register_with(
             }
         }
         apps::register_version_in(&mut tx, &row, &m.description, cron, interval).await?;
+        // the bytes too, so every host on this database can run the version
+        let bytes = std::fs::read(&stored).map_err(RuntimeError::io("cannot read the stored plugin file", &stored))?;
+        apps::store_plugin_file_in(&mut tx, &sha256, &bytes).await?;
+        drop(bytes);
         if policy == SchemaPolicy::Plan {
             tx.rollback().await?;
         } else {
@@ -373,7 +377,7 @@ pub async fn rollback_with(
                 ))
             })?,
     };
-    if !Path::new(&target.store_path).exists() {
+    if !Path::new(&target.store_path).exists() && apps::plugin_file(&env.db, &target.sha256).await?.is_none() {
         return Err(RuntimeError::NotFound(format!(
             "the stored file of {} {} is missing ({}); register that build again",
             app.path(),

@@ -49,6 +49,53 @@ pub fn put(store_dir: &Path, src: &Path, sha256: &str) -> Result<(PathBuf, bool)
     Ok((target, true))
 }
 
+/// Where this host keeps the stored file of `version` (the registering host's
+/// path, or this host's own store when that path is not here).
+pub fn local_path(store_dir: &Path, version: &dc_core::apps::PluginVersionRow) -> PathBuf {
+    let registered = PathBuf::from(&version.store_path);
+    if registered.exists() {
+        return registered;
+    }
+    let ext = registered.extension().and_then(|e| e.to_str()).unwrap_or("so");
+    store_dir.join(format!("{}.{ext}", version.sha256))
+}
+
+/// Makes sure this host has the plugin file of `version` in its store,
+/// fetching it from the database (`dc_plugin_files`) when it registered on
+/// another host; the bytes are checked against the hash before they are used.
+pub async fn ensure_local(
+    db: &dc_core::Database,
+    store_dir: &Path,
+    version: &dc_core::apps::PluginVersionRow,
+) -> Result<PathBuf, RuntimeError> {
+    let path = local_path(store_dir, version);
+    if path.exists() {
+        return Ok(path);
+    }
+    let bytes = dc_core::apps::plugin_file(db, &version.sha256).await?.ok_or_else(|| {
+        RuntimeError::NotFound(format!(
+            "the plugin file of {} {} (sha256 {}) is neither in this host's store ({}) nor in the database; register the file again on this host",
+            version.app_id,
+            version.version,
+            &version.sha256[..12.min(version.sha256.len())],
+            store_dir.display()
+        ))
+    })?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if got != version.sha256 {
+        return Err(RuntimeError::Conflict(format!(
+            "the database holds other bytes for plugin file {} (they hash to {got}); register the file again",
+            version.sha256
+        )));
+    }
+    std::fs::create_dir_all(store_dir).map_err(RuntimeError::io("cannot create plugin store", store_dir))?;
+    let tmp = store_dir.join(format!(".{}.{}.fetch", version.sha256, std::process::id()));
+    std::fs::write(&tmp, &bytes).map_err(RuntimeError::io("cannot write plugin into the store", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(RuntimeError::io("cannot move plugin into the store", &path))?;
+    tracing::info!(sha256 = %version.sha256, path = %path.display(), "plugin file fetched from the database");
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

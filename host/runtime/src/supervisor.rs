@@ -439,8 +439,9 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
     Ok(runs::get(&env.db, runtime_id).await?)
 }
 
-/// Creates or verifies the tables of the run's plugin version before its
-/// worker starts; the error is the run's failure reason.
+/// Creates or verifies the tables of the run's plugin version, and puts its
+/// file in this host's store if it is not there, before its worker starts;
+/// the error is the run's failure reason.
 async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(), String> {
     let run = runs::get(&env.db, runtime_id).await.map_err(|e| e.to_string())?;
     let version = apps::version_by_hash(&env.db, &run.plugin_hash)
@@ -452,6 +453,8 @@ async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(), String> {
     for t in &manifest.tables {
         dc_core::merge::ensure_table(&env.db, &run.app_id, t).await.map_err(|e| e.to_string())?;
     }
+    // a version registered on another host: its file comes from the database
+    crate::store::ensure_local(&env.db, &env.settings.store_dir(), &version).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -256,7 +256,9 @@ fn prepare(
         span,
         writes: Default::default(),
     });
-    Ok((version.store_path, shared))
+    // the supervisor fetched the file into this host's store if it registered elsewhere
+    let path = crate::store::local_path(&s.store_dir(), &version);
+    Ok((path.display().to_string(), shared))
 }
 
 /// Writes progress and polls the stop flag until `done` is set.
