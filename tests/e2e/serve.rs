@@ -281,3 +281,44 @@ fn a_host_that_never_saw_the_plugin_file_runs_it_from_the_database() {
     assert_eq!(store.len(), 1, "{store:?}");
     assert!(store[0].starts_with(r["plugin_hash"].as_str().expect("hash")), "{store:?}");
 }
+
+#[test]
+fn three_hosts_on_a_one_second_schedule_never_double_run() {
+    let mut host = with_misbehave(Host::postgres());
+    host.ok(&["apps", "args", APP, &json!({"mode": "ok", "items": 1}).to_string()]);
+    let mut serves = Vec::new();
+    for name in ["host-a", "host-b", "host-c"] {
+        host.env.push(("DC_GENERAL_HOST_NAME".into(), name.into()));
+        serves.push(Serve::start(&host, &[]));
+        host.env.pop();
+    }
+    host.ok(&["apps", "schedule", APP, "--every", "1s"]);
+    // bounded by count: five runs end, whichever hosts start them
+    let mut all = Vec::new();
+    while all.iter().filter(|e: &&Value| is(e, "ended")).count() < 5 {
+        for s in &serves {
+            if let Ok(e) = s.events.recv_timeout(Duration::from_millis(20)) {
+                all.push(e);
+            }
+        }
+        assert!(all.len() < 1000, "runs do not end: {all:?}");
+    }
+    host.ok(&["apps", "schedule", APP, "--off"]);
+    for s in serves {
+        all.extend(s.terminate());
+    }
+    assert!(all.iter().all(|e| !is(e, "error")), "{all:?}");
+    let started = all.iter().filter(|e| is(e, "started")).count();
+    let runs = host.json(&["runs", "list", "--limit", "100", "--json"]);
+    let mut runs: Vec<&Value> = runs.as_array().expect("runs").iter().collect();
+    assert_eq!(runs.len(), started, "every run was started by exactly one host: {all:?}");
+    runs.sort_by_key(|r| r["created_at"].as_str().unwrap_or_default().to_string());
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("RFC 3339");
+    for pair in runs.windows(2) {
+        // no overlap: a run starts only after the previous one ended
+        assert!(time(&pair[0]["ended_at"]) <= time(&pair[1]["started_at"]), "{pair:?}");
+        // no fire time twice: runs of one 1 s schedule are at least half a second apart
+        let gap = time(&pair[1]["created_at"]) - time(&pair[0]["created_at"]);
+        assert!(gap >= chrono::TimeDelta::milliseconds(500), "two runs for one fire time: {pair:?}");
+    }
+}
