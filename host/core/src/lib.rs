@@ -15,6 +15,7 @@ pub mod hash;
 pub mod hosts;
 pub mod logs;
 pub mod merge;
+pub mod retention;
 pub mod runs;
 pub mod secrets;
 pub mod settings;

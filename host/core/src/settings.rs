@@ -146,6 +146,9 @@ pub struct RunSettings {
     /// `dc-host serve` disables an app after this many failed runs in a row
     /// (time-limit kills and crashes count) and alerts; 0: never.
     pub max_consecutive_failures: u32,
+    /// `dc-host serve` deletes ended runs, their change feeds, log records and
+    /// function-call records older than this many days, hourly; 0: keep all.
+    pub retention_days: u32,
 }
 
 /// Where alerts go: channels, each with a minimum severity.
@@ -240,6 +243,7 @@ impl Default for RunSettings {
             unicode_form: UnicodeForm::Nfc,
             archive_missing: false,
             max_consecutive_failures: 3,
+            retention_days: 0,
         }
     }
 }

@@ -100,6 +100,11 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Old runs, logs and function calls were deleted (`runs.retention_days`).
+    Purged {
+        /// What was deleted.
+        purged: dc_core::retention::Purged,
+    },
     /// A failure the loop survived.
     Error {
         /// What failed.
@@ -168,6 +173,8 @@ struct Manager {
     notify: crate::notify::Notifications,
     /// Notifications still being sent.
     sending: Vec<tokio::task::JoinHandle<()>>,
+    /// When retention last ran.
+    purged_at: Option<DateTime<Utc>>,
 }
 
 impl Manager {
@@ -316,6 +323,22 @@ impl Manager {
         Ok(())
     }
 
+    /// Hourly (and at start): deletes what is older than `runs.retention_days`.
+    async fn retention(&mut self) -> Result<(), RuntimeError> {
+        let days = self.env.settings.runs.retention_days;
+        let now = self.clock.now();
+        if days == 0 || self.purged_at.is_some_and(|t| now - t < chrono::TimeDelta::hours(1)) {
+            return Ok(());
+        }
+        self.purged_at = Some(now);
+        let purged =
+            dc_core::retention::purge(&self.env.db, now - chrono::TimeDelta::days(i64::from(days)), 10_000).await?;
+        if !purged.is_empty() {
+            self.emit(Event::Purged { purged });
+        }
+        Ok(())
+    }
+
     async fn commands(&mut self) -> Result<(), RuntimeError> {
         for (app_id, cmd) in apps::pending_commands(&self.env.db).await? {
             if !apps::claim_command(&self.env.db, &app_id, cmd).await? {
@@ -440,6 +463,7 @@ pub async fn serve(
         restart: Vec::new(),
         notify: crate::notify::Notifications::default(),
         sending: Vec::new(),
+        purged_at: None,
     };
     m.notify = notify.unwrap_or_else(|| crate::notify::Notifications::from_settings(&m.env.settings.notify));
     for r in dc_runtime::reap::reap_orphans(&m.env).await? {
@@ -455,6 +479,9 @@ pub async fn serve(
         tokio::select! {
             _ = tick.tick() => {
                 m.heartbeat("SERVING").await;
+                if let Err(e) = m.retention().await {
+                    m.emit(Event::Error { message: format!("retention: {e}") });
+                }
                 if let Err(e) = m.reap_stale_hosts().await {
                     m.emit(Event::Error { message: format!("reaping runs of stopped hosts: {e}") });
                 }

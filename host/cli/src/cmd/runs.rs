@@ -48,6 +48,17 @@ pub enum RunsCommand {
         /// Run id (or a unique prefix of 6+ characters).
         runtime_id: String,
     },
+    /// Delete ended runs, their change feeds, log records and function calls
+    /// older than N days, in small batches (`dc-host serve` does it hourly
+    /// with `runs.retention_days`).
+    Purge {
+        /// Age in days.
+        #[arg(long, value_name = "DAYS")]
+        older_than_days: u32,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// End RUNNING runs of this host whose worker process is gone (FAILED, reason
     /// `orphaned`). Long-running commands do this when they start.
     Reap {
@@ -231,6 +242,21 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 let r = runs::get(&env.db, &r.runtime_id).await?;
                 eprintln!("run {} is not running (status {})", r.runtime_id, r.status);
                 return Ok(ExitCode::from(1));
+            }
+        }
+        RunsCommand::Purge { older_than_days, json } => {
+            if older_than_days == 0 {
+                anyhow::bail!("--older-than-days 0 would delete every ended run; give at least 1");
+            }
+            let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(i64::from(older_than_days));
+            let purged = dc_core::retention::purge(&env.db, cutoff, 10_000).await?;
+            if json {
+                output::json(&purged)?;
+            } else {
+                println!(
+                    "deleted {} runs, {} change-feed rows, {} log records and {} function calls older than {older_than_days} days",
+                    purged.runs, purged.changes, purged.logs, purged.function_calls
+                );
             }
         }
         RunsCommand::Reap { json } => {

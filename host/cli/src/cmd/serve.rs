@@ -54,6 +54,10 @@ fn describe(e: &Event) -> String {
             )
         }
         Event::Error { message } => format!("error: {message}"),
+        Event::Purged { purged } => format!(
+            "retention: deleted {} runs, {} change-feed rows, {} log records, {} function calls",
+            purged.runs, purged.changes, purged.logs, purged.function_calls
+        ),
         Event::ShuttingDown { running } => format!("shutting down: no new runs; waiting for {running} running run(s)"),
         Event::Stopped => "stopped".into(),
     }

@@ -294,3 +294,46 @@ async fn errors_have_kinds(t: &TestDb) {
         .expect_err("nothing listens on port 1");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
 }
+
+both_backends!(retention_purges_old_ended_runs_in_batches);
+
+async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
+    use dc_core::enums::RunStatus;
+    use dc_core::{retention, runs};
+    let db = &t.db;
+    let app = new_app(db, "retention").await;
+    let d = kab_decl("retention_rows");
+    merge::ensure_table(db, &app, &d).await.expect("table");
+    let old = chrono::Utc::now() - chrono::TimeDelta::days(40);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let rid = crate::common::new_run(db, &app).await;
+        ids.push(rid);
+    }
+    // run 0: ended 40 days ago, with a change feed; run 1: ended now; run 2: still running since 40 days
+    let rows = [obj(json!({"k": 1})), obj(json!({"k": 2})), obj(json!({"k": 3}))];
+    merge::merge(db, req(&app, Some(&ids[0]), &d), &rows).await.expect("merge");
+    runs::finish(db, &ids[0], RunStatus::Success, None).await.expect("finish");
+    runs::finish(db, &ids[1], RunStatus::Success, None).await.expect("finish");
+    runs::mark_started(db, &ids[2], 1).await.expect("start");
+    dc_core::on_pool!(db, pool => sqlx::query("UPDATE runtime SET ended_at = $1, created_at = $1 WHERE runtime_id = $2")
+        .bind(old).bind(&ids[0]).execute(pool).await.map(|r| r.rows_affected())).expect("age run 0");
+    dc_core::on_pool!(db, pool => sqlx::query("UPDATE runtime SET created_at = $1 WHERE runtime_id = $2")
+        .bind(old).bind(&ids[2]).execute(pool).await.map(|r| r.rows_affected()))
+    .expect("age run 2");
+    for (i, ts) in [old, old, old, chrono::Utc::now()].into_iter().enumerate() {
+        dc_core::on_pool!(db, pool => sqlx::query("INSERT INTO logs (ts, level, target, message) VALUES ($1, 'INFO', 'test', $2)")
+            .bind(ts).bind(format!("record {i}")).execute(pool).await.map(|r| r.rows_affected())).expect("log");
+    }
+    let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(30);
+    let purged = retention::purge(db, cutoff, 2).await.expect("purge");
+    assert_eq!(
+        purged,
+        retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0 },
+        "in batches of 2, everything old and ended, nothing else"
+    );
+    let left: Vec<String> =
+        runs::list(db, Some(&app), 10).await.expect("runs").into_iter().map(|r| r.runtime_id).collect();
+    assert!(!left.contains(&ids[0]) && left.contains(&ids[1]) && left.contains(&ids[2]), "{left:?}");
+    assert!(retention::purge(db, cutoff, 2).await.expect("again").is_empty());
+}
