@@ -225,6 +225,7 @@ pub async fn register_version_in(
              interval_secs = CASE WHEN schedule_origin = 'operator' THEN interval_secs ELSE $5 END, \
              schedule_tz = CASE WHEN schedule_origin = 'operator' THEN schedule_tz ELSE NULL END, \
              schedule_anchor = CASE WHEN schedule_origin = 'operator' THEN schedule_anchor ELSE $6 END, \
+             next_run = CASE WHEN schedule_origin = 'operator' THEN next_run ELSE NULL END, \
              updated_at = $6 WHERE app_id = $7")
             .bind(&v.version).bind(&v.sha256).bind(description).bind(schedule_cron).bind(interval_secs)
             .bind(v.registered_at).bind(&v.app_id)

@@ -337,3 +337,39 @@ async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
     assert!(!left.contains(&ids[0]) && left.contains(&ids[1]) && left.contains(&ids[2]), "{left:?}");
     assert!(retention::purge(db, cutoff, 2).await.expect("again").is_empty());
 }
+
+both_backends!(a_new_versions_default_schedule_replans_unless_the_operator_set_one);
+
+async fn a_new_versions_default_schedule_replans_unless_the_operator_set_one(t: &TestDb) {
+    let db = &t.db;
+    let app = new_app(db, "replan").await;
+    let version = |v: &str| dc_core::apps::PluginVersionRow {
+        app_id: app.clone(),
+        version: v.into(),
+        sha256: format!("{v:0>64}"),
+        interface_version: 1,
+        interface_abi: None,
+        manifest: "{}".into(),
+        store_path: "/nonexistent".into(),
+        source_file: "/nonexistent".into(),
+        registered_at: chrono::Utc::now(),
+    };
+    let get = |db: &Database| {
+        let (db, app) = (db.clone(), app.clone());
+        async move { dc_core::apps::get_app(&db, &app).await.expect("get").expect("the app") }
+    };
+    dc_core::apps::register_version(db, &version("1"), "", Some("0 * * * *"), None).await.expect("v1");
+    let planned = chrono::Utc::now() + chrono::TimeDelta::minutes(30);
+    assert!(dc_core::apps::claim_next_run(db, &app, None, Some(planned)).await.expect("plan"));
+    // the plugin's own schedule changes with the version: the old plan is dropped
+    dc_core::apps::register_version(db, &version("2"), "", Some("*/5 * * * *"), None).await.expect("v2");
+    let a = get(db).await;
+    assert_eq!((a.schedule_cron.as_deref(), a.next_run), (Some("*/5 * * * *"), None));
+    // an operator's schedule stays, with its plan, across versions
+    let mine = dc_core::apps::AppSchedule { interval_secs: Some(60), anchor: Some(planned), ..Default::default() };
+    dc_core::apps::set_schedule(db, &app, &mine, Some(planned)).await.expect("operator");
+    dc_core::apps::register_version(db, &version("3"), "", Some("0 0 * * *"), None).await.expect("v3");
+    let a = get(db).await;
+    assert_eq!((a.schedule_cron, a.interval_secs, a.schedule_origin.as_str()), (None, Some(60), "operator"));
+    assert!(a.next_run.is_some());
+}
