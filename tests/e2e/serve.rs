@@ -25,6 +25,14 @@ struct Serve {
 
 impl Serve {
     fn start(host: &Host, extra: &[&str]) -> Serve {
+        let s = Serve::start_collecting(host, extra);
+        s.wait_for(|e| e["event"] == "serving");
+        s
+    }
+
+    /// Like [`Serve::start`], but what serve emits before `serving` (the runs
+    /// it reaped at start) stays to be waited for.
+    fn start_collecting(host: &Host, extra: &[&str]) -> Serve {
         let mut args = vec!["serve", "--json", "--tick", "0.1"];
         args.extend_from_slice(extra);
         let mut child: Child =
@@ -38,9 +46,7 @@ impl Serve {
                 }
             }
         });
-        let s = Serve { child: KillOnDrop(child), events: rx };
-        s.wait_for(|e| e["event"] == "serving");
-        s
+        Serve { child: KillOnDrop(child), events: rx }
     }
 
     /// The next event that matches, failing the test when serve ends first.
@@ -321,4 +327,35 @@ fn three_hosts_on_a_one_second_schedule_never_double_run() {
         let gap = time(&pair[1]["created_at"]) - time(&pair[0]["created_at"]);
         assert!(gap >= chrono::TimeDelta::milliseconds(500), "two runs for one fire time: {pair:?}");
     }
+}
+
+#[test]
+fn a_killed_serve_is_restarted_its_run_is_reaped_and_the_next_one_goes_on() {
+    let host = with_misbehave(Host::sqlite());
+    let ready = Fifo::new();
+    host.ok(&["apps", "args", APP, &json!({"mode": "hang", "items": 1, "ready_fifo": ready.as_str()}).to_string()]);
+    let serve = Serve::start(&host, &[]);
+    host.ok(&["apps", "start", APP]);
+    let started = serve.wait_for(|e| is(e, "started"));
+    let worker: i32 = ready.read_line(LIMIT).trim().trim_start_matches("ready ").parse().expect("the worker's pid");
+    // the machine "crashes": serve and its worker die without a word
+    let mut child = serve.child;
+    send_signal(child.0.id() as i32, libc::SIGKILL);
+    let _ = child.0.wait();
+    send_signal(-worker, libc::SIGKILL);
+    assert!(dc_e2e::wait_pid_exit(worker, LIMIT), "the worker is gone");
+    let run = host.json(&["runs", "show", started["runtime_id"].as_str().expect("id"), "--json"]);
+    assert_eq!(run["status"], "RUNNING", "left RUNNING by the crash: {run}");
+    // a new serve reaps it, and the app runs again
+    host.ok(&["apps", "args", APP, &json!({"mode": "ok", "items": 1}).to_string()]);
+    let serve = Serve::start_collecting(&host, &[]);
+    let reaped = serve.wait_for(|e| is(e, "reaped"));
+    assert_eq!(reaped["runtime_id"], started["runtime_id"]);
+    host.ok(&["apps", "start", APP]);
+    let ended = serve.wait_for(|e| is(e, "ended"));
+    assert_eq!(ended["status"], "SUCCESS", "{ended}");
+    serve.terminate();
+    let run = host.json(&["runs", "show", started["runtime_id"].as_str().expect("id"), "--json"]);
+    assert_eq!(run["status"], "FAILED", "{run}");
+    assert!(run["reason"].as_str().unwrap_or_default().contains("orphaned"), "{run}");
 }
