@@ -359,3 +359,44 @@ fn a_killed_serve_is_restarted_its_run_is_reaped_and_the_next_one_goes_on() {
     assert_eq!(run["status"], "FAILED", "{run}");
     assert!(run["reason"].as_str().unwrap_or_default().contains("orphaned"), "{run}");
 }
+
+#[test]
+fn notices_reach_telegram_and_teams_in_their_wire_formats() {
+    let (telegram, teams) = (HttpSink::start(0), HttpSink::start(0));
+    let mut host = Host::sqlite();
+    let config = host.dir.path().join("dc-host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[notify.channels]]\nkind = \"telegram\"\nurl = \"{}\"\nchat_id = \"-1001234\"\nmin_severity = \"INFO\"\n\n\
+             [[notify.channels]]\nkind = \"teams\"\nurl = \"{}\"\nmin_severity = \"INFO\"\n",
+            telegram.url, teams.url
+        ),
+    )
+    .expect("config");
+    host.env.push(("DC_CONFIG".into(), config.display().to_string()));
+    host.ok(&["db", "migrate"]);
+    let serve = Serve::start(&host, &[]);
+    // Telegram Bot API: POST <bot url>/sendMessage {"chat_id", "text"}
+    let r = telegram.requests.recv_timeout(LIMIT).expect("telegram gets host_started");
+    assert_eq!(r.line, "POST /hook/sendMessage HTTP/1.1");
+    let m = r.json();
+    assert_eq!(m["chat_id"], "-1001234", "{m}");
+    assert!(m["text"].as_str().unwrap_or_default().starts_with("dc-host serve started on "), "{m}");
+    // Teams Workflows webhook: a message with an Adaptive Card
+    let r = teams.requests.recv_timeout(LIMIT).expect("teams gets host_started");
+    let m = r.json();
+    assert_eq!(m["type"], "message", "{m}");
+    assert_eq!(m["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive", "{m}");
+    assert_eq!(m["attachments"][0]["content"]["type"], "AdaptiveCard", "{m}");
+    assert!(
+        m["attachments"][0]["content"]["body"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("dc-host serve started"),
+        "{m}"
+    );
+    serve.terminate();
+    let r = telegram.requests.recv_timeout(LIMIT).expect("telegram gets host_stopped");
+    assert!(r.json()["text"].as_str().unwrap_or_default().starts_with("dc-host serve stopped on "));
+}

@@ -739,8 +739,13 @@ impl HttpSink {
                 seen += 1;
                 let answered = if seen <= fail_first { 500 } else { 200 };
                 let reason = if answered == 200 { "OK" } else { "Internal Server Error" };
-                let _ =
-                    write!(stream, "HTTP/1.1 {answered} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                // a JSON body as the Telegram Bot API answers; other webhooks ignore it
+                let answer = if answered == 200 { r#"{"ok":true}"# } else { r#"{"ok":false}"# };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {answered} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
                 let _ = stream.flush();
                 if tx.send(SinkRequest { line: line.trim().to_string(), headers, body, answered }).is_err() {
                     return;

@@ -176,6 +176,9 @@ pub struct ChannelSettings {
     /// The least severe notice sent to this channel (default `warning`).
     #[serde(default = "default_min_severity")]
     pub min_severity: crate::enums::AlertSeverity,
+    /// `telegram` only: the chat to post to.
+    #[serde(default)]
+    pub chat_id: Option<String>,
 }
 
 /// The kinds of channel.
@@ -186,6 +189,12 @@ pub enum ChannelKind {
     Webhook,
     /// A Slack incoming webhook.
     Slack,
+    /// The Telegram Bot API: `url` is `https://api.telegram.org/bot<token>`
+    /// (keep it in the secrets store), messages go to `sendMessage` for `chat_id`.
+    Telegram,
+    /// A Microsoft Teams webhook (a Workflows "when a Teams webhook request is
+    /// received" URL): an Adaptive Card message.
+    Teams,
 }
 
 fn default_min_severity() -> crate::enums::AlertSeverity {
@@ -379,6 +388,13 @@ impl Settings {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");
         }
         for (i, c) in self.notify.channels.iter().enumerate() {
+            if c.kind == ChannelKind::Telegram && c.chat_id.as_deref().is_none_or(str::is_empty) {
+                return invalid(
+                    &format!("notify.channels[{i}].chat_id"),
+                    "none".into(),
+                    "the Telegram chat to post to",
+                );
+            }
             let resolvable = c.url.contains("${secret:");
             if !(resolvable || c.url.starts_with("http://") || c.url.starts_with("https://")) {
                 return invalid(&format!("notify.channels[{i}].url"), redact_url(&c.url), "an http:// or https:// URL");
@@ -580,6 +596,13 @@ mod tests {
         let shown = s.to_redacted_toml();
         assert!(!shown.contains("s3cr3tT0ken") && !shown.contains("hmac-k3y"), "{shown}");
         assert!(shown.contains("https://hooks.slack.example/<redacted>"), "{shown}");
+        std::fs::write(
+            &file,
+            "[[notify.channels]]\nkind = \"telegram\"\nurl = \"https://api.telegram.example/botX\"\n",
+        )
+        .expect("write");
+        let e = Settings::load(Some(&file), std::iter::empty()).expect_err("no chat").to_string();
+        assert!(e.contains("notify.channels[0].chat_id"), "{e}");
         std::fs::write(&file, "[[notify.channels]]\nkind = \"webhook\"\nurl = \"ftp://x\"\n").expect("write");
         let e = Settings::load(Some(&file), std::iter::empty()).expect_err("not http").to_string();
         assert!(e.contains("notify.channels[0].url"), "{e}");

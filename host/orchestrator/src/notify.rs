@@ -3,9 +3,10 @@
 //! notice out to every configured channel whose minimum severity it meets,
 //! with retries, in the background — a failing channel is logged and never
 //! slows or breaks a run. Channels: a generic JSON webhook signed with
-//! HMAC-SHA256 (`X-DC-Signature: sha256=<hex>` over the exact body), and a
-//! Slack incoming webhook (`{"text": …}`). Telegram, Teams and e-mail attach
-//! as further `Notifier`s.
+//! HMAC-SHA256 (`X-DC-Signature: sha256=<hex>` over the exact body), a Slack
+//! incoming webhook (`{"text": …}`), the Telegram Bot API (`sendMessage`) and a
+//! Microsoft Teams Workflows webhook (an Adaptive Card message). E-mail would
+//! attach as a further `Notifier`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,7 @@ struct Http {
     kind: ChannelKind,
     url: String,
     secret: Option<String>,
+    chat_id: Option<String>,
     client: reqwest::Client,
 }
 
@@ -73,23 +75,63 @@ impl Notifier for Http {
         notice: &'a Notice,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
-            let body = match self.kind {
-                ChannelKind::Webhook => serde_json::to_vec(notice),
-                ChannelKind::Slack => serde_json::to_vec(&serde_json::json!({
-                    "text": format!("*{}* ({:?}, {})\n{}", notice.title, notice.severity, notice.host, notice.body)
-                })),
-            }
-            .map_err(|e| e.to_string())?;
+            let line = format!("{} ({:?}, {})", notice.title, notice.severity, notice.host);
+            let (url, body) = match self.kind {
+                ChannelKind::Webhook => (self.url.clone(), serde_json::to_vec(notice)),
+                ChannelKind::Slack => (
+                    self.url.clone(),
+                    serde_json::to_vec(&serde_json::json!({"text": format!("*{line}*\n{}", notice.body)})),
+                ),
+                ChannelKind::Telegram => (
+                    format!("{}/sendMessage", self.url.trim_end_matches('/')),
+                    serde_json::to_vec(&serde_json::json!({
+                        "chat_id": self.chat_id,
+                        "text": format!("{line}\n{}", notice.body),
+                        "disable_web_page_preview": true
+                    })),
+                ),
+                ChannelKind::Teams => (
+                    self.url.clone(),
+                    serde_json::to_vec(&serde_json::json!({
+                        "type": "message",
+                        "attachments": [{
+                            "contentType": "application/vnd.microsoft.card.adaptive",
+                            "content": {
+                                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                                "type": "AdaptiveCard",
+                                "version": "1.4",
+                                "body": [
+                                    {"type": "TextBlock", "text": line, "weight": "Bolder", "wrap": true},
+                                    {"type": "TextBlock", "text": notice.body, "wrap": true}
+                                ]
+                            }
+                        }]
+                    })),
+                ),
+            };
+            let body = body.map_err(|e| e.to_string())?;
             let mut req = self
                 .client
-                .post(&self.url)
+                .post(&url)
                 .header("content-type", "application/json")
                 .header("x-dc-event", notice.event.as_str());
             if let (ChannelKind::Webhook, Some(key)) = (self.kind, &self.secret) {
                 req = req.header("x-dc-signature", format!("sha256={}", signature(key.as_bytes(), &body)));
             }
             let resp = req.body(body).send().await.map_err(|e| format!("cannot reach it: {e}"))?;
-            if resp.status().is_success() { Ok(()) } else { Err(format!("it answered {}", resp.status())) }
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(format!("it answered {status}"));
+            }
+            // the Bot API answers 200 with {"ok": false, "description": …} for some refusals
+            if self.kind == ChannelKind::Telegram {
+                let bytes = resp.bytes().await.map_err(|e| format!("its answer broke off: {e}"))?;
+                let answer: Value = serde_json::from_slice(&bytes).map_err(|e| format!("it answered no JSON: {e}"))?;
+                if answer["ok"] != Value::Bool(true) {
+                    return Err(format!("it refused the message: {}", answer["description"]));
+                }
+            }
+            Ok(())
         })
     }
 
@@ -125,6 +167,7 @@ impl Notifications {
                     kind: c.kind,
                     url: c.url.clone(),
                     secret: c.secret.clone(),
+                    chat_id: c.chat_id.clone(),
                     client: client.clone(),
                 });
                 (c.min_severity, n)
