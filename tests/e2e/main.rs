@@ -8,6 +8,7 @@ mod compat;
 mod crash;
 mod demo;
 mod evolve;
+mod network;
 mod refusals;
 mod reload;
 mod scaffold;

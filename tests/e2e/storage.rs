@@ -14,19 +14,19 @@ const MISBEHAVE: &str = "test/fixtures/misbehave";
 /// Bounds a broken test only; every wait below ends on an event.
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn with_misbehave(host: Host) -> Host {
+pub(crate) fn with_misbehave(host: Host) -> Host {
     host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
     host.ok(&["reload"]);
     host
 }
 
-fn run(host: &Host, args: Value) -> Value {
+pub(crate) fn run(host: &Host, args: Value) -> Value {
     let out = host.run(&["run", MISBEHAVE, "--args", &args.to_string(), "--threads", "1", "--json"]);
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("no run JSON ({e}); stderr:\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
-fn rows(host: &Host, table: &str) -> Vec<Value> {
+pub(crate) fn rows(host: &Host, table: &str) -> Vec<Value> {
     host.json(&["data", "head", table, "--limit", "100", "--json"]).as_array().cloned().unwrap_or_default()
 }
 

@@ -709,6 +709,13 @@ pub struct HttpSink {
 impl HttpSink {
     /// Starts a sink on a free loopback port.
     pub fn start(fail_first: usize) -> HttpSink {
+        HttpSink::start_with(fail_first, 500, None)
+    }
+
+    /// Starts a sink whose first `fail_first` answers have status `status`
+    /// (and a `Retry-After` header, if given).
+    pub fn start_with(fail_first: usize, status: u16, retry_after: Option<&str>) -> HttpSink {
+        let retry_after = retry_after.map(|v| format!("retry-after: {v}\r\n")).unwrap_or_default();
         use std::io::{BufRead, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let url = format!("http://{}/hook", listener.local_addr().expect("address"));
@@ -737,13 +744,14 @@ impl HttpSink {
                 let mut body = vec![0u8; len];
                 let _ = reader.read_exact(&mut body);
                 seen += 1;
-                let answered = if seen <= fail_first { 500 } else { 200 };
-                let reason = if answered == 200 { "OK" } else { "Internal Server Error" };
+                let answered = if seen <= fail_first { status } else { 200 };
+                let reason = if answered == 200 { "OK" } else { "Unavailable" };
+                let extra = if answered == 200 { "" } else { retry_after.as_str() };
                 // a JSON body as the Telegram Bot API answers; other webhooks ignore it
                 let answer = if answered == 200 { r#"{"ok":true}"# } else { r#"{"ok":false}"# };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {answered} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    "HTTP/1.1 {answered} {reason}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
                     answer.len()
                 );
                 let _ = stream.flush();

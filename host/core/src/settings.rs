@@ -139,6 +139,12 @@ pub struct RunSettings {
     pub cpu_limit_secs: Option<u64>,
     /// Default HTTP timeout for plugin requests.
     pub http_timeout_secs: u64,
+    /// Retries of a plugin request answered 429/502/503/504, or that timed
+    /// out or lost its connection (idempotent methods only); 0: none.
+    pub http_retries: u32,
+    /// The longest wait before a retry; a `Retry-After` asking for longer is
+    /// not waited for (the plugin gets the response).
+    pub http_retry_max_delay_secs: u64,
     /// Unicode normalization before row hashing.
     pub unicode_form: UnicodeForm,
     /// Rows absent from a full snapshot are archived instead of deleted (overrides tables declared `delete`).
@@ -249,6 +255,8 @@ impl Default for RunSettings {
             memory_limit_mb: None,
             cpu_limit_secs: None,
             http_timeout_secs: 30,
+            http_retries: 2,
+            http_retry_max_delay_secs: 60,
             unicode_form: UnicodeForm::Nfc,
             archive_missing: false,
             max_consecutive_failures: 3,

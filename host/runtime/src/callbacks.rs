@@ -50,6 +50,8 @@ pub struct RunShared {
     pub archive_missing: bool,
     /// Default HTTP timeout.
     pub http_timeout: Duration,
+    /// Retries of failed requests.
+    pub retry: dc_net::RetryPolicy,
     /// The run's span (app_id, runtime_id).
     pub span: tracing::Span,
     /// The run's writes: one transaction for every merge of the run, which
@@ -165,9 +167,14 @@ impl WorkerCallbacks {
             req = req.timeout(Duration::from_millis(r.timeout_ms));
         }
         let limit = r.options.max_body_bytes;
+        let retry = self.0.retry.clone();
         self.0.rt.block_on(async move {
             let started = std::time::Instant::now();
-            let mut resp = req.send().await.map_err(|e| format!("{method} {url} failed: {}", error_chain(&e)))?;
+            let (sent, attempts) = dc_net::send_with_retries(req, &method, &retry).await;
+            let mut resp = sent.map_err(|e| {
+                let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
+                format!("{method} {url} failed{tries}: {}", error_chain(&e))
+            })?;
             let status = resp.status().as_u16();
             let final_url = resp.url().to_string();
             let headers = resp
@@ -199,6 +206,7 @@ impl WorkerCallbacks {
             }
             let mut info = ResponseInfo::default();
             info.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            info.attempts = attempts;
             Ok(FfiHttpResponse {
                 status,
                 url: final_url.into(),

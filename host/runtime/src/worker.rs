@@ -253,6 +253,11 @@ fn prepare(
         form: s.runs.unicode_form,
         archive_missing: s.runs.archive_missing,
         http_timeout: Duration::from_secs(s.runs.http_timeout_secs),
+        retry: dc_net::RetryPolicy {
+            retries: s.runs.http_retries,
+            max_delay: Duration::from_secs(s.runs.http_retry_max_delay_secs),
+            ..Default::default()
+        },
         span,
         writes: Default::default(),
     });

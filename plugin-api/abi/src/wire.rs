@@ -103,6 +103,10 @@ pub struct ResponseInfo {
     /// Milliseconds from sending the request to the end of the body.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// Attempts the host made (1 without retries; 0 from a host that does
+    /// not say). Added in 1.1 as a JSON key: older plugins ignore it.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// Numeric log severities for [`crate::abi::HostCallbacks::log_at`]. The scale

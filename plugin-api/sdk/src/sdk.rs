@@ -165,12 +165,15 @@ pub struct Response {
     /// Milliseconds from sending the request to the end of the body (0 when
     /// the host did not say).
     pub elapsed_ms: u64,
+    /// Attempts the host made: more than 1 when it retried a 429/502/503/504,
+    /// a timeout or a connection failure (0 when the host did not say).
+    pub attempts: u32,
 }
 
 impl Response {
     /// A response (for tests and `testing::TestHost` fetchers).
     pub fn new(status: u16, url: impl Into<String>, body: impl Into<Vec<u8>>) -> Response {
-        Response { status, url: url.into(), headers: vec![], body: body.into(), elapsed_ms: 0 }
+        Response { status, url: url.into(), headers: vec![], body: body.into(), elapsed_ms: 0, attempts: 1 }
     }
 
     /// A `200 OK` response with an HTML body.
@@ -303,6 +306,7 @@ impl Context {
             headers: r.headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect(),
             body: r.body.into_vec(),
             elapsed_ms: info.elapsed_ms,
+            attempts: info.attempts,
         })
     }
 

@@ -153,6 +153,7 @@ impl HostCallbacks for TestCallbacks {
                 }
                 let mut info = ResponseInfo::default();
                 info.elapsed_ms = resp.elapsed_ms;
+                info.attempts = resp.attempts;
                 ROk(FfiHttpResponse {
                     status: resp.status,
                     url: resp.url.into(),
