@@ -23,7 +23,6 @@ pub const PLUGIN_EXTENSIONS: &[&str] = &["so", "dylib", "dll"];
 /// How long a probe may take to load a plugin.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What registering a file did.
 /// What registration does with a table change that needs its rows migrated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SchemaPolicy {
@@ -43,6 +42,7 @@ fn schema_refusal(what: &str, e: &merge::MergeError, migrate: &str) -> RuntimeEr
     ))
 }
 
+/// What registering a file did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum RegisterOutcome {
