@@ -62,6 +62,19 @@ fn check(what: &str, v: &str, ident: bool) -> anyhow::Result<()> {
     }
 }
 
+/// The generated crate's name, `dc-plugin-NAME`; refused when it would be
+/// the name of one of dc-host's own plugin crates (a lockfile cannot hold two
+/// packages of one name, so the plugin would not build against the SDK).
+fn crate_name(name: &str) -> anyhow::Result<String> {
+    let crate_name = format!("dc-plugin-{}", name.replace('_', "-"));
+    if ["dc-plugin-api", "dc-plugin-sdk"].contains(&crate_name.as_str()) {
+        anyhow::bail!(
+            "--name {name:?} would make a crate named {crate_name}, the name of dc-host's own plugin crate; choose another name"
+        );
+    }
+    Ok(crate_name)
+}
+
 fn pascal(s: &str) -> String {
     s.split('_').filter(|p| !p.is_empty()).map(|p| p[..1].to_uppercase() + &p[1..]).collect()
 }
@@ -100,7 +113,7 @@ pub fn exec(a: ScaffoldArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
     check("group", &a.group, false)?;
     check("parent", &a.parent, false)?;
     check("name", &a.name, true)?;
-    let crate_name = format!("dc-plugin-{}", a.name.replace('_', "-"));
+    let crate_name = crate_name(&a.name)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&crate_name));
     if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
         anyhow::bail!("{} already exists and is not empty; choose another --out", out.display());
@@ -145,6 +158,16 @@ pub fn exec(a: ScaffoldArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crate_names_never_shadow_the_sdk_crates() {
+        assert_eq!(crate_name("prices").expect("fine"), "dc-plugin-prices");
+        assert_eq!(crate_name("my_app").expect("fine"), "dc-plugin-my-app");
+        for taken in ["api", "sdk"] {
+            let e = crate_name(taken).expect_err("taken").to_string();
+            assert!(e.contains("the name of dc-host's own plugin crate"), "{e}");
+        }
+    }
 
     #[test]
     fn renders_placeholders_and_names() {
