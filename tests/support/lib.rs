@@ -763,3 +763,82 @@ impl HttpSink {
         HttpSink { url, requests: rx }
     }
 }
+
+/// Scratch PostgreSQL databases for the library crates' integration tests
+/// (dc-core, dc-runtime): one per test, created on the local server and
+/// dropped when its guard is dropped, also when the test panicked.
+pub mod pg {
+    use std::str::FromStr;
+
+    use sqlx::Connection;
+
+    /// How to start the local PostgreSQL cluster.
+    pub const PG_START_HINT: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
+
+    /// The admin URL scratch databases are created from (`DC_TEST_PG_ADMIN_URL`).
+    pub fn pg_admin_url() -> String {
+        std::env::var("DC_TEST_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// Creates a fresh database named `<prefix>_<unique>` and returns its URL;
+    /// fails the test (never skips it) when the server is unreachable, saying
+    /// how to start it.
+    pub async fn scratch_url(prefix: &str) -> String {
+        let admin = pg_admin_url();
+        let created = async {
+            let mut c = sqlx::PgConnection::connect(&admin).await?;
+            let name = format!("{prefix}_{}_{}", std::process::id(), super::rand_suffix());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut c).await?;
+            c.close().await?;
+            let opts = sqlx::postgres::PgConnectOptions::from_str(&admin)?.database(&name);
+            Ok::<String, sqlx::Error>(sqlx::ConnectOptions::to_url_lossy(&opts).to_string())
+        };
+        match created.await {
+            Ok(url) => url,
+            Err(e) => panic!(
+                "PostgreSQL is not reachable ({e}).\n\
+                 The PostgreSQL tests need a server at 127.0.0.1:5432 with trust auth (or DC_TEST_PG_ADMIN_URL).\n\
+                 Start it with:\n    {PG_START_HINT}\n"
+            ),
+        }
+    }
+
+    /// Drops a scratch database on drop (also when the test panicked).
+    pub struct PgScratch {
+        name: String,
+    }
+
+    impl PgScratch {
+        /// The guard of the database `url` names.
+        pub fn for_url(url: &str) -> PgScratch {
+            let opts = sqlx::postgres::PgConnectOptions::from_str(url).expect("scratch url parses");
+            PgScratch { name: opts.get_database().expect("scratch url names a database").to_string() }
+        }
+    }
+
+    impl Drop for PgScratch {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            let admin = pg_admin_url();
+            // a thread of its own: Drop may run inside (or outside) a runtime
+            let result = std::thread::spawn(move || -> Result<(), String> {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let mut c = sqlx::PgConnection::connect(&admin).await.map_err(|e| e.to_string())?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                        .execute(&mut c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    c.close().await.map_err(|e| e.to_string())
+                })
+            })
+            .join();
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("warning: could not drop scratch database {}: {e}", self.name),
+                Err(_) => eprintln!("warning: dropping scratch database {} panicked", self.name),
+            }
+        }
+    }
+}

@@ -176,12 +176,6 @@ impl Notifications {
         Notifications { channels, run_finished: settings.run_finished, retry: Duration::from_millis(500) }
     }
 
-    /// Adds a channel (tests, other channel kinds).
-    pub fn with(mut self, min: AlertSeverity, n: Arc<dyn Notifier>) -> Notifications {
-        self.channels.push((min, n));
-        self
-    }
-
     /// Sends `notice` to every channel it is severe enough for, each in a task
     /// of its own with up to three attempts; returns the tasks (the caller may
     /// wait for them, e.g. before exiting).

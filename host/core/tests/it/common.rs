@@ -2,7 +2,6 @@
 //! row generators and readers that see the tables the way a test must.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use dc_core::enums::UnicodeForm;
@@ -10,15 +9,9 @@ use dc_core::merge::{self, MergeRequest};
 use dc_core::{Database, Settings, apps, runs};
 use dc_plugin_api::{ColumnType, TableDecl};
 use serde_json::{Map, Value, json};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Row};
 
-/// How to start the local PostgreSQL cluster.
-pub const PG_START_HINT: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
-
-/// The admin URL scratch databases are created from.
-pub fn pg_admin_url() -> String {
-    std::env::var("DC_TEST_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+pub use dc_e2e::pg::{PgScratch, pg_admin_url};
 
 /// A fresh, migrated database of one backend, removed when dropped.
 pub struct TestDb {
@@ -61,15 +54,7 @@ impl TestDb {
 
 /// Creates a scratch PostgreSQL database, or fails the test with instructions.
 pub async fn scratch_pg_url() -> String {
-    let admin = pg_admin_url();
-    match dc_core::db::create_scratch_postgres(&admin, "dc_test").await {
-        Ok(url) => url,
-        Err(e) => panic!(
-            "PostgreSQL is not reachable ({e}).\n\
-             The PostgreSQL tests need a server at 127.0.0.1:5432 with trust auth (or DC_TEST_PG_ADMIN_URL).\n\
-             Start it with:\n    {PG_START_HINT}\n"
-        ),
-    }
+    dc_e2e::pg::scratch_url("dc_test").await
 }
 
 async fn connect_migrated(url: &str) -> Database {
@@ -80,43 +65,6 @@ async fn connect_migrated(url: &str) -> Database {
     assert_eq!(applied, status.len(), "a fresh database must get every migration applied: {status:?}");
     assert!(status.iter().all(|m| m.applied), "{status:?}");
     db
-}
-
-/// Drops a scratch PostgreSQL database on drop (also when the test panicked).
-struct PgScratch {
-    name: String,
-}
-
-impl PgScratch {
-    fn for_url(url: &str) -> PgScratch {
-        let opts = sqlx::postgres::PgConnectOptions::from_str(url).expect("scratch url parses");
-        PgScratch { name: opts.get_database().expect("scratch url names a database").to_string() }
-    }
-}
-
-impl Drop for PgScratch {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin = pg_admin_url();
-        // a thread of its own: Drop may run inside (or outside) a runtime
-        let result = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                let mut c = sqlx::postgres::PgConnection::connect(&admin).await.map_err(|e| e.to_string())?;
-                sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                c.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: could not drop scratch database {}: {e}", self.name),
-            Err(_) => eprintln!("warning: dropping scratch database {} panicked", self.name),
-        }
-    }
 }
 
 /// A JSON object literal as a record.

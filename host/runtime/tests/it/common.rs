@@ -4,7 +4,6 @@
 //! fixture, run it and read what the registry holds.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use dc_core::apps::{self, AppRow};
@@ -14,7 +13,6 @@ use dc_runtime::HostEnv;
 use dc_runtime::registry::{self, RegisterOutcome};
 use dc_runtime::supervisor::{self, RunOptions};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Connection};
 
 /// The misbehave fixture's app.
 pub const APP: &str = "test/fixtures/misbehave";
@@ -22,13 +20,7 @@ pub const APP: &str = "test/fixtures/misbehave";
 /// Bounds a broken test only; every wait ends on an event.
 pub const LIMIT: Duration = Duration::from_secs(60);
 
-/// How to start the local PostgreSQL cluster.
-pub const PG_START_HINT: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start";
-
-/// The admin URL scratch databases are created from.
-pub fn pg_admin_url() -> String {
-    std::env::var("DC_TEST_PG_ADMIN_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+use dc_e2e::pg::PgScratch;
 
 /// A host environment on a fresh, migrated database, removed when dropped.
 pub struct TestEnv {
@@ -49,16 +41,7 @@ impl TestEnv {
     /// A new PostgreSQL scratch database, migrated. Panics (the test FAILS)
     /// when the server is unreachable, saying how to start it.
     pub async fn postgres() -> TestEnv {
-        let admin = pg_admin_url();
-        let url = match dc_core::db::create_scratch_postgres(&admin, "dc_runtime_it").await {
-            Ok(url) => url,
-            Err(e) => panic!(
-                "PostgreSQL is not reachable ({e}).\n\
-                 The PostgreSQL tests need a server at 127.0.0.1:5432 with trust auth (or DC_TEST_PG_ADMIN_URL).\n\
-                 Start it with:\n    {PG_START_HINT}\n"
-            ),
-        };
-        TestEnv::new(Some(url)).await
+        TestEnv::new(Some(dc_e2e::pg::scratch_url("dc_runtime_it").await)).await
     }
 
     async fn new(pg_url: Option<String>) -> TestEnv {
@@ -158,42 +141,5 @@ pub fn refusal<T: std::fmt::Debug>(r: Result<T, dc_runtime::RuntimeError>, kind:
     match r {
         Err(e) if e.kind() == kind => e.to_string(),
         other => panic!("expected an error of kind {kind:?}, got {other:?}"),
-    }
-}
-
-/// Drops a scratch PostgreSQL database on drop (also when the test panicked).
-struct PgScratch {
-    name: String,
-}
-
-impl PgScratch {
-    fn for_url(url: &str) -> PgScratch {
-        let opts = sqlx::postgres::PgConnectOptions::from_str(url).expect("scratch url parses");
-        PgScratch { name: opts.get_database().expect("scratch url names a database").to_string() }
-    }
-}
-
-impl Drop for PgScratch {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let admin = pg_admin_url();
-        // a thread of its own: Drop may run inside (or outside) a runtime
-        let result = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(async move {
-                let mut c = sqlx::postgres::PgConnection::connect(&admin).await.map_err(|e| e.to_string())?;
-                sqlx::query(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
-                    .execute(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                c.close().await.map_err(|e| e.to_string())
-            })
-        })
-        .join();
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: could not drop scratch database {}: {e}", self.name),
-            Err(_) => eprintln!("warning: dropping scratch database {} panicked", self.name),
-        }
     }
 }
