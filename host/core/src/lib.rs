@@ -5,6 +5,7 @@
 // lets `#[fun_watch]` (which names `::dc_core`) be used inside this crate
 extern crate self as dc_core;
 
+pub mod access;
 pub mod apps;
 pub mod db;
 pub mod enums;
