@@ -16,7 +16,7 @@ else
 fi
 
 echo "==> building the host, the fixture plugins and the fixture site server"
-cargo build -p dc-host -p dc-plugin-catalogue -p dc-plugin-misbehave -p dc-fixture-site
+cargo build -p dc-host -p dc-plugin-catalogue -p dc-plugin-crawl -p dc-plugin-misbehave -p dc-fixture-site
 
 echo "==> running the tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -6,6 +6,7 @@ mod boundaries;
 mod cli;
 mod compat;
 mod crash;
+mod crawl;
 mod demo;
 mod evolve;
 mod network;

@@ -45,8 +45,18 @@ pub fn cargo_build(args: &[&str], envs: &[(&str, &str)]) {
 /// The packages [`build_all`] builds: the host, the standard plugins and the
 /// fixture site server (the same set `scripts/test.sh` builds, so neither
 /// rebuilds what the other built).
-pub const BUILD_PACKAGES: &[&str] =
-    &["-p", "dc-host", "-p", "dc-plugin-catalogue", "-p", "dc-plugin-misbehave", "-p", "dc-fixture-site"];
+pub const BUILD_PACKAGES: &[&str] = &[
+    "-p",
+    "dc-host",
+    "-p",
+    "dc-plugin-catalogue",
+    "-p",
+    "dc-plugin-crawl",
+    "-p",
+    "dc-plugin-misbehave",
+    "-p",
+    "dc-fixture-site",
+];
 
 /// Builds the host, the standard plugins and the fixture site server once per
 /// test process.
@@ -405,6 +415,10 @@ pub enum ApiVariant<'a> {
     /// from, to)`, e.g. `("abi/src/abi.rs", .., ..)`; every `from` must occur in
     /// the file, and every occurrence is replaced.
     Copy { version: &'a str, edits: &'a [(&'a str, &'a str, &'a str)] },
+    /// A frozen SDK kept in the repository (path under the workspace), built
+    /// against the frozen interface crate beside it, e.g.
+    /// `tests/fixtures/abi/dc-plugin-sdk-0.2.0` (interface 1.1.0).
+    Frozen(&'a str),
 }
 
 /// Copies the `.rs` files of `src` into `dest`, applying the edits for `prefix`.
@@ -432,6 +446,7 @@ pub fn tiny_plugin(variant: &str, api: ApiVariant<'_>, envs: &[(&str, &str)], de
     let root = fixture_target_dir().join("crates").join(variant);
     let sdk_dep = match api {
         ApiVariant::Workspace => ws.join("plugin-api/sdk"),
+        ApiVariant::Frozen(sdk) => ws.join(sdk),
         ApiVariant::Copy { version, edits } => {
             let abi = root.join("api/abi");
             let sdk = root.join("api/sdk");

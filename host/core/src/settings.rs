@@ -155,6 +155,10 @@ pub struct RunSettings {
     /// `dc-host serve` deletes ended runs, their change feeds, log records and
     /// function-call records older than this many days, hourly; 0: keep all.
     pub retention_days: u32,
+    /// The most work items one run collects (its `prepare_list` items and
+    /// what `collect` enqueues); enqueued items beyond it are dropped and
+    /// counted. Also caps a manifest's `max_items`.
+    pub max_items: u64,
 }
 
 /// Where alerts go: channels, each with a minimum severity.
@@ -261,6 +265,8 @@ impl Default for RunSettings {
             archive_missing: false,
             max_consecutive_failures: 3,
             retention_days: 0,
+            // the same default as dc_frontier::DEFAULT_MAX_ITEMS
+            max_items: 1_000_000,
         }
     }
 }
@@ -391,6 +397,9 @@ impl Settings {
         }
         if self.runs.threads == 0 || self.runs.threads > 256 {
             return invalid("runs.threads", self.runs.threads.to_string(), "1 to 256");
+        }
+        if self.runs.max_items == 0 {
+            return invalid("runs.max_items", "0".into(), "at least 1");
         }
         if self.runs.time_limit_secs == 0 {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");

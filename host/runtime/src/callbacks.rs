@@ -57,6 +57,22 @@ pub struct RunShared {
     /// The run's writes: one transaction for every merge of the run, which
     /// the worker commits together with the run's end (or rolls back).
     pub writes: std::sync::Mutex<RunWrites>,
+    /// The run's work items: `prepare_list`'s and what `collect` enqueues.
+    pub frontier: dc_frontier::Frontier,
+}
+
+thread_local! {
+    /// The depth of the item this thread is collecting (`None` outside
+    /// `collect`): an item enqueued from here is one deeper.
+    static COLLECTING_DEPTH: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a plugin's `collect`) with this thread's collecting depth set.
+pub fn collecting<T>(depth: u32, f: impl FnOnce() -> T) -> T {
+    COLLECTING_DEPTH.with(|d| d.set(Some(depth)));
+    let out = f();
+    COLLECTING_DEPTH.with(|d| d.set(None));
+    out
 }
 
 /// The uncommitted writes of a run. Every merge of a run goes into one
@@ -388,5 +404,30 @@ impl HostCallbacks for WorkerCallbacks {
 
     fn should_stop(&self) -> bool {
         self.0.stop.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, entries_json: RStr<'_>) -> RResult<RString, RString> {
+        let entries: Vec<dc_plugin_api::EnqueueEntry> = match serde_json::from_str(entries_json.as_str()) {
+            Ok(e) => e,
+            Err(e) => {
+                return RErr(format!("enqueue needs a JSON array of {{\"item\", \"key\"}} entries: {e}").into());
+            }
+        };
+        let depth = COLLECTING_DEPTH.with(std::cell::Cell::get);
+        match self.0.frontier.enqueue(depth, entries) {
+            Ok(answer) => {
+                self.0.total.store(self.0.frontier.total(), Ordering::Relaxed);
+                if answer.over_depth + answer.over_limit > 0 {
+                    let _g = self.0.span.enter();
+                    tracing::debug!(
+                        over_depth = answer.over_depth,
+                        over_limit = answer.over_limit,
+                        "enqueued items dropped by the crawl limits"
+                    );
+                }
+                ROk(serde_json::to_string(&answer).unwrap_or_default().into())
+            }
+            Err(e) => RErr(e.into()),
+        }
     }
 }

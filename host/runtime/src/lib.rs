@@ -31,7 +31,8 @@ use dc_plugin_api::capability;
 /// The capabilities this host implements for plugins (published by
 /// `dc-host interface` and `HostCallbacks::capabilities`). Registration refuses
 /// a plugin whose manifest requires one that is not listed here.
-pub const HOST_CAPABILITIES: &[&str] = &[capability::FETCH, capability::MERGE, capability::LOG, capability::PROGRESS];
+pub const HOST_CAPABILITIES: &[&str] =
+    &[capability::FETCH, capability::MERGE, capability::LOG, capability::PROGRESS, capability::FRONTIER];
 
 /// What runtime operations need: settings, the database and the path of the
 /// `dc-host` executable (which is re-executed as probe and worker).

@@ -4,7 +4,7 @@
 //! stop request, and ends the run as SUCCESS, FAILED (with reason) or STOPPED.
 //! If the plugin crashes the process, the supervisor records why.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -238,6 +238,7 @@ fn prepare(
     // the supervisor made sure the tables exist before it started this worker
     let manifest: Manifest =
         serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
+    let manifest_crawl = manifest.crawl;
     let s = &env.settings;
     let shared = Arc::new(RunShared {
         rt: rt.clone(),
@@ -260,6 +261,7 @@ fn prepare(
         },
         span,
         writes: Default::default(),
+        frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),
     });
     // the supervisor fetched the file into this host's store if it registered elsewhere
     let path = crate::store::local_path(&s.store_dir(), &version);
@@ -291,6 +293,8 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
                     if stop && !shared.stop.swap(true, Ordering::Relaxed) {
                         let _g = shared.span.enter();
                         tracing::warn!("stop requested; asking the plugin to stop");
+                        // collecting threads waiting for work return at once
+                        shared.frontier.stop();
                     }
                 }
                 Err(e) => {
@@ -336,27 +340,32 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
             Ok(items) => items,
             Err(e) => return Outcome::failed(format!("prepare_list failed: {e}")),
         };
-    let total = items.len();
-    shared.total.store(total as u64, Ordering::Relaxed);
-    tracing::info!(items = total, threads, "work list prepared");
-    let next = AtomicUsize::new(0);
+    let frontier = &shared.frontier;
+    frontier.seed(items);
+    shared.total.store(frontier.total(), Ordering::Relaxed);
+    tracing::info!(items = frontier.total(), threads, "work list prepared");
     let records: Mutex<Vec<Value>> = Mutex::new(Vec::new());
     let shared_scraper = &*scraper;
     std::thread::scope(|scope| {
-        for t in 0..threads.min(total.max(1)) {
-            let (next, records, items) = (&next, &records, &items);
+        for t in 0..threads.max(1) {
+            let records = &records;
             let span = shared.span.clone();
             std::thread::Builder::new()
                 .name(format!("collect-{t}"))
                 .spawn_scoped(scope, move || {
                     let _g = span.enter();
-                    loop {
+                    // `next` waits while other threads may still enqueue work
+                    while let Some(work) = frontier.next() {
                         if shared.stop.load(Ordering::Relaxed) {
+                            frontier.done();
+                            frontier.stop();
                             return;
                         }
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { return };
-                        let result = ffi(shared_scraper.collect(RStr::from_str(&item.to_string()))).and_then(|j| {
+                        let item = work.item.to_string();
+                        let result = crate::callbacks::collecting(work.depth, || {
+                            ffi(shared_scraper.collect(RStr::from_str(&item)))
+                        })
+                        .and_then(|j| {
                             serde_json::from_str::<Vec<Value>>(&j)
                                 .map_err(|e| format!("collect returned invalid JSON: {e}"))
                         });
@@ -364,17 +373,31 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
                             Ok(recs) => records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs),
                             Err(e) => {
                                 shared.errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(item = %item, error = %e, "collect failed");
+                                tracing::warn!(item = %item, depth = work.depth, error = %e, "collect failed");
                             }
                         }
                         shared.current.fetch_add(1, Ordering::Relaxed);
+                        frontier.done();
                     }
                 })
                 .map(|_| ())
                 .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start collect thread"));
         }
     });
+    // nothing collects any more: enqueue from store or cleanup is refused
+    frontier.stop();
+    let total = frontier.total() as usize;
+    shared.total.store(total as u64, Ordering::Relaxed);
     let errors = shared.errors.load(Ordering::Relaxed) as usize;
+    let dropped = frontier.dropped();
+    if dropped.duplicates + dropped.over_depth + dropped.over_limit > 0 {
+        tracing::info!(
+            duplicates = dropped.duplicates,
+            over_depth = dropped.over_depth,
+            over_limit = dropped.over_limit,
+            "the crawl frontier dropped enqueued items"
+        );
+    }
     if shared.stop.load(Ordering::Relaxed) {
         return Outcome {
             status: RunStatus::Stopped,
@@ -387,16 +410,21 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
     if total > 0 && errors == total {
         return Outcome::failed(format!("all {total} items failed in collect; see the run's logs"));
     }
+    let mut note = Vec::new();
+    if errors > 0 {
+        tracing::warn!(errors, total, "some items failed in collect");
+        note.push(format!("{errors} of {total} items failed in collect"));
+    }
+    if dropped.over_limit > 0 {
+        note.push(format!(
+            "{} enqueued items were dropped over the item limit (max_items in the manifest, runs.max_items on the host)",
+            dropped.over_limit
+        ));
+    }
     let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
     tracing::info!(records = records.len(), "collect done; storing");
     if let Err(e) = ffi(scraper.store(RStr::from_str(&Value::Array(records).to_string()))) {
         return Outcome::failed(format!("store failed: {e}"));
     }
-    if errors > 0 {
-        tracing::warn!(errors, total, "some items failed in collect");
-    }
-    Outcome {
-        status: RunStatus::Success,
-        reason: (errors > 0).then(|| format!("{errors} of {total} items failed in collect")),
-    }
+    Outcome { status: RunStatus::Success, reason: (!note.is_empty()).then(|| note.join("; ")) }
 }

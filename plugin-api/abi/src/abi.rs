@@ -173,6 +173,20 @@ pub trait HostCallbacks: Send + Sync {
     fn log_at(&self, severity: u8, message: RStr<'_>, context_json: RStr<'_>) {
         self.log(crate::wire::severity::to_ffi_level(severity), message, context_json)
     }
+
+    /// Since 1.2: adds work items to the run's crawl frontier while it
+    /// prepares or collects. `entries_json` is a JSON array of
+    /// [`crate::wire::EnqueueEntry`]; the answer is a
+    /// [`crate::wire::EnqueueAnswer`] as JSON. The host deduplicates by key
+    /// (canonical URL for URLs), gives each item the depth of the item being
+    /// collected plus one, and drops what is over the manifest's
+    /// [`crate::manifest::CrawlLimits`], counting it in the answer.
+    fn enqueue(&self, entries_json: RStr<'_>) -> RResult<RString, RString> {
+        let _ = entries_json;
+        RResult::RErr(RString::from(
+            "this host does not implement enqueue (plugin interface 1.2, capability \"frontier\"); upgrade dc-host",
+        ))
+    }
 }
 
 /// The host callbacks as the plugin receives them.

@@ -21,9 +21,12 @@ pub const CAPTCHA: &str = "captcha";
 pub const METRICS: &str = "metrics";
 /// Document processing (PDF text, OCR, entities).
 pub const DOCUMENTS: &str = "documents";
+/// Since 1.2: a crawl frontier — `collect` adds work items while the run goes
+/// on ([`crate::abi::HostCallbacks::enqueue`]).
+pub const FRONTIER: &str = "frontier";
 
 /// Every capability name this interface version defines, implemented or not.
-pub const KNOWN: &[&str] = &[FETCH, MERGE, LOG, PROGRESS, PROXY, CAPTCHA, METRICS, DOCUMENTS];
+pub const KNOWN: &[&str] = &[FETCH, MERGE, LOG, PROGRESS, PROXY, CAPTCHA, METRICS, DOCUMENTS, FRONTIER];
 
 /// What every host of interface 1.0 implements.
 pub const INTERFACE_1_0: &[&str] = &[FETCH, MERGE, LOG, PROGRESS];

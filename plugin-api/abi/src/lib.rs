@@ -20,8 +20,10 @@ pub mod capability;
 pub mod manifest;
 pub mod wire;
 
-pub use manifest::{ColumnDecl, ColumnType, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl};
-pub use wire::{MergeSummary, RequestOptions, ResponseInfo, SessionConfig};
+pub use manifest::{
+    ColumnDecl, ColumnType, CrawlLimits, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl,
+};
+pub use wire::{EnqueueAnswer, EnqueueEntry, MergeSummary, RequestOptions, ResponseInfo, SessionConfig};
 
 /// The major interface version. A plugin's manifest carries it as
 /// `interface_version`; the host refuses a plugin whose major differs.

@@ -407,6 +407,34 @@ pub struct Manifest {
     /// (filled in by the SDK; informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdk_version: Option<String>,
+    /// Since 1.2: limits of the run's crawl frontier (items added with
+    /// `enqueue` while collecting).
+    #[serde(default, skip_serializing_if = "CrawlLimits::is_unset")]
+    pub crawl: CrawlLimits,
+}
+
+/// Since 1.2: how far a run may crawl. Items added beyond a limit are dropped
+/// and counted (never an error), so a crawl that finds more than it may follow
+/// still stores what it collected. The host applies its own cap
+/// (`runs.max_items`) on top.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CrawlLimits {
+    /// The deepest item followed: items from `prepare_list` are depth 0, an
+    /// item added while collecting an item of depth d is d + 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<u32>,
+    /// The most items one run collects, counting those from `prepare_list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u64>,
+}
+
+impl CrawlLimits {
+    /// True when no limit is set.
+    pub fn is_unset(&self) -> bool {
+        self == &CrawlLimits::default()
+    }
 }
 
 /// The longest description a manifest may carry.
@@ -439,6 +467,7 @@ impl Manifest {
             args_schema: empty_object_schema(),
             requires: Vec::new(),
             sdk_version: None,
+            crawl: CrawlLimits::default(),
         }
     }
 
@@ -469,6 +498,14 @@ impl Manifest {
     /// Sets the JSON schema of the runtime arguments.
     pub fn args_schema(mut self, schema: Value) -> Manifest {
         self.args_schema = schema;
+        self
+    }
+
+    /// Limits the crawl frontier: the deepest item followed (`prepare_list`
+    /// items are depth 0) and the most items one run collects. A plugin that
+    /// enqueues also declares `requires(capability::FRONTIER)`.
+    pub fn crawl_limits(mut self, max_depth: Option<u32>, max_items: Option<u64>) -> Manifest {
+        self.crawl = CrawlLimits { max_depth, max_items };
         self
     }
 

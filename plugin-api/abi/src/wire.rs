@@ -109,6 +109,50 @@ pub struct ResponseInfo {
     pub attempts: u32,
 }
 
+/// Since 1.2: one work item a plugin adds to the run's frontier
+/// ([`crate::abi::HostCallbacks::enqueue`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EnqueueEntry {
+    /// The work item, passed to `collect` as `prepare_list` items are.
+    pub item: serde_json::Value,
+    /// What makes two items the same. Without it the host derives one: the
+    /// canonical URL when the item is a URL string or an object with a `url`
+    /// string, else the item's JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl EnqueueEntry {
+    /// An item whose key the host derives.
+    pub fn new(item: serde_json::Value) -> EnqueueEntry {
+        EnqueueEntry { item, key: None }
+    }
+
+    /// An item with an explicit deduplication key.
+    pub fn keyed(key: impl Into<String>, item: serde_json::Value) -> EnqueueEntry {
+        EnqueueEntry { item, key: Some(key.into()) }
+    }
+}
+
+/// Since 1.2: what became of the entries of one `enqueue` call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EnqueueAnswer {
+    /// Added to the frontier (will be collected).
+    #[serde(default)]
+    pub added: u64,
+    /// Already seen in this run (same key), dropped.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Deeper than the manifest's `max_depth`, dropped.
+    #[serde(default)]
+    pub over_depth: u64,
+    /// Beyond the run's item limit, dropped.
+    #[serde(default)]
+    pub over_limit: u64,
+}
+
 /// Numeric log severities for [`crate::abi::HostCallbacks::log_at`]. The scale
 /// leaves room between levels, so a new level is a new number, not a layout
 /// change; a receiver rounds an unknown number down to the nearest level it knows.

@@ -23,7 +23,7 @@ use dc_plugin_api::abi::{
     FfiHeader, FfiHttpRequest, FfiLogLevel, HostBox, PluginMod, PluginModRef, ScraperBox, ScraperFfi, ScraperFfi_TO,
 };
 use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
-use dc_plugin_api::{Manifest, MergeSummary, SessionConfig, SnapshotMode};
+use dc_plugin_api::{EnqueueAnswer, EnqueueEntry, Manifest, MergeSummary, SessionConfig, SnapshotMode};
 
 use crate::html::Document;
 
@@ -374,6 +374,40 @@ impl Context {
     /// True once the operator asked this run to stop.
     pub fn should_stop(&self) -> bool {
         self.host.should_stop()
+    }
+
+    /// Adds a work item to this run's crawl frontier (interface 1.2: declare
+    /// `requires(capability::FRONTIER)` in the manifest). Call it from
+    /// `collect` (or `prepare_list`), on the thread the host called you on:
+    /// the item is collected later in this run, once, even when several pages
+    /// link to it (deduplicated by canonical URL when the item is a URL or an
+    /// object with a `url`, else by its JSON), unless it is deeper than the
+    /// manifest's `max_depth` or the run holds `max_items` already — then it
+    /// is dropped and counted in the answer.
+    pub fn enqueue(&self, item: impl Serialize) -> Result<EnqueueAnswer> {
+        self.enqueue_entries(vec![EnqueueEntry::new(serde_json::to_value(item)?)])
+    }
+
+    /// [`Context::enqueue`] with an explicit deduplication key (e.g. a product
+    /// id when several URLs show one product).
+    pub fn enqueue_keyed(&self, key: &str, item: impl Serialize) -> Result<EnqueueAnswer> {
+        self.enqueue_entries(vec![EnqueueEntry::keyed(key, serde_json::to_value(item)?)])
+    }
+
+    /// [`Context::enqueue`] for many items in one call to the host.
+    pub fn enqueue_all<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<EnqueueAnswer> {
+        let entries =
+            items.into_iter().map(|i| serde_json::to_value(i).map(EnqueueEntry::new)).collect::<Result<Vec<_>, _>>()?;
+        self.enqueue_entries(entries)
+    }
+
+    fn enqueue_entries(&self, entries: Vec<EnqueueEntry>) -> Result<EnqueueAnswer> {
+        if entries.is_empty() {
+            return Ok(EnqueueAnswer::default());
+        }
+        let json = serde_json::to_string(&entries)?;
+        let out = from_r(self.host.enqueue(RStr::from_str(&json)))?;
+        Ok(serde_json::from_str(&out)?)
     }
 }
 

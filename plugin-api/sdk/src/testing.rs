@@ -59,6 +59,12 @@ pub struct TestRun {
     pub log_records: Vec<(LogLevel, String, Value)>,
     /// Errors from `collect`, one per failed item.
     pub collect_errors: Vec<String>,
+    /// Every item collected, in order: the `prepare_list` items, then what
+    /// `collect` enqueued (interface 1.2), each with its depth.
+    pub collected: Vec<(Value, u32)>,
+    /// What `enqueue` dropped over the run: duplicates, items over
+    /// `max_depth` and items over `max_items` (`added` is 0).
+    pub dropped: dc_plugin_api::EnqueueAnswer,
 }
 
 #[derive(Default)]
@@ -72,6 +78,9 @@ struct TestCallbacks {
     args: String,
     rec: Arc<Mutex<Recorded>>,
     manifest: dc_plugin_api::Manifest,
+    frontier: Arc<dc_frontier::Frontier>,
+    /// The depth of the item being collected (`None` outside `collect`).
+    depth: Arc<Mutex<Option<u32>>>,
 }
 
 fn lock(rec: &Mutex<Recorded>) -> std::sync::MutexGuard<'_, Recorded> {
@@ -167,7 +176,21 @@ impl HostCallbacks for TestCallbacks {
     }
 
     fn capabilities(&self) -> RString {
-        RString::from(dc_plugin_api::capability::INTERFACE_1_0_JSON)
+        use dc_plugin_api::capability::{FETCH, FRONTIER, LOG, MERGE, PROGRESS};
+        serde_json::to_string(&[FETCH, MERGE, LOG, PROGRESS, FRONTIER]).unwrap_or_default().into()
+    }
+
+    fn enqueue(&self, entries_json: RStr<'_>) -> RResult<RString, RString> {
+        // the same parsing and rules as the host (`dc-frontier`)
+        let entries: Vec<dc_plugin_api::EnqueueEntry> = match serde_json::from_str(entries_json.as_str()) {
+            Ok(e) => e,
+            Err(e) => return RErr(format!("enqueue needs a JSON array of {{\"item\", \"key\"}} entries: {e}").into()),
+        };
+        let depth = *self.depth.lock().unwrap_or_else(|p| p.into_inner());
+        match self.frontier.enqueue(depth, entries) {
+            Ok(answer) => ROk(serde_json::to_string(&answer).unwrap_or_default().into()),
+            Err(e) => RErr(e.into()),
+        }
     }
 
     fn log_at(&self, level: u8, message: RStr<'_>, context_json: RStr<'_>) {
@@ -285,22 +308,38 @@ impl TestHost {
             )));
         }
         let rec = Arc::new(Mutex::new(Recorded::default()));
-        let callbacks =
-            TestCallbacks { fetch: self.fetch.clone(), args: self.args.to_string(), rec: rec.clone(), manifest };
+        let frontier = Arc::new(dc_frontier::Frontier::new(manifest.crawl, dc_frontier::DEFAULT_MAX_ITEMS));
+        let depth = Arc::new(Mutex::new(None));
+        let callbacks = TestCallbacks {
+            fetch: self.fetch.clone(),
+            args: self.args.to_string(),
+            rec: rec.clone(),
+            manifest,
+            frontier: frontier.clone(),
+            depth: depth.clone(),
+        };
         let ctx = Context::from_host(HostCallbacks_TO::from_value(callbacks, TD_Opaque));
         let scraper = into(guarded(|| S::new(&ctx)))?;
         let mut obj = adapt(scraper, ctx);
         let mut run = TestRun::default();
         let outcome = (|| -> Result<()> {
             let items: Vec<Value> = serde_json::from_str(&into(obj.prepare_list())?)?;
+            run.items = items.clone();
+            frontier.seed(items);
             let mut records = Vec::new();
-            for item in &items {
-                match into(obj.collect(RStr::from_str(&item.to_string()))) {
+            // one collecting thread: the host's rules, in a reproducible order
+            while let Some(work) = frontier.next() {
+                *depth.lock().unwrap_or_else(|p| p.into_inner()) = Some(work.depth);
+                let collected = into(obj.collect(RStr::from_str(&work.item.to_string())));
+                *depth.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                frontier.done();
+                match collected {
                     Ok(json) => records.extend(serde_json::from_str::<Vec<Value>>(&json)?),
                     Err(e) => run.collect_errors.push(e.to_string()),
                 }
+                run.collected.push((work.item, work.depth));
             }
-            run.items = items;
+            run.dropped = frontier.dropped();
             into(obj.store(RStr::from_str(&Value::Array(records).to_string())))?;
             Ok(())
         })();
