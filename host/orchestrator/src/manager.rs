@@ -13,7 +13,7 @@ use dc_core::enums::{AlertSeverity, CmdName, FatalFlag, RunStatus};
 use dc_core::{hosts, runs};
 use dc_runtime::supervisor::{self, Interrupt, RunOptions, SuperviseOptions};
 use dc_runtime::{HostEnv, RuntimeError};
-use dc_scheduler::{Clock, MissedPolicy, Schedule};
+use dc_scheduler::{Clock, Jitter, MissedPolicy, Schedule};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -31,6 +31,11 @@ pub struct ServeOptions {
     /// Another host whose heartbeat is older than this is taken for dead:
     /// its RUNNING runs are ended as orphaned.
     pub host_timeout: Duration,
+    /// Each app's scheduled runs start up to this much after their fire
+    /// time, by a delay that depends on the app and the fire time only
+    /// (`dc_scheduler::Jitter`), so apps on one schedule do not all start at
+    /// once and every host computes the same time.
+    pub jitter: Jitter,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +45,7 @@ impl Default for ServeOptions {
             grace: Duration::from_secs(30),
             missed: MissedPolicy::Skip,
             host_timeout: Duration::from_secs(60),
+            jitter: Jitter::new(Duration::ZERO),
         }
     }
 }
@@ -141,13 +147,26 @@ pub enum Plan {
     },
 }
 
-/// The scheduling decision for one app (pure: the caller claims it).
-pub fn plan(schedule: &Schedule, next_run: Option<DateTime<Utc>>, now: DateTime<Utc>, policy: MissedPolicy) -> Plan {
+/// The scheduling decision for one app (pure: the caller claims it). `key`
+/// (the app id) and `jitter` delay each fire time by the app's jitter: a run
+/// planned for `t` is due at `t + delay`, and its lateness (for the missed-run
+/// policy) is counted from there.
+pub fn plan(
+    schedule: &Schedule,
+    next_run: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    policy: MissedPolicy,
+    jitter: &Jitter,
+    key: &str,
+) -> Plan {
     match next_run {
         None => Plan::SetFirst(schedule.next_after(now)),
-        Some(planned) if planned > now => Plan::Wait,
         Some(planned) => {
-            let due = schedule.due(planned, now, policy);
+            let delay = chrono::TimeDelta::from_std(jitter.delay(schedule, planned, key)).unwrap_or_default();
+            if planned + delay > now {
+                return Plan::Wait;
+            }
+            let due = schedule.due(planned, now - delay, policy);
             Plan::Advance { from: planned, to: due.next_run, run_now: due.run_now, missed: due.missed }
         }
     }
@@ -379,7 +398,7 @@ impl Manager {
                     continue;
                 }
             };
-            match plan(&schedule, app.next_run, now, self.opts.missed) {
+            match plan(&schedule, app.next_run, now, self.opts.missed, &self.opts.jitter, &app.app_id) {
                 Plan::Wait => {}
                 Plan::SetFirst(next) => {
                     apps::claim_next_run(&self.env.db, &app.app_id, None, next).await?;
@@ -558,11 +577,40 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 26, h, m, s).single().expect("a time")
     }
 
+    const NONE: Jitter = Jitter::new(Duration::ZERO);
+
+    #[test]
+    fn jitter_delays_each_app_by_its_own_stable_amount() {
+        let s = Schedule::cron("*/15 * * * *", None).expect("cron");
+        let j = Jitter::new(Duration::from_secs(60));
+        let planned = at(10, 15, 0);
+        let delays: Vec<chrono::TimeDelta> = ["app-a", "app-b", "app-c", "app-d"]
+            .iter()
+            .map(|k| chrono::TimeDelta::from_std(j.delay(&s, planned, k)).expect("delta"))
+            .collect();
+        assert!(delays.iter().all(|d| *d <= chrono::TimeDelta::seconds(60)), "{delays:?}");
+        assert!(delays.windows(2).any(|w| w[0] != w[1]), "apps get different delays: {delays:?}");
+        for (k, d) in ["app-a", "app-b", "app-c", "app-d"].iter().zip(&delays) {
+            let due = planned + *d;
+            // one millisecond before its jittered time the app waits; at it, it runs on the grid
+            assert_eq!(
+                plan(&s, Some(planned), due - chrono::TimeDelta::milliseconds(1), MissedPolicy::Skip, &j, k),
+                Plan::Wait,
+                "{k}"
+            );
+            assert_eq!(
+                plan(&s, Some(planned), due, MissedPolicy::Skip, &j, k),
+                Plan::Advance { from: planned, to: Some(at(10, 30, 0)), run_now: true, missed: 0 },
+                "{k}"
+            );
+        }
+    }
+
     #[test]
     fn a_new_schedule_is_planned_before_it_runs() {
         let s = Schedule::cron("*/15 * * * *", None).expect("cron");
-        assert_eq!(plan(&s, None, at(10, 7, 0), MissedPolicy::Skip), Plan::SetFirst(Some(at(10, 15, 0))));
-        assert_eq!(plan(&s, Some(at(10, 15, 0)), at(10, 14, 59), MissedPolicy::Skip), Plan::Wait);
+        assert_eq!(plan(&s, None, at(10, 7, 0), MissedPolicy::Skip, &NONE, "a"), Plan::SetFirst(Some(at(10, 15, 0))));
+        assert_eq!(plan(&s, Some(at(10, 15, 0)), at(10, 14, 59), MissedPolicy::Skip, &NONE, "a"), Plan::Wait);
     }
 
     #[test]
@@ -570,7 +618,7 @@ mod tests {
         let s = Schedule::cron("*/15 * * * *", None).expect("cron");
         // the tick came 3 s late: the next time is still on the grid
         assert_eq!(
-            plan(&s, Some(at(10, 15, 0)), at(10, 15, 3), MissedPolicy::Skip),
+            plan(&s, Some(at(10, 15, 0)), at(10, 15, 3), MissedPolicy::Skip, &NONE, "a"),
             Plan::Advance { from: at(10, 15, 0), to: Some(at(10, 30, 0)), run_now: true, missed: 0 }
         );
     }
@@ -578,14 +626,14 @@ mod tests {
     #[test]
     fn downtime_skips_or_catches_up_once() {
         let s = Schedule::cron("*/15 * * * *", None).expect("cron");
-        match plan(&s, Some(at(8, 0, 0)), at(10, 7, 0), MissedPolicy::Skip) {
+        match plan(&s, Some(at(8, 0, 0)), at(10, 7, 0), MissedPolicy::Skip, &NONE, "a") {
             Plan::Advance { run_now: false, to: Some(t), missed, .. } => {
                 assert_eq!(t, at(10, 15, 0));
                 assert!(missed >= 8, "{missed}");
             }
             other => panic!("{other:?}"),
         }
-        match plan(&s, Some(at(8, 0, 0)), at(10, 7, 0), MissedPolicy::CatchUpOnce) {
+        match plan(&s, Some(at(8, 0, 0)), at(10, 7, 0), MissedPolicy::CatchUpOnce, &NONE, "a") {
             Plan::Advance { run_now: true, to: Some(t), .. } => assert_eq!(t, at(10, 15, 0)),
             other => panic!("{other:?}"),
         }

@@ -24,7 +24,7 @@ pub struct Jitter {
 
 impl Jitter {
     /// Jitter of up to `max` (zero: none).
-    pub fn new(max: Duration) -> Jitter {
+    pub const fn new(max: Duration) -> Jitter {
         Jitter { max }
     }
 

@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// and its running runs are ended as orphaned.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     host_timeout: u64,
+    /// Start each app's scheduled runs up to this many seconds after their
+    /// fire time, by a delay fixed per app and fire time (the same on every
+    /// host), so apps on one schedule do not all start at once; 0: none.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    jitter: f64,
     /// Print events as JSON lines.
     #[arg(long)]
     json: bool,
@@ -72,6 +77,9 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     if !(a.tick.is_finite() && a.tick >= 0.05) {
         anyhow::bail!("--tick {}: use at least 0.05 seconds", a.tick);
     }
+    if !(a.jitter.is_finite() && a.jitter >= 0.0) {
+        anyhow::bail!("--jitter {}: use 0 or more seconds", a.jitter);
+    }
     if a.host_timeout == 0 {
         anyhow::bail!("--host-timeout 0: use at least 1 second");
     }
@@ -80,6 +88,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(a.grace),
         missed,
         host_timeout: Duration::from_secs(a.host_timeout),
+        jitter: dc_scheduler::Jitter::new(Duration::from_secs_f64(a.jitter)),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
