@@ -33,7 +33,10 @@ impl Serve {
     /// Like [`Serve::start`], but what serve emits before `serving` (the runs
     /// it reaped at start) stays to be waited for.
     fn start_collecting(host: &Host, extra: &[&str]) -> Serve {
-        let mut args = vec!["serve", "--json", "--tick", "0.1"];
+        let mut args = vec!["serve", "--json"];
+        if !extra.contains(&"--tick") {
+            args.extend_from_slice(&["--tick", "0.1"]);
+        }
         args.extend_from_slice(extra);
         let mut child: Child =
             host.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("dc-host serve starts");
@@ -286,6 +289,26 @@ fn a_host_that_never_saw_the_plugin_file_runs_it_from_the_database() {
         .collect();
     assert_eq!(store.len(), 1, "{store:?}");
     assert!(store[0].starts_with(r["plugin_hash"].as_str().expect("hash")), "{store:?}");
+}
+
+#[test]
+fn a_scheduled_run_starts_at_its_fire_time_not_at_the_next_tick() {
+    let host = with_misbehave(Host::sqlite());
+    host.ok(&["apps", "args", APP, &json!({"mode": "ok", "items": 1}).to_string()]);
+    host.ok(&["apps", "schedule", APP, "--every", "2s"]);
+    // the first tick plans the first fire time; the next tick is ten minutes
+    // away (beyond the test's limit), so only the loop's wake-up at the fire
+    // time can start the run
+    let serve = Serve::start(&host, &["--tick", "600"]);
+    let started = serve.wait_for(|e| is(e, "started"));
+    assert_eq!(started["cause"], "schedule", "{started}");
+    let ended = serve.wait_for(|e| is(e, "ended"));
+    assert_eq!(ended["status"], "SUCCESS", "{ended}");
+    // and the one after it, without a tick in between
+    let again = serve.wait_for(|e| is(e, "started"));
+    assert_eq!(again["cause"], "schedule", "{again}");
+    host.ok(&["apps", "schedule", APP, "--off"]);
+    serve.terminate();
 }
 
 #[test]

@@ -384,8 +384,12 @@ impl Manager {
         Ok(())
     }
 
-    async fn schedules(&mut self) -> Result<(), RuntimeError> {
+    /// Starts the apps whose (jittered) fire time has come, and returns the
+    /// earliest fire time still ahead, so the loop can wake exactly then
+    /// instead of at its next tick.
+    async fn schedules(&mut self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
         let now = self.clock.now();
+        let mut earliest: Option<DateTime<Utc>> = None;
         for app in apps::list_apps(&self.env.db).await? {
             if !app.enabled || app.active_hash.is_none() {
                 continue;
@@ -398,10 +402,15 @@ impl Manager {
                     continue;
                 }
             };
-            match plan(&schedule, app.next_run, now, self.opts.missed, &self.opts.jitter, &app.app_id) {
-                Plan::Wait => {}
+            let jitter = self.opts.jitter;
+            let due_at = |t: Option<DateTime<Utc>>| {
+                t.map(|t| t + chrono::TimeDelta::from_std(jitter.delay(&schedule, t, &app.app_id)).unwrap_or_default())
+            };
+            let ahead = match plan(&schedule, app.next_run, now, self.opts.missed, &jitter, &app.app_id) {
+                Plan::Wait => due_at(app.next_run),
                 Plan::SetFirst(next) => {
                     apps::claim_next_run(&self.env.db, &app.app_id, None, next).await?;
+                    due_at(next)
                 }
                 Plan::Advance { from, to, run_now, missed } => {
                     if !apps::claim_next_run(&self.env.db, &app.app_id, Some(from), to).await? {
@@ -417,10 +426,22 @@ impl Manager {
                             ),
                         });
                     }
+                    due_at(to)
                 }
-            }
+            };
+            earliest = match (earliest, ahead) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
-        Ok(())
+        Ok(earliest)
+    }
+
+    /// How long the loop may sleep before the next scheduling pass: until the
+    /// earliest fire time, at most one tick.
+    fn until(&self, next: Option<DateTime<Utc>>) -> Duration {
+        let wait = next.map_or(self.opts.tick, |t| (t - self.clock.now()).to_std().unwrap_or(Duration::ZERO));
+        wait.min(self.opts.tick)
     }
 
     async fn ended(&mut self, runtime_id: String, result: Result<runs::RunRow, RuntimeError>) {
@@ -494,6 +515,9 @@ pub async fn serve(
     m.emit(Event::Serving { host });
     let mut tick = tokio::time::interval(m.opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // wakes the loop at the earliest fire time, between ticks
+    let due = tokio::time::sleep(m.opts.tick);
+    tokio::pin!(due);
     while !*shutdown.borrow() {
         tokio::select! {
             _ = tick.tick() => {
@@ -507,9 +531,18 @@ pub async fn serve(
                 if let Err(e) = m.commands().await {
                     m.emit(Event::Error { message: format!("commands: {e}") });
                 }
-                if let Err(e) = m.schedules().await {
+                let next = m.schedules().await.unwrap_or_else(|e| {
                     m.emit(Event::Error { message: format!("schedules: {e}") });
-                }
+                    None
+                });
+                due.as_mut().reset(tokio::time::Instant::now() + m.until(next));
+            }
+            () = &mut due => {
+                let next = m.schedules().await.unwrap_or_else(|e| {
+                    m.emit(Event::Error { message: format!("schedules: {e}") });
+                    None
+                });
+                due.as_mut().reset(tokio::time::Instant::now() + m.until(next));
             }
             Some(done) = m.tasks.join_next(), if !m.tasks.is_empty() => {
                 match done {
