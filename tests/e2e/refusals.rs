@@ -198,12 +198,14 @@ fn refusal_of_an_incompatible_interface_version_and_layout(new_host: fn() -> Hos
     let host = host_with_misbehave(new_host, bin.path());
     let args = r#"{"mode": "ok", "items": 1}"#;
 
-    // built against another major (2.0.0) and a newer minor (1.2.0) of the
+    // built against another major (2.0.0) and the next minor of the
     // interface: refused before any plugin code runs, naming both versions
     let host_api = dc_e2e::interface_version();
+    let minor: u32 = host_api.split('.').nth(1).and_then(|m| m.parse().ok()).expect("a minor version");
+    let next_minor = format!("1.{}.0", minor + 1);
     for (variant, version, words) in [
         ("api-v2", "2.0.0", "another major version than this host's"),
-        ("api-v1-next", "1.2.0", "newer than this host's"),
+        ("api-v1-next", next_minor.as_str(), "newer than this host's"),
     ] {
         let built = tiny_plugin(variant, ApiVariant::Copy { version, edits: &[] }, &[], dir.path());
         let name = format!("tiny-{variant}.so");

@@ -448,8 +448,12 @@ pub fn tiny_plugin(variant: &str, api: ApiVariant<'_>, envs: &[(&str, &str)], de
         ApiVariant::Workspace => ws.join("plugin-api/sdk"),
         ApiVariant::Frozen(sdk) => ws.join(sdk),
         ApiVariant::Copy { version, edits } => {
-            let abi = root.join("api/abi");
-            let sdk = root.join("api/sdk");
+            // a directory named after the variant: cargo derives a path
+            // package's build hash from its path relative to the workspace
+            // root, so copies at the same relative path and version would
+            // share (stale) artifacts in the shared target directory
+            let abi = root.join(format!("api-{variant}/abi"));
+            let sdk = root.join(format!("api-{variant}/sdk"));
             copy_sources(&ws.join("plugin-api/abi/src"), &abi.join("src"), "abi/src", edits);
             copy_sources(&ws.join("plugin-api/sdk/src"), &sdk.join("src"), "sdk/src", edits);
             write_if_changed(
@@ -472,7 +476,7 @@ serde_json = "1"
                 &sdk.join("Cargo.toml"),
                 r#"[package]
 name = "dc-plugin-sdk"
-version = "0.2.0"
+version = "0.3.0"
 edition = "2024"
 publish = false
 
@@ -483,6 +487,7 @@ serde = { version = "1", features = ["derive"] }
 serde_json = "1"
 scraper = "0.29"
 url = "2"
+encoding_rs = "0.8"
 
 [features]
 # TestHost (plugin-api/sdk/src/testing.rs) is not copied: the feature exists so the copied sources compile cleanly

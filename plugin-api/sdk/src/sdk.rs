@@ -187,9 +187,37 @@ impl Response {
         self
     }
 
-    /// The body as text (invalid UTF-8 is replaced).
+    /// The body as text, decoded by the charset it declares: a byte-order
+    /// mark first, then the `Content-Type` header's `charset`, then (for
+    /// HTML) a `<meta charset>` or `<meta http-equiv="Content-Type">` in the
+    /// first 1024 bytes, else UTF-8. Bytes invalid in that charset become
+    /// U+FFFD.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
+        let (text, _, _) = self.encoding().decode(&self.body);
+        text.into_owned()
+    }
+
+    /// The name of the charset [`Response::text`] decodes with (`UTF-8`,
+    /// `windows-1252`, `Shift_JIS`, ...; WHATWG names).
+    pub fn charset(&self) -> &'static str {
+        self.encoding().name()
+    }
+
+    fn encoding(&self) -> &'static encoding_rs::Encoding {
+        if let Some((enc, _)) = encoding_rs::Encoding::for_bom(&self.body) {
+            return enc;
+        }
+        let content_type = self.header("content-type").unwrap_or_default().to_ascii_lowercase();
+        if let Some(enc) = charset_param(&content_type).and_then(|l| encoding_rs::Encoding::for_label(l.as_bytes())) {
+            return enc;
+        }
+        if (content_type.is_empty() || content_type.contains("html"))
+            && let Some(enc) = meta_charset(&self.body[..self.body.len().min(1024)])
+        {
+            // a page cannot declare itself UTF-16 in its own ASCII bytes (WHATWG)
+            return if enc == encoding_rs::UTF_16LE || enc == encoding_rs::UTF_16BE { encoding_rs::UTF_8 } else { enc };
+        }
+        encoding_rs::UTF_8
     }
 
     /// The body parsed as JSON.
@@ -200,6 +228,27 @@ impl Response {
     /// The body parsed as an HTML document.
     pub fn html(&self) -> Document {
         Document::parse(&self.text())
+    }
+
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The site refuses this client: 401, 403, 407, 429 (after the host's
+    /// retries) or 451 — a sign to slow down, change proxy or stop.
+    pub fn is_blocked(&self) -> bool {
+        matches!(self.status, 401 | 403 | 407 | 429 | 451)
+    }
+
+    /// 4xx (including the blocked statuses).
+    pub fn is_client_error(&self) -> bool {
+        (400..500).contains(&self.status)
+    }
+
+    /// 5xx (what is left after the host retried 502/503/504).
+    pub fn is_server_error(&self) -> bool {
+        (500..600).contains(&self.status)
     }
 
     /// An error unless the status is 2xx, naming the URL and status
@@ -216,6 +265,29 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+}
+
+/// The value of `charset=` in a lower-cased header or `content` attribute.
+fn charset_param(s: &str) -> Option<&str> {
+    let at = s.find("charset=")? + "charset=".len();
+    let v = s[at..].trim_start_matches(['"', '\'', ' ']);
+    let end = v.find(['"', '\'', ';', ' ', '>', '/']).unwrap_or(v.len());
+    Some(&v[..end]).filter(|v| !v.is_empty())
+}
+
+/// The charset a `<meta>` tag declares in `head` (the first bytes of a page).
+fn meta_charset(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("<meta") {
+        let tag = &rest[i..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        if let Some(enc) = charset_param(tag).and_then(|l| encoding_rs::Encoding::for_label(l.as_bytes())) {
+            return Some(enc);
+        }
+        rest = &rest[i + 5..];
+    }
+    None
 }
 
 /// Log severity. More levels may come; they map to numeric severities
@@ -577,6 +649,45 @@ mod tests {
         let err = resp(503).error_for_status().expect_err("503 is an error");
         assert_eq!(err.message(), "http://h/x returned HTTP 503");
         assert!(resp(302).error_for_status().is_err());
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        let r = |status| Response::new(status, "http://h/", vec![]);
+        assert!(r(204).is_success() && !r(204).is_client_error());
+        assert!(r(429).is_blocked() && r(429).is_client_error() && !r(404).is_blocked());
+        assert!(r(503).is_server_error() && !r(503).is_blocked());
+    }
+
+    #[test]
+    fn text_is_decoded_by_the_declared_charset() {
+        let latin = Response::new(200, "http://h/", b"caf\xe9".to_vec());
+        assert_eq!(latin.text(), "caf\u{fffd}", "undeclared: UTF-8 with replacement");
+        let declared = latin.clone().with_header("Content-Type", "text/html; charset=ISO-8859-1");
+        assert_eq!((declared.text().as_str(), declared.charset()), ("café", "windows-1252"));
+        // Shift_JIS declared in a meta tag only
+        let mut page = b"<html><head><meta charset=\"shift_jis\"><title>".to_vec();
+        page.extend_from_slice(b"\x93\xfa\x96\x7b");
+        page.extend_from_slice(b"</title>");
+        let sjis = Response::new(200, "http://h/", page).with_header("content-type", "text/html");
+        assert_eq!(sjis.html().title().as_deref(), Some("日本"));
+        let equiv = Response::new(
+            200,
+            "http://h/",
+            b"<meta http-equiv='Content-Type' content='text/html; charset=windows-1251'>\xcf\xf0\xe8".to_vec(),
+        );
+        assert!(equiv.text().ends_with("При"), "{}", equiv.text());
+        // a byte-order mark wins over every declaration
+        let bom = Response::new(200, "http://h/", vec![0xff, 0xfe, b'h', 0, b'i', 0])
+            .with_header("content-type", "text/plain; charset=iso-8859-1");
+        assert_eq!((bom.text().as_str(), bom.charset()), ("hi", "UTF-16LE"));
+        // an unknown label falls back to UTF-8; JSON is never sniffed for meta tags
+        let odd = Response::new(200, "http://h/", "ü".as_bytes().to_vec())
+            .with_header("content-type", "text/html; charset=klingon");
+        assert_eq!(odd.text(), "ü");
+        let json = Response::new(200, "http://h/", br#"{"a":"<meta charset=latin1>\u00fc"}"#.to_vec())
+            .with_header("content-type", "application/json");
+        assert_eq!(json.charset(), "UTF-8");
     }
 
     #[test]
