@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
     strum::Display,
     strum::EnumString,
     strum::IntoStaticStr,
-    strum::EnumIter
+    strum::EnumIter,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase", ascii_case_insensitive)]
@@ -48,6 +48,15 @@ impl Role {
     /// The stable lower-case name (`viewer`, `operator`, `admin`).
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    /// Parses a stored role name; the error names the value and the roles.
+    fn try_from(s: String) -> Result<Role, String> {
+        s.parse().map_err(|_| format!("unknown role {s:?}: use viewer, operator or admin"))
     }
 }
 
