@@ -385,7 +385,8 @@ impl Authority {
 
     /// The current role of a subject, or why it may not act (`Ok(Err(…))`).
     /// With `issued_at`, a token issued before the subject was created is
-    /// refused (the name was removed and added again).
+    /// refused (the name was removed and added again; clocks may differ by
+    /// [`crate::jwt::LEEWAY_SECS`]).
     async fn subject_role(
         &self,
         kind: SubjectKind,
@@ -403,7 +404,9 @@ impl Authority {
         Ok(match row {
             None => Err("its subject was removed"),
             Some((_, true, _)) => Err("its subject is disabled"),
-            Some((_, _, created)) if issued_at.is_some_and(|iat| iat < created.timestamp()) => {
+            Some((_, _, created))
+                if issued_at.is_some_and(|iat| iat + crate::jwt::LEEWAY_SECS < created.timestamp()) =>
+            {
                 Err("it was issued before its subject was created")
             }
             Some((role, _, _)) => Ok(role),
