@@ -130,10 +130,16 @@ impl Authority {
         Authority { db, cfg, vault, clock, cache: RwLock::new(KeyCache::default()) }
     }
 
-    /// The authority the settings configure (system clock, the configured
-    /// secrets store), with a signing key made if there is none yet.
+    /// The authority the settings configure: the system clock and the
+    /// configured secrets store.
+    pub fn configured(db: Database, settings: &Settings) -> Authority {
+        Authority::new(db, settings.auth.clone(), KeyVault::configured(settings), Arc::new(SystemClock))
+    }
+
+    /// [`Authority::configured`], with a signing key made if there is none
+    /// yet: what `dc-host serve` starts with.
     pub async fn open(db: Database, settings: &Settings) -> Result<Authority, AuthError> {
-        let auth = Authority::new(db, settings.auth.clone(), KeyVault::configured(settings), Arc::new(SystemClock));
+        let auth = Authority::configured(db, settings);
         auth.ensure_signing_key().await?;
         Ok(auth)
     }
