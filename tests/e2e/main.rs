@@ -2,6 +2,7 @@
 //! cargo, the fixture site on loopback, SQLite and a real PostgreSQL server.
 
 mod apps;
+mod auth;
 mod boundaries;
 mod cli;
 mod compat;

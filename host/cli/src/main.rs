@@ -67,6 +67,15 @@ enum Command {
     /// Encrypted secrets: set, get, list, rm, rotate-key.
     #[command(subcommand)]
     Secrets(cmd::secrets::SecretsCommand),
+    /// Control-plane users (people; password grant): add, list, passwd, rm.
+    #[command(subcommand)]
+    Users(cmd::users::UsersCommand),
+    /// Control-plane clients (services; client-credentials grant): add, list, rm.
+    #[command(subcommand)]
+    Clients(cmd::clients::ClientsCommand),
+    /// The token authority's signing keys: rotate-key.
+    #[command(subcommand)]
+    Auth(cmd::auth::AuthCommand),
     /// The plugin interface this host implements: version, loadable range, capabilities.
     Interface(cmd::interface::InterfaceArgs),
     /// Internal: run one run (started by the supervisor; settings on stdin).
@@ -297,6 +306,9 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Command::Serve(a) => rt.block_on(cmd::serve::exec(a, &env)),
                 Command::Hosts(c) => rt.block_on(cmd::hosts::exec(c, &env)),
                 Command::Data(c) => rt.block_on(cmd::data::exec(c, &env)),
+                Command::Users(c) => rt.block_on(cmd::users::exec(c, &env)),
+                Command::Clients(c) => rt.block_on(cmd::clients::exec(c, &env)),
+                Command::Auth(c) => rt.block_on(cmd::auth::exec(c, &env)),
                 _ => unreachable!("handled above"),
             };
             if let Some(s) = sink {

@@ -51,6 +51,15 @@ impl Role {
     }
 }
 
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    /// Parses a stored role name; the error names the value and the roles.
+    fn try_from(s: String) -> Result<Role, String> {
+        s.parse().map_err(|_| format!("unknown role {s:?}: use viewer, operator or admin"))
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {

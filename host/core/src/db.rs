@@ -37,6 +37,10 @@ pub const CORE_TABLES: &[&str] = &[
     "dc_plugin_tables",
     "dc_hosts",
     "dc_plugin_files",
+    "dc_auth_users",
+    "dc_auth_clients",
+    "dc_auth_refresh_tokens",
+    "dc_auth_keys",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.

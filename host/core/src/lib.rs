@@ -7,6 +7,7 @@ extern crate self as dc_core;
 
 pub mod access;
 pub mod apps;
+pub mod auth_store;
 pub mod db;
 pub mod enums;
 pub mod error;

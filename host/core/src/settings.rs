@@ -16,7 +16,7 @@ pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify"];
+const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "auth"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
@@ -68,6 +68,8 @@ pub struct Settings {
     pub runs: RunSettings,
     /// Where alerts go (`dc-host serve`).
     pub notify: NotifySettings,
+    /// The control plane's token authority (`dc-auth`).
+    pub auth: AuthSettings,
     /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
     /// for the caller to show. Not part of the configuration.
     #[serde(skip)]
@@ -171,6 +173,45 @@ pub struct NotifySettings {
     pub run_finished: bool,
 }
 
+/// The token authority: who issues access tokens for whom, how long tokens
+/// live, how long a replaced signing key keeps verifying, and how fast one
+/// client address may ask for tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The `iss` claim written into and required of access tokens.
+    pub issuer: String,
+    /// The `aud` claim written into and required of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token (a JWT), in seconds.
+    pub access_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds (each use issues a new one).
+    pub refresh_ttl_secs: u64,
+    /// After `dc-host auth rotate-key`, the replaced key keeps verifying
+    /// tokens for this many seconds (at least `access_ttl_secs`).
+    pub key_grace_secs: u64,
+    /// Requests to the token and revocation endpoints one client address may
+    /// make per minute (sustained).
+    pub token_rate_per_minute: u32,
+    /// Requests one client address may make at once before the per-minute
+    /// rate applies.
+    pub token_rate_burst: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            issuer: "dc-host".into(),
+            audience: "dc-host-api".into(),
+            access_ttl_secs: 900,
+            refresh_ttl_secs: 14 * 24 * 3600,
+            key_grace_secs: 3600,
+            token_rate_per_minute: 30,
+            token_rate_burst: 10,
+        }
+    }
+}
+
 /// One notification channel.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,6 +261,7 @@ impl Default for Settings {
             logging: LogSettings::default(),
             runs: RunSettings::default(),
             notify: NotifySettings::default(),
+            auth: AuthSettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -328,7 +370,15 @@ impl Settings {
             }
             let value = if matches!(
                 field.as_str(),
-                "url" | "data_dir" | "plugins_dir" | "host_name" | "splunk_url" | "splunk_token" | "level"
+                "url"
+                    | "data_dir"
+                    | "plugins_dir"
+                    | "host_name"
+                    | "splunk_url"
+                    | "splunk_token"
+                    | "level"
+                    | "issuer"
+                    | "audience"
             ) {
                 toml::Value::String(raw)
             } else {
@@ -436,6 +486,43 @@ impl Settings {
         }
         if self.runs.cpu_limit_secs == Some(0) {
             return invalid("runs.cpu_limit_secs", "0".into(), "at least 1 second, or unset for no limit");
+        }
+        let auth = &self.auth;
+        if auth.issuer.trim().is_empty() {
+            return invalid("auth.issuer", format!("{:?}", auth.issuer), "a non-empty name, e.g. \"dc-host\"");
+        }
+        if auth.audience.trim().is_empty() {
+            return invalid("auth.audience", format!("{:?}", auth.audience), "a non-empty name, e.g. \"dc-host-api\"");
+        }
+        if !(10..=86_400).contains(&auth.access_ttl_secs) {
+            return invalid(
+                "auth.access_ttl_secs",
+                auth.access_ttl_secs.to_string(),
+                "10 to 86400 seconds (access tokens cannot be revoked, so keep them short-lived)",
+            );
+        }
+        if auth.refresh_ttl_secs < auth.access_ttl_secs {
+            return invalid(
+                "auth.refresh_ttl_secs",
+                auth.refresh_ttl_secs.to_string(),
+                &format!("at least auth.access_ttl_secs ({})", auth.access_ttl_secs),
+            );
+        }
+        if auth.key_grace_secs < auth.access_ttl_secs {
+            return invalid(
+                "auth.key_grace_secs",
+                auth.key_grace_secs.to_string(),
+                &format!(
+                    "at least auth.access_ttl_secs ({}), so tokens signed just before a key rotation stay valid until they expire",
+                    auth.access_ttl_secs
+                ),
+            );
+        }
+        if auth.token_rate_per_minute == 0 {
+            return invalid("auth.token_rate_per_minute", "0".into(), "at least 1");
+        }
+        if auth.token_rate_burst == 0 {
+            return invalid("auth.token_rate_burst", "0".into(), "at least 1");
         }
         if self.logging.splunk_url.is_some() != self.logging.splunk_token.is_some() {
             return invalid(
@@ -721,6 +808,15 @@ mod tests {
         refused(&[("DC_DATABASE_CONNECT_TIMEOUT_SECS", "0")], "database.connect_timeout_secs");
         refused(&[("DC_RUNS_CPU_LIMIT_SECS", "0")], "runs.cpu_limit_secs");
         refused(&[("DC_GENERAL_MAX_PLUGIN_FILE_MB", "0")], "general.max_plugin_file_mb");
+        refused(&[("DC_AUTH_ACCESS_TTL_SECS", "0")], "auth.access_ttl_secs");
+        let err = refused(&[("DC_AUTH_KEY_GRACE_SECS", "60")], "auth.key_grace_secs");
+        assert!(err.contains("at least auth.access_ttl_secs (900)"), "{err}");
+        refused(&[("DC_AUTH_REFRESH_TTL_SECS", "60")], "auth.refresh_ttl_secs");
+        refused(&[("DC_AUTH_ISSUER", " ")], "auth.issuer");
+        refused(&[("DC_AUTH_TOKEN_RATE_PER_MINUTE", "0")], "auth.token_rate_per_minute");
+        let s =
+            Settings::load(None, env(&[("DC_AUTH_ISSUER", "123"), ("DC_AUTH_ACCESS_TTL_SECS", "60")])).expect("loads");
+        assert_eq!((s.auth.issuer.as_str(), s.auth.access_ttl_secs), ("123", 60));
         let err = refused(&[("DC_RUNS_MEMORY_LIMIT_MB", "64")], "runs.memory_limit_mb");
         assert!(err.contains("at least 512"), "{err}");
         assert!(Settings::load(None, env(&[("DC_RUNS_MEMORY_LIMIT_MB", "512")])).is_ok());

@@ -1,6 +1,8 @@
 //! One module per `dc-host` subcommand.
 
 pub mod apps;
+pub mod auth;
+pub mod clients;
 pub mod config;
 pub mod data;
 pub mod db;
@@ -14,3 +16,4 @@ pub mod scaffold;
 pub mod schedule;
 pub mod secrets;
 pub mod serve;
+pub mod users;

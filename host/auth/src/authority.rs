@@ -1,0 +1,452 @@
+//! The token authority: the three grants (password, client credentials,
+//! refresh token), refresh-token revocation, signing-key rotation and the
+//! verification of bearer tokens (`dc_core::access::Authenticate`).
+//!
+//! # Keys
+//! The newest key in `dc_auth_keys` without `retired_at` signs; its private
+//! half comes from the secrets store ([`KeyVault`]). [`Authority::rotate_key`]
+//! makes a new key current, retires the others (they keep verifying for
+//! `auth.key_grace_secs`), deletes the private halves of retired keys (they
+//! never sign again) and the public halves whose grace period is over.
+//! Verification uses a cached [`KeySet`], reloaded from the database every
+//! [`KEY_CACHE_SECS`] and when a token names an unknown key (at most once per
+//! [`UNKNOWN_KID_RELOAD_SECS`]), so a rotation made by another process is
+//! seen within a minute.
+//!
+//! # Subjects
+//! Every bearer token's subject is looked up (one primary-key read): a removed
+//! or disabled user or client is refused even with an unexpired token, a
+//! token issued before its subject was (re)created is refused, and the role
+//! is the subject's current role, not the one in the token.
+//!
+//! Every time check uses the injected clock.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use dc_core::access::{AuthFailure, Authenticate, Principal, Role};
+use dc_core::auth_store::{self, NewRefreshToken, Rotation, SubjectKind};
+use dc_core::settings::AuthSettings;
+use dc_core::{Database, Settings};
+use dc_scheduler::{Clock, SystemClock};
+use serde::Serialize;
+
+use crate::AuthError;
+use crate::jwt::{Claims, KeySet, SigningKey};
+use crate::password;
+use crate::vault::KeyVault;
+
+/// The verification keys are reloaded from the database at least this often.
+pub const KEY_CACHE_SECS: i64 = 60;
+/// A token with an unknown key id reloads the keys at most this often.
+pub const UNKNOWN_KID_RELOAD_SECS: i64 = 5;
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    /// The JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// A new refresh token (password and refresh grants only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// Why a grant or a revocation was refused (RFC 6749 §5.2 codes).
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// A parameter is missing, repeated or malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Client authentication failed.
+    #[error("{0}")]
+    InvalidClient(String),
+    /// The credentials or the refresh token are not valid.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// A `grant_type` other than password, client_credentials, refresh_token.
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// Revocation of a token type that cannot be revoked (access tokens).
+    #[error("{0}")]
+    UnsupportedTokenType(String),
+    /// The authority could not do its work (database, secrets store).
+    #[error(transparent)]
+    Server(#[from] AuthError),
+}
+
+impl From<dc_core::DbError> for GrantError {
+    fn from(e: dc_core::DbError) -> GrantError {
+        GrantError::Server(AuthError::Db(e))
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyCache {
+    set: Arc<KeySet>,
+    loaded_at: Option<DateTime<Utc>>,
+    signing: Option<SigningKey>,
+}
+
+/// The token authority. Cheap to share behind an `Arc`.
+pub struct Authority {
+    db: Database,
+    cfg: AuthSettings,
+    vault: KeyVault,
+    clock: Arc<dyn Clock>,
+    cache: RwLock<KeyCache>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority").field("issuer", &self.cfg.issuer).finish_non_exhaustive()
+    }
+}
+
+/// What [`Authority::rotate_key`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRotation {
+    /// The new current key.
+    pub kid: String,
+    /// Keys retired now (they verify for the grace period).
+    pub retired: Vec<String>,
+    /// Keys whose grace period was over, now deleted.
+    pub dropped: Vec<String>,
+}
+
+fn secs(n: u64) -> TimeDelta {
+    TimeDelta::seconds(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+impl Authority {
+    /// An authority over `db` with the `[auth]` settings, the private keys in
+    /// `vault` and the time from `clock`. Call [`Authority::ensure_signing_key`]
+    /// before issuing tokens.
+    pub fn new(db: Database, cfg: AuthSettings, vault: KeyVault, clock: Arc<dyn Clock>) -> Authority {
+        Authority { db, cfg, vault, clock, cache: RwLock::new(KeyCache::default()) }
+    }
+
+    /// The authority the settings configure: the system clock and the
+    /// configured secrets store.
+    pub fn configured(db: Database, settings: &Settings) -> Authority {
+        Authority::new(db, settings.auth.clone(), KeyVault::configured(settings), Arc::new(SystemClock))
+    }
+
+    /// [`Authority::configured`], with a signing key made if there is none
+    /// yet: what `dc-host serve` starts with.
+    pub async fn open(db: Database, settings: &Settings) -> Result<Authority, AuthError> {
+        let auth = Authority::configured(db, settings);
+        auth.ensure_signing_key().await?;
+        Ok(auth)
+    }
+
+    /// The `[auth]` settings in use.
+    pub fn settings(&self) -> &AuthSettings {
+        &self.cfg
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn vault<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KeyVault) -> Result<T, AuthError> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let vault = self.vault.clone();
+        tokio::task::spawn_blocking(move || f(&vault))
+            .await
+            .map_err(|e| AuthError::Internal(format!("the secrets store task stopped: {e}")))?
+    }
+
+    /// Makes a first signing key when there is no current one; returns the
+    /// current key id.
+    pub async fn ensure_signing_key(&self) -> Result<String, AuthError> {
+        if let Some(row) = auth_store::list_keys(&self.db).await?.into_iter().find(|k| k.retired_at.is_none()) {
+            return Ok(row.kid);
+        }
+        let key = SigningKey::generate()?;
+        let stored = key.clone();
+        self.vault(move |v| v.put(&stored)).await?;
+        if auth_store::insert_first_key(&self.db, &key.key_row(self.now())).await? {
+            tracing::info!(kid = key.kid(), "made the first access-token signing key");
+            Ok(key.kid().to_string())
+        } else {
+            // another process made one at the same moment: use theirs
+            let kid = key.kid().to_string();
+            self.vault(move |v| v.remove(&kid)).await?;
+            let row = auth_store::list_keys(&self.db).await?.into_iter().find(|k| k.retired_at.is_none());
+            row.map(|r| r.kid).ok_or_else(|| AuthError::Internal("no current signing key after making one".into()))
+        }
+    }
+
+    /// Makes a new current signing key (`dc-host auth rotate-key`): the
+    /// previous keys verify for `auth.key_grace_secs` more, keys retired
+    /// longer ago are deleted, and the private halves of retired keys are
+    /// removed from the secrets store.
+    pub async fn rotate_key(&self) -> Result<KeyRotation, AuthError> {
+        let now = self.now();
+        let before = auth_store::list_keys(&self.db).await?;
+        let key = SigningKey::generate()?;
+        let stored = key.clone();
+        self.vault(move |v| v.put(&stored)).await?;
+        auth_store::rotate_key(&self.db, &key.key_row(now), now).await?;
+        let retired = before.iter().filter(|k| k.retired_at.is_none()).map(|k| k.kid.clone()).collect();
+        let dropped = auth_store::delete_keys_retired_before(&self.db, now - secs(self.cfg.key_grace_secs)).await?;
+        let kid = key.kid().to_string();
+        let keep = kid.clone();
+        self.vault(move |v| v.retain(&[keep.as_str()]).map(|_| ())).await?;
+        // refresh tokens that expired a day ago are refused anyway: drop them
+        auth_store::purge_refresh_tokens(&self.db, now - TimeDelta::days(1)).await?;
+        self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).loaded_at = None;
+        tracing::info!(%kid, ?retired, ?dropped, "rotated the access-token signing key");
+        Ok(KeyRotation { kid, retired, dropped })
+    }
+
+    /// Reloads the verification keys when the cache is older than
+    /// [`KEY_CACHE_SECS`], or (with `unknown`) older than
+    /// [`UNKNOWN_KID_RELOAD_SECS`]; returns the key set.
+    async fn key_set(&self, unknown: bool) -> Result<Arc<KeySet>, AuthError> {
+        let now = self.now();
+        {
+            let cache = self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let max_age = TimeDelta::seconds(if unknown { UNKNOWN_KID_RELOAD_SECS } else { KEY_CACHE_SECS });
+            if let Some(at) = cache.loaded_at
+                && now - at < max_age
+                && now >= at
+            {
+                return Ok(cache.set.clone());
+            }
+        }
+        let rows = auth_store::list_keys(&self.db).await?;
+        let set = Arc::new(KeySet::from_rows(&rows, Duration::from_secs(self.cfg.key_grace_secs))?);
+        let mut cache = self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.set = set.clone();
+        cache.loaded_at = Some(now);
+        Ok(set)
+    }
+
+    /// The current signing key, read fresh from the database (issuing is rare
+    /// and rate-limited), its private half from the secrets store (cached).
+    async fn signing_key(&self) -> Result<SigningKey, AuthError> {
+        let current = auth_store::list_keys(&self.db).await?.into_iter().find(|k| k.retired_at.is_none());
+        let Some(row) = current else {
+            return Err(AuthError::Unavailable(
+                "there is no access-token signing key: run `dc-host auth rotate-key` to make one".into(),
+            ));
+        };
+        if let Some(k) = &self.cache.read().unwrap_or_else(std::sync::PoisonError::into_inner).signing
+            && k.kid() == row.kid
+        {
+            return Ok(k.clone());
+        }
+        let kid = row.kid.clone();
+        let key = self.vault(move |v| v.get(&kid)).await?.ok_or_else(|| {
+            AuthError::Unavailable(format!(
+                "the private half of the current signing key {} is not in this host's secrets store: \
+                 use the secrets store of the host that made it (secrets.json and its key), or run \
+                 `dc-host auth rotate-key` on this host",
+                row.kid
+            ))
+        })?;
+        self.cache.write().unwrap_or_else(std::sync::PoisonError::into_inner).signing = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Signs an access token for `sub`; the response carries `refresh` (a
+    /// refresh token already stored) when given.
+    async fn issue(
+        &self,
+        sub: &str,
+        kind: SubjectKind,
+        role: Role,
+        refresh: Option<String>,
+    ) -> Result<TokenResponse, GrantError> {
+        let now = self.now();
+        let key = self.signing_key().await?;
+        let claims = Claims {
+            sub: sub.to_string(),
+            kind,
+            role,
+            iss: self.cfg.issuer.clone(),
+            aud: self.cfg.audience.clone(),
+            exp: (now + secs(self.cfg.access_ttl_secs)).timestamp(),
+            nbf: now.timestamp(),
+            iat: now.timestamp(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        Ok(TokenResponse {
+            access_token: key.sign(&claims)?,
+            token_type: "Bearer",
+            expires_in: self.cfg.access_ttl_secs,
+            refresh_token: refresh,
+        })
+    }
+
+    fn new_refresh(&self) -> Result<(String, NewRefreshToken), AuthError> {
+        let now = self.now();
+        let token = password::random_token()?;
+        let row = NewRefreshToken {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            token_hash: password::token_hash(&token),
+            issued_at: now,
+            expires_at: now + secs(self.cfg.refresh_ttl_secs),
+        };
+        Ok((token, row))
+    }
+
+    /// The password grant: a person's name and password.
+    pub async fn password_grant(&self, username: &str, password: &str) -> Result<TokenResponse, GrantError> {
+        let user = auth_store::get_user(&self.db, username).await?;
+        // a missing user is verified against the dummy hash: same time, same answer
+        let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| password::dummy_hash().into());
+        let given = password.to_string();
+        let matches = tokio::task::spawn_blocking(move || password::verify(&given, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(format!("password check stopped: {e}")))?;
+        let user = match user {
+            Some(u) if matches && !u.disabled => u,
+            other => {
+                let reason = match other {
+                    None => "no such user",
+                    Some(u) if u.disabled => "user disabled",
+                    Some(_) => "wrong password",
+                };
+                tracing::info!(user = username, reason, "password grant refused");
+                return Err(GrantError::InvalidGrant("wrong user name or password".into()));
+            }
+        };
+        let (token, row) = self.new_refresh()?;
+        let family = uuid::Uuid::new_v4().simple().to_string();
+        auth_store::insert_refresh_token(&self.db, &row, &family, SubjectKind::User, &user.name).await?;
+        self.issue(&user.name, SubjectKind::User, user.role, Some(token)).await
+    }
+
+    /// The client-credentials grant: a service's id and secret.
+    pub async fn client_credentials_grant(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+    ) -> Result<TokenResponse, GrantError> {
+        let client = auth_store::get_client(&self.db, client_id).await?;
+        let hash = client.as_ref().map(|c| c.secret_hash.clone()).unwrap_or_else(|| password::dummy_hash().into());
+        let given = client_secret.to_string();
+        let matches = tokio::task::spawn_blocking(move || password::verify(&given, &hash))
+            .await
+            .map_err(|e| AuthError::Internal(format!("secret check stopped: {e}")))?;
+        match client {
+            Some(c) if matches && !c.disabled => self.issue(&c.client_id, SubjectKind::Client, c.role, None).await,
+            _ => {
+                tracing::info!(client_id, "client credentials refused");
+                Err(GrantError::InvalidClient("unknown client or wrong client secret".into()))
+            }
+        }
+    }
+
+    /// The refresh-token grant: rotates the token (one use each) and issues a
+    /// new access token with the subject's current role.
+    pub async fn refresh_grant(&self, refresh_token: &str) -> Result<TokenResponse, GrantError> {
+        let (token, next) = self.new_refresh()?;
+        let hash = password::token_hash(refresh_token);
+        match auth_store::rotate_refresh_token(&self.db, &hash, &next, self.now()).await? {
+            Rotation::Rotated { subject, kind, family_id } => match self.subject_role(kind, &subject, None).await? {
+                Ok(role) => self.issue(&subject, kind, role, Some(token)).await,
+                Err(why) => {
+                    auth_store::revoke_family(&self.db, &family_id, self.now()).await?;
+                    Err(GrantError::InvalidGrant(format!("the refresh token is no longer valid: {why}")))
+                }
+            },
+            Rotation::Reused { subject, family_id } => {
+                tracing::warn!(%subject, %family_id, "a used refresh token was presented again: revoked its family");
+                Err(GrantError::InvalidGrant(
+                    "the refresh token was already used; every token issued with it is now revoked: log in again"
+                        .into(),
+                ))
+            }
+            Rotation::Revoked => Err(GrantError::InvalidGrant("the refresh token was revoked: log in again".into())),
+            Rotation::Expired => Err(GrantError::InvalidGrant("the refresh token has expired: log in again".into())),
+            Rotation::Unknown => Err(GrantError::InvalidGrant("unknown refresh token".into())),
+        }
+    }
+
+    /// RFC 7009 revocation: a refresh token revokes its whole family; an
+    /// unknown token is not an error (the spec's answer is 200 either way);
+    /// an access token cannot be revoked (it expires on its own).
+    pub async fn revoke(&self, token: &str, hint: Option<&str>) -> Result<(), GrantError> {
+        if auth_store::revoke_refresh_token(&self.db, &password::token_hash(token), self.now()).await? {
+            return Ok(());
+        }
+        if hint == Some("access_token") || token.split('.').count() == 3 {
+            return Err(GrantError::UnsupportedTokenType(format!(
+                "access tokens cannot be revoked: they expire within {} s; disable or remove the user or client to refuse them now",
+                self.cfg.access_ttl_secs
+            )));
+        }
+        Ok(())
+    }
+
+    /// The current role of a subject, or why it may not act (`Ok(Err(…))`).
+    /// With `issued_at`, a token issued before the subject was created is
+    /// refused (the name was removed and added again; clocks may differ by
+    /// [`crate::jwt::LEEWAY_SECS`]).
+    async fn subject_role(
+        &self,
+        kind: SubjectKind,
+        subject: &str,
+        issued_at: Option<i64>,
+    ) -> Result<Result<Role, &'static str>, AuthError> {
+        let row = match kind {
+            SubjectKind::User => {
+                auth_store::get_user(&self.db, subject).await?.map(|u| (u.role, u.disabled, u.created_at))
+            }
+            SubjectKind::Client => {
+                auth_store::get_client(&self.db, subject).await?.map(|c| (c.role, c.disabled, c.created_at))
+            }
+        };
+        Ok(match row {
+            None => Err("its subject was removed"),
+            Some((_, true, _)) => Err("its subject is disabled"),
+            Some((_, _, created))
+                if issued_at.is_some_and(|iat| iat + crate::jwt::LEEWAY_SECS < created.timestamp()) =>
+            {
+                Err("it was issued before its subject was created")
+            }
+            Some((role, _, _)) => Ok(role),
+        })
+    }
+
+    /// Verifies a bearer access token and returns who it stands for.
+    pub async fn verify(&self, bearer: &str) -> Result<Principal, AuthFailure> {
+        let unavailable = |e: AuthError| {
+            tracing::error!(error = %e, "cannot verify a bearer token");
+            AuthFailure("the token cannot be checked right now: try again later".into())
+        };
+        let now = self.now();
+        let mut keys = self.key_set(false).await.map_err(unavailable)?;
+        let kid = jsonwebtoken::decode_header(bearer).ok().and_then(|h| h.kid);
+        if let Some(kid) = kid
+            && !keys.contains(&kid)
+        {
+            keys = self.key_set(true).await.map_err(unavailable)?;
+        }
+        let claims =
+            keys.verify(bearer, &self.cfg.issuer, &self.cfg.audience, now).map_err(|e| AuthFailure(e.to_string()))?;
+        match self.subject_role(claims.kind, &claims.sub, Some(claims.iat)).await.map_err(unavailable)? {
+            Ok(role) => Ok(Principal { subject: claims.sub, role }),
+            Err(why) => Err(AuthFailure(format!("the token is no longer valid: {why}"))),
+        }
+    }
+}
+
+impl Authenticate for Authority {
+    fn authenticate<'a>(
+        &'a self,
+        bearer: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Principal, AuthFailure>> + Send + 'a>> {
+        Box::pin(self.verify(bearer))
+    }
+}
