@@ -114,7 +114,11 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::apps::update))
         .routes(routes!(routes::apps::command))
         .routes(routes!(routes::runs::stop));
-    public.merge(access::guarded(viewer, state, Role::Viewer)).merge(access::guarded(operator, state, Role::Operator))
+    let admin = OpenApiRouter::new().routes(routes!(routes::plugins::rollback));
+    public
+        .merge(access::guarded(viewer, state, Role::Viewer))
+        .merge(access::guarded(operator, state, Role::Operator))
+        .merge(access::guarded(admin, state, Role::Admin))
 }
 
 /// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`).

@@ -1,14 +1,17 @@
 //! Plugins: every app with its active plugin version (`dc-host plugins
-//! list`) and an app's registered versions (`dc-host plugins history`).
-//! Upload and rollback come in a later slice.
+//! list`), an app's registered versions (`dc-host plugins history`) and
+//! rollback to an older registered version (`dc-host plugins rollback`).
+//! Upload comes in a later slice.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use chrono::{DateTime, Utc};
+use dc_core::access::Principal;
 use dc_core::apps;
+use serde::Deserialize;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::extract::ApiPath;
+use crate::extract::{ApiJson, ApiPath};
 use crate::{ApiError, ApiState, ErrorBody};
 
 /// An app with its active plugin.
@@ -95,4 +98,54 @@ pub async fn versions(
         })
         .collect();
     Ok(axum::Json(list))
+}
+
+/// The body of `POST /plugins/{app_id}/rollback`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The registered version to make active; left out: the newest one below
+    /// the active version.
+    pub to: Option<String>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RollbackAnswer {
+    /// `group/parent/name`.
+    pub app: String,
+    /// The version active before.
+    pub from: Option<String>,
+    /// The version active now.
+    pub to: String,
+    /// Table changes applied (additive ones; others need `dc-host data migrate`).
+    pub schema_changes: Vec<String>,
+}
+
+/// Makes an older registered version active again, with the same checks as
+/// `dc-host plugins rollback`. Role: admin.
+#[utoipa::path(post, path = "/plugins/{app_id}/rollback", tag = "plugins", security(("bearer" = [])),
+    params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
+    request_body = RollbackRequest,
+    responses(
+        (status = 200, body = RollbackAnswer),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the version's tables need a migration first", body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+pub async fn rollback(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(req): ApiJson<RollbackRequest>,
+) -> Result<axum::Json<RollbackAnswer>, ApiError> {
+    let o = dc_runtime::registry::rollback_with(
+        state.env(),
+        &app_id,
+        req.to.as_deref(),
+        dc_runtime::registry::SchemaPolicy::Refuse,
+    )
+    .await?;
+    tracing::info!(subject = %who.subject, app = %o.app, from = ?o.from, to = %o.to, "plugin rolled back");
+    Ok(axum::Json(RollbackAnswer { app: o.app, from: o.from, to: o.to, schema_changes: o.schema_changes }))
 }

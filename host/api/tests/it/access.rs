@@ -51,6 +51,18 @@ async fn tokens_and_roles_are_checked_on_reads_and_commands() {
     let (s, _) = api.send(Method::POST, "/api/v1/runs/0123456789/stop", Some(VIEWER), &json!({})).await;
     assert_eq!(s, 403);
 
+    // plugin management: admin only
+    let rollback = format!("/api/v1/plugins/{id}/rollback");
+    for token in [VIEWER, OPERATOR] {
+        let (s, body) = api.send(Method::POST, &rollback, Some(token), &json!({})).await;
+        assert_eq!(s, 403, "{token}: {body}");
+        assert!(body["error"]["message"].as_str().expect("message").contains("admin"), "{body}");
+    }
+    // an admin gets past the guard to the registry, which finds nothing to roll back to
+    let (s, body) = api.send(Method::POST, &rollback, Some(ADMIN), &json!({"to": "0.9.0"})).await;
+    assert_eq!((s, error_code(&body).as_str()), (404, "not_found"), "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains("0.9.0"), "{body}");
+
     // health and readiness need no token
     assert_eq!(api.get("/api/v1/health", None).await, (200, json!({"status": "ok"})));
     assert_eq!(api.get("/api/v1/ready", None).await, (200, json!({"status": "ok"})));

@@ -21,6 +21,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/hosts"),
     ("get", "/api/v1/plugins"),
     ("get", "/api/v1/plugins/{app_id}/versions"),
+    ("post", "/api/v1/plugins/{app_id}/rollback"),
 ];
 
 #[tokio::test]
@@ -45,7 +46,7 @@ async fn the_document_lists_every_routed_operation_and_nothing_else() {
     for (method, path) in ROUTES {
         let concrete = path.replace("{app_id}", "no-such-app").replace("{runtime_id}", "no-such-run");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
-        let (s, body) = api.send(method.clone(), &concrete, Some(ADMIN), &json!({"command": "START"})).await;
+        let (s, body) = api.send(method.clone(), &concrete, Some(ADMIN), &json!({})).await;
         let unrouted = s == 404 && body["error"]["message"].as_str().is_some_and(|m| m.starts_with("no route"));
         assert!(!unrouted && s != 405, "{method} {concrete}: {s} {body}");
         // operations that need a role say so, and say which one
