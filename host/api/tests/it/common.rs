@@ -64,7 +64,14 @@ impl TestApi {
     pub async fn sqlite() -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        TestApi::start(url, dir, None).await
+        TestApi::start(url, dir, None, true).await
+    }
+
+    /// A server over an SQLite database without the dc-host schema.
+    pub async fn unmigrated() -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        TestApi::start(url, dir, None, false).await
     }
 
     /// A server over a fresh PostgreSQL scratch database (fails, never skips,
@@ -72,17 +79,19 @@ impl TestApi {
     pub async fn postgres() -> TestApi {
         let url = dc_e2e::pg::scratch_url("dc_api_test").await;
         let pg = PgScratch::for_url(&url);
-        TestApi::start(url, tempfile::tempdir().expect("tempdir"), Some(pg)).await
+        TestApi::start(url, tempfile::tempdir().expect("tempdir"), Some(pg), true).await
     }
 
-    async fn start(url: String, dir: tempfile::TempDir, pg: Option<PgScratch>) -> TestApi {
+    async fn start(url: String, dir: tempfile::TempDir, pg: Option<PgScratch>, migrate: bool) -> TestApi {
         let mut settings = Settings::default();
         settings.general.data_dir = dir.path().to_path_buf();
         settings.general.host_name = Some("api-test-host".into());
         settings.api.cors_origins = vec![ALLOWED_ORIGIN.into()];
         settings.api.max_body_kb = 4;
         let db = Database::connect_url(&url, &settings).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
-        db.migrate().await.expect("migrate");
+        if migrate {
+            db.migrate().await.expect("migrate");
+        }
         let env = HostEnv { settings, db: db.clone(), exe: dir.path().join("no-dc-host-binary") };
         let state = ApiState::new(env, Arc::new(tokens()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");

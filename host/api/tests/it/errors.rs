@@ -74,3 +74,23 @@ async fn errors_have_one_shape_and_the_right_status() {
     assert_eq!((s, error_code(&body).as_str()), (405, "method_not_allowed"), "{body}");
     api.stop().await;
 }
+
+#[tokio::test]
+async fn server_side_failures_answer_5xx_without_internal_detail() {
+    let api = TestApi::unmigrated().await;
+    let (s, body) = api.get("/api/v1/ready", None).await;
+    assert_eq!((s, error_code(&body).as_str()), (503, "unavailable"), "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains("dc-host db migrate"), "{body}");
+    // a query against the missing tables fails inside dc-core: 500, and the
+    // body names neither the SQL nor the database, only the request id to quote
+    let r = api.client.get(api.url("/api/v1/apps")).bearer_auth(VIEWER).send().await.expect("GET");
+    assert!(r.headers().contains_key("x-request-id"));
+    let (s, body) = answer(r).await;
+    assert_eq!((s, error_code(&body).as_str()), (500, "internal"), "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("x-request-id"), "{message}");
+    for leak in ["table", "sqlite", "SELECT", "t.db"] {
+        assert!(!message.contains(leak), "{leak} in {message}");
+    }
+    api.stop().await;
+}
