@@ -52,6 +52,8 @@ pub struct TestApi {
     pub db: Database,
     /// An HTTP client.
     pub client: reqwest::Client,
+    /// The host environment the server uses.
+    pub env: HostEnv,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -65,6 +67,21 @@ impl TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
         TestApi::start(url, dir, None, true).await
+    }
+
+    /// A server over a fresh SQLite database whose host environment can
+    /// register plugins (the real `dc-host` binary probes them), with
+    /// `plugins` (files) registered in order.
+    pub async fn with_plugins(plugins: &[std::path::PathBuf]) -> TestApi {
+        let api = TestApi::sqlite().await;
+        let exe = tokio::task::spawn_blocking(dc_e2e::host_bin).await.expect("build dc-host");
+        let env = HostEnv { exe, ..api.env.clone() };
+        for p in plugins {
+            dc_runtime::registry::register_file(&env, p)
+                .await
+                .unwrap_or_else(|e| panic!("register {}: {e}", p.display()));
+        }
+        api
     }
 
     /// A server over an SQLite database without the dc-host schema.
@@ -93,7 +110,7 @@ impl TestApi {
             db.migrate().await.expect("migrate");
         }
         let env = HostEnv { settings, db: db.clone(), exe: dir.path().join("no-dc-host-binary") };
-        let state = ApiState::new(env, Arc::new(tokens()));
+        let state = ApiState::new(env.clone(), Arc::new(tokens()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -104,6 +121,7 @@ impl TestApi {
             base,
             db,
             client: reqwest::Client::new(),
+            env,
             shutdown: Some(tx),
             server: Some(server),
             _dir: dir,

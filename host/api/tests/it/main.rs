@@ -7,3 +7,4 @@ mod common;
 mod errors;
 mod listings;
 mod openapi;
+mod plugins;
