@@ -255,6 +255,108 @@ pub async fn list_apps(db: &Database) -> Result<Vec<AppRow>, DbError> {
         "SELECT * FROM apps ORDER BY group_name, parent_name, app_name").fetch_all(pool).await)?)
 }
 
+/// How a page of apps is ordered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AppSort {
+    /// By `group/parent/name`.
+    #[default]
+    Name,
+    /// By `group/parent/name`, descending.
+    NameDesc,
+    /// By the last run's status (none first), then by name.
+    Status,
+    /// By the last run's status, descending, then by name descending.
+    StatusDesc,
+}
+
+/// Where a page of apps continues: the sort key of the last app of the
+/// previous page ([`AppRow::sort_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AppKey {
+    /// The last run's status (`""` for none).
+    pub status: String,
+    /// Group.
+    pub group: String,
+    /// Parent.
+    pub parent: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A filtered, ordered page of apps ([`page`]).
+#[derive(Debug, Clone, Default)]
+pub struct AppQuery {
+    /// Only enabled (true) or disabled (false) apps.
+    pub enabled: Option<bool>,
+    /// Only apps whose last run has this status (`SUCCESS`, `FAILED`, …).
+    pub status: Option<String>,
+    /// Only apps whose `group/parent/name` contains this text (case-insensitive).
+    pub name: Option<String>,
+    /// Order.
+    pub sort: AppSort,
+    /// Continue after this app.
+    pub after: Option<AppKey>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl AppRow {
+    /// The key [`AppQuery::after`] continues from.
+    pub fn sort_key(&self) -> AppKey {
+        AppKey {
+            status: self.run_status.clone().unwrap_or_default(),
+            group: self.group_name.clone(),
+            parent: self.parent_name.clone(),
+            name: self.app_name.clone(),
+        }
+    }
+}
+
+/// `text` as a LIKE pattern matching it anywhere, with `\`, `%` and `_` taken literally.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::from("%");
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// A page of apps: filtered, ordered, continuing after a key (keyset
+/// pagination, so a walk sees every app once even while apps are added).
+pub async fn page(db: &Database, q: &AppQuery) -> Result<Vec<AppRow>, DbError> {
+    const FILTER: &str = "SELECT * FROM apps WHERE ($1 IS NULL OR enabled = $1) AND ($2 IS NULL OR run_status = $2) \
+        AND ($3 IS NULL OR LOWER(group_name || '/' || parent_name || '/' || app_name) LIKE $3 ESCAPE '\\') AND ";
+    // each order with its matching keyset condition; no input reaches the SQL text
+    let (keyset, order) = match q.sort {
+        AppSort::Name => {
+            ("($4 IS NULL OR (group_name, parent_name, app_name) > ($5, $6, $7))", "group_name, parent_name, app_name")
+        }
+        AppSort::NameDesc => (
+            "($4 IS NULL OR (group_name, parent_name, app_name) < ($5, $6, $7))",
+            "group_name DESC, parent_name DESC, app_name DESC",
+        ),
+        AppSort::Status => (
+            "($4 IS NULL OR (COALESCE(run_status, ''), group_name, parent_name, app_name) > ($4, $5, $6, $7))",
+            "COALESCE(run_status, ''), group_name, parent_name, app_name",
+        ),
+        AppSort::StatusDesc => (
+            "($4 IS NULL OR (COALESCE(run_status, ''), group_name, parent_name, app_name) < ($4, $5, $6, $7))",
+            "COALESCE(run_status, '') DESC, group_name DESC, parent_name DESC, app_name DESC",
+        ),
+    };
+    let sql = format!("{FILTER}{keyset} ORDER BY {order} LIMIT $8");
+    let pattern = q.name.as_deref().map(contains_pattern);
+    let after = q.after.as_ref();
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, AppRow>(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(q.enabled).bind(&q.status).bind(&pattern)
+        .bind(after.map(|k| &k.status)).bind(after.map(|k| &k.group)).bind(after.map(|k| &k.parent)).bind(after.map(|k| &k.name))
+        .bind(q.limit).fetch_all(pool).await)?)
+}
+
 /// One app by exact id.
 pub async fn get_app(db: &Database, app_id: &str) -> Result<Option<AppRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, AppRow>("SELECT * FROM apps WHERE app_id = $1")

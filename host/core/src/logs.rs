@@ -326,3 +326,55 @@ pub async fn for_run(db: &Database, runtime_id: &str, limit: i64) -> Result<Vec<
         "SELECT ts, level, target, message, app_id, runtime_id, context FROM logs WHERE runtime_id = $1 ORDER BY id LIMIT $2")
         .bind(runtime_id).bind(limit).fetch_all(pool).await)?)
 }
+
+/// A log record with its id (the order records were written in).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LogEntry {
+    /// Id, increasing.
+    pub id: i64,
+    /// The record.
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub row: LogRow,
+}
+
+/// A filtered page of log records, oldest first ([`query`]).
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    /// Only records of this app.
+    pub app_id: Option<String>,
+    /// Only records of this run.
+    pub runtime_id: Option<String>,
+    /// Only records at this level or more severe.
+    pub min_level: Option<tracing::Level>,
+    /// Only records at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only records before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Continue after this record id.
+    pub after_id: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+/// The severity rank stored levels compare by (TRACE 1 … ERROR 5).
+fn level_rank(level: tracing::Level) -> i64 {
+    match level {
+        tracing::Level::TRACE => 1,
+        tracing::Level::DEBUG => 2,
+        tracing::Level::INFO => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::ERROR => 5,
+    }
+}
+
+/// A page of log records matching `q`, oldest first.
+pub async fn query(db: &Database, q: &LogQuery) -> Result<Vec<LogEntry>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, LogEntry>(
+        "SELECT id, ts, level, target, message, app_id, runtime_id, context FROM logs \
+         WHERE ($1 IS NULL OR app_id = $1) AND ($2 IS NULL OR runtime_id = $2) \
+         AND ($3 IS NULL OR (CASE level WHEN 'ERROR' THEN 5 WHEN 'WARN' THEN 4 WHEN 'INFO' THEN 3 WHEN 'DEBUG' THEN 2 ELSE 1 END) >= $3) \
+         AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts < $5) AND ($6 IS NULL OR id > $6) ORDER BY id LIMIT $7")
+        .bind(&q.app_id).bind(&q.runtime_id).bind(q.min_level.map(level_rank)).bind(q.since).bind(q.until)
+        .bind(q.after_id).bind(q.limit).fetch_all(pool).await)?)
+}

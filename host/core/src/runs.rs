@@ -233,6 +233,54 @@ pub async fn list(db: &Database, app_id: Option<&str>, limit: i64) -> Result<Vec
         .bind(app_id).bind(limit).fetch_all(pool).await)?)
 }
 
+/// A filtered page of runs, newest first ([`page`]).
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    /// Only runs of this app (exact id).
+    pub app_id: Option<String>,
+    /// Only runs with this status.
+    pub status: Option<String>,
+    /// Continue after this run: its `created_at` and id ([`RunRow::sort_key`]).
+    pub before: Option<(DateTime<Utc>, String)>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+impl RunRow {
+    /// The key [`RunQuery::before`] continues from.
+    pub fn sort_key(&self) -> (DateTime<Utc>, String) {
+        (self.created_at, self.runtime_id.clone())
+    }
+}
+
+/// A page of runs, newest first, continuing before a key (keyset pagination:
+/// a walk sees every run once even while new runs start).
+pub async fn page(db: &Database, q: &RunQuery) -> Result<Vec<RunRow>, DbError> {
+    let (at, id) = q.before.clone().unzip();
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
+        "SELECT * FROM runtime WHERE ($1 IS NULL OR app_id = $1) AND ($2 IS NULL OR status = $2) \
+         AND ($3 IS NULL OR (created_at, runtime_id) < ($3, $4)) ORDER BY created_at DESC, runtime_id DESC LIMIT $5")
+        .bind(&q.app_id).bind(&q.status).bind(at).bind(id).bind(q.limit).fetch_all(pool).await)?)
+}
+
+/// How many keys a run inserted, updated or deleted in one table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ChangeCount {
+    /// Table.
+    pub table_name: String,
+    /// insert / update / delete.
+    pub op: String,
+    /// Keys.
+    pub count: i64,
+}
+
+/// A run's change feed counted by table and operation.
+pub async fn change_summary(db: &Database, runtime_id: &str) -> Result<Vec<ChangeCount>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_as::<_, ChangeCount>(
+        "SELECT table_name, op, COUNT(*) AS count FROM run_changes WHERE runtime_id = $1 GROUP BY table_name, op ORDER BY table_name, op")
+        .bind(runtime_id).fetch_all(pool).await)?)
+}
+
 /// One entry of a run's change feed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ChangeRow {

@@ -3,6 +3,7 @@
 //! once and validated at start. Unknown keys and invalid values are refused with
 //! a message naming the key, the value and what is allowed.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "auth"];
+const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "auth", "api"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
@@ -70,6 +71,8 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// The control plane's token authority (`dc-auth`).
     pub auth: AuthSettings,
+    /// The REST API (`dc_api`).
+    pub api: ApiSettings,
     /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
     /// for the caller to show. Not part of the configuration.
     #[serde(skip)]
@@ -248,6 +251,54 @@ pub enum ChannelKind {
     Teams,
 }
 
+/// The REST API under `/api/v1`. Off by default: it is served only when
+/// `enabled = true` and a token authority is configured, so no host opens a
+/// control port nobody asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Serve the API.
+    pub enabled: bool,
+    /// Address and port to listen on: an IP address, not a host name
+    /// (`127.0.0.1:8080`; `0.0.0.0:8080` for every interface).
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Browser origins allowed to call the API from their pages (CORS), each
+    /// `scheme://host[:port]`; none by default (no cross-origin calls).
+    pub cors_origins: Vec<String>,
+    /// The largest request body accepted, in KiB (larger: 413).
+    pub max_body_kb: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_origins: Vec::new(),
+            max_body_kb: 256,
+        }
+    }
+}
+
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an IP address and port; use one like \"127.0.0.1:8080\" (a host name is not accepted)"
+        ))
+    })
+}
+
+/// True when `origin` is a browser origin: `http(s)://host[:port]`, nothing after.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' ', '*'])
+        && rest.split(':').nth(1).is_none_or(|port| port.parse::<u16>().is_ok())
+}
+
 fn default_min_severity() -> crate::enums::AlertSeverity {
     crate::enums::AlertSeverity::Warning
 }
@@ -262,6 +313,7 @@ impl Default for Settings {
             runs: RunSettings::default(),
             notify: NotifySettings::default(),
             auth: AuthSettings::default(),
+            api: ApiSettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -379,8 +431,18 @@ impl Settings {
                     | "level"
                     | "issuer"
                     | "audience"
+                    | "listen"
             ) {
                 toml::Value::String(raw)
+            } else if field == "cors_origins" {
+                // a list in one variable: comma-separated
+                toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|o| !o.is_empty())
+                        .map(|o| toml::Value::String(o.into()))
+                        .collect(),
+                )
             } else {
                 parse_env_value(&raw)
             };
@@ -530,6 +592,18 @@ impl Settings {
                 self.logging.splunk_url.clone().unwrap_or_default(),
                 "set both logging.splunk_url and logging.splunk_token, or neither",
             );
+        }
+        for (i, origin) in self.api.cors_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                return invalid(
+                    &format!("api.cors_origins[{i}]"),
+                    format!("{origin:?}"),
+                    "a browser origin: scheme://host[:port] with nothing after it, e.g. \"https://ops.example.com\" (no path, no trailing slash, no wildcard)",
+                );
+            }
+        }
+        if self.api.max_body_kb == 0 {
+            return invalid("api.max_body_kb", "0".into(), "at least 1");
         }
         Ok(())
     }
@@ -823,6 +897,31 @@ mod tests {
         // two variables for one key
         let err = refused(&[("DC_DATA_DIR", "a"), ("DC_GENERAL_DATA_DIR", "b")], "general.data_dir");
         assert!(err.contains("DC_DATA_DIR and DC_GENERAL_DATA_DIR") && err.contains("keep one"), "{err}");
+    }
+
+    #[test]
+    fn api_section_parses_and_refuses_bad_values_by_name() {
+        let s = Settings::load(None, env(&[])).expect("defaults");
+        assert!(!s.api.enabled);
+        assert_eq!(s.api.listen.to_string(), "127.0.0.1:8080");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("DC_API_LISTEN", "0.0.0.0:9090"),
+                ("DC_API_CORS_ORIGINS", "https://ops.example.com, http://127.0.0.1:3000"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(s.api.listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(s.api.cors_origins, vec!["https://ops.example.com", "http://127.0.0.1:3000"]);
+        let err = Settings::load(None, env(&[("DC_API_LISTEN", "localhost:8080")])).expect_err("refused").to_string();
+        assert!(err.contains("api.listen") && err.contains("localhost:8080"), "{err}");
+        let err = Settings::load(None, env(&[("DC_API_LISTEN", "8080")])).expect_err("refused").to_string();
+        assert!(err.contains("api.listen"), "{err}");
+        for bad in ["https://ops.example.com/", "*", "ops.example.com", "https://a.example:99999"] {
+            let err = Settings::load(None, env(&[("DC_API_CORS_ORIGINS", bad)])).expect_err("refused").to_string();
+            assert!(err.contains("api.cors_origins[0]"), "{bad}: {err}");
+        }
     }
 
     #[test]

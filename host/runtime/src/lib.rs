@@ -4,8 +4,8 @@
 //! validation (`args`), the supervisor that runs each run in its own worker
 //! process group (`supervisor`), the worker itself (`worker`, `callbacks`) and
 //! the reaper of runs whose worker is gone (`reap`), the plugins-directory
-//! watcher (`watch`), the lookup of declared tables (`tables`) and apps'
-//! schedules and stored arguments (`schedule`).
+//! watcher (`watch`), the lookup of declared tables (`tables`), apps'
+//! schedules and stored arguments (`schedule`) and stop requests (`stop`).
 //!
 //! Invariant: plugin code only ever executes in a child process (a probe or a
 //! worker), so a plugin that panics, aborts, segfaults or hangs can take down
@@ -17,6 +17,7 @@ pub mod probe;
 pub mod reap;
 pub mod registry;
 pub mod schedule;
+pub mod stop;
 pub mod store;
 pub mod supervisor;
 pub mod tables;

@@ -58,7 +58,22 @@ pub async fn set_schedule(
     now: DateTime<Utc>,
 ) -> Result<(AppRow, Option<DateTime<Utc>>), RuntimeError> {
     let app = apps::resolve_app(&env.db, app_spec).await?;
-    let (stored, schedule) = match spec {
+    let (stored, schedule) = plan(spec, now)?;
+    let next = schedule.and_then(|s| s.next_after(now));
+    apps::set_schedule(&env.db, &app.app_id, &stored, next).await?;
+    let app = apps::resolve_app(&env.db, &app.app_id).await?;
+    Ok((app, next))
+}
+
+/// Checks a schedule an operator asks for without storing it (a request that
+/// changes several things checks all of them before it writes any).
+pub fn check_spec(spec: &ScheduleSpec, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+    plan(spec, now).map(|_| ())
+}
+
+/// The columns to store for `spec` and the schedule they make.
+fn plan(spec: &ScheduleSpec, now: DateTime<Utc>) -> Result<(AppSchedule, Option<Schedule>), RuntimeError> {
+    Ok(match spec {
         ScheduleSpec::Cron { expr, tz } => {
             let s = Schedule::cron(expr, tz.as_deref()).map_err(|e| RuntimeError::Refused(e.to_string()))?;
             (AppSchedule { cron: Some(expr.trim().to_string()), tz: tz.clone(), ..Default::default() }, Some(s))
@@ -69,11 +84,7 @@ pub async fn set_schedule(
             (AppSchedule { interval_secs: Some(secs as i64), anchor: Some(now), ..Default::default() }, Some(s))
         }
         ScheduleSpec::Off => (AppSchedule::default(), None),
-    };
-    let next = schedule.and_then(|s| s.next_after(now));
-    apps::set_schedule(&env.db, &app.app_id, &stored, next).await?;
-    let app = apps::resolve_app(&env.db, &app.app_id).await?;
-    Ok((app, next))
+    })
 }
 
 /// Checks `args` against the app's active plugin's `args_schema` and stores
@@ -81,12 +92,18 @@ pub async fn set_schedule(
 pub async fn set_args(env: &HostEnv, app_spec: &str, args: Option<&Value>) -> Result<AppRow, RuntimeError> {
     let app = apps::resolve_app(&env.db, app_spec).await?;
     if let Some(args) = args {
-        let (_, manifest) = crate::supervisor::active_plugin(env, &app).await?;
-        check_args(&app.path(), &manifest.args_schema, args)?;
+        check_app_args(env, &app, args).await?;
     }
     let text = args.map(Value::to_string);
     apps::set_run_args(&env.db, &app.app_id, text.as_deref()).await?;
     Ok(apps::resolve_app(&env.db, &app.app_id).await?)
+}
+
+/// Checks `args` against the app's active plugin's `args_schema` without
+/// storing them.
+pub async fn check_app_args(env: &HostEnv, app: &AppRow, args: &Value) -> Result<(), RuntimeError> {
+    let (_, manifest) = crate::supervisor::active_plugin(env, app).await?;
+    check_args(&app.path(), &manifest.args_schema, args)
 }
 
 /// Validates stored arguments against a schema, naming each field.

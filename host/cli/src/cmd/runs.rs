@@ -7,6 +7,7 @@ use clap::Subcommand;
 use dc_core::runs::RunRow;
 use dc_core::{apps, logs, runs};
 use dc_runtime::HostEnv;
+use dc_runtime::stop::StopOutcome;
 use serde::Serialize;
 
 use crate::output;
@@ -202,11 +203,8 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        RunsCommand::Stop { runtime_id } => {
-            let r = runs::get(&env.db, &runtime_id).await?;
-            // a run whose worker is gone would never see the request
-            if dc_runtime::reap::reap_run(env, &r).await? {
-                let r = runs::get(&env.db, &r.runtime_id).await?;
+        RunsCommand::Stop { runtime_id } => match dc_runtime::stop::stop_run(env, &runtime_id).await? {
+            StopOutcome::Orphaned(r) => {
                 eprintln!(
                     "run {} has no live worker, so nothing can stop it; it was marked {}: {}",
                     r.runtime_id,
@@ -215,35 +213,19 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(1));
             }
-            if r.status == dc_core::enums::RunStatus::Pending.as_str() {
-                if dc_runtime::supervisor::finish_and_count(
-                    env,
-                    &r.runtime_id,
-                    dc_core::enums::RunStatus::Stopped,
-                    "stopped before it started",
-                )
-                .await?
-                {
-                    println!("run {} had not started; it is STOPPED", r.runtime_id);
-                    return Ok(ExitCode::SUCCESS);
-                }
-            } else if r.status == dc_core::enums::RunStatus::Running.as_str() && r.host_name != env.settings.host_name()
-            {
-                runs::request_stop(&env.db, &r.runtime_id).await?;
-                println!(
-                    "stop requested for {} (its worker runs on {}; it stops at the next item if that host is up)",
-                    r.runtime_id, r.host_name
-                );
-                return Ok(ExitCode::SUCCESS);
+            StopOutcome::StoppedBeforeStart(r) => println!("run {} had not started; it is STOPPED", r.runtime_id),
+            StopOutcome::Requested { run, remote: Some(host) } => println!(
+                "stop requested for {} (its worker runs on {host}; it stops at the next item if that host is up)",
+                run.runtime_id
+            ),
+            StopOutcome::Requested { run, remote: None } => {
+                println!("stop requested for {}; the worker stops at the next item", run.runtime_id)
             }
-            if runs::request_stop(&env.db, &r.runtime_id).await? {
-                println!("stop requested for {}; the worker stops at the next item", r.runtime_id);
-            } else {
-                let r = runs::get(&env.db, &r.runtime_id).await?;
+            StopOutcome::NotRunning(r) => {
                 eprintln!("run {} is not running (status {})", r.runtime_id, r.status);
                 return Ok(ExitCode::from(1));
             }
-        }
+        },
         RunsCommand::Purge { older_than_days, json } => {
             if older_than_days == 0 {
                 anyhow::bail!("--older-than-days 0 would delete every ended run; give at least 1");

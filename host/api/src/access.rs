@@ -1,0 +1,59 @@
+//! The role guard every non-public route group sits behind: it reads the
+//! bearer token, asks the token authority ([`dc_core::access::Authenticate`])
+//! who it stands for, and lets the request through only when that
+//! principal's role allows the group's role. Missing or refused tokens answer
+//! 401 with `WWW-Authenticate: Bearer`, too small a role 403. The principal
+//! is put into the request's extensions for the handler.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use dc_core::access::{Principal, Role};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{ApiError, ApiState};
+
+/// `router` with every route behind the guard for `role`.
+pub fn guarded(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) -> OpenApiRouter<ApiState> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        move |state: State<ApiState>, req: Request, next: Next| authorize(state, role, req, next),
+    ))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+fn bearer(req: &Request) -> Result<&str, ApiError> {
+    let missing = || ApiError::unauthorized("this needs a bearer token: send Authorization: Bearer TOKEN", false);
+    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let text = value.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text", true))?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
+        _ => Err(ApiError::unauthorized("the Authorization header must be \"Bearer TOKEN\"", true)),
+    }
+}
+
+async fn authorize(
+    State(state): State<ApiState>,
+    role: Role,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal: Principal = {
+        let token = bearer(&req)?;
+        state
+            .auth()
+            .authenticate(token)
+            .await
+            .map_err(|f| ApiError::unauthorized(format!("the bearer token was not accepted: {f}"), true))?
+    };
+    if !principal.role.allows(role) {
+        return Err(ApiError::forbidden(format!(
+            "this needs the {role} role; {} has {}",
+            principal.subject, principal.role
+        )));
+    }
+    tracing::debug!(subject = %principal.subject, role = %principal.role, "authorized");
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,163 @@
+//! dc-api: the REST API under `/api/v1` (axum). Every route but health,
+//! readiness and the OpenAPI document sits in a role group (viewer, operator,
+//! admin) whose guard authenticates the bearer token through the
+//! [`Authenticate`] seam and checks the caller's role before the handler runs.
+//! Handlers only translate HTTP to the library functions the CLI uses
+//! (`dc-core`, `dc-runtime`) and their typed errors to statuses; the OpenAPI
+//! 3.1 document is generated from the same route declarations (utoipa), so
+//! a routed path cannot be missing from it.
+//!
+//! `dc-host serve` binds the listener and calls [`serve`] with its shutdown
+//! signal.
+
+mod access;
+mod error;
+mod extract;
+mod hardening;
+mod page;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use dc_core::access::{Authenticate, Role};
+use dc_runtime::HostEnv;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use page::{DEFAULT_LIMIT, MAX_LIMIT};
+
+/// What the handlers share: the host environment (database, settings) and
+/// the token authority.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: HostEnv,
+    auth: Arc<dyn Authenticate>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").field("env", &self.inner.env).finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// The state of an API over `env` whose bearer tokens `auth` verifies.
+    pub fn new(env: HostEnv, auth: Arc<dyn Authenticate>) -> ApiState {
+        ApiState { inner: Arc::new(Inner { env, auth }) }
+    }
+
+    /// The host environment.
+    pub fn env(&self) -> &HostEnv {
+        &self.inner.env
+    }
+
+    /// The database.
+    pub fn db(&self) -> &dc_core::Database {
+        &self.inner.env.db
+    }
+
+    fn auth(&self) -> &dyn Authenticate {
+        self.inner.auth.as_ref()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dc-host API",
+        description = "Control plane of dc-host. Every route except health, readiness and this document needs \
+                       `Authorization: Bearer TOKEN`; each operation's description names the least role it needs \
+                       (viewer < operator < admin). Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "health", description = "Liveness and readiness"),
+        (name = "apps", description = "Apps: state, schedule, arguments, commands"),
+        (name = "runs", description = "Runs: history, details, stop"),
+        (name = "logs", description = "Log records"),
+        (name = "hosts", description = "Hosts serving the database"),
+        (name = "plugins", description = "Registered plugin versions"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// The routes with their OpenAPI description, each in its role group.
+fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
+    let public = OpenApiRouter::new().routes(routes!(routes::health::health)).routes(routes!(routes::health::ready));
+    let viewer = OpenApiRouter::new()
+        .routes(routes!(routes::apps::list))
+        .routes(routes!(routes::apps::get))
+        .routes(routes!(routes::runs::list))
+        .routes(routes!(routes::runs::get))
+        .routes(routes!(routes::logs::list))
+        .routes(routes!(routes::hosts::list))
+        .routes(routes!(routes::plugins::list))
+        .routes(routes!(routes::plugins::versions));
+    let operator = OpenApiRouter::new()
+        .routes(routes!(routes::apps::update))
+        .routes(routes!(routes::apps::command))
+        .routes(routes!(routes::runs::stop));
+    let admin = OpenApiRouter::new().routes(routes!(routes::plugins::rollback));
+    public
+        .merge(access::guarded(viewer, state, Role::Viewer))
+        .merge(access::guarded(operator, state, Role::Operator))
+        .merge(access::guarded(admin, state, Role::Admin))
+}
+
+/// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`).
+pub fn openapi(state: &ApiState) -> utoipa::openapi::OpenApi {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(state)).split_for_parts().1
+}
+
+/// The API as an axum router: `/api/v1/…` with the role guards, the JSON
+/// error shape for unknown routes, body-size limit, security headers, CORS
+/// for the configured origins and a request id on every request and its log
+/// records.
+pub fn router(state: ApiState) -> axum::Router {
+    let (routes, doc) =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(&state)).split_for_parts();
+    let doc = Arc::new(doc);
+    let settings = state.env().settings.api.clone();
+    let routes = routes
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(routes::health::no_route)
+        .method_not_allowed_fallback(routes::health::no_method)
+        .with_state(state);
+    hardening::apply(routes, &settings)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes the
+/// requests in flight (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "REST API listening");
+    }
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

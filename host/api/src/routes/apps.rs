@@ -1,0 +1,405 @@
+//! Apps: list (filters, sort, cursor pages), get, update (enabled, schedule,
+//! args: the same checks as `dc-host apps enable|disable|schedule|args`) and
+//! commands (queued for `dc-host serve` exactly as `dc-host apps start|stop|…`
+//! queues them). `{app_id}` is an app id, a unique id prefix of 6+
+//! characters, or `group/parent/name` with the slashes percent-encoded.
+//!
+//! Deleting an app is not offered: no library function removes an app with
+//! its versions, tables and runs safely yet.
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use dc_core::access::Principal;
+use dc_core::apps::{self, AppKey, AppQuery, AppRow, AppSort};
+use dc_core::enums::{CmdFlag, CmdName};
+use dc_runtime::schedule::{self, ScheduleSpec};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::page::{self, Page};
+use crate::routes::runs::RunStatusParam;
+use crate::{ApiError, ApiState, ErrorBody};
+
+/// An app: identity, schedule, stored arguments, state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct App {
+    /// Id (64 hex).
+    pub app_id: String,
+    /// `group/parent/name`.
+    pub path: String,
+    /// Group.
+    pub group: String,
+    /// Parent.
+    pub parent: String,
+    /// Name.
+    pub name: String,
+    /// Description from the active plugin.
+    pub description: String,
+    /// Whether the scheduler may start it.
+    pub enabled: bool,
+    /// When it runs by itself.
+    pub schedule: AppScheduleView,
+    /// Its next scheduled run.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Stored runtime arguments for scheduled and commanded runs.
+    pub args: Option<Value>,
+    /// Active plugin version.
+    pub active_version: Option<String>,
+    /// SHA-256 of the active plugin file.
+    pub active_hash: Option<String>,
+    /// When the last run started.
+    pub last_run: Option<DateTime<Utc>>,
+    /// Status of the last run.
+    pub run_status: Option<String>,
+    /// Failed runs in a row.
+    pub fail_count: i64,
+    /// Why `dc-host serve` disabled it (`NONE` when it did not).
+    pub fatal_flag: String,
+    /// The reason of the automatic disable.
+    pub fatal_msg: Option<String>,
+    /// A command queued for `dc-host serve` and not yet picked up.
+    pub pending_command: Option<String>,
+    /// Progress of the current or last run.
+    pub progress: Progress,
+}
+
+/// An app's schedule.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppScheduleView {
+    /// `cron`, `every` or `off`.
+    pub kind: &'static str,
+    /// The cron expression.
+    pub cron: Option<String>,
+    /// The cron expression's time zone (IANA name; null: UTC).
+    pub tz: Option<String>,
+    /// The interval in seconds.
+    pub every_secs: Option<i64>,
+    /// Who set it: `manifest` (the plugin's default) or `operator`.
+    pub origin: String,
+}
+
+/// Items collected of a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    /// Items done.
+    pub current: i64,
+    /// Items in total.
+    pub total: i64,
+    /// Items failed.
+    pub errors: i64,
+}
+
+impl App {
+    fn from_row(a: AppRow) -> Result<App, ApiError> {
+        // the stored next run, or (for a plugin's default schedule nobody has
+        // planned yet) the next fire time from now, as `dc-host apps show`
+        let next_run = match a.next_run {
+            Some(t) => Some(t),
+            None => schedule::next_run(&a, Utc::now())?,
+        };
+        let args = schedule::stored_args(&a)?;
+        let kind = match (&a.schedule_cron, a.interval_secs) {
+            (Some(_), _) => "cron",
+            (None, Some(_)) => "every",
+            (None, None) => "off",
+        };
+        let pending_command = if a.cmd_flag == CmdFlag::Pending.as_str() { a.cmd_name.clone() } else { None };
+        Ok(App {
+            path: a.path(),
+            app_id: a.app_id,
+            group: a.group_name,
+            parent: a.parent_name,
+            name: a.app_name,
+            description: a.description,
+            enabled: a.enabled,
+            schedule: AppScheduleView {
+                kind,
+                cron: a.schedule_cron,
+                tz: a.schedule_tz,
+                every_secs: a.interval_secs,
+                origin: a.schedule_origin,
+            },
+            next_run,
+            args,
+            active_version: a.active_version,
+            active_hash: a.active_hash,
+            last_run: a.last_run,
+            run_status: a.run_status,
+            fail_count: a.fail_count,
+            fatal_flag: a.fatal_flag,
+            fatal_msg: a.fatal_msg,
+            pending_command,
+            progress: Progress { current: a.current_count, total: a.total_count, errors: a.error_count },
+        })
+    }
+}
+
+/// How a list of apps is ordered.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+pub enum AppSortParam {
+    /// By `group/parent/name`.
+    #[default]
+    #[serde(rename = "name")]
+    Name,
+    /// By `group/parent/name`, descending.
+    #[serde(rename = "-name")]
+    NameDesc,
+    /// By the last run's status, then name.
+    #[serde(rename = "status")]
+    Status,
+    /// By the last run's status, descending.
+    #[serde(rename = "-status")]
+    StatusDesc,
+}
+
+impl AppSortParam {
+    fn sort(self) -> (AppSort, &'static str) {
+        match self {
+            AppSortParam::Name => (AppSort::Name, "apps:name"),
+            AppSortParam::NameDesc => (AppSort::NameDesc, "apps:-name"),
+            AppSortParam::Status => (AppSort::Status, "apps:status"),
+            AppSortParam::StatusDesc => (AppSort::StatusDesc, "apps:-status"),
+        }
+    }
+}
+
+/// Filters, order and page of `GET /apps`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AppListParams {
+    /// Only enabled (`true`) or disabled (`false`) apps.
+    pub enabled: Option<bool>,
+    /// Only apps whose last run has this status.
+    pub status: Option<RunStatusParam>,
+    /// Only apps whose `group/parent/name` contains this text (case-insensitive).
+    pub name: Option<String>,
+    /// `name` (default), `-name`, `status` or `-status`.
+    pub sort: Option<AppSortParam>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page: 1 to 500, default 50.
+    pub limit: Option<u32>,
+}
+
+/// Apps, filtered and ordered, one page at a time. Role: viewer.
+#[utoipa::path(get, path = "/apps", tag = "apps", params(AppListParams), security(("bearer" = [])), responses(
+    (status = 200, body = Page<App>),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 422, description = "a bad filter, cursor or page size", body = ErrorBody),
+))]
+pub async fn list(
+    State(state): State<ApiState>,
+    ApiQuery(p): ApiQuery<AppListParams>,
+) -> Result<axum::Json<Page<App>>, ApiError> {
+    let limit = page::limit(p.limit)?;
+    let (sort, of) = p.sort.unwrap_or_default().sort();
+    if p.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::invalid("name is longer than 200 characters"));
+    }
+    let after: Option<AppKey> = p.cursor.as_deref().map(|c| page::decode(of, c)).transpose()?;
+    let q = AppQuery {
+        enabled: p.enabled,
+        status: p.status.map(|s| s.as_str().to_string()),
+        name: p.name,
+        sort,
+        after,
+        limit: limit + 1,
+    };
+    let rows = apps::page(state.db(), &q).await?;
+    Ok(axum::Json(page::paged(rows, limit, of, AppRow::sort_key, App::from_row)?))
+}
+
+/// One app. Role: viewer.
+#[utoipa::path(get, path = "/apps/{app_id}", tag = "apps", security(("bearer" = [])),
+    params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
+    responses(
+        (status = 200, body = App),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+pub async fn get(State(state): State<ApiState>, ApiPath(app_id): ApiPath<String>) -> Result<axum::Json<App>, ApiError> {
+    Ok(axum::Json(App::from_row(apps::resolve_app(state.db(), &app_id).await?)?))
+}
+
+/// A schedule to set: `{"cron": EXPR, "tz": ZONE}`, `{"every": DURATION}` or `{"off": true}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePatch {
+    /// A cron expression: 5 fields (or 6 with leading seconds), names, ranges, steps, `@daily`…
+    pub cron: Option<String>,
+    /// The cron expression's time zone (IANA name, e.g. `Europe/Berlin`; default UTC).
+    pub tz: Option<String>,
+    /// A fixed interval: `30s`, `5m`, `1h`, `2h30m`, `1d` (counted from now, without drift).
+    pub every: Option<String>,
+    /// `true`: no schedule, the app runs only when started.
+    pub off: Option<bool>,
+}
+
+impl SchedulePatch {
+    fn spec(self) -> Result<ScheduleSpec, ApiError> {
+        match (self.cron, self.tz, self.every, self.off) {
+            (Some(expr), tz, None, None | Some(false)) => Ok(ScheduleSpec::Cron { expr, tz }),
+            (None, None, Some(period), None | Some(false)) => Ok(ScheduleSpec::Every(period)),
+            (None, None, None, Some(true)) => Ok(ScheduleSpec::Off),
+            (None, Some(_), _, _) => Err(ApiError::invalid("schedule.tz needs schedule.cron")),
+            _ => Err(ApiError::invalid(
+                "schedule must be one of {\"cron\": EXPR, \"tz\": ZONE}, {\"every\": DURATION} or {\"off\": true}",
+            )),
+        }
+    }
+}
+
+/// What `PATCH /apps/{app_id}` changes; fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppPatch {
+    /// Let the app run on its schedule (`true`; also clears an automatic
+    /// disable) or not (`false`). Queued for `dc-host serve` as an `ENABLE` /
+    /// `DISABLE` command, like `dc-host apps enable|disable`.
+    pub enabled: Option<bool>,
+    /// When the app runs by itself.
+    pub schedule: Option<SchedulePatch>,
+    /// Runtime arguments for scheduled and commanded runs, checked against the
+    /// plugin's `args_schema`; `null` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub args: Option<Value>,
+}
+
+/// `Some(value)` for a present field, also when it is `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Changes an app's enabled flag, schedule and/or stored arguments. Every
+/// change is checked before any is stored. Role: operator.
+#[utoipa::path(patch, path = "/apps/{app_id}", tag = "apps", security(("bearer" = [])),
+    params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
+    request_body = AppPatch,
+    responses(
+        (status = 200, description = "the app as stored", body = App),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "a bad schedule or arguments; nothing was changed", body = ErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(patch): ApiJson<AppPatch>,
+) -> Result<axum::Json<App>, ApiError> {
+    if patch.enabled.is_none() && patch.schedule.is_none() && patch.args.is_none() {
+        return Err(ApiError::invalid("nothing to change: give enabled, schedule or args"));
+    }
+    let env = state.env();
+    let app = apps::resolve_app(&env.db, &app_id).await?;
+    let now = Utc::now();
+    // check everything first, so a refused request changes nothing
+    let spec = patch.schedule.map(SchedulePatch::spec).transpose()?;
+    if let Some(spec) = &spec {
+        schedule::check_spec(spec, now)?;
+    }
+    let args = patch.args.map(|v| if v.is_null() { None } else { Some(v) });
+    if let Some(Some(args)) = &args {
+        schedule::check_app_args(env, &app, args).await?;
+    }
+    if let Some(args) = &args {
+        schedule::set_args(env, &app.app_id, args.as_ref()).await?;
+    }
+    if let Some(spec) = &spec {
+        schedule::set_schedule(env, &app.app_id, spec, now).await?;
+    }
+    if let Some(enabled) = patch.enabled {
+        let cmd = if enabled { CmdName::Enable } else { CmdName::Disable };
+        apps::queue_command(&env.db, &app.app_id, cmd).await?;
+    }
+    tracing::info!(subject = %who.subject, app_id = %app.app_id, "app updated");
+    Ok(axum::Json(App::from_row(apps::resolve_app(&env.db, &app.app_id).await?)?))
+}
+
+/// A command for `dc-host serve`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CommandName {
+    /// Start a run now.
+    Start,
+    /// Stop the app's running runs.
+    Stop,
+    /// Stop the app's run, then start it again.
+    Restart,
+    /// Let the app run on its schedule again (clears an automatic disable).
+    Enable,
+    /// Keep the app from running on its schedule.
+    Disable,
+}
+
+impl CommandName {
+    fn cmd(self) -> CmdName {
+        match self {
+            CommandName::Start => CmdName::Start,
+            CommandName::Stop => CmdName::Stop,
+            CommandName::Restart => CmdName::Restart,
+            CommandName::Enable => CmdName::Enable,
+            CommandName::Disable => CmdName::Disable,
+        }
+    }
+}
+
+/// The body of `POST /apps/{app_id}/commands`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    /// The command.
+    pub command: CommandName,
+}
+
+/// A queued command.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedCommand {
+    /// The app.
+    pub app_id: String,
+    /// `group/parent/name`.
+    pub path: String,
+    /// The command.
+    pub command: CommandName,
+    /// `PENDING`: a serving host picks it up.
+    pub state: String,
+    /// Hosts serving the database now (0: it waits for `dc-host serve`).
+    pub serving_hosts: usize,
+}
+
+/// Queues a command for the hosts that serve the database (it waits for one
+/// when none serves), as `dc-host apps start|stop|restart|enable|disable`
+/// does. Role: operator.
+#[utoipa::path(post, path = "/apps/{app_id}/commands", tag = "apps", security(("bearer" = [])),
+    params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
+    request_body = CommandRequest,
+    responses(
+        (status = 202, description = "queued", body = QueuedCommand),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "an unknown command", body = ErrorBody),
+    ))]
+pub async fn command(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(app_id): ApiPath<String>,
+    ApiJson(req): ApiJson<CommandRequest>,
+) -> Result<(StatusCode, axum::Json<QueuedCommand>), ApiError> {
+    let db = state.db();
+    let app = apps::resolve_app(db, &app_id).await?;
+    apps::queue_command(db, &app.app_id, req.command.cmd()).await?;
+    let serving = dc_core::hosts::list(db).await?.into_iter().filter(|h| h.state == "SERVING").count();
+    tracing::info!(subject = %who.subject, app_id = %app.app_id, command = req.command.cmd().as_str(), "command queued");
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(QueuedCommand {
+            path: app.path(),
+            app_id: app.app_id,
+            command: req.command,
+            state: CmdFlag::Pending.as_str().to_string(),
+            serving_hosts: serving,
+        }),
+    ))
+}

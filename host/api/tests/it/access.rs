@@ -1,0 +1,102 @@
+//! Roles on every route class: 401 without or with a refused token (with the
+//! Bearer challenge), 403 for too small a role, public health and readiness.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn tokens_and_roles_are_checked_on_reads_and_commands() {
+    let api = TestApi::sqlite().await;
+    let id = app(&api.db, "roles").await;
+    let cmd = format!("/api/v1/apps/{id}/commands");
+    let start = json!({"command": "START"});
+
+    // no token: 401 with the challenge
+    let r = api.client.get(api.url("/api/v1/apps")).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"dc-host\"");
+    let (_, body) = answer(r).await;
+    assert_eq!(error_code(&body), "unauthorized");
+    // a refused token: 401, invalid_token
+    let r = api.client.get(api.url("/api/v1/apps")).bearer_auth("forged").send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.headers()["www-authenticate"].to_str().expect("text").contains("error=\"invalid_token\""));
+    // not a bearer scheme
+    let r = api.client.get(api.url("/api/v1/apps")).basic_auth("u", Some("p")).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    let (s, _) = api.send(Method::POST, &cmd, None, &start).await;
+    assert_eq!(s, 401);
+
+    // reads: every role
+    for token in [VIEWER, OPERATOR, ADMIN] {
+        let (s, body) = api.get("/api/v1/apps", Some(token)).await;
+        assert_eq!(s, 200, "{token}: {body}");
+    }
+    // commands: operator and admin, not viewer
+    let (s, body) = api.send(Method::POST, &cmd, Some(VIEWER), &start).await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(error_code(&body), "forbidden");
+    assert!(body["error"]["message"].as_str().expect("message").contains("operator"), "{body}");
+    let row = dc_core::apps::get_app(&api.db, &id).await.expect("read").expect("app");
+    assert_eq!(row.cmd_flag, "IDLE", "a refused command must not be queued");
+    for token in [OPERATOR, ADMIN] {
+        let (s, body) = api.send(Method::POST, &cmd, Some(token), &start).await;
+        assert_eq!(s, 202, "{token}: {body}");
+    }
+    // other operator routes refuse viewers too
+    let (s, _) = api.send(Method::PATCH, &format!("/api/v1/apps/{id}"), Some(VIEWER), &json!({"enabled": false})).await;
+    assert_eq!(s, 403);
+    let (s, _) = api.send(Method::POST, "/api/v1/runs/0123456789/stop", Some(VIEWER), &json!({})).await;
+    assert_eq!(s, 403);
+
+    // plugin management: admin only
+    let rollback = format!("/api/v1/plugins/{id}/rollback");
+    for token in [VIEWER, OPERATOR] {
+        let (s, body) = api.send(Method::POST, &rollback, Some(token), &json!({})).await;
+        assert_eq!(s, 403, "{token}: {body}");
+        assert!(body["error"]["message"].as_str().expect("message").contains("admin"), "{body}");
+    }
+    // an admin gets past the guard to the registry, which finds nothing to roll back to
+    let (s, body) = api.send(Method::POST, &rollback, Some(ADMIN), &json!({"to": "0.9.0"})).await;
+    assert_eq!((s, error_code(&body).as_str()), (404, "not_found"), "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains("0.9.0"), "{body}");
+
+    // health and readiness need no token
+    assert_eq!(api.get("/api/v1/health", None).await, (200, json!({"status": "ok"})));
+    assert_eq!(api.get("/api/v1/ready", None).await, (200, json!({"status": "ok"})));
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn responses_carry_security_headers_a_request_id_and_cors_only_for_the_configured_origin() {
+    let api = TestApi::sqlite().await;
+    let r = api.client.get(api.url("/api/v1/apps")).bearer_auth(VIEWER).send().await.expect("GET");
+    let h = r.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert!(h["content-security-policy"].to_str().expect("text").contains("default-src 'none'"));
+    assert_eq!(h["cache-control"], "no-store");
+    let id = h["x-request-id"].to_str().expect("request id").to_string();
+    assert_eq!(id.len(), 36, "a uuid: {id}");
+    // an error answer carries them too
+    let r = api.client.get(api.url("/api/v1/apps")).send().await.expect("GET");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers().contains_key("x-request-id"));
+
+    let preflight = |origin: &'static str| {
+        api.client
+            .request(Method::OPTIONS, api.url("/api/v1/apps"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let r = preflight(ALLOWED_ORIGIN).await.expect("preflight");
+    assert_eq!(r.headers()["access-control-allow-origin"], ALLOWED_ORIGIN);
+    let r = preflight("https://evil.example").await.expect("preflight");
+    assert!(!r.headers().contains_key("access-control-allow-origin"), "{:?}", r.headers());
+    api.stop().await;
+}

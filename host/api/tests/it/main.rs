@@ -1,0 +1,10 @@
+//! dc-api integration tests: a real server on loopback, real HTTP (reqwest),
+//! a real database (SQLite; PostgreSQL where marked).
+
+mod access;
+mod apps;
+mod common;
+mod errors;
+mod listings;
+mod openapi;
+mod plugins;

@@ -1,0 +1,65 @@
+//! The OpenAPI document: version 3.1, every routed operation in it, and every
+//! operation in it routed.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::*;
+
+/// Every operation the API routes (method, path as documented).
+const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/v1/health"),
+    ("get", "/api/v1/ready"),
+    ("get", "/api/v1/apps"),
+    ("get", "/api/v1/apps/{app_id}"),
+    ("patch", "/api/v1/apps/{app_id}"),
+    ("post", "/api/v1/apps/{app_id}/commands"),
+    ("get", "/api/v1/runs"),
+    ("get", "/api/v1/runs/{runtime_id}"),
+    ("post", "/api/v1/runs/{runtime_id}/stop"),
+    ("get", "/api/v1/logs"),
+    ("get", "/api/v1/hosts"),
+    ("get", "/api/v1/plugins"),
+    ("get", "/api/v1/plugins/{app_id}/versions"),
+    ("post", "/api/v1/plugins/{app_id}/rollback"),
+];
+
+#[tokio::test]
+async fn the_document_lists_every_routed_operation_and_nothing_else() {
+    let api = TestApi::sqlite().await;
+    let (s, doc) = api.get("/api/v1/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"), "{}", doc["openapi"]);
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(p, ops)| ops.as_object().expect("ops").keys().map(move |m| (m.clone(), p.clone())))
+        .filter(|(m, _)| ["get", "post", "patch", "put", "delete"].contains(&m.as_str()))
+        .collect();
+    documented.sort();
+    let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    expected.sort();
+    assert_eq!(documented, expected);
+    // every documented operation is routed (an admin gets past every guard;
+    // whatever the handler says, it is not the unknown-route answer)
+    for (method, path) in ROUTES {
+        let concrete = path.replace("{app_id}", "no-such-app").replace("{runtime_id}", "no-such-run");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        let (s, body) = api.send(method.clone(), &concrete, Some(ADMIN), &json!({})).await;
+        let unrouted = s == 404 && body["error"]["message"].as_str().is_some_and(|m| m.starts_with("no route"));
+        assert!(!unrouted && s != 405, "{method} {concrete}: {s} {body}");
+        // operations that need a role say so, and say which one
+        let op = &doc["paths"][*path][method.as_str().to_lowercase()];
+        if !path.ends_with("/health") && !path.ends_with("/ready") {
+            assert!(op["security"].is_array(), "{method} {path} lacks security");
+            let text = format!(
+                "{} {}",
+                op["summary"].as_str().unwrap_or_default(),
+                op["description"].as_str().unwrap_or_default()
+            );
+            assert!(text.contains("Role:"), "{method} {path}: {op}");
+        }
+    }
+    api.stop().await;
+}
