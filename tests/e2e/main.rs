@@ -7,6 +7,7 @@ mod cli;
 mod compat;
 mod crash;
 mod demo;
+mod email;
 mod evolve;
 mod network;
 mod refusals;
