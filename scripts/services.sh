@@ -2,7 +2,8 @@
 # Makes sure the services the test suite needs are up: PostgreSQL on
 # 127.0.0.1:5432 (trust auth). Starts an installed but stopped cluster; installs
 # it from Debian packages when absent and apt is usable (as on CI); otherwise
-# says how to install it.
+# says how to install it. Also makes sure the e-mail tests' SMTP server can run:
+# python3 with aiosmtpd (pinned, from PyPI) and openssl.
 set -euo pipefail
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
@@ -30,3 +31,39 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; 
   exit 1
 fi
 echo "==> PostgreSQL is up on 127.0.0.1:5432"
+
+# the e-mail channel's tests (tests/e2e/email.rs) run an SMTP server in Python
+# (aiosmtpd) with a certificate made by openssl
+AIOSMTPD_VERSION=1.4.6
+can_apt() { command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    if can_apt; then
+      echo "==> installing python3 and pip (apt)"
+      apt_install python3 python3-pip
+    else
+      echo "error: the e-mail tests need python3 with pip (to install aiosmtpd==$AIOSMTPD_VERSION); install them (Debian: apt-get install python3 python3-pip)" >&2
+      exit 1
+    fi
+  fi
+  echo "==> installing aiosmtpd $AIOSMTPD_VERSION (pip)"
+  # Debian's python3 refuses to install outside a venv unless told (PEP 668)
+  python3 -m pip install --quiet --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "aiosmtpd==$AIOSMTPD_VERSION"
+  python3 -c 'import aiosmtpd' || { echo "error: aiosmtpd did not install; see pip's output above" >&2; exit 1; }
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+  if can_apt; then
+    echo "==> installing openssl (apt)"
+    apt_install openssl
+  else
+    echo "error: openssl is not installed; the e-mail tests make their certificate with it (Debian: apt-get install openssl)" >&2
+    exit 1
+  fi
+fi
+echo "==> python3 with aiosmtpd and openssl are there for the e-mail tests"

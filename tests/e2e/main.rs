@@ -9,6 +9,7 @@ mod compat;
 mod crash;
 mod crawl;
 mod demo;
+mod email;
 mod evolve;
 mod network;
 mod refusals;

@@ -960,7 +960,8 @@ pub fn open_configured_store_for_update(settings: &Settings) -> Result<SecretSto
 }
 
 /// Replaces `${secret:NAME}` references in the settings that may hold secrets
-/// (`database.url`, `logging.splunk_token`) with the secrets' values. The store
+/// (`database.url`, `logging.splunk_token`, and each notification channel's
+/// `url`, `secret`, `username` and `password`) with the secrets' values. The store
 /// is opened only when one of them holds a reference, so a host without
 /// references never needs a key.
 pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
@@ -970,7 +971,11 @@ pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
 
 fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str>) -> Result<()> {
     let needs = |v: &Option<String>| v.as_deref().is_some_and(|s| s.contains(REFERENCE_PREFIX));
-    let channel_needs = settings.notify.channels.iter().any(|c| c.url.contains(REFERENCE_PREFIX) || needs(&c.secret));
+    let channel_needs = settings
+        .notify
+        .channels
+        .iter()
+        .any(|c| c.url.contains(REFERENCE_PREFIX) || needs(&c.secret) || needs(&c.username) || needs(&c.password));
     if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) && !channel_needs {
         return Ok(());
     }
@@ -982,8 +987,10 @@ fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str
     }
     for c in &mut settings.notify.channels {
         c.url = resolve_references(&c.url, &store)?;
-        if let Some(text) = c.secret.as_mut() {
-            *text = resolve_references(text, &store)?;
+        for v in [&mut c.secret, &mut c.username, &mut c.password] {
+            if let Some(text) = v.as_mut() {
+                *text = resolve_references(text, &store)?;
+            }
         }
     }
     Ok(())
@@ -1673,5 +1680,26 @@ mod tests {
 
         settings.database.url = Some("postgres://dc:${secret:missing}@db/dc".into());
         assert!(resolve_setting_references_with(&mut settings, None).is_err());
+    }
+
+    #[test]
+    fn email_channel_credentials_resolve_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::default();
+        settings.general.data_dir = dir.path().join("data");
+        let mut store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), None).unwrap();
+        store.set("smtp_password", "pw 1").unwrap();
+        store.set("smtp_user", "alerts").unwrap();
+        drop(store);
+        settings.notify.channels = vec![
+            toml::from_str(
+                "kind = \"email\"\nurl = \"smtp://mail.example.org\"\nfrom = \"a@example.org\"\nto = [\"b@example.org\"]\n\
+                 username = \"${secret:smtp_user}\"\npassword = \"${secret:smtp_password}\"\n",
+            )
+            .unwrap(),
+        ];
+        resolve_setting_references_with(&mut settings, None).unwrap();
+        let c = &settings.notify.channels[0];
+        assert_eq!((c.username.as_deref(), c.password.as_deref()), (Some("alerts"), Some("pw 1")));
     }
 }

@@ -219,10 +219,12 @@ impl Default for AuthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
-    /// `webhook` (JSON, signed with HMAC-SHA256 when a secret is set) or
-    /// `slack` (a Slack incoming webhook).
+    /// `webhook` (JSON, signed with HMAC-SHA256 when a secret is set),
+    /// `slack`, `telegram`, `teams` or `email`; see [`ChannelKind`].
     pub kind: ChannelKind,
-    /// Where to POST (may hold `${secret:NAME}`).
+    /// Where to POST (may hold `${secret:NAME}`); for `email`, the mail relay:
+    /// `smtp://HOST[:PORT]` (STARTTLS, port 587 by default) or
+    /// `smtps://HOST[:PORT]` (TLS from the first byte, port 465 by default).
     pub url: String,
     /// HMAC key for `webhook` (may be `${secret:NAME}`).
     #[serde(default)]
@@ -233,6 +235,106 @@ pub struct ChannelSettings {
     /// `telegram` only: the chat to post to.
     #[serde(default)]
     pub chat_id: Option<String>,
+    /// `email` only: how the connection to the relay is secured; `starttls`
+    /// (the default for `smtp://`), `tls` (the default, and the only choice,
+    /// for `smtps://`) or `none` (loopback relays only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SmtpTls>,
+    /// `email` only: the sender, `alerts@example.org` or `dc-host <alerts@example.org>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// `email` only: the recipients (at least one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// `email` only: the user name to log in to the relay with (may be `${secret:NAME}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// `email` only: its password; reference a secret: `${secret:smtp_password}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// `email` only: a PEM file of certificates to trust besides the system's
+    /// (a relay with a private or self-signed certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How an `email` channel secures its connection to the mail relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS before anything is sent; a relay
+    /// that does not offer STARTTLS is refused.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+    /// No encryption: only for a relay on a loopback address.
+    None,
+}
+
+/// The mail relay of an `email` channel, parsed from its `url` and `tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpRelay {
+    /// Host name or IP address (an IPv6 address without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// How the connection is secured.
+    pub tls: SmtpTls,
+}
+
+/// Why an `email` channel's `url` and `tls` name no usable relay.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SmtpRelayError {
+    /// The field at fault: `url` or `tls`.
+    pub field: &'static str,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl ChannelSettings {
+    /// The mail relay of an `email` channel; the error names the field and
+    /// says what is allowed.
+    pub fn smtp_relay(&self) -> Result<SmtpRelay, SmtpRelayError> {
+        let err = |field, message: &str| SmtpRelayError { field, message: message.to_string() };
+        let url = reqwest::Url::parse(&self.url).map_err(|e| {
+            err("url", &format!("not a URL ({e}); use smtp://HOST:PORT (STARTTLS) or smtps://HOST:PORT (TLS)"))
+        })?;
+        let (default_port, implied) = match url.scheme() {
+            "smtp" => (587, SmtpTls::Starttls),
+            "smtps" => (465, SmtpTls::Tls),
+            _ => return Err(err("url", "use smtp://HOST:PORT (STARTTLS) or smtps://HOST:PORT (TLS)")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(err("url", "put the user name in username and the password in password, not in the URL"));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(err("url", "a mail relay URL has no path or query: smtp://HOST:PORT"));
+        }
+        let host = match url.host_str() {
+            Some(h) if !h.is_empty() => h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            _ => return Err(err("url", "name the relay's host: smtp://HOST:PORT")),
+        };
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let tls = match (self.tls, implied) {
+            (None, t) => t,
+            (Some(SmtpTls::Starttls | SmtpTls::None), SmtpTls::Tls) => {
+                return Err(err("tls", "smtps:// is TLS from the first byte; use smtp:// for starttls or none"));
+            }
+            (Some(t), _) => t,
+        };
+        if tls == SmtpTls::None && !loopback {
+            return Err(err(
+                "tls",
+                &format!(
+                    "tls = \"none\" sends the password and the notices in clear text, so it is refused for {host}, \
+                     which is not a loopback address; use starttls or tls"
+                ),
+            ));
+        }
+        Ok(SmtpRelay { host, port: url.port().unwrap_or(default_port), tls })
+    }
 }
 
 /// The kinds of channel.
@@ -249,6 +351,9 @@ pub enum ChannelKind {
     /// A Microsoft Teams webhook (a Workflows "when a Teams webhook request is
     /// received" URL): an Adaptive Card message.
     Teams,
+    /// E-mail through an SMTP relay (`url`, `tls`, `from`, `to`, `username`,
+    /// `password`, `ca_file`).
+    Email,
 }
 
 /// The REST API under `/api/v1`. Off by default: it is served only when
@@ -470,6 +575,14 @@ impl Settings {
             },
         )?;
         settings.validate()?;
+        for (i, c) in settings.notify.channels.iter().enumerate() {
+            if c.password.as_deref().is_some_and(|p| !p.contains("${secret:")) {
+                warnings.push(format!(
+                    "notify.channels[{i}].password holds the password itself; keep it in the secrets store \
+                     (`dc-host secrets set smtp_password`) and write password = \"${{secret:smtp_password}}\""
+                ));
+            }
+        }
         settings.warnings = warnings;
         Ok(settings)
     }
@@ -517,6 +630,26 @@ impl Settings {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");
         }
         for (i, c) in self.notify.channels.iter().enumerate() {
+            if c.kind == ChannelKind::Email {
+                validate_email_channel(i, c)?;
+                continue;
+            }
+            let email_only = [
+                ("tls", c.tls.map(|t| format!("{t:?}").to_lowercase())),
+                ("from", c.from.clone()),
+                ("to", (!c.to.is_empty()).then(|| c.to.join(", "))),
+                ("username", c.username.as_ref().map(|_| "<redacted>".to_string())),
+                ("password", c.password.as_ref().map(|_| "<redacted>".to_string())),
+                ("ca_file", c.ca_file.as_ref().map(|p| p.display().to_string())),
+            ];
+            if let Some((field, Some(value))) = email_only.into_iter().find(|(_, v)| v.is_some()) {
+                let kind = format!("{:?}", c.kind).to_lowercase();
+                return invalid(
+                    &format!("notify.channels[{i}].{field}"),
+                    value,
+                    &format!("only kind = \"email\" channels have {field}; remove it from this {kind} channel"),
+                );
+            }
             if c.kind == ChannelKind::Telegram && c.chat_id.as_deref().is_none_or(str::is_empty) {
                 return invalid(
                     &format!("notify.channels[{i}].chat_id"),
@@ -670,8 +803,11 @@ impl Settings {
         s.logging.splunk_url = self.logging.splunk_url.as_deref().map(redact_url);
         for c in &mut s.notify.channels {
             // webhook URLs carry their token in the path (Slack, Teams, Telegram):
-            // show where they go, never the token; `${secret:…}` references stay
-            if !c.url.contains("${secret:") {
+            // show where they go, never the token; `${secret:…}` references stay.
+            // A mail relay's URL holds no credentials (they are refused there).
+            if c.kind == ChannelKind::Email {
+                c.url = redact_url(&c.url);
+            } else if !c.url.contains("${secret:") {
                 let shown = redact_url(&c.url);
                 c.url = match shown.split_once("://") {
                     Some((scheme, rest)) => {
@@ -681,12 +817,88 @@ impl Settings {
                     None => "<redacted>".into(),
                 };
             }
-            if c.secret.as_deref().is_some_and(|v| !v.contains("${secret:")) {
-                c.secret = Some("<redacted>".into());
+            for v in [&mut c.secret, &mut c.password] {
+                if v.as_deref().is_some_and(|v| !v.contains("${secret:")) {
+                    *v = Some("<redacted>".into());
+                }
             }
         }
         toml::to_string_pretty(&s).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// Checks an `email` channel: a usable relay, sender and recipients that parse
+/// as addresses, credentials in pairs, a readable `ca_file`, and none of the
+/// other kinds' fields.
+fn validate_email_channel(i: usize, c: &ChannelSettings) -> Result<(), SettingsError> {
+    let invalid = |field: &str, value: String, allowed: &str| {
+        Err(SettingsError::Invalid { key: format!("notify.channels[{i}].{field}"), value, allowed: allowed.into() })
+    };
+    if let Some(v) = &c.chat_id {
+        return invalid("chat_id", v.clone(), "only telegram channels have chat_id; remove it from this email channel");
+    }
+    if c.secret.is_some() {
+        return invalid(
+            "secret",
+            "<redacted>".into(),
+            "only webhook channels have secret (an HMAC key); an email channel logs in with username and password",
+        );
+    }
+    if !c.url.contains("${secret:")
+        && let Err(e) = c.smtp_relay()
+    {
+        let value = match e.field {
+            "tls" => c.tls.map(|t| format!("{t:?}").to_lowercase()).unwrap_or_else(|| redact_url(&c.url)),
+            _ => redact_url(&c.url),
+        };
+        return invalid(e.field, value, &e.message);
+    }
+    const ADDRESS: &str = "an e-mail address like alerts@example.org or \"dc-host <alerts@example.org>\"";
+    match &c.from {
+        None => return invalid("from", "none".into(), &format!("the sender: {ADDRESS}")),
+        Some(from) if from.parse::<lettre::message::Mailbox>().is_err() => {
+            return invalid("from", from.clone(), ADDRESS);
+        }
+        Some(_) => {}
+    }
+    if c.to.is_empty() {
+        return invalid(
+            "to",
+            "[]".into(),
+            &format!("at least one recipient: to = [\"ops@example.org\"], each {ADDRESS}"),
+        );
+    }
+    for (j, to) in c.to.iter().enumerate() {
+        if to.parse::<lettre::message::Mailbox>().is_err() {
+            return invalid(&format!("to[{j}]"), to.clone(), ADDRESS);
+        }
+    }
+    match (&c.username, &c.password) {
+        (Some(_), None) => {
+            return invalid(
+                "password",
+                "none".into(),
+                "set a password with the username: password = \"${secret:NAME}\"",
+            );
+        }
+        (None, Some(_)) => {
+            return invalid("username", "none".into(), "set the user name the password belongs to");
+        }
+        _ => {}
+    }
+    if let Some(path) = &c.ca_file {
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Err(e) => {
+                return invalid("ca_file", shown, &format!("cannot read it ({e}); name a PEM file of certificates"));
+            }
+            Ok(text) if !text.contains("-----BEGIN CERTIFICATE-----") => {
+                return invalid("ca_file", shown, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Query parameters whose values are credentials.
@@ -787,6 +999,112 @@ mod tests {
     }
 
     use super::*;
+
+    /// Loads a config file holding `toml`.
+    fn load_toml(toml: &str) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, toml).expect("write");
+        Settings::load(Some(&file), std::iter::empty())
+    }
+
+    const EMAIL: &str =
+        "[[notify.channels]]\nkind = \"email\"\nfrom = \"dc-host <alerts@example.org>\"\nto = [\"ops@example.org\"]\n";
+
+    #[test]
+    fn email_channels_parse_with_their_relay_and_hide_their_password() {
+        let s = load_toml(&format!(
+            "{EMAIL}url = \"smtp://mail.example.org\"\nusername = \"alerts\"\npassword = \"hunter2\"\n"
+        ))
+        .expect("loads");
+        let c = &s.notify.channels[0];
+        let relay = c.smtp_relay().expect("relay");
+        assert_eq!(relay, SmtpRelay { host: "mail.example.org".into(), port: 587, tls: SmtpTls::Starttls });
+        // a literal password works, with a warning saying how to keep it in the secrets store
+        assert!(s.warnings.iter().any(|w| w.contains("notify.channels[0].password") && w.contains("secrets set")));
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("url = \"smtp://mail.example.org\"") && shown.contains("password = \"<redacted>\""));
+        assert!(shown.contains("to = [\"ops@example.org\"]"), "{shown}");
+
+        let s = load_toml(&format!(
+            "{EMAIL}url = \"smtps://mail.example.org\"\npassword = \"${{secret:pw}}\"\nusername = \"u\"\n"
+        ))
+        .expect("loads");
+        assert_eq!(s.notify.channels[0].smtp_relay().expect("relay").tls, SmtpTls::Tls);
+        assert_eq!(s.notify.channels[0].smtp_relay().expect("relay").port, 465);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert!(s.to_redacted_toml().contains("password = \"${secret:pw}\""));
+        // plain text is for loopback relays only; IPv6 hosts lose their brackets
+        let s = load_toml(&format!("{EMAIL}url = \"smtp://[::1]:2525\"\ntls = \"none\"\n")).expect("loads");
+        assert_eq!(
+            s.notify.channels[0].smtp_relay().expect("relay"),
+            SmtpRelay { host: "::1".into(), port: 2525, tls: SmtpTls::None }
+        );
+        assert!(load_toml(&format!("{EMAIL}url = \"smtp://localhost:25\"\ntls = \"none\"\n")).is_ok());
+        // other kinds' serialized settings carry no e-mail fields
+        let s = load_toml("[[notify.channels]]\nkind = \"slack\"\nurl = \"https://hooks.slack.example/x\"\n")
+            .expect("loads");
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("to =") && !shown.contains("tls ="), "{shown}");
+    }
+
+    #[test]
+    fn email_channels_refuse_what_cannot_work_naming_the_field() {
+        let refused = |toml: String, key: &str, says: &str| {
+            let e = load_toml(&toml).expect_err("refused").to_string();
+            assert!(e.contains(key) && e.contains(says), "{toml}: {e}");
+        };
+        let relay = "url = \"smtp://mail.example.org\"\n";
+        refused(
+            format!("{EMAIL}url = \"smtp://mail.example.org\"\ntls = \"none\"\n"),
+            "notify.channels[0].tls",
+            "loopback",
+        );
+        refused(
+            format!("{EMAIL}url = \"smtps://mail.example.org\"\ntls = \"starttls\"\n"),
+            "notify.channels[0].tls",
+            "smtps://",
+        );
+        refused(format!("{EMAIL}url = \"https://mail.example.org\"\n"), "notify.channels[0].url", "smtp://HOST:PORT");
+        refused(format!("{EMAIL}url = \"smtp://u:pw@mail.example.org\"\n"), "notify.channels[0].url", "username");
+        refused(
+            format!("[[notify.channels]]\nkind = \"email\"\n{relay}to = [\"ops@example.org\"]\n"),
+            "notify.channels[0].from",
+            "the sender",
+        );
+        refused(
+            format!("[[notify.channels]]\nkind = \"email\"\n{relay}from = \"a@example.org\"\n"),
+            "notify.channels[0].to",
+            "at least one recipient",
+        );
+        refused(
+            format!(
+                "[[notify.channels]]\nkind = \"email\"\n{relay}from = \"a@example.org\"\nto = [\"ok@example.org\", \"not an address\"]\n"
+            ),
+            "notify.channels[0].to[1]",
+            "e-mail address",
+        );
+        refused(format!("{EMAIL}{relay}username = \"u\"\n"), "notify.channels[0].password", "password");
+        refused(format!("{EMAIL}{relay}chat_id = \"1\"\n"), "notify.channels[0].chat_id", "only telegram");
+        refused(
+            format!("{EMAIL}{relay}ca_file = \"/nonexistent/ca.pem\"\n"),
+            "notify.channels[0].ca_file",
+            "cannot read",
+        );
+        // and the other kinds have no e-mail fields
+        refused(
+            "[[notify.channels]]\nkind = \"slack\"\nurl = \"https://hooks.slack.example/x\"\nto = [\"a@example.org\"]\n".into(),
+            "notify.channels[0].to",
+            "only kind = \"email\"",
+        );
+        let e = load_toml(
+            "[[notify.channels]]\nkind = \"webhook\"\nurl = \"https://h.example/x\"\npassword = \"s3cret\"\n",
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains("notify.channels[0].password") && !e.contains("s3cret"), "{e}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

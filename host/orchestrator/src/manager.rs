@@ -505,7 +505,10 @@ pub async fn serve(
         sending: Vec::new(),
         purged_at: None,
     };
-    m.notify = notify.unwrap_or_else(|| crate::notify::Notifications::from_settings(&m.env.settings.notify));
+    m.notify = match notify {
+        Some(n) => n,
+        None => crate::notify::Notifications::from_settings(&m.env.settings.notify).map_err(RuntimeError::Refused)?,
+    };
     for r in dc_runtime::reap::reap_orphans(&m.env).await? {
         m.emit(Event::Reaped { runtime_id: r.runtime_id });
     }

@@ -4,16 +4,23 @@
 //! with retries, in the background — a failing channel is logged and never
 //! slows or breaks a run. Channels: a generic JSON webhook signed with
 //! HMAC-SHA256 (`X-DC-Signature: sha256=<hex>` over the exact body), a Slack
-//! incoming webhook (`{"text": …}`), the Telegram Bot API (`sendMessage`) and a
-//! Microsoft Teams Workflows webhook (an Adaptive Card message). E-mail would
-//! attach as a further `Notifier`.
+//! incoming webhook (`{"text": …}`), the Telegram Bot API (`sendMessage`), a
+//! Microsoft Teams Workflows webhook (an Adaptive Card message), and e-mail
+//! through an SMTP relay ([`lettre`] over rustls: STARTTLS required, or TLS from
+//! the first byte; plain text only to a loopback relay), logging in with
+//! `username` and `password` and trusting the system's roots plus `ca_file`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use dc_core::enums::AlertSeverity;
-use dc_core::settings::{ChannelKind, ChannelSettings, NotifySettings};
+use dc_core::settings::{ChannelKind, ChannelSettings, NotifySettings, SmtpTls};
 use hmac::{KeyInit, Mac};
+use lettre::message::Mailbox;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -77,6 +84,8 @@ impl Notifier for Http {
         Box::pin(async move {
             let line = format!("{} ({:?}, {})", notice.title, notice.severity, notice.host);
             let (url, body) = match self.kind {
+                // `from_settings` makes e-mail channels an `Email`
+                ChannelKind::Email => return Err("an e-mail channel cannot be sent over HTTP".into()),
                 ChannelKind::Webhook => (self.url.clone(), serde_json::to_vec(notice)),
                 ChannelKind::Slack => (
                     self.url.clone(),
@@ -142,6 +151,111 @@ impl Notifier for Http {
     }
 }
 
+/// The e-mail channel: one message per notice, through an SMTP relay.
+struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+    /// `host:port`, for logs.
+    relay: String,
+}
+
+impl Email {
+    /// The channel `c` (an `email` channel whose settings were validated when
+    /// they loaded, and whose `${secret:…}` references are resolved); the error
+    /// names the field at fault.
+    fn new(i: usize, c: &ChannelSettings) -> Result<Email, String> {
+        let key = |field: &str| format!("notify.channels[{i}].{field}");
+        let relay = c.smtp_relay().map_err(|e| format!("{}: {}", key(e.field), e.message))?;
+        let mailbox = |field: String, v: &str| {
+            v.parse::<Mailbox>().map_err(|e| format!("{field}: {v:?} is not an e-mail address ({e})"))
+        };
+        let from = mailbox(key("from"), c.from.as_deref().unwrap_or_default())?;
+        let to =
+            c.to.iter().enumerate().map(|(j, t)| mailbox(key(&format!("to[{j}]")), t)).collect::<Result<_, _>>()?;
+        let tls = match relay.tls {
+            SmtpTls::None => Tls::None,
+            mode => {
+                let mut params = TlsParameters::builder(relay.host.clone());
+                if let Some(path) = &c.ca_file {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("{}: cannot read {} ({e})", key("ca_file"), path.display()))?;
+                    let certs = Certificate::from_pem(&pem).map_err(|e| {
+                        format!("{}: {} holds no usable certificate ({e})", key("ca_file"), path.display())
+                    })?;
+                    params = params.add_root_certificate(certs);
+                }
+                let params = params.build_rustls().map_err(|e| match &c.ca_file {
+                    // what can fail here is a root certificate that does not parse
+                    Some(path) => {
+                        format!("{}: {} holds a certificate that cannot be used ({e})", key("ca_file"), path.display())
+                    }
+                    None => format!("{}: cannot set up TLS ({e})", key("url")),
+                })?;
+                if mode == SmtpTls::Tls { Tls::Wrapper(params) } else { Tls::Required(params) }
+            }
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(relay.host.clone())
+            .port(relay.port)
+            .tls(tls)
+            .timeout(Some(Duration::from_secs(10)));
+        if let (Some(user), Some(password)) = (&c.username, &c.password) {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        let relay = if relay.host.contains(':') {
+            format!("[{}]:{}", relay.host, relay.port)
+        } else {
+            format!("{}:{}", relay.host, relay.port)
+        };
+        Ok(Email { transport: builder.build(), from, to, relay })
+    }
+
+    /// The message of `notice`: the subject names it, the body holds its text
+    /// and its structured data as pretty JSON.
+    fn message(&self, notice: &Notice) -> Result<Message, String> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(format!("[dc-host] {} ({})", notice.title, notice.severity.as_str()))
+            .date_now()
+            .message_id(None)
+            .header(ContentType::TEXT_PLAIN)
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-DC-Event"), notice.event.clone()));
+        for to in &self.to {
+            builder = builder.to(to.clone());
+        }
+        let data = serde_json::to_string_pretty(&notice.data).map_err(|e| e.to_string())?;
+        let mut body = String::new();
+        if !notice.body.is_empty() {
+            body.push_str(&notice.body);
+            body.push_str("\n\n");
+        }
+        body.push_str(&format!(
+            "event: {}\nseverity: {}\nhost: {}\n\n{data}\n",
+            notice.event,
+            notice.severity.as_str(),
+            notice.host
+        ));
+        builder.body(body).map_err(|e| format!("cannot build the message: {e}"))
+    }
+}
+
+impl Notifier for Email {
+    fn send<'a>(
+        &'a self,
+        notice: &'a Notice,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let message = self.message(notice)?;
+            self.transport.send(message).await.map_err(|e| format!("the mail relay did not take it: {e}"))?;
+            Ok(())
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("email channel to {}", self.relay)
+    }
+}
+
 /// Every configured channel, with its minimum severity.
 #[derive(Clone, Default)]
 pub struct Notifications {
@@ -152,8 +266,10 @@ pub struct Notifications {
 }
 
 impl Notifications {
-    /// The channels of `settings`.
-    pub fn from_settings(settings: &NotifySettings) -> Notifications {
+    /// The channels of `settings` (their `${secret:…}` references resolved);
+    /// the error names the channel's field that cannot be used (an unreadable
+    /// `ca_file`, say).
+    pub fn from_settings(settings: &NotifySettings) -> Result<Notifications, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")))
@@ -162,18 +278,22 @@ impl Notifications {
         let channels = settings
             .channels
             .iter()
-            .map(|c: &ChannelSettings| {
-                let n: Arc<dyn Notifier> = Arc::new(Http {
-                    kind: c.kind,
-                    url: c.url.clone(),
-                    secret: c.secret.clone(),
-                    chat_id: c.chat_id.clone(),
-                    client: client.clone(),
-                });
-                (c.min_severity, n)
+            .enumerate()
+            .map(|(i, c): (usize, &ChannelSettings)| {
+                let n: Arc<dyn Notifier> = match c.kind {
+                    ChannelKind::Email => Arc::new(Email::new(i, c)?),
+                    kind => Arc::new(Http {
+                        kind,
+                        url: c.url.clone(),
+                        secret: c.secret.clone(),
+                        chat_id: c.chat_id.clone(),
+                        client: client.clone(),
+                    }),
+                };
+                Ok((c.min_severity, n))
             })
-            .collect();
-        Notifications { channels, run_finished: settings.run_finished, retry: Duration::from_millis(500) }
+            .collect::<Result<_, String>>()?;
+        Ok(Notifications { channels, run_finished: settings.run_finished, retry: Duration::from_millis(500) })
     }
 
     /// Sends `notice` to every channel it is severe enough for, each in a task
@@ -219,6 +339,44 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn an_email_names_the_notice_and_carries_its_data() {
+        let c: ChannelSettings = serde_json::from_value(serde_json::json!({
+            "kind": "email", "url": "smtp://localhost:2525", "tls": "none",
+            "from": "dc-host <alerts@example.org>", "to": ["ops@example.org", "b@example.org"]
+        }))
+        .expect("channel");
+        let email = Email::new(0, &c).expect("email channel");
+        assert_eq!(email.describe(), "email channel to localhost:2525");
+        let notice = Notice {
+            event: "run_failed".into(),
+            severity: AlertSeverity::Error,
+            title: "shop/acme/prices: run failed".into(),
+            body: "the plugin returned an error".into(),
+            host: "h1".into(),
+            data: serde_json::json!({"app": "shop/acme/prices", "runtime_id": "r-1"}),
+        };
+        let m = email.message(&notice).expect("message");
+        let text = String::from_utf8(m.formatted()).expect("utf-8");
+        for line in [
+            "From: dc-host <alerts@example.org>\r\n",
+            "To: ops@example.org, b@example.org\r\n",
+            "Subject: [dc-host] shop/acme/prices: run failed (ERROR)\r\n",
+            "X-DC-Event: run_failed\r\n",
+            "Content-Type: text/plain; charset=utf-8\r\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        assert!(text.contains("\r\nDate: ") && text.contains("\r\nMessage-ID: <"), "{text}");
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.replace("\r\n", "\n")).unwrap_or_default();
+        assert!(
+            body.starts_with("the plugin returned an error\n\nevent: run_failed\nseverity: ERROR\nhost: h1\n"),
+            "{body}"
+        );
+        assert!(body.contains("  \"runtime_id\": \"r-1\""), "{body}");
+        assert_eq!(m.envelope().to().len(), 2);
     }
 
     #[test]
