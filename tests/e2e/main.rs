@@ -3,6 +3,7 @@
 
 mod apps;
 mod boundaries;
+mod broker;
 mod cli;
 mod compat;
 mod crash;

@@ -50,6 +50,9 @@ enum Command {
     Apps(cmd::apps::AppsCommand),
     /// The manager: start apps on their schedules and on commands, until SIGTERM/Ctrl-C.
     Serve(cmd::serve::ServeArgs),
+    /// RabbitMQ for operator commands: check the connection, queues and consumers.
+    #[command(subcommand)]
+    Broker(cmd::broker::BrokerCommand),
     /// Hosts serving this database, with their heartbeats.
     #[command(subcommand)]
     Hosts(cmd::hosts::HostsCommand),
@@ -256,6 +259,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Secrets(c) => {
             init_console_logging();
             cmd::secrets::exec(c, &read_settings(cli.config.as_deref())?)
+        }
+        // checking the broker needs no database
+        Command::Broker(c) => {
+            init_console_logging();
+            rt.block_on(cmd::broker::exec(c, &load_settings(cli.config.as_deref())?))
         }
         // scaffolding writes files only
         Command::ScaffoldPlugin(a) => {

@@ -960,7 +960,7 @@ pub fn open_configured_store_for_update(settings: &Settings) -> Result<SecretSto
 }
 
 /// Replaces `${secret:NAME}` references in the settings that may hold secrets
-/// (`database.url`, `logging.splunk_token`) with the secrets' values. The store
+/// (`database.url`, `logging.splunk_token`, `broker.url`, notification channels) with the secrets' values. The store
 /// is opened only when one of them holds a reference, so a host without
 /// references never needs a key.
 pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
@@ -971,11 +971,15 @@ pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
 fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str>) -> Result<()> {
     let needs = |v: &Option<String>| v.as_deref().is_some_and(|s| s.contains(REFERENCE_PREFIX));
     let channel_needs = settings.notify.channels.iter().any(|c| c.url.contains(REFERENCE_PREFIX) || needs(&c.secret));
-    if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) && !channel_needs {
+    if !needs(&settings.database.url)
+        && !needs(&settings.logging.splunk_token)
+        && !needs(&settings.broker.url)
+        && !channel_needs
+    {
         return Ok(());
     }
     let store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), env_key)?;
-    for v in [&mut settings.database.url, &mut settings.logging.splunk_token] {
+    for v in [&mut settings.database.url, &mut settings.logging.splunk_token, &mut settings.broker.url] {
         if let Some(text) = v.as_mut() {
             *text = resolve_references(text, &store)?;
         }

@@ -1,6 +1,7 @@
 //! One module per `dc-host` subcommand.
 
 pub mod apps;
+pub mod broker;
 pub mod config;
 pub mod data;
 pub mod db;
