@@ -561,10 +561,11 @@ pub async fn serve(
         }
     }
     // graceful shutdown: no more claims; runs may finish within the grace period
-    if let Some(c) = consumer {
-        // it saw the same shutdown and closes its connection (unacked messages go back)
-        if tokio::time::timeout(Duration::from_secs(5), c).await.is_err() {
-            m.emit(Event::Error { message: "the broker consumer did not stop within 5s".into() });
+    if let Some(mut c) = consumer {
+        // it saw the same shutdown and closes its connection (unacked messages
+        // go back); one still connecting is dropped
+        if tokio::time::timeout(Duration::from_secs(5), &mut c).await.is_err() {
+            c.abort();
         }
     }
     m.restart.clear();
