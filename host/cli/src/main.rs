@@ -91,8 +91,12 @@ enum Command {
     },
 }
 
+/// lapin logs every closed channel and dropped connection as an error; dc-broker
+/// reports them itself, naming the broker and what happens next.
+const QUIET: &str = "sqlx=warn,lapin=off";
+
 fn console_filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},sqlx=warn")))
+    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET}")))
 }
 
 fn init_console_logging() {
@@ -157,7 +161,7 @@ fn connect(
         anyhow::Ok(db)
     })?;
     let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
-    let filter = || EnvFilter::new(format!("{level},sqlx=warn"));
+    let filter = || EnvFilter::new(format!("{level},{QUIET}"));
     let mut sinks = Vec::new();
     let db_layer = if settings.logging.database {
         let (layer, sink) = dc_core::logs::start_db_sink(
