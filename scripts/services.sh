@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite needs are up: PostgreSQL on
-# 127.0.0.1:5432 (trust auth). Starts an installed but stopped cluster; installs
-# it from Debian packages when absent and apt is usable (as on CI); otherwise
-# says how to install it. Also makes sure the e-mail tests' SMTP server can run:
-# python3 with aiosmtpd (pinned, from PyPI) and openssl.
+# 127.0.0.1:5432 (trust auth) and RabbitMQ on 127.0.0.1:5672 (guest/guest).
+# Starts an installed but stopped server; installs it from Debian packages when
+# absent and apt is usable (as on CI); otherwise says how to install it. Also
+# makes sure the e-mail tests' SMTP server can run: python3 with aiosmtpd
+# (pinned, from PyPI) and openssl.
 set -euo pipefail
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
@@ -31,6 +32,32 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; 
   exit 1
 fi
 echo "==> PostgreSQL is up on 127.0.0.1:5432"
+
+# RabbitMQ: the broker tests (tests/e2e/broker.rs) connect as guest/guest, which
+# RabbitMQ allows from loopback only
+mq_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+
+if ! command -v rabbitmq-server >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "==> installing RabbitMQ (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  else
+    echo "error: RabbitMQ is not installed; install it (Debian: apt-get install rabbitmq-server) so it listens on 127.0.0.1:5672" >&2
+    exit 1
+  fi
+fi
+
+if ! mq_up; then
+  echo "==> starting RabbitMQ"
+  # an installed node whose application was stopped (rabbitmqctl stop_app) only needs start_app
+  if ! rabbitmqctl -q start_app >/dev/null 2>&1; then
+    rabbitmq-server -detached || true
+  fi
+  rabbitmqctl -q --timeout 60 await_startup >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do mq_up && break; sleep 0.3; done
+fi
+mq_up || { echo "error: RabbitMQ does not answer on 127.0.0.1:5672; check /var/log/rabbitmq/" >&2; exit 1; }
+echo "==> RabbitMQ is up on 127.0.0.1:5672"
 
 # the e-mail channel's tests (tests/e2e/email.rs) run an SMTP server in Python
 # (aiosmtpd) with a certificate made by openssl

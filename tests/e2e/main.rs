@@ -4,6 +4,7 @@
 mod apps;
 mod auth;
 mod boundaries;
+mod broker;
 mod cli;
 mod compat;
 mod crash;

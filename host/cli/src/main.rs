@@ -50,6 +50,9 @@ enum Command {
     Apps(cmd::apps::AppsCommand),
     /// The manager: start apps on their schedules and on commands, until SIGTERM/Ctrl-C.
     Serve(cmd::serve::ServeArgs),
+    /// RabbitMQ for operator commands: check the connection, queues and consumers.
+    #[command(subcommand)]
+    Broker(cmd::broker::BrokerCommand),
     /// Hosts serving this database, with their heartbeats.
     #[command(subcommand)]
     Hosts(cmd::hosts::HostsCommand),
@@ -97,8 +100,12 @@ enum Command {
     },
 }
 
+/// lapin logs every closed channel and dropped connection as an error; dc-broker
+/// reports them itself, naming the broker and what happens next.
+const QUIET: &str = "sqlx=warn,lapin=off";
+
 fn console_filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},sqlx=warn")))
+    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET}")))
 }
 
 fn init_console_logging() {
@@ -163,7 +170,7 @@ fn connect(
         anyhow::Ok(db)
     })?;
     let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
-    let filter = || EnvFilter::new(format!("{level},sqlx=warn"));
+    let filter = || EnvFilter::new(format!("{level},{QUIET}"));
     let mut sinks = Vec::new();
     let db_layer = if settings.logging.database {
         let (layer, sink) = dc_core::logs::start_db_sink(
@@ -265,6 +272,11 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Secrets(c) => {
             init_console_logging();
             cmd::secrets::exec(c, &read_settings(cli.config.as_deref())?)
+        }
+        // checking the broker needs no database
+        Command::Broker(c) => {
+            init_console_logging();
+            rt.block_on(cmd::broker::exec(c, &load_settings(cli.config.as_deref())?))
         }
         // scaffolding writes files only
         Command::ScaffoldPlugin(a) => {

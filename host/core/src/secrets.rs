@@ -960,8 +960,9 @@ pub fn open_configured_store_for_update(settings: &Settings) -> Result<SecretSto
 }
 
 /// Replaces `${secret:NAME}` references in the settings that may hold secrets
-/// (`database.url`, `logging.splunk_token`, and each notification channel's
-/// `url`, `secret`, `username` and `password`) with the secrets' values. The store
+/// (`database.url`, `logging.splunk_token`, `broker.url`, and each
+/// notification channel's `url`, `secret`, `username` and `password`) with the
+/// secrets' values. The store
 /// is opened only when one of them holds a reference, so a host without
 /// references never needs a key.
 pub fn resolve_setting_references(settings: &mut Settings) -> Result<()> {
@@ -976,11 +977,15 @@ fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str
         .channels
         .iter()
         .any(|c| c.url.contains(REFERENCE_PREFIX) || needs(&c.secret) || needs(&c.username) || needs(&c.password));
-    if !needs(&settings.database.url) && !needs(&settings.logging.splunk_token) && !channel_needs {
+    if !needs(&settings.database.url)
+        && !needs(&settings.logging.splunk_token)
+        && !needs(&settings.broker.url)
+        && !channel_needs
+    {
         return Ok(());
     }
     let store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), env_key)?;
-    for v in [&mut settings.database.url, &mut settings.logging.splunk_token] {
+    for v in [&mut settings.database.url, &mut settings.logging.splunk_token, &mut settings.broker.url] {
         if let Some(text) = v.as_mut() {
             *text = resolve_references(text, &store)?;
         }

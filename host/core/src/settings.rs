@@ -17,7 +17,7 @@ pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "auth", "api"];
+const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "broker", "auth", "api"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
@@ -73,6 +73,9 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The REST API (`dc_api`).
     pub api: ApiSettings,
+    /// RabbitMQ for operator commands (optional; none: commands go through
+    /// the database only).
+    pub broker: BrokerSettings,
     /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
     /// for the caller to show. Not part of the configuration.
     #[serde(skip)]
@@ -404,6 +407,29 @@ fn is_origin(origin: &str) -> bool {
         && rest.split(':').nth(1).is_none_or(|port| port.parse::<u16>().is_ok())
 }
 
+/// RabbitMQ for operator commands: `dc-host apps start|stop|…` also publish
+/// the command, and `dc-host serve` consumes it and acts at once. The
+/// database path stays in force with or without a broker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// `amqp://USER:PASSWORD@HOST:PORT/VHOST` (may hold `${secret:NAME}`);
+    /// none: no broker.
+    pub url: Option<String>,
+    /// The durable direct exchange commands are published to (its dead-letter
+    /// exchange is `<exchange>.dead`).
+    pub exchange: String,
+    /// The durable queue every `serve` consumes from (competing consumers; its
+    /// dead-letter queue is `<queue>.dead`).
+    pub queue: String,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings { url: None, exchange: "dc.commands".into(), queue: "dc.commands".into() }
+    }
+}
+
 fn default_min_severity() -> crate::enums::AlertSeverity {
     crate::enums::AlertSeverity::Warning
 }
@@ -419,6 +445,7 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             auth: AuthSettings::default(),
             api: ApiSettings::default(),
+            broker: BrokerSettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -537,6 +564,8 @@ impl Settings {
                     | "issuer"
                     | "audience"
                     | "listen"
+                    | "exchange"
+                    | "queue"
             ) {
                 toml::Value::String(raw)
             } else if field == "cors_origins" {
@@ -738,6 +767,24 @@ impl Settings {
         if self.api.max_body_kb == 0 {
             return invalid("api.max_body_kb", "0".into(), "at least 1");
         }
+        if let Some(url) = &self.broker.url
+            && !(url.contains("${secret:") || url.starts_with("amqp://"))
+        {
+            return invalid(
+                "broker.url",
+                redact_url(url),
+                "amqp://USER:PASSWORD@HOST:PORT/VHOST (e.g. amqp://guest:guest@127.0.0.1:5672/%2f); amqps is not supported by this build",
+            );
+        }
+        for (key, name) in [("broker.exchange", &self.broker.exchange), ("broker.queue", &self.broker.queue)] {
+            if name.is_empty() || name.len() > 200 || name.starts_with("amq.") {
+                return invalid(
+                    key,
+                    format!("{name:?}"),
+                    "a name of 1 to 200 bytes that does not start with \"amq.\" (reserved by RabbitMQ)",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -801,6 +848,9 @@ impl Settings {
             s.logging.splunk_token = Some("<redacted>".into());
         }
         s.logging.splunk_url = self.logging.splunk_url.as_deref().map(redact_url);
+        // an AMQP URL carries its password; a `${secret:…}` reference stays as written
+        s.broker.url =
+            self.broker.url.as_deref().map(|u| if u.contains("${secret:") { u.to_string() } else { redact_url(u) });
         for c in &mut s.notify.channels {
             // webhook URLs carry their token in the path (Slack, Teams, Telegram):
             // show where they go, never the token; `${secret:…}` references stay.
@@ -1108,6 +1158,30 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_broker_is_off_by_default_and_its_url_never_shows_a_password() {
+        let s = Settings::load(None, env(&[])).expect("defaults load");
+        assert_eq!((s.broker.url.as_deref(), s.broker.exchange.as_str()), (None, "dc.commands"));
+        let s = Settings::load(
+            None,
+            env(&[("DC_BROKER_URL", "amqp://guest:s3cr3t@127.0.0.1:5672/%2f"), ("DC_BROKER_QUEUE", "123")]),
+        )
+        .expect("loads");
+        assert_eq!(s.broker.queue, "123", "a queue name stays a string");
+        let shown = s.to_redacted_toml();
+        assert!(!shown.contains("s3cr3t") && shown.contains("amqp://guest:<redacted>@127.0.0.1:5672/%2f"), "{shown}");
+        let s =
+            Settings::load(None, env(&[("DC_BROKER_URL", "amqp://guest:${secret:mq}@127.0.0.1/%2f")])).expect("loads");
+        assert!(
+            s.to_redacted_toml().contains("amqp://guest:${secret:mq}@127.0.0.1/%2f"),
+            "a reference shows as written"
+        );
+        let e = Settings::load(None, env(&[("DC_BROKER_URL", "http://127.0.0.1")])).expect_err("not amqp").to_string();
+        assert!(e.contains("broker.url") && e.contains("amqp://"), "{e}");
+        let e = Settings::load(None, env(&[("DC_BROKER_EXCHANGE", "amq.direct")])).expect_err("reserved").to_string();
+        assert!(e.contains("broker.exchange") && e.contains("reserved"), "{e}");
     }
 
     #[test]

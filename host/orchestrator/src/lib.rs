@@ -5,11 +5,13 @@
 //! twice), runs are started and supervised in worker processes, a heartbeat row
 //! says the host is alive, and SIGTERM/SIGINT shut it down gracefully: stop
 //! claiming, let running runs finish up to a grace period, then stop them and
-//! record why.
+//! record why. With `broker.url` set, commands also arrive over RabbitMQ
+//! (`dc-broker`) and are acted on at once.
 //!
 //! Decisions about time take "now" from an injected [`dc_scheduler::Clock`];
 //! [`plan`] is the pure part of a scheduling decision, tested without a clock.
 
+mod commands_mq;
 pub mod manager;
 pub mod notify;
 

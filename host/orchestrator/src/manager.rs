@@ -1,7 +1,9 @@
 //! The serve loop: heartbeat, operator commands, due schedules, the runs this
 //! host supervises, and graceful shutdown. Every claim goes through the
 //! database (`apps::claim_command`, `apps::claim_next_run`), so two hosts that
-//! see the same pending command or due app start it once.
+//! see the same pending command or due app start it once. With a broker
+//! configured, a consumer task (`commands_mq`) records command messages in
+//! the database and wakes the loop, which then claims them at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -115,6 +117,48 @@ pub enum Event {
     Error {
         /// What failed.
         message: String,
+    },
+    /// Consuming commands from RabbitMQ (`broker.url`).
+    BrokerConnected {
+        /// The queue.
+        queue: String,
+    },
+    /// The broker connection failed or dropped; serve reconnects after a
+    /// wait (commands still arrive through the database meanwhile).
+    BrokerDown {
+        /// What happened.
+        error: String,
+        /// Failed attempts in a row.
+        attempt: u32,
+        /// The wait before the next attempt.
+        retry_in_ms: u64,
+    },
+    /// A command message was recorded (or, if `recorded`, the CLI had
+    /// recorded it) and the manager woken.
+    Message {
+        /// The message id.
+        id: String,
+        /// The app as the message named it.
+        app: String,
+        /// The command.
+        command: String,
+        /// The sender had queued it in the database already.
+        recorded: bool,
+    },
+    /// A command message was malformed or named no app: rejected to the
+    /// dead-letter queue.
+    MessageRejected {
+        /// Its `message_id` property, if any.
+        message_id: Option<String>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A command message could not be recorded (database error): requeued.
+    MessageRequeued {
+        /// Its id.
+        message_id: String,
+        /// Why.
+        reason: String,
     },
     /// Shutdown asked for: no more claims; waiting for the runs.
     ShuttingDown {
@@ -515,7 +559,12 @@ pub async fn serve(
     m.heartbeat("SERVING").await;
     let data = serde_json::json!({"host": host});
     m.alert("host_started", AlertSeverity::Info, format!("dc-host serve started on {host}"), String::new(), data);
-    m.emit(Event::Serving { host });
+    m.emit(Event::Serving { host: host.clone() });
+    // RabbitMQ, when configured: its messages record commands and wake the loop
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let consumer = dc_broker::Broker::from_settings(&m.env.settings.broker).map(|b| {
+        crate::commands_mq::start(b, m.env.db.clone(), &host, wake.clone(), m.events.clone(), shutdown.clone())
+    });
     let mut tick = tokio::time::interval(m.opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // wakes the loop at the earliest fire time, between ticks
@@ -547,6 +596,12 @@ pub async fn serve(
                 });
                 due.as_mut().reset(tokio::time::Instant::now() + m.until(next));
             }
+            // a command message arrived: claim pending commands now, not at the next tick
+            () = wake.notified() => {
+                if let Err(e) = m.commands().await {
+                    m.emit(Event::Error { message: format!("commands: {e}") });
+                }
+            }
             Some(done) = m.tasks.join_next(), if !m.tasks.is_empty() => {
                 match done {
                     Ok((rid, r)) => m.ended(rid, r).await,
@@ -561,6 +616,13 @@ pub async fn serve(
         }
     }
     // graceful shutdown: no more claims; runs may finish within the grace period
+    if let Some(mut c) = consumer {
+        // it saw the same shutdown and closes its connection (unacked messages
+        // go back); one still connecting is dropped
+        if tokio::time::timeout(Duration::from_secs(5), &mut c).await.is_err() {
+            c.abort();
+        }
+    }
     m.restart.clear();
     m.heartbeat("STOPPING").await;
     m.emit(Event::ShuttingDown { running: m.running.len() });

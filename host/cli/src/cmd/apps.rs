@@ -145,11 +145,28 @@ fn print_one(v: &AppView) {
     println!("failures   {} in a row", v.fail_count);
 }
 
+/// Who asks, for command messages: `user@host`.
+fn requested_by(env: &HostEnv) -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("{user}@{}", env.settings.host_name())
+}
+
 /// Queues a command for `dc-host serve` (the database path: it works whether
-/// or not a host serves right now).
+/// or not a host serves right now), then, with a broker configured, publishes
+/// it so a serving host acts at once. A failed publish is a warning: the
+/// queued command stands and a host picks it up on its next tick.
 async fn queue(env: &HostEnv, app: &str, cmd: CmdName) -> anyhow::Result<()> {
     let row = apps::resolve_app(&env.db, app).await?;
     apps::queue_command(&env.db, &row.app_id, cmd).await?;
+    if let Some(broker) = dc_broker::Broker::from_settings(&env.settings.broker) {
+        let msg = dc_broker::CommandMessage::new(&row.app_id, cmd, &requested_by(env), true);
+        if let Err(e) = broker.publish(&msg).await {
+            eprintln!(
+                "warning: {e}. The command is queued in the database all the same: a serving host picks it up on its next tick. \
+                 Fix broker.url (or DC_BROKER_URL), or unset it to use the database only"
+            );
+        }
+    }
     let serving = dc_core::hosts::list(&env.db).await?.into_iter().filter(|h| h.state == "SERVING").count();
     let note = if serving > 0 {
         format!("{serving} serving host(s) will pick it up")

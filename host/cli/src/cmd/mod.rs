@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod broker;
 pub mod clients;
 pub mod config;
 pub mod data;

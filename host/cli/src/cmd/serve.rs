@@ -3,7 +3,8 @@
 //! each in its own worker process, writes a heartbeat (`dc-host hosts list`),
 //! and on SIGTERM or Ctrl-C stops claiming work, lets running runs finish up to
 //! `--grace` seconds, then stops them. Prints one line per event (`--json`:
-//! one JSON object per line).
+//! one JSON object per line). With `broker.url` set it also consumes commands
+//! from RabbitMQ and acts on them at once.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -63,6 +64,19 @@ fn describe(e: &Event) -> String {
             "retention: deleted {} runs, {} change-feed rows, {} log records, {} function calls",
             purged.runs, purged.changes, purged.logs, purged.function_calls
         ),
+        Event::BrokerConnected { queue } => format!("broker: consuming commands from queue {queue}"),
+        Event::BrokerDown { error, attempt, retry_in_ms } => format!(
+            "broker: {error}; reconnecting in {:.1}s (attempt {attempt}); commands still arrive through the database",
+            *retry_in_ms as f64 / 1000.0
+        ),
+        Event::Message { id, app, command, .. } => format!("broker: message {id}: {command} {app}"),
+        Event::MessageRejected { message_id, reason } => format!(
+            "broker: rejected message {} to the dead-letter queue: {reason}",
+            message_id.as_deref().unwrap_or("(no message_id)")
+        ),
+        Event::MessageRequeued { message_id, reason } => {
+            format!("broker: message {message_id} requeued: {reason}")
+        }
         Event::ShuttingDown { running } => format!("shutting down: no new runs; waiting for {running} running run(s)"),
         Event::Stopped => "stopped".into(),
     }
