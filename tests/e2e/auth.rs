@@ -4,23 +4,9 @@
 //! and stored only as an argon2id hash; `auth rotate-key` keeping the private
 //! signing key in the secrets store and the public one in the database.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
-use dc_e2e::Host;
-
-/// Runs `dc-host ARGS` with `input` on stdin.
-fn with_stdin(host: &Host, args: &[&str], input: &str) -> Output {
-    let mut child = host
-        .command(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn dc-host");
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    child.wait_with_output().expect("wait")
-}
+use dc_e2e::{Host, with_stdin};
 
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))

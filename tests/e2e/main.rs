@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `dc-host` binary, real plugin cdylibs built by
 //! cargo, the fixture site on loopback, SQLite and a real PostgreSQL server.
 
+mod api;
 mod apps;
 mod auth;
 mod boundaries;

@@ -5,74 +5,14 @@
 //! claim a command once. Tests wait on the events `serve --json` prints (and
 //! on the plugin's named pipe), never on the clock.
 
-use std::io::BufRead;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use dc_e2e::{Fifo, Host, HttpSink, KillOnDrop, plugin_lib, send_signal};
+use dc_e2e::{Fifo, Host, HttpSink, Serve, plugin_lib, send_signal};
 use serde_json::{Value, json};
 
 const APP: &str = "test/fixtures/misbehave";
 /// Bounds a broken test only; every wait below ends on an event.
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// A running `dc-host serve --json` and its events.
-struct Serve {
-    child: KillOnDrop,
-    events: Receiver<Value>,
-}
-
-impl Serve {
-    fn start(host: &Host, extra: &[&str]) -> Serve {
-        let s = Serve::start_collecting(host, extra);
-        s.wait_for(|e| e["event"] == "serving");
-        s
-    }
-
-    /// Like [`Serve::start`], but what serve emits before `serving` (the runs
-    /// it reaped at start) stays to be waited for.
-    fn start_collecting(host: &Host, extra: &[&str]) -> Serve {
-        let mut args = vec!["serve", "--json"];
-        if !extra.contains(&"--tick") {
-            args.extend_from_slice(&["--tick", "0.1"]);
-        }
-        args.extend_from_slice(extra);
-        let mut child: Child =
-            host.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("dc-host serve starts");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Serve { child: KillOnDrop(child), events: rx }
-    }
-
-    /// The next event that matches, failing the test when serve ends first.
-    fn wait_for(&self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let mut seen = Vec::new();
-        loop {
-            match self.events.recv_timeout(LIMIT) {
-                Ok(e) if wanted(&e) => return e,
-                Ok(e) => seen.push(e),
-                Err(e) => panic!("serve did not emit the expected event ({e}); it emitted {seen:?}"),
-            }
-        }
-    }
-
-    /// SIGTERM, then every remaining event until it exits; checks it exits 0.
-    fn terminate(mut self) -> Vec<Value> {
-        send_signal(self.child.0.id() as i32, libc::SIGTERM);
-        let rest: Vec<Value> = self.events.iter().collect();
-        let status = self.child.0.wait().expect("serve ends");
-        assert!(status.success(), "serve exits 0 after SIGTERM: {status:?}; events {rest:?}");
-        rest
-    }
-}
 
 fn with_misbehave(host: Host) -> Host {
     host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -861,4 +862,81 @@ pub mod pg {
             }
         }
     }
+}
+
+/// Bounds a broken test only: every wait on [`Serve`] ends on an event.
+pub const SERVE_LIMIT: Duration = Duration::from_secs(90);
+
+/// A running `dc-host serve --json` and its events (`--tick 0.1` unless the
+/// test passes its own).
+pub struct Serve {
+    /// The process (killed when the test drops it).
+    pub child: KillOnDrop,
+    /// The events, one JSON object per line of its output.
+    pub events: Receiver<Value>,
+}
+
+impl Serve {
+    pub fn start(host: &Host, extra: &[&str]) -> Serve {
+        let s = Serve::start_collecting(host, extra);
+        s.wait_for(|e| e["event"] == "serving");
+        s
+    }
+
+    /// Like [`Serve::start`], but what serve emits before `serving` (the runs
+    /// it reaped at start) stays to be waited for.
+    pub fn start_collecting(host: &Host, extra: &[&str]) -> Serve {
+        let mut args = vec!["serve", "--json"];
+        if !extra.contains(&"--tick") {
+            args.extend_from_slice(&["--tick", "0.1"]);
+        }
+        args.extend_from_slice(extra);
+        let mut child: Child =
+            host.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("dc-host serve starts");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Serve { child: KillOnDrop(child), events: rx }
+    }
+
+    /// The next event that matches, failing the test when serve ends first.
+    pub fn wait_for(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            match self.events.recv_timeout(SERVE_LIMIT) {
+                Ok(e) if wanted(&e) => return e,
+                Ok(e) => seen.push(e),
+                Err(e) => panic!("serve did not emit the expected event ({e}); it emitted {seen:?}"),
+            }
+        }
+    }
+
+    /// SIGTERM, then every remaining event until it exits; checks it exits 0.
+    pub fn terminate(mut self) -> Vec<Value> {
+        send_signal(self.child.0.id() as i32, libc::SIGTERM);
+        let rest: Vec<Value> = self.events.iter().collect();
+        let status = self.child.0.wait().expect("serve ends");
+        assert!(status.success(), "serve exits 0 after SIGTERM: {status:?}; events {rest:?}");
+        rest
+    }
+}
+
+/// Runs `dc-host ARGS` with `input` on stdin (for `--password-stdin`).
+pub fn with_stdin(host: &Host, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = host
+        .command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn dc-host");
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child.wait_with_output().expect("wait")
 }

@@ -37,9 +37,13 @@ pub struct ApiState {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     env: HostEnv,
     auth: Arc<dyn Authenticate>,
+    /// Wakes the serve loop this API runs in, so a queued command is claimed
+    /// at once rather than at the next tick.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -51,7 +55,21 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of an API over `env` whose bearer tokens `auth` verifies.
     pub fn new(env: HostEnv, auth: Arc<dyn Authenticate>) -> ApiState {
-        ApiState { inner: Arc::new(Inner { env, auth }) }
+        ApiState { inner: Arc::new(Inner { env, auth, wake: None }) }
+    }
+
+    /// The same state, waking `wake` after queuing a command (the serve loop
+    /// the API runs in waits on it).
+    pub fn with_wake(self, wake: Arc<tokio::sync::Notify>) -> ApiState {
+        let Inner { env, auth, .. } = Arc::unwrap_or_clone(self.inner);
+        ApiState { inner: Arc::new(Inner { env, auth, wake: Some(wake) }) }
+    }
+
+    /// Tells the serve loop that a command is waiting.
+    pub(crate) fn command_queued(&self) {
+        if let Some(w) = &self.inner.wake {
+            w.notify_one();
+        }
     }
 
     /// The host environment.
@@ -131,11 +149,22 @@ pub fn openapi(state: &ApiState) -> utoipa::openapi::OpenApi {
 /// for the configured origins and a request id on every request and its log
 /// records.
 pub fn router(state: ApiState) -> axum::Router {
+    build(state, None)
+}
+
+/// [`router`] with the token authority's routes (`dc_auth::router`: `POST
+/// /token`, `POST /revoke`) mounted at `/api/v1/auth`, behind the same
+/// body-size limit, security headers and CORS.
+pub fn router_with_auth(state: ApiState, auth_routes: axum::Router) -> axum::Router {
+    build(state, Some(auth_routes))
+}
+
+fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
     let (routes, doc) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(&state)).split_for_parts();
     let doc = Arc::new(doc);
     let settings = state.env().settings.api.clone();
-    let routes = routes
+    let mut routes = routes
         .route(
             "/api/v1/openapi.json",
             axum::routing::get(move || {
@@ -146,6 +175,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .fallback(routes::health::no_route)
         .method_not_allowed_fallback(routes::health::no_method)
         .with_state(state);
+    if let Some(auth) = auth_routes {
+        routes = routes.nest("/api/v1/auth", auth);
+    }
     hardening::apply(routes, &settings)
 }
 
@@ -156,8 +188,21 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// Serves `router` (from [`router`] or [`router_with_auth`]) on `listener`
+/// until `shutdown` completes, with each connection's peer address available
+/// to the handlers (the token endpoint's per-address rate limit needs it).
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "REST API listening");
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

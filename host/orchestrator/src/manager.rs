@@ -38,6 +38,9 @@ pub struct ServeOptions {
     /// (`dc_scheduler::Jitter`), so apps on one schedule do not all start at
     /// once and every host computes the same time.
     pub jitter: Jitter,
+    /// Notified when a command was queued in this process (by the REST API
+    /// it serves), so the loop claims it at once instead of at the next tick.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +51,7 @@ impl Default for ServeOptions {
             missed: MissedPolicy::Skip,
             host_timeout: Duration::from_secs(60),
             jitter: Jitter::new(Duration::ZERO),
+            wake: None,
         }
     }
 }
@@ -561,7 +565,7 @@ pub async fn serve(
     m.alert("host_started", AlertSeverity::Info, format!("dc-host serve started on {host}"), String::new(), data);
     m.emit(Event::Serving { host: host.clone() });
     // RabbitMQ, when configured: its messages record commands and wake the loop
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = m.opts.wake.clone().unwrap_or_default();
     let consumer = dc_broker::Broker::from_settings(&m.env.settings.broker).map(|b| {
         crate::commands_mq::start(b, m.env.db.clone(), &host, wake.clone(), m.events.clone(), shutdown.clone())
     });

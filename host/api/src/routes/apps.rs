@@ -314,6 +314,7 @@ pub async fn update(
     if let Some(enabled) = patch.enabled {
         let cmd = if enabled { CmdName::Enable } else { CmdName::Disable };
         apps::queue_command(&env.db, &app.app_id, cmd).await?;
+        state.command_queued();
     }
     tracing::info!(subject = %who.subject, app_id = %app.app_id, "app updated");
     Ok(axum::Json(App::from_row(apps::resolve_app(&env.db, &app.app_id).await?)?))
@@ -390,6 +391,7 @@ pub async fn command(
     let db = state.db();
     let app = apps::resolve_app(db, &app_id).await?;
     apps::queue_command(db, &app.app_id, req.command.cmd()).await?;
+    state.command_queued();
     let serving = dc_core::hosts::list(db).await?.into_iter().filter(|h| h.state == "SERVING").count();
     tracing::info!(subject = %who.subject, app_id = %app.app_id, command = req.command.cmd().as_str(), "command queued");
     Ok((

@@ -103,6 +103,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         missed,
         host_timeout: Duration::from_secs(a.host_timeout),
         jitter: dc_scheduler::Jitter::new(Duration::from_secs_f64(a.jitter)),
+        wake: Some(Arc::new(tokio::sync::Notify::new())),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -114,6 +115,18 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         }
         let _ = stop_tx.send(true);
     });
+    let api = match (&opts.wake, env.settings.api.enabled) {
+        (Some(wake), true) => Some(start_api(env, wake.clone(), stop_rx.clone()).await?),
+        _ => None,
+    };
+    if let Some((addr, _)) = &api {
+        let url = format!("http://{addr}/api/v1");
+        if a.json {
+            println!("{}", serde_json::json!({"event": "api_listening", "url": url}));
+        } else {
+            println!("REST API listening on {url} (token endpoint {url}/auth/token)");
+        }
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(dc_orchestrator::serve(env.clone(), Arc::new(SystemClock), opts, None, stop_rx, tx));
     while let Some(e) = rx.recv().await {
@@ -124,5 +137,37 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         }
     }
     task.await??;
+    if let Some((addr, server)) = api {
+        server.await?.map_err(|e| anyhow::anyhow!("the REST API on {addr} failed: {e}"))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds `api.listen`, opens the token authority and serves the REST API
+/// (with its token endpoint) until `stop` turns true; returns the address it
+/// listens on (`api.listen` may ask for port 0) and the server task.
+async fn start_api(
+    env: &HostEnv,
+    wake: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listen = env.settings.api.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot serve the REST API on api.listen = {listen}: {e}; choose a free address (DC_API_LISTEN) or set api.enabled = false"
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let authority = Arc::new(
+        dc_auth::Authority::open(env.db.clone(), &env.settings)
+            .await
+            .map_err(|e| anyhow::anyhow!("the REST API cannot open its token authority: {e}"))?,
+    );
+    // commands queued through the API wake this serve's loop
+    let state = dc_api::ApiState::new(env.clone(), authority.clone()).with_wake(wake);
+    let router = dc_api::router_with_auth(state, dc_auth::router(authority));
+    let shutdown = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    Ok((addr, tokio::spawn(dc_api::serve_router(listener, router, shutdown))))
 }
