@@ -99,5 +99,24 @@ fn serve_offers_the_rest_api_and_a_command_through_it_starts_a_run() {
     assert_eq!(started["cause"], "command START", "{started}");
     let ended = serve.wait_for(|e| e["event"] == "ended");
     assert_eq!(ended["status"], "SUCCESS", "{ended}");
+
+    // Prometheus metrics (viewer role): the run above is counted
+    let metrics_url = api.replace("/api/v1", "/metrics");
+    let (status, _) = http(&metrics_url, "GET", &[], "");
+    assert_eq!(status, 401, "metrics need a token");
+    let (status, text) = http(&metrics_url, "GET", &[("Authorization", &viewer)], "");
+    assert_eq!(status, 200, "{text}");
+    let text = text.as_str().expect("text, not JSON").to_string();
+    for line in [
+        "dc_runs_started_total{cause=\"command\"} 1",
+        "dc_runs_ended_total{status=\"SUCCESS\"} 1",
+        "dc_run_duration_seconds_count 1",
+        "dc_apps{state=\"enabled\"} 1",
+        "dc_hosts{state=\"serving\"} 1",
+        "dc_commands_pending 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
     serve.terminate();
 }

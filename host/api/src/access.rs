@@ -22,6 +22,15 @@ pub fn guarded(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) ->
     ))
 }
 
+/// A plain axum `router` (a route outside the OpenAPI document, such as
+/// `/metrics`) behind the guard for `role`.
+pub fn guarded_axum(router: axum::Router<ApiState>, state: &ApiState, role: Role) -> axum::Router<ApiState> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        move |state: State<ApiState>, req: Request, next: Next| authorize(state, role, req, next),
+    ))
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header.
 fn bearer(req: &Request) -> Result<&str, ApiError> {
     let missing = || ApiError::unauthorized("this needs a bearer token: send Authorization: Bearer TOKEN", false);

@@ -14,6 +14,7 @@ mod access;
 mod error;
 mod extract;
 mod hardening;
+pub mod metrics;
 mod page;
 mod routes;
 
@@ -44,6 +45,8 @@ struct Inner {
     /// Wakes the serve loop this API runs in, so a queued command is claimed
     /// at once rather than at the next tick.
     wake: Option<Arc<tokio::sync::Notify>>,
+    /// What `/metrics` serves (none: it answers 404).
+    metrics: Option<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -55,14 +58,26 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of an API over `env` whose bearer tokens `auth` verifies.
     pub fn new(env: HostEnv, auth: Arc<dyn Authenticate>) -> ApiState {
-        ApiState { inner: Arc::new(Inner { env, auth, wake: None }) }
+        ApiState { inner: Arc::new(Inner { env, auth, wake: None, metrics: None }) }
     }
 
     /// The same state, waking `wake` after queuing a command (the serve loop
     /// the API runs in waits on it).
     pub fn with_wake(self, wake: Arc<tokio::sync::Notify>) -> ApiState {
-        let Inner { env, auth, .. } = Arc::unwrap_or_clone(self.inner);
-        ApiState { inner: Arc::new(Inner { env, auth, wake: Some(wake) }) }
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.wake = Some(wake);
+        ApiState { inner: Arc::new(inner) }
+    }
+
+    /// The same state, serving `metrics` at `/metrics` (viewer role).
+    pub fn with_metrics(self, metrics: metrics::Metrics) -> ApiState {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.metrics = Some(metrics);
+        ApiState { inner: Arc::new(inner) }
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&metrics::Metrics> {
+        self.inner.metrics.as_ref()
     }
 
     /// Tells the serve loop that a command is waiting.
@@ -172,6 +187,11 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(access::guarded_axum(
+            axum::Router::new().route("/metrics", axum::routing::get(metrics::scrape)),
+            &state,
+            Role::Viewer,
+        ))
         .fallback(routes::health::no_route)
         .method_not_allowed_fallback(routes::health::no_method)
         .with_state(state);

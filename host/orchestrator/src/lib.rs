@@ -13,6 +13,7 @@
 
 mod commands_mq;
 pub mod manager;
+pub mod metrics;
 pub mod notify;
 
 pub use manager::{Event, ServeOptions, plan, serve};

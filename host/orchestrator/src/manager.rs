@@ -41,6 +41,8 @@ pub struct ServeOptions {
     /// Notified when a command was queued in this process (by the REST API
     /// it serves), so the loop claims it at once instead of at the next tick.
     pub wake: Option<Arc<tokio::sync::Notify>>,
+    /// Counters for Prometheus (served by the REST API's `/metrics`).
+    pub metrics: Option<crate::metrics::ServeMetrics>,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +54,7 @@ impl Default for ServeOptions {
             host_timeout: Duration::from_secs(60),
             jitter: Jitter::new(Duration::ZERO),
             wake: None,
+            metrics: None,
         }
     }
 }
@@ -320,6 +323,9 @@ impl Manager {
             (rid, r)
         });
         self.running.insert(runtime_id.clone(), Running { app_id: app.app_id.clone(), app: app.path(), interrupt: tx });
+        if let Some(m) = &self.opts.metrics {
+            m.started(cause);
+        }
         self.emit(Event::Started { app: app.path(), runtime_id, cause: cause.to_string() });
     }
 
@@ -504,6 +510,15 @@ impl Manager {
             status: status.clone(),
             reason: reason.clone(),
         });
+        if let Some(m) = &self.opts.metrics {
+            let seconds = run.as_ref().and_then(|x| match (x.started_at, x.ended_at) {
+                (Some(a), Some(b)) => Some((b - a).num_milliseconds().max(0) as f64 / 1000.0),
+                _ => None,
+            });
+            let rows = run.as_ref().map_or([0; 4], |x| [x.inserted, x.updated, x.deleted, x.unchanged]);
+            let ops = ["inserted", "updated", "deleted", "unchanged"];
+            m.ended(&status, seconds, [(ops[0], rows[0]), (ops[1], rows[1]), (ops[2], rows[2]), (ops[3], rows[3])]);
+        }
         let counts = run.as_ref().map(|x| {
             serde_json::json!({"inserted": x.inserted, "updated": x.updated, "deleted": x.deleted, "unchanged": x.unchanged})
         });

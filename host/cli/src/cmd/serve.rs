@@ -97,6 +97,11 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     if a.host_timeout == 0 {
         anyhow::bail!("--host-timeout 0: use at least 1 second");
     }
+    // the serve loop's counters and the API's gauges, served at /metrics
+    let mut registry = prometheus_client::registry::Registry::default();
+    let serve_metrics = dc_orchestrator::metrics::ServeMetrics::register(&mut registry);
+    let gauges = dc_api::metrics::Gauges::register(&mut registry);
+    let metrics = dc_api::metrics::Metrics { registry: Arc::new(registry), gauges };
     let opts = ServeOptions {
         tick: Duration::from_secs_f64(a.tick),
         grace: Duration::from_secs(a.grace),
@@ -104,6 +109,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         host_timeout: Duration::from_secs(a.host_timeout),
         jitter: dc_scheduler::Jitter::new(Duration::from_secs_f64(a.jitter)),
         wake: Some(Arc::new(tokio::sync::Notify::new())),
+        metrics: Some(serve_metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -116,7 +122,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
     let api = match (&opts.wake, env.settings.api.enabled) {
-        (Some(wake), true) => Some(start_api(env, wake.clone(), stop_rx.clone()).await?),
+        (Some(wake), true) => Some(start_api(env, wake.clone(), metrics, stop_rx.clone()).await?),
         _ => None,
     };
     if let Some((addr, _)) = &api {
@@ -149,6 +155,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
 async fn start_api(
     env: &HostEnv,
     wake: Arc<tokio::sync::Notify>,
+    metrics: dc_api::metrics::Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listen = env.settings.api.listen;
@@ -164,7 +171,7 @@ async fn start_api(
             .map_err(|e| anyhow::anyhow!("the REST API cannot open its token authority: {e}"))?,
     );
     // commands queued through the API wake this serve's loop
-    let state = dc_api::ApiState::new(env.clone(), authority.clone()).with_wake(wake);
+    let state = dc_api::ApiState::new(env.clone(), authority.clone()).with_wake(wake).with_metrics(metrics);
     let router = dc_api::router_with_auth(state, dc_auth::router(authority));
     let shutdown = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
