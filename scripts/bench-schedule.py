@@ -26,7 +26,6 @@ import os
 import queue
 import signal
 import sqlite3
-import statistics
 import subprocess
 import tempfile
 import threading

@@ -5,13 +5,13 @@
 //! sits in dc-host's secrets store. Tests wait on the JSON lines the server and
 //! `serve --json` print and on serve's log lines, never on the clock.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
-use dc_e2e::{Host, KillOnDrop, plugin_lib, send_signal, workspace};
+use dc_e2e::{Host, KillOnDrop, plugin_lib, send_signal, with_stdin, workspace};
 use serde_json::{Value, json};
 
 const APP: &str = "test/fixtures/misbehave";
@@ -177,15 +177,7 @@ impl Serve {
 
 /// Sets secret `name` through `dc-host secrets set` (the value on stdin).
 fn set_secret(host: &Host, name: &str, value: &str) {
-    let mut child = host
-        .command(&["secrets", "set", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dc-host secrets set starts");
-    child.stdin.take().expect("stdin").write_all(value.as_bytes()).expect("write the secret");
-    let out = child.wait_with_output().expect("dc-host secrets set ends");
+    let out = with_stdin(host, &["secrets", "set", name], value);
     assert!(out.status.success(), "secrets set failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 

@@ -102,13 +102,15 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
     let serve_metrics = dc_orchestrator::metrics::ServeMetrics::register(&mut registry);
     let gauges = dc_api::metrics::Gauges::register(&mut registry);
     let metrics = dc_api::metrics::Metrics { registry: Arc::new(registry), gauges };
+    // commands queued through the REST API wake the serve loop
+    let wake = Arc::new(tokio::sync::Notify::new());
     let opts = ServeOptions {
         tick: Duration::from_secs_f64(a.tick),
         grace: Duration::from_secs(a.grace),
         missed,
         host_timeout: Duration::from_secs(a.host_timeout),
         jitter: dc_scheduler::Jitter::new(Duration::from_secs_f64(a.jitter)),
-        wake: Some(Arc::new(tokio::sync::Notify::new())),
+        wake: Some(wake.clone()),
         metrics: Some(serve_metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -121,10 +123,7 @@ pub async fn exec(a: ServeArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         }
         let _ = stop_tx.send(true);
     });
-    let api = match (&opts.wake, env.settings.api.enabled) {
-        (Some(wake), true) => Some(start_api(env, wake.clone(), metrics, stop_rx.clone()).await?),
-        _ => None,
-    };
+    let api = if env.settings.api.enabled { Some(start_api(env, wake, metrics, stop_rx.clone()).await?) } else { None };
     if let Some((addr, _)) = &api {
         let url = format!("http://{addr}/api/v1");
         if a.json {
