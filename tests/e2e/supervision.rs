@@ -172,3 +172,36 @@ fn a_memory_limit_kill_says_so() {
     );
     assert_eq!(fail_count(&host), 1);
 }
+
+/// A worker on a host that another host took for dead (its heartbeat
+/// expired, say during a network partition) may still be alive. Its run was
+/// ended as orphaned meanwhile, so its rows must not land when it comes to
+/// commit: the commit is fenced on the run still being RUNNING.
+#[test]
+fn a_run_ended_by_another_host_meanwhile_stores_nothing() {
+    for host in [Host::sqlite(), Host::postgres()] {
+        host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
+        host.ok(&["reload"]);
+        let (ready, go) = (Fifo::new(), Fifo::new());
+        let args = json!({"mode": "wait", "at": "store", "items": 3, "ready_fifo": ready.as_str(), "continue_fifo": go.as_str()});
+        let child = host
+            .command(&["run", APP, "--args", &args.to_string(), "--threads", "1", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("dc-host run starts");
+        // the worker has collected its items and waits before merging them
+        pid_in(&ready.read_line(LIMIT), "ready ");
+        // what another host's reaper writes when it takes this host for dead
+        host.db_exec(
+            "UPDATE runtime SET status = 'FAILED', reason = 'orphaned: its host stopped sending heartbeats' \
+             WHERE status = 'RUNNING'",
+        );
+        go.release();
+        let run = finished(child);
+        assert_eq!(run["status"], "FAILED", "{run}");
+        assert_eq!(run["inserted"], 0, "{run}");
+        assert!(run["reason"].as_str().unwrap_or_default().starts_with("orphaned"), "{run}");
+        assert_eq!(host.db_rows("SELECT COUNT(*) FROM misbehave_rows"), vec!["0".to_string()], "no row landed");
+    }
+}

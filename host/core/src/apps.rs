@@ -537,7 +537,21 @@ pub async fn claim_next_run(
     next: Option<DateTime<Utc>>,
 ) -> Result<bool, DbError> {
     let mut tx = db.begin_write().await?;
-    let n = match &mut tx {
+    let claimed = claim_next_run_in(&mut tx, app_id, expected, next).await?;
+    tx.commit().await?;
+    Ok(claimed)
+}
+
+/// [`claim_next_run`] inside the caller's transaction: `serve` claims the
+/// fire times of one instant and creates their runs in one transaction, so a
+/// claimed fire time always has its run (or none was claimed).
+pub async fn claim_next_run_in(
+    tx: &mut WriteTx,
+    app_id: &str,
+    expected: Option<DateTime<Utc>>,
+    next: Option<DateTime<Utc>>,
+) -> Result<bool, DbError> {
+    let n = match tx {
         WriteTx::Sqlite(c) => sqlx::query("UPDATE apps SET next_run = $1 WHERE app_id = $2 AND next_run IS $3")
             .bind(next)
             .bind(app_id)
@@ -555,7 +569,6 @@ pub async fn claim_next_run(
                 .rows_affected()
         }
     };
-    tx.commit().await?;
     Ok(n == 1)
 }
 

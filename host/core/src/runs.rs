@@ -85,18 +85,37 @@ pub fn new_runtime_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+const CREATE: &str = "INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, host_name) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Binds [`CREATE`]'s parameters.
+macro_rules! create_query {
+    ($id:expr, $r:expr) => {
+        sqlx::query(CREATE)
+            .bind($id)
+            .bind($r.app_id)
+            .bind($r.plugin_version)
+            .bind($r.plugin_hash)
+            .bind(RunStatus::Pending.as_str())
+            .bind($r.args)
+            .bind($r.threads)
+            .bind(Utc::now())
+            .bind($r.host_name)
+    };
+}
+
 /// Creates a PENDING run and returns its id.
 pub async fn create(db: &Database, r: &NewRun<'_>) -> Result<String, DbError> {
     let id = new_runtime_id();
-    let insert = async {
-        on_pool!(db, pool => sqlx::query(
-        "INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, host_name) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-        .bind(&id).bind(r.app_id).bind(r.plugin_version).bind(r.plugin_hash).bind(RunStatus::Pending.as_str())
-        .bind(r.args).bind(r.threads).bind(Utc::now()).bind(r.host_name)
-        .execute(pool).await.map(|r| r.rows_affected()))
-    };
+    let insert = async { on_pool!(db, pool => create_query!(&id, r).execute(pool).await.map(|r| r.rows_affected())) };
     crate::db::waiting_for_lock("create the run", insert).await?;
+    Ok(id)
+}
+
+/// [`create`] inside the caller's transaction.
+pub async fn create_in(tx: &mut WriteTx, r: &NewRun<'_>) -> Result<String, DbError> {
+    let id = new_runtime_id();
+    on_tx!(tx, conn => create_query!(&id, r).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     Ok(id)
 }
 
@@ -304,6 +323,15 @@ pub async fn active_for_app(db: &Database, app_id: &str) -> Result<Vec<RunRow>, 
     Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
         "SELECT * FROM runtime WHERE app_id = $1 AND status IN ($2, $3) ORDER BY created_at")
         .bind(app_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str()).fetch_all(pool).await)?)
+}
+
+/// [`active_for_app`] inside the caller's transaction (which, on SQLite,
+/// holds the write lock, so no run can be created between this read and the
+/// caller's insert).
+pub async fn active_for_app_in(tx: &mut WriteTx, app_id: &str) -> Result<Vec<RunRow>, DbError> {
+    Ok(on_tx!(tx, conn => sqlx::query_as::<_, RunRow>(
+        "SELECT * FROM runtime WHERE app_id = $1 AND status IN ($2, $3) ORDER BY created_at")
+        .bind(app_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str()).fetch_all(&mut *conn).await)?)
 }
 
 /// Replaces the reason of an ended run (its supervisor adds who asked it to stop).

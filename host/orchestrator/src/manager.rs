@@ -176,6 +176,13 @@ pub enum Event {
     Stopped,
 }
 
+/// An app whose fire time `from` has come; `to` is its next one.
+struct Due {
+    app: AppRow,
+    from: DateTime<Utc>,
+    to: Option<DateTime<Utc>>,
+}
+
 /// What to do about an app's schedule at `now`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -314,6 +321,11 @@ impl Manager {
                 return;
             }
         };
+        self.launch(app, runtime_id, cause);
+    }
+
+    /// Supervises a created run in its own task.
+    fn launch(&mut self, app: &AppRow, runtime_id: String, cause: &str) {
         let (tx, rx) = watch::channel((Interrupt::None, String::new()));
         let env = self.env.clone();
         let rid = runtime_id.clone();
@@ -327,6 +339,60 @@ impl Manager {
             m.started(cause);
         }
         self.emit(Event::Started { app: app.path(), runtime_id, cause: cause.to_string() });
+    }
+
+    /// Starts the apps whose fire time has come in this pass. The reads
+    /// (active plugin, arguments) come first; then one write transaction
+    /// claims every fire time and creates the runs, so on SQLite the apps of
+    /// one instant cost one commit instead of two each, and a fire time is
+    /// never claimed without its run being created (or the reason recorded).
+    async fn start_due(&mut self, due: Vec<Due>) -> Result<(), RuntimeError> {
+        if due.is_empty() {
+            return Ok(());
+        }
+        let opts = RunOptions { args: None, threads: None, time_limit: None };
+        let mut prepared = Vec::with_capacity(due.len());
+        for d in due {
+            let run = if self.is_running(&d.app.app_id) {
+                Err("its previous run is still running".to_string())
+            } else {
+                supervisor::prepare_run(&self.env, &d.app, &opts).await.map_err(|e| e.to_string())
+            };
+            prepared.push((d, run));
+        }
+        enum Decision {
+            Start(AppRow, String),
+            Skip(AppRow, String),
+        }
+        let mut decided = Vec::with_capacity(prepared.len());
+        let mut tx = self.env.db.begin_write().await?;
+        for (d, run) in prepared {
+            if !apps::claim_next_run_in(&mut tx, &d.app.app_id, Some(d.from), d.to).await? {
+                continue; // another host claimed it
+            }
+            let run = match run {
+                Ok(r) => r,
+                Err(reason) => {
+                    decided.push(Decision::Skip(d.app, format!("schedule: {reason}")));
+                    continue;
+                }
+            };
+            if let Some(a) = runs::active_for_app_in(&mut tx, &d.app.app_id).await?.first() {
+                let reason = format!("schedule: run {} is still running (on host {})", a.runtime_id, a.host_name);
+                decided.push(Decision::Skip(d.app, reason));
+                continue;
+            }
+            let id = runs::create_in(&mut tx, &run.new_run()).await?;
+            decided.push(Decision::Start(d.app, id));
+        }
+        tx.commit().await?;
+        for d in decided {
+            match d {
+                Decision::Start(app, id) => self.launch(&app, id, "schedule"),
+                Decision::Skip(app, reason) => self.emit(Event::Skipped { app: app.path(), reason }),
+            }
+        }
+        Ok(())
     }
 
     async fn stop_app(&mut self, app: &AppRow, why: &str) {
@@ -444,6 +510,7 @@ impl Manager {
     async fn schedules(&mut self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
         let now = self.clock.now();
         let mut earliest: Option<DateTime<Utc>> = None;
+        let mut due = Vec::new();
         for app in apps::list_apps(&self.env.db).await? {
             if !app.enabled || app.active_hash.is_none() {
                 continue;
@@ -466,13 +533,16 @@ impl Manager {
                     apps::claim_next_run(&self.env.db, &app.app_id, None, next).await?;
                     due_at(next)
                 }
-                Plan::Advance { from, to, run_now, missed } => {
+                Plan::Advance { from, to, run_now: true, .. } => {
+                    let next = due_at(to);
+                    due.push(Due { app, from, to });
+                    next
+                }
+                Plan::Advance { from, to, run_now: false, missed } => {
                     if !apps::claim_next_run(&self.env.db, &app.app_id, Some(from), to).await? {
                         continue; // another host claimed it
                     }
-                    if run_now {
-                        self.start(&app, "schedule").await;
-                    } else if missed > 0 {
+                    if missed > 0 {
                         self.emit(Event::Skipped {
                             app: app.path(),
                             reason: format!(
@@ -488,6 +558,7 @@ impl Manager {
                 (a, b) => a.or(b),
             };
         }
+        self.start_due(due).await?;
         Ok(earliest)
     }
 

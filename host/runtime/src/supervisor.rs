@@ -83,10 +83,36 @@ pub async fn active_plugin(env: &HostEnv, app: &AppRow) -> Result<(apps::PluginV
     Ok((version, manifest))
 }
 
-/// Validates arguments and creates the PENDING run; returns its id.
-pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<String, RuntimeError> {
+/// What a run of an app is created with, checked before any write: the
+/// active plugin version, validated arguments, threads and this host.
+#[derive(Debug, Clone)]
+pub struct PreparedRun {
+    app_id: String,
+    plugin_version: String,
+    plugin_hash: String,
+    args: String,
+    threads: i64,
+    host_name: String,
+}
+
+impl PreparedRun {
+    /// The row to insert.
+    pub fn new_run(&self) -> NewRun<'_> {
+        NewRun {
+            app_id: &self.app_id,
+            plugin_version: &self.plugin_version,
+            plugin_hash: &self.plugin_hash,
+            args: &self.args,
+            threads: self.threads,
+            host_name: &self.host_name,
+        }
+    }
+}
+
+/// Reads the app's active plugin and validates the run's arguments (explicit,
+/// else the app's stored ones from `dc-host apps args`, else none).
+pub async fn prepare_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<PreparedRun, RuntimeError> {
     let (version, manifest) = active_plugin(env, app).await?;
-    // explicit arguments, else the app's stored ones (`dc-host apps args`), else none
     let args = match &opts.args {
         Some(a) => a.clone(),
         None => crate::schedule::stored_args(app)?.unwrap_or_else(|| Value::Object(Default::default())),
@@ -94,21 +120,20 @@ pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Resul
     crate::args::validate(&manifest.args_schema, &args)
         .map_err(|p| RuntimeError::BadArgs { app: app.path(), problems: p.join("; ") })?;
     let threads = opts.threads.unwrap_or(env.settings.runs.threads).max(1);
-    let args_text = args.to_string();
-    let host = env.settings.host_name();
-    let id = runs::create(
-        &env.db,
-        &NewRun {
-            app_id: &app.app_id,
-            plugin_version: &version.version,
-            plugin_hash: &version.sha256,
-            args: &args_text,
-            threads: threads as i64,
-            host_name: &host,
-        },
-    )
-    .await?;
-    Ok(id)
+    Ok(PreparedRun {
+        app_id: app.app_id.clone(),
+        plugin_version: version.version,
+        plugin_hash: version.sha256,
+        args: args.to_string(),
+        threads: threads as i64,
+        host_name: env.settings.host_name(),
+    })
+}
+
+/// Validates arguments and creates the PENDING run; returns its id.
+pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<String, RuntimeError> {
+    let prepared = prepare_run(env, app, opts).await?;
+    Ok(runs::create(&env.db, &prepared.new_run()).await?)
 }
 
 /// Runs an app to its end in a worker process and returns the finished run.

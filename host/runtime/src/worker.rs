@@ -198,13 +198,24 @@ async fn end_run(
         if outcome.status == RunStatus::Success {
             let committed = async {
                 runs::add_counters_in(&mut tx, &run.runtime_id, &totals).await?;
-                runs::finish_in(&mut tx, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await?;
+                if !runs::finish_in(&mut tx, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await? {
+                    // the run was ended meanwhile (reaped as orphaned by another host
+                    // that took this one for dead, or stopped): its rows must not land
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
                 apps::record_run_outcome_in(&mut tx, &run.app_id, outcome.status, started).await?;
-                tx.commit().await
+                tx.commit().await.map(|()| true)
             }
             .await;
             match committed {
-                Ok(()) => return Ok(()),
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    tracing::error!(
+                        "the run had already been ended by someone else (reaped as orphaned?) when it came to commit; its rows were rolled back and nothing of it was stored"
+                    );
+                    return Ok(());
+                }
                 Err(e) => {
                     *outcome = Outcome::failed(format!(
                         "storing the run's rows failed ({e}); the transaction was rolled back and nothing of this run was stored"
