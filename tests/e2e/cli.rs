@@ -13,6 +13,16 @@ fn migrations() -> usize {
     std::fs::read_dir(workspace().join("migrations/postgres")).expect("migrations").count()
 }
 
+/// The newest migration number below `n`.
+fn versions_below(n: u32) -> u32 {
+    std::fs::read_dir(workspace().join("migrations/postgres"))
+        .expect("migrations")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.get(..4)?.parse::<u32>().ok())
+        .filter(|v| *v < n)
+        .max()
+        .expect("an older migration")
+}
+
 #[test]
 fn configuration_errors_name_the_key_and_what_is_allowed() {
     let mut host = Host::sqlite();
@@ -151,14 +161,15 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
     host.ok(&["plugins", "list"]);
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
-    // undo the newest migration (8: the dc_auth_* tables)
-    host.pg_sql(
-        "DROP TABLE dc_auth_users, dc_auth_clients, dc_auth_refresh_tokens, dc_auth_keys; \
-         DELETE FROM _sqlx_migrations WHERE version = 8",
-    );
+    // undo the newest migration (12: apps.max_concurrent_runs)
+    host.pg_sql("ALTER TABLE apps DROP COLUMN max_concurrent_runs; DELETE FROM _sqlx_migrations WHERE version = 12");
+    let before = versions_below(12);
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("is at schema version 7, this dc-host needs 8: run `dc-host db migrate`"), "{text}");
+    assert!(
+        text.contains(&format!("is at schema version {before}, this dc-host needs 12: run `dc-host db migrate`")),
+        "{text}"
+    );
     assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));
     host.ok(&["runs", "list"]);
 

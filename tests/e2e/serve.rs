@@ -363,3 +363,73 @@ fn notices_reach_telegram_and_teams_in_their_wire_formats() {
     let r = telegram.requests.recv_timeout(LIMIT).expect("telegram gets host_stopped");
     assert!(r.json()["text"].as_str().unwrap_or_default().starts_with("dc-host serve stopped on "));
 }
+
+/// A host runs at most `runs.max_runs_per_host` runs at once: a START beyond
+/// that waits unclaimed (`deferred`) and starts when a run ends. An app runs
+/// once at a time unless `apps concurrency` allows more.
+#[test]
+fn a_full_host_defers_starts_until_a_run_ends_and_apps_run_as_often_as_allowed() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_RUNS_MAX_RUNS_PER_HOST".into(), "2".into()));
+    let host = with_misbehave(host);
+    let ready = Fifo::new();
+    let gates = [Fifo::new(), Fifo::new(), Fifo::new()];
+    // each run waits on its own gate: the args are stored before each START
+    let hold = |gate: &Fifo| {
+        let args = json!({"mode": "wait", "items": 1, "ready_fifo": ready.as_str(), "continue_fifo": gate.as_str()});
+        host.ok(&["apps", "args", APP, &args.to_string()]);
+    };
+    let serve = Serve::start(&host, &[]);
+    hold(&gates[0]);
+    host.ok(&["apps", "start", APP]);
+    let first = serve.wait_for(|e| is(e, "started"));
+    ready.read_line(LIMIT);
+
+    // once at a time by default
+    host.ok(&["apps", "start", APP]);
+    let e = serve.wait_for(|e| is(e, "started") || is(e, "skipped"));
+    assert_eq!(e["event"], "skipped", "{e}");
+    assert!(e["reason"].as_str().unwrap_or_default().contains("still running"), "{e}");
+
+    // allowed three at once: a second run starts beside the first
+    let out = host.ok(&["apps", "concurrency", APP, "3"]);
+    assert!(out.contains("runs up to 3 times at once"), "{out}");
+    assert_eq!(host.json(&["apps", "show", APP, "--json"])["max_concurrent_runs"], 3);
+    hold(&gates[1]);
+    host.ok(&["apps", "start", APP]);
+    let e = serve.wait_for(|e| is(e, "started") || is(e, "skipped"));
+    assert_eq!(e["event"], "started", "{e}");
+    ready.read_line(LIMIT);
+
+    // the host is full (2 runs): a third START waits, unclaimed
+    hold(&gates[2]);
+    host.ok(&["apps", "start", APP]);
+    let e = serve.wait_for(|e| is(e, "started") || is(e, "skipped") || is(e, "deferred"));
+    assert_eq!(e["event"], "deferred", "{e}");
+    assert!(e["reason"].as_str().unwrap_or_default().contains("runs.max_runs_per_host"), "{e}");
+
+    // the first run ends: the waiting START is claimed and starts
+    gates[0].release();
+    let ended = serve.wait_for(|e| is(e, "ended") || is(e, "started"));
+    assert_eq!((ended["event"].as_str(), &ended["runtime_id"]), (Some("ended"), &first["runtime_id"]), "{ended}");
+    let third = serve.wait_for(|e| is(e, "started"));
+    assert_eq!(third["cause"], "command START", "{third}");
+    ready.read_line(LIMIT);
+    gates[1].release();
+    gates[2].release();
+    let mut statuses: Vec<String> =
+        (0..2).map(|_| serve.wait_for(|e| is(e, "ended"))["status"].as_str().unwrap_or_default().to_string()).collect();
+    statuses.dedup();
+    assert_eq!(statuses, vec!["SUCCESS".to_string()]);
+    serve.terminate();
+}
+
+/// `runs.max_runs_per_host = 0` is refused at start, naming the key.
+#[test]
+fn a_host_limit_of_zero_runs_is_refused() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_RUNS_MAX_RUNS_PER_HOST".into(), "0".into()));
+    let (code, text) = host.fails(&["apps", "list"]);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("runs.max_runs_per_host"), "{text}");
+}

@@ -75,6 +75,8 @@ pub struct AppRow {
     pub schedule_origin: String,
     /// Runtime arguments for scheduled and commanded runs (JSON object).
     pub run_args: Option<String>,
+    /// How many runs of the app may go on at once (default 1).
+    pub max_concurrent_runs: i64,
 }
 
 /// A schedule an operator sets (`dc-host apps schedule`); all None: off.
@@ -523,6 +525,15 @@ pub async fn set_enabled(db: &Database, app_id: &str, enabled: bool) -> Result<(
     let mut tx = db.begin_write().await?;
     on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET enabled = $1, updated_at = $2 WHERE app_id = $3")
         .bind(enabled).bind(Utc::now()).bind(app_id)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
+}
+
+/// Sets how many runs of an app may go on at once (at least 1).
+pub async fn set_max_concurrent_runs(db: &Database, app_id: &str, n: i64) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET max_concurrent_runs = $1, updated_at = $2 WHERE app_id = $3")
+        .bind(n.max(1)).bind(Utc::now()).bind(app_id)
         .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     tx.commit().await
 }

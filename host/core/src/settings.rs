@@ -167,6 +167,10 @@ pub struct RunSettings {
     /// what `collect` enqueues); enqueued items beyond it are dropped and
     /// counted. Also caps a manifest's `max_items`.
     pub max_items: u64,
+    /// `dc-host serve` runs at most this many runs at once on this host
+    /// (default: 4 per CPU core). Due runs and START commands beyond it wait,
+    /// unclaimed, until a run ends (or another host with room claims them).
+    pub max_runs_per_host: Option<u32>,
 }
 
 /// Where alerts go: channels, each with a minimum severity.
@@ -493,6 +497,7 @@ impl Default for RunSettings {
             retention_days: 0,
             // the same default as dc_frontier::DEFAULT_MAX_ITEMS
             max_items: 1_000_000,
+            max_runs_per_host: None,
         }
     }
 }
@@ -502,6 +507,17 @@ fn parse_env_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
         Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+impl RunSettings {
+    /// How many runs `serve` runs at once on this host: `max_runs_per_host`,
+    /// or 4 per CPU core.
+    pub fn runs_per_host(&self) -> usize {
+        match self.max_runs_per_host {
+            Some(n) => n as usize,
+            None => 4 * std::thread::available_parallelism().map_or(1, usize::from),
+        }
     }
 }
 
@@ -654,6 +670,9 @@ impl Settings {
         }
         if self.runs.max_items == 0 {
             return invalid("runs.max_items", "0".into(), "at least 1");
+        }
+        if self.runs.max_runs_per_host == Some(0) {
+            return invalid("runs.max_runs_per_host", "0".into(), "at least 1 (leave it out for 4 per CPU core)");
         }
         if self.runs.time_limit_secs == 0 {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");

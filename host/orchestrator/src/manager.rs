@@ -108,6 +108,15 @@ pub enum Event {
         /// Failed runs in a row.
         failures: i64,
     },
+    /// Something due was left unclaimed because this host runs as many runs
+    /// as it may (`runs.max_runs_per_host`); it starts when a run ends, or on
+    /// another host with room.
+    Deferred {
+        /// `group/parent/name`.
+        app: String,
+        /// What waits, and why.
+        reason: String,
+    },
     /// Something due was not started, and why.
     Skipped {
         /// `group/parent/name`.
@@ -252,6 +261,10 @@ struct Manager {
     sending: Vec<tokio::task::JoinHandle<()>>,
     /// When retention last ran.
     purged_at: Option<DateTime<Utc>>,
+    /// Work left unclaimed because this host was full: look again when a run ends.
+    deferred: bool,
+    /// What a `deferred` event was already emitted for (app and fire time or command).
+    deferred_seen: std::collections::HashSet<String>,
 }
 
 impl Manager {
@@ -288,8 +301,33 @@ impl Manager {
         self.running.values().any(|r| r.app_id == app_id)
     }
 
+    /// Whether this host supervises as many of the app's runs as it may have at once.
+    fn app_full(&self, app: &AppRow) -> bool {
+        let mine = self.running.values().filter(|r| r.app_id == app.app_id).count();
+        mine as i64 >= app.max_concurrent_runs.max(1)
+    }
+
+    /// How many more runs this host may start (`runs.max_runs_per_host`).
+    fn room(&self) -> usize {
+        self.env.settings.runs.runs_per_host().saturating_sub(self.running.len())
+    }
+
+    /// Leaves work unclaimed because the host is full, saying so once per `what`.
+    fn defer(&mut self, app: &AppRow, what: String) {
+        self.deferred = true;
+        if self.deferred_seen.insert(format!("{} {what}", app.app_id)) {
+            let limit = self.env.settings.runs.runs_per_host();
+            self.emit(Event::Deferred {
+                app: app.path(),
+                reason: format!(
+                    "{what}: this host runs {limit} runs at once (runs.max_runs_per_host); it starts when one ends, or on another host with room"
+                ),
+            });
+        }
+    }
+
     async fn start(&mut self, app: &AppRow, cause: &str) {
-        if self.is_running(&app.app_id) {
+        if self.app_full(app) {
             self.emit(Event::Skipped {
                 app: app.path(),
                 reason: format!("{cause}: its previous run is still running"),
@@ -297,7 +335,7 @@ impl Manager {
             return;
         }
         match runs::active_for_app(&self.env.db, &app.app_id).await {
-            Ok(active) if !active.is_empty() => {
+            Ok(active) if active.len() as i64 >= app.max_concurrent_runs.max(1) => {
                 self.emit(Event::Skipped {
                     app: app.path(),
                     reason: format!(
@@ -335,6 +373,7 @@ impl Manager {
             (rid, r)
         });
         self.running.insert(runtime_id.clone(), Running { app_id: app.app_id.clone(), app: app.path(), interrupt: tx });
+        self.deferred_seen.retain(|k| !k.starts_with(&format!("{} ", app.app_id)));
         if let Some(m) = &self.opts.metrics {
             m.started(cause);
         }
@@ -353,7 +392,7 @@ impl Manager {
         let opts = RunOptions { args: None, threads: None, time_limit: None };
         let mut prepared = Vec::with_capacity(due.len());
         for d in due {
-            let run = if self.is_running(&d.app.app_id) {
+            let run = if self.app_full(&d.app) {
                 Err("its previous run is still running".to_string())
             } else {
                 supervisor::prepare_run(&self.env, &d.app, &opts).await.map_err(|e| e.to_string())
@@ -377,7 +416,8 @@ impl Manager {
                     continue;
                 }
             };
-            if let Some(a) = runs::active_for_app_in(&mut tx, &d.app.app_id).await?.first() {
+            let active = runs::active_for_app_in(&mut tx, &d.app.app_id).await?;
+            if let Some(a) = active.first().filter(|_| active.len() as i64 >= d.app.max_concurrent_runs.max(1)) {
                 let reason = format!("schedule: run {} is still running (on host {})", a.runtime_id, a.host_name);
                 decided.push(Decision::Skip(d.app, reason));
                 continue;
@@ -480,6 +520,14 @@ impl Manager {
 
     async fn commands(&mut self) -> Result<(), RuntimeError> {
         for (app_id, cmd) in apps::pending_commands(&self.env.db).await? {
+            let starts = cmd == CmdName::Start || (cmd == CmdName::Restart && !self.is_running(&app_id));
+            if starts && self.room() == 0 {
+                // left PENDING: claimed when a run ends here, or by a host with room
+                if let Some(app) = apps::get_app(&self.env.db, &app_id).await? {
+                    self.defer(&app, format!("command {}", cmd.as_str()));
+                }
+                continue;
+            }
             if !apps::claim_command(&self.env.db, &app_id, cmd).await? {
                 continue;
             }
@@ -534,6 +582,12 @@ impl Manager {
                     due_at(next)
                 }
                 Plan::Advance { from, to, run_now: true, .. } => {
+                    if due.len() >= self.room() {
+                        // left unclaimed (not counted as the earliest fire time ahead):
+                        // looked at again when a run ends
+                        self.defer(&app, format!("schedule (fire time {})", from.to_rfc3339()));
+                        continue;
+                    }
                     let next = due_at(to);
                     due.push(Due { app, from, to });
                     next
@@ -638,6 +692,8 @@ pub async fn serve(
         notify: crate::notify::Notifications::default(),
         sending: Vec::new(),
         purged_at: None,
+        deferred: false,
+        deferred_seen: Default::default(),
     };
     m.notify = match notify {
         Some(n) => n,
@@ -696,6 +752,13 @@ pub async fn serve(
                 match done {
                     Ok((rid, r)) => m.ended(rid, r).await,
                     Err(e) => m.emit(Event::Error { message: format!("a supervising task failed: {e}") }),
+                }
+                if std::mem::take(&mut m.deferred) {
+                    // a run ended, so there is room for what waited
+                    if let Err(e) = m.commands().await {
+                        m.emit(Event::Error { message: format!("commands: {e}") });
+                    }
+                    due.as_mut().reset(tokio::time::Instant::now());
                 }
             }
             changed = shutdown.changed() => {

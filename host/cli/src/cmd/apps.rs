@@ -74,6 +74,14 @@ pub enum AppsCommand {
         /// App id, id prefix or group/parent/name.
         app: String,
     },
+    /// Set how many runs of the app may go on at once (default 1: never twice at once).
+    Concurrency {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+        /// Runs at once, 1 to 1000.
+        #[arg(value_parser = clap::value_parser!(i64).range(1..=1000))]
+        runs: i64,
+    },
     /// Store the runtime arguments (a JSON object) scheduled and commanded runs
     /// use, checked against the plugin's args_schema.
     Args {
@@ -102,6 +110,7 @@ struct AppView {
     run_status: Option<String>,
     last_run: Option<String>,
     fail_count: i64,
+    max_concurrent_runs: i64,
 }
 
 fn describe_schedule(a: &AppRow) -> Option<String> {
@@ -131,6 +140,7 @@ fn view(a: &AppRow) -> anyhow::Result<AppView> {
         run_status: a.run_status.clone(),
         last_run: a.last_run.map(|t| t.to_rfc3339()),
         fail_count: a.fail_count,
+        max_concurrent_runs: a.max_concurrent_runs,
     })
 }
 
@@ -143,6 +153,7 @@ fn print_one(v: &AppView) {
     println!("args       {}", v.args.as_ref().map(|a| a.to_string()).unwrap_or_else(|| "-".into()));
     println!("last run   {} {}", v.last_run.as_deref().unwrap_or("-"), v.run_status.as_deref().unwrap_or(""));
     println!("failures   {} in a row", v.fail_count);
+    println!("at once    {} run(s)", v.max_concurrent_runs);
 }
 
 /// Who asks, for command messages: `user@host`.
@@ -230,6 +241,16 @@ pub async fn exec(c: AppsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
         AppsCommand::Restart { app } => queue(env, &app, CmdName::Restart).await?,
         AppsCommand::Enable { app } => queue(env, &app, CmdName::Enable).await?,
         AppsCommand::Disable { app } => queue(env, &app, CmdName::Disable).await?,
+        AppsCommand::Concurrency { app, runs } => {
+            let row = apps::resolve_app(&env.db, &app).await?;
+            apps::set_max_concurrent_runs(&env.db, &row.app_id, runs).await?;
+            let how = if runs == 1 {
+                "never runs twice at once".to_string()
+            } else {
+                format!("runs up to {runs} times at once")
+            };
+            println!("{}: {how} (serve also caps the runs of one host: runs.max_runs_per_host)", row.path());
+        }
         AppsCommand::Args { app, json_args, clear } => {
             let value = match (json_args, clear) {
                 (_, true) => None,

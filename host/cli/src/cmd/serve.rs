@@ -53,6 +53,7 @@ fn describe(e: &Event) -> String {
             Some(r) => format!("{app}: run {runtime_id} ended {status}: {r}"),
             None => format!("{app}: run {runtime_id} ended {status}"),
         },
+        Event::Deferred { app, reason } => format!("{app}: waiting: {reason}"),
         Event::Skipped { app, reason } => format!("{app}: not started: {reason}"),
         Event::Disabled { app, failures } => {
             format!(
