@@ -56,6 +56,8 @@ pub struct App {
     pub run_status: Option<String>,
     /// Failed runs in a row.
     pub fail_count: i64,
+    /// How many of its runs may go on at once (`dc-host apps concurrency`).
+    pub max_concurrent_runs: i64,
     /// Why `dc-host serve` disabled it (`NONE` when it did not).
     pub fatal_flag: String,
     /// The reason of the automatic disable.
@@ -129,6 +131,7 @@ impl App {
             last_run: a.last_run,
             run_status: a.run_status,
             fail_count: a.fail_count,
+            max_concurrent_runs: a.max_concurrent_runs,
             fatal_flag: a.fatal_flag,
             fatal_msg: a.fatal_msg,
             pending_command,
@@ -267,6 +270,9 @@ pub struct AppPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Object>)]
     pub args: Option<Value>,
+    /// How many of its runs may go on at once, 1 to 1000 (like `dc-host apps concurrency`).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_concurrent_runs: Option<i64>,
 }
 
 /// `Some(value)` for a present field, also when it is `null`.
@@ -290,8 +296,17 @@ pub async fn update(
     ApiPath(app_id): ApiPath<String>,
     ApiJson(patch): ApiJson<AppPatch>,
 ) -> Result<axum::Json<App>, ApiError> {
-    if patch.enabled.is_none() && patch.schedule.is_none() && patch.args.is_none() {
-        return Err(ApiError::invalid("nothing to change: give enabled, schedule or args"));
+    if patch.enabled.is_none()
+        && patch.schedule.is_none()
+        && patch.args.is_none()
+        && patch.max_concurrent_runs.is_none()
+    {
+        return Err(ApiError::invalid("nothing to change: give enabled, schedule, args or max_concurrent_runs"));
+    }
+    if let Some(n) = patch.max_concurrent_runs
+        && !(1..=1000).contains(&n)
+    {
+        return Err(ApiError::invalid(format!("max_concurrent_runs must be 1 to 1000, not {n}")));
     }
     let env = state.env();
     let app = apps::resolve_app(&env.db, &app_id).await?;
@@ -310,6 +325,9 @@ pub async fn update(
     }
     if let Some(spec) = &spec {
         schedule::set_schedule(env, &app.app_id, spec, now).await?;
+    }
+    if let Some(n) = patch.max_concurrent_runs {
+        apps::set_max_concurrent_runs(&env.db, &app.app_id, n).await?;
     }
     if let Some(enabled) = patch.enabled {
         let cmd = if enabled { CmdName::Enable } else { CmdName::Disable };

@@ -185,6 +185,7 @@ async fn schedule_args_and_enabled_updates_are_checked_before_anything_is_stored
         (json!({"schedule": {"every": "soon"}}), "soon"),
         (json!({"schedule": {"cron": "0 6 * * *"}, "colour": "red"}), "colour"),
         (json!({}), "nothing to change"),
+        (json!({"schedule": {"every": "5m"}, "max_concurrent_runs": 0}), "max_concurrent_runs must be 1 to 1000"),
     ] {
         let (s, body) = api.send(Method::PATCH, &path, Some(OPERATOR), &patch).await;
         assert_eq!(s, 422, "{patch}: {body}");
@@ -217,6 +218,12 @@ async fn schedule_args_and_enabled_updates_are_checked_before_anything_is_stored
     let (s, body) = api.send(Method::PATCH, &path, Some(OPERATOR), &json!({"schedule": {"off": true}})).await;
     assert_eq!((s, body["schedule"]["kind"].as_str()), (200, Some("off")));
     assert!(body["next_run"].is_null());
+
+    // how many runs at once, like `dc-host apps concurrency`
+    assert_eq!(stored().await.max_concurrent_runs, 1, "refused patches stored nothing");
+    let (s, body) = api.send(Method::PATCH, &path, Some(OPERATOR), &json!({"max_concurrent_runs": 4})).await;
+    assert_eq!((s, body["max_concurrent_runs"].as_i64()), (200, Some(4)), "{body}");
+    assert_eq!(stored().await.max_concurrent_runs, 4);
 
     // enabled is queued for `serve`, like `dc-host apps disable`
     let (s, body) = api.send(Method::PATCH, &path, Some(OPERATOR), &json!({"enabled": false})).await;
