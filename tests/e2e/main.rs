@@ -14,6 +14,7 @@ mod demo;
 mod email;
 mod evolve;
 mod network;
+mod proxies;
 mod refusals;
 mod reload;
 mod scaffold;

@@ -1,7 +1,10 @@
 //! Support for the end-to-end tests: builds the real `dc-host` binary and plugin
 //! cdylibs with cargo, gives each test its own data directory and database
 //! (SQLite in a temp dir, or a fresh PostgreSQL database), runs `dc-host`
-//! commands, and serves the fixture site on loopback (`dc-fixture-site`).
+//! commands, and serves the fixture site on loopback (`dc-fixture-site`); a
+//! forward proxy and a proxy judge on loopback live in `proxy`.
+
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

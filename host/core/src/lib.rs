@@ -1,6 +1,7 @@
 //! dc-core: what every other host crate builds on — settings, the shared enums,
 //! the database and its migrations, the app and run registries, the SHA merge,
-//! logging sinks and the secrets store. Only this crate knows SQL.
+//! logging sinks, the secrets store and the SQL of the crates above it
+//! (`auth_store` for dc-auth, `proxy_store` for dc-proxy). Only this crate knows SQL.
 
 // lets `#[fun_watch]` (which names `::dc_core`) be used inside this crate
 extern crate self as dc_core;
@@ -17,6 +18,7 @@ pub mod hash;
 pub mod hosts;
 pub mod logs;
 pub mod merge;
+pub mod proxy_store;
 pub mod retention;
 pub mod runs;
 pub mod secrets;

@@ -960,7 +960,7 @@ pub fn open_configured_store_for_update(settings: &Settings) -> Result<SecretSto
 }
 
 /// Replaces `${secret:NAME}` references in the settings that may hold secrets
-/// (`database.url`, `logging.splunk_token`, `broker.url`, and each
+/// (`database.url`, `logging.splunk_token`, `broker.url`, `proxy.password`, and each
 /// notification channel's `url`, `secret`, `username` and `password`) with the
 /// secrets' values. The store
 /// is opened only when one of them holds a reference, so a host without
@@ -980,12 +980,18 @@ fn resolve_setting_references_with(settings: &mut Settings, env_key: Option<&str
     if !needs(&settings.database.url)
         && !needs(&settings.logging.splunk_token)
         && !needs(&settings.broker.url)
+        && !needs(&settings.proxy.password)
         && !channel_needs
     {
         return Ok(());
     }
     let store = open_store(&settings.secrets_file(), &settings.secrets_key_file(), env_key)?;
-    for v in [&mut settings.database.url, &mut settings.logging.splunk_token, &mut settings.broker.url] {
+    for v in [
+        &mut settings.database.url,
+        &mut settings.logging.splunk_token,
+        &mut settings.broker.url,
+        &mut settings.proxy.password,
+    ] {
         if let Some(text) = v.as_mut() {
             *text = resolve_references(text, &store)?;
         }

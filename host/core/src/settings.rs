@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::enums::UnicodeForm;
 
+mod proxy;
+pub use proxy::{ProxyProviderKind, ProxyRotate, ProxySettings, check_proxy_url};
+
 /// The smallest `runs.memory_limit_mb` accepted: below it a worker cannot start.
 pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 
@@ -17,7 +20,7 @@ pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "broker", "auth", "api"];
+const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "broker", "auth", "api", "proxy"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
@@ -76,6 +79,8 @@ pub struct Settings {
     /// RabbitMQ for operator commands (optional; none: commands go through
     /// the database only).
     pub broker: BrokerSettings,
+    /// Proxies for plugin requests (`dc-proxy`).
+    pub proxy: ProxySettings,
     /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
     /// for the caller to show. Not part of the configuration.
     #[serde(skip)]
@@ -450,6 +455,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             api: ApiSettings::default(),
             broker: BrokerSettings::default(),
+            proxy: ProxySettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -582,9 +588,18 @@ impl Settings {
                     | "listen"
                     | "exchange"
                     | "queue"
+                    | "provider"
+                    | "rotate"
+                    | "file"
+                    | "username"
+                    | "password"
+                    | "brightdata_host"
+                    | "brightdata_customer"
+                    | "brightdata_zone"
+                    | "brightdata_country"
             ) {
                 toml::Value::String(raw)
-            } else if field == "cors_origins" {
+            } else if matches!(field.as_str(), "cors_origins" | "urls" | "judges" | "apps") {
                 // a list in one variable: comma-separated
                 toml::Value::Array(
                     raw.split(',')
@@ -710,6 +725,7 @@ impl Settings {
                 return invalid(&format!("notify.channels[{i}].url"), redact_url(&c.url), "an http:// or https:// URL");
             }
         }
+        self.proxy.validate()?;
         if self.runs.http_timeout_secs == 0 {
             return invalid("runs.http_timeout_secs", "0".into(), "at least 1 second");
         }
@@ -891,6 +907,9 @@ impl Settings {
                     *v = Some("<redacted>".into());
                 }
             }
+        }
+        if s.proxy.password.as_deref().is_some_and(|v| !v.contains("${secret:")) {
+            s.proxy.password = Some("<redacted>".into());
         }
         toml::to_string_pretty(&s).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }

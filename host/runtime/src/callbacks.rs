@@ -59,6 +59,9 @@ pub struct RunShared {
     pub writes: std::sync::Mutex<RunWrites>,
     /// The run's work items: `prepare_list`'s and what `collect` enqueues.
     pub frontier: dc_frontier::Frontier,
+    /// The run's proxies, when `proxy.apps` names its app (requests of a
+    /// session whose plugin set its own proxy do not use them).
+    pub proxies: Option<Arc<dc_proxy::ProxyManager>>,
 }
 
 thread_local! {
@@ -168,7 +171,14 @@ impl WorkerCallbacks {
         let method = reqwest::Method::from_bytes(r.method.as_bytes())
             .map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
         let url = r.url;
-        let (client, session_headers) = self.with_session(|s| Ok((s.client.clone(), s.headers.clone())))?;
+        let (client, session_headers, own_proxy) =
+            self.with_session(|s| Ok((s.client.clone(), s.headers.clone(), s.proxy.is_some())))?;
+        // the run's proxies (dc-proxy): this request's proxy, judged when it is answered
+        let lease = match (&self.0.proxies, own_proxy) {
+            (Some(m), false) => Some(m.lease().map_err(|e| format!("{method} {url}: {e}"))?),
+            _ => None,
+        };
+        let client = lease.as_ref().map_or(client, |l| l.client.clone());
         let mut req = client.request(method.clone(), &url);
         for (n, v) in session_headers {
             req = req.header(n, v);
@@ -184,7 +194,7 @@ impl WorkerCallbacks {
         }
         let limit = r.options.max_body_bytes;
         let retry = self.0.retry.clone();
-        self.0.rt.block_on(async move {
+        let answer = self.0.rt.block_on(async move {
             let started = std::time::Instant::now();
             let (sent, attempts) = dc_net::send_with_retries(req, &method, &retry).await;
             let mut resp = sent.map_err(|e| {
@@ -230,7 +240,11 @@ impl WorkerCallbacks {
                 body: body.into(),
                 extensions: serde_json::to_string(&info).unwrap_or_default().into(),
             })
-        })
+        });
+        if let (Some(m), Some(l)) = (&self.0.proxies, &lease) {
+            m.report(l, answer.as_ref().ok().map(|r| (r.status, r.body.as_slice())));
+        }
+        answer
     }
 
     fn do_merge(&self, table: &str, rows_json: &str, full_snapshot: bool) -> Result<String, String> {

@@ -3,7 +3,8 @@
 //! killed together, a machine reboot). `reap_orphans` finds RUNNING runs of
 //! this host whose worker process no longer exists and ends them FAILED with
 //! reason `orphaned`, counting the failure on the app. `dc-host runs reap`
-//! calls it, and so does every long-running command when it starts.
+//! calls it, and so does every long-running command when it starts. Ending a
+//! run releases its proxy reservations; reaping also releases expired ones.
 //!
 //! A worker is identified by its pid *and* its command line (which carries the
 //! run id), so a recycled pid belonging to another process does not keep a
@@ -88,8 +89,14 @@ pub async fn reap_run(env: &HostEnv, run: &RunRow) -> Result<bool, RuntimeError>
     Ok(ended)
 }
 
-/// Ends every orphaned run of this host; returns the runs it ended.
+/// Ends every orphaned run of this host (releasing its proxy reservations,
+/// see `supervisor::finish_and_count`) and releases expired reservations of
+/// any host; returns the runs it ended.
 pub async fn reap_orphans(env: &HostEnv) -> Result<Vec<RunRow>, RuntimeError> {
+    let expired = dc_core::proxy_store::expire(&env.db, chrono::Utc::now()).await?;
+    if expired > 0 {
+        tracing::info!(expired, "expired proxy reservations released");
+    }
     let mut reaped = Vec::new();
     for run in runs::running_on(&env.db, &env.settings.host_name()).await? {
         if reap_run(env, &run).await? {

@@ -510,12 +510,21 @@ fn explain_exit(env: &HostEnv, run: &RunRow, status: Option<&ExitStatus>, stderr
 
 /// Ends a run that is still PENDING or RUNNING and counts the outcome on its
 /// app (a failure raises the failure count); true if this call ended it.
+/// Either way the run's proxy reservations are released: every end of a run
+/// passes here (the supervisor after its worker, the worker's own time
+/// limit, the reaper of orphaned runs).
 pub async fn finish_and_count(
     env: &HostEnv,
     runtime_id: &str,
     status: RunStatus,
     reason: &str,
 ) -> Result<bool, RuntimeError> {
+    // a reservation left behind by a failed release ends at its expiry
+    match dc_core::proxy_store::release_run(&env.db, runtime_id, chrono::Utc::now(), "run ended").await {
+        Ok(0) => {}
+        Ok(released) => tracing::debug!(runtime_id, released, "proxy reservations released"),
+        Err(e) => tracing::warn!(runtime_id, error = %e, "cannot release the run's proxy reservations; they expire"),
+    }
     if !runs::finish(&env.db, runtime_id, status, Some(reason)).await? {
         return Ok(false);
     }

@@ -132,6 +132,9 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
             let done = Arc::new(AtomicBool::new(false));
             let watcher = monitor(shared.clone(), done.clone());
             let outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize);
+            if let Some(p) = &shared.proxies {
+                p.log_summary();
+            }
             let writes = std::mem::take(&mut *shared.writes.lock().unwrap_or_else(|p| p.into_inner()));
             (outcome, writes, Some((done, watcher)))
         }
@@ -251,6 +254,7 @@ fn prepare(
         serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
     let manifest_crawl = manifest.crawl;
     let s = &env.settings;
+    let proxies = start_proxies(rt, env, run)?;
     let shared = Arc::new(RunShared {
         rt: rt.clone(),
         db: db.clone(),
@@ -273,10 +277,37 @@ fn prepare(
         span,
         writes: Default::default(),
         frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),
+        proxies,
     });
     // the supervisor fetched the file into this host's store if it registered elsewhere
     let path = crate::store::local_path(&s.store_dir(), &version);
     Ok((path.display().to_string(), shared))
+}
+
+/// The run's proxy manager when `proxy.apps` names its app: the proxies are
+/// verified and their exits reserved now, before any merge opens the run's
+/// write transaction (the reservations end with the run, in
+/// `supervisor::finish_and_count`).
+fn start_proxies(
+    rt: &Handle,
+    env: &HostEnv,
+    run: &runs::RunRow,
+) -> Result<Option<Arc<dc_proxy::ProxyManager>>, String> {
+    let s = &env.settings;
+    if s.proxy.apps.is_empty() {
+        return Ok(None);
+    }
+    let app = rt
+        .block_on(apps::get_app(&env.db, &run.app_id))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("app {} is not registered any more", run.app_id))?;
+    let path = app.path();
+    if !s.proxy.applies_to(&path) {
+        return Ok(None);
+    }
+    let provider = dc_proxy::provider_from_settings(&s.proxy).map_err(|e| format!("proxies: {e}"))?;
+    let opts = dc_proxy::ManagerOptions::from_settings(s, &path, &run.runtime_id, chrono::Utc::now());
+    rt.block_on(dc_proxy::ProxyManager::start(provider, &env.db, opts)).map(Some).map_err(|e| format!("proxies: {e}"))
 }
 
 /// Writes progress and polls the stop flag until `done` is set.

@@ -39,4 +39,5 @@ mod integrity;
 mod logs;
 mod merge;
 mod procs;
+mod proxies;
 mod schema;

@@ -1,0 +1,353 @@
+//! The proxy manager of one run.
+//!
+//! [`ProxyManager::start`] takes the provider's endpoints, learns each one's
+//! exit IP from the judges (when `proxy.judges` is set; a proxy no judge
+//! answers through is skipped), and reserves each exit in
+//! `dc_proxy_reservations` — an exit another run holds is skipped, so two
+//! runs never share one. The reserved proxies are the run's pool.
+//!
+//! [`ProxyManager::lease`] picks the proxy for one request: the next one in
+//! the pool (rotation per request) or the collecting thread's own (rotation
+//! per session; a thread whose proxy is retired moves to the next). With
+//! BrightData and rotation per request there is no pool: every request gets
+//! a new session id, so a new exit. [`ProxyManager::report`] judges the
+//! answer (see `health`), counts it per proxy and retires a proxy whose
+//! health score falls below `proxy.retire_below`, saying so in the run's log.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use dc_core::Database;
+use dc_core::proxy_store::{self, Candidate, Holder};
+use dc_core::settings::{ProxyRotate, Settings};
+use serde::Serialize;
+
+use crate::endpoint::Endpoint;
+use crate::health::{Health, Verdict, judge_response};
+use crate::provider::ProxyProvider;
+use crate::{ProxyError, judge};
+
+/// How a run uses its proxies.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Rotation per request or per session.
+    pub rotate: ProxyRotate,
+    /// Judge URLs (empty: exits are not verified and are reserved by endpoint).
+    pub judges: Vec<String>,
+    /// Statuses that count as a ban.
+    pub ban_statuses: Vec<u16>,
+    /// Retire a proxy whose score falls below this.
+    pub retire_below: f64,
+    /// Request timeout of the proxies' clients.
+    pub timeout: Duration,
+    /// User agent of the proxies' clients.
+    pub user_agent: String,
+    /// The run reserving.
+    pub runtime_id: String,
+    /// Its host.
+    pub host_name: String,
+    /// Now (injected).
+    pub now: DateTime<Utc>,
+    /// How long a reservation lasts if nothing releases it.
+    pub ttl: Duration,
+}
+
+impl ManagerOptions {
+    /// The options `settings` give a run of the app at `app_path`.
+    pub fn from_settings(s: &Settings, app_path: &str, runtime_id: &str, now: DateTime<Utc>) -> ManagerOptions {
+        let p = &s.proxy;
+        let ttl = p
+            .reservation_ttl_secs
+            .unwrap_or(s.runs.time_limit_secs.saturating_add(s.runs.stop_grace_secs).saturating_add(60));
+        ManagerOptions {
+            rotate: p.rotate_for(app_path),
+            judges: p.judges.clone(),
+            ban_statuses: p.ban_statuses.clone(),
+            retire_below: p.retire_below,
+            timeout: Duration::from_secs(s.runs.http_timeout_secs),
+            user_agent: concat!("dc-host/", env!("CARGO_PKG_VERSION")).to_string(),
+            runtime_id: runtime_id.to_string(),
+            host_name: s.host_name(),
+            now,
+            ttl: Duration::from_secs(ttl),
+        }
+    }
+}
+
+/// Counters of one proxy (or, with a new BrightData session per request,
+/// of all of them together).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ProxyStats {
+    /// The proxy, without its password.
+    pub proxy: String,
+    /// Its exit IP, if a judge told it.
+    pub exit_ip: Option<String>,
+    /// Requests sent through it.
+    pub requests: u64,
+    /// Answers that were neither bans nor failures.
+    pub good: u64,
+    /// Bans (ban statuses, CAPTCHA pages).
+    pub bans: u64,
+    /// Requests without an answer.
+    pub failures: u64,
+    /// Health score.
+    pub score: f64,
+    /// Retired for the rest of the run.
+    pub retired: bool,
+}
+
+struct Entry {
+    client: reqwest::Client,
+    stats: Mutex<(Health, ProxyStats)>,
+}
+
+/// The proxy one request goes through.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The client to send with (it goes through the proxy).
+    pub client: reqwest::Client,
+    /// The proxy, without its password.
+    pub proxy: String,
+    index: Option<usize>,
+}
+
+/// The proxies of one run.
+pub struct ProxyManager {
+    provider: Arc<dyn ProxyProvider>,
+    opts: ManagerOptions,
+    pool: Vec<Entry>,
+    /// Rotation per request with a provider that makes a new exit per request.
+    fresh: Option<Mutex<(Health, ProxyStats)>>,
+    next: AtomicUsize,
+    sticky: Mutex<HashMap<ThreadId, usize>>,
+}
+
+impl std::fmt::Debug for ProxyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyManager").field("provider", &self.provider).field("pool", &self.pool.len()).finish()
+    }
+}
+
+fn client_for(ep: &Endpoint, opts: &ManagerOptions) -> Result<reqwest::Client, ProxyError> {
+    reqwest::Client::builder()
+        .proxy(ep.to_reqwest()?)
+        .cookie_store(true)
+        .timeout(opts.timeout)
+        .user_agent(opts.user_agent.clone())
+        .build()
+        .map_err(|e| ProxyError::Config(format!("cannot build an HTTP client for proxy {}: {e}", ep.shown())))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ProxyManager {
+    /// Verifies and reserves the run's proxies (see the module docs); fails
+    /// when none can be used, saying why.
+    pub async fn start(
+        provider: Arc<dyn ProxyProvider>,
+        db: &Database,
+        opts: ManagerOptions,
+    ) -> Result<Arc<ProxyManager>, ProxyError> {
+        if opts.rotate == ProxyRotate::Request && provider.fresh().is_some() {
+            tracing::info!(provider = provider.name(), "proxies: a new exit for every request (no reservation)");
+            let stats =
+                ProxyStats { proxy: format!("{} (a new session per request)", provider.name()), ..Default::default() };
+            return Ok(Arc::new(ProxyManager {
+                provider,
+                opts,
+                pool: Vec::new(),
+                fresh: Some(Mutex::new((Health::default(), stats))),
+                next: AtomicUsize::new(0),
+                sticky: Mutex::default(),
+            }));
+        }
+        let endpoints = provider.endpoints().await?;
+        let holder = Holder {
+            runtime_id: &opts.runtime_id,
+            host_name: &opts.host_name,
+            now: opts.now,
+            expires_at: opts.now + chrono::Duration::from_std(opts.ttl).unwrap_or(chrono::Duration::hours(24)),
+        };
+        let (mut pool, mut held, mut unverified) = (Vec::new(), 0usize, 0usize);
+        for ep in &endpoints {
+            let shown = ep.shown();
+            let client = client_for(ep, &opts)?;
+            let exit_ip: Option<IpAddr> = if opts.judges.is_empty() {
+                None
+            } else {
+                match judge::exit_ip(&client, &opts.judges, &shown).await {
+                    Ok((ip, _)) => Some(ip),
+                    Err(e) => {
+                        tracing::warn!(proxy = %shown, "{e}");
+                        unverified += 1;
+                        continue;
+                    }
+                }
+            };
+            let exit_key = exit_ip.map(|ip| format!("ip:{ip}")).unwrap_or_else(|| ep.key.clone());
+            if !proxy_store::reserve(db, &Candidate { exit_key: exit_key.clone(), proxy: shown.clone() }, holder)
+                .await?
+            {
+                tracing::info!(proxy = %shown, exit = %exit_key, "proxy exit held by another run (or by another proxy of this run); skipped");
+                held += 1;
+                continue;
+            }
+            let stats = ProxyStats {
+                proxy: shown,
+                exit_ip: exit_ip.map(|ip| ip.to_string()),
+                score: 1.0,
+                ..Default::default()
+            };
+            pool.push(Entry { client, stats: Mutex::new((Health::default(), stats)) });
+        }
+        if pool.is_empty() {
+            return Err(ProxyError::Unavailable(format!(
+                "no proxy is free for this run: of {} proxies, {held} have an exit another run holds (see dc_proxy_reservations) and {unverified} could not be verified by any proxy judge; add proxies or wait for the other runs",
+                endpoints.len()
+            )));
+        }
+        tracing::info!(
+            provider = provider.name(),
+            proxies = pool.len(),
+            held,
+            unverified,
+            rotate = ?opts.rotate,
+            "proxies reserved for the run"
+        );
+        Ok(Arc::new(ProxyManager {
+            provider,
+            opts,
+            pool,
+            fresh: None,
+            next: AtomicUsize::new(0),
+            sticky: Mutex::default(),
+        }))
+    }
+
+    fn usable(&self, i: usize) -> bool {
+        !lock(&self.pool[i].stats).1.retired
+    }
+
+    fn lease_of(&self, i: usize) -> Lease {
+        let e = &self.pool[i];
+        Lease { client: e.client.clone(), proxy: lock(&e.stats).1.proxy.clone(), index: Some(i) }
+    }
+
+    fn all_retired(&self) -> ProxyError {
+        ProxyError::Unavailable(format!(
+            "every proxy of this run ({}) is retired (banned or failing); the request is not sent without a proxy, which would show the host's own address",
+            self.pool.len()
+        ))
+    }
+
+    /// The proxy for the next request of the calling thread.
+    pub fn lease(&self) -> Result<Lease, ProxyError> {
+        if self.fresh.is_some() {
+            let ep =
+                self.provider.fresh().ok_or_else(|| ProxyError::Unavailable("the provider has no new exit".into()))?;
+            let client = client_for(&ep, &self.opts)?;
+            return Ok(Lease { client, proxy: ep.shown(), index: None });
+        }
+        let n = self.pool.len();
+        match self.opts.rotate {
+            ProxyRotate::Request => {
+                for _ in 0..n {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                    if self.usable(i) {
+                        return Ok(self.lease_of(i));
+                    }
+                }
+                Err(self.all_retired())
+            }
+            ProxyRotate::Session => {
+                let me = std::thread::current().id();
+                let mut sticky = lock(&self.sticky);
+                if let Some(&i) = sticky.get(&me)
+                    && self.usable(i)
+                {
+                    return Ok(self.lease_of(i));
+                }
+                for _ in 0..n {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                    if self.usable(i) {
+                        sticky.insert(me, i);
+                        return Ok(self.lease_of(i));
+                    }
+                }
+                Err(self.all_retired())
+            }
+        }
+    }
+
+    /// Counts what a request through `lease` came to: `Some((status, body))`
+    /// for an answer, none for no answer. Retires the proxy when its score
+    /// falls below the threshold.
+    pub fn report(&self, lease: &Lease, answer: Option<(u16, &[u8])>) {
+        let verdict = match answer {
+            Some((status, body)) => judge_response(status, body, &self.opts.ban_statuses),
+            None => Verdict::Failure,
+        };
+        let cell = match (lease.index, &self.fresh) {
+            (Some(i), _) => &self.pool[i].stats,
+            (None, Some(f)) => f,
+            (None, None) => return,
+        };
+        let mut guard = lock(cell);
+        let (health, stats) = &mut *guard;
+        stats.requests += 1;
+        match verdict {
+            Verdict::Good => stats.good += 1,
+            Verdict::Ban => stats.bans += 1,
+            Verdict::Failure => stats.failures += 1,
+        }
+        stats.score = health.note(verdict);
+        if verdict == Verdict::Ban {
+            tracing::debug!(proxy = %lease.proxy, status = answer.map(|a| a.0), score = stats.score, "ban through proxy");
+        }
+        if lease.index.is_some() && !stats.retired && stats.score < self.opts.retire_below {
+            stats.retired = true;
+            tracing::warn!(
+                proxy = %stats.proxy,
+                score = stats.score,
+                requests = stats.requests,
+                bans = stats.bans,
+                failures = stats.failures,
+                "proxy retired for the rest of the run: its health score fell below proxy.retire_below ({})",
+                self.opts.retire_below
+            );
+        }
+    }
+
+    /// Per-proxy counters, in pool order.
+    pub fn stats(&self) -> Vec<ProxyStats> {
+        let mut out: Vec<ProxyStats> = self.pool.iter().map(|e| lock(&e.stats).1.clone()).collect();
+        if let Some(f) = &self.fresh {
+            out.push(lock(f).1.clone());
+        }
+        out
+    }
+
+    /// Logs the per-proxy counters (at the end of a run).
+    pub fn log_summary(&self) {
+        for s in self.stats() {
+            tracing::info!(
+                proxy = %s.proxy,
+                exit_ip = s.exit_ip.as_deref().unwrap_or("-"),
+                requests = s.requests,
+                good = s.good,
+                bans = s.bans,
+                failures = s.failures,
+                score = s.score,
+                retired = s.retired,
+                "proxy stats"
+            );
+        }
+    }
+}
