@@ -13,6 +13,7 @@ mod crawl;
 mod demo;
 mod email;
 mod evolve;
+mod limiter;
 mod network;
 mod proxies;
 mod refusals;

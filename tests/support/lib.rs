@@ -722,7 +722,8 @@ impl SinkRequest {
 
 /// A loopback HTTP server that records every request (a webhook receiver
 /// speaking plain HTTP/1.1): the first `fail_first` requests are answered 500,
-/// the rest 200. Requests arrive on `requests` as they come.
+/// the rest 200. Requests arrive on `requests` as they come. `GET /robots.txt`
+/// is answered 404 and not recorded.
 pub struct HttpSink {
     /// `http://127.0.0.1:PORT/hook`.
     pub url: String,
@@ -767,6 +768,12 @@ impl HttpSink {
                     headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
                 let mut body = vec![0u8; len];
                 let _ = reader.read_exact(&mut body);
+                // a sink has no robots.txt (the host's politeness limiter asks for it
+                // before a plugin's first request); not counted as a request
+                if line.starts_with("GET /robots.txt ") {
+                    let _ = write!(stream, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    continue;
+                }
                 seen += 1;
                 let answered = if seen <= fail_first { status } else { 200 };
                 let reason = if answered == 200 { "OK" } else { "Unavailable" };

@@ -20,10 +20,13 @@ pub const MIN_WORKER_MEMORY_MB: u64 = 512;
 pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
-const SECTIONS: &[&str] = &["general", "database", "logging", "runs", "notify", "broker", "auth", "api", "proxy"];
+const SECTIONS: &[&str] =
+    &["general", "database", "logging", "runs", "limits", "notify", "broker", "auth", "api", "proxy"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
-const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG"];
+/// (`DC_LIMITER_SOCKET` is how a supervisor tells its worker the permit
+/// server's socket.)
+const NON_SETTING_VARS: &[&str] = &["DC_CONFIG", "DC_SECRETS_KEY", "DC_LOG", "DC_LIMITER_SOCKET"];
 
 /// A configuration problem; the message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,9 @@ pub struct Settings {
     pub logging: LogSettings,
     /// How runs execute.
     pub runs: RunSettings,
+    /// Politeness: per-domain request limits shared by every run on the
+    /// machine, and robots.txt.
+    pub limits: LimitSettings,
     /// Where alerts go (`dc-host serve`).
     pub notify: NotifySettings,
     /// The control plane's token authority (`dc-auth`).
@@ -176,6 +182,137 @@ pub struct RunSettings {
     /// (default: 4 per CPU core). Due runs and START commands beyond it wait,
     /// unclaimed, until a run ends (or another host with room claims them).
     pub max_runs_per_host: Option<u32>,
+}
+
+/// Politeness towards the sites plugins fetch from: one limiter per machine,
+/// shared by every run and plugin (served by the supervising `dc-host run` or
+/// `dc-host serve` to its workers over a Unix socket).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Requests per second to one domain without a `[[limits.domain]]` entry;
+    /// 0: no rate limit. Loopback hosts (localhost, 127.0.0.0/8, ::1) have
+    /// no default limits: name them in `[[limits.domain]]` to limit them.
+    pub default_rps: f64,
+    /// Requests in flight to one domain at once, without an entry of its own.
+    pub default_concurrency: u32,
+    /// Tighten a domain on 429/503 (halve its rate, block for `Retry-After`)
+    /// and relax it again on success, capped by latency; false: fixed rates
+    /// (a `Retry-After` still blocks the domain).
+    pub adaptive: bool,
+    /// AutoThrottle's target: a domain's rate is capped at this many requests
+    /// in flight on average at its measured latency (rate ≤ this / latency); 0: off.
+    pub target_concurrency: f64,
+    /// The longest a `Retry-After` blocks a domain, in seconds.
+    pub max_block_secs: u64,
+    /// Obey robots.txt (product token `dc-host`).
+    pub obey_robots: bool,
+    /// Apps (`group/parent/name`) that do not obey robots.txt.
+    pub robots_ignore_apps: Vec<String>,
+    /// How long a fetched robots.txt is kept, in seconds.
+    pub robots_ttl_secs: u64,
+    /// The permit server's Unix socket (default `<data_dir>/run/limiter.sock`);
+    /// every process that should share one limiter must name the same path.
+    pub socket: Option<PathBuf>,
+    /// Per-domain limits (`[[limits.domain]]` in the TOML file).
+    pub domain: Vec<DomainLimit>,
+}
+
+/// The limits of one domain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainLimit {
+    /// The host name (no scheme, no port), e.g. `example.com`.
+    pub host: String,
+    /// Requests per second; 0: no rate limit; none: `default_rps`.
+    pub rps: Option<f64>,
+    /// Requests in flight at once; none: `default_concurrency`.
+    pub concurrency: Option<u32>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            default_rps: 4.0,
+            default_concurrency: 4,
+            adaptive: true,
+            target_concurrency: 4.0,
+            max_block_secs: 300,
+            obey_robots: true,
+            robots_ignore_apps: Vec::new(),
+            robots_ttl_secs: 3600,
+            socket: None,
+            domain: Vec::new(),
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Does `app` (`group/parent/name`) obey robots.txt?
+    pub fn obeys_robots(&self, app: &str) -> bool {
+        self.obey_robots && !self.robots_ignore_apps.iter().any(|a| a == app)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: String, value: String, allowed: &str| {
+            Err(SettingsError::Invalid { key, value, allowed: allowed.into() })
+        };
+        let rate = |key: String, r: f64| {
+            if r.is_finite() && r >= 0.0 {
+                Ok(())
+            } else {
+                invalid(key, r.to_string(), "requests per second, at least 0 (0: no rate limit), e.g. 2.5")
+            }
+        };
+        rate("limits.default_rps".into(), self.default_rps)?;
+        if self.default_concurrency == 0 {
+            return invalid("limits.default_concurrency".into(), "0".into(), "at least 1");
+        }
+        if !(self.target_concurrency.is_finite() && self.target_concurrency >= 0.0) {
+            return invalid(
+                "limits.target_concurrency".into(),
+                self.target_concurrency.to_string(),
+                "at least 0 (0: no latency cap), e.g. 4",
+            );
+        }
+        if self.robots_ttl_secs == 0 {
+            return invalid("limits.robots_ttl_secs".into(), "0".into(), "at least 1 second");
+        }
+        for (i, app) in self.robots_ignore_apps.iter().enumerate() {
+            if app.split('/').count() != 3 || app.split('/').any(str::is_empty) {
+                return invalid(
+                    format!("limits.robots_ignore_apps[{i}]"),
+                    format!("{app:?}"),
+                    "an app path group/parent/name, as `dc-host apps list` shows it",
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.domain.iter().enumerate() {
+            let host = d.host.trim();
+            if host.is_empty() || (host.contains(['/', ':', ' ']) && !host.starts_with('[')) {
+                return invalid(
+                    format!("limits.domain[{i}].host"),
+                    format!("{:?}", d.host),
+                    "a host name without scheme, port or path, e.g. \"example.com\"",
+                );
+            }
+            if !seen.insert(host.to_ascii_lowercase()) {
+                return invalid(
+                    format!("limits.domain[{i}].host"),
+                    format!("{:?}", d.host),
+                    "each host once; merge the two [[limits.domain]] entries",
+                );
+            }
+            if let Some(r) = d.rps {
+                rate(format!("limits.domain[{i}].rps"), r)?;
+            }
+            if d.concurrency == Some(0) {
+                return invalid(format!("limits.domain[{i}].concurrency"), "0".into(), "at least 1");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where alerts go: channels, each with a minimum severity.
@@ -451,6 +588,7 @@ impl Default for Settings {
             database: DatabaseSettings::default(),
             logging: LogSettings::default(),
             runs: RunSettings::default(),
+            limits: LimitSettings::default(),
             notify: NotifySettings::default(),
             auth: AuthSettings::default(),
             api: ApiSettings::default(),
@@ -597,9 +735,10 @@ impl Settings {
                     | "brightdata_customer"
                     | "brightdata_zone"
                     | "brightdata_country"
+                    | "socket"
             ) {
                 toml::Value::String(raw)
-            } else if matches!(field.as_str(), "cors_origins" | "urls" | "judges" | "apps") {
+            } else if matches!(field.as_str(), "cors_origins" | "urls" | "judges" | "apps" | "robots_ignore_apps") {
                 // a list in one variable: comma-separated
                 toml::Value::Array(
                     raw.split(',')
@@ -692,6 +831,7 @@ impl Settings {
         if self.runs.time_limit_secs == 0 {
             return invalid("runs.time_limit_secs", "0".into(), "at least 1 second");
         }
+        self.limits.validate()?;
         for (i, c) in self.notify.channels.iter().enumerate() {
             if c.kind == ChannelKind::Email {
                 validate_email_channel(i, c)?;
@@ -1362,5 +1502,42 @@ mod tests {
         assert!(err.contains("database.url") && err.contains("sqlite://PATH"), "{err}");
         let err = Settings::load(None, env(&[("DC_RUNS_THREADS", "many")])).expect_err("refused").to_string();
         assert!(err.contains("runs.threads: invalid type: string \"many\""), "{err}");
+    }
+
+    #[test]
+    fn limits_parse_from_file_and_env_and_refuse_bad_values_by_name() {
+        let s = Settings::load(None, env(&[])).expect("defaults");
+        assert_eq!((s.limits.default_rps, s.limits.default_concurrency), (4.0, 4));
+        assert!(s.limits.obeys_robots("a/b/c"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("dc.toml");
+        std::fs::write(
+            &file,
+            "[limits]\ndefault_rps = 2.5\nrobots_ignore_apps = [\"a/b/c\"]\n\n[[limits.domain]]\nhost = \"example.com\"\nrps = 0.5\nconcurrency = 1\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&file), env(&[("DC_LIMITS_DEFAULT_CONCURRENCY", "8")])).expect("loads");
+        assert_eq!((s.limits.default_rps, s.limits.default_concurrency), (2.5, 8));
+        assert_eq!(s.limits.domain[0].host, "example.com");
+        assert_eq!((s.limits.domain[0].rps, s.limits.domain[0].concurrency), (Some(0.5), Some(1)));
+        assert!(!s.limits.obeys_robots("a/b/c") && s.limits.obeys_robots("a/b/d"));
+        let s = Settings::load(
+            None,
+            env(&[("DC_LIMITS_ROBOTS_IGNORE_APPS", "a/b/c, d/e/f"), ("DC_LIMITS_SOCKET", "/tmp/x.sock")]),
+        )
+        .expect("loads");
+        assert_eq!(s.limits.robots_ignore_apps, vec!["a/b/c", "d/e/f"]);
+        assert_eq!(s.limits.socket.as_deref(), Some(Path::new("/tmp/x.sock")));
+        let refused = |pairs: &[(&str, &str)], key: &str| {
+            let err = Settings::load(None, env(pairs)).expect_err("refused").to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        };
+        refused(&[("DC_LIMITS_DEFAULT_RPS", "-1")], "limits.default_rps");
+        refused(&[("DC_LIMITS_DEFAULT_CONCURRENCY", "0")], "limits.default_concurrency");
+        refused(&[("DC_LIMITS_ROBOTS_IGNORE_APPS", "misbehave")], "limits.robots_ignore_apps[0]");
+        refused(&[("DC_LIMITS_ROBOTS_TTL_SECS", "0")], "limits.robots_ttl_secs");
+        std::fs::write(&file, "[[limits.domain]]\nhost = \"https://example.com/\"\n").expect("write");
+        let err = Settings::load(Some(&file), env(&[])).expect_err("refused").to_string();
+        assert!(err.contains("limits.domain[0].host") && err.contains("without scheme"), "{err}");
     }
 }

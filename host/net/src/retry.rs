@@ -6,11 +6,18 @@
 //! to the plugin as it is (the server asked for more patience than the run
 //! has). Only idempotent methods are retried (GET, HEAD, OPTIONS, PUT, DELETE,
 //! TRACE): repeating a POST could do its effect twice.
+//!
+//! With a politeness limiter ([`send_limited`]), every attempt — retries
+//! included — waits for a permit and gives it back with its outcome, so the
+//! limiter sees each 429 and its `Retry-After` as it happens.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use crate::permit_client::HostLimiter;
+use crate::throttle::Outcome;
 
 /// When and how often to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +78,7 @@ impl RetryPolicy {
         if attempt > self.retries || !self.statuses.contains(&status.as_u16()) {
             return None;
         }
-        match headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, now)) {
+        match retry_after_of(headers, now) {
             Some(wait) if wait > self.max_delay => None,
             Some(wait) => Some(wait),
             None => Some(self.backoff(attempt, jitter)),
@@ -103,6 +110,23 @@ fn idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
+/// Why a request produced no response.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The HTTP exchange failed.
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    /// The politeness limiter refused the request (robots.txt); the message
+    /// says why and how to opt out.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The wait a response's `Retry-After` header asks for at `now`, if any.
+pub fn retry_after_of(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, now))
+}
+
 /// Sends `req`, retrying as `policy` says; returns the last response (or
 /// error) and the number of attempts made.
 pub async fn send_with_retries(
@@ -110,35 +134,77 @@ pub async fn send_with_retries(
     method: &Method,
     policy: &RetryPolicy,
 ) -> (Result<Response, reqwest::Error>, u32) {
+    match send_limited(req, method, policy, None).await {
+        (Ok(resp), n) => (Ok(resp), n),
+        (Err(FetchError::Http(e)), n) => (Err(e), n),
+        // only a limiter refuses
+        (Err(FetchError::Refused(why)), _) => unreachable!("refused without a limiter: {why}"),
+    }
+}
+
+/// One attempt: a permit from `limiter` (if any), the exchange, and the
+/// permit's release with the outcome (status, time to headers, `Retry-After`).
+async fn attempt(req: RequestBuilder, limiter: Option<&HostLimiter>) -> Result<Response, FetchError> {
+    let Some(limiter) = limiter else {
+        return Ok(req.send().await?);
+    };
+    let (client, built) = req.build_split();
+    let request = built?;
+    let permit = limiter.acquire(request.url()).await.map_err(FetchError::Refused)?;
+    let started = std::time::Instant::now();
+    let sent = client.execute(request).await;
+    let outcome = match &sent {
+        Ok(resp) => Outcome {
+            status: Some(resp.status().as_u16()),
+            latency: started.elapsed(),
+            retry_after: retry_after_of(resp.headers(), SystemTime::now()),
+        },
+        Err(_) => Outcome { status: None, latency: started.elapsed(), retry_after: None },
+    };
+    limiter.release(permit, &outcome).await;
+    Ok(sent?)
+}
+
+/// Sends `req` as [`send_with_retries`] does, every attempt (retries
+/// included) waiting for a permit from `limiter` first and releasing it with
+/// the outcome; a request robots.txt disallows is not sent.
+pub async fn send_limited(
+    req: RequestBuilder,
+    method: &Method,
+    policy: &RetryPolicy,
+    limiter: Option<&HostLimiter>,
+) -> (Result<Response, FetchError>, u32) {
     let retryable = idempotent(method);
-    let mut attempt = 1u32;
+    let mut attempt_no = 1u32;
     loop {
         // a body that cannot be cloned (a stream) is sent once
         let next = if retryable { req.try_clone() } else { None };
         let this = match next {
             Some(r) => r,
-            None => return (req.send().await, attempt),
+            None => return (attempt(req, limiter).await, attempt_no),
         };
-        let wait = match this.send().await {
+        let wait = match attempt(this, limiter).await {
             Ok(resp) => {
-                match policy.after_status(attempt, resp.status(), resp.headers(), SystemTime::now(), fastrand::f64()) {
+                match policy.after_status(attempt_no, resp.status(), resp.headers(), SystemTime::now(), fastrand::f64())
+                {
                     Some(w) => {
-                        tracing::info!(status = resp.status().as_u16(), attempt, wait_ms = w.as_millis() as u64, url = %resp.url(), "retrying");
+                        tracing::info!(status = resp.status().as_u16(), attempt = attempt_no, wait_ms = w.as_millis() as u64, url = %resp.url(), "retrying");
                         w
                     }
-                    None => return (Ok(resp), attempt),
+                    None => return (Ok(resp), attempt_no),
                 }
             }
-            Err(e) => match policy.after_error(attempt, &e, fastrand::f64()) {
+            Err(FetchError::Http(e)) => match policy.after_error(attempt_no, &e, fastrand::f64()) {
                 Some(w) => {
-                    tracing::info!(error = %e, attempt, wait_ms = w.as_millis() as u64, "retrying");
+                    tracing::info!(error = %e, attempt = attempt_no, wait_ms = w.as_millis() as u64, "retrying");
                     w
                 }
-                None => return (Err(e), attempt),
+                None => return (Err(FetchError::Http(e)), attempt_no),
             },
+            Err(refused) => return (Err(refused), attempt_no),
         };
         tokio::time::sleep(wait).await;
-        attempt += 1;
+        attempt_no += 1;
     }
 }
 

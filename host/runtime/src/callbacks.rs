@@ -52,6 +52,8 @@ pub struct RunShared {
     pub http_timeout: Duration,
     /// Retries of failed requests.
     pub retry: dc_net::RetryPolicy,
+    /// The politeness limiter every attempt waits on (the machine's, or the run's own).
+    pub limiter: dc_net::HostLimiter,
     /// The run's span (app_id, runtime_id).
     pub span: tracing::Span,
     /// The run's writes: one transaction for every merge of the run, which
@@ -194,9 +196,10 @@ impl WorkerCallbacks {
         }
         let limit = r.options.max_body_bytes;
         let retry = self.0.retry.clone();
+        let limiter = &self.0.limiter;
         let answer = self.0.rt.block_on(async move {
             let started = std::time::Instant::now();
-            let (sent, attempts) = dc_net::send_with_retries(req, &method, &retry).await;
+            let (sent, attempts) = dc_net::send_limited(req, &method, &retry, Some(limiter)).await;
             let mut resp = sent.map_err(|e| {
                 let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
                 format!("{method} {url} failed{tries}: {}", error_chain(&e))

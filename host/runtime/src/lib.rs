@@ -5,7 +5,9 @@
 //! process group (`supervisor`), the worker itself (`worker`, `callbacks`) and
 //! the reaper of runs whose worker is gone (`reap`), the plugins-directory
 //! watcher (`watch`), the lookup of declared tables (`tables`), apps'
-//! schedules and stored arguments (`schedule`) and stop requests (`stop`).
+//! schedules and stored arguments (`schedule`) and stop requests (`stop`),
+//! and the politeness limiter's wiring (`limits`: the permit server each
+//! supervisor offers to serve, the limiter a worker's requests go through).
 //!
 //! Invariant: plugin code only ever executes in a child process (a probe or a
 //! worker), so a plugin that panics, aborts, segfaults or hangs can take down
@@ -13,6 +15,7 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod limits;
 pub mod probe;
 pub mod reap;
 pub mod registry;

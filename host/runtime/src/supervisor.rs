@@ -344,6 +344,10 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     apply_limits(&mut cmd, env.settings.runs.memory_limit_mb, env.settings.runs.cpu_limit_secs);
+    // one politeness limiter per machine: the worker asks the permit server
+    if let Some(socket) = crate::limits::permit_socket(&env.settings) {
+        cmd.env(crate::limits::SOCKET_ENV, socket);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -255,6 +255,7 @@ fn prepare(
     let manifest_crawl = manifest.crawl;
     let s = &env.settings;
     let proxies = start_proxies(rt, env, run)?;
+    let app_path = format!("{}/{}/{}", manifest.group, manifest.parent, manifest.name);
     let shared = Arc::new(RunShared {
         rt: rt.clone(),
         db: db.clone(),
@@ -274,6 +275,7 @@ fn prepare(
             max_delay: Duration::from_secs(s.runs.http_retry_max_delay_secs),
             ..Default::default()
         },
+        limiter: crate::limits::worker_limiter(s, &app_path),
         span,
         writes: Default::default(),
         frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),

@@ -1,0 +1,268 @@
+//! One politeness limiter per machine: the permit server and its election.
+//!
+//! Every supervising process (`dc-host run`, `dc-host serve`) calls
+//! [`serve_shared`] with the same well-known socket path (by default
+//! `<data_dir>/run/limiter.sock`). Exactly one of them serves: the one that
+//! holds the exclusive lock on `<socket>.lock` (`flock`, released by the
+//! kernel when its holder exits, however it exits). The others wait for the
+//! lock on a thread of their own, so when the serving process ends another
+//! takes over at once; the newcomer removes the stale socket file left by
+//! the old one before binding. A socket file is never trusted without the lock.
+//!
+//! The protocol is newline-delimited JSON on a Unix stream socket, one
+//! request at a time per connection:
+//!
+//! ```text
+//! → {"acquire":{"url":"https://example.com/a","robots":true}}
+//! ← {"granted":{"permit":7}}          (after any wait the domain needs)
+//! ← {"refused":{"reason":"disallowed by https://example.com/robots.txt for user-agent dc-host"}}
+//! → {"release":{"permit":7,"status":200,"latency_us":1840,"retry_after_ms":null}}   (no answer)
+//! ```
+//!
+//! Permits belong to their connection: when a connection closes (a worker
+//! killed mid-request), the permits it still holds are released as "no answer".
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+
+use crate::limiter::{LimitConfig, LocalPermit, Politeness};
+use crate::throttle::Outcome;
+
+/// A message from a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Wait for a permit to fetch `url` (checking robots.txt when `robots`).
+    Acquire {
+        /// The URL to fetch.
+        url: String,
+        /// Obey robots.txt.
+        robots: bool,
+    },
+    /// Give a permit back (no answer is sent).
+    Release {
+        /// The permit.
+        permit: u64,
+        /// The response status; none: no response.
+        status: Option<u16>,
+        /// Time to the response headers, in microseconds.
+        latency_us: u64,
+        /// The server's `Retry-After`, in milliseconds.
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// The server's answer to an acquire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// Go.
+    Granted {
+        /// Give it back with a release.
+        permit: u64,
+    },
+    /// robots.txt refuses the URL.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The request was not understood.
+    Invalid {
+        /// What was wrong.
+        error: String,
+    },
+}
+
+impl Request {
+    /// The release message of `permit` for `outcome`.
+    pub fn release(permit: u64, outcome: &Outcome) -> Request {
+        Request::Release {
+            permit,
+            status: outcome.status,
+            latency_us: u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX),
+            retry_after_ms: outcome.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// The default socket path under a data directory.
+pub fn default_socket(data_dir: &Path) -> PathBuf {
+    data_dir.join("run").join("limiter.sock")
+}
+
+/// Serves permits from `limiter` on `listener` until the runtime ends.
+pub async fn serve(listener: UnixListener, limiter: Arc<Politeness>) {
+    let ids = Arc::new(AtomicU64::new(1));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, limiter.clone(), ids.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "permit server: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, ids: Arc<AtomicU64>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // dropped with the connection: released as "no answer"
+    let mut held: HashMap<u64, LocalPermit> = HashMap::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let answer = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Release { permit, status, latency_us, retry_after_ms }) => {
+                if let Some(p) = held.remove(&permit) {
+                    let outcome = Outcome {
+                        status,
+                        latency: Duration::from_micros(latency_us),
+                        retry_after: retry_after_ms.map(Duration::from_millis),
+                    };
+                    limiter.release(p, &outcome);
+                }
+                continue;
+            }
+            Ok(Request::Acquire { url, robots }) => match Url::parse(&url) {
+                Err(e) => Answer::Invalid { error: format!("invalid URL {url:?}: {e}") },
+                Ok(url) => {
+                    tokio::select! {
+                        got = limiter.acquire(&url, robots) => match got {
+                            Ok(p) => {
+                                let permit = ids.fetch_add(1, Ordering::Relaxed);
+                                held.insert(permit, p);
+                                Answer::Granted { permit }
+                            }
+                            Err(reason) => Answer::Refused { reason },
+                        },
+                        // one request at a time: anything read now is the end
+                        _ = lines.next_line() => return,
+                    }
+                }
+            },
+            Err(e) => Answer::Invalid { error: format!("not a permit request: {e}") },
+        };
+        let mut out = serde_json::to_string(&answer).unwrap_or_default();
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Makes this process take part in serving `socket`: if no other process
+/// holds the lock `<socket>.lock`, this one takes it, replaces any stale
+/// socket file and serves permits on `handle` before returning (so a worker
+/// started next finds the server); otherwise a thread waits for the lock
+/// and takes over when the serving process ends. Serving lasts as long as the
+/// process. The answer turns true when this process serves. Err: the
+/// directory or lock file cannot be made (this process never serves; its
+/// workers still find another process's server).
+pub fn serve_shared(
+    socket: &Path,
+    config: LimitConfig,
+    handle: tokio::runtime::Handle,
+) -> std::io::Result<watch::Receiver<bool>> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock_path = socket.with_extension("lock");
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    let socket = socket.to_path_buf();
+    let (serving, answer) = watch::channel(false);
+    match lock.try_lock() {
+        Ok(()) => {
+            take_over(lock, &socket, config, &handle, serving);
+            Ok(answer)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            std::thread::Builder::new().name("permit-server-standby".into()).spawn(move || {
+                // blocks while another process serves
+                match lock.lock() {
+                    Ok(()) => take_over(lock, &socket, config, &handle, serving),
+                    Err(e) => {
+                        tracing::warn!(path = %lock_path.display(), error = %e, "cannot lock the permit server's lock file; this process does not serve permits")
+                    }
+                }
+            })?;
+            Ok(answer)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// With the lock held: replaces a stale socket file, binds, and serves.
+fn take_over(
+    lock: std::fs::File,
+    socket: &Path,
+    config: LimitConfig,
+    handle: &tokio::runtime::Handle,
+    serving: watch::Sender<bool>,
+) {
+    match std::fs::remove_file(socket) {
+        Ok(()) => tracing::debug!(path = %socket.display(), "removed the stale permit socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(path = %socket.display(), error = %e, "cannot remove the stale permit socket"),
+    }
+    let bound = std::os::unix::net::UnixListener::bind(socket).and_then(|l| {
+        l.set_nonblocking(true)?;
+        Ok(l)
+    });
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(path = %socket.display(), error = %e, "cannot bind the permit socket; workers limit their requests on their own");
+            return;
+        }
+    };
+    let path = socket.to_path_buf();
+    // bound: connections wait in the backlog until the task accepts them
+    let _ = serving.send(true);
+    handle.spawn(async move {
+        // the lock is held for as long as this task (the process) lives
+        let _lock = lock;
+        let _serving = serving;
+        match UnixListener::from_std(listener) {
+            Ok(l) => {
+                tracing::debug!(path = %path.display(), "serving politeness permits");
+                serve(l, Arc::new(Politeness::new(config))).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serve the permit socket"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_format_is_newline_json() {
+        let r = Request::Acquire { url: "http://h/".into(), robots: true };
+        assert_eq!(serde_json::to_string(&r).expect("json"), r#"{"acquire":{"url":"http://h/","robots":true}}"#);
+        let rel = Request::release(
+            7,
+            &Outcome {
+                status: Some(429),
+                latency: Duration::from_micros(1500),
+                retry_after: Some(Duration::from_secs(2)),
+            },
+        );
+        assert_eq!(
+            serde_json::to_string(&rel).expect("json"),
+            r#"{"release":{"permit":7,"status":429,"latency_us":1500,"retry_after_ms":2000}}"#
+        );
+        let a: Answer = serde_json::from_str(r#"{"granted":{"permit":3}}"#).expect("parses");
+        assert_eq!(a, Answer::Granted { permit: 3 });
+    }
+}
