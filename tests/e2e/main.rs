@@ -13,6 +13,7 @@ mod crawl;
 mod demo;
 mod email;
 mod evolve;
+mod metrics;
 mod network;
 mod refusals;
 mod reload;

@@ -86,7 +86,7 @@ impl RetryPolicy {
     }
 }
 
-fn is_reset(err: &reqwest::Error) -> bool {
+pub(crate) fn is_reset(err: &reqwest::Error) -> bool {
     let mut cur: Option<&dyn std::error::Error> = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -103,23 +103,61 @@ fn idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-/// Sends `req`, retrying as `policy` says; returns the last response (or
-/// error) and the number of attempts made.
+/// Watches every attempt of one request: request metrics and the circuit
+/// breaker (`crate::metrics::Exchange`) plug in here.
+pub trait AttemptObserver: Sync {
+    /// Before attempt number `attempt` (1-based): an error refuses it, and
+    /// the request ends with that error without being sent.
+    fn before(&self, attempt: u32) -> Result<(), String>;
+    /// After attempt number `attempt`: its answer (headers read) or error,
+    /// and how long it took.
+    fn after(&self, attempt: u32, outcome: Result<&Response, &reqwest::Error>, elapsed: std::time::Duration);
+}
+
+/// Observes nothing.
+impl AttemptObserver for () {
+    fn before(&self, _: u32) -> Result<(), String> {
+        Ok(())
+    }
+    fn after(&self, _: u32, _: Result<&Response, &reqwest::Error>, _: std::time::Duration) {}
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// The last attempt failed.
+    Http(reqwest::Error),
+    /// An attempt was refused before it was sent (an open circuit), with the reason.
+    Refused(String),
+}
+
+/// Sends `req`, retrying as `policy` says and telling `observer` about
+/// every attempt; returns the last response (or error) and the number of
+/// attempts made (a refused attempt counts).
 pub async fn send_with_retries(
     req: RequestBuilder,
     method: &Method,
     policy: &RetryPolicy,
-) -> (Result<Response, reqwest::Error>, u32) {
+    observer: &dyn AttemptObserver,
+) -> (Result<Response, SendError>, u32) {
     let retryable = idempotent(method);
     let mut attempt = 1u32;
     loop {
+        if let Err(why) = observer.before(attempt) {
+            return (Err(SendError::Refused(why)), attempt);
+        }
         // a body that cannot be cloned (a stream) is sent once
         let next = if retryable { req.try_clone() } else { None };
-        let this = match next {
-            Some(r) => r,
-            None => return (req.send().await, attempt),
+        let Some(this) = next else {
+            let started = std::time::Instant::now();
+            let sent = req.send().await;
+            observer.after(attempt, sent.as_ref(), started.elapsed());
+            return (sent.map_err(SendError::Http), attempt);
         };
-        let wait = match this.send().await {
+        let started = std::time::Instant::now();
+        let sent = this.send().await;
+        observer.after(attempt, sent.as_ref(), started.elapsed());
+        let wait = match sent {
             Ok(resp) => {
                 match policy.after_status(attempt, resp.status(), resp.headers(), SystemTime::now(), fastrand::f64()) {
                     Some(w) => {
@@ -134,7 +172,7 @@ pub async fn send_with_retries(
                     tracing::info!(error = %e, attempt, wait_ms = w.as_millis() as u64, "retrying");
                     w
                 }
-                None => return (Err(e), attempt),
+                None => return (Err(SendError::Http(e)), attempt),
             },
         };
         tokio::time::sleep(wait).await;

@@ -518,6 +518,13 @@ impl Manager {
             let rows = run.as_ref().map_or([0; 4], |x| [x.inserted, x.updated, x.deleted, x.unchanged]);
             let ops = ["inserted", "updated", "deleted", "unchanged"];
             m.ended(&status, seconds, [(ops[0], rows[0]), (ops[1], rows[1]), (ops[2], rows[2]), (ops[3], rows[3])]);
+            // the worker stored its final request metrics before it exited
+            match runs::metrics(&self.env.db, &runtime_id).await.map(|d| d.map(dc_net::MetricsSnapshot::from_json)) {
+                Ok(Some(Ok(snapshot))) => m.requests(&snapshot),
+                Ok(None) => {}
+                Ok(Some(Err(e))) => tracing::warn!(%runtime_id, error = %e, "request metrics not counted"),
+                Err(e) => tracing::warn!(%runtime_id, error = %e, "cannot read the run's request metrics"),
+            }
         }
         let counts = run.as_ref().map(|x| {
             serde_json::json!({"inserted": x.inserted, "updated": x.updated, "deleted": x.deleted, "unchanged": x.unchanged})
