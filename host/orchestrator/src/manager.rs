@@ -504,12 +504,7 @@ impl Manager {
             Ok(run) => (run.status.clone(), run.reason.clone(), Some(run)),
             Err(e) => (RunStatus::Failed.as_str().to_string(), Some(e.to_string()), None),
         };
-        self.emit(Event::Ended {
-            app: r.app.clone(),
-            runtime_id: runtime_id.clone(),
-            status: status.clone(),
-            reason: reason.clone(),
-        });
+        // counted before the event goes out: whoever sees the run end sees it counted
         if let Some(m) = &self.opts.metrics {
             let seconds = run.as_ref().and_then(|x| match (x.started_at, x.ended_at) {
                 (Some(a), Some(b)) => Some((b - a).num_milliseconds().max(0) as f64 / 1000.0),
@@ -526,6 +521,12 @@ impl Manager {
                 Err(e) => tracing::warn!(%runtime_id, error = %e, "cannot read the run's request metrics"),
             }
         }
+        self.emit(Event::Ended {
+            app: r.app.clone(),
+            runtime_id: runtime_id.clone(),
+            status: status.clone(),
+            reason: reason.clone(),
+        });
         let counts = run.as_ref().map(|x| {
             serde_json::json!({"inserted": x.inserted, "updated": x.updated, "deleted": x.deleted, "unchanged": x.unchanged})
         });
