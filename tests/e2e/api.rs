@@ -4,7 +4,7 @@
 //! run on that same serve. Without a token, or with a viewer's, commands are
 //! refused.
 
-use dc_e2e::{Host, Serve, plugin_lib, with_stdin};
+use dc_e2e::{Host, HttpSink, Serve, plugin_lib, with_stdin};
 use serde_json::{Value, json};
 
 const APP: &str = "test/fixtures/misbehave";
@@ -61,7 +61,9 @@ fn serve_offers_the_rest_api_and_a_command_through_it_starts_a_run() {
     let mut host = Host::sqlite();
     host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
     host.ok(&["reload"]);
-    host.ok(&["apps", "args", APP, &json!({"mode": "ok", "items": 1}).to_string()]);
+    // each item fetches from a loopback sink whose first answer is a 503 (retried)
+    let sink = HttpSink::start_with(1, 503, Some("0"));
+    host.ok(&["apps", "args", APP, &json!({"mode": "fetch", "items": 2, "url": sink.url}).to_string()]);
     for (user, role) in [("ops", "operator"), ("eve", "viewer")] {
         let out = with_stdin(&host, &["users", "add", user, "--role", role, "--password-stdin"], "pass-w0rd-long");
         assert!(out.status.success(), "{out:?}");
@@ -99,6 +101,15 @@ fn serve_offers_the_rest_api_and_a_command_through_it_starts_a_run() {
     assert_eq!(started["cause"], "command START", "{started}");
     let ended = serve.wait_for(|e| e["event"] == "ended");
     assert_eq!(ended["status"], "SUCCESS", "{ended}");
+    assert_eq!(sink.requests.try_iter().count(), 3, "two requests, one retried");
+
+    // the run's request metrics, as its worker stored them
+    let run_url = format!("{api}/runs/{}", ended["runtime_id"].as_str().expect("runtime id"));
+    let (status, body) = http(&run_url, "GET", &[("Authorization", &viewer)], "");
+    assert_eq!(status, 200, "{body}");
+    let m = &body["request_metrics"];
+    assert_eq!((&m["requests"], &m["attempts"], &m["retries"]), (&json!(2), &json!(3), &json!(1)), "{body}");
+    assert_eq!(m["status"], json!({"200": 2, "503": 1}), "{body}");
 
     // Prometheus metrics (viewer role): the run above is counted
     let metrics_url = api.replace("/api/v1", "/metrics");
@@ -114,6 +125,12 @@ fn serve_offers_the_rest_api_and_a_command_through_it_starts_a_run() {
         "dc_apps{state=\"enabled\"} 1",
         "dc_hosts{state=\"serving\"} 1",
         "dc_commands_pending 0",
+        // from the ended run's stored request metrics
+        "dc_http_requests_total 2",
+        "dc_http_responses_total{status=\"200\"} 2",
+        "dc_http_responses_total{status=\"503\"} 1",
+        "dc_http_retries_total 1",
+        "dc_http_received_bytes_total 22",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }

@@ -14,6 +14,7 @@ mod demo;
 mod email;
 mod evolve;
 mod limiter;
+mod metrics;
 mod network;
 mod proxies;
 mod refusals;

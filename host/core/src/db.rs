@@ -42,6 +42,7 @@ pub const CORE_TABLES: &[&str] = &[
     "dc_auth_refresh_tokens",
     "dc_auth_keys",
     "dc_proxy_reservations",
+    "dc_run_metrics",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.

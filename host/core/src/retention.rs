@@ -1,4 +1,4 @@
-//! Retention: runs, their change feeds, log records and function-call records
+//! Retention: runs, their change feeds and request metrics, log records and function-call records
 //! older than a cut-off are deleted in small batches (each its own short
 //! transaction, so a large purge never holds SQLite's write lock for long).
 //! Runs that have not ended are never deleted. All SQL about retention lives here.
@@ -71,6 +71,18 @@ pub async fn purge(db: &Database, cutoff: DateTime<Utc>, batch: i64) -> Result<P
         &format!(
             "DELETE FROM run_changes WHERE id IN (SELECT c.id FROM run_changes c JOIN runtime r ON r.runtime_id = c.runtime_id \
              WHERE r.{ended} LIMIT $2)"
+        ),
+        true,
+        cutoff,
+        batch,
+    )
+    .await?;
+    // a run's request metrics go with it (not counted apart)
+    in_batches(
+        db,
+        &format!(
+            "DELETE FROM dc_run_metrics WHERE runtime_id IN (SELECT m.runtime_id FROM dc_run_metrics m \
+             JOIN runtime r ON r.runtime_id = m.runtime_id WHERE r.{ended} LIMIT $2)"
         ),
         true,
         cutoff,

@@ -1,5 +1,6 @@
 //! Runs: the `runtime` table (one row per run, 32-hex id), its progress and
-//! outcome, stop requests, and the change feed (`run_changes`) merges write.
+//! outcome, stop requests, the change feed (`run_changes`) merges write, and
+//! the request metrics the worker stores (`dc_run_metrics`).
 //! All SQL about runs lives here.
 
 use chrono::{DateTime, Utc};
@@ -339,4 +340,52 @@ pub async fn set_reason(db: &Database, runtime_id: &str, reason: &str) -> Result
     on_pool!(db, pool => sqlx::query("UPDATE runtime SET reason = $1 WHERE runtime_id = $2")
         .bind(reason).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
+}
+
+const SAVE_METRICS: &str = "INSERT INTO dc_run_metrics (runtime_id, generation, metrics, updated_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (runtime_id) DO UPDATE SET generation = excluded.generation, metrics = excluded.metrics, \
+     updated_at = excluded.updated_at WHERE dc_run_metrics.generation < excluded.generation";
+
+/// Binds [`SAVE_METRICS`]'s parameters.
+macro_rules! save_metrics_query {
+    ($runtime_id:expr, $generation:expr, $doc:expr) => {
+        sqlx::query(SAVE_METRICS)
+            .bind($runtime_id)
+            .bind(i64::try_from($generation).unwrap_or(i64::MAX))
+            .bind(sqlx::types::Json($doc))
+            .bind(Utc::now())
+    };
+}
+
+/// Stores a run's request metrics (a JSON document) as of `generation`,
+/// unless a later generation is stored already: the worker's periodic
+/// writes and its final one may arrive in any order.
+pub async fn save_metrics(
+    db: &Database,
+    runtime_id: &str,
+    generation: u64,
+    doc: &serde_json::Value,
+) -> Result<(), DbError> {
+    on_pool!(db, pool => save_metrics_query!(runtime_id, generation, doc).execute(pool).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// [`save_metrics`] inside the run's transaction (a successful run stores
+/// its final metrics with its rows and status).
+pub async fn save_metrics_in(
+    tx: &mut WriteTx,
+    runtime_id: &str,
+    generation: u64,
+    doc: &serde_json::Value,
+) -> Result<(), DbError> {
+    on_tx!(tx, conn => save_metrics_query!(runtime_id, generation, doc).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// A run's stored request metrics, if it made any request.
+pub async fn metrics(db: &Database, runtime_id: &str) -> Result<Option<serde_json::Value>, DbError> {
+    let doc: Option<sqlx::types::Json<serde_json::Value>> = on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT metrics FROM dc_run_metrics WHERE runtime_id = $1")
+        .bind(runtime_id).fetch_optional(pool).await)?;
+    Ok(doc.map(|d| d.0))
 }

@@ -164,6 +164,13 @@ pub struct RunSettings {
     /// The longest wait before a retry; a `Retry-After` asking for longer is
     /// not waited for (the plugin gets the response).
     pub http_retry_max_delay_secs: u64,
+    /// A domain's circuit opens after this many consecutive failed requests
+    /// to it (connection errors, timeouts, 5xx answers): its requests then
+    /// fail at once until the cool-down is over; 0: never open.
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses requests before it lets one probe
+    /// through (a success closes it, a failure opens it again).
+    pub breaker_cooldown_secs: u64,
     /// Unicode normalization before row hashing.
     pub unicode_form: UnicodeForm,
     /// Rows absent from a full snapshot are archived instead of deleted (overrides tables declared `delete`).
@@ -635,6 +642,8 @@ impl Default for RunSettings {
             http_timeout_secs: 30,
             http_retries: 2,
             http_retry_max_delay_secs: 60,
+            breaker_failures: 10,
+            breaker_cooldown_secs: 30,
             unicode_form: UnicodeForm::Nfc,
             archive_missing: false,
             max_consecutive_failures: 3,
@@ -866,6 +875,13 @@ impl Settings {
             }
         }
         self.proxy.validate()?;
+        if self.runs.breaker_failures > 0 && self.runs.breaker_cooldown_secs == 0 {
+            return invalid(
+                "runs.breaker_cooldown_secs",
+                "0".into(),
+                "at least 1 second (to turn the circuit breaker off, set runs.breaker_failures = 0)",
+            );
+        }
         if self.runs.http_timeout_secs == 0 {
             return invalid("runs.http_timeout_secs", "0".into(), "at least 1 second");
         }
@@ -1449,6 +1465,10 @@ mod tests {
         };
         refused(&[("DC_DATA_DIR", "")], "general.data_dir");
         refused(&[("DC_RUNS_HTTP_TIMEOUT_SECS", "0")], "runs.http_timeout_secs");
+        let err = refused(&[("DC_RUNS_BREAKER_COOLDOWN_SECS", "0")], "runs.breaker_cooldown_secs");
+        assert!(err.contains("set runs.breaker_failures = 0"), "{err}");
+        Settings::load(None, env(&[("DC_RUNS_BREAKER_COOLDOWN_SECS", "0"), ("DC_RUNS_BREAKER_FAILURES", "0")]))
+            .expect("no cool-down needed with the breaker off");
         refused(&[("DC_DATABASE_CONNECT_TIMEOUT_SECS", "0")], "database.connect_timeout_secs");
         refused(&[("DC_RUNS_CPU_LIMIT_SECS", "0")], "runs.cpu_limit_secs");
         refused(&[("DC_GENERAL_MAX_PLUGIN_FILE_MB", "0")], "general.max_plugin_file_mb");

@@ -1,23 +1,28 @@
-//! dc-net: the host's HTTP for plugins (roadmap WP-02). [`retry`] (which
+//! dc-net: the host's HTTP for plugins (roadmap WP-02): [`retry`] (which
 //! every plugin request goes through, so existing plugins gain retries
-//! unchanged) and the politeness limiter: [`throttle`] (the pure per-domain
+//! unchanged); the politeness limiter: [`throttle`] (the pure per-domain
 //! algorithm), [`robots`] (robots.txt rules), [`limiter`] (per-domain state
 //! and waiting, robots.txt cache), [`permit_server`] (one limiter per machine,
 //! served to every worker over a Unix socket) and [`permit_client`] (a run's
-//! side, with an in-process fallback). Request metrics, proxies and the crawl
-//! frontier attach here.
+//! side, with an in-process fallback); [`metrics`], the request metrics of a
+//! run (status codes, bytes, retries, errors, latency; per domain and per
+//! proxy); and [`breaker`], the per-domain circuit breaker.
 
 #![deny(missing_docs)]
 
+pub mod breaker;
 pub mod limiter;
+pub mod metrics;
 pub mod permit_client;
 pub mod permit_server;
 pub mod retry;
 pub mod robots;
 pub mod throttle;
 
+pub use breaker::{BreakerPolicy, Breakers, SystemClock};
 pub use limiter::{LimitConfig, Politeness};
+pub use metrics::{ErrorClass, Exchange, MetricsSnapshot, RequestMetrics};
 pub use permit_client::{HostLimiter, Permit, PermitClient};
 pub use permit_server::{default_socket, serve, serve_shared};
-pub use retry::{FetchError, RetryPolicy, send_limited, send_with_retries};
+pub use retry::{AttemptObserver, FetchError, RetryPolicy, SendError, send_limited, send_with_retries};
 pub use throttle::{Outcome, Throttle, Tuning};

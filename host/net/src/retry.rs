@@ -93,7 +93,7 @@ impl RetryPolicy {
     }
 }
 
-fn is_reset(err: &reqwest::Error) -> bool {
+pub(crate) fn is_reset(err: &reqwest::Error) -> bool {
     let mut cur: Option<&dyn std::error::Error> = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
@@ -116,63 +116,96 @@ pub enum FetchError {
     /// The HTTP exchange failed.
     #[error(transparent)]
     Http(#[from] reqwest::Error),
-    /// The politeness limiter refused the request (robots.txt); the message
-    /// says why and how to opt out.
+    /// The request was refused before it was sent: by the politeness limiter
+    /// (robots.txt) or an open circuit; the message says why and what to do.
     #[error("{0}")]
     Refused(String),
 }
+
+/// The name the request-metrics code uses for [`FetchError`].
+pub type SendError = FetchError;
 
 /// The wait a response's `Retry-After` header asks for at `now`, if any.
 pub fn retry_after_of(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| retry_after(v, now))
 }
 
-/// Sends `req`, retrying as `policy` says; returns the last response (or
-/// error) and the number of attempts made.
+/// Watches every attempt of one request: request metrics and the circuit
+/// breaker (`crate::metrics::Exchange`) plug in here.
+pub trait AttemptObserver: Sync {
+    /// Before attempt number `attempt` (1-based): an error refuses it, and
+    /// the request ends with that error without being sent.
+    fn before(&self, attempt: u32) -> Result<(), String>;
+    /// After attempt number `attempt`: its answer (headers read) or error,
+    /// and how long it took.
+    fn after(&self, attempt: u32, outcome: Result<&Response, &reqwest::Error>, elapsed: std::time::Duration);
+}
+
+/// Observes nothing.
+impl AttemptObserver for () {
+    fn before(&self, _: u32) -> Result<(), String> {
+        Ok(())
+    }
+    fn after(&self, _: u32, _: Result<&Response, &reqwest::Error>, _: std::time::Duration) {}
+}
+
+/// Sends `req`, retrying as `policy` says and telling `observer` about
+/// every attempt; returns the last response (or error) and the number of
+/// attempts made (a refused attempt counts).
 pub async fn send_with_retries(
     req: RequestBuilder,
     method: &Method,
     policy: &RetryPolicy,
-) -> (Result<Response, reqwest::Error>, u32) {
-    match send_limited(req, method, policy, None).await {
-        (Ok(resp), n) => (Ok(resp), n),
-        (Err(FetchError::Http(e)), n) => (Err(e), n),
-        // only a limiter refuses
-        (Err(FetchError::Refused(why)), _) => unreachable!("refused without a limiter: {why}"),
-    }
+    observer: &dyn AttemptObserver,
+) -> (Result<Response, SendError>, u32) {
+    send_limited(req, method, policy, None, observer).await
 }
 
-/// One attempt: a permit from `limiter` (if any), the exchange, and the
-/// permit's release with the outcome (status, time to headers, `Retry-After`).
-async fn attempt(req: RequestBuilder, limiter: Option<&HostLimiter>) -> Result<Response, FetchError> {
+/// One attempt: the observer's consent, a permit from `limiter` (if any),
+/// the exchange, the permit's release with the outcome (status, time to
+/// headers, `Retry-After`), and the observer's record of it.
+async fn attempt(
+    req: RequestBuilder,
+    limiter: Option<&HostLimiter>,
+    observer: &dyn AttemptObserver,
+    attempt_no: u32,
+) -> Result<Response, FetchError> {
+    observer.before(attempt_no).map_err(FetchError::Refused)?;
     let Some(limiter) = limiter else {
-        return Ok(req.send().await?);
+        let started = std::time::Instant::now();
+        let sent = req.send().await;
+        observer.after(attempt_no, sent.as_ref(), started.elapsed());
+        return Ok(sent?);
     };
     let (client, built) = req.build_split();
     let request = built?;
     let permit = limiter.acquire(request.url()).await.map_err(FetchError::Refused)?;
     let started = std::time::Instant::now();
     let sent = client.execute(request).await;
+    let elapsed = started.elapsed();
     let outcome = match &sent {
         Ok(resp) => Outcome {
             status: Some(resp.status().as_u16()),
-            latency: started.elapsed(),
+            latency: elapsed,
             retry_after: retry_after_of(resp.headers(), SystemTime::now()),
         },
-        Err(_) => Outcome { status: None, latency: started.elapsed(), retry_after: None },
+        Err(_) => Outcome { status: None, latency: elapsed, retry_after: None },
     };
     limiter.release(permit, &outcome).await;
+    observer.after(attempt_no, sent.as_ref(), elapsed);
     Ok(sent?)
 }
 
 /// Sends `req` as [`send_with_retries`] does, every attempt (retries
 /// included) waiting for a permit from `limiter` first and releasing it with
-/// the outcome; a request robots.txt disallows is not sent.
+/// the outcome; a request robots.txt disallows, or whose circuit is open, is
+/// not sent.
 pub async fn send_limited(
     req: RequestBuilder,
     method: &Method,
     policy: &RetryPolicy,
     limiter: Option<&HostLimiter>,
+    observer: &dyn AttemptObserver,
 ) -> (Result<Response, FetchError>, u32) {
     let retryable = idempotent(method);
     let mut attempt_no = 1u32;
@@ -181,9 +214,9 @@ pub async fn send_limited(
         let next = if retryable { req.try_clone() } else { None };
         let this = match next {
             Some(r) => r,
-            None => return (attempt(req, limiter).await, attempt_no),
+            None => return (attempt(req, limiter, observer, attempt_no).await, attempt_no),
         };
-        let wait = match attempt(this, limiter).await {
+        let wait = match attempt(this, limiter, observer, attempt_no).await {
             Ok(resp) => {
                 match policy.after_status(attempt_no, resp.status(), resp.headers(), SystemTime::now(), fastrand::f64())
                 {

@@ -629,12 +629,7 @@ impl Manager {
             Ok(run) => (run.status.clone(), run.reason.clone(), Some(run)),
             Err(e) => (RunStatus::Failed.as_str().to_string(), Some(e.to_string()), None),
         };
-        self.emit(Event::Ended {
-            app: r.app.clone(),
-            runtime_id: runtime_id.clone(),
-            status: status.clone(),
-            reason: reason.clone(),
-        });
+        // counted before the event goes out: whoever sees the run end sees it counted
         if let Some(m) = &self.opts.metrics {
             let seconds = run.as_ref().and_then(|x| match (x.started_at, x.ended_at) {
                 (Some(a), Some(b)) => Some((b - a).num_milliseconds().max(0) as f64 / 1000.0),
@@ -643,7 +638,20 @@ impl Manager {
             let rows = run.as_ref().map_or([0; 4], |x| [x.inserted, x.updated, x.deleted, x.unchanged]);
             let ops = ["inserted", "updated", "deleted", "unchanged"];
             m.ended(&status, seconds, [(ops[0], rows[0]), (ops[1], rows[1]), (ops[2], rows[2]), (ops[3], rows[3])]);
+            // the worker stored its final request metrics before it exited
+            match runs::metrics(&self.env.db, &runtime_id).await.map(|d| d.map(dc_net::MetricsSnapshot::from_json)) {
+                Ok(Some(Ok(snapshot))) => m.requests(&snapshot),
+                Ok(None) => {}
+                Ok(Some(Err(e))) => tracing::warn!(%runtime_id, error = %e, "request metrics not counted"),
+                Err(e) => tracing::warn!(%runtime_id, error = %e, "cannot read the run's request metrics"),
+            }
         }
+        self.emit(Event::Ended {
+            app: r.app.clone(),
+            runtime_id: runtime_id.clone(),
+            status: status.clone(),
+            reason: reason.clone(),
+        });
         let counts = run.as_ref().map(|x| {
             serde_json::json!({"inserted": x.inserted, "updated": x.updated, "deleted": x.deleted, "unchanged": x.unchanged})
         });

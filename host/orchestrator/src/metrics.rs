@@ -1,6 +1,8 @@
 //! What `dc-host serve` counts for Prometheus (served by the REST API at
 //! `/metrics`): runs started by cause, runs ended by status, run durations,
-//! and rows merged by operation. Counters live in the serving process and
+//! rows merged by operation, and the HTTP requests of those runs (summed
+//! from each ended run's stored request metrics: answers by status, errors
+//! by class, retries, bytes). Counters live in the serving process and
 //! start at zero when it starts, as Prometheus counters do; the API adds
 //! gauges read from the database at scrape time.
 
@@ -18,6 +20,11 @@ pub struct ServeMetrics {
     ended: Family<Labels, Counter>,
     duration: Histogram,
     rows: Family<Labels, Counter>,
+    http_requests: Counter,
+    http_responses: Family<Labels, Counter>,
+    http_errors: Family<Labels, Counter>,
+    http_retries: Counter,
+    http_bytes: Counter,
 }
 
 impl ServeMetrics {
@@ -29,6 +36,11 @@ impl ServeMetrics {
             // 0.5 s to about 9 hours
             duration: Histogram::new(exponential_buckets(0.5, 4.0, 9)),
             rows: Family::default(),
+            http_requests: Counter::default(),
+            http_responses: Family::default(),
+            http_errors: Family::default(),
+            http_retries: Counter::default(),
+            http_bytes: Counter::default(),
         };
         registry.register("dc_runs_started", "Runs this host started, by cause (schedule, command)", m.started.clone());
         registry.register("dc_runs_ended", "Runs this host supervised to their end, by status", m.ended.clone());
@@ -38,7 +50,34 @@ impl ServeMetrics {
             "Rows the runs of this host merged, by operation (inserted, updated, deleted, unchanged)",
             m.rows.clone(),
         );
+        registry.register("dc_http_requests", "HTTP requests the plugins of ended runs made", m.http_requests.clone());
+        registry.register(
+            "dc_http_responses",
+            "HTTP answers the ended runs received, by status code (every attempt, retried ones too)",
+            m.http_responses.clone(),
+        );
+        registry.register(
+            "dc_http_errors",
+            "HTTP failures of the ended runs, by class (timeout, connection, circuit_open, body_too_large, body, other)",
+            m.http_errors.clone(),
+        );
+        registry.register("dc_http_retries", "HTTP attempts the ended runs retried", m.http_retries.clone());
+        registry.register("dc_http_received_bytes", "HTTP body bytes the ended runs received", m.http_bytes.clone());
         m
+    }
+
+    /// Adds an ended run's request metrics.
+    pub fn requests(&self, m: &dc_net::MetricsSnapshot) {
+        let t = &m.total;
+        self.http_requests.inc_by(t.requests);
+        for (status, n) in &t.status {
+            self.http_responses.get_or_create(&vec![("status".into(), status.to_string())]).inc_by(*n);
+        }
+        for (class, n) in &t.errors {
+            self.http_errors.get_or_create(&vec![("class".into(), class.as_str().into())]).inc_by(*n);
+        }
+        self.http_retries.inc_by(t.retries);
+        self.http_bytes.inc_by(t.bytes_received);
     }
 
     /// A run was started; `cause` is `schedule` or `command …`.
@@ -79,5 +118,35 @@ mod tests {
         assert!(text.contains("dc_rows_merged_total{op=\"inserted\"} 3"), "{text}");
         assert!(!text.contains("op=\"updated\""), "zero counts are not created: {text}");
         assert!(text.contains("dc_run_duration_seconds_count 1"), "{text}");
+    }
+
+    #[test]
+    fn ended_runs_request_metrics_add_up() {
+        let mut registry = Registry::default();
+        let m = ServeMetrics::register(&mut registry);
+        let run = dc_net::RequestMetrics::new();
+        for status in [503, 200, 404] {
+            run.request("h", None);
+            run.attempt(
+                "h",
+                None,
+                1,
+                dc_net::metrics::AttemptOutcome::Status(status),
+                std::time::Duration::from_millis(1),
+            );
+        }
+        run.attempt("h", None, 2, dc_net::metrics::AttemptOutcome::Status(200), std::time::Duration::from_millis(1));
+        run.error("h", None, dc_net::ErrorClass::CircuitOpen);
+        run.received("h", None, 42);
+        m.requests(&run.snapshot());
+        m.requests(&run.snapshot());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        assert!(text.contains("dc_http_requests_total 6"), "{text}");
+        assert!(text.contains("dc_http_responses_total{status=\"200\"} 4"), "{text}");
+        assert!(text.contains("dc_http_responses_total{status=\"503\"} 2"), "{text}");
+        assert!(text.contains("dc_http_errors_total{class=\"circuit_open\"} 2"), "{text}");
+        assert!(text.contains("dc_http_retries_total 2"), "{text}");
+        assert!(text.contains("dc_http_received_bytes_total 84"), "{text}");
     }
 }

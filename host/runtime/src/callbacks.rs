@@ -1,5 +1,7 @@
 //! The host side of the plugin interface inside a worker: HTTP through a
-//! per-thread session (cookies, session headers, proxy), merges into declared
+//! per-thread session (cookies, session headers, proxy; every attempt
+//! recorded in the run's request metrics, behind its per-domain circuit
+//! breakers), merges into declared
 //! tables, structured logging in the run's span, progress, arguments and the
 //! cooperative stop flag. Plugin threads call in here; async work is driven on
 //! the worker's tokio runtime with `Handle::block_on`.
@@ -54,6 +56,10 @@ pub struct RunShared {
     pub retry: dc_net::RetryPolicy,
     /// The politeness limiter every attempt waits on (the machine's, or the run's own).
     pub limiter: dc_net::HostLimiter,
+    /// The run's request metrics (every attempt of every thread).
+    pub metrics: dc_net::RequestMetrics,
+    /// The run's circuit breakers, one per domain.
+    pub breakers: dc_net::Breakers,
     /// The run's span (app_id, runtime_id).
     pub span: tracing::Span,
     /// The run's writes: one transaction for every merge of the run, which
@@ -174,13 +180,14 @@ impl WorkerCallbacks {
             .map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
         let url = r.url;
         let (client, session_headers, own_proxy) =
-            self.with_session(|s| Ok((s.client.clone(), s.headers.clone(), s.proxy.is_some())))?;
+            self.with_session(|s| Ok((s.client.clone(), s.headers.clone(), s.proxy.clone())))?;
         // the run's proxies (dc-proxy): this request's proxy, judged when it is answered
-        let lease = match (&self.0.proxies, own_proxy) {
+        let lease = match (&self.0.proxies, own_proxy.is_some()) {
             (Some(m), false) => Some(m.lease().map_err(|e| format!("{method} {url}: {e}"))?),
             _ => None,
         };
         let client = lease.as_ref().map_or(client, |l| l.client.clone());
+        let proxy = lease.as_ref().map(|l| l.proxy.clone()).or(own_proxy);
         let mut req = client.request(method.clone(), &url);
         for (n, v) in session_headers {
             req = req.header(n, v);
@@ -197,12 +204,17 @@ impl WorkerCallbacks {
         let limit = r.options.max_body_bytes;
         let retry = self.0.retry.clone();
         let limiter = &self.0.limiter;
+        // counts the request; records every attempt and asks the domain's circuit first
+        let exchange = dc_net::Exchange::start(&self.0.metrics, &self.0.breakers, &url, proxy.as_deref());
         let answer = self.0.rt.block_on(async move {
             let started = std::time::Instant::now();
-            let (sent, attempts) = dc_net::send_limited(req, &method, &retry, Some(limiter)).await;
+            let (sent, attempts) = dc_net::send_limited(req, &method, &retry, Some(limiter), &exchange).await;
             let mut resp = sent.map_err(|e| {
                 let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
-                format!("{method} {url} failed{tries}: {}", error_chain(&e))
+                match e {
+                    dc_net::SendError::Http(e) => format!("{method} {url} failed{tries}: {}", error_chain(&e)),
+                    dc_net::SendError::Refused(why) => format!("{method} {url} refused{tries}: {why}"),
+                }
             })?;
             let status = resp.status().as_u16();
             let final_url = resp.url().to_string();
@@ -218,21 +230,23 @@ impl WorkerCallbacks {
             if let (Some(n), Some(len)) = (limit, resp.content_length())
                 && len > n
             {
+                exchange.failed(dc_net::ErrorClass::BodyTooLarge);
                 return Err(too_big(n));
             }
             let mut body = Vec::new();
-            while let Some(chunk) = resp
-                .chunk()
-                .await
-                .map_err(|e| format!("{method} {url}: reading the body failed: {}", error_chain(&e)))?
-            {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| {
+                exchange.failed(dc_net::ErrorClass::Body);
+                format!("{method} {url}: reading the body failed: {}", error_chain(&e))
+            })? {
                 body.extend_from_slice(&chunk);
                 if let Some(n) = limit
                     && body.len() as u64 > n
                 {
+                    exchange.failed(dc_net::ErrorClass::BodyTooLarge);
                     return Err(too_big(n));
                 }
             }
+            exchange.received(body.len() as u64);
             let mut info = ResponseInfo::default();
             info.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             info.attempts = attempts;

@@ -1,7 +1,8 @@
 //! The worker: the body of `dc-host worker`, one process per run. It loads the
 //! plugin from the store, runs `prepare_list → collect (N threads) → store →
-//! cleanup`, keeps progress counters live on `runtime` and `apps`, watches for a
-//! stop request, and ends the run as SUCCESS, FAILED (with reason) or STOPPED.
+//! cleanup`, keeps progress counters live on `runtime` and `apps` and the
+//! request metrics on `dc_run_metrics`, watches for a stop request, and ends
+//! the run as SUCCESS, FAILED (with reason) or STOPPED.
 //! If the plugin crashes the process, the supervisor records why.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,20 +128,29 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
     if let Err(e) = rt.block_on(runs::mark_started(db, runtime_id, std::process::id())) {
         tracing::error!(error = %e, "cannot mark run started");
     }
-    let (mut outcome, writes, monitoring) = match prepare(rt, env, &run, span.clone()) {
+    let (mut outcome, writes, metrics, monitoring) = match prepare(rt, env, &run, span.clone()) {
         Ok((module_path, shared)) => {
             let done = Arc::new(AtomicBool::new(false));
             let watcher = monitor(shared.clone(), done.clone());
-            let outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize);
+            let mut outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize);
             if let Some(p) = &shared.proxies {
                 p.log_summary();
             }
             let writes = std::mem::take(&mut *shared.writes.lock().unwrap_or_else(|p| p.into_inner()));
-            (outcome, writes, Some((done, watcher)))
+            // no request is made any more: these are the run's final metrics
+            let metrics = final_metrics(&shared.metrics);
+            if let Some(note) = metrics.as_ref().and_then(|m| circuit_note(&m.2, &run.runtime_id)) {
+                outcome.reason = Some(match outcome.reason.take() {
+                    Some(r) => format!("{r}; {note}"),
+                    None => note,
+                });
+            }
+            (outcome, writes, metrics, Some((done, watcher)))
         }
-        Err(reason) => (Outcome::failed(reason), RunWrites::default(), None),
+        Err(reason) => (Outcome::failed(reason), RunWrites::default(), None, None),
     };
-    let ended = rt.block_on(end_run(env, &run, &mut outcome, writes, identity.as_ref(), started));
+    let metrics = metrics.map(|(generation, doc, _)| (generation, doc));
+    let ended = rt.block_on(end_run(env, &run, &mut outcome, writes, metrics.as_ref(), identity.as_ref(), started));
     // the monitor is stopped only now: on SQLite its last progress write
     // waits for the run's transaction, which `end_run` has just ended
     if let Some((done, watcher)) = monitoring {
@@ -169,11 +179,13 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
 /// transaction; any other outcome (or a failed merge, or a database file
 /// replaced under the run) rolls the merges back and records the run's end
 /// on its own, so the tables are as they were before the run.
+#[allow(clippy::too_many_arguments)]
 async fn end_run(
     env: &HostEnv,
     run: &runs::RunRow,
     outcome: &mut Outcome,
     writes: RunWrites,
+    metrics: Option<&(u64, Value)>,
     identity: Option<&dc_core::db::FileIdentity>,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), dc_core::DbError> {
@@ -200,6 +212,9 @@ async fn end_run(
     if let Some(mut tx) = tx {
         if outcome.status == RunStatus::Success {
             let committed = async {
+                if let Some((generation, doc)) = metrics {
+                    runs::save_metrics_in(&mut tx, &run.runtime_id, *generation, doc).await?;
+                }
                 runs::add_counters_in(&mut tx, &run.runtime_id, &totals).await?;
                 if !runs::finish_in(&mut tx, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await? {
                     // the run was ended meanwhile (reaped as orphaned by another host
@@ -233,9 +248,45 @@ async fn end_run(
             outcome.reason = Some(format!("{reason}; the run's merges were rolled back, nothing was stored"));
         }
     }
+    // stored whatever the outcome: a failed or stopped run's requests count too
+    if let Some((generation, doc)) = metrics
+        && let Err(e) = runs::save_metrics(&db, &run.runtime_id, *generation, doc).await
+    {
+        tracing::warn!(error = %e, "cannot store the run's request metrics");
+    }
     runs::finish(&db, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await?;
     apps::record_run_outcome(&db, &run.app_id, outcome.status, started).await?;
     Ok(())
+}
+
+/// The run's request metrics for storing: generation, JSON document and
+/// snapshot; None when it made no request.
+fn final_metrics(m: &dc_net::RequestMetrics) -> Option<(u64, Value, dc_net::MetricsSnapshot)> {
+    let generation = m.generation();
+    if generation == 0 {
+        return None;
+    }
+    let snapshot = m.snapshot();
+    serde_json::to_value(&snapshot).ok().map(|doc| (generation, doc, snapshot))
+}
+
+/// What the run's reason says about domains whose circuit opened.
+fn circuit_note(m: &dc_net::MetricsSnapshot, runtime_id: &str) -> Option<String> {
+    let opened: Vec<String> = m
+        .domains
+        .iter()
+        .filter(|(_, d)| d.circuit_opened > 0)
+        .map(|(host, d)| {
+            let refused = d.errors.get(&dc_net::ErrorClass::CircuitOpen).copied().unwrap_or(0);
+            format!("{host} ({refused} requests refused)")
+        })
+        .collect();
+    (!opened.is_empty()).then(|| {
+        format!(
+            "the circuit breaker opened for {} after consecutive failures (runs.breaker_failures); see `dc-host runs show {runtime_id} --metrics`",
+            opened.join(", ")
+        )
+    })
 }
 
 fn prepare(
@@ -276,6 +327,14 @@ fn prepare(
             ..Default::default()
         },
         limiter: crate::limits::worker_limiter(s, &app_path),
+        metrics: dc_net::RequestMetrics::new(),
+        breakers: dc_net::Breakers::new(
+            dc_net::BreakerPolicy {
+                failures: s.runs.breaker_failures,
+                cooldown: Duration::from_secs(s.runs.breaker_cooldown_secs),
+            },
+            Arc::new(dc_net::SystemClock),
+        ),
         span,
         writes: Default::default(),
         frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),
@@ -316,6 +375,7 @@ fn start_proxies(
 fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut last = (u64::MAX, u64::MAX, u64::MAX);
+        let mut last_metrics = 0;
         loop {
             let finished = done.load(Ordering::Relaxed);
             let now = (
@@ -323,17 +383,27 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
                 shared.total.load(Ordering::Relaxed),
                 shared.errors.load(Ordering::Relaxed),
             );
+            // the request metrics, when they moved (the stored generation
+            // only grows, so this never replaces the final write)
+            let metrics =
+                (shared.metrics.generation() != last_metrics).then(|| final_metrics(&shared.metrics)).flatten();
             let write = async {
                 if now != last {
                     let (c, t, e) = (now.0 as i64, now.1 as i64, now.2 as i64);
                     runs::set_progress(&shared.db, &shared.runtime_id, c, t, e).await?;
                     apps::set_progress(&shared.db, &shared.app_id, c, t, e).await?;
                 }
+                if let Some((generation, doc, _)) = &metrics {
+                    runs::save_metrics(&shared.db, &shared.runtime_id, *generation, doc).await?;
+                }
                 runs::stop_requested(&shared.db, &shared.runtime_id).await
             };
             match shared.rt.block_on(write) {
                 Ok(stop) => {
                     last = now;
+                    if let Some((generation, ..)) = metrics {
+                        last_metrics = generation;
+                    }
                     if stop && !shared.stop.swap(true, Ordering::Relaxed) {
                         let _g = shared.span.enter();
                         tracing::warn!("stop requested; asking the plugin to stop");

@@ -1,5 +1,5 @@
 //! Runs: list (filters, newest first, cursor pages), get (timings, exit,
-//! counters, change-feed summary) and stop (as `dc-host runs stop`:
+//! counters, change-feed summary, request metrics) and stop (as `dc-host runs stop`:
 //! `dc_runtime::stop`). `{runtime_id}` is a run id or a unique prefix of 6+
 //! characters.
 
@@ -178,7 +178,7 @@ pub async fn list(
     Ok(axum::Json(page::paged(rows, limit, RUNS, RunRow::sort_key, |r| Ok(Run::from(r)))?))
 }
 
-/// A run with the summary of its change feed.
+/// A run with the summary of its change feed and its request metrics.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunDetail {
     /// The run.
@@ -188,6 +188,9 @@ pub struct RunDetail {
     pub app_path: Option<String>,
     /// Keys inserted, updated and deleted, by table and operation.
     pub changes: Vec<ChangeCount>,
+    /// The run's HTTP request metrics (null when it made no request): as
+    /// stored by its worker while it runs and at its end.
+    pub request_metrics: Option<dc_net::MetricsSnapshot>,
 }
 
 /// Keys a run changed in one table with one operation.
@@ -201,7 +204,8 @@ pub struct ChangeCount {
     pub count: i64,
 }
 
-/// One run: status, timings, exit, counters and its change-feed summary. Role: viewer.
+/// One run: status, timings, exit, counters, its change-feed summary and its
+/// request metrics. Role: viewer.
 #[utoipa::path(get, path = "/runs/{runtime_id}", tag = "runs", security(("bearer" = [])),
     params(("runtime_id" = String, Path, description = "run id or a unique prefix of 6+ characters")),
     responses(
@@ -220,7 +224,13 @@ pub async fn get(
         .map(|c| ChangeCount { table_name: c.table_name, op: c.op, count: c.count })
         .collect();
     let app_path = dc_core::apps::get_app(db, &r.app_id).await?.map(|a| a.path());
-    Ok(axum::Json(RunDetail { run: Run::from(r), app_path, changes }))
+    let request_metrics = match runs::metrics(db, &r.runtime_id).await? {
+        Some(doc) => dc_net::MetricsSnapshot::from_json(doc)
+            .inspect_err(|e| tracing::warn!(runtime_id = %r.runtime_id, error = %e, "request metrics not shown"))
+            .ok(),
+        None => None,
+    };
+    Ok(axum::Json(RunDetail { run: Run::from(r), app_path, changes, request_metrics }))
 }
 
 /// What a stop request did.

@@ -62,6 +62,29 @@ async fn runs_list_walks_newest_first_filters_and_shows_details() {
     assert_eq!(body["status"], "PENDING");
     assert_eq!(body["changes"], json!([]));
     assert_eq!(body["rows"]["inserted"], 0);
+    assert_eq!(body["request_metrics"], json!(null), "no request made");
+
+    // the request metrics a worker stored; a late write of an older
+    // generation does not replace them
+    let m = dc_net::RequestMetrics::new();
+    m.request("site.example", None);
+    m.attempt(
+        "site.example",
+        None,
+        1,
+        dc_net::metrics::AttemptOutcome::Status(404),
+        std::time::Duration::from_millis(2),
+    );
+    let newer = serde_json::to_value(m.snapshot()).expect("json");
+    runs::save_metrics(&api.db, &created[1], 5, &newer).await.expect("save");
+    let older = serde_json::to_value(dc_net::RequestMetrics::new().snapshot()).expect("json");
+    runs::save_metrics(&api.db, &created[1], 4, &older).await.expect("save");
+    let (_, body) = api.get(&format!("/api/v1/runs/{}", created[1]), Some(VIEWER)).await;
+    let got = &body["request_metrics"];
+    assert_eq!((got["version"].as_u64(), got["requests"].as_u64()), (Some(1), Some(1)), "{body}");
+    assert_eq!(got["status"]["404"], 1, "{body}");
+    assert_eq!(got["domains"]["site.example"]["attempts"], 1, "{body}");
+    assert!(got["latency"]["p99_ms"].as_f64().is_some_and(|v| v > 0.0), "{body}");
     api.stop().await;
 }
 

@@ -1,5 +1,6 @@
 //! `dc-host runs`: list runs, show one (status, timings, exit reason, counters,
-//! change feed, logs), ask a run to stop, and end runs whose worker is gone.
+//! change feed, logs, request metrics), ask a run to stop, and end runs whose
+//! worker is gone.
 
 use std::process::ExitCode;
 
@@ -40,6 +41,10 @@ pub enum RunsCommand {
         /// Also list the watched host function calls of the run (#[fun_watch]).
         #[arg(long)]
         functions: bool,
+        /// Also show the run's HTTP request metrics: requests, status codes,
+        /// bytes, retries, errors, latency percentiles, per domain and proxy.
+        #[arg(long)]
+        metrics: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -116,6 +121,85 @@ struct RunDetail<'a> {
     logs: Option<Vec<logs::LogRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     functions: Option<Vec<dc_core::fun_watch::FunctionLogRow>>,
+    /// With `--metrics`: the stored snapshot, or null when the run made no request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<serde_json::Value>,
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn counts<K: std::fmt::Display>(m: &std::collections::BTreeMap<K, u64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter().map(|(k, n)| format!("{k}×{n}")).collect::<Vec<_>>().join(" ")
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "-".into())
+}
+
+/// Prints a run's request metrics for humans.
+fn print_metrics(m: &dc_net::MetricsSnapshot) {
+    let t = &m.total;
+    println!(
+        "requests   {} ({} attempts, {} retries), {} received",
+        t.requests,
+        t.attempts,
+        t.retries,
+        bytes(t.bytes_received)
+    );
+    println!("status     {}", counts(&t.status));
+    let errors: std::collections::BTreeMap<&str, u64> = t.errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    println!("errors     {}", counts(&errors));
+    if let Some(l) = &t.latency {
+        println!(
+            "latency    p50 {}  p95 {}  p99 {}  (min {}, max {}, {} attempts)",
+            ms(Some(l.p50_ms)),
+            ms(Some(l.p95_ms)),
+            ms(Some(l.p99_ms)),
+            ms(Some(l.min_ms)),
+            ms(Some(l.max_ms)),
+            l.count
+        );
+    }
+    for (title, by) in [("DOMAIN", &m.domains), ("PROXY", &m.proxies)] {
+        if by.is_empty() {
+            continue;
+        }
+        let rows: Vec<Vec<String>> = by
+            .iter()
+            .map(|(name, s)| {
+                let errors: std::collections::BTreeMap<&str, u64> =
+                    s.errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                let l = s.latency.as_ref();
+                vec![
+                    name.clone(),
+                    s.requests.to_string(),
+                    s.retries.to_string(),
+                    counts(&s.status),
+                    counts(&errors),
+                    bytes(s.bytes_received),
+                    ms(l.map(|l| l.p50_ms)),
+                    ms(l.map(|l| l.p95_ms)),
+                    ms(l.map(|l| l.p99_ms)),
+                    if s.circuit_opened > 0 { format!("opened {}×", s.circuit_opened) } else { "-".into() },
+                ]
+            })
+            .collect();
+        println!();
+        output::table(
+            &[title, "REQUESTS", "RETRIES", "STATUS", "ERRORS", "RECEIVED", "P50", "P95", "P99", "CIRCUIT"],
+            &rows,
+        );
+    }
 }
 
 pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
@@ -151,7 +235,7 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 output::table(&["RUNTIME ID", "APP", "VERSION", "STATUS", "CREATED", "TOOK", "ITEMS", "ROWS"], &rows);
             }
         }
-        RunsCommand::Show { runtime_id, changes, logs: with_logs, functions, json } => {
+        RunsCommand::Show { runtime_id, changes, logs: with_logs, functions, metrics, json } => {
             let r = runs::get(&env.db, &runtime_id).await?;
             let feed = if changes { Some(runs::changes(&env.db, &r.runtime_id).await?) } else { None };
             let log_rows = if with_logs { Some(logs::for_run(&env.db, &r.runtime_id, 10_000).await?) } else { None };
@@ -160,8 +244,13 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
+            let metrics = if metrics {
+                Some(runs::metrics(&env.db, &r.runtime_id).await?.unwrap_or(serde_json::Value::Null))
+            } else {
+                None
+            };
             if json {
-                output::json(&RunDetail { run: &r, changes: feed, logs: log_rows, functions: calls })?;
+                output::json(&RunDetail { run: &r, changes: feed, logs: log_rows, functions: calls, metrics })?;
             } else {
                 let app =
                     apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
@@ -187,6 +276,13 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                         "dropped    {} log records: the log buffer was full (raise logging.buffer, or log less)",
                         r.dropped_logs
                     );
+                }
+                match metrics {
+                    None => {}
+                    Some(serde_json::Value::Null) => {
+                        println!("requests   none recorded (the run made no HTTP request)")
+                    }
+                    Some(doc) => print_metrics(&dc_net::MetricsSnapshot::from_json(doc).map_err(anyhow::Error::msg)?),
                 }
                 if let Some(rows) = log_rows {
                     println!("logs       {} records", rows.len());
