@@ -1,7 +1,8 @@
 //! The host side of the plugin interface inside a worker: HTTP through a
 //! per-thread session (cookies, session headers, proxy), merges into declared
-//! tables, structured logging in the run's span, progress, arguments and the
-//! cooperative stop flag. Plugin threads call in here; async work is driven on
+//! tables, structured logging in the run's span, progress, arguments, the
+//! cooperative stop flag and the named host calls of interface 1.3
+//! (`crate::host_call`). Plugin threads call in here; async work is driven on
 //! the worker's tokio runtime with `Handle::block_on`.
 
 use std::cell::RefCell;
@@ -59,6 +60,8 @@ pub struct RunShared {
     pub writes: std::sync::Mutex<RunWrites>,
     /// The run's work items: `prepare_list`'s and what `collect` enqueues.
     pub frontier: dc_frontier::Frontier,
+    /// The named host methods (`captcha.solve`, ...) of interface 1.3.
+    pub host_calls: crate::host_call::HostCalls,
 }
 
 thread_local! {
@@ -342,7 +345,19 @@ impl HostCallbacks for WorkerCallbacks {
     }
 
     fn capabilities(&self) -> RString {
-        serde_json::to_string(crate::HOST_CAPABILITIES).unwrap_or_default().into()
+        serde_json::to_string(&self.0.host_calls.capabilities()).unwrap_or_default().into()
+    }
+
+    fn call(&self, method: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
+        let _g = self.0.span.enter();
+        let s = &self.0;
+        match s.host_calls.dispatch(&s.rt, &s.manifest, method.as_str(), request_json.as_str()) {
+            Ok(answer) => ROk(answer.into()),
+            Err(e) => {
+                tracing::warn!(method = method.as_str(), error = %e, "host call refused or failed");
+                RErr(e.into())
+            }
+        }
     }
 
     fn log_at(&self, level: u8, message: RStr<'_>, context_json: RStr<'_>) {

@@ -262,6 +262,7 @@ fn prepare(
         span,
         writes: Default::default(),
         frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),
+        host_calls: crate::host_call::HostCalls::new(s),
     });
     // the supervisor fetched the file into this host's store if it registered elsewhere
     let path = crate::store::local_path(&s.store_dir(), &version);

@@ -109,7 +109,8 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
         }
         PluginsCommand::Inspect { file, json } => {
             let out = registry::inspect(env, &file).await?;
-            let missing: Vec<String> = dc_plugin_api::capability::missing(&out.requires, dc_runtime::HOST_CAPABILITIES)
+            let offered = dc_runtime::host_capabilities(&env.settings);
+            let missing: Vec<String> = dc_plugin_api::capability::missing(&out.requires, &offered)
                 .into_iter()
                 .map(str::to_string)
                 .collect();
