@@ -130,7 +130,8 @@ impl AntiCaptcha {
     pub fn task_json(task: &Task) -> Value {
         match task {
             Task::RecaptchaV2 { website_url, website_key, invisible } => {
-                let mut t = json!({"type": "RecaptchaV2TaskProxyless", "websiteURL": website_url, "websiteKey": website_key});
+                let mut t =
+                    json!({"type": "RecaptchaV2TaskProxyless", "websiteURL": website_url, "websiteKey": website_key});
                 if *invisible {
                     t["isInvisible"] = json!(true);
                 }
@@ -156,7 +157,8 @@ impl AntiCaptcha {
     async fn call(&self, method: &str, mut body: Value) -> Result<Value, CaptchaError> {
         body["clientKey"] = json!(self.client_key);
         let url = format!("{}/{method}", self.base_url);
-        let transport = |detail: String| CaptchaError::Transport { provider: PROVIDER.into(), url: url.clone(), detail };
+        let transport =
+            |detail: String| CaptchaError::Transport { provider: PROVIDER.into(), url: url.clone(), detail };
         let resp = self
             .http
             .post(&url)
@@ -203,7 +205,11 @@ impl AntiCaptcha {
                     });
                 }
                 Err(CaptchaError::NoSlotAvailable { .. }) if attempt < attempts => {
-                    tracing::info!(attempt, wait_ms = wait.as_millis() as u64, "anti-captcha has no free worker; retrying");
+                    tracing::info!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        "anti-captcha has no free worker; retrying"
+                    );
                     self.sleeper.sleep(wait).await;
                     wait = wait.saturating_mul(2);
                 }

@@ -67,7 +67,8 @@ mod tests {
     #[tokio::test]
     async fn solves_stop_once_the_budget_is_spent() {
         let fake = FakeAntiCaptcha::start(Script::new("k").processing_polls(0).cost("0.001500")).await;
-        let client = AntiCaptcha::new(&fake.base_url, "k").expect("client").with_sleeper(Arc::new(RecordingSleeper::default()));
+        let client =
+            AntiCaptcha::new(&fake.base_url, "k").expect("client").with_sleeper(Arc::new(RecordingSleeper::default()));
         let b = Budgeted::new(client, Some(0.002));
         let task = Task::Image { body_base64: "aGVsbG8=".into() };
         b.solve_within(&task).await.expect("first: 0.0015 of 0.002");

@@ -867,12 +867,20 @@ impl Settings {
             _ => {}
         }
         if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://")) {
-            return invalid("base_url", redact_url(&c.base_url), "an http:// or https:// URL, e.g. https://api.anti-captcha.com");
+            return invalid(
+                "base_url",
+                redact_url(&c.base_url),
+                "an http:// or https:// URL, e.g. https://api.anti-captcha.com",
+            );
         }
         if let Some(max) = c.max_cost_per_run
             && !(max.is_finite() && max > 0.0)
         {
-            return invalid("max_cost_per_run", max.to_string(), "an amount in USD above 0, e.g. 0.5; leave it unset for no limit");
+            return invalid(
+                "max_cost_per_run",
+                max.to_string(),
+                "an amount in USD above 0, e.g. 0.5; leave it unset for no limit",
+            );
         }
         if c.poll_interval_ms == 0 {
             return invalid("poll_interval_ms", "0".into(), "at least 1 (anti-captcha recommends 2000)");

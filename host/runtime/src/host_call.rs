@@ -31,7 +31,13 @@ impl HostCalls {
 
     /// Answers `method` with `request_json` for a plugin with `manifest`, or
     /// says why not.
-    pub fn dispatch(&self, rt: &Handle, manifest: &Manifest, method: &str, request_json: &str) -> Result<String, String> {
+    pub fn dispatch(
+        &self,
+        rt: &Handle,
+        manifest: &Manifest,
+        method: &str,
+        request_json: &str,
+    ) -> Result<String, String> {
         host_call::check_call(method, &manifest.requires)?;
         match method {
             CAPTCHA_SOLVE => {

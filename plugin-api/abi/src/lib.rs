@@ -22,10 +22,10 @@ pub mod host_call;
 pub mod manifest;
 pub mod wire;
 
+pub use host_call::{CaptchaBalance, CaptchaSolution, CaptchaTask};
 pub use manifest::{
     ColumnDecl, ColumnType, CrawlLimits, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl,
 };
-pub use host_call::{CaptchaBalance, CaptchaSolution, CaptchaTask};
 pub use wire::{EnqueueAnswer, EnqueueEntry, MergeSummary, RequestOptions, ResponseInfo, SessionConfig};
 
 /// The major interface version. A plugin's manifest carries it as

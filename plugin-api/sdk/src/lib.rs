@@ -27,8 +27,8 @@ pub mod testing;
 pub use dc_plugin_api as interface;
 pub use dc_plugin_api::capability;
 pub use dc_plugin_api::{
-    CaptchaSolution, CaptchaTask, ColumnDecl, ColumnType, CrawlLimits, EnqueueAnswer, Manifest, MergeSummary, MissingRows, PluginKind, Schedule,
-    SessionConfig, SnapshotMode, TableDecl,
+    CaptchaSolution, CaptchaTask, ColumnDecl, ColumnType, CrawlLimits, EnqueueAnswer, Manifest, MergeSummary,
+    MissingRows, PluginKind, Schedule, SessionConfig, SnapshotMode, TableDecl,
 };
 pub use sdk::{Context, Error, LogLevel, Record, Request, Response, Result, Scraper};
 pub use serde_json::{self, Map, Value, json};

@@ -207,10 +207,12 @@ impl HostCallbacks for TestCallbacks {
             return RErr(format!("invalid captcha.solve request: {e}").into());
         }
         let Some(answer) = &self.host_call else {
-            return RErr(format!(
-                "TestHost has no answer for the host method {method:?}; give it one with TestHost::on_host_call"
-            )
-            .into());
+            return RErr(
+                format!(
+                    "TestHost has no answer for the host method {method:?}; give it one with TestHost::on_host_call"
+                )
+                .into(),
+            );
         };
         match answer(method, &request) {
             Ok(v) => ROk(v.to_string().into()),

@@ -110,10 +110,8 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
         PluginsCommand::Inspect { file, json } => {
             let out = registry::inspect(env, &file).await?;
             let offered = dc_runtime::host_capabilities(&env.settings);
-            let missing: Vec<String> = dc_plugin_api::capability::missing(&out.requires, &offered)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
+            let missing: Vec<String> =
+                dc_plugin_api::capability::missing(&out.requires, &offered).into_iter().map(str::to_string).collect();
             if json {
                 #[derive(serde::Serialize)]
                 struct Inspected<'a> {
