@@ -6,6 +6,7 @@ mod apps;
 mod auth;
 mod boundaries;
 mod broker;
+mod captcha;
 mod cli;
 mod compat;
 mod crash;

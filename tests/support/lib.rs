@@ -480,7 +480,7 @@ serde_json = "1"
                 &sdk.join("Cargo.toml"),
                 r#"[package]
 name = "dc-plugin-sdk"
-version = "0.3.0"
+version = "0.4.0"
 edition = "2024"
 publish = false
 
@@ -492,6 +492,7 @@ serde_json = "1"
 scraper = "0.29"
 url = "2"
 encoding_rs = "0.8"
+base64 = "0.22"
 
 [features]
 # TestHost (plugin-api/sdk/src/testing.rs) is not copied: the feature exists so the copied sources compile cleanly
@@ -503,6 +504,16 @@ testing = []
     };
     let dep = format!("dc-plugin-sdk = {{ path = \"{}\" }}", sdk_dep.display());
     standalone_plugin(variant, &ws.join("tests/fixtures/plugins/tiny/src/lib.rs"), &dep, envs, dest_dir)
+}
+
+/// Builds `tests/fixtures/plugins/captcha` (solves CAPTCHAs through the host)
+/// as a standalone cdylib crate `dc-fixture-<variant>` against the workspace's
+/// SDK with build-time `envs`, and copies the library into `dest_dir`.
+pub fn captcha_plugin(variant: &str, envs: &[(&str, &str)], dest_dir: &Path) -> PathBuf {
+    let _lock = build_lock(&format!("captcha-{variant}"));
+    let ws = workspace();
+    let dep = format!("dc-plugin-sdk = {{ path = \"{}\" }}", ws.join("plugin-api/sdk").display());
+    standalone_plugin(variant, &ws.join("tests/fixtures/plugins/captcha/src/lib.rs"), &dep, envs, dest_dir)
 }
 
 /// Builds `tests/fixtures/plugins/legacy` against the FROZEN dc-plugin-api 1.0.0

@@ -260,7 +260,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
             init_console_logging();
             cmd::config::exec(c, &load_settings(cli.config.as_deref())?)
         }
-        Command::Interface(a) => cmd::interface::exec(a),
+        Command::Interface(a) => cmd::interface::exec(a, &read_settings(cli.config.as_deref())?),
         // previewing a schedule needs no database
         Command::Schedule(c) => {
             init_console_logging();

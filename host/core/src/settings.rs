@@ -21,7 +21,7 @@ pub const CONFIG_VERSION: u32 = 1;
 
 /// The sections of the configuration (`DC_<SECTION>_<KEY>`).
 const SECTIONS: &[&str] =
-    &["general", "database", "logging", "runs", "limits", "notify", "broker", "auth", "api", "proxy"];
+    &["general", "database", "logging", "runs", "limits", "notify", "broker", "auth", "api", "proxy", "captcha"];
 
 /// Environment variables with the `DC_` prefix that are not settings.
 /// (`DC_LIMITER_SOCKET` is how a supervisor tells its worker the permit
@@ -87,6 +87,9 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// Proxies for plugin requests (`dc-proxy`).
     pub proxy: ProxySettings,
+    /// CAPTCHA solving offered to plugins (optional; none: the host does not
+    /// offer the `captcha` capability).
+    pub captcha: CaptchaSettings,
     /// What loading noticed but did not refuse (an unrelated `DC_*` variable),
     /// for the caller to show. Not part of the configuration.
     #[serde(skip)]
@@ -583,6 +586,51 @@ impl Default for BrokerSettings {
     }
 }
 
+/// The CAPTCHA solving services a host can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptchaProvider {
+    /// anti-captcha.com (and services speaking its JSON API).
+    AntiCaptcha,
+}
+
+/// CAPTCHA solving for plugins (`captcha.solve`): with a provider set, the host
+/// offers the `captcha` capability; the provider's client key is read from the
+/// secrets store when a run first solves one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptchaSettings {
+    /// `anticaptcha`; none: no captcha solving.
+    pub provider: Option<CaptchaProvider>,
+    /// The name of the secret holding the provider's client key
+    /// (`dc-host secrets set NAME`).
+    pub key_secret: Option<String>,
+    /// The provider's API address.
+    pub base_url: String,
+    /// The most a run may spend on captchas, in USD (none: no limit). Once a
+    /// run's solves cost this much, further solves are refused.
+    pub max_cost_per_run: Option<f64>,
+    /// Milliseconds to wait after creating a task before asking for its result
+    /// (anti-captcha's recommendation: 5000).
+    pub first_poll_ms: u64,
+    /// Milliseconds between two requests for a task's result at first; the
+    /// wait grows by a quarter each time, up to 2.5 times this.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for CaptchaSettings {
+    fn default() -> Self {
+        CaptchaSettings {
+            provider: None,
+            key_secret: None,
+            base_url: "https://api.anti-captcha.com".into(),
+            max_cost_per_run: None,
+            first_poll_ms: 5000,
+            poll_interval_ms: 2000,
+        }
+    }
+}
+
 fn default_min_severity() -> crate::enums::AlertSeverity {
     crate::enums::AlertSeverity::Warning
 }
@@ -601,6 +649,7 @@ impl Default for Settings {
             api: ApiSettings::default(),
             broker: BrokerSettings::default(),
             proxy: ProxySettings::default(),
+            captcha: CaptchaSettings::default(),
             warnings: Vec::new(),
         }
     }
@@ -745,6 +794,8 @@ impl Settings {
                     | "brightdata_zone"
                     | "brightdata_country"
                     | "socket"
+                    | "key_secret"
+                    | "base_url"
             ) {
                 toml::Value::String(raw)
             } else if matches!(field.as_str(), "cors_origins" | "urls" | "judges" | "apps" | "robots_ignore_apps") {
@@ -967,6 +1018,7 @@ impl Settings {
                 "amqp://USER:PASSWORD@HOST:PORT/VHOST (e.g. amqp://guest:guest@127.0.0.1:5672/%2f); amqps is not supported by this build",
             );
         }
+        self.validate_captcha()?;
         for (key, name) in [("broker.exchange", &self.broker.exchange), ("broker.queue", &self.broker.queue)] {
             if name.is_empty() || name.len() > 200 || name.starts_with("amq.") {
                 return invalid(
@@ -975,6 +1027,53 @@ impl Settings {
                     "a name of 1 to 200 bytes that does not start with \"amq.\" (reserved by RabbitMQ)",
                 );
             }
+        }
+        Ok(())
+    }
+
+    fn validate_captcha(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, value: String, allowed: &str| {
+            Err(SettingsError::Invalid { key: format!("captcha.{key}"), value, allowed: allowed.into() })
+        };
+        let c = &self.captcha;
+        match (&c.provider, &c.key_secret) {
+            (Some(_), None) => {
+                return invalid(
+                    "key_secret",
+                    "none".into(),
+                    "the name of the secret holding the provider's client key, e.g. key_secret = \"anticaptcha_key\" (store it with `dc-host secrets set anticaptcha_key`)",
+                );
+            }
+            (None, Some(name)) => {
+                return invalid(
+                    "key_secret",
+                    format!("{name:?}"),
+                    "set captcha.provider = \"anticaptcha\" too, or remove key_secret",
+                );
+            }
+            (Some(_), Some(name)) if crate::secrets::validate_name(name).is_err() => {
+                return invalid("key_secret", format!("{name:?}"), "a secret name: letters, digits, '_', '.', '-'");
+            }
+            _ => {}
+        }
+        if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://")) {
+            return invalid(
+                "base_url",
+                redact_url(&c.base_url),
+                "an http:// or https:// URL, e.g. https://api.anti-captcha.com",
+            );
+        }
+        if let Some(max) = c.max_cost_per_run
+            && !(max.is_finite() && max > 0.0)
+        {
+            return invalid(
+                "max_cost_per_run",
+                max.to_string(),
+                "an amount in USD above 0, e.g. 0.5; leave it unset for no limit",
+            );
+        }
+        if c.poll_interval_ms == 0 {
+            return invalid("poll_interval_ms", "0".into(), "at least 1 (anti-captcha recommends 2000)");
         }
         Ok(())
     }
@@ -1516,6 +1615,31 @@ mod tests {
 
     #[test]
     fn invalid_values_name_key_value_and_allowed() {
+        let s = Settings::load(
+            None,
+            env(&[
+                ("DC_CAPTCHA_PROVIDER", "anticaptcha"),
+                ("DC_CAPTCHA_KEY_SECRET", "ac_key"),
+                ("DC_CAPTCHA_MAX_COST_PER_RUN", "0.25"),
+                ("DC_CAPTCHA_BASE_URL", "http://127.0.0.1:9"),
+            ]),
+        )
+        .expect("captcha settings load");
+        assert_eq!(s.captcha.provider, Some(CaptchaProvider::AntiCaptcha));
+        assert_eq!((s.captcha.key_secret.as_deref(), s.captcha.max_cost_per_run), (Some("ac_key"), Some(0.25)));
+        for (vars, key) in [
+            (&[("DC_CAPTCHA_PROVIDER", "anticaptcha")][..], "captcha.key_secret"),
+            (&[("DC_CAPTCHA_KEY_SECRET", "k")][..], "captcha.key_secret"),
+            (&[("DC_CAPTCHA_PROVIDER", "anticaptcha"), ("DC_CAPTCHA_KEY_SECRET", "a b")][..], "captcha.key_secret"),
+            (&[("DC_CAPTCHA_BASE_URL", "api.anti-captcha.com")][..], "captcha.base_url"),
+            (&[("DC_CAPTCHA_MAX_COST_PER_RUN", "0")][..], "captcha.max_cost_per_run"),
+            (&[("DC_CAPTCHA_POLL_INTERVAL_MS", "0")][..], "captcha.poll_interval_ms"),
+        ] {
+            let err = Settings::load(None, env(vars)).expect_err("refused").to_string();
+            assert!(err.contains(key), "{vars:?}: {err}");
+        }
+        let err = Settings::load(None, env(&[("DC_CAPTCHA_PROVIDER", "2captcha")])).expect_err("refused").to_string();
+        assert!(err.contains("captcha.provider") && err.contains("anticaptcha"), "{err}");
         let err = Settings::load(None, env(&[("DC_RUNS_THREADS", "0")])).expect_err("refused").to_string();
         assert_eq!(err, "invalid setting runs.threads = 0: 1 to 256");
         let err = Settings::load(None, env(&[("DC_DATABASE_URL", "mysql://x")])).expect_err("refused").to_string();

@@ -1,9 +1,9 @@
 //! The host side of the plugin interface inside a worker: HTTP through a
 //! per-thread session (cookies, session headers, proxy; every attempt
 //! recorded in the run's request metrics, behind its per-domain circuit
-//! breakers), merges into declared
-//! tables, structured logging in the run's span, progress, arguments and the
-//! cooperative stop flag. Plugin threads call in here; async work is driven on
+//! breakers), merges into declared tables, structured logging in the run's
+//! span, progress, arguments, the cooperative stop flag and the named host
+//! calls of interface 1.3 (`crate::host_call`). Plugin threads call in here; async work is driven on
 //! the worker's tokio runtime with `Handle::block_on`.
 
 use std::cell::RefCell;
@@ -70,6 +70,8 @@ pub struct RunShared {
     /// The run's proxies, when `proxy.apps` names its app (requests of a
     /// session whose plugin set its own proxy do not use them).
     pub proxies: Option<Arc<dc_proxy::ProxyManager>>,
+    /// The named host methods (`captcha.solve`, ...) of interface 1.3.
+    pub host_calls: crate::host_call::HostCalls,
 }
 
 thread_local! {
@@ -373,7 +375,19 @@ impl HostCallbacks for WorkerCallbacks {
     }
 
     fn capabilities(&self) -> RString {
-        serde_json::to_string(crate::HOST_CAPABILITIES).unwrap_or_default().into()
+        serde_json::to_string(&self.0.host_calls.capabilities()).unwrap_or_default().into()
+    }
+
+    fn call(&self, method: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
+        let _g = self.0.span.enter();
+        let s = &self.0;
+        match s.host_calls.dispatch(&s.rt, &s.manifest, method.as_str(), request_json.as_str()) {
+            Ok(answer) => ROk(answer.into()),
+            Err(e) => {
+                tracing::warn!(method = method.as_str(), error = %e, "host call refused or failed");
+                RErr(e.into())
+            }
+        }
     }
 
     fn log_at(&self, level: u8, message: RStr<'_>, context_json: RStr<'_>) {

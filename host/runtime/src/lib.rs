@@ -3,7 +3,8 @@
 //! (`store`), registration, reload and rollback (`registry`), argument
 //! validation (`args`), the supervisor that runs each run in its own worker
 //! process group (`supervisor`), the worker itself (`worker`, `callbacks`) and
-//! the reaper of runs whose worker is gone (`reap`), the plugins-directory
+//! the reaper of runs whose worker is gone (`reap`), the named host calls of
+//! interface 1.3 (`host_call`), the plugins-directory
 //! watcher (`watch`), the lookup of declared tables (`tables`), apps'
 //! schedules and stored arguments (`schedule`) and stop requests (`stop`),
 //! and the politeness limiter's wiring (`limits`: the permit server each
@@ -15,6 +16,7 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod host_call;
 pub mod limits;
 pub mod probe;
 pub mod reap;
@@ -32,9 +34,13 @@ use std::path::PathBuf;
 use dc_core::{Database, Settings};
 use dc_plugin_api::capability;
 
-/// The capabilities this host implements for plugins (published by
-/// `dc-host interface` and `HostCallbacks::capabilities`). Registration refuses
-/// a plugin whose manifest requires one that is not listed here.
+pub use host_call::host_capabilities;
+
+/// The capabilities every host implements for plugins; a host offers more when
+/// configured for them ([`host_capabilities`]: `captcha` with a `[captcha]`
+/// provider), and publishes that list (`dc-host interface`,
+/// `HostCallbacks::capabilities`). Registration refuses a plugin whose
+/// manifest requires one the host does not offer.
 pub const HOST_CAPABILITIES: &[&str] =
     &[capability::FETCH, capability::MERGE, capability::LOG, capability::PROGRESS, capability::FRONTIER];
 

@@ -129,15 +129,21 @@ pub async fn register_with(
     }
     let out = inspect(env, path).await?;
     let m = &out.manifest;
-    let missing = dc_plugin_api::capability::missing(&m.requires, crate::HOST_CAPABILITIES);
+    let offered = crate::host_capabilities(&env.settings);
+    let missing = dc_plugin_api::capability::missing(&m.requires, &offered);
     if !missing.is_empty() {
+        let hint = if missing.contains(&dc_plugin_api::capability::CAPTCHA) {
+            " (a host offers captcha once [captcha] provider and key_secret are configured)"
+        } else {
+            ""
+        };
         return Err(RuntimeError::Refused(format!(
-            "{}: {} {} requires the capability {} that this host does not implement (it implements {}); run it on a dc-host that does, or remove the requirement",
+            "{}: {} {} requires the capability {} that this host does not implement (it implements {}); run it on a dc-host that does, or remove the requirement{hint}",
             path.display(),
             app_path(m),
             m.version,
             missing.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(", "),
-            crate::HOST_CAPABILITIES.join(", ")
+            offered.join(", ")
         )));
     }
     let app_id = apps::app_id_for(&m.group, &m.parent, &m.name);

@@ -339,6 +339,7 @@ fn prepare(
         writes: Default::default(),
         frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),
         proxies,
+        host_calls: crate::host_call::HostCalls::new(s),
     });
     // the supervisor fetched the file into this host's store if it registered elsewhere
     let path = crate::store::local_path(&s.store_dir(), &version);

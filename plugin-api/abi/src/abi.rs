@@ -187,6 +187,20 @@ pub trait HostCallbacks: Send + Sync {
             "this host does not implement enqueue (plugin interface 1.2, capability \"frontier\"); upgrade dc-host",
         ))
     }
+
+    /// Since 1.3: a named host method with a JSON request and a JSON answer
+    /// ([`crate::host_call`]), so a new capability crosses the boundary as new
+    /// method names, never as a layout change. Methods are namespaced by the
+    /// capability they belong to (`captcha.solve`, `captcha.balance`); the host
+    /// refuses a method whose capability the plugin's manifest does not
+    /// `require`, and a method it does not know, naming it.
+    fn call(&self, method: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
+        let _ = request_json;
+        RResult::RErr(RString::from(format!(
+            "this host does not implement host calls (plugin interface 1.3), so it cannot answer {:?}; upgrade dc-host",
+            method.as_str()
+        )))
+    }
 }
 
 /// The host callbacks as the plugin receives them.

@@ -15,7 +15,9 @@ pub const LOG: &str = "log";
 pub const PROGRESS: &str = "progress";
 /// Proxy reservation and rotation by the host.
 pub const PROXY: &str = "proxy";
-/// CAPTCHA solving by the host.
+/// CAPTCHA solving by the host: the host methods `captcha.solve` and
+/// `captcha.balance` ([`crate::host_call`], interface 1.3). A host offers it
+/// only when a solver is configured.
 pub const CAPTCHA: &str = "captcha";
 /// Request metrics kept by the host.
 pub const METRICS: &str = "metrics";

@@ -1,7 +1,8 @@
 //! The plugin interface of dc-host: the only crate whose version the loader
 //! checks. It holds the stable ABI ([`abi`]: root module, `sabi_trait`s, FFI
 //! structs) and the JSON documents that cross it ([`manifest`], [`wire`],
-//! [`capability`]). Plugin authors do not use it directly: they depend on
+//! [`capability`], and the named host methods of [`host_call`]). Plugin
+//! authors do not use it directly: they depend on
 //! `dc-plugin-sdk`, which may change at its own pace.
 //!
 //! Versioning (see `docs/plugin-abi.md`): a host built against 1.N loads plugins
@@ -17,9 +18,11 @@
 
 pub mod abi;
 pub mod capability;
+pub mod host_call;
 pub mod manifest;
 pub mod wire;
 
+pub use host_call::{CaptchaBalance, CaptchaSolution, CaptchaTask};
 pub use manifest::{
     ColumnDecl, ColumnType, CrawlLimits, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl,
 };

@@ -1,7 +1,8 @@
 //! The crate a dc-host plugin depends on: implement [`Scraper`], describe the
 //! plugin with a [`Manifest`] built from its constructors, and export it with
 //! [`export_plugin!`]. [`Context`] is the host (HTTP, merge, logs, progress,
-//! arguments, stop flag); [`html`] parses pages; `testing::TestHost` (cargo
+//! arguments, stop flag, crawl frontier, CAPTCHA solving and other named host
+//! calls); [`html`] parses pages; `testing::TestHost` (cargo
 //! feature `testing`, for a plugin's `[dev-dependencies]`) runs a plugin
 //! in-process in `cargo test`, checking what the host checks.
 //!
@@ -26,8 +27,8 @@ pub mod testing;
 pub use dc_plugin_api as interface;
 pub use dc_plugin_api::capability;
 pub use dc_plugin_api::{
-    ColumnDecl, ColumnType, CrawlLimits, EnqueueAnswer, Manifest, MergeSummary, MissingRows, PluginKind, Schedule,
-    SessionConfig, SnapshotMode, TableDecl,
+    CaptchaSolution, CaptchaTask, ColumnDecl, ColumnType, CrawlLimits, EnqueueAnswer, Manifest, MergeSummary,
+    MissingRows, PluginKind, Schedule, SessionConfig, SnapshotMode, TableDecl,
 };
 pub use sdk::{Context, Error, LogLevel, Record, Request, Response, Result, Scraper};
 pub use serde_json::{self, Map, Value, json};

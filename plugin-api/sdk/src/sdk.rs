@@ -22,8 +22,12 @@ use serde_json::{Map, Value};
 use dc_plugin_api::abi::{
     FfiHeader, FfiHttpRequest, FfiLogLevel, HostBox, PluginMod, PluginModRef, ScraperBox, ScraperFfi, ScraperFfi_TO,
 };
+use dc_plugin_api::host_call;
 use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
-use dc_plugin_api::{EnqueueAnswer, EnqueueEntry, Manifest, MergeSummary, SessionConfig, SnapshotMode};
+use dc_plugin_api::{
+    CaptchaBalance, CaptchaSolution, CaptchaTask, EnqueueAnswer, EnqueueEntry, Manifest, MergeSummary, SessionConfig,
+    SnapshotMode,
+};
 
 use crate::html::Document;
 
@@ -471,6 +475,65 @@ impl Context {
         let entries =
             items.into_iter().map(|i| serde_json::to_value(i).map(EnqueueEntry::new)).collect::<Result<Vec<_>, _>>()?;
         self.enqueue_entries(entries)
+    }
+
+    /// Calls a named host method (interface 1.3, [`dc_plugin_api::host_call`])
+    /// with a JSON request and returns its JSON answer. The method's
+    /// capability (the part of its name before the dot) must be in the
+    /// manifest's `requires`, or the host refuses the call, naming it. The
+    /// typed helpers below (`solve_recaptcha_v2`, ...) are built on this.
+    pub fn host_call(&self, method: &str, request: impl Serialize) -> Result<Value> {
+        let json = serde_json::to_string(&request)?;
+        let out = from_r(self.host.call(RStr::from_str(method), RStr::from_str(&json)))?;
+        serde_json::from_str(&out).map_err(|e| Error::msg(format!("the host's answer to {method} is not JSON: {e}")))
+    }
+
+    /// Solves a CAPTCHA through the host's solver (`captcha.solve`; declare
+    /// `requires(capability::CAPTCHA)` in the manifest) and returns the whole
+    /// answer: the token or text, and what it cost. Waits until the solver
+    /// answers (typically 10-60 s for reCAPTCHA), so call it from `collect`.
+    pub fn solve_captcha(&self, task: &CaptchaTask) -> Result<CaptchaSolution> {
+        let answer = self.host_call(host_call::CAPTCHA_SOLVE, task)?;
+        Ok(serde_json::from_value(answer)?)
+    }
+
+    /// Solves a reCAPTCHA v2 (`data-sitekey` `site_key` on `page_url`) and
+    /// returns the token to submit as `g-recaptcha-response`.
+    pub fn solve_recaptcha_v2(&self, site_key: &str, page_url: &str) -> Result<String> {
+        Ok(self.solve_captcha(&CaptchaTask::recaptcha_v2(site_key, page_url))?.answer)
+    }
+
+    /// Solves a reCAPTCHA v3 for `page_action` (as the page passes it to
+    /// `grecaptcha.execute`; `None` for the default) with a score of at least
+    /// `min_score` (0.3, 0.7 or 0.9) and returns the token.
+    pub fn solve_recaptcha_v3(
+        &self,
+        site_key: &str,
+        page_url: &str,
+        min_score: f64,
+        page_action: Option<&str>,
+    ) -> Result<String> {
+        let task = CaptchaTask::recaptcha_v3(site_key, page_url, min_score, page_action.map(str::to_string));
+        Ok(self.solve_captcha(&task)?.answer)
+    }
+
+    /// Solves an hCaptcha and returns the token (`h-captcha-response`).
+    pub fn solve_hcaptcha(&self, site_key: &str, page_url: &str) -> Result<String> {
+        Ok(self.solve_captcha(&CaptchaTask::hcaptcha(site_key, page_url))?.answer)
+    }
+
+    /// Reads the text of an image CAPTCHA (the bytes of a PNG, JPEG or GIF
+    /// file, e.g. a fetched response's body).
+    pub fn solve_image(&self, image: &[u8]) -> Result<String> {
+        use base64::Engine as _;
+        let body = base64::engine::general_purpose::STANDARD.encode(image);
+        Ok(self.solve_captcha(&CaptchaTask::image_base64(body))?.answer)
+    }
+
+    /// The balance of the host's CAPTCHA solver account, in USD (`captcha.balance`).
+    pub fn captcha_balance(&self) -> Result<f64> {
+        let answer: CaptchaBalance = serde_json::from_value(self.host_call(host_call::CAPTCHA_BALANCE, Map::new())?)?;
+        Ok(answer.balance)
     }
 
     fn enqueue_entries(&self, entries: Vec<EnqueueEntry>) -> Result<EnqueueAnswer> {

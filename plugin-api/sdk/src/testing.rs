@@ -33,6 +33,7 @@ use dc_plugin_api::{ColumnType, MergeSummary, TableDecl};
 use crate::sdk::{Context, LogLevel, Request, Response, Result, Scraper, adapt, guarded};
 
 type Fetcher = dyn Fn(&Request) -> Result<Response> + Send + Sync;
+type HostCallAnswer = dyn Fn(&str, &Value) -> Result<Value> + Send + Sync;
 
 /// One merge call the plugin made.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,12 +66,16 @@ pub struct TestRun {
     /// What `enqueue` dropped over the run: duplicates, items over
     /// `max_depth` and items over `max_items` (`added` is 0).
     pub dropped: dc_plugin_api::EnqueueAnswer,
+    /// Every host call the plugin made (interface 1.3): method and request,
+    /// in order, including the ones refused.
+    pub host_calls: Vec<(String, Value)>,
 }
 
 #[derive(Default)]
 struct Recorded {
     merges: Vec<MergeCall>,
     log_records: Vec<(LogLevel, String, Value)>,
+    host_calls: Vec<(String, Value)>,
 }
 
 struct TestCallbacks {
@@ -81,6 +86,7 @@ struct TestCallbacks {
     frontier: Arc<dc_frontier::Frontier>,
     /// The depth of the item being collected (`None` outside `collect`).
     depth: Arc<Mutex<Option<u32>>>,
+    host_call: Option<Arc<HostCallAnswer>>,
 }
 
 fn lock(rec: &Mutex<Recorded>) -> std::sync::MutexGuard<'_, Recorded> {
@@ -176,8 +182,42 @@ impl HostCallbacks for TestCallbacks {
     }
 
     fn capabilities(&self) -> RString {
-        use dc_plugin_api::capability::{FETCH, FRONTIER, LOG, MERGE, PROGRESS};
-        serde_json::to_string(&[FETCH, MERGE, LOG, PROGRESS, FRONTIER]).unwrap_or_default().into()
+        use dc_plugin_api::capability::{CAPTCHA, FETCH, FRONTIER, LOG, MERGE, PROGRESS};
+        let mut caps = vec![FETCH, MERGE, LOG, PROGRESS, FRONTIER];
+        if self.host_call.is_some() {
+            caps.push(CAPTCHA);
+        }
+        serde_json::to_string(&caps).unwrap_or_default().into()
+    }
+
+    fn call(&self, method: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
+        let method = method.as_str();
+        let request: Value = match serde_json::from_str(request_json.as_str()) {
+            Ok(r) => r,
+            Err(e) => return RErr(format!("the request of host method {method:?} is not JSON: {e}").into()),
+        };
+        lock(&self.rec).host_calls.push((method.to_string(), request.clone()));
+        // the checks the host makes before it answers
+        if let Err(refusal) = dc_plugin_api::host_call::check_call(method, &self.manifest.requires) {
+            return RErr(refusal.into());
+        }
+        if method == dc_plugin_api::host_call::CAPTCHA_SOLVE
+            && let Err(e) = serde_json::from_value::<dc_plugin_api::CaptchaTask>(request.clone())
+        {
+            return RErr(format!("invalid captcha.solve request: {e}").into());
+        }
+        let Some(answer) = &self.host_call else {
+            return RErr(
+                format!(
+                    "TestHost has no answer for the host method {method:?}; give it one with TestHost::on_host_call"
+                )
+                .into(),
+            );
+        };
+        match answer(method, &request) {
+            Ok(v) => ROk(v.to_string().into()),
+            Err(e) => RErr(e.to_string().into()),
+        }
     }
 
     fn enqueue(&self, entries_json: RStr<'_>) -> RResult<RString, RString> {
@@ -263,12 +303,25 @@ impl HostCallbacks for TestCallbacks {
 pub struct TestHost {
     fetch: Arc<Fetcher>,
     args: Value,
+    host_call: Option<Arc<HostCallAnswer>>,
 }
 
 impl TestHost {
     /// A test host whose HTTP requests are answered by `fetch`.
     pub fn new(fetch: impl Fn(&Request) -> Result<Response> + Send + Sync + 'static) -> TestHost {
-        TestHost { fetch: Arc::new(fetch), args: Value::Object(Map::new()) }
+        TestHost { fetch: Arc::new(fetch), args: Value::Object(Map::new()), host_call: None }
+    }
+
+    /// Answers the plugin's host calls (`Context::host_call` and the helpers
+    /// on it, such as `Context::solve_recaptcha_v2`): `answer` gets the method
+    /// and the JSON request and returns the JSON answer (for `captcha.solve`,
+    /// a [`dc_plugin_api::CaptchaSolution`], e.g. `json!({"answer": "token"})`)
+    /// or an error the plugin sees. Before it is asked, a call is refused as the
+    /// host refuses it: an unknown method, or one whose capability the manifest
+    /// does not require. With an answer, the test host offers `captcha`.
+    pub fn on_host_call(mut self, answer: impl Fn(&str, &Value) -> Result<Value> + Send + Sync + 'static) -> TestHost {
+        self.host_call = Some(Arc::new(answer));
+        self
     }
 
     /// Sets the runtime arguments (default `{}`, as the host's). [`TestHost::run`]
@@ -317,6 +370,7 @@ impl TestHost {
             manifest,
             frontier: frontier.clone(),
             depth: depth.clone(),
+            host_call: self.host_call.clone(),
         };
         let ctx = Context::from_host(HostCallbacks_TO::from_value(callbacks, TD_Opaque));
         let scraper = into(guarded(|| S::new(&ctx)))?;
@@ -350,6 +404,7 @@ impl TestHost {
         run.merges = rec.merges;
         run.logs = rec.log_records.iter().map(|(_, message, _)| message.clone()).collect();
         run.log_records = rec.log_records;
+        run.host_calls = rec.host_calls;
         Ok(run)
     }
 }
@@ -813,6 +868,62 @@ mod tests {
             assert_eq!(utc_micros(given).as_deref(), Some(utc), "{given}");
         }
         assert_eq!(utc_micros("2026-01-31"), None);
+    }
+
+    /// Solves a reCAPTCHA v2 and stores the token; `REQUIRES` decides whether
+    /// the manifest requires the capability.
+    struct Solver<const REQUIRES: bool>;
+
+    impl<const REQUIRES: bool> Scraper for Solver<REQUIRES> {
+        fn manifest() -> Manifest {
+            if REQUIRES { manifest().requires(dc_plugin_api::capability::CAPTCHA) } else { manifest() }
+        }
+        fn new(_ctx: &Context) -> Result<Self> {
+            Ok(Solver)
+        }
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![json!("https://site.test/login")])
+        }
+        fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>> {
+            let token = ctx.solve_recaptcha_v2("site-key-1", item.as_str().unwrap_or_default())?;
+            Ok(vec![Record::new("incr_t", json!({"id": token}))])
+        }
+    }
+
+    #[test]
+    fn host_calls_are_answered_after_the_hosts_checks() {
+        let host = || TestHost::new(|_| Err(Error::msg("no HTTP")));
+        let answered = host()
+            .on_host_call(|method, req| {
+                assert_eq!(method, "captcha.solve");
+                Ok(json!({"answer": format!("token-for-{}", req["website_key"].as_str().unwrap_or_default()), "cost": 0.002}))
+            })
+            .run::<Solver<true>>()
+            .expect("solved");
+        assert_eq!(answered.rows("incr_t")[0]["id"], "token-for-site-key-1");
+        assert_eq!(
+            answered.host_calls,
+            vec![(
+                "captcha.solve".to_string(),
+                json!({"kind": "recaptcha_v2", "website_url": "https://site.test/login", "website_key": "site-key-1"})
+            )]
+        );
+        // no answer configured: the plugin's collect fails, naming the fix
+        let unanswered = host().run::<Solver<true>>().expect("the run completes");
+        assert!(unanswered.collect_errors[0].contains("TestHost::on_host_call"), "{:?}", unanswered.collect_errors);
+    }
+
+    #[test]
+    fn a_host_call_without_the_capability_in_the_manifest_is_refused() {
+        let r = TestHost::new(|_| Err(Error::msg("no HTTP")))
+            .on_host_call(|_, _| Ok(json!({"answer": "never"})))
+            .run::<Solver<false>>()
+            .expect("the run completes");
+        assert!(
+            r.collect_errors[0].contains("which the plugin's manifest does not require; add .requires(\"captcha\")"),
+            "{:?}",
+            r.collect_errors
+        );
     }
 
     #[test]

@@ -26,29 +26,34 @@ struct InterfaceInfo {
     interface_version: &'static str,
     /// Plugin builds against these interface versions load (`1.0 – 1.1`).
     loads: String,
-    /// The capabilities this host implements.
-    capabilities: &'static [&'static str],
+    /// The capabilities this host implements (`captcha` only with a
+    /// `[captcha]` provider configured).
+    capabilities: Vec<&'static str>,
     /// Capabilities the interface defines that this host does not implement yet.
     not_implemented: Vec<&'static str>,
 }
 
-fn info() -> InterfaceInfo {
+/// What a host with `settings` offers; without settings (`--version`, read
+/// before any configuration), the capabilities every host offers.
+fn info(settings: Option<&dc_core::Settings>) -> InterfaceInfo {
+    let capabilities =
+        settings.map(dc_runtime::host_capabilities).unwrap_or_else(|| dc_runtime::HOST_CAPABILITIES.to_vec());
     InterfaceInfo {
         host_version: env!("CARGO_PKG_VERSION"),
         interface_version: dc_plugin_api::ABI_VERSION,
         loads: dc_plugin_api::supported_range(),
-        capabilities: dc_runtime::HOST_CAPABILITIES,
         not_implemented: dc_plugin_api::capability::KNOWN
             .iter()
             .copied()
-            .filter(|c| !dc_runtime::HOST_CAPABILITIES.contains(c))
+            .filter(|c| !capabilities.contains(c))
             .collect(),
+        capabilities,
     }
 }
 
 /// The text `dc-host --version` prints after the program name.
 pub fn version_text() -> String {
-    let i = info();
+    let i = info(None);
     format!(
         "{} (plugin interface {}; loads plugins built against {}; capabilities: {})",
         i.host_version,
@@ -58,8 +63,8 @@ pub fn version_text() -> String {
     )
 }
 
-pub fn exec(a: InterfaceArgs) -> anyhow::Result<ExitCode> {
-    let i = info();
+pub fn exec(a: InterfaceArgs, settings: &dc_core::Settings) -> anyhow::Result<ExitCode> {
+    let i = info(Some(settings));
     if a.json {
         output::json(&i)?;
     } else {

@@ -109,10 +109,9 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
         }
         PluginsCommand::Inspect { file, json } => {
             let out = registry::inspect(env, &file).await?;
-            let missing: Vec<String> = dc_plugin_api::capability::missing(&out.requires, dc_runtime::HOST_CAPABILITIES)
-                .into_iter()
-                .map(str::to_string)
-                .collect();
+            let offered = dc_runtime::host_capabilities(&env.settings);
+            let missing: Vec<String> =
+                dc_plugin_api::capability::missing(&out.requires, &offered).into_iter().map(str::to_string).collect();
             if json {
                 #[derive(serde::Serialize)]
                 struct Inspected<'a> {
