@@ -94,3 +94,23 @@ if ! command -v openssl >/dev/null 2>&1; then
   fi
 fi
 echo "==> python3 with aiosmtpd and openssl are there for the e-mail tests"
+
+# the dashboard's browser test (tests/e2e/dashboard.rs) drives Debian's
+# chromium, headless, with playwright-core (pinned in tests/browser/package.json
+# and package-lock.json) under node
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if can_apt; then
+    echo "==> installing chromium, nodejs and npm (apt)"
+    apt_install chromium nodejs npm
+  else
+    echo "error: the dashboard test needs chromium, node and npm (Debian: apt-get install chromium nodejs npm)" >&2
+    exit 1
+  fi
+fi
+if [ ! -f "$root/tests/browser/node_modules/playwright-core/package.json" ]; then
+  echo "==> installing playwright-core (npm ci in tests/browser)"
+  (cd "$root/tests/browser" && npm ci --no-audit --no-fund --silent) \
+    || { echo "error: npm ci in tests/browser failed; see npm's output above" >&2; exit 1; }
+fi
+echo "==> chromium $(chromium --version 2>/dev/null | awk '{print $2}') and playwright-core are there for the dashboard test"

@@ -11,6 +11,7 @@ mod cli;
 mod compat;
 mod crash;
 mod crawl;
+mod dashboard;
 mod demo;
 mod email;
 mod evolve;

@@ -31,6 +31,36 @@ pub fn guarded_axum(router: axum::Router<ApiState>, state: &ApiState, role: Role
     ))
 }
 
+/// An event-stream `router` behind the guard for `role`, which also accepts a
+/// stream ticket (`?ticket=`, see `crate::stream`) when no `Authorization`
+/// header is sent: browsers' `EventSource` cannot send one.
+pub fn guarded_stream(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) -> OpenApiRouter<ApiState> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        move |state: State<ApiState>, req: Request, next: Next| async move {
+            #[derive(serde::Deserialize)]
+            struct TicketParam {
+                ticket: Option<String>,
+            }
+            if req.headers().contains_key(header::AUTHORIZATION) {
+                return authorize(state, role, req, next).await;
+            }
+            let ticket = axum::extract::Query::<TicketParam>::try_from_uri(req.uri()).ok().and_then(|q| q.0.ticket);
+            let Some(ticket) = ticket else {
+                return Err(ApiError::unauthorized(
+                    "this needs a bearer token (Authorization: Bearer TOKEN) or a stream ticket \
+                     (?ticket= from POST /api/v1/stream-tickets)",
+                    false,
+                ));
+            };
+            let principal = state.streams().redeem_ticket(&ticket).ok_or_else(|| {
+                ApiError::unauthorized("the stream ticket is unknown, used or expired; get a new one", true)
+            })?;
+            admit(principal, role, req, next).await
+        },
+    ))
+}
+
 /// The token of an `Authorization: Bearer TOKEN` header.
 fn bearer(req: &Request) -> Result<&str, ApiError> {
     let missing = || ApiError::unauthorized("this needs a bearer token: send Authorization: Bearer TOKEN", false);
@@ -42,12 +72,7 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
     }
 }
 
-async fn authorize(
-    State(state): State<ApiState>,
-    role: Role,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn authorize(State(state): State<ApiState>, role: Role, req: Request, next: Next) -> Result<Response, ApiError> {
     let principal: Principal = {
         let token = bearer(&req)?;
         state
@@ -56,6 +81,11 @@ async fn authorize(
             .await
             .map_err(|f| ApiError::unauthorized(format!("the bearer token was not accepted: {f}"), true))?
     };
+    admit(principal, role, req, next).await
+}
+
+/// Lets `principal` through when its role allows `role`.
+async fn admit(principal: Principal, role: Role, mut req: Request, next: Next) -> Result<Response, ApiError> {
     if !principal.role.allows(role) {
         return Err(ApiError::forbidden(format!(
             "this needs the {role} role; {} has {}",

@@ -1,8 +1,8 @@
 //! The layers around every response: request-body limit (`api.max_body_kb`,
 //! larger bodies 413), security headers for a JSON API (nosniff, no framing,
-//! no referrer, a CSP that allows nothing, no caching), CORS only for the
-//! configured origins (`api.cors_origins`; none: no CORS headers, so browsers
-//! refuse cross-origin calls), and a request id (`x-request-id`, kept when
+//! no referrer, a CSP that allows nothing unless the dashboard set its own,
+//! no caching), CORS only for the configured origins (`api.cors_origins`;
+//! none: no CORS headers, so browsers refuse cross-origin calls), and a request id (`x-request-id`, kept when
 //! the client sent one) on every request's span and response.
 
 use axum::Router;
@@ -31,7 +31,15 @@ pub fn apply(routes: Router, settings: &ApiSettings) -> Router {
     let limit = usize::try_from(settings.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
     let mut router = routes.layer(DefaultBodyLimit::max(limit));
     for (name, value) in SECURITY_HEADERS {
-        router = router.layer(SetResponseHeaderLayer::overriding(name.clone(), HeaderValue::from_static(value)));
+        // the dashboard's pages set their own CSP (scripts, styles and
+        // connections from this origin only); every other response gets
+        // the one that allows nothing
+        let value = HeaderValue::from_static(value);
+        router = router.layer(if name == header::CONTENT_SECURITY_POLICY {
+            SetResponseHeaderLayer::if_not_present(name.clone(), value)
+        } else {
+            SetResponseHeaderLayer::overriding(name.clone(), value)
+        });
     }
     let origins: Vec<HeaderValue> =
         settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();

@@ -11,12 +11,14 @@
 //! signal.
 
 mod access;
+mod dashboard;
 mod error;
 mod extract;
 mod hardening;
 pub mod metrics;
 mod page;
 mod routes;
+mod stream;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use dc_core::access::{Authenticate, Role};
 use dc_runtime::HostEnv;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -47,6 +49,8 @@ struct Inner {
     wake: Option<Arc<tokio::sync::Notify>>,
     /// What `/metrics` serves (none: it answers 404).
     metrics: Option<metrics::Metrics>,
+    /// The event streams' hubs and tickets.
+    streams: Arc<stream::Streams>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -58,7 +62,7 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of an API over `env` whose bearer tokens `auth` verifies.
     pub fn new(env: HostEnv, auth: Arc<dyn Authenticate>) -> ApiState {
-        ApiState { inner: Arc::new(Inner { env, auth, wake: None, metrics: None }) }
+        ApiState { inner: Arc::new(Inner { env, auth, wake: None, metrics: None, streams: Arc::default() }) }
     }
 
     /// The same state, waking `wake` after queuing a command (the serve loop
@@ -78,6 +82,16 @@ impl ApiState {
 
     pub(crate) fn metrics(&self) -> Option<&metrics::Metrics> {
         self.inner.metrics.as_ref()
+    }
+
+    pub(crate) fn streams(&self) -> &Arc<stream::Streams> {
+        &self.inner.streams
+    }
+
+    /// Event-stream hubs running now: one per watched run or app, however
+    /// many clients watch it.
+    pub fn stream_hubs(&self) -> usize {
+        self.inner.streams.hub_count()
     }
 
     /// Tells the serve loop that a command is waiting.
@@ -118,6 +132,7 @@ impl ApiState {
         (name = "logs", description = "Log records"),
         (name = "hosts", description = "Hosts serving the database"),
         (name = "plugins", description = "Registered plugin versions"),
+        (name = "streams", description = "Live events (Server-Sent Events), stream tickets, the caller"),
     )
 )]
 struct ApiDoc;
@@ -128,6 +143,8 @@ impl utoipa::Modify for BearerScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        // event streams only: a one-use ticket from POST /stream-tickets (EventSource sends no headers)
+        components.add_security_scheme("ticket", SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("ticket"))));
     }
 }
 
@@ -142,7 +159,11 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::logs::list))
         .routes(routes!(routes::hosts::list))
         .routes(routes!(routes::plugins::list))
-        .routes(routes!(routes::plugins::versions));
+        .routes(routes!(routes::plugins::versions))
+        .routes(routes!(routes::events::me))
+        .routes(routes!(routes::events::ticket));
+    let streams =
+        OpenApiRouter::new().routes(routes!(routes::events::run_events)).routes(routes!(routes::events::app_events));
     let operator = OpenApiRouter::new()
         .routes(routes!(routes::apps::update))
         .routes(routes!(routes::apps::command))
@@ -150,6 +171,7 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
     let admin = OpenApiRouter::new().routes(routes!(routes::plugins::rollback));
     public
         .merge(access::guarded(viewer, state, Role::Viewer))
+        .merge(access::guarded_stream(streams, state, Role::Viewer))
         .merge(access::guarded(operator, state, Role::Operator))
         .merge(access::guarded(admin, state, Role::Admin))
 }
@@ -192,6 +214,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
             &state,
             Role::Viewer,
         ))
+        .merge(dashboard::routes())
         .fallback(routes::health::no_route)
         .method_not_allowed_fallback(routes::health::no_method)
         .with_state(state);
@@ -222,6 +245,13 @@ pub async fn serve_router(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "REST API listening");
     }
+    // open event streams end at shutdown, so the graceful shutdown does not wait for them
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let router = router.layer(axum::Extension(routes::events::Closing(closing)));
+    let shutdown = async move {
+        shutdown.await;
+        let _ = closing_tx.send(true);
+    };
     axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

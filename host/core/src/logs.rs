@@ -327,6 +327,12 @@ pub async fn for_run(db: &Database, runtime_id: &str, limit: i64) -> Result<Vec<
         .bind(runtime_id).bind(limit).fetch_all(pool).await)?)
 }
 
+/// The id of the newest log record (none: the table is empty). Live views
+/// (the API's event streams) start after it and read newer records by id.
+pub async fn last_id(db: &Database) -> Result<Option<i64>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(id) FROM logs").fetch_one(pool).await)?)
+}
+
 /// A log record with its id (the order records were written in).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct LogEntry {

@@ -95,7 +95,7 @@ pub struct Progress {
 }
 
 impl App {
-    fn from_row(a: AppRow) -> Result<App, ApiError> {
+    pub(crate) fn from_row(a: AppRow) -> Result<App, ApiError> {
         // the stored next run, or (for a plugin's default schedule nobody has
         // planned yet) the next fire time from now, as `dc-host apps show`
         let next_run = match a.next_run {

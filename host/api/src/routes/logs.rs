@@ -65,7 +65,7 @@ pub enum LevelParam {
 }
 
 impl LevelParam {
-    fn level(self) -> tracing::Level {
+    pub(crate) fn level(self) -> tracing::Level {
         match self {
             LevelParam::Trace => tracing::Level::TRACE,
             LevelParam::Debug => tracing::Level::DEBUG,

@@ -54,6 +54,8 @@ pub struct TestApi {
     pub client: reqwest::Client,
     /// The host environment the server uses.
     pub env: HostEnv,
+    /// The server's state (its event-stream hubs).
+    pub state: ApiState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -114,7 +116,7 @@ impl TestApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(dc_api::serve(listener, state, async move {
+        let server = tokio::spawn(dc_api::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
         TestApi {
@@ -122,6 +124,7 @@ impl TestApi {
             db,
             client: reqwest::Client::new(),
             env,
+            state,
             shutdown: Some(tx),
             server: Some(server),
             _dir: dir,

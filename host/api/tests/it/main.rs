@@ -4,7 +4,9 @@
 mod access;
 mod apps;
 mod common;
+mod dashboard;
 mod errors;
 mod listings;
 mod openapi;
 mod plugins;
+mod stream;

@@ -22,6 +22,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/plugins"),
     ("get", "/api/v1/plugins/{app_id}/versions"),
     ("post", "/api/v1/plugins/{app_id}/rollback"),
+    ("get", "/api/v1/me"),
+    ("post", "/api/v1/stream-tickets"),
+    ("get", "/api/v1/runs/{runtime_id}/events"),
+    ("get", "/api/v1/apps/{app_id}/events"),
 ];
 
 #[tokio::test]
@@ -31,6 +35,8 @@ async fn the_document_lists_every_routed_operation_and_nothing_else() {
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"), "{}", doc["openapi"]);
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let ticket = &doc["components"]["securitySchemes"]["ticket"];
+    assert_eq!((ticket["type"].as_str(), ticket["in"].as_str()), (Some("apiKey"), Some("query")), "{ticket}");
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented: Vec<(String, String)> = paths
         .iter()
