@@ -151,14 +151,14 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
     host.ok(&["plugins", "list"]);
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
-    // undo the newest migration (8: the dc_auth_* tables)
+    // undo the newest migration (9: dc_run_items and runtime.resumed_from)
     host.pg_sql(
-        "DROP TABLE dc_auth_users, dc_auth_clients, dc_auth_refresh_tokens, dc_auth_keys; \
-         DELETE FROM _sqlx_migrations WHERE version = 8",
+        "DROP TABLE dc_run_items; DROP INDEX runtime_resumed_from_idx; ALTER TABLE runtime DROP COLUMN resumed_from; \
+         DELETE FROM _sqlx_migrations WHERE version = 9",
     );
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("is at schema version 7, this dc-host needs 8: run `dc-host db migrate`"), "{text}");
+    assert!(text.contains("is at schema version 8, this dc-host needs 9: run `dc-host db migrate`"), "{text}");
     assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));
     host.ok(&["runs", "list"]);
 

@@ -16,6 +16,7 @@ mod evolve;
 mod network;
 mod refusals;
 mod reload;
+mod resume;
 mod scaffold;
 mod secrets;
 mod serve;

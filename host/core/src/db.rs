@@ -41,6 +41,7 @@ pub const CORE_TABLES: &[&str] = &[
     "dc_auth_clients",
     "dc_auth_refresh_tokens",
     "dc_auth_keys",
+    "dc_run_items",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.

@@ -18,6 +18,7 @@ pub mod hosts;
 pub mod logs;
 pub mod merge;
 pub mod retention;
+pub mod run_items;
 pub mod runs;
 pub mod secrets;
 pub mod settings;

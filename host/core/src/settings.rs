@@ -167,6 +167,11 @@ pub struct RunSettings {
     /// what `collect` enqueues); enqueued items beyond it are dropped and
     /// counted. Also caps a manifest's `max_items`.
     pub max_items: u64,
+    /// Persist every run's work items as it goes (`dc_run_items`: added,
+    /// done with their records, failed), so a run that stopped, failed or was
+    /// killed can be resumed with `dc-host run APP --resume RUNTIME_ID`.
+    /// Off: runs write no items and cannot be resumed.
+    pub persist_frontier: bool,
 }
 
 /// Where alerts go: channels, each with a minimum severity.
@@ -493,6 +498,7 @@ impl Default for RunSettings {
             retention_days: 0,
             // the same default as dc_frontier::DEFAULT_MAX_ITEMS
             max_items: 1_000_000,
+            persist_frontier: true,
         }
     }
 }

@@ -59,6 +59,9 @@ pub struct RunShared {
     pub writes: std::sync::Mutex<RunWrites>,
     /// The run's work items: `prepare_list`'s and what `collect` enqueues.
     pub frontier: dc_frontier::Frontier,
+    /// Where finished items are journaled (`runs.persist_frontier`); the
+    /// frontier journals added items itself.
+    pub journal: Option<crate::journal::JournalSender>,
 }
 
 thread_local! {

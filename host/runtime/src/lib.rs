@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod callbacks;
+pub mod journal;
 pub mod probe;
 pub mod reap;
 pub mod registry;
