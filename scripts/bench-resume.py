@@ -42,7 +42,7 @@ def gen_site(out: Path):
     filler = " ".join(f"word{i}" for i in range(300))
     for i in range(PAGES):
         links = {(i + 1) % PAGES} | {(i * 7 + k * 131) % PAGES for k in range(1, 6)}
-        hrefs = "".join(f'<li><a href="/p/{j}.html">page {j}</a></li>' for j in sorted(links))
+        hrefs = "".join(f'<li><a href="{"/" if j == 0 else f"/p/{j}.html"}">page {j}</a></li>' for j in sorted(links))
         html = f"<!doctype html><html><head><title>Page {i}</title></head><body><h1>Page {i}</h1><p>{filler}</p><ul>{hrefs}</ul></body></html>"
         path = out / ("index.html" if i == 0 else f"p/{i}.html")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,8 @@ def psql(sql):
 
 def one_run(db: str, persist: bool, start_url: str, n: int) -> float:
     with tempfile.TemporaryDirectory() as data:
-        env = dict(os.environ, DC_DATA_DIR=data, DC_LOG="warn", DC_RUNS_PERSIST_FRONTIER=str(persist).lower())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DC_BENCH_")}
+        env.update(DC_DATA_DIR=data, DC_LOG="warn", DC_RUNS_PERSIST_FRONTIER=str(persist).lower())
         pg_name = None
         if db == "postgres":
             pg_name = f"dc_bench_resume_{os.getpid()}_{n}"
