@@ -369,6 +369,20 @@ fn resume_refuses_what_it_cannot_continue(new_host: fn() -> Host) {
         )),
         "{text}"
     );
+    // with runs.persist_frontier off a run saves nothing to resume from
+    let out = host
+        .command(&["run", APP, "--args", &gone, "--json"])
+        .env("DC_RUNS_PERSIST_FRONTIER", "false")
+        .stdin(Stdio::null())
+        .output()
+        .expect("dc-host runs");
+    let unsaved: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(unsaved["status"], "FAILED", "{unsaved}");
+    let unsaved_id = unsaved["runtime_id"].as_str().expect("id");
+    assert_eq!(one(&host, &format!("SELECT COUNT(*) FROM dc_run_items WHERE runtime_id = '{unsaved_id}'")), "0");
+    let (_, text) = host.fails(&["run", APP, "--resume", unsaved_id]);
+    assert!(text.contains(&format!("run {unsaved_id} saved no work items to resume from")), "{text}");
+
     // nothing was created by the refusals
     assert_eq!(one(&host, "SELECT COUNT(*) FROM runtime WHERE resumed_from IS NOT NULL"), "0");
 }
