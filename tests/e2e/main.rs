@@ -21,6 +21,7 @@ mod network;
 mod proxies;
 mod refusals;
 mod reload;
+mod resume;
 mod scaffold;
 mod secrets;
 mod serve;

@@ -43,6 +43,7 @@ pub const CORE_TABLES: &[&str] = &[
     "dc_auth_keys",
     "dc_proxy_reservations",
     "dc_run_metrics",
+    "dc_run_items",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.

@@ -20,6 +20,7 @@ pub mod logs;
 pub mod merge;
 pub mod proxy_store;
 pub mod retention;
+pub mod run_items;
 pub mod runs;
 pub mod secrets;
 pub mod settings;

@@ -21,6 +21,8 @@ pub struct Purged {
     pub logs: u64,
     /// Function-call records.
     pub function_calls: u64,
+    /// Saved work items of those runs (`dc_run_items`).
+    pub run_items: u64,
 }
 
 impl Purged {
@@ -89,6 +91,19 @@ pub async fn purge(db: &Database, cutoff: DateTime<Utc>, batch: i64) -> Result<P
         batch,
     )
     .await?;
+    // the saved work items of old runs that were never resumed (a resumed
+    // run took its items over)
+    let run_items = in_batches(
+        db,
+        &format!(
+            "DELETE FROM dc_run_items WHERE (runtime_id, seq) IN (SELECT i.runtime_id, i.seq FROM dc_run_items i \
+             JOIN runtime r ON r.runtime_id = i.runtime_id WHERE r.{ended} LIMIT $2)"
+        ),
+        true,
+        cutoff,
+        batch,
+    )
+    .await?;
     let runs = in_batches(
         db,
         &format!(
@@ -116,5 +131,5 @@ pub async fn purge(db: &Database, cutoff: DateTime<Utc>, batch: i64) -> Result<P
         batch,
     )
     .await?;
-    Ok(Purged { runs, changes, logs, function_calls })
+    Ok(Purged { runs, changes, logs, function_calls, run_items })
 }

@@ -62,6 +62,8 @@ pub struct RunRow {
     pub unchanged: i64,
     /// Log records of the run dropped because the log buffer was full.
     pub dropped_logs: i64,
+    /// The run this run resumes (`dc-host run APP --resume ID`).
+    pub resumed_from: Option<String>,
 }
 
 /// A new run.
@@ -118,6 +120,40 @@ pub async fn create_in(tx: &mut WriteTx, r: &NewRun<'_>) -> Result<String, DbErr
     let id = new_runtime_id();
     on_tx!(tx, conn => create_query!(&id, r).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     Ok(id)
+}
+
+/// Creates a PENDING run that resumes run `from` and returns its id: in one
+/// transaction the run row (with `resumed_from`) is inserted and the persisted
+/// work items of `from` move to it. A run is resumed at most once (a unique
+/// index on `resumed_from`): of two concurrent resumes of one run, one is
+/// refused and changes nothing.
+pub async fn create_resumed(db: &Database, r: &NewRun<'_>, from: &str) -> Result<String, DbError> {
+    let id = new_runtime_id();
+    let mut tx = db.begin_write().await?;
+    let inserted = on_tx!(&mut tx, conn => sqlx::query(
+        "INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, host_name, resumed_from) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .bind(&id).bind(r.app_id).bind(r.plugin_version).bind(r.plugin_hash).bind(RunStatus::Pending.as_str())
+        .bind(r.args).bind(r.threads).bind(Utc::now()).bind(r.host_name).bind(from)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()));
+    match inserted {
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            return Err(DbError::Refused(format!(
+                "run {from} was already resumed by another run; see `dc-host runs show {from}` and resume that run instead"
+            )));
+        }
+        other => other?,
+    };
+    on_tx!(&mut tx, conn => sqlx::query("UPDATE dc_run_items SET runtime_id = $1 WHERE runtime_id = $2")
+        .bind(&id).bind(from).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The run that resumed run `runtime_id`, if one did.
+pub async fn resumed_by(db: &Database, runtime_id: &str) -> Result<Option<String>, DbError> {
+    Ok(on_pool!(db, pool => sqlx::query_scalar::<_, String>("SELECT runtime_id FROM runtime WHERE resumed_from = $1")
+        .bind(runtime_id).fetch_optional(pool).await)?)
 }
 
 /// Marks a run RUNNING with its worker pid.

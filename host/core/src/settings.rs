@@ -192,6 +192,11 @@ pub struct RunSettings {
     /// (default: 4 per CPU core). Due runs and START commands beyond it wait,
     /// unclaimed, until a run ends (or another host with room claims them).
     pub max_runs_per_host: Option<u32>,
+    /// Persist every run's work items as it goes (`dc_run_items`: added,
+    /// done with their records, failed), so a run that stopped, failed or was
+    /// killed can be resumed with `dc-host run APP --resume RUNTIME_ID`.
+    /// Off: runs write no items and cannot be resumed.
+    pub persist_frontier: bool,
 }
 
 /// Politeness towards the sites plugins fetch from: one limiter per machine,
@@ -700,6 +705,7 @@ impl Default for RunSettings {
             // the same default as dc_frontier::DEFAULT_MAX_ITEMS
             max_items: 1_000_000,
             max_runs_per_host: None,
+            persist_frontier: true,
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct RunShared {
     pub proxies: Option<Arc<dc_proxy::ProxyManager>>,
     /// The named host methods (`captcha.solve`, ...) of interface 1.3.
     pub host_calls: crate::host_call::HostCalls,
+    /// Where finished items are journaled (`runs.persist_frontier`); the
+    /// frontier journals added items itself.
+    pub journal: Option<crate::journal::JournalSender>,
 }
 
 thread_local! {

@@ -17,6 +17,7 @@
 pub mod args;
 pub mod callbacks;
 pub mod host_call;
+pub mod journal;
 pub mod limits;
 pub mod probe;
 pub mod reap;

@@ -136,6 +136,98 @@ pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Resul
     Ok(runs::create(&env.db, &prepared.new_run()).await?)
 }
 
+/// Creates a run of `app` that resumes run `from` (`dc-host run APP --resume
+/// ID`) and returns its id. Refused, changing nothing, unless `from` is a run
+/// of this app that ended FAILED or STOPPED (a reaped orphan is FAILED), was
+/// not resumed already, ran the app's active plugin file and saved work items.
+/// The new run keeps `from`'s arguments and takes over its saved items (see
+/// `worker`): done items are not collected again, their records are stored
+/// with the new ones.
+pub async fn create_resumed_run(
+    env: &HostEnv,
+    app: &AppRow,
+    from: &str,
+    opts: &RunOptions,
+) -> Result<String, RuntimeError> {
+    let db = &env.db;
+    let old = runs::get(db, from).await?;
+    let id = &old.runtime_id;
+    let path = app.path();
+    if old.app_id != app.app_id {
+        let owner = apps::get_app(db, &old.app_id).await?.map(|a| a.path()).unwrap_or_else(|| old.app_id.clone());
+        return Err(RuntimeError::Refused(format!(
+            "run {id} is a run of {owner}, not of {path}; resume it with `dc-host run {owner} --resume {id}`"
+        )));
+    }
+    match old.status.parse::<RunStatus>().ok() {
+        Some(RunStatus::Failed | RunStatus::Stopped) => {}
+        Some(RunStatus::Success) => {
+            return Err(RuntimeError::Refused(format!(
+                "run {id} ended SUCCESS: there is nothing to resume; start a new run with `dc-host run {path}`"
+            )));
+        }
+        _ => {
+            return Err(RuntimeError::Conflict(format!(
+                "run {id} has not ended (it is {}); stop it first with `dc-host runs stop {id}` (a run whose worker is gone is ended by `dc-host runs reap`)",
+                old.status
+            )));
+        }
+    }
+    if let Some(by) = runs::resumed_by(db, id).await? {
+        return Err(RuntimeError::Conflict(format!(
+            "run {id} was already resumed by run {by}; resume that one instead: `dc-host run {path} --resume {by}`"
+        )));
+    }
+    let (version, manifest) = active_plugin(env, app).await?;
+    if version.sha256 != old.plugin_hash {
+        return Err(RuntimeError::Conflict(format!(
+            "run {id} ran {path} {} (plugin file {}), but the active version is {} ({}); a run resumes only with the plugin it started with: activate {} again with `dc-host plugins rollback {path} --to {}`, or start a new run",
+            old.plugin_version,
+            short(&old.plugin_hash),
+            version.version,
+            short(&version.sha256),
+            old.plugin_version,
+            old.plugin_version
+        )));
+    }
+    let saved = dc_core::run_items::counts(db, id).await?;
+    if saved.total() == 0 {
+        return Err(RuntimeError::Refused(format!(
+            "run {id} saved no work items to resume from (it ended before its work list was prepared, or runs.persist_frontier was off); start a new run with `dc-host run {path}`"
+        )));
+    }
+    if opts.args.is_some() {
+        return Err(RuntimeError::Refused(format!(
+            "a resumed run continues with the arguments of run {id}; leave out --args"
+        )));
+    }
+    let args: Value = serde_json::from_str(&old.args).map_err(|e| {
+        RuntimeError::Refused(format!("the arguments of run {id} are unreadable ({e}); start a new run instead"))
+    })?;
+    crate::args::validate(&manifest.args_schema, &args)
+        .map_err(|p| RuntimeError::BadArgs { app: path.clone(), problems: p.join("; ") })?;
+    let threads = opts.threads.map_or(old.threads, |t| t.max(1) as i64);
+    let host = env.settings.host_name();
+    let new = runs::create_resumed(
+        db,
+        &NewRun {
+            app_id: &app.app_id,
+            plugin_version: &version.version,
+            plugin_hash: &version.sha256,
+            args: &old.args,
+            threads,
+            host_name: &host,
+        },
+        id,
+    )
+    .await?;
+    Ok(new)
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// Runs an app to its end in a worker process and returns the finished run.
 pub async fn run_app(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<RunRow, RuntimeError> {
     let runtime_id = create_run(env, app, opts).await?;

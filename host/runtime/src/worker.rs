@@ -129,12 +129,19 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
         tracing::error!(error = %e, "cannot mark run started");
     }
     let (mut outcome, writes, metrics, monitoring) = match prepare(rt, env, &run, span.clone()) {
-        Ok((module_path, shared)) => {
+        Ok(Prepared { module_path, shared, restored, journal }) => {
             let done = Arc::new(AtomicBool::new(false));
             let watcher = monitor(shared.clone(), done.clone());
-            let mut outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize);
+            let mut outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize, restored);
             if let Some(p) = &shared.proxies {
                 p.log_summary();
+            }
+            // the journal writes nothing after this (it may write into the run's transaction)
+            if let Some(j) = &shared.journal {
+                j.finish();
+            }
+            if let Some(writer) = journal {
+                let _ = writer.join();
             }
             let writes = std::mem::take(&mut *shared.writes.lock().unwrap_or_else(|p| p.into_inner()));
             // no request is made any more: these are the run's final metrics
@@ -215,6 +222,8 @@ async fn end_run(
                 if let Some((generation, doc)) = metrics {
                     runs::save_metrics_in(&mut tx, &run.runtime_id, *generation, doc).await?;
                 }
+                // a successful run has nothing to resume
+                dc_core::run_items::delete_in(&mut tx, &run.runtime_id).await?;
                 runs::add_counters_in(&mut tx, &run.runtime_id, &totals).await?;
                 if !runs::finish_in(&mut tx, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await? {
                     // the run was ended meanwhile (reaped as orphaned by another host
@@ -254,6 +263,9 @@ async fn end_run(
     {
         tracing::warn!(error = %e, "cannot store the run's request metrics");
     }
+    if outcome.status == RunStatus::Success {
+        dc_core::run_items::delete(&db, &run.runtime_id).await?;
+    }
     runs::finish(&db, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await?;
     apps::record_run_outcome(&db, &run.app_id, outcome.status, started).await?;
     Ok(())
@@ -289,12 +301,17 @@ fn circuit_note(m: &dc_net::MetricsSnapshot, runtime_id: &str) -> Option<String>
     })
 }
 
-fn prepare(
-    rt: &Handle,
-    env: &HostEnv,
-    run: &runs::RunRow,
-    span: tracing::Span,
-) -> Result<(String, Arc<RunShared>), String> {
+/// What [`prepare`] hands to the run.
+struct Prepared {
+    module_path: String,
+    shared: Arc<RunShared>,
+    /// The persisted items of the run this run resumes (moved to this run).
+    restored: Vec<dc_core::run_items::ItemRow>,
+    /// The journal's writer thread, when the frontier is persisted.
+    journal: Option<std::thread::JoinHandle<()>>,
+}
+
+fn prepare(rt: &Handle, env: &HostEnv, run: &runs::RunRow, span: tracing::Span) -> Result<Prepared, String> {
     let db = &env.db;
     let version = rt
         .block_on(apps::version_by_hash(db, &run.plugin_hash))
@@ -307,6 +324,28 @@ fn prepare(
     let s = &env.settings;
     let proxies = start_proxies(rt, env, run)?;
     let app_path = format!("{}/{}/{}", manifest.group, manifest.parent, manifest.name);
+    // a resumed run carries on with the items of the run it resumes (they
+    // were moved to this run when it was created)
+    let restored = match &run.resumed_from {
+        Some(from) => {
+            let items = rt
+                .block_on(dc_core::run_items::load(db, &run.runtime_id))
+                .map_err(|e| format!("cannot load the work items of run {from} to resume it: {e}"))?;
+            tracing::info!(resumed_from = %from, items = items.len(), "resuming");
+            items
+        }
+        None => Vec::new(),
+    };
+    let (journal, receiver) = if s.runs.persist_frontier || run.resumed_from.is_some() {
+        let (tx, rx) = crate::journal::channel_pair();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let mut frontier = dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items);
+    if let Some(j) = &journal {
+        frontier = frontier.with_journal(Box::new(j.clone()));
+    }
     let shared = Arc::new(RunShared {
         rt: rt.clone(),
         db: db.clone(),
@@ -337,13 +376,21 @@ fn prepare(
         ),
         span,
         writes: Default::default(),
-        frontier: dc_frontier::Frontier::new(manifest_crawl, s.runs.max_items),
+        frontier,
         proxies,
         host_calls: crate::host_call::HostCalls::new(s),
+        journal,
     });
+    let writer = match receiver {
+        Some(rx) => Some(
+            crate::journal::start(shared.clone(), rx)
+                .map_err(|e| format!("cannot start the thread that saves the run's work items: {e}"))?,
+        ),
+        None => None,
+    };
     // the supervisor fetched the file into this host's store if it registered elsewhere
     let path = crate::store::local_path(&s.store_dir(), &version);
-    Ok((path.display().to_string(), shared))
+    Ok(Prepared { module_path: path.display().to_string(), shared, restored, journal: writer })
 }
 
 /// The run's proxy manager when `proxy.apps` names its app: the proxies are
@@ -426,7 +473,12 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
     })
 }
 
-fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome {
+fn execute(
+    module_path: &str,
+    shared: Arc<RunShared>,
+    threads: usize,
+    restored: Vec<dc_core::run_items::ItemRow>,
+) -> Outcome {
     let module = match crate::probe::load_module(std::path::Path::new(module_path)) {
         Ok((m, _)) => m,
         Err(e) => return Outcome::failed(format!("cannot load plugin: {e}")),
@@ -435,7 +487,7 @@ fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome
     match ffi((module.new())(RStr::from_str(&shared.args_json), host)) {
         Err(e) => Outcome::failed(format!("plugin failed to start: {e}")),
         Ok(mut scraper) => {
-            let main = lifecycle(&mut scraper, &shared, threads);
+            let main = lifecycle(&mut scraper, &shared, threads, restored);
             let cleaned = ffi(scraper.cleanup());
             match (main, cleaned) {
                 (o, Ok(())) => o,
@@ -449,17 +501,71 @@ fn execute(module_path: &str, shared: Arc<RunShared>, threads: usize) -> Outcome
     }
 }
 
-fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShared>, threads: usize) -> Outcome {
+/// Splits the persisted items of a resumed run into the records of its done
+/// items, their numbers and keys, and the items still to collect.
+type Restored = (Vec<Value>, Vec<(u64, dc_frontier::Fingerprint)>, Vec<dc_frontier::Work>);
+
+fn restore(rows: Vec<dc_core::run_items::ItemRow>) -> Result<Restored, String> {
+    use dc_core::run_items::ItemState;
+    let (mut records, mut done, mut pending) = (Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let bad = |what: &str| format!("saved work item {} of the resumed run has {what}", r.seq);
+        let mut key = [0u8; 16];
+        hex::decode_to_slice(&r.key_hash, &mut key).map_err(|_| bad("an unreadable key"))?;
+        let seq = u64::try_from(r.seq).map_err(|_| bad("a negative number"))?;
+        if ItemState::parse(&r.state) == Some(ItemState::Done) {
+            let recs: Vec<Value> = serde_json::from_str(r.records.as_deref().unwrap_or("[]"))
+                .map_err(|e| bad(&format!("unreadable records ({e})")))?;
+            records.extend(recs);
+            done.push((seq, key));
+        } else {
+            let item: Value = serde_json::from_str(&r.item).map_err(|e| bad(&format!("an unreadable item ({e})")))?;
+            let depth = u32::try_from(r.depth).map_err(|_| bad("an invalid depth"))?;
+            pending.push(dc_frontier::Work { item, depth, seq, key });
+        }
+    }
+    Ok((records, done, pending))
+}
+
+fn lifecycle(
+    scraper: &mut dc_plugin_api::abi::ScraperBox,
+    shared: &Arc<RunShared>,
+    threads: usize,
+    restored: Vec<dc_core::run_items::ItemRow>,
+) -> Outcome {
+    let frontier = &shared.frontier;
+    let resumed = !restored.is_empty();
+    let (old_records, done, pending) = match restore(restored) {
+        Ok(r) => r,
+        Err(e) => return Outcome::failed(e),
+    };
+    let (done_count, pending_count) = (done.len(), pending.len());
+    // before prepare_list: what it enqueues is deduplicated against these too
+    if resumed {
+        frontier.restore(done, pending);
+    }
+    shared.current.store(done_count as u64, Ordering::Relaxed);
     let items: Vec<Value> =
         match ffi(scraper.prepare_list()).and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string())) {
             Ok(items) => items,
             Err(e) => return Outcome::failed(format!("prepare_list failed: {e}")),
         };
-    let frontier = &shared.frontier;
-    frontier.seed(items);
+    let known = frontier.seed(items);
     shared.total.store(frontier.total(), Ordering::Relaxed);
-    tracing::info!(items = frontier.total(), threads, "work list prepared");
-    let records: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+    if resumed {
+        tracing::info!(
+            done = done_count,
+            to_collect = pending_count,
+            known_prepared = known,
+            items = frontier.total(),
+            threads,
+            "resumed: done items are not collected again"
+        );
+    } else {
+        tracing::info!(items = frontier.total(), threads, "work list prepared");
+    }
+    let records: Mutex<Vec<Value>> = Mutex::new(old_records);
+    let journal = shared.journal.as_ref();
     let shared_scraper = &*scraper;
     std::thread::scope(|scope| {
         for t in 0..threads.max(1) {
@@ -482,11 +588,20 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
                         })
                         .and_then(|j| {
                             serde_json::from_str::<Vec<Value>>(&j)
+                                .map(|recs| (recs, j))
                                 .map_err(|e| format!("collect returned invalid JSON: {e}"))
                         });
                         match result {
-                            Ok(recs) => records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs),
+                            Ok((recs, text)) => {
+                                if let Some(j) = journal {
+                                    j.done(&work, &item, &text);
+                                }
+                                records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs)
+                            }
                             Err(e) => {
+                                if let Some(j) = journal {
+                                    j.failed(&work, &item);
+                                }
                                 shared.errors.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(item = %item, depth = work.depth, error = %e, "collect failed");
                             }
@@ -500,7 +615,12 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
         }
     });
     // nothing collects any more: enqueue from store or cleanup is refused
-    frontier.stop();
+    frontier.close();
+    // every finished item is saved before `store` (a run stopped or killed
+    // from here on resumes without collecting anything again)
+    if let Some(j) = journal {
+        j.flush();
+    }
     let total = frontier.total() as usize;
     shared.total.store(total as u64, Ordering::Relaxed);
     let errors = shared.errors.load(Ordering::Relaxed) as usize;
@@ -514,10 +634,15 @@ fn lifecycle(scraper: &mut dc_plugin_api::abi::ScraperBox, shared: &Arc<RunShare
         );
     }
     if shared.stop.load(Ordering::Relaxed) {
+        let resume = if journal.is_some() {
+            format!("; its work items are saved: continue it with `dc-host run APP --resume {}`", shared.runtime_id)
+        } else {
+            String::new()
+        };
         return Outcome {
             status: RunStatus::Stopped,
             reason: Some(format!(
-                "stopped on request after {} of {total} items; nothing was stored, so a partial snapshot never removes rows",
+                "stopped on request after {} of {total} items; nothing was stored, so a partial snapshot never removes rows{resume}",
                 shared.current.load(Ordering::Relaxed)
             )),
         };

@@ -17,6 +17,15 @@
 //!
 //! The queue is first in, first out (breadth first), so a depth limit cuts the
 //! crawl where a person would expect.
+//!
+//! Persistence (the host's worker): every item gets a sequence number in the
+//! order it was added, and a [`Journal`] set with [`Frontier::with_journal`]
+//! hears of every item as it is added, under the frontier's lock, so what the
+//! journal records is always in the order the run added it. A resumed run
+//! starts with [`Frontier::restore`]: the keys of the items the earlier run
+//! finished are known (never collected again), its unfinished items are
+//! queued again, and `prepare_list`'s items are then deduplicated against
+//! everything known.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -68,7 +77,12 @@ fn item_key(item: &Value) -> String {
     url.and_then(canonical_url).unwrap_or_else(|| item.to_string())
 }
 
-fn fingerprint(key: &str) -> [u8; 16] {
+/// The identity the frontier deduplicates by: the first 16 bytes of the
+/// SHA-256 of an item's key ([`key_of`]).
+pub type Fingerprint = [u8; 16];
+
+/// The fingerprint of a key.
+pub fn fingerprint(key: &str) -> Fingerprint {
     let d = Sha256::digest(key.as_bytes());
     let mut out = [0u8; 16];
     out.copy_from_slice(&d[..16]);
@@ -82,6 +96,19 @@ pub struct Work {
     pub item: Value,
     /// 0 for `prepare_list` items, parent + 1 for enqueued ones.
     pub depth: u32,
+    /// Its number in the run, in the order items were added (from 0; a
+    /// resumed run continues after the numbers it restored).
+    pub seq: u64,
+    /// Its deduplication key's fingerprint.
+    pub key: Fingerprint,
+}
+
+/// Hears of every item added to a frontier (seeded or enqueued, not
+/// restored), in the order they were added: the host's worker persists them.
+/// Called with the frontier's lock held, so it must be quick (a channel send).
+pub trait Journal: Send + Sync {
+    /// `work` was added to the queue.
+    fn added(&self, work: &Work);
 }
 
 #[derive(Default)]
@@ -91,7 +118,22 @@ struct State {
     in_flight: usize,
     total: u64,
     closed: bool,
+    stopped: bool,
     dropped: EnqueueAnswer,
+    next_seq: u64,
+    restored: bool,
+}
+
+impl State {
+    fn push(&mut self, item: Value, depth: u32, key: Fingerprint, journal: Option<&dyn Journal>) {
+        let work = Work { item, depth, seq: self.next_seq, key };
+        self.next_seq += 1;
+        if let Some(j) = journal {
+            j.added(&work);
+        }
+        self.queue.push_back(work);
+        self.total += 1;
+    }
 }
 
 /// The frontier of one run. Shared by the collecting threads (`&self`
@@ -101,6 +143,7 @@ pub struct Frontier {
     max_items: u64,
     state: Mutex<State>,
     ready: Condvar,
+    journal: Option<Box<dyn Journal>>,
 }
 
 impl std::fmt::Debug for Frontier {
@@ -118,7 +161,40 @@ impl Frontier {
             max_items: limits.max_items.map_or(host_max_items, |m| m.min(host_max_items)),
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
+            journal: None,
         }
+    }
+
+    /// The same frontier, telling `journal` of every item added from now on.
+    pub fn with_journal(mut self, journal: Box<dyn Journal>) -> Frontier {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Starts a resumed run from what an earlier run persisted: `done` are
+    /// the sequence numbers and fingerprints of the items it finished (known,
+    /// so never collected or enqueued again), `pending` its unfinished items,
+    /// queued again in their order. Call before [`Frontier::seed`]; new items
+    /// are numbered after the highest number restored. The journal is not
+    /// told (these items are persisted already).
+    pub fn restore(&self, done: impl IntoIterator<Item = (u64, Fingerprint)>, pending: impl IntoIterator<Item = Work>) {
+        let mut s = self.lock();
+        s.restored = true;
+        for (seq, key) in done {
+            s.seen.insert(key);
+            s.total += 1;
+            s.next_seq = s.next_seq.max(seq + 1);
+        }
+        let mut pending: Vec<Work> = pending.into_iter().collect();
+        pending.sort_by_key(|w| w.seq);
+        for w in pending {
+            s.seen.insert(w.key);
+            s.total += 1;
+            s.next_seq = s.next_seq.max(w.seq + 1);
+            s.queue.push_back(w);
+        }
+        drop(s);
+        self.ready.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -127,16 +203,23 @@ impl Frontier {
 
     /// Adds the items of `prepare_list` (depth 0). All of them are collected,
     /// duplicates and items over the limits included, as before interface 1.2;
-    /// their keys are remembered so enqueuing one again is a duplicate.
-    pub fn seed(&self, items: Vec<Value>) {
+    /// their keys are remembered so enqueuing one again is a duplicate. After
+    /// [`Frontier::restore`], items whose key the restored run knew are
+    /// skipped. Returns how many were skipped so.
+    pub fn seed(&self, items: Vec<Value>) -> usize {
         let mut s = self.lock();
-        for item in items {
-            s.seen.insert(fingerprint(&item_key(&item)));
-            s.queue.push_back(Work { item, depth: 0 });
-            s.total += 1;
+        let keyed: Vec<(Fingerprint, Value)> = items.into_iter().map(|i| (fingerprint(&item_key(&i)), i)).collect();
+        let before = keyed.len();
+        let keyed: Vec<(Fingerprint, Value)> =
+            if s.restored { keyed.into_iter().filter(|(k, _)| !s.seen.contains(k)).collect() } else { keyed };
+        let skipped = before - keyed.len();
+        for (key, item) in keyed {
+            s.seen.insert(key);
+            s.push(item, 0, key, self.journal.as_deref());
         }
         drop(s);
         self.ready.notify_all();
+        skipped
     }
 
     /// Adds enqueued entries. `parent_depth` is the depth of the item being
@@ -161,8 +244,7 @@ impl Frontier {
                 answer.over_limit += 1;
             } else {
                 s.seen.insert(key);
-                s.queue.push_back(Work { item: e.item, depth });
-                s.total += 1;
+                s.push(e.item, depth, key, self.journal.as_deref());
                 answer.added += 1;
             }
         }
@@ -183,7 +265,7 @@ impl Frontier {
     pub fn next(&self) -> Option<Work> {
         let mut s = self.lock();
         loop {
-            if s.closed {
+            if s.closed || s.stopped {
                 return None;
             }
             if let Some(w) = s.queue.pop_front() {
@@ -212,8 +294,16 @@ impl Frontier {
     }
 
     /// Stops handing out work (an operator's stop): waiting threads return
-    /// `None`, and `enqueue` is refused from now on.
+    /// `None`. Items still being collected may enqueue work until
+    /// [`Frontier::close`]: it is kept (and journaled) for a resumed run.
     pub fn stop(&self) {
+        self.lock().stopped = true;
+        self.ready.notify_all();
+    }
+
+    /// Ends collecting: no work is handed out and `enqueue` is refused from
+    /// now on (nothing would ever collect it).
+    pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
     }
@@ -356,6 +446,88 @@ mod tests {
         f.stop();
         assert_eq!(waiter.join().expect("thread"), None);
         assert_eq!(held.depth, 0);
-        assert!(f.enqueue(Some(0), vec![EnqueueEntry::new(json!(2))]).is_err());
+        // the item still being collected may add work, kept for a resumed run
+        let a = f.enqueue(Some(0), vec![EnqueueEntry::new(json!(2))]).expect("open until closed");
+        assert_eq!((a.added, f.pending()), (1, 1));
+        assert_eq!(f.next(), None, "nothing is handed out after a stop");
+        f.close();
+        assert!(f.enqueue(Some(0), vec![EnqueueEntry::new(json!(3))]).is_err());
+    }
+
+    /// A journal that remembers what it heard.
+    #[derive(Default)]
+    struct Heard(Arc<Mutex<Vec<(u64, Value, u32)>>>);
+
+    impl Journal for Heard {
+        fn added(&self, work: &Work) {
+            self.0.lock().expect("lock").push((work.seq, work.item.clone(), work.depth));
+        }
+    }
+
+    #[test]
+    fn the_journal_hears_every_added_item_in_order_with_its_number() {
+        let heard = Heard::default();
+        let log = heard.0.clone();
+        let f = Frontier::new(CrawlLimits::default(), 100).with_journal(Box::new(heard));
+        f.seed(vec![json!("http://h/"), json!("http://h/")]);
+        let w = f.next().expect("work");
+        assert_eq!((w.seq, w.key), (0, fingerprint(&key_of(&EnqueueEntry::new(json!("http://h/"))))));
+        f.enqueue(Some(0), vec![EnqueueEntry::new(json!("http://h/a")), EnqueueEntry::new(json!("http://h/"))])
+            .expect("open");
+        let got = log.lock().expect("lock").clone();
+        assert_eq!(
+            got,
+            vec![(0, json!("http://h/"), 0), (1, json!("http://h/"), 0), (2, json!("http://h/a"), 1)],
+            "duplicates dropped by enqueue are not journaled"
+        );
+    }
+
+    #[test]
+    fn a_restored_frontier_collects_only_what_was_unfinished_and_new() {
+        let key = |s: &str| fingerprint(&key_of(&EnqueueEntry::new(json!(s))));
+        let heard = Heard::default();
+        let log = heard.0.clone();
+        let f = Frontier::new(CrawlLimits::default(), 100).with_journal(Box::new(heard));
+        let pending = |seq: u64, url: &str, depth: u32| Work { item: json!(url), depth, seq, key: key(url) };
+        // seq 0 (the start page) and 2 were done; 1 and 3 were not (given out of order)
+        f.restore(
+            vec![(0, key("http://h/")), (2, key("http://h/b"))],
+            vec![pending(3, "http://h/c", 2), pending(1, "http://h/a", 1)],
+        );
+        assert_eq!(f.total(), 4, "restored items count in the run's total");
+        // prepare_list again: the known start page is skipped, a new item is added
+        let skipped = f.seed(vec![json!("http://h/#top"), json!("http://h/new")]);
+        assert_eq!(skipped, 1);
+        let order: Vec<(u64, Value, u32)> = std::iter::from_fn(|| {
+            let w = f.next()?;
+            if w.item == json!("http://h/a") {
+                // links to done, queued and new pages: only the new one is added
+                let a = f
+                    .enqueue(
+                        Some(w.depth),
+                        ["http://h/", "http://h/b", "http://h/c", "http://h/d"]
+                            .map(|u| EnqueueEntry::new(json!(u)))
+                            .to_vec(),
+                    )
+                    .expect("open");
+                assert_eq!((a.added, a.duplicates), (1, 3));
+            }
+            f.done();
+            Some((w.seq, w.item, w.depth))
+        })
+        .collect();
+        assert_eq!(
+            order,
+            vec![
+                (1, json!("http://h/a"), 1),
+                (3, json!("http://h/c"), 2),
+                (4, json!("http://h/new"), 0),
+                (5, json!("http://h/d"), 2),
+            ],
+            "unfinished items first, in their order; new items numbered after the restored ones"
+        );
+        let heard: Vec<u64> = log.lock().expect("lock").iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(heard, vec![4, 5], "restored items are not journaled again");
+        assert_eq!(f.total(), 6);
     }
 }

@@ -88,6 +88,8 @@ pub struct Run {
     pub rows: Rows,
     /// Log records dropped because the log buffer was full.
     pub dropped_logs: i64,
+    /// The run this run resumes (`dc-host run APP --resume ID`).
+    pub resumed_from: Option<String>,
 }
 
 /// Items a run collected.
@@ -136,6 +138,7 @@ impl From<RunRow> for Run {
             items: Items { current: r.current_count, total: r.total_count, errors: r.error_count },
             rows: Rows { inserted: r.inserted, updated: r.updated, deleted: r.deleted, unchanged: r.unchanged },
             dropped_logs: r.dropped_logs,
+            resumed_from: r.resumed_from,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! live progress, and print the outcome with merge counts. Ctrl-C (or SIGTERM)
 //! asks the plugin to stop and kills the worker's process group after
 //! `runs.stop_grace_secs`; a second Ctrl-C kills it at once. Either way the run
-//! ends STOPPED with the reason, never left RUNNING.
+//! ends STOPPED with the reason, never left RUNNING. `--resume RUNTIME_ID`
+//! continues a run of the app that was stopped, failed or killed, from the
+//! work items it saved: what it finished is not collected again.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,6 +31,13 @@ pub struct RunArgs {
     /// Kill the run after this many seconds (default: runs.time_limit_secs).
     #[arg(long, value_name = "SECS")]
     time_limit: Option<u64>,
+    /// Continue this run of the app (ended FAILED or STOPPED, or killed and
+    /// reaped) from the work items it saved: its finished items are not
+    /// collected again and their records are stored with the new ones. Uses
+    /// the run's arguments; the app's active plugin must be the version that
+    /// run used.
+    #[arg(long, value_name = "RUNTIME_ID")]
+    resume: Option<String>,
     /// Print the finished run as JSON.
     #[arg(long)]
     json: bool,
@@ -81,7 +90,10 @@ pub async fn exec(a: RunArgs, env: &HostEnv) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let opts = RunOptions { args, threads: a.threads, time_limit: a.time_limit.map(Duration::from_secs) };
-    let runtime_id = supervisor::create_run(env, &app, &opts).await?;
+    let runtime_id = match &a.resume {
+        Some(from) => supervisor::create_resumed_run(env, &app, from, &opts).await?,
+        None => supervisor::create_run(env, &app, &opts).await?,
+    };
     let bar = if a.json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} items {msg}")

@@ -90,6 +90,9 @@ pub fn print_run(r: &RunRow, app: &str) {
     if let Some(reason) = &r.reason {
         println!("reason     {reason}");
     }
+    if let Some(from) = &r.resumed_from {
+        println!("resumed    from run {from}");
+    }
     println!("started    {}   ended {}   took {}", output::ts(r.started_at), output::ts(r.ended_at), duration(r));
     let exit = match (r.exit_code, r.exit_signal) {
         (Some(c), _) => format!("exit code {c}"),
@@ -111,10 +114,33 @@ pub fn print_run(r: &RunRow, app: &str) {
     );
 }
 
+/// Whether an ended run can be continued with `dc-host run APP --resume ID`.
+#[derive(Serialize)]
+struct Resume {
+    /// The run that resumed this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resumed_by: Option<String>,
+    /// It can be resumed now (ended FAILED or STOPPED, items saved, not resumed yet).
+    resumable: bool,
+    /// Its saved work items by state.
+    items: dc_core::run_items::ItemCounts,
+}
+
+async fn resume_state(env: &HostEnv, r: &RunRow) -> anyhow::Result<Resume> {
+    let resumed_by = runs::resumed_by(&env.db, &r.runtime_id).await?;
+    let items = dc_core::run_items::counts(&env.db, &r.runtime_id).await?;
+    let ended_badly = matches!(
+        r.status.parse::<dc_core::enums::RunStatus>(),
+        Ok(dc_core::enums::RunStatus::Failed | dc_core::enums::RunStatus::Stopped)
+    );
+    Ok(Resume { resumable: ended_badly && resumed_by.is_none() && items.total() > 0, resumed_by, items })
+}
+
 #[derive(Serialize)]
 struct RunDetail<'a> {
     #[serde(flatten)]
     run: &'a RunRow,
+    resume: Resume,
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<Vec<runs::ChangeRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,12 +275,22 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
+            let resume = resume_state(env, &r).await?;
             if json {
-                output::json(&RunDetail { run: &r, changes: feed, logs: log_rows, functions: calls, metrics })?;
+                output::json(&RunDetail { run: &r, resume, changes: feed, logs: log_rows, functions: calls, metrics })?;
             } else {
                 let app =
                     apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
                 print_run(&r, &app);
+                if let Some(by) = &resume.resumed_by {
+                    println!("continued  by run {by} (--resume)");
+                } else if resume.resumable {
+                    let i = resume.items;
+                    println!(
+                        "resumable  {} items done, {} to collect, {} failed (tried again): `dc-host run {app} --resume {}`",
+                        i.done, i.pending, i.failed, r.runtime_id
+                    );
+                }
                 if let Some(feed) = feed {
                     println!("changes    {} keys", feed.len());
                     for c in feed {

@@ -329,7 +329,7 @@ async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
     let purged = retention::purge(db, cutoff, 2).await.expect("purge");
     assert_eq!(
         purged,
-        retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0 },
+        retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0, run_items: 0 },
         "in batches of 2, everything old and ended, nothing else"
     );
     let left: Vec<String> =
