@@ -115,11 +115,11 @@ fn the_host_publishes_its_interface_and_capabilities() {
     assert_eq!(i["interface_version"], api.as_str(), "{i}");
     let minor = api.split('.').nth(1).expect("minor");
     assert_eq!(i["loads"], format!("1.0 – 1.{minor}"), "{i}");
-    assert_eq!(i["capabilities"], json!(["fetch", "merge", "log", "progress", "frontier"]), "{i}");
+    assert_eq!(i["capabilities"], json!(["fetch", "merge", "log", "progress", "metrics", "frontier"]), "{i}");
     assert!(i["not_implemented"].as_array().is_some_and(|a| a.contains(&json!("proxy"))), "{i}");
     let v = host.ok(&["--version"]);
     assert!(
-        v.contains(&format!("plugin interface {api}")) && v.contains("fetch, merge, log, progress, frontier"),
+        v.contains(&format!("plugin interface {api}")) && v.contains("fetch, merge, log, progress, metrics, frontier"),
         "{v}"
     );
 
@@ -155,7 +155,7 @@ fn a_plugin_requiring_a_capability_this_host_lacks_is_refused_naming_it() {
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("test/fixtures/tiny 1.1.0 requires the capability \"proxy\" that this host does not implement")
-            && text.contains("(it implements fetch, merge, log, progress, frontier)"),
+            && text.contains("(it implements fetch, merge, log, progress, metrics, frontier)"),
         "{text}"
     );
     assert_eq!(host.json(&["plugins", "list", "--json"]), json!([]), "nothing was registered");

@@ -33,11 +33,21 @@ impl Scripted {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
                 // the request line and headers (a GET has no body)
+                let mut request_line = String::new();
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
                         break;
                     }
+                    if request_line.is_empty() {
+                        request_line = line;
+                    }
+                }
+                // no robots.txt (the host's politeness limiter asks for it before
+                // the first request); not part of the script, not counted by the run
+                if request_line.starts_with("GET /robots.txt ") {
+                    let _ = write!(stream, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    continue;
                 }
                 let (status, body, extra) = script.next().unwrap_or((500, "script over", ""));
                 let _ = write!(

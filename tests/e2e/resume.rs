@@ -63,6 +63,12 @@ fn answer(mut stream: TcpStream, root: PathBuf, hold_from: u32, state: Arc<(Mute
         }
     }
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    // the host's politeness limiter asks for robots.txt before the first page:
+    // none here, and not a page of the crawl, so not counted
+    if path == "/robots.txt" {
+        let _ = write!(stream, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        return;
+    }
     {
         let (lock, cv) = &*state;
         let mut s = lock.lock().expect("lock");

@@ -192,7 +192,9 @@ impl WorkerCallbacks {
             _ => None,
         };
         let client = lease.as_ref().map_or(client, |l| l.client.clone());
-        let proxy = lease.as_ref().map(|l| l.proxy.clone()).or(own_proxy);
+        // the proxy as the request metrics name it: never with its password
+        let proxy =
+            lease.as_ref().map(|l| l.proxy.clone()).or_else(|| own_proxy.as_deref().map(dc_core::settings::redact_url));
         let mut req = client.request(method.clone(), &url);
         for (n, v) in session_headers {
             req = req.header(n, v);
@@ -384,7 +386,7 @@ impl HostCallbacks for WorkerCallbacks {
     fn call(&self, method: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
         let _g = self.0.span.enter();
         let s = &self.0;
-        match s.host_calls.dispatch(&s.rt, &s.manifest, method.as_str(), request_json.as_str()) {
+        match s.host_calls.dispatch(&s.rt, &s.manifest, &s.metrics, method.as_str(), request_json.as_str()) {
             Ok(answer) => ROk(answer.into()),
             Err(e) => {
                 tracing::warn!(method = method.as_str(), error = %e, "host call refused or failed");

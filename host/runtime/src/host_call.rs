@@ -11,7 +11,7 @@ use std::time::Duration;
 use dc_captcha::{AntiCaptcha, Budgeted, CaptchaSolver, Polling};
 use dc_core::Settings;
 use dc_core::settings::CaptchaProvider;
-use dc_plugin_api::host_call::{self, CAPTCHA_BALANCE, CAPTCHA_SOLVE};
+use dc_plugin_api::host_call::{self, CAPTCHA_BALANCE, CAPTCHA_SOLVE, METRICS_GET};
 use dc_plugin_api::{CaptchaBalance, CaptchaSolution, CaptchaTask, Manifest};
 use tokio::runtime::Handle;
 
@@ -35,11 +35,13 @@ impl HostCalls {
         &self,
         rt: &Handle,
         manifest: &Manifest,
+        metrics: &dc_net::RequestMetrics,
         method: &str,
         request_json: &str,
     ) -> Result<String, String> {
         host_call::check_call(method, &manifest.requires)?;
         match method {
+            METRICS_GET => serde_json::to_string(&metrics.snapshot()).map_err(|e| e.to_string()),
             CAPTCHA_SOLVE => {
                 let task: CaptchaTask =
                     serde_json::from_str(request_json).map_err(|e| format!("invalid captcha.solve request: {e}"))?;
@@ -137,14 +139,38 @@ mod tests {
     fn calls_are_checked_before_anything_is_solved() {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let calls = HostCalls::new(&Settings::default());
-        let err = calls.dispatch(rt.handle(), &manifest(false), CAPTCHA_SOLVE, V2).expect_err("not required");
+        let err = calls
+            .dispatch(rt.handle(), &manifest(false), &dc_net::RequestMetrics::new(), CAPTCHA_SOLVE, V2)
+            .expect_err("not required");
         assert!(err.contains("does not require"), "{err}");
-        let err = calls.dispatch(rt.handle(), &manifest(true), "captcha.crack", V2).expect_err("unknown");
+        let err = calls
+            .dispatch(rt.handle(), &manifest(true), &dc_net::RequestMetrics::new(), "captcha.crack", V2)
+            .expect_err("unknown");
         assert!(err.starts_with("unknown host method \"captcha.crack\""), "{err}");
-        let err = calls.dispatch(rt.handle(), &manifest(true), CAPTCHA_SOLVE, "{}").expect_err("no kind");
+        let err = calls
+            .dispatch(rt.handle(), &manifest(true), &dc_net::RequestMetrics::new(), CAPTCHA_SOLVE, "{}")
+            .expect_err("no kind");
         assert!(err.starts_with("invalid captcha.solve request"), "{err}");
-        let err = calls.dispatch(rt.handle(), &manifest(true), CAPTCHA_SOLVE, V2).expect_err("no solver");
+        let err = calls
+            .dispatch(rt.handle(), &manifest(true), &dc_net::RequestMetrics::new(), CAPTCHA_SOLVE, V2)
+            .expect_err("no solver");
         assert!(err.contains("this host offers no captcha solver") && err.contains("[captcha]"), "{err}");
+    }
+
+    #[test]
+    fn a_plugin_requiring_metrics_reads_its_run_s_request_metrics() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let calls = HostCalls::new(&Settings::default());
+        let metrics = dc_net::RequestMetrics::new();
+        let breakers = dc_net::Breakers::new(dc_net::BreakerPolicy::default(), Arc::new(dc_net::SystemClock));
+        drop(dc_net::Exchange::start(&metrics, &breakers, "http://a.test/p", None));
+        let plain = Manifest::new("g", "p", "n", "1.0.0");
+        let err = calls.dispatch(rt.handle(), &plain, &metrics, METRICS_GET, "{}").expect_err("not required");
+        assert!(err.contains("\"metrics\"") && err.contains("does not require"), "{err}");
+        let m = plain.requires(dc_plugin_api::capability::METRICS);
+        let answer = calls.dispatch(rt.handle(), &m, &metrics, METRICS_GET, "{}").expect("answered");
+        let doc: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        assert_eq!((doc["version"].as_u64(), doc["requests"].as_u64()), (Some(1), Some(1)), "{doc}");
     }
 
     #[test]

@@ -42,8 +42,14 @@ pub use host_call::host_capabilities;
 /// provider), and publishes that list (`dc-host interface`,
 /// `HostCallbacks::capabilities`). Registration refuses a plugin whose
 /// manifest requires one the host does not offer.
-pub const HOST_CAPABILITIES: &[&str] =
-    &[capability::FETCH, capability::MERGE, capability::LOG, capability::PROGRESS, capability::FRONTIER];
+pub const HOST_CAPABILITIES: &[&str] = &[
+    capability::FETCH,
+    capability::MERGE,
+    capability::LOG,
+    capability::PROGRESS,
+    capability::METRICS,
+    capability::FRONTIER,
+];
 
 /// What runtime operations need: settings, the database and the path of the
 /// `dc-host` executable (which is re-executed as probe and worker).

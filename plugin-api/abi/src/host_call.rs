@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `captcha.solve` | [`CaptchaTask`] | [`CaptchaSolution`] |
 //! | `captcha.balance` | `{}` | [`CaptchaBalance`] |
+//! | `metrics.get` | `{}` | the run's request metrics so far: the document `dc-host runs show ID --metrics --json` prints (`version`, `requests`, `attempts`, `retries`, `status`, `errors`, `bytes_received`, `latency`, `domains`, `proxies`) |
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +20,11 @@ pub const CAPTCHA_SOLVE: &str = "captcha.solve";
 /// The solver account's balance (capability `captcha`).
 pub const CAPTCHA_BALANCE: &str = "captcha.balance";
 
+/// The run's request metrics so far (capability `metrics`).
+pub const METRICS_GET: &str = "metrics.get";
+
 /// Every host method this interface version defines.
-pub const KNOWN: &[&str] = &[CAPTCHA_SOLVE, CAPTCHA_BALANCE];
+pub const KNOWN: &[&str] = &[CAPTCHA_SOLVE, CAPTCHA_BALANCE, METRICS_GET];
 
 /// Whether `method` is a host method this interface version defines.
 pub fn is_known(method: &str) -> bool {

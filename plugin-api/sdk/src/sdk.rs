@@ -536,6 +536,16 @@ impl Context {
         Ok(answer.balance)
     }
 
+    /// The run's request metrics so far (`metrics.get`; declare
+    /// `requires(capability::METRICS)` in the manifest): requests, attempts,
+    /// retries, answers by status, errors by class, bytes, latency
+    /// percentiles, per domain and per proxy — the document `dc-host runs show
+    /// ID --metrics --json` prints. A plugin can slow down or change course
+    /// when, say, its error rate climbs.
+    pub fn request_metrics(&self) -> Result<Value> {
+        self.host_call(host_call::METRICS_GET, Map::new())
+    }
+
     fn enqueue_entries(&self, entries: Vec<EnqueueEntry>) -> Result<EnqueueAnswer> {
         if entries.is_empty() {
             return Ok(EnqueueAnswer::default());
