@@ -99,12 +99,18 @@ echo "==> python3 with aiosmtpd and openssl are there for the e-mail tests"
 # chromium, headless, with playwright-core (pinned in tests/browser/package.json
 # and package-lock.json) under node
 root="$(cd "$(dirname "$0")/.." && pwd)"
-if ! command -v chromium >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+# install only what is missing: a machine may have Node.js from NodeSource,
+# whose `nodejs` package ships npm and conflicts with Debian's `npm`
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
   if can_apt; then
-    echo "==> installing chromium, nodejs and npm (apt)"
-    apt_install chromium nodejs npm
+    echo "==> installing ${missing[*]} (apt)"
+    apt_install "${missing[@]}"
   else
-    echo "error: the dashboard test needs chromium, node and npm (Debian: apt-get install chromium nodejs npm)" >&2
+    echo "error: the dashboard test needs ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi
