@@ -14,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dc_e2e::{FixtureSite, Host, KillOnDrop, both_backends, plugin_lib, send_signal, wait_pid_exit, workspace};
 use serde_json::Value;
@@ -172,18 +172,52 @@ fn rows(host: &Host) -> Vec<(String, String, i64, i64)> {
     out
 }
 
-/// Polls `count` until it returns `want` (the worker's journal commits within
-/// 200 ms of an item's end); `LIMIT` only bounds a broken test.
-fn wait_count(what: &str, want: usize, count: impl Fn() -> usize) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let n = count();
-        if n == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {n}, expected {want} within {LIMIT:?}");
-        std::thread::sleep(Duration::from_millis(50));
+/// The lines the first run writes on stderr (its worker's console log passes
+/// through the supervisor), copied to a file for failure messages and sent
+/// to the test as they come.
+struct StderrLines {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl StderrLines {
+    fn follow(stderr: std::process::ChildStderr, copy: PathBuf) -> StderrLines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut file = std::fs::File::create(copy).expect("stderr copy");
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(file, "{line}");
+                // keep draining after the test stopped listening: a full pipe would block the run
+                let _ = tx.send(line);
+            }
+        });
+        StderrLines { rx, seen: Vec::new() }
     }
+
+    /// Blocks until a line satisfies `done` (each line is checked once, as it
+    /// arrives); `LIMIT` only bounds a broken test.
+    fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        loop {
+            match self.rx.recv_timeout(LIMIT) {
+                Ok(line) => {
+                    let hit = done(&line);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(e) => panic!("{what}: no such line on the run's stderr ({e}); it wrote:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}
+
+/// The worker journal's count of items saved as done, from its debug event
+/// (`work items saved saved_done=N`), in a line of the run's stderr.
+fn saved_done(line: &str) -> Option<usize> {
+    let rest = &line[line.find("saved_done=")? + "saved_done=".len()..];
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 fn one(host: &Host, sql: &str) -> String {
@@ -214,18 +248,20 @@ fn interrupted_and_resumed(new_host: fn() -> Host, how: Interruption) {
     let mut first = KillOnDrop(
         host.command(&["run", APP, "--args", &site.args(), "--threads", "2", "--json"])
             .stdin(Stdio::null())
+            // the journal says how many items it saved after each commit
+            .env("DC_LOG", "warn,dc_runtime::journal=debug")
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+            .stderr(Stdio::piped())
             .spawn()
             .expect("dc-host run starts"),
     );
+    let mut stderr = StderrLines::follow(first.0.stderr.take().expect("stderr"), stderr_path.clone());
     // both threads wait on held product pages: nothing else can finish now
     let held_paths = site.wait_held(2);
     let rid = one(&host, "SELECT runtime_id FROM runtime");
     // every page the site answered has ended its collect: wait until all are saved as done
-    let answered = || site.hits().keys().filter(|p| !held_paths.contains(p)).count();
-    let done_sql = format!("SELECT COUNT(*) FROM dc_run_items WHERE runtime_id = '{rid}' AND state = 'done'");
-    wait_count("items saved as done", answered(), || one(&host, &done_sql).parse().unwrap_or(0));
+    let answered = site.hits().keys().filter(|p| !held_paths.contains(p)).count();
+    stderr.wait_for("every answered page saved as done", |l| saved_done(l).is_some_and(|n| n >= answered));
     let finished: Vec<String> = host
         .db_rows(&format!("SELECT item FROM dc_run_items WHERE runtime_id = '{rid}' AND state = 'done'"))
         .iter()
@@ -249,10 +285,7 @@ fn interrupted_and_resumed(new_host: fn() -> Host, how: Interruption) {
         Interruption::Stop => {
             host.ok(&["runs", "stop", &rid]);
             // the worker has seen the request before the held pages are let through
-            let seen = format!(
-                "SELECT COUNT(*) FROM logs WHERE runtime_id = '{rid}' AND message = 'stop requested; asking the plugin to stop'"
-            );
-            wait_count("the worker noticed the stop", 1, || one(&host, &seen).parse().unwrap_or(0));
+            stderr.wait_for("the worker noticed the stop", |l| l.contains("stop requested; asking the plugin to stop"));
             site.open();
         }
     }

@@ -6,11 +6,12 @@
 
 pub mod proxy;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -323,30 +324,25 @@ pub struct FixtureSite {
 }
 
 impl FixtureSite {
-    /// Starts the server and waits until it listens.
+    /// Starts the server and waits until it listens: it names its address
+    /// on stderr (`serving DIR on http://127.0.0.1:PORT/`) once bound.
     pub fn start() -> FixtureSite {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port_file = dir.path().join("port");
-        let child = Command::new(fixture_site_bin())
+        let mut child = Command::new(fixture_site_bin())
             .arg("--dir")
             .arg(workspace().join("tests/fixtures/catalogue"))
-            .arg("--port-file")
-            .arg(&port_file)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("fixture server starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file)
-                && !p.is_empty()
-            {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "fixture server did not start within 10s");
-            std::thread::sleep(Duration::from_millis(20));
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let Some(base_url) = first.rsplit_once(" on ").map(|(_, url)| url.trim().to_string()) else {
+            let _ = child.kill();
+            panic!("the fixture server did not start; it said: {first:?}");
         };
-        FixtureSite { child, base_url: format!("http://127.0.0.1:{port}/") }
+        // drain what else it writes, so a full pipe never stalls it
+        std::thread::spawn(move || lines.for_each(drop));
+        FixtureSite { child, base_url }
     }
 
     /// Runtime arguments pointing the catalogue plugin at this site.

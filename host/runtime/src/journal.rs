@@ -107,6 +107,7 @@ fn writer(shared: &RunShared, rx: Receiver<Msg>) {
     let mut batch: Vec<ItemRow> = Vec::new();
     let mut due = Instant::now();
     let mut warned = false;
+    let mut saved_done = 0u64;
     loop {
         let msg = if batch.is_empty() {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -128,11 +129,11 @@ fn writer(shared: &RunShared, rx: Receiver<Msg>) {
             Ok(Msg::Finish(reply)) => Some((reply, true)),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
-                write(shared, &mut batch, &mut warned);
+                write(shared, &mut batch, &mut warned, &mut saved_done);
                 return;
             }
         };
-        if !write(shared, &mut batch, &mut warned) {
+        if !write(shared, &mut batch, &mut warned, &mut saved_done) {
             due = Instant::now() + RETRY_AFTER;
         }
         if let Some((reply, finish)) = reply {
@@ -167,7 +168,10 @@ fn coalesce(batch: Vec<ItemRow>) -> Vec<ItemRow> {
 
 /// Writes the batch; on failure keeps it (to be tried again with the next
 /// rows, so what is stored stays a prefix of the run) and returns false.
-fn write(shared: &RunShared, batch: &mut Vec<ItemRow>, warned: &mut bool) -> bool {
+/// After each write it emits a debug event with the number of items saved as
+/// done so far (`saved_done`), which tools and tests can follow on the
+/// worker's stderr (`DC_LOG=dc_runtime::journal=debug`) instead of polling.
+fn write(shared: &RunShared, batch: &mut Vec<ItemRow>, warned: &mut bool, saved_done: &mut u64) -> bool {
     if batch.is_empty() {
         return true;
     }
@@ -196,6 +200,9 @@ fn write(shared: &RunShared, batch: &mut Vec<ItemRow>, warned: &mut bool) -> boo
     drop(writes);
     match written {
         Ok(()) => {
+            let done = rows.iter().filter(|r| r.state == ItemState::Done.as_str()).count();
+            *saved_done += done as u64;
+            tracing::debug!(saved_done = *saved_done, rows = rows.len(), "work items saved");
             if *warned {
                 let _g = shared.span.enter();
                 tracing::info!("the run's work items are being saved again");

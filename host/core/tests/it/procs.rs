@@ -94,25 +94,23 @@ impl Running {
     }
 
     /// Waits for exit (killing it after `timeout`); returns status, stdout, stderr.
+    /// The end of the child's stdout (EOF, when it exits) is the event waited
+    /// on; `timeout` only bounds a broken child.
     fn finish(mut self, timeout: Duration) -> (ExitStatus, String, String) {
         let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                break s;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(l) => self.stdout_seen.push(l),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    eprintln!("{} did not finish within {timeout:?}; killed", self.what);
+                    self.stdout_seen.extend(self.lines.iter());
+                    break;
+                }
             }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let s = self.child.wait().expect("wait");
-                eprintln!("{} did not finish within {timeout:?}; killed", self.what);
-                break s;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        self.stdout_seen.extend(self.lines.try_iter());
-        // the reader thread ends at EOF, shortly after exit
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            self.stdout_seen.push(l);
         }
+        let status = self.child.wait().expect("wait");
         let err = self.stderr.take().map(|h| h.join().unwrap_or_default()).unwrap_or_default();
         (status, self.stdout_seen.join("\n"), err)
     }
