@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -246,22 +246,49 @@ pub(crate) fn start_sink(
     (SinkLayer { tx: tx.clone(), dropped: dropped.clone(), skip }, LogSink { tx, dropped })
 }
 
+/// A batch is written when it holds this many records…
+const BATCH_RECORDS: usize = 500;
+/// …or when its oldest record has waited this long, whether or not new
+/// records keep coming.
+const MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// The writer's batch and when it is due. Time is passed in (`now`), so the
+/// policy is tested with made-up instants instead of sleeps.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<LogRow>,
+    oldest: Option<Instant>,
+}
+
+impl Batch {
+    /// How long the writer may wait for the next record.
+    fn wait(&self, now: Instant) -> Duration {
+        self.oldest.map(|t| MAX_WAIT.saturating_sub(now.saturating_duration_since(t))).unwrap_or(MAX_WAIT)
+    }
+
+    /// Adds a record arriving at `now`; true when the batch is due.
+    fn push(&mut self, row: LogRow, now: Instant) -> bool {
+        self.rows.push(row);
+        let first = *self.oldest.get_or_insert(now);
+        self.rows.len() >= BATCH_RECORDS || now.saturating_duration_since(first) >= MAX_WAIT
+    }
+
+    /// The records to write; the batch starts again empty.
+    fn take(&mut self) -> Vec<LogRow> {
+        self.oldest = None;
+        std::mem::take(&mut self.rows)
+    }
+}
+
 fn writer(name: &str, rx: Receiver<Msg>, fallback: PathBuf, mut write: impl FnMut(&[LogRow]) -> Result<(), String>) {
-    let mut batch: Vec<LogRow> = Vec::new();
-    // a batch is written when it is 500 records, or when its oldest record has
-    // waited MAX_WAIT, whether or not new records keep coming
-    const MAX_WAIT: Duration = Duration::from_millis(250);
-    let mut oldest: Option<std::time::Instant> = None;
+    let mut batch = Batch::default();
     loop {
-        let wait = oldest.map(|t| MAX_WAIT.saturating_sub(t.elapsed())).unwrap_or(MAX_WAIT);
-        let msg = rx.recv_timeout(wait);
+        let msg = rx.recv_timeout(batch.wait(Instant::now()));
         let mut ack = None;
         let mut disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
         match msg {
             Ok(Msg::Record(r)) => {
-                batch.push(r);
-                let first = *oldest.get_or_insert_with(std::time::Instant::now);
-                if batch.len() < 500 && first.elapsed() < MAX_WAIT {
+                if !batch.push(r, Instant::now()) {
                     continue;
                 }
             }
@@ -272,9 +299,8 @@ fn writer(name: &str, rx: Receiver<Msg>, fallback: PathBuf, mut write: impl FnMu
             }
             Err(_) => {}
         }
-        if !batch.is_empty() {
-            oldest = None;
-            let rows = std::mem::take(&mut batch);
+        if !batch.rows.is_empty() {
+            let rows = batch.take();
             if let Err(why) = write(&rows) {
                 write_fallback(name, &fallback, &rows, &why);
             }
@@ -383,4 +409,69 @@ pub async fn query(db: &Database, q: &LogQuery) -> Result<Vec<LogEntry>, DbError
          AND ($4 IS NULL OR ts >= $4) AND ($5 IS NULL OR ts < $5) AND ($6 IS NULL OR id > $6) ORDER BY id LIMIT $7")
         .bind(&q.app_id).bind(&q.runtime_id).bind(q.min_level.map(level_rank)).bind(q.since).bind(q.until)
         .bind(q.after_id).bind(q.limit).fetch_all(pool).await)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> LogRow {
+        LogRow {
+            ts: Utc::now(),
+            level: "INFO".into(),
+            target: "t".into(),
+            message: format!("tick {i}"),
+            app_id: None,
+            runtime_id: None,
+            context: sqlx::types::Json(Value::Null),
+        }
+    }
+
+    /// A steady trickle (one record every 50 ms: never a lull, never 500 at
+    /// once) is written at the latest MAX_WAIT after its oldest record, not
+    /// only when the records stop. The writer's loop is played with made-up
+    /// instants: it wakes up for a record or when `wait` runs out.
+    #[test]
+    fn a_steady_trickle_is_written_within_the_maximum_wait() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut batch = Batch::default();
+        // (oldest record's arrival, write time, records) of every write
+        let mut written: Vec<(Instant, Instant, usize)> = Vec::new();
+        for i in 0..50u64 {
+            let now = at(50 * i);
+            if let Some(oldest) = batch.oldest
+                && now > oldest + batch.wait(oldest)
+            {
+                // the wait ran out before this record came: a timed write
+                written.push((oldest, oldest + batch.wait(oldest), batch.take().len()));
+            }
+            let oldest = *batch.oldest.get_or_insert(now);
+            if batch.push(row(i as usize), now) {
+                written.push((oldest, now, batch.take().len()));
+            }
+        }
+        assert!(
+            written.iter().all(|&(oldest, w, _)| w - oldest <= MAX_WAIT),
+            "a batch waited longer than {MAX_WAIT:?}: {written:?}"
+        );
+        // records 0..=5 arrive within 250 ms of record 0: the sixth makes it due
+        assert_eq!((written[0].1 - t0, written[0].2), (Duration::from_millis(250), 6), "{written:?}");
+        assert_eq!(written.iter().map(|w| w.2).sum::<usize>() + batch.rows.len(), 50);
+        // what is left is written MAX_WAIT after its oldest record at the latest
+        let oldest = batch.oldest.expect("records left");
+        assert_eq!(batch.wait(oldest), MAX_WAIT);
+        assert_eq!(batch.wait(oldest + Duration::from_millis(100)), Duration::from_millis(150));
+        assert_eq!(batch.wait(oldest + Duration::from_millis(400)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_burst_is_written_at_the_batch_size() {
+        let now = Instant::now();
+        let mut batch = Batch::default();
+        let due: Vec<bool> = (0..BATCH_RECORDS).map(|i| batch.push(row(i), now)).collect();
+        assert!(due[..BATCH_RECORDS - 1].iter().all(|d| !d) && due[BATCH_RECORDS - 1]);
+        assert_eq!(batch.take().len(), BATCH_RECORDS);
+        assert_eq!(batch.wait(now), MAX_WAIT, "an empty batch waits the whole MAX_WAIT for its first record");
+    }
 }
