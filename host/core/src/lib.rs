@@ -25,6 +25,7 @@ pub mod runs;
 pub mod secrets;
 pub mod settings;
 pub mod splunk;
+pub mod stage;
 
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use error::ErrorKind;

@@ -105,7 +105,7 @@ fn unsupported(ty: ColumnType) -> String {
     format!("column type {ty:?} is not supported by this host's data layer; upgrade dc-host")
 }
 
-fn sql_type(backend: Backend, ty: ColumnType) -> Result<&'static str, MergeError> {
+pub(crate) fn sql_type(backend: Backend, ty: ColumnType) -> Result<&'static str, MergeError> {
     Ok(match (backend, ty) {
         (_, ColumnType::Text) => "TEXT",
         (Backend::Sqlite, ColumnType::Integer | ColumnType::Boolean) => "INTEGER",
@@ -120,7 +120,7 @@ fn sql_type(backend: Backend, ty: ColumnType) -> Result<&'static str, MergeError
     })
 }
 
-fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), MergeError> {
+pub(crate) fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), MergeError> {
     check_ident(&decl.name)?;
     for c in &decl.columns {
         check_ident(&c.name)?;
@@ -572,8 +572,22 @@ pub async fn merge_in(
         WriteTx::Sqlite(t) => merge_sqlite(t, &req, &prepared, archive).await?,
         WriteTx::Postgres(t) => merge_postgres(t, &req, &prepared, archive).await?,
     };
+    if tx.backend() == Backend::Sqlite {
+        bump_generation(tx, &req.decl.name).await?;
+    }
     crate::apps::record_db_object_in(tx, req.app_id, &req.decl.name, DbObjectType::Table, "merge").await?;
     Ok(summary)
+}
+
+/// Raises a table's generation (`dc_plugin_tables.generation`): its rows
+/// changed, so a merge staged against the rows as they were must diff again
+/// ([`crate::stage`]). Only SQLite stages merges, so only SQLite merges raise
+/// it (on PostgreSQL the row lock would make the app's next run wait for this
+/// one in `ensure_table`).
+pub(crate) async fn bump_generation(tx: &mut WriteTx, table: &str) -> Result<(), MergeError> {
+    crate::on_tx!(tx, conn => sqlx::query("UPDATE dc_plugin_tables SET generation = generation + 1 WHERE table_name = $1")
+        .bind(table).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 pub(crate) fn column_list(decl: &TableDecl) -> String {
@@ -613,14 +627,14 @@ pub fn bind_pg<'q>(q: PgQuery<'q>, cell: &Cell) -> PgQuery<'q> {
 }
 
 /// Rows per multi-row INSERT on SQLite (bounded by SQLite's 32766 variables).
-fn sqlite_rows_per_insert(params_per_row: usize) -> usize {
+pub(crate) fn sqlite_rows_per_insert(params_per_row: usize) -> usize {
     (30_000 / params_per_row).clamp(1, 200)
 }
 
 /// `(?, ..), (?, ..)` for `rows` rows of `width` parameters, bound in order.
 /// Anonymous placeholders on purpose: sqlx asks SQLite for every parameter's
 /// name, which for `$N` names is a linear search, i.e. quadratic per statement.
-fn values_list(rows: usize, width: usize) -> String {
+pub(crate) fn values_list(rows: usize, width: usize) -> String {
     let row = format!("({})", vec!["?"; width].join(", "));
     vec![row; rows].join(", ")
 }
@@ -1098,7 +1112,8 @@ pub(crate) async fn record_table(
     crate::on_tx!(tx, conn => sqlx::query(
         "INSERT INTO dc_plugin_tables (table_name, app_id, hash_version, declaration, updated_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (table_name) DO UPDATE SET app_id = excluded.app_id, hash_version = excluded.hash_version, \
-         declaration = excluded.declaration, updated_at = excluded.updated_at")
+         declaration = excluded.declaration, updated_at = excluded.updated_at, \
+         generation = dc_plugin_tables.generation + 1")
         .bind(&decl.name).bind(app_id).bind(v.as_i64()).bind(json).bind(Utc::now()).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

@@ -92,14 +92,18 @@ pub fn collecting<T>(depth: u32, f: impl FnOnce() -> T) -> T {
 }
 
 /// The uncommitted writes of a run. Every merge of a run goes into one
-/// transaction, opened by the first merge; the worker commits it with the
-/// run's status and counts, so a run whose second table fails leaves the first
-/// as it was, and a commit that fails (disk full) cannot leave rows stored
-/// under a run reported failed.
+/// transaction, which the worker commits with the run's status and counts, so
+/// a run whose second table fails leaves the first as it was, and a commit
+/// that fails (disk full) cannot leave rows stored under a run reported
+/// failed. On PostgreSQL the first merge opens that transaction; on SQLite
+/// merges are staged without the write lock ([`dc_core::stage`]) and the
+/// worker opens the transaction only to apply them at the run's end.
 #[derive(Debug, Default)]
 pub struct RunWrites {
-    /// The open transaction, if a merge happened.
+    /// The open transaction, if a merge happened (PostgreSQL).
     pub tx: Option<dc_core::WriteTx>,
+    /// The staged merges, if a merge happened (SQLite).
+    pub staged: Option<dc_core::stage::StagedRun>,
     /// Sum of the merges' counts.
     pub totals: MergeSummary,
     /// Why a merge failed; once set, the run stores nothing.
@@ -305,6 +309,16 @@ impl WorkerCallbacks {
                 return Err(format!("an earlier merge of this run failed ({why}); nothing of this run will be stored"));
             }
             let merged = self.0.rt.block_on(async {
+                if let Database::Sqlite(pool) = &self.0.db {
+                    // staged without the write lock; applied when the run ends
+                    if writes.staged.is_none() {
+                        writes.staged = Some(dc_core::stage::StagedRun::open(pool).await.map_err(|e| e.to_string())?);
+                    }
+                    return match writes.staged.as_mut() {
+                        Some(staged) => staged.stage(req, &rows).await.map_err(|e| e.to_string()),
+                        None => Err("no staging for the run's writes".to_string()),
+                    };
+                }
                 if writes.tx.is_none() {
                     writes.tx = Some(self.0.db.begin_write().await.map_err(|e| e.to_string())?);
                 }
@@ -325,14 +339,17 @@ impl WorkerCallbacks {
             }
         };
         let _g = self.0.span.enter();
+        let staged = matches!(self.0.db, Database::Sqlite(_));
         tracing::info!(
             table,
+            staged,
             inserted = summary.inserted,
             updated = summary.updated,
             deleted = summary.deleted,
             unchanged = summary.unchanged,
             full_snapshot,
-            "merge done"
+            "{}",
+            if staged { "merge staged (applied when the run ends)" } else { "merge done" }
         );
         serde_json::to_string(&summary).map_err(|e| e.to_string())
     }

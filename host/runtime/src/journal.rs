@@ -13,7 +13,9 @@
 //! Once a merge has opened the run's transaction (a plugin merging inside
 //! `collect`), batches are written into that transaction: they commit with the
 //! run or roll back with its merges, so an item never counts as done while
-//! rows it merged could still be rolled back.
+//! rows it merged could still be rolled back. On SQLite, where merges are
+//! staged and applied only when the run ends, batches after the first staged
+//! merge are not written at all (a successful run deletes its items anyway).
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -186,6 +188,13 @@ fn write(shared: &RunShared, batch: &mut Vec<ItemRow>, warned: &mut bool, saved_
     // transaction between the check and the write (on SQLite the journal's
     // own transaction would then wait for the run's, which waits for the end
     // of the run)
+    if writes.tx.is_none() && writes.staged.is_some() {
+        // the run's merges are staged (SQLite) and commit only with the run:
+        // an item saved as done now could outlive rows it merged that are
+        // then never stored, so nothing after this point counts (what was
+        // saved before stays a prefix of the run)
+        return true;
+    }
     let runtime_id = &shared.runtime_id;
     let written = shared.rt.block_on(async {
         match writes.tx.as_mut() {

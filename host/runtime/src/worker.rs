@@ -66,7 +66,7 @@ fn self_limit(rt: Handle, env: HostEnv, runtime_id: String, limit: Duration) {
             limit.as_secs()
         );
         // bounded: on SQLite this process's own run transaction may hold the
-        // write lock (a plugin stuck in `store`); the kill below rolls it back,
+        // write lock (applying its staged merges at the limit); the kill below rolls it back,
         // and a run left RUNNING is reaped as orphaned
         // (the timer is made inside `block_on`: a tokio timer needs the runtime's context)
         let ended = rt.block_on(async {
@@ -196,7 +196,7 @@ async fn end_run(
     identity: Option<&dc_core::db::FileIdentity>,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), dc_core::DbError> {
-    let RunWrites { tx, totals, failed } = writes;
+    let RunWrites { tx, staged, totals, failed } = writes;
     if let Some(why) = failed
         && outcome.status == RunStatus::Success
     {
@@ -216,9 +216,25 @@ async fn end_run(
             }
         }
     }
-    if let Some(mut tx) = tx {
+    // SQLite: the staged merges are applied now, under the write lock, in the
+    // transaction that ends the run; PostgreSQL's merges are in `tx` already
+    let pending = match (tx, staged) {
+        (Some(tx), staged) => {
+            if let Some(s) = staged {
+                s.discard().await;
+            }
+            Some(Pending::Open(tx, totals))
+        }
+        (None, Some(s)) => Some(Pending::Staged(s)),
+        (None, None) => None,
+    };
+    if let Some(pending) = pending {
         if outcome.status == RunStatus::Success {
             let committed = async {
+                let (mut tx, totals) = match pending {
+                    Pending::Open(tx, totals) => (tx, totals),
+                    Pending::Staged(s) => s.apply().await.map_err(|e| dc_core::DbError::Refused(e.to_string()))?,
+                };
                 if let Some((generation, doc)) = metrics {
                     runs::save_metrics_in(&mut tx, &run.runtime_id, *generation, doc).await?;
                 }
@@ -250,8 +266,13 @@ async fn end_run(
                 }
             }
         } else {
-            if let Err(e) = tx.rollback().await {
-                tracing::warn!(error = %e, "rolling back the run's merges failed; the database discards them");
+            match pending {
+                Pending::Open(tx, _) => {
+                    if let Err(e) = tx.rollback().await {
+                        tracing::warn!(error = %e, "rolling back the run's merges failed; the database discards them");
+                    }
+                }
+                Pending::Staged(s) => s.discard().await,
             }
             let reason = outcome.reason.take().unwrap_or_default();
             outcome.reason = Some(format!("{reason}; the run's merges were rolled back, nothing was stored"));
@@ -269,6 +290,14 @@ async fn end_run(
     runs::finish(&db, &run.runtime_id, outcome.status, outcome.reason.as_deref()).await?;
     apps::record_run_outcome(&db, &run.app_id, outcome.status, started).await?;
     Ok(())
+}
+
+/// The merges a run has made, not yet stored.
+enum Pending {
+    /// In the run's open transaction (PostgreSQL), with their counts.
+    Open(dc_core::WriteTx, dc_plugin_api::MergeSummary),
+    /// Staged, to be applied under the write lock (SQLite).
+    Staged(dc_core::stage::StagedRun),
 }
 
 /// The run's request metrics for storing: generation, JSON document and

@@ -41,3 +41,4 @@ mod merge;
 mod procs;
 mod proxies;
 mod schema;
+mod stage;
