@@ -95,6 +95,17 @@ if ! command -v openssl >/dev/null 2>&1; then
 fi
 echo "==> python3 with aiosmtpd and openssl are there for the e-mail tests"
 
+# the OpenAPI conformance test (tests/e2e/schemathesis.rs) runs schemathesis'
+# CLI `st` against a real `dc-host serve`
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$(st --version 2>/dev/null)" != "st, version $SCHEMATHESIS_VERSION" ]; then
+  echo "==> installing schemathesis $SCHEMATHESIS_VERSION (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "schemathesis==$SCHEMATHESIS_VERSION"
+  command -v st >/dev/null 2>&1 || { echo "error: schemathesis did not install (no \`st\` on PATH); see pip's output above" >&2; exit 1; }
+fi
+echo "==> schemathesis $SCHEMATHESIS_VERSION is there for the OpenAPI test"
+
 # the dashboard's browser test (tests/e2e/dashboard.rs) drives Debian's
 # chromium, headless, with playwright-core (pinned in tests/browser/package.json
 # and package-lock.json) under node

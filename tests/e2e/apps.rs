@@ -3,7 +3,8 @@
 //! database; `apps schedule` and `apps args` validate and store what scheduled
 //! and commanded runs use; `apps list|show` report it; a run without `--args`
 //! uses the stored arguments; a plugin version whose schema rejects them is
-//! refused, naming the field.
+//! refused, naming the field; `apps rm` deletes an app (its data only with
+//! `--drop-data`).
 
 use dc_e2e::{ApiVariant, Host, plugin_lib, tiny_plugin};
 use serde_json::{Value, json};
@@ -120,4 +121,35 @@ fn a_version_whose_schema_rejects_the_stored_args_is_refused() {
     host.ok(&["apps", "args", "test/fixtures/tiny", "--clear"]);
     let out = host.ok(&["reload"]);
     assert!(out.contains("registered test/fixtures/tiny 1.1.0"), "{out}");
+}
+
+#[test]
+fn apps_rm_deletes_an_app_and_keeps_its_data_unless_asked() {
+    let host = Host::sqlite();
+    host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
+    host.ok(&["reload"]);
+    host.ok(&["run", MISBEHAVE, "--args", r#"{"mode": "ok", "items": 3}"#]);
+    assert_eq!(host.db_rows("SELECT COUNT(*) FROM misbehave_rows"), ["3"]);
+
+    // without --yes nothing is deleted
+    let (code, out) = host.fails(&["apps", "rm", MISBEHAVE]);
+    assert_ne!(code, 0);
+    assert!(out.contains("run again with --yes") && out.contains("keeps its data tables"), "{out}");
+    assert_eq!(show(&host, MISBEHAVE)["app"], MISBEHAVE);
+
+    let gone = host.json(&["apps", "rm", MISBEHAVE, "--yes", "--json"]);
+    assert_eq!((&gone["path"], &gone["versions"], &gone["runs"]), (&json!(MISBEHAVE), &json!(1), &json!(1)), "{gone}");
+    assert_eq!(gone["dropped_tables"], json!([]), "{gone}");
+    assert!(gone["kept_tables"].as_array().expect("kept").contains(&json!("misbehave_rows")), "{gone}");
+    let (_, out) = host.fails(&["apps", "show", MISBEHAVE]);
+    assert!(out.contains("no app matches"), "{out}");
+    assert_eq!(host.db_rows("SELECT COUNT(*) FROM runtime"), ["0"]);
+    assert_eq!(host.db_rows("SELECT COUNT(*) FROM misbehave_rows"), ["3"], "the data stays");
+
+    // its file is still in the plugins directory: reload registers it again, its table is its own
+    host.ok(&["reload"]);
+    host.ok(&["run", MISBEHAVE, "--args", r#"{"mode": "ok", "items": 3}"#]);
+    let out = host.ok(&["apps", "rm", MISBEHAVE, "--drop-data", "--yes"]);
+    assert!(out.contains("deleted (1 version(s), 1 run(s))") && out.contains("dropped tables: "), "{out}");
+    assert_eq!(host.db_rows("SELECT COUNT(*) FROM sqlite_master WHERE name = 'misbehave_rows'"), ["0"]);
 }

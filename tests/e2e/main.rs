@@ -23,6 +23,7 @@ mod refusals;
 mod reload;
 mod resume;
 mod scaffold;
+mod schemathesis;
 mod secrets;
 mod serve;
 mod storage;

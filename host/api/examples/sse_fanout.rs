@@ -80,6 +80,9 @@ async fn one(clients: usize, rate: u64, seconds: u64) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut settings = Settings::default();
     settings.general.data_dir = dir.path().to_path_buf();
+    // every client uses one token: the per-client rate limit would measure itself
+    settings.api.requests_per_second_per_client = 1_000_000;
+    settings.api.burst_per_client = 1_000_000;
     let url = format!("sqlite://{}/bench.db", dir.path().display());
     let db = Database::connect_url(&url, &settings).await.expect("connect");
     db.migrate().await.expect("migrate");

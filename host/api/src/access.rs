@@ -3,16 +3,19 @@
 //! who it stands for, and lets the request through only when that
 //! principal's role allows the group's role. Missing or refused tokens answer
 //! 401 with `WWW-Authenticate: Bearer`, too small a role 403. The principal
-//! is put into the request's extensions for the handler.
+//! is put into the request's extensions for the handler, and into the
+//! response's as an [`Actor`] for the audit layer. An accepted token's
+//! subject is counted against its rate limit (`crate::limit`) first: over
+//! it, 429 `rate_limited` with `Retry-After`.
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
-use dc_core::access::{Principal, Role};
+use axum::response::{IntoResponse, Response};
+use dc_core::access::{Actor, Principal, Role};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{ApiError, ApiState};
+use crate::{ApiError, ApiState, limit};
 
 /// `router` with every route behind the guard for `role`.
 pub fn guarded(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) -> OpenApiRouter<ApiState> {
@@ -56,7 +59,7 @@ pub fn guarded_stream(router: OpenApiRouter<ApiState>, state: &ApiState, role: R
             let principal = state.streams().redeem_ticket(&ticket).ok_or_else(|| {
                 ApiError::unauthorized("the stream ticket is unknown, used or expired; get a new one", true)
             })?;
-            admit(principal, role, req, next).await
+            admit(&state.0, principal, role, req, next).await
         },
     ))
 }
@@ -81,18 +84,41 @@ async fn authorize(State(state): State<ApiState>, role: Role, req: Request, next
             .await
             .map_err(|f| ApiError::unauthorized(format!("the bearer token was not accepted: {f}"), true))?
     };
-    admit(principal, role, req, next).await
+    admit(&state, principal, role, req, next).await
 }
 
-/// Lets `principal` through when its role allows `role`.
-async fn admit(principal: Principal, role: Role, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    if !principal.role.allows(role) {
-        return Err(ApiError::forbidden(format!(
-            "this needs the {role} role; {} has {}",
-            principal.subject, principal.role
-        )));
-    }
-    tracing::debug!(subject = %principal.subject, role = %principal.role, "authorized");
-    req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
+/// Lets `principal` through when its rate limit and its role allow.
+/// The answer carries the principal as an [`Actor`] for the audit log.
+async fn admit(
+    state: &ApiState,
+    principal: Principal,
+    role: Role,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let actor = Actor::from(&principal);
+    let mut response = if let Err(wait) = state.limiter().check(&principal.subject) {
+        let secs = limit::retry_after_secs(wait);
+        tracing::info!(subject = %principal.subject, retry_after_secs = secs, "per-client rate limit reached");
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests from {}: retry after {secs} s (the limit is api.requests_per_second_per_client)",
+                principal.subject
+            ),
+        )
+        .into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        r
+    } else if principal.role.allows(role) {
+        tracing::debug!(subject = %principal.subject, role = %principal.role, "authorized");
+        req.extensions_mut().insert(principal);
+        next.run(req).await
+    } else {
+        ApiError::forbidden(format!("this needs the {role} role; {} has {}", principal.subject, principal.role))
+            .into_response()
+    };
+    response.extensions_mut().insert(actor);
+    Ok(response)
 }

@@ -11,10 +11,13 @@
 //! signal.
 
 mod access;
+mod audit;
+mod auth_doc;
 mod dashboard;
 mod error;
 mod extract;
 mod hardening;
+mod limit;
 pub mod metrics;
 mod page;
 mod routes;
@@ -51,6 +54,8 @@ struct Inner {
     metrics: Option<metrics::Metrics>,
     /// The event streams' hubs and tickets.
     streams: Arc<stream::Streams>,
+    /// The per-client rate limit (`api.requests_per_second_per_client`).
+    limiter: Arc<dyn limit::ClientLimiter>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -62,7 +67,24 @@ impl std::fmt::Debug for ApiState {
 impl ApiState {
     /// The state of an API over `env` whose bearer tokens `auth` verifies.
     pub fn new(env: HostEnv, auth: Arc<dyn Authenticate>) -> ApiState {
-        ApiState { inner: Arc::new(Inner { env, auth, wake: None, metrics: None, streams: Arc::default() }) }
+        let limiter = Arc::from(limit::new(&env.settings.api));
+        ApiState { inner: Arc::new(Inner { env, auth, wake: None, metrics: None, streams: Arc::default(), limiter }) }
+    }
+
+    /// The same state, its per-client rate limit timed by `clock` (tests
+    /// advance a `governor::clock::FakeRelativeClock` instead of sleeping).
+    pub fn with_rate_limit_clock<C>(self, clock: C) -> ApiState
+    where
+        C: governor::clock::Clock + Clone + Send + Sync + 'static,
+        C::Instant: governor::clock::Reference + Send + Sync,
+    {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.limiter = Arc::from(limit::with_clock(&inner.env.settings.api, clock));
+        ApiState { inner: Arc::new(inner) }
+    }
+
+    pub(crate) fn limiter(&self) -> &dyn limit::ClientLimiter {
+        self.inner.limiter.as_ref()
     }
 
     /// The same state, waking `wake` after queuing a command (the serve loop
@@ -132,6 +154,7 @@ impl ApiState {
         (name = "logs", description = "Log records"),
         (name = "hosts", description = "Hosts serving the database"),
         (name = "plugins", description = "Registered plugin versions"),
+        (name = "audit", description = "The audit log of state-changing requests"),
         (name = "streams", description = "Live events (Server-Sent Events), stream tickets, the caller"),
     )
 )]
@@ -168,7 +191,16 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
         .routes(routes!(routes::apps::update))
         .routes(routes!(routes::apps::command))
         .routes(routes!(routes::runs::stop));
-    let admin = OpenApiRouter::new().routes(routes!(routes::plugins::rollback));
+    // a plugin upload may be larger than other bodies (api.max_upload_mb)
+    let upload_limit = usize::try_from(state.env().settings.max_upload_bytes()).unwrap_or(usize::MAX);
+    let upload = OpenApiRouter::new()
+        .routes(routes!(routes::plugins::upload))
+        .layer(axum::extract::DefaultBodyLimit::max(upload_limit));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(routes::plugins::rollback))
+        .merge(upload)
+        .routes(routes!(routes::audit::list))
+        .routes(routes!(routes::apps::delete));
     public
         .merge(access::guarded(viewer, state, Role::Viewer))
         .merge(access::guarded_stream(streams, state, Role::Viewer))
@@ -181,8 +213,9 @@ pub fn openapi(state: &ApiState) -> utoipa::openapi::OpenApi {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(state)).split_for_parts().1
 }
 
-/// The API as an axum router: `/api/v1/…` with the role guards, the JSON
-/// error shape for unknown routes, body-size limit, security headers, CORS
+/// The API as an axum router: `/api/v1/…` with the role guards, the audit
+/// log of state-changing requests, the JSON error shape for unknown routes,
+/// body-size limit, security headers, CORS
 /// for the configured origins and a request id on every request and its log
 /// records.
 pub fn router(state: ApiState) -> axum::Router {
@@ -191,16 +224,20 @@ pub fn router(state: ApiState) -> axum::Router {
 
 /// [`router`] with the token authority's routes (`dc_auth::router`: `POST
 /// /token`, `POST /revoke`) mounted at `/api/v1/auth`, behind the same
-/// body-size limit, security headers and CORS.
+/// body-size limit, security headers and CORS, and in the OpenAPI document.
 pub fn router_with_auth(state: ApiState, auth_routes: axum::Router) -> axum::Router {
     build(state, Some(auth_routes))
 }
 
 fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
-    let (routes, doc) =
+    let (routes, mut doc) =
         OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(&state)).split_for_parts();
+    if auth_routes.is_some() {
+        doc.merge(auth_doc::doc());
+    }
     let doc = Arc::new(doc);
     let settings = state.env().settings.api.clone();
+    let db = state.db().clone();
     let mut routes = routes
         .route(
             "/api/v1/openapi.json",
@@ -221,6 +258,8 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
     if let Some(auth) = auth_routes {
         routes = routes.nest("/api/v1/auth", auth);
     }
+    // after the nesting, so the token endpoint is audited too
+    let routes = routes.layer(axum::middleware::from_fn_with_state(db, audit::record));
     hardening::apply(routes, &settings)
 }
 

@@ -54,6 +54,12 @@ pub struct TokenResponse {
     /// A new refresh token (password and refresh grants only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Whom the token was issued to (not sent; the audit log records it).
+    #[serde(skip)]
+    pub subject: String,
+    /// Its role (not sent).
+    #[serde(skip)]
+    pub role: Role,
 }
 
 /// Why a grant or a revocation was refused (RFC 6749 §5.2 codes).
@@ -284,6 +290,8 @@ impl Authority {
             token_type: "Bearer",
             expires_in: self.cfg.access_ttl_secs,
             refresh_token: refresh,
+            subject: sub.to_string(),
+            role,
         })
     }
 

@@ -11,7 +11,9 @@
 //! - `POST /revoke` (RFC 7009): `token` (and an optional `token_type_hint`);
 //!   a refresh token revokes its family; 200 also for an unknown token.
 //!
-//! Every answer carries `Cache-Control: no-store`. Each client address may
+//! A token answer carries the [`Actor`] (the claimed user name or client id,
+//! with the role when the grant succeeded) in its extensions, for the REST
+//! API's audit log. Every answer carries `Cache-Control: no-store`. Each client address may
 //! make `auth.token_rate_burst` requests at once and
 //! `auth.token_rate_per_minute` per minute (`governor`); more are answered
 //! 429 with `Retry-After`. The address is the peer of the TCP connection
@@ -33,6 +35,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use dc_core::ErrorKind;
+use dc_core::access::Actor;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -189,19 +192,39 @@ async fn grant(auth: &Authority, headers: &HeaderMap, form: TokenForm) -> Result
     }
 }
 
+/// Who a token request claims to be (the user name of a password grant, the
+/// client id of client credentials), for the audit log; never a secret.
+fn claimed(headers: &HeaderMap, form: &TokenForm) -> Option<String> {
+    match form.grant_type.as_deref() {
+        Some("password") => form.username.clone(),
+        Some("client_credentials") => {
+            form.client_id.clone().or_else(|| basic_credentials(headers).ok().flatten().map(|(id, _)| id))
+        }
+        _ => None,
+    }
+}
+
 async fn token(
     State(s): State<AppState>,
     headers: HeaderMap,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Response {
-    let result = match form {
-        Ok(Form(f)) => grant(&s.auth, &headers, f).await,
-        Err(e) => Err(form_error(&e)),
+    let (result, subject) = match form {
+        Ok(Form(f)) => {
+            let subject = claimed(&headers, &f);
+            (grant(&s.auth, &headers, f).await, subject)
+        }
+        Err(e) => (Err(form_error(&e)), None),
     };
-    match result {
-        Ok(t) => no_store(Json(t).into_response()),
-        Err(e) => error_response(e),
-    }
+    let (mut r, actor) = match result {
+        Ok(t) => {
+            let actor = Actor { subject: Some(t.subject.clone()), role: Some(t.role) };
+            (no_store(Json(t).into_response()), actor)
+        }
+        Err(e) => (error_response(e), Actor { subject, role: None }),
+    };
+    r.extensions_mut().insert(actor);
+    r
 }
 
 /// The parameters of `POST /revoke`.

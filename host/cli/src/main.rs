@@ -76,6 +76,9 @@ enum Command {
     /// Control-plane clients (services; client-credentials grant): add, list, rm.
     #[command(subcommand)]
     Clients(cmd::clients::ClientsCommand),
+    /// The control plane's audit log: list.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// The token authority's signing keys: rotate-key.
     #[command(subcommand)]
     Auth(cmd::auth::AuthCommand),
@@ -321,6 +324,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Command::Users(c) => rt.block_on(cmd::users::exec(c, &env)),
                 Command::Clients(c) => rt.block_on(cmd::clients::exec(c, &env)),
                 Command::Auth(c) => rt.block_on(cmd::auth::exec(c, &env)),
+                Command::Audit(c) => rt.block_on(cmd::audit::exec(c, &env)),
                 _ => unreachable!("handled above"),
             };
             if let Some(s) = sink {

@@ -69,6 +69,24 @@ pub struct Principal {
     pub role: Role,
 }
 
+/// Who made a request, as the audit log records it: put into a response's
+/// extensions by whatever knows (the API's role guard: the principal; the
+/// token endpoint: the name a login or client authentication claimed, with
+/// the role only when it succeeded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// The user name or client id (none: not known).
+    pub subject: Option<String>,
+    /// Its role (none: not authenticated).
+    pub role: Option<Role>,
+}
+
+impl From<&Principal> for Actor {
+    fn from(p: &Principal) -> Actor {
+        Actor { subject: Some(p.subject.clone()), role: Some(p.role) }
+    }
+}
+
 /// Why a bearer token was not accepted. The message is safe to show the caller
 /// (it never holds the token or a key).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -615,3 +615,93 @@ pub async fn plugin_file(db: &Database, sha256: &str) -> Result<Option<Vec<u8>>,
     Ok(on_pool!(db, pool => sqlx::query_scalar("SELECT bytes FROM dc_plugin_files WHERE sha256 = $1")
         .bind(sha256).fetch_optional(pool).await)?)
 }
+
+/// What [`delete_app`] removed and kept.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletedApp {
+    /// The app's id.
+    pub app_id: String,
+    /// `group/parent/name`.
+    pub path: String,
+    /// Registered versions removed (their files stay in the plugin store).
+    pub versions: u64,
+    /// Finished runs removed, with their change feeds, request metrics and
+    /// work items.
+    pub runs: u64,
+    /// Data tables dropped (`drop_data`).
+    pub dropped_tables: Vec<String>,
+    /// Data tables kept: still owned by the app's id, so no other app may
+    /// declare them, and registering the same `group/parent/name` again takes
+    /// them back.
+    pub kept_tables: Vec<String>,
+}
+
+/// Deletes an app in ONE write transaction: its row (schedule, arguments,
+/// pending command), its registered versions (and their stored bytes no other
+/// version shares; store files on disk stay), its finished runs with their
+/// change feeds, request metrics and work items, and with `drop_data` its
+/// data tables and their ownership rows. Refused with [`DbError::Conflict`]
+/// while a run of the app is PENDING or RUNNING. Log records stay (they age
+/// out with `retention`). Without `drop_data` the tables and their ownership
+/// stay (see [`DeletedApp::kept_tables`]).
+pub async fn delete_app(db: &Database, app_id: &str, drop_data: bool) -> Result<DeletedApp, DbError> {
+    let mut tx = db.begin_write().await?;
+    // PostgreSQL: lock the app row, which a run's insert must share-lock for
+    // its foreign key, so no run of the app starts until this commits (and
+    // then its insert fails); SQLite: the transaction holds the write lock
+    let sql = match tx.backend() {
+        crate::Backend::Postgres => {
+            "SELECT group_name || '/' || parent_name || '/' || app_name FROM apps WHERE app_id = $1 FOR UPDATE"
+        }
+        crate::Backend::Sqlite => {
+            "SELECT group_name || '/' || parent_name || '/' || app_name FROM apps WHERE app_id = $1"
+        }
+    };
+    let path: Option<String> =
+        on_tx!(&mut tx, conn => sqlx::query_scalar(sql).bind(app_id).fetch_optional(&mut *conn).await)?;
+    let Some(path) = path else {
+        return Err(DbError::NotFound(format!("no app {app_id:?}: list the apps with `dc-host apps list`")));
+    };
+    if let Some(run) = crate::runs::active_for_app_in(&mut tx, app_id).await?.first() {
+        return Err(DbError::Conflict(format!(
+            "app {path} has an active run {} ({}): stop it first (`dc-host runs stop {}`) or wait for it to end, then delete the app",
+            run.runtime_id, run.status, run.runtime_id
+        )));
+    }
+    let tables: Vec<String> = on_tx!(&mut tx, conn => sqlx::query_scalar(
+        "SELECT table_name FROM dc_plugin_tables WHERE app_id = $1 \
+         UNION SELECT object_name FROM app_db_objects WHERE app_id = $1 AND object_type = $2 ORDER BY 1")
+        .bind(app_id).bind(DbObjectType::Table.as_str()).fetch_all(&mut *conn).await)?;
+    let of_runs = "(SELECT runtime_id FROM runtime WHERE app_id = $1)";
+    for table in ["run_changes", "dc_run_metrics", "dc_run_items"] {
+        let sql = format!("DELETE FROM {table} WHERE runtime_id IN {of_runs}");
+        on_tx!(&mut tx, conn => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+    }
+    let runs = on_tx!(&mut tx, conn => sqlx::query("DELETE FROM runtime WHERE app_id = $1")
+        .bind(app_id).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    on_tx!(&mut tx, conn => sqlx::query(
+        "DELETE FROM dc_plugin_files WHERE sha256 IN (SELECT sha256 FROM plugin_versions WHERE app_id = $1) \
+         AND sha256 NOT IN (SELECT sha256 FROM plugin_versions WHERE app_id <> $1)")
+        .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+    let versions = on_tx!(&mut tx, conn => sqlx::query("DELETE FROM plugin_versions WHERE app_id = $1")
+        .bind(app_id).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    let (mut dropped_tables, mut kept_tables) = (Vec::new(), Vec::new());
+    if drop_data {
+        for t in tables {
+            crate::merge::check_ident(&t).map_err(|e| DbError::Refused(e.to_string()))?;
+            let sql = format!("DROP TABLE IF EXISTS \"{t}\"");
+            on_tx!(&mut tx, conn => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await.map(|_| ()))?;
+            dropped_tables.push(t);
+        }
+        on_tx!(&mut tx, conn => sqlx::query("DELETE FROM dc_plugin_tables WHERE app_id = $1")
+            .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+        on_tx!(&mut tx, conn => sqlx::query("DELETE FROM app_db_objects WHERE app_id = $1")
+            .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+    } else {
+        kept_tables = tables;
+    }
+    on_tx!(&mut tx, conn => sqlx::query("DELETE FROM apps WHERE app_id = $1")
+        .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+    tx.commit().await?;
+    Ok(DeletedApp { app_id: app_id.to_string(), path, versions, runs, dropped_tables, kept_tables })
+}

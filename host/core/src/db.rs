@@ -44,6 +44,7 @@ pub const CORE_TABLES: &[&str] = &[
     "dc_proxy_reservations",
     "dc_run_metrics",
     "dc_run_items",
+    "dc_audit",
 ];
 
 /// A database failure, naming the URL (password redacted) or the statement.
@@ -83,6 +84,10 @@ pub enum DbError {
     /// The app or run named does not exist; the message says how to list them.
     #[error("{0}")]
     NotFound(String),
+    /// The change contradicts the current state (an app with an active run
+    /// cannot be deleted); the message says what to do first.
+    #[error("{0}")]
+    Conflict(String),
     /// The schema is not the one this build uses; the message names the command to run.
     #[error("{0}")]
     Schema(String),
@@ -96,6 +101,7 @@ impl DbError {
             DbError::Connect { .. } | DbError::SqliteFile(_) => K::Unavailable,
             DbError::BadUrl { .. } | DbError::Refused(_) => K::Invalid,
             DbError::NotFound(_) => K::NotFound,
+            DbError::Conflict(_) => K::Conflict,
             // the schema is behind or ahead: an operator must act first
             DbError::Schema(_) => K::Unavailable,
             DbError::Migrate(_) => K::Internal,

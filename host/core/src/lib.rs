@@ -1,13 +1,14 @@
 //! dc-core: what every other host crate builds on — settings, the shared enums,
 //! the database and its migrations, the app and run registries, the SHA merge,
 //! logging sinks, the secrets store and the SQL of the crates above it
-//! (`auth_store` for dc-auth, `proxy_store` for dc-proxy). Only this crate knows SQL.
+//! (`auth_store` for dc-auth, `proxy_store` for dc-proxy, `audit` for dc-api). Only this crate knows SQL.
 
 // lets `#[fun_watch]` (which names `::dc_core`) be used inside this crate
 extern crate self as dc_core;
 
 pub mod access;
 pub mod apps;
+pub mod audit;
 pub mod auth_store;
 pub mod db;
 pub mod enums;

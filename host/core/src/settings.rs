@@ -537,6 +537,14 @@ pub struct ApiSettings {
     pub cors_origins: Vec<String>,
     /// The largest request body accepted, in KiB (larger: 413).
     pub max_body_kb: u64,
+    /// Requests per second each client (token subject) may make once its
+    /// burst is spent (more: 429 with `Retry-After`).
+    pub requests_per_second_per_client: u32,
+    /// Requests each client may make at once.
+    pub burst_per_client: u32,
+    /// The largest plugin upload (`POST /api/v1/plugins`) accepted, in MiB
+    /// (none: `general.max_plugin_file_mb`).
+    pub max_upload_mb: Option<u64>,
 }
 
 impl Default for ApiSettings {
@@ -546,6 +554,9 @@ impl Default for ApiSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cors_origins: Vec::new(),
             max_body_kb: 256,
+            requests_per_second_per_client: 20,
+            burst_per_client: 100,
+            max_upload_mb: None,
         }
     }
 }
@@ -1015,6 +1026,23 @@ impl Settings {
         if self.api.max_body_kb == 0 {
             return invalid("api.max_body_kb", "0".into(), "at least 1");
         }
+        if !(1..=1_000_000).contains(&self.api.requests_per_second_per_client) {
+            return invalid(
+                "api.requests_per_second_per_client",
+                self.api.requests_per_second_per_client.to_string(),
+                "1 to 1000000",
+            );
+        }
+        if self.api.burst_per_client == 0 {
+            return invalid("api.burst_per_client", "0".into(), "at least 1");
+        }
+        if self.api.max_upload_mb == Some(0) {
+            return invalid(
+                "api.max_upload_mb",
+                "0".into(),
+                "at least 1 (leave it out for general.max_plugin_file_mb)",
+            );
+        }
         if let Some(url) = &self.broker.url
             && !(url.contains("${secret:") || url.starts_with("amqp://"))
         {
@@ -1087,6 +1115,16 @@ impl Settings {
     /// The largest plugin file accepted, in bytes.
     pub fn max_plugin_file_bytes(&self) -> u64 {
         self.general.max_plugin_file_mb.saturating_mul(1024 * 1024)
+    }
+
+    /// The largest plugin upload body, in bytes (`api.max_upload_mb`, else
+    /// the plugin file limit), with room for the multipart framing.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.api
+            .max_upload_mb
+            .unwrap_or(self.general.max_plugin_file_mb)
+            .saturating_mul(1024 * 1024)
+            .saturating_add(64 * 1024)
     }
 
     /// Where operators drop plugin files.
@@ -1583,6 +1621,9 @@ mod tests {
         refused(&[("DC_AUTH_REFRESH_TTL_SECS", "60")], "auth.refresh_ttl_secs");
         refused(&[("DC_AUTH_ISSUER", " ")], "auth.issuer");
         refused(&[("DC_AUTH_TOKEN_RATE_PER_MINUTE", "0")], "auth.token_rate_per_minute");
+        refused(&[("DC_API_REQUESTS_PER_SECOND_PER_CLIENT", "0")], "api.requests_per_second_per_client");
+        refused(&[("DC_API_BURST_PER_CLIENT", "0")], "api.burst_per_client");
+        refused(&[("DC_API_MAX_UPLOAD_MB", "0")], "api.max_upload_mb");
         let s =
             Settings::load(None, env(&[("DC_AUTH_ISSUER", "123"), ("DC_AUTH_ACCESS_TTL_SECS", "60")])).expect("loads");
         assert_eq!((s.auth.issuer.as_str(), s.auth.access_ttl_secs), ("123", 60));

@@ -4,8 +4,8 @@
 //! queues them). `{app_id}` is an app id, a unique id prefix of 6+
 //! characters, or `group/parent/name` with the slashes percent-encoded.
 //!
-//! Deleting an app is not offered: no library function removes an app with
-//! its versions, tables and runs safely yet.
+//! Deleting an app (admin) is `dc_core::apps::delete_app`, as `dc-host apps
+//! rm`: one transaction, refused with 409 while a run of the app is active.
 
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
@@ -422,4 +422,63 @@ pub async fn command(
             serving_hosts: serving,
         }),
     ))
+}
+
+/// Options of `DELETE /apps/{app_id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteParams {
+    /// Also drop the app's data tables (the collected rows are lost); default false: they are kept.
+    pub drop_data: Option<bool>,
+}
+
+/// What deleting an app removed and kept.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletedApp {
+    /// The app's id.
+    pub app_id: String,
+    /// `group/parent/name`.
+    pub path: String,
+    /// Registered versions removed (their files stay in the plugin store).
+    pub versions: u64,
+    /// Finished runs removed, with their change feeds, request metrics and work items.
+    pub runs: u64,
+    /// Data tables dropped (`drop_data=true`).
+    pub dropped_tables: Vec<String>,
+    /// Data tables kept, still reserved for the app's `group/parent/name`.
+    pub kept_tables: Vec<String>,
+}
+
+/// Deletes an app: its schedule, arguments, pending command, registered
+/// versions and finished runs, in one transaction, as `dc-host apps rm`.
+/// Its data tables are kept unless `drop_data=true`; plugin store files stay.
+/// Remove its file from the plugins directory too, or the next reload
+/// registers it again. Role: admin.
+#[utoipa::path(delete, path = "/apps/{app_id}", tag = "apps", security(("bearer" = [])),
+    params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name"), DeleteParams),
+    responses(
+        (status = 200, description = "deleted", body = DeletedApp),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "a run of the app is active; nothing was deleted", body = ErrorBody),
+        (status = 422, description = "a bad option", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    ApiPath(app_id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<DeleteParams>,
+) -> Result<axum::Json<DeletedApp>, ApiError> {
+    let db = state.db();
+    let app = apps::resolve_app(db, &app_id).await?;
+    let gone = apps::delete_app(db, &app.app_id, p.drop_data.unwrap_or(false)).await?;
+    tracing::info!(subject = %who.subject, app_id = %gone.app_id, dropped = gone.dropped_tables.len(), "app deleted");
+    Ok(axum::Json(DeletedApp {
+        app_id: gone.app_id,
+        path: gone.path,
+        versions: gone.versions,
+        runs: gone.runs,
+        dropped_tables: gone.dropped_tables,
+        kept_tables: gone.kept_tables,
+    }))
 }

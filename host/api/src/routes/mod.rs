@@ -2,6 +2,7 @@
 //! library functions the CLI uses and their answers to the API's JSON types.
 
 pub mod apps;
+pub mod audit;
 pub mod events;
 pub mod health;
 pub mod hosts;

@@ -100,3 +100,40 @@ async fn responses_carry_security_headers_a_request_id_and_cors_only_for_the_con
     assert!(!r.headers().contains_key("access-control-allow-origin"), "{:?}", r.headers());
     api.stop().await;
 }
+
+#[tokio::test]
+async fn each_client_is_rate_limited_by_its_token_subject() {
+    let clock = governor::clock::FakeRelativeClock::default();
+    let api = TestApi::rate_limited(2, 3, clock.clone()).await;
+    let id = app(&api.db, "limited").await;
+    for _ in 0..3 {
+        let (s, body) = api.get("/api/v1/apps", Some(VIEWER)).await;
+        assert_eq!(s, 200, "{body}");
+    }
+    // the burst is spent: 429 in the error shape, with Retry-After
+    let r = api.client.get(api.url("/api/v1/apps")).bearer_auth(VIEWER).send().await.expect("GET");
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let (_, body) = answer(r).await;
+    assert_eq!(error_code(&body), "rate_limited");
+    assert!(body["error"]["message"].as_str().expect("message").contains("vera"), "{body}");
+    // commands count too, and a refused one changes nothing (and is audited as 429)
+    let cmd = format!("/api/v1/apps/{id}/commands");
+    let (s, _) = api.send(Method::POST, &cmd, Some(VIEWER), &json!({"command": "START"})).await;
+    assert_eq!(s, 429);
+    // another subject has its own budget; unauthenticated requests are not counted
+    let (s, _) = api.get("/api/v1/apps", Some(OPERATOR)).await;
+    assert_eq!(s, 200);
+    let (s, _) = api.get("/api/v1/apps", None).await;
+    assert_eq!(s, 401);
+    // half a second later one more request of vera's is allowed (2 per second), then none
+    clock.advance(std::time::Duration::from_millis(500));
+    let (s, body) = api.get("/api/v1/apps", Some(VIEWER)).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = api.get("/api/v1/apps", Some(VIEWER)).await;
+    assert_eq!(s, 429);
+    let (_, audit) = api.get("/api/v1/audit", Some(ADMIN)).await;
+    assert_eq!(audit["items"][0]["status"], 429, "{audit}");
+    assert_eq!(audit["items"][0]["subject"], "vera", "{audit}");
+    api.stop().await;
+}

@@ -232,3 +232,51 @@ async fn schedule_args_and_enabled_updates_are_checked_before_anything_is_stored
     assert_eq!((row.cmd_name.as_deref(), row.cmd_flag.as_str()), (Some("DISABLE"), "PENDING"));
     api.stop().await;
 }
+
+async fn deleting_an_app(api: TestApi) {
+    let id = app(&api.db, "to-delete").await;
+    let path = format!("/api/v1/apps/{id}");
+    // admins only
+    for token in [VIEWER, OPERATOR] {
+        let (s, body) = api.send(Method::DELETE, &path, Some(token), &json!({})).await;
+        assert_eq!(s, 403, "{token}: {body}");
+    }
+    // an active run: 409, nothing deleted
+    let run = run(&api.db, &id).await;
+    let (s, body) = api.send(Method::DELETE, &path, Some(ADMIN), &json!({})).await;
+    assert_eq!((s, error_code(&body).as_str()), (409, "conflict"), "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains(&run), "{body}");
+    let (s, _) = api.get(&path, Some(VIEWER)).await;
+    assert_eq!(s, 200, "still there");
+    dc_core::runs::finish(&api.db, &run, dc_core::enums::RunStatus::Stopped, None).await.expect("finish");
+    let (s, body) = api.send(Method::DELETE, &format!("{path}?drop_data=maybe"), Some(ADMIN), &json!({})).await;
+    assert_eq!((s, error_code(&body).as_str()), (422, "invalid_query"), "{body}");
+    // by group/parent/name, encoded
+    let (s, body) =
+        api.send(Method::DELETE, "/api/v1/apps/it%2Ftests%2Fto-delete?drop_data=true", Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!((&body["app_id"], &body["path"], &body["runs"]), (&json!(id), &json!("it/tests/to-delete"), &json!(1)));
+    let (s, body) = api.get(&path, Some(VIEWER)).await;
+    assert_eq!((s, error_code(&body).as_str()), (404, "not_found"));
+    assert!(apps::get_app(&api.db, &id).await.expect("read").is_none());
+    let (s, _) = api.send(Method::DELETE, &path, Some(ADMIN), &json!({})).await;
+    assert_eq!(s, 404);
+    // audited, refusals included
+    let (_, body) = api.get("/api/v1/audit?subject=ada", Some(ADMIN)).await;
+    let statuses: Vec<i64> =
+        body["items"].as_array().expect("items").iter().map(|e| e["status"].as_i64().expect("status")).collect();
+    assert_eq!(statuses, [404, 200, 422, 409], "{body}");
+    assert_eq!(body["items"][1]["route"], "/api/v1/apps/{app_id}", "{body}");
+    assert_eq!(body["items"][1]["target"], "it/tests/to-delete", "{body}");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_an_app_needs_admin_no_active_run_and_is_audited_sqlite() {
+    deleting_an_app(TestApi::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn deleting_an_app_needs_admin_no_active_run_and_is_audited_postgres() {
+    deleting_an_app(TestApi::postgres().await).await;
+}

@@ -68,7 +68,15 @@ impl TestApi {
     pub async fn sqlite() -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        TestApi::start(url, dir, None, true).await
+        TestApi::start(url, dir, None, true, None).await
+    }
+
+    /// A server over a fresh SQLite database whose per-client rate limit is
+    /// `per_second` with `burst`, timed by `clock`.
+    pub async fn rate_limited(per_second: u32, burst: u32, clock: governor::clock::FakeRelativeClock) -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        TestApi::start(url, dir, None, true, Some((per_second, burst, clock))).await
     }
 
     /// A server over a fresh SQLite database whose host environment can
@@ -90,7 +98,7 @@ impl TestApi {
     pub async fn unmigrated() -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        TestApi::start(url, dir, None, false).await
+        TestApi::start(url, dir, None, false, None).await
     }
 
     /// A server over a fresh PostgreSQL scratch database (fails, never skips,
@@ -98,21 +106,34 @@ impl TestApi {
     pub async fn postgres() -> TestApi {
         let url = dc_e2e::pg::scratch_url("dc_api_test").await;
         let pg = PgScratch::for_url(&url);
-        TestApi::start(url, tempfile::tempdir().expect("tempdir"), Some(pg), true).await
+        TestApi::start(url, tempfile::tempdir().expect("tempdir"), Some(pg), true, None).await
     }
 
-    async fn start(url: String, dir: tempfile::TempDir, pg: Option<PgScratch>, migrate: bool) -> TestApi {
+    async fn start(
+        url: String,
+        dir: tempfile::TempDir,
+        pg: Option<PgScratch>,
+        migrate: bool,
+        limit: Option<(u32, u32, governor::clock::FakeRelativeClock)>,
+    ) -> TestApi {
         let mut settings = Settings::default();
         settings.general.data_dir = dir.path().to_path_buf();
         settings.general.host_name = Some("api-test-host".into());
         settings.api.cors_origins = vec![ALLOWED_ORIGIN.into()];
         settings.api.max_body_kb = 4;
+        // tests make requests as fast as they can; only the rate-limit test limits them
+        let (per_second, burst) = limit.as_ref().map_or((1_000_000, 1_000_000), |(r, b, _)| (*r, *b));
+        settings.api.requests_per_second_per_client = per_second;
+        settings.api.burst_per_client = burst;
         let db = Database::connect_url(&url, &settings).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
         if migrate {
             db.migrate().await.expect("migrate");
         }
         let env = HostEnv { settings, db: db.clone(), exe: dir.path().join("no-dc-host-binary") };
-        let state = ApiState::new(env.clone(), Arc::new(tokens()));
+        let mut state = ApiState::new(env.clone(), Arc::new(tokens()));
+        if let Some((_, _, clock)) = limit {
+            state = state.with_rate_limit_clock(clock);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

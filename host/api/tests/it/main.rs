@@ -3,6 +3,7 @@
 
 mod access;
 mod apps;
+mod audit;
 mod common;
 mod dashboard;
 mod errors;

@@ -13,6 +13,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/apps"),
     ("get", "/api/v1/apps/{app_id}"),
     ("patch", "/api/v1/apps/{app_id}"),
+    ("delete", "/api/v1/apps/{app_id}"),
     ("post", "/api/v1/apps/{app_id}/commands"),
     ("get", "/api/v1/runs"),
     ("get", "/api/v1/runs/{runtime_id}"),
@@ -20,9 +21,11 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/logs"),
     ("get", "/api/v1/hosts"),
     ("get", "/api/v1/plugins"),
+    ("post", "/api/v1/plugins"),
     ("get", "/api/v1/plugins/{app_id}/versions"),
     ("post", "/api/v1/plugins/{app_id}/rollback"),
     ("get", "/api/v1/me"),
+    ("get", "/api/v1/audit"),
     ("post", "/api/v1/stream-tickets"),
     ("get", "/api/v1/runs/{runtime_id}/events"),
     ("get", "/api/v1/apps/{app_id}/events"),
@@ -67,5 +70,36 @@ async fn the_document_lists_every_routed_operation_and_nothing_else() {
             assert!(text.contains("Role:"), "{method} {path}: {op}");
         }
     }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_token_authority_mounted_the_document_describes_its_form_endpoints() {
+    let api = TestApi::sqlite().await;
+    let router = dc_api::router_with_auth(api.state.clone(), axum::Router::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/api/v1/openapi.json", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dc_api::serve_router(listener, router, async move {
+        let _ = rx.await;
+    }));
+    let (s, doc) = answer(api.client.get(&url).send().await.expect("GET")).await;
+    assert_eq!(s, 200);
+    for path in ["/api/v1/auth/token", "/api/v1/auth/revoke"] {
+        let op = &doc["paths"][path]["post"];
+        assert!(op["security"].is_null(), "{path} needs no bearer token: {op}");
+        let form = &op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"];
+        assert!(form.is_object(), "{path}: {op}");
+        assert!(op["responses"]["429"]["headers"]["Retry-After"].is_object(), "{path}: {op}");
+    }
+    let token = &doc["components"]["schemas"]["TokenRequest"];
+    assert_eq!(token["required"], json!(["grant_type"]), "{token}");
+    let ok = &doc["paths"]["/api/v1/auth/token"]["post"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert_eq!(ok["$ref"], "#/components/schemas/TokenAnswer", "{ok}");
+    // the document of the API alone does not list what it does not serve
+    let (_, plain) = api.get("/api/v1/openapi.json", None).await;
+    assert!(plain["paths"]["/api/v1/auth/token"].is_null());
+    let _ = tx.send(());
+    server.await.expect("server task").expect("served");
     api.stop().await;
 }

@@ -94,6 +94,23 @@ pub enum AppsCommand {
         #[arg(long, conflicts_with = "json_args")]
         clear: bool,
     },
+    /// Delete an app: its schedule, arguments, registered versions and finished
+    /// runs, in one transaction; refused while a run of it is active. Its data
+    /// tables stay unless --drop-data; plugin store files stay. Remove its file
+    /// from the plugins directory first, or the next reload registers it again.
+    Rm {
+        /// App id, id prefix or group/parent/name.
+        app: String,
+        /// Also drop the app's data tables (the collected rows are lost).
+        #[arg(long)]
+        drop_data: bool,
+        /// Confirm the deletion (without it, nothing is deleted).
+        #[arg(long)]
+        yes: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// An app as `apps list|show --json` prints it.
@@ -265,6 +282,36 @@ pub async fn exec(c: AppsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
             match &row.run_args {
                 Some(a) => println!("{}: scheduled and commanded runs use {a}", row.path()),
                 None => println!("{}: no stored arguments", row.path()),
+            }
+        }
+        AppsCommand::Rm { app, drop_data, yes, json } => {
+            let row = apps::resolve_app(&env.db, &app).await?;
+            if !yes {
+                let data = if drop_data { "and DROPS its data tables" } else { "and keeps its data tables" };
+                anyhow::bail!(
+                    "deleting {} removes its schedule, arguments, registered versions and run history {data}; \
+                     run again with --yes to confirm",
+                    row.path()
+                );
+            }
+            let gone = apps::delete_app(&env.db, &row.app_id, drop_data).await?;
+            if json {
+                output::json(&gone)?;
+            } else {
+                println!(
+                    "{}: deleted ({} version(s), {} run(s)); plugin store files stay",
+                    gone.path, gone.versions, gone.runs
+                );
+                if !gone.dropped_tables.is_empty() {
+                    println!("dropped tables: {}", gone.dropped_tables.join(", "));
+                }
+                if !gone.kept_tables.is_empty() {
+                    println!(
+                        "kept tables: {} (still reserved for {}: registering it again takes them back)",
+                        gone.kept_tables.join(", "),
+                        gone.path
+                    );
+                }
             }
         }
     }

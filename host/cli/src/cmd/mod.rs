@@ -1,6 +1,7 @@
 //! One module per `dc-host` subcommand.
 
 pub mod apps;
+pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod clients;

@@ -33,8 +33,10 @@ macro_rules! both_backends {
     )+};
 }
 
+mod audit;
 mod common;
 mod connect;
+mod delete_app;
 mod integrity;
 mod logs;
 mod merge;
