@@ -105,7 +105,30 @@ fn interface_1_2_plugin_runs(new_host: fn() -> Host) {
     assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
 }
 
-dc_e2e::both_backends!(interface_1_1_plugin_runs, interface_1_2_plugin_runs);
+/// A plugin built with the frozen SDK 0.4.0 against the frozen interface 1.3.0
+/// (the previous minor since 1.4 added session setters, request options,
+/// error classes and `proxy.*` host calls) registers and runs unchanged.
+fn interface_1_3_plugin_runs(new_host: fn() -> Host) {
+    let host = new_host();
+    let bin = tempfile::tempdir().expect("tempdir");
+    let lib = tiny_plugin(
+        "frozen-1-3",
+        ApiVariant::Frozen("tests/fixtures/abi/dc-plugin-sdk-0.4.0"),
+        &[("DC_FIXTURE_NAME", "tiny13")],
+        bin.path(),
+    );
+    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(shown["interface_version"], "1.3.0", "{shown}");
+    assert_eq!(shown["sdk_version"], "0.4.0", "{shown}");
+    host.install(&lib, "tiny13.so");
+    let out = host.ok(&["reload"]);
+    assert!(out.contains("registered test/fixtures/tiny13"), "{out}");
+    let run = host.json(&["run", "test/fixtures/tiny13", "--json"]);
+    assert_eq!(run["status"], "SUCCESS", "{run}");
+    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+}
+
+dc_e2e::both_backends!(interface_1_1_plugin_runs, interface_1_2_plugin_runs, interface_1_3_plugin_runs);
 
 #[test]
 fn the_host_publishes_its_interface_and_capabilities() {
@@ -115,11 +138,12 @@ fn the_host_publishes_its_interface_and_capabilities() {
     assert_eq!(i["interface_version"], api.as_str(), "{i}");
     let minor = api.split('.').nth(1).expect("minor");
     assert_eq!(i["loads"], format!("1.0 – 1.{minor}"), "{i}");
-    assert_eq!(i["capabilities"], json!(["fetch", "merge", "log", "progress", "metrics", "frontier"]), "{i}");
+    assert_eq!(i["capabilities"], json!(["fetch", "merge", "log", "progress", "metrics", "frontier", "http"]), "{i}");
     assert!(i["not_implemented"].as_array().is_some_and(|a| a.contains(&json!("proxy"))), "{i}");
     let v = host.ok(&["--version"]);
     assert!(
-        v.contains(&format!("plugin interface {api}")) && v.contains("fetch, merge, log, progress, metrics, frontier"),
+        v.contains(&format!("plugin interface {api}"))
+            && v.contains("fetch, merge, log, progress, metrics, frontier, http"),
         "{v}"
     );
 
@@ -155,7 +179,7 @@ fn a_plugin_requiring_a_capability_this_host_lacks_is_refused_naming_it() {
     assert_eq!(code, 2, "{text}");
     assert!(
         text.contains("test/fixtures/tiny 1.1.0 requires the capability \"proxy\" that this host does not implement")
-            && text.contains("(it implements fetch, merge, log, progress, metrics, frontier)"),
+            && text.contains("(it implements fetch, merge, log, progress, metrics, frontier, http)"),
         "{text}"
     );
     assert_eq!(host.json(&["plugins", "list", "--json"]), json!([]), "nothing was registered");

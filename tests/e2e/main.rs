@@ -15,6 +15,7 @@ mod dashboard;
 mod demo;
 mod email;
 mod evolve;
+mod http_options;
 mod limiter;
 mod metrics;
 mod network;

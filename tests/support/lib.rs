@@ -476,7 +476,7 @@ serde_json = "1"
                 &sdk.join("Cargo.toml"),
                 r#"[package]
 name = "dc-plugin-sdk"
-version = "0.4.0"
+version = "0.5.0"
 edition = "2024"
 publish = false
 
@@ -510,6 +510,20 @@ pub fn captcha_plugin(variant: &str, envs: &[(&str, &str)], dest_dir: &Path) -> 
     let ws = workspace();
     let dep = format!("dc-plugin-sdk = {{ path = \"{}\" }}", ws.join("plugin-api/sdk").display());
     standalone_plugin(variant, &ws.join("tests/fixtures/plugins/captcha/src/lib.rs"), &dep, envs, dest_dir)
+}
+
+/// Builds `tests/fixtures/plugins/http` (drives the HTTP controls of
+/// interface 1.4 step by step) as a standalone cdylib crate `dc-fixture-http`
+/// against the workspace's SDK, and copies the library into `dest_dir`; with
+/// `proxy`, the variant `dc-fixture-http-proxy` whose manifest requires the
+/// capability `proxy`.
+pub fn http_plugin(proxy: bool, dest_dir: &Path) -> PathBuf {
+    let variant = if proxy { "http-proxy" } else { "http" };
+    let _lock = build_lock(variant);
+    let ws = workspace();
+    let dep = format!("dc-plugin-sdk = {{ path = \"{}\" }}", ws.join("plugin-api/sdk").display());
+    let envs: &[(&str, &str)] = if proxy { &[("DC_FIXTURE_REQUIRE_PROXY", "1")] } else { &[] };
+    standalone_plugin(variant, &ws.join("tests/fixtures/plugins/http/src/lib.rs"), &dep, envs, dest_dir)
 }
 
 /// Builds `tests/fixtures/plugins/legacy` against the FROZEN dc-plugin-api 1.0.0

@@ -116,10 +116,14 @@ pub enum FetchError {
     /// The HTTP exchange failed.
     #[error(transparent)]
     Http(#[from] reqwest::Error),
-    /// The request was refused before it was sent: by the politeness limiter
-    /// (robots.txt) or an open circuit; the message says why and what to do.
+    /// The request was refused before it was sent by its observer (an open
+    /// circuit); the message says why and what to do.
     #[error("{0}")]
     Refused(String),
+    /// The politeness limiter refused the request before it was sent:
+    /// robots.txt disallows it; the message says why and what to do.
+    #[error("{0}")]
+    RobotsDenied(String),
 }
 
 /// The name the request-metrics code uses for [`FetchError`].
@@ -179,7 +183,7 @@ async fn attempt(
     };
     let (client, built) = req.build_split();
     let request = built?;
-    let permit = limiter.acquire(request.url()).await.map_err(FetchError::Refused)?;
+    let permit = limiter.acquire(request.url()).await.map_err(FetchError::RobotsDenied)?;
     let started = std::time::Instant::now();
     let sent = client.execute(request).await;
     let elapsed = started.elapsed();

@@ -125,6 +125,8 @@ pub struct ProxyManager {
     fresh: Option<Mutex<(Health, ProxyStats)>>,
     next: AtomicUsize,
     sticky: Mutex<HashMap<ThreadId, usize>>,
+    /// The proxy each thread leased last (rotation per request).
+    last: Mutex<HashMap<ThreadId, usize>>,
 }
 
 impl std::fmt::Debug for ProxyManager {
@@ -166,6 +168,7 @@ impl ProxyManager {
                 fresh: Some(Mutex::new((Health::default(), stats))),
                 next: AtomicUsize::new(0),
                 sticky: Mutex::default(),
+                last: Mutex::default(),
             }));
         }
         let endpoints = provider.endpoints().await?;
@@ -228,6 +231,7 @@ impl ProxyManager {
             fresh: None,
             next: AtomicUsize::new(0),
             sticky: Mutex::default(),
+            last: Mutex::default(),
         }))
     }
 
@@ -261,6 +265,7 @@ impl ProxyManager {
                 for _ in 0..n {
                     let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
                     if self.usable(i) {
+                        lock(&self.last).insert(std::thread::current().id(), i);
                         return Ok(self.lease_of(i));
                     }
                 }
@@ -294,7 +299,12 @@ impl ProxyManager {
             Some((status, body)) => judge_response(status, body, &self.opts.ban_statuses),
             None => Verdict::Failure,
         };
-        let cell = match (lease.index, &self.fresh) {
+        self.note(lease.index, verdict, answer.map(|a| a.0));
+    }
+
+    /// Counts `verdict` for the pool entry `index` (None: the fresh exits).
+    fn note(&self, index: Option<usize>, verdict: Verdict, status: Option<u16>) {
+        let cell = match (index, &self.fresh) {
             (Some(i), _) => &self.pool[i].stats,
             (None, Some(f)) => f,
             (None, None) => return,
@@ -309,9 +319,9 @@ impl ProxyManager {
         }
         stats.score = health.note(verdict);
         if verdict == Verdict::Ban {
-            tracing::debug!(proxy = %lease.proxy, status = answer.map(|a| a.0), score = stats.score, "ban through proxy");
+            tracing::debug!(proxy = %stats.proxy, status, score = stats.score, "ban through proxy");
         }
-        if lease.index.is_some() && !stats.retired && stats.score < self.opts.retire_below {
+        if index.is_some() && !stats.retired && stats.score < self.opts.retire_below {
             stats.retired = true;
             tracing::warn!(
                 proxy = %stats.proxy,
@@ -323,6 +333,81 @@ impl ProxyManager {
                 self.opts.retire_below
             );
         }
+    }
+
+    /// The pool entry the calling thread uses: its own (rotation per
+    /// session) or the one it leased last (per request).
+    fn thread_index(&self) -> Option<usize> {
+        let me = std::thread::current().id();
+        match self.opts.rotate {
+            ProxyRotate::Session => lock(&self.sticky).get(&me).copied(),
+            ProxyRotate::Request => lock(&self.last).get(&me).copied(),
+        }
+    }
+
+    /// The counters of the proxy the calling thread uses (what a plugin's
+    /// `proxy.current` answers): its own, or the one it leased last; with a
+    /// new exit per request, the provider's. Before the thread's first
+    /// request, the proxy it will get.
+    pub fn current(&self) -> Result<ProxyStats, ProxyError> {
+        if let Some(f) = &self.fresh {
+            return Ok(lock(f).1.clone());
+        }
+        match self.thread_index().filter(|&i| self.usable(i)) {
+            Some(i) => Ok(lock(&self.pool[i].stats).1.clone()),
+            None => self.rotate(),
+        }
+    }
+
+    /// Moves the calling thread to the next usable proxy other than its
+    /// current one (when there is another) and returns its counters (a
+    /// plugin's `proxy.rotate`). With rotation per request the thread's next
+    /// request takes it.
+    pub fn rotate(&self) -> Result<ProxyStats, ProxyError> {
+        if let Some(f) = &self.fresh {
+            return Ok(lock(f).1.clone());
+        }
+        let n = self.pool.len();
+        let from = self.thread_index();
+        let mut pick = None;
+        for _ in 0..n {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            if self.usable(i) {
+                pick = pick.or(Some(i));
+                if Some(i) != from {
+                    pick = Some(i);
+                    break;
+                }
+            }
+        }
+        let i = pick.ok_or_else(|| self.all_retired())?;
+        let me = std::thread::current().id();
+        match self.opts.rotate {
+            ProxyRotate::Session => {
+                lock(&self.sticky).insert(me, i);
+            }
+            ProxyRotate::Request => {
+                // the next lease takes entry i
+                self.next.store(i, Ordering::Relaxed);
+                lock(&self.last).insert(me, i);
+            }
+        }
+        Ok(lock(&self.pool[i].stats).1.clone())
+    }
+
+    /// A plugin's verdict on the proxy its thread uses (`proxy.report`):
+    /// counted like an answer's, so a ban lowers the health score (and may
+    /// retire the proxy); after a ban the thread moves to the next proxy.
+    /// Returns the counters of the proxy the thread uses afterwards.
+    pub fn report_current(&self, verdict: Verdict) -> Result<ProxyStats, ProxyError> {
+        let index = if self.fresh.is_some() {
+            None
+        } else {
+            self.current()?;
+            self.thread_index()
+        };
+        self.note(index, verdict, None);
+        if verdict == Verdict::Ban { self.rotate() } else { self.current() }
     }
 
     /// Per-proxy counters, in pool order.

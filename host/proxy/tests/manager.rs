@@ -196,6 +196,51 @@ async fn rotation_per_session_keeps_each_thread_on_its_proxy() {
     assert_eq!((a.count_for(&target.url), b.count_for(&target.url)), (4, 4));
 }
 
+/// What a plugin's `proxy.*` host calls do: the thread's current proxy, a
+/// rotation that moves it (and its traffic) to the other one, and a reported
+/// ban that counts toward the health score, retires the proxy below the
+/// threshold and moves the thread on — per session and per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_reads_rotates_and_reports_its_proxy() {
+    for rotate in [ProxyRotate::Session, ProxyRotate::Request] {
+        let (db, _dir) = sqlite().await;
+        let (a, b) = two_proxies();
+        let target = HttpSink::start(0);
+        let m = ProxyManager::start(static_of(&[&a.url, &b.url]), &db, opts("run1", rotate, vec![])).await.unwrap();
+        let url = target.url.clone();
+        // one plugin thread (the manager keeps each thread's proxy by thread id)
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let first = m.current().unwrap().proxy;
+            let used = rt.block_on(get_n(&m, &url, 1));
+            assert_eq!(used[0].0, first, "{rotate:?}: current names the proxy the next request takes");
+            assert_eq!(m.current().unwrap().proxy, first);
+            let second = m.rotate().unwrap().proxy;
+            assert_ne!(second, first, "{rotate:?}");
+            let used = rt.block_on(get_n(&m, &url, 1));
+            assert_eq!(used[0].0, second, "{rotate:?}: the request followed the rotation");
+            // bans until the second proxy's score falls below 0.2: retired, and the thread moved back
+            let mut after = m.report_current(dc_proxy::health::Verdict::Ban).unwrap();
+            assert_eq!(after.proxy, first, "{rotate:?}: a ban moves the thread on");
+            let mut bans = 1;
+            while !m.stats().iter().any(|s| s.proxy == second && s.retired) {
+                m.rotate().unwrap();
+                if m.current().unwrap().proxy == second {
+                    after = m.report_current(dc_proxy::health::Verdict::Ban).unwrap();
+                    bans += 1;
+                }
+                assert!(bans < 20, "{rotate:?}: never retired: {:?}", m.stats());
+            }
+            assert_eq!(after.proxy, first);
+            assert_eq!(m.rotate().unwrap().proxy, first, "{rotate:?}: only the first proxy is left");
+            let second_stats = m.stats().into_iter().find(|s| s.proxy == second).unwrap();
+            assert_eq!(second_stats.bans, bans, "{second_stats:?}");
+        })
+        .join()
+        .unwrap();
+    }
+}
+
 fn brightdata(proxy: &TestProxy, sessions: u32) -> BrightData {
     BrightData {
         host: proxy.url.trim_start_matches("http://").to_string(),

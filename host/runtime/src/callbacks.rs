@@ -7,6 +7,7 @@
 //! the worker's tokio runtime with `Handle::block_on`.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,8 +20,8 @@ use dc_core::merge::{self, MergeRequest};
 use dc_plugin_api::abi::{
     FfiHeader, FfiHttpRequest, FfiHttpResponse, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks,
 };
-use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
-use dc_plugin_api::{Manifest, MergeSummary, SessionConfig};
+use dc_plugin_api::wire::{ErrorClass, FollowRedirects, NO_PROXY, RequestOptions, ResponseInfo, severity, tag_error};
+use dc_plugin_api::{Manifest, MergeSummary, SessionAuth, SessionConfig, SessionCookie};
 use serde_json::{Map, Value};
 use tokio::runtime::Handle;
 
@@ -122,25 +123,150 @@ impl RunWrites {
     }
 }
 
-struct Session {
-    client: reqwest::Client,
-    headers: Vec<(String, String)>,
+/// What tells apart the clients of one session: the proxy (None: direct)
+/// and the most redirects followed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
     proxy: Option<String>,
+    redirects: u32,
+}
+
+/// More clients than this in one session (per-request proxies that change
+/// every time) and the cache starts again.
+const MAX_CLIENTS: usize = 16;
+
+/// One collecting thread's HTTP session: one cookie jar shared by its
+/// clients (one per proxy and redirect setting, built when first needed),
+/// headers and credentials sent with every request, and its own proxy.
+struct Session {
+    jar: Arc<reqwest::cookie::Jar>,
+    headers: Vec<(String, String)>,
+    auth: Option<SessionAuth>,
+    proxy: Option<String>,
+    clients: HashMap<ClientKey, reqwest::Client>,
+}
+
+impl Session {
+    fn new() -> Session {
+        Session {
+            jar: Arc::new(reqwest::cookie::Jar::default()),
+            headers: vec![],
+            auth: None,
+            proxy: None,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// The session's client for `proxy` and `redirects`.
+    fn client(&mut self, proxy: Option<&str>, redirects: u32, timeout: Duration) -> Result<reqwest::Client, String> {
+        let key = ClientKey { proxy: proxy.map(str::to_string), redirects };
+        if let Some(c) = self.clients.get(&key) {
+            return Ok(c.clone());
+        }
+        if self.clients.len() >= MAX_CLIENTS {
+            self.clients.clear();
+        }
+        let c = build_client(&self.jar, proxy, redirects, timeout)?;
+        self.clients.insert(key, c.clone());
+        Ok(c)
+    }
+
+    /// Applies a plugin's session settings; nothing changes when one is invalid.
+    fn configure(&mut self, cfg: &SessionConfig) -> Result<(), String> {
+        let mut cookies = Vec::with_capacity(cfg.cookies.len());
+        for c in &cfg.cookies {
+            cookies.push(cookie_line(c)?);
+        }
+        if let Some(p) = &cfg.proxy {
+            reqwest::Proxy::all(p.as_str())
+                .map_err(|e| format!("invalid proxy {:?}: {e}", dc_core::settings::redact_url(p)))?;
+        }
+        if cfg.reset_cookies {
+            self.jar = Arc::new(reqwest::cookie::Jar::default());
+            self.clients.clear();
+        }
+        for (line, url) in cookies {
+            self.jar.add_cookie_str(&line, &url);
+        }
+        if cfg.clear_proxy {
+            self.proxy = None;
+        } else if cfg.proxy.is_some() {
+            self.proxy = cfg.proxy.clone();
+        }
+        match &cfg.auth {
+            Some(SessionAuth::None) => self.auth = None,
+            Some(a) => self.auth = Some(a.clone()),
+            None => {}
+        }
+        if !cfg.keep_headers {
+            self.headers = cfg.headers.clone().into_iter().collect();
+        }
+        Ok(())
+    }
+}
+
+/// A plugin's cookie as a `Set-Cookie` line and the URL it is stored for.
+fn cookie_line(c: &SessionCookie) -> Result<(String, reqwest::Url), String> {
+    let url = reqwest::Url::parse(&c.url)
+        .ok()
+        .filter(|u| u.host_str().is_some())
+        .ok_or_else(|| format!("invalid cookie {:?}: its URL {:?} is not an absolute http(s) URL", c.name, c.url))?;
+    let bad_name = c.name.is_empty()
+        || c.name.contains(|ch: char| ch == '=' || ch == ';' || ch.is_whitespace() || ch.is_control());
+    if bad_name {
+        return Err(format!(
+            "invalid cookie name {:?} for {}: it must be a non-empty token without '=', ';' or spaces",
+            c.name, c.url
+        ));
+    }
+    if c.value.contains(|ch: char| ch == ';' || ch.is_control()) {
+        return Err(format!(
+            "invalid value of cookie {:?} for {}: it must not contain ';' or control characters",
+            c.name, c.url
+        ));
+    }
+    Ok((format!("{}={}", c.name, c.value), url))
 }
 
 thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
 }
 
-fn build_client(proxy: Option<&str>, timeout: Duration) -> Result<reqwest::Client, String> {
+fn build_client(
+    jar: &Arc<reqwest::cookie::Jar>,
+    proxy: Option<&str>,
+    redirects: u32,
+    timeout: Duration,
+) -> Result<reqwest::Client, String> {
+    let redirect = if redirects == 0 {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::limited(redirects as usize)
+    };
     let mut b = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
+        .redirect(redirect)
         .timeout(timeout)
         .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")));
     if let Some(p) = proxy {
-        b = b.proxy(reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy {p:?}: {e}"))?);
+        b = b.proxy(
+            reqwest::Proxy::all(p).map_err(|e| format!("invalid proxy {:?}: {e}", dc_core::settings::redact_url(p)))?,
+        );
     }
     b.build().map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// The class a plugin sees for a failed exchange.
+fn http_class(e: &reqwest::Error) -> ErrorClass {
+    match dc_net::ErrorClass::of(e) {
+        dc_net::ErrorClass::Timeout => ErrorClass::Timeout,
+        dc_net::ErrorClass::Connection => ErrorClass::Connection,
+        dc_net::ErrorClass::Body => ErrorClass::Body,
+        dc_net::ErrorClass::BodyTooLarge => ErrorClass::BodyTooLarge,
+        dc_net::ErrorClass::CircuitOpen => ErrorClass::CircuitOpen,
+        _ if e.is_builder() || (e.is_request() && e.url().is_none()) => ErrorClass::InvalidRequest,
+        _ => ErrorClass::Other,
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -172,8 +298,7 @@ impl WorkerCallbacks {
         SESSION.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.is_none() {
-                *slot =
-                    Some(Session { client: build_client(None, self.0.http_timeout)?, headers: vec![], proxy: None });
+                *slot = Some(Session::new());
             }
             match slot.as_mut() {
                 Some(s) => f(s),
@@ -183,16 +308,33 @@ impl WorkerCallbacks {
     }
 
     /// One HTTP exchange on this thread's session: the 1.0 `fetch` and the 1.1
-    /// `fetch_http` both end here (1.0 requests have no options).
-    fn do_fetch(&self, r: HttpCall) -> Result<FfiHttpResponse, String> {
+    /// `fetch_http` both end here (1.0 requests have no options). A failure
+    /// comes back with its class (the caller tags the message with it).
+    fn do_fetch(&self, r: HttpCall) -> Result<FfiHttpResponse, (ErrorClass, String)> {
+        let invalid = |m: String| (ErrorClass::InvalidRequest, m);
         let method = reqwest::Method::from_bytes(r.method.as_bytes())
-            .map_err(|_| format!("invalid HTTP method {:?}", r.method))?;
+            .map_err(|_| invalid(format!("invalid HTTP method {:?}", r.method)))?;
         let url = r.url;
-        let (client, session_headers, own_proxy) =
-            self.with_session(|s| Ok((s.client.clone(), s.headers.clone(), s.proxy.clone())))?;
-        // the run's proxies (dc-proxy): this request's proxy, judged when it is answered
-        let lease = match (&self.0.proxies, own_proxy.is_some()) {
-            (Some(m), false) => Some(m.lease().map_err(|e| format!("{method} {url}: {e}"))?),
+        let opts = &r.options;
+        let redirects = opts.follow_redirects.map_or(FollowRedirects::DEFAULT_MAX, FollowRedirects::max);
+        // the request's own proxy (or none) wins over the session's, which wins over the run's
+        let request_proxy: Option<Option<&str>> =
+            opts.proxy.as_deref().map(|p| if p == NO_PROXY { None } else { Some(p) });
+        let timeout = self.0.http_timeout;
+        let (client, session_headers, auth, own_proxy, jar) = self
+            .with_session(|s| {
+                let proxy = match request_proxy {
+                    Some(p) => p.map(str::to_string),
+                    None => s.proxy.clone(),
+                };
+                let client = s.client(proxy.as_deref(), redirects, timeout)?;
+                Ok((client, s.headers.clone(), s.auth.clone(), proxy, s.jar.clone()))
+            })
+            .map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?;
+        // the run's proxies (dc-proxy): this request's proxy, judged when it is
+        // answered — unless the request or the session chose its own (or none)
+        let lease = match (&self.0.proxies, request_proxy.is_none() && own_proxy.is_none()) {
+            (Some(m), true) => Some(m.lease().map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?),
             _ => None,
         };
         let client = lease.as_ref().map_or(client, |l| l.client.clone());
@@ -200,8 +342,28 @@ impl WorkerCallbacks {
         let proxy =
             lease.as_ref().map(|l| l.proxy.clone()).or_else(|| own_proxy.as_deref().map(dc_core::settings::redact_url));
         let mut req = client.request(method.clone(), &url);
+        // the request's own headers win over the session's (and its credentials)
+        let own = |name: &str| r.headers.iter().any(|h| h.name.as_str().eq_ignore_ascii_case(name));
+        match &auth {
+            _ if own("authorization") => {}
+            Some(SessionAuth::Basic { username, password }) => req = req.basic_auth(username, password.as_deref()),
+            Some(SessionAuth::Bearer { token }) => req = req.bearer_auth(token),
+            _ => {}
+        }
         for (n, v) in session_headers {
-            req = req.header(n, v);
+            if !own(&n) {
+                req = req.header(n, v);
+            }
+        }
+        // a leased proxy's client has its own cookie store: the session's jar
+        // goes along as a header, and what the site sets comes back into it
+        let lease_jar = lease.as_ref().map(|_| jar.clone());
+        if let Some(jar) = &lease_jar
+            && !own("cookie")
+            && let Ok(u) = reqwest::Url::parse(&url)
+            && let Some(v) = reqwest::cookie::CookieStore::cookies(jar.as_ref(), &u)
+        {
+            req = req.header(reqwest::header::COOKIE, v);
         }
         for h in r.headers.iter() {
             req = req.header(h.name.as_str(), h.value.as_str());
@@ -212,8 +374,11 @@ impl WorkerCallbacks {
         if r.timeout_ms > 0 {
             req = req.timeout(Duration::from_millis(r.timeout_ms));
         }
-        let limit = r.options.max_body_bytes;
-        let retry = self.0.retry.clone();
+        let limit = opts.max_body_bytes;
+        let mut retry = self.0.retry.clone();
+        if let Some(n) = opts.retries {
+            retry.retries = n;
+        }
         let limiter = &self.0.limiter;
         // counts the request; records every attempt and asks the domain's circuit first
         let exchange = dc_net::Exchange::start(&self.0.metrics, &self.0.breakers, &url, proxy.as_deref());
@@ -223,12 +388,23 @@ impl WorkerCallbacks {
             let mut resp = sent.map_err(|e| {
                 let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
                 match e {
-                    dc_net::SendError::Http(e) => format!("{method} {url} failed{tries}: {}", error_chain(&e)),
-                    dc_net::SendError::Refused(why) => format!("{method} {url} refused{tries}: {why}"),
+                    dc_net::SendError::Http(e) => {
+                        (http_class(&e), format!("{method} {url} failed{tries}: {}", error_chain(&e)))
+                    }
+                    dc_net::SendError::Refused(why) => {
+                        (ErrorClass::CircuitOpen, format!("{method} {url} refused{tries}: {why}"))
+                    }
+                    dc_net::SendError::RobotsDenied(why) => {
+                        (ErrorClass::RobotsDenied, format!("{method} {url} refused{tries}: {why}"))
+                    }
                 }
             })?;
             let status = resp.status().as_u16();
             let final_url = resp.url().to_string();
+            if let Some(jar) = &lease_jar {
+                let mut set = resp.headers().get_all(reqwest::header::SET_COOKIE).iter();
+                reqwest::cookie::CookieStore::set_cookies(jar.as_ref(), &mut set, resp.url());
+            }
             let headers = resp
                 .headers()
                 .iter()
@@ -237,7 +413,9 @@ impl WorkerCallbacks {
                     value: String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
                 })
                 .collect();
-            let too_big = |n: u64| format!("{method} {url}: the response body exceeds max_body_bytes {n}");
+            let too_big = |n: u64| {
+                (ErrorClass::BodyTooLarge, format!("{method} {url}: the response body exceeds max_body_bytes {n}"))
+            };
             if let (Some(n), Some(len)) = (limit, resp.content_length())
                 && len > n
             {
@@ -247,7 +425,8 @@ impl WorkerCallbacks {
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| {
                 exchange.failed(dc_net::ErrorClass::Body);
-                format!("{method} {url}: reading the body failed: {}", error_chain(&e))
+                let class = if e.is_timeout() { ErrorClass::Timeout } else { ErrorClass::Body };
+                (class, format!("{method} {url}: reading the body failed: {}", error_chain(&e)))
             })? {
                 body.extend_from_slice(&chunk);
                 if let Some(n) = limit
@@ -367,7 +546,7 @@ impl HostCallbacks for WorkerCallbacks {
         };
         match self.do_fetch(call) {
             Ok(r) => ROk(FfiResponse { status: r.status, url: r.url, headers: r.headers, body: r.body }),
-            Err(e) => RErr(e.into()),
+            Err((class, e)) => RErr(tag_error(class, &e).into()),
         }
     }
 
@@ -378,7 +557,8 @@ impl HostCallbacks for WorkerCallbacks {
             match serde_json::from_str(r.extensions.as_str()) {
                 Ok(o) => o,
                 Err(e) => {
-                    return RErr(format!("{} {}: invalid request options: {e}", r.method, r.url).into());
+                    let msg = format!("{} {}: invalid request options: {e}", r.method, r.url);
+                    return RErr(tag_error(ErrorClass::InvalidRequest, &msg).into());
                 }
             }
         };
@@ -392,7 +572,7 @@ impl HostCallbacks for WorkerCallbacks {
         };
         match self.do_fetch(call) {
             Ok(r) => ROk(r),
-            Err(e) => RErr(e.into()),
+            Err((class, e)) => RErr(tag_error(class, &e).into()),
         }
     }
 
@@ -403,7 +583,8 @@ impl HostCallbacks for WorkerCallbacks {
     fn call(&self, method: RStr<'_>, request_json: RStr<'_>) -> RResult<RString, RString> {
         let _g = self.0.span.enter();
         let s = &self.0;
-        match s.host_calls.dispatch(&s.rt, &s.manifest, &s.metrics, method.as_str(), request_json.as_str()) {
+        let run = crate::host_call::RunState { metrics: &s.metrics, proxies: s.proxies.as_deref() };
+        match s.host_calls.dispatch(&s.rt, &s.manifest, run, method.as_str(), request_json.as_str()) {
             Ok(answer) => ROk(answer.into()),
             Err(e) => {
                 tracing::warn!(method = method.as_str(), error = %e, "host call refused or failed");
@@ -420,18 +601,7 @@ impl HostCallbacks for WorkerCallbacks {
         let result = (|| -> Result<(), String> {
             let cfg: SessionConfig =
                 serde_json::from_str(config_json.as_str()).map_err(|e| format!("invalid session config: {e}"))?;
-            let timeout = self.0.http_timeout;
-            self.with_session(|s| {
-                let proxy_changed = cfg.proxy.is_some() && cfg.proxy != s.proxy;
-                if proxy_changed {
-                    s.proxy = cfg.proxy.clone();
-                }
-                if proxy_changed || cfg.reset_cookies {
-                    s.client = build_client(s.proxy.as_deref(), timeout)?;
-                }
-                s.headers = cfg.headers.clone().into_iter().collect();
-                Ok(())
-            })
+            self.with_session(|s| s.configure(&cfg))
         })();
         match result {
             Ok(()) => ROk(()),

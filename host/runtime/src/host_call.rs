@@ -11,11 +11,22 @@ use std::time::Duration;
 use dc_captcha::{AntiCaptcha, Budgeted, CaptchaSolver, Polling};
 use dc_core::Settings;
 use dc_core::settings::CaptchaProvider;
-use dc_plugin_api::host_call::{self, CAPTCHA_BALANCE, CAPTCHA_SOLVE, METRICS_GET};
-use dc_plugin_api::{CaptchaBalance, CaptchaSolution, CaptchaTask, Manifest};
+use dc_plugin_api::host_call::{
+    self, CAPTCHA_BALANCE, CAPTCHA_SOLVE, METRICS_GET, PROXY_CURRENT, PROXY_REPORT, PROXY_ROTATE,
+};
+use dc_plugin_api::{CaptchaBalance, CaptchaSolution, CaptchaTask, Manifest, ProxyExit, ProxyReport, ProxyVerdict};
 use tokio::runtime::Handle;
 
 type Solver = Budgeted<AntiCaptcha>;
+
+/// What of a run the host methods read: its request metrics and its proxies.
+#[derive(Clone, Copy)]
+pub struct RunState<'a> {
+    /// The run's request metrics (`metrics.get`).
+    pub metrics: &'a dc_net::RequestMetrics,
+    /// The run's proxies, when the app uses proxies (`proxy.*`).
+    pub proxies: Option<&'a dc_proxy::ProxyManager>,
+}
 
 /// The host methods of one run.
 pub struct HostCalls {
@@ -30,17 +41,50 @@ impl HostCalls {
     }
 
     /// Answers `method` with `request_json` for a plugin with `manifest`, or
-    /// says why not.
+    /// says why not. `proxies` are the run's, when the app uses proxies.
     pub fn dispatch(
         &self,
         rt: &Handle,
         manifest: &Manifest,
-        metrics: &dc_net::RequestMetrics,
+        run: RunState<'_>,
         method: &str,
         request_json: &str,
     ) -> Result<String, String> {
         host_call::check_call(method, &manifest.requires)?;
+        let metrics = run.metrics;
         match method {
+            PROXY_CURRENT | PROXY_ROTATE | PROXY_REPORT => {
+                let Some(proxies) = run.proxies else {
+                    return Err(format!(
+                        "{method}: this run has no proxies; name the app {}/{}/{} in the host's proxy.apps (with proxy.urls, proxy.file or a BrightData provider)",
+                        manifest.group, manifest.parent, manifest.name
+                    ));
+                };
+                let stats = match method {
+                    PROXY_CURRENT => proxies.current(),
+                    PROXY_ROTATE => proxies.rotate(),
+                    _ => {
+                        let report: ProxyReport = serde_json::from_str(request_json)
+                            .map_err(|e| format!("invalid proxy.report request: {e}"))?;
+                        let verdict = match report.verdict {
+                            ProxyVerdict::Ban => dc_proxy::health::Verdict::Ban,
+                            ProxyVerdict::Failure => dc_proxy::health::Verdict::Failure,
+                            _ => dc_proxy::health::Verdict::Good,
+                        };
+                        proxies.report_current(verdict)
+                    }
+                }
+                .map_err(|e| format!("{method}: {e}"))?;
+                let mut exit = ProxyExit::default();
+                exit.proxy = stats.proxy;
+                exit.exit_ip = stats.exit_ip;
+                exit.score = stats.score;
+                exit.retired = stats.retired;
+                exit.requests = stats.requests;
+                exit.bans = stats.bans;
+                tracing::debug!(method, proxy = %exit.proxy, score = exit.score, "proxy host call");
+                serde_json::to_string(&exit).map_err(|e| e.to_string())
+            }
             METRICS_GET => serde_json::to_string(&metrics.snapshot()).map_err(|e| e.to_string()),
             CAPTCHA_SOLVE => {
                 let task: CaptchaTask =
@@ -115,9 +159,13 @@ fn to_task(task: CaptchaTask) -> Result<dc_captcha::Task, String> {
 }
 
 /// The capabilities a host with these settings offers: the fixed set
-/// ([`crate::HOST_CAPABILITIES`]) and `captcha` when a provider is configured.
+/// ([`crate::HOST_CAPABILITIES`]), `proxy` when `proxy.apps` names any app,
+/// and `captcha` when a provider is configured.
 pub fn host_capabilities(settings: &Settings) -> Vec<&'static str> {
     let mut caps = crate::HOST_CAPABILITIES.to_vec();
+    if !settings.proxy.apps.is_empty() {
+        caps.push(dc_plugin_api::capability::PROXY);
+    }
     if settings.captcha.provider.is_some() {
         caps.push(dc_plugin_api::capability::CAPTCHA);
     }
@@ -133,6 +181,24 @@ mod tests {
         if requires_captcha { m.requires(dc_plugin_api::capability::CAPTCHA) } else { m }
     }
 
+    fn state(metrics: &dc_net::RequestMetrics) -> RunState<'_> {
+        RunState { metrics, proxies: None }
+    }
+
+    #[test]
+    fn proxy_calls_without_proxies_say_how_to_configure_them() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let calls = HostCalls::new(&Settings::default());
+        let m = Manifest::new("g", "p", "n", "1.0.0").requires(dc_plugin_api::capability::PROXY);
+        let metrics = dc_net::RequestMetrics::new();
+        let err = calls.dispatch(rt.handle(), &m, state(&metrics), PROXY_ROTATE, "{}").expect_err("no proxies");
+        assert!(err.starts_with("proxy.rotate: this run has no proxies") && err.contains("g/p/n"), "{err}");
+        let mut s = Settings::default();
+        assert!(!host_capabilities(&s).contains(&"proxy"));
+        s.proxy.apps = vec!["*".into()];
+        assert!(host_capabilities(&s).contains(&"proxy"));
+    }
+
     const V2: &str = r#"{"kind": "recaptcha_v2", "website_url": "https://a.test/", "website_key": "k"}"#;
 
     #[test]
@@ -140,19 +206,19 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let calls = HostCalls::new(&Settings::default());
         let err = calls
-            .dispatch(rt.handle(), &manifest(false), &dc_net::RequestMetrics::new(), CAPTCHA_SOLVE, V2)
+            .dispatch(rt.handle(), &manifest(false), state(&dc_net::RequestMetrics::new()), CAPTCHA_SOLVE, V2)
             .expect_err("not required");
         assert!(err.contains("does not require"), "{err}");
         let err = calls
-            .dispatch(rt.handle(), &manifest(true), &dc_net::RequestMetrics::new(), "captcha.crack", V2)
+            .dispatch(rt.handle(), &manifest(true), state(&dc_net::RequestMetrics::new()), "captcha.crack", V2)
             .expect_err("unknown");
         assert!(err.starts_with("unknown host method \"captcha.crack\""), "{err}");
         let err = calls
-            .dispatch(rt.handle(), &manifest(true), &dc_net::RequestMetrics::new(), CAPTCHA_SOLVE, "{}")
+            .dispatch(rt.handle(), &manifest(true), state(&dc_net::RequestMetrics::new()), CAPTCHA_SOLVE, "{}")
             .expect_err("no kind");
         assert!(err.starts_with("invalid captcha.solve request"), "{err}");
         let err = calls
-            .dispatch(rt.handle(), &manifest(true), &dc_net::RequestMetrics::new(), CAPTCHA_SOLVE, V2)
+            .dispatch(rt.handle(), &manifest(true), state(&dc_net::RequestMetrics::new()), CAPTCHA_SOLVE, V2)
             .expect_err("no solver");
         assert!(err.contains("this host offers no captcha solver") && err.contains("[captcha]"), "{err}");
     }
@@ -165,10 +231,10 @@ mod tests {
         let breakers = dc_net::Breakers::new(dc_net::BreakerPolicy::default(), Arc::new(dc_net::SystemClock));
         drop(dc_net::Exchange::start(&metrics, &breakers, "http://a.test/p", None));
         let plain = Manifest::new("g", "p", "n", "1.0.0");
-        let err = calls.dispatch(rt.handle(), &plain, &metrics, METRICS_GET, "{}").expect_err("not required");
+        let err = calls.dispatch(rt.handle(), &plain, state(&metrics), METRICS_GET, "{}").expect_err("not required");
         assert!(err.contains("\"metrics\"") && err.contains("does not require"), "{err}");
         let m = plain.requires(dc_plugin_api::capability::METRICS);
-        let answer = calls.dispatch(rt.handle(), &m, &metrics, METRICS_GET, "{}").expect("answered");
+        let answer = calls.dispatch(rt.handle(), &m, state(&metrics), METRICS_GET, "{}").expect("answered");
         let doc: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
         assert_eq!((doc["version"].as_u64(), doc["requests"].as_u64()), (Some(1), Some(1)), "{doc}");
     }
@@ -178,6 +244,6 @@ mod tests {
         let mut s = Settings::default();
         assert!(!host_capabilities(&s).contains(&"captcha"));
         s.captcha.provider = Some(CaptchaProvider::AntiCaptcha);
-        assert!(host_capabilities(&s).ends_with(&["frontier", "captcha"]));
+        assert!(host_capabilities(&s).ends_with(&["http", "captcha"]));
     }
 }

@@ -49,6 +49,7 @@ pub const HOST_CAPABILITIES: &[&str] = &[
     capability::PROGRESS,
     capability::METRICS,
     capability::FRONTIER,
+    capability::HTTP,
 ];
 
 /// What runtime operations need: settings, the database and the path of the

@@ -13,7 +13,8 @@ pub const MERGE: &str = "merge";
 pub const LOG: &str = "log";
 /// Progress reporting.
 pub const PROGRESS: &str = "progress";
-/// Proxy reservation and rotation by the host.
+/// Proxies of the run, offered when the host has `[proxy]` configured; since
+/// 1.4 the host methods `proxy.current`, `proxy.rotate` and `proxy.report`.
 pub const PROXY: &str = "proxy";
 /// CAPTCHA solving by the host: the host methods `captcha.solve` and
 /// `captcha.balance` ([`crate::host_call`], interface 1.3). A host offers it
@@ -27,8 +28,15 @@ pub const DOCUMENTS: &str = "documents";
 /// on ([`crate::abi::HostCallbacks::enqueue`]).
 pub const FRONTIER: &str = "frontier";
 
+/// Since 1.4: the host's HTTP controls — session setters (cookies into the
+/// thread's jar, basic and bearer credentials, `keep_headers`,
+/// `clear_proxy` in [`crate::SessionConfig`]), the per-request options
+/// `retries`, `follow_redirects` and `proxy` ([`crate::RequestOptions`]) and
+/// failed requests tagged with their [`crate::ErrorClass`].
+pub const HTTP: &str = "http";
+
 /// Every capability name this interface version defines, implemented or not.
-pub const KNOWN: &[&str] = &[FETCH, MERGE, LOG, PROGRESS, PROXY, CAPTCHA, METRICS, DOCUMENTS, FRONTIER];
+pub const KNOWN: &[&str] = &[FETCH, MERGE, LOG, PROGRESS, PROXY, CAPTCHA, METRICS, DOCUMENTS, FRONTIER, HTTP];
 
 /// What every host of interface 1.0 implements.
 pub const INTERFACE_1_0: &[&str] = &[FETCH, MERGE, LOG, PROGRESS];

@@ -12,6 +12,9 @@
 //! | `captcha.solve` | [`CaptchaTask`] | [`CaptchaSolution`] |
 //! | `captcha.balance` | `{}` | [`CaptchaBalance`] |
 //! | `metrics.get` | `{}` | the run's request metrics so far: the document `dc-host runs show ID --metrics --json` prints (`version`, `requests`, `attempts`, `retries`, `status`, `errors`, `bytes_received`, `latency`, `domains`, `proxies`) |
+//! | `proxy.current` (1.4) | `{}` | [`ProxyExit`]: the run's proxy the calling thread uses |
+//! | `proxy.rotate` (1.4) | `{}` | [`ProxyExit`]: the calling thread moved to the next usable proxy |
+//! | `proxy.report` (1.4) | [`ProxyReport`] | [`ProxyExit`]: after the verdict on the thread's proxy (a ban lowers its health score and moves the thread on) |
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +26,16 @@ pub const CAPTCHA_BALANCE: &str = "captcha.balance";
 /// The run's request metrics so far (capability `metrics`).
 pub const METRICS_GET: &str = "metrics.get";
 
+/// Since 1.4: the run's proxy the calling thread uses (capability `proxy`).
+pub const PROXY_CURRENT: &str = "proxy.current";
+/// Since 1.4: moves the calling thread to the run's next usable proxy (capability `proxy`).
+pub const PROXY_ROTATE: &str = "proxy.rotate";
+/// Since 1.4: reports the calling thread's proxy as banned, failing or good
+/// (capability `proxy`).
+pub const PROXY_REPORT: &str = "proxy.report";
+
 /// Every host method this interface version defines.
-pub const KNOWN: &[&str] = &[CAPTCHA_SOLVE, CAPTCHA_BALANCE, METRICS_GET];
+pub const KNOWN: &[&str] = &[CAPTCHA_SOLVE, CAPTCHA_BALANCE, METRICS_GET, PROXY_CURRENT, PROXY_ROTATE, PROXY_REPORT];
 
 /// Whether `method` is a host method this interface version defines.
 pub fn is_known(method: &str) -> bool {
@@ -160,6 +171,61 @@ pub struct CaptchaBalance {
     pub balance: f64,
 }
 
+/// Since 1.4: the answer of the `proxy.*` methods — one of the run's proxies,
+/// as the request metrics name it (never with its password).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ProxyExit {
+    /// The proxy URL, its password redacted (`http://user:<redacted>@host:port`).
+    #[serde(default)]
+    pub proxy: String,
+    /// The exit IP a proxy judge saw, when judges are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_ip: Option<String>,
+    /// Its health score (1.0 healthy; retired below the host's `proxy.retire_below`).
+    #[serde(default)]
+    pub score: f64,
+    /// Retired for the rest of the run.
+    #[serde(default)]
+    pub retired: bool,
+    /// Requests through it so far.
+    #[serde(default)]
+    pub requests: u64,
+    /// Bans seen through it so far (reported ones included).
+    #[serde(default)]
+    pub bans: u64,
+}
+
+/// Since 1.4: what a plugin says about its thread's proxy (`proxy.report`):
+/// `{"verdict": "ban"}`, `"failure"` or `"good"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ProxyReport {
+    /// The verdict.
+    pub verdict: ProxyVerdict,
+}
+
+impl ProxyReport {
+    /// A report with this verdict.
+    pub fn new(verdict: ProxyVerdict) -> ProxyReport {
+        ProxyReport { verdict }
+    }
+}
+
+/// Since 1.4: a plugin's verdict on a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProxyVerdict {
+    /// The site banned this exit (a block page the host could not see as one).
+    Ban,
+    /// It failed (no answer, a broken answer).
+    Failure,
+    /// It worked.
+    Good,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +249,15 @@ mod tests {
         assert!(err.contains("\"captcha.solve\"") && err.contains(".requires(\"captcha\")"), "{err}");
         let err = check_call("captcha.solv", &req).expect_err("unknown");
         assert!(err.starts_with("unknown host method \"captcha.solv\"") && err.contains("captcha.solve"), "{err}");
+    }
+
+    #[test]
+    fn proxy_reports_are_checked() {
+        let r: ProxyReport = serde_json::from_str(r#"{"verdict": "ban"}"#).expect("parses");
+        assert_eq!(r, ProxyReport::new(ProxyVerdict::Ban));
+        let err = serde_json::from_str::<ProxyReport>(r#"{"verdict": "meh"}"#).expect_err("unknown verdict");
+        assert!(err.to_string().contains("meh"), "{err}");
+        assert_eq!(check_call(PROXY_ROTATE, &["proxy".to_string()]), Ok("proxy"));
     }
 
     #[test]

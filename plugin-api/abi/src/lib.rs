@@ -22,11 +22,14 @@ pub mod host_call;
 pub mod manifest;
 pub mod wire;
 
-pub use host_call::{CaptchaBalance, CaptchaSolution, CaptchaTask};
+pub use host_call::{CaptchaBalance, CaptchaSolution, CaptchaTask, ProxyExit, ProxyReport, ProxyVerdict};
 pub use manifest::{
     ColumnDecl, ColumnType, CrawlLimits, Manifest, MissingRows, PluginKind, Schedule, SnapshotMode, TableDecl,
 };
-pub use wire::{EnqueueAnswer, EnqueueEntry, MergeSummary, RequestOptions, ResponseInfo, SessionConfig};
+pub use wire::{
+    EnqueueAnswer, EnqueueEntry, ErrorClass, FollowRedirects, MergeSummary, RequestOptions, ResponseInfo, SessionAuth,
+    SessionConfig, SessionCookie,
+};
 
 /// The major interface version. A plugin's manifest carries it as
 /// `interface_version`; the host refuses a plugin whose major differs.

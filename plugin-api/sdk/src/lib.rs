@@ -30,6 +30,7 @@ pub use dc_plugin_api::{
     CaptchaSolution, CaptchaTask, ColumnDecl, ColumnType, CrawlLimits, EnqueueAnswer, Manifest, MergeSummary,
     MissingRows, PluginKind, Schedule, SessionConfig, SnapshotMode, TableDecl,
 };
+pub use dc_plugin_api::{ErrorClass, ProxyExit, ProxyVerdict, SessionAuth};
 pub use sdk::{Context, Error, LogLevel, Record, Request, Response, Result, Scraper};
 pub use serde_json::{self, Map, Value, json};
 

@@ -25,38 +25,113 @@ use dc_plugin_api::abi::{
 use dc_plugin_api::host_call;
 use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
 use dc_plugin_api::{
-    CaptchaBalance, CaptchaSolution, CaptchaTask, EnqueueAnswer, EnqueueEntry, Manifest, MergeSummary, SessionConfig,
-    SnapshotMode,
+    CaptchaBalance, CaptchaSolution, CaptchaTask, EnqueueAnswer, EnqueueEntry, ErrorClass, FollowRedirects, Manifest,
+    MergeSummary, ProxyExit, ProxyReport, ProxyVerdict, SessionAuth, SessionConfig, SnapshotMode,
 };
 
 use crate::html::Document;
 
 /// An error a plugin returns. Anything that implements `std::error::Error`
 /// converts into it with `?`; [`Error::msg`] makes one from text.
+///
+/// An error from [`Context::fetch`] (and the helpers on it) also says why the
+/// request failed, machine-readably (interface 1.4, capability `http`):
+/// [`Error::class`], [`Error::is_timeout`], [`Error::is_blocked`], …, while
+/// [`Error::message`] stays the host's human sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
+pub struct Error {
+    message: String,
+    class: Option<ErrorClass>,
+}
 
 impl Error {
     /// An error with this message.
     pub fn msg(message: impl std::fmt::Display) -> Error {
-        Error(message.to_string())
+        Error { message: message.to_string(), class: None }
+    }
+
+    /// An error of a transport class (what the host reports; a
+    /// `testing::TestHost` fetcher returns one to imitate a failure).
+    pub fn with_class(class: ErrorClass, message: impl std::fmt::Display) -> Error {
+        Error { message: message.to_string(), class: Some(class) }
+    }
+
+    /// An error as it crosses the boundary from the host: a tagged string
+    /// (`[timeout] GET … failed`) gives its class and the message after the
+    /// tag; anything else is a plain message.
+    pub(crate) fn from_host(text: &str) -> Error {
+        let (class, message) = dc_plugin_api::wire::split_error(text);
+        Error { message: message.to_string(), class }
+    }
+
+    /// The error as it crosses the boundary to the host: tagged with its
+    /// class, when it has one.
+    pub(crate) fn to_wire(&self) -> String {
+        match self.class {
+            Some(c) => dc_plugin_api::wire::tag_error(c, &self.message),
+            None => self.message.clone(),
+        }
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
+    }
+
+    /// Why a request failed, when this error is a failed request's (None for
+    /// other errors, and from a host older than interface 1.4).
+    pub fn class(&self) -> Option<ErrorClass> {
+        self.class
+    }
+
+    /// No answer in time, after the host's retries.
+    pub fn is_timeout(&self) -> bool {
+        self.class == Some(ErrorClass::Timeout)
+    }
+
+    /// The connection could not be made or was reset, after the host's retries.
+    pub fn is_connection(&self) -> bool {
+        self.class == Some(ErrorClass::Connection)
+    }
+
+    /// The site refuses this client: 401, 403, 407, 429 (after the host's
+    /// retries) or 451 from [`Response::error_for_status`] / [`Context::get`],
+    /// or a banned proxy exit — a sign to slow down, change proxy or stop.
+    pub fn is_blocked(&self) -> bool {
+        self.class == Some(ErrorClass::Blocked)
+    }
+
+    /// The body was larger than the request's `max_body_bytes`.
+    pub fn is_body_too_large(&self) -> bool {
+        self.class == Some(ErrorClass::BodyTooLarge)
+    }
+
+    /// Refused at once: the domain's circuit breaker is open after repeated
+    /// failures (try again after its cool-down).
+    pub fn is_circuit_open(&self) -> bool {
+        self.class == Some(ErrorClass::CircuitOpen)
+    }
+
+    /// Refused: the site's robots.txt disallows the URL.
+    pub fn is_robots_denied(&self) -> bool {
+        self.class == Some(ErrorClass::RobotsDenied)
+    }
+
+    /// Another non-2xx status, from [`Response::error_for_status`] / [`Context::get`].
+    pub fn is_http_status(&self) -> bool {
+        self.class == Some(ErrorClass::HttpStatus)
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl<E: std::error::Error> From<E> for Error {
     fn from(e: E) -> Error {
-        Error(e.to_string())
+        Error::msg(e)
     }
 }
 
@@ -149,6 +224,40 @@ impl Request {
     /// error naming the URL and the limit).
     pub fn max_body_bytes(mut self, bytes: u64) -> Request {
         self.options.max_body_bytes = Some(bytes);
+        self
+    }
+
+    /// Retries after the first attempt for this request only (0: never
+    /// retry), instead of the host's setting (interface 1.4).
+    pub fn retries(mut self, retries: u32) -> Request {
+        self.options.retries = Some(retries);
+        self
+    }
+
+    /// Follows redirects (the default: up to 10) or not: with `false` the
+    /// response is the 3xx itself, its `Location` header unfollowed
+    /// (interface 1.4).
+    pub fn follow_redirects(mut self, follow: bool) -> Request {
+        self.options.follow_redirects = Some(FollowRedirects::Follow(follow));
+        self
+    }
+
+    /// Follows at most `max` redirects; one more fails the request (interface 1.4).
+    pub fn max_redirects(mut self, max: u32) -> Request {
+        self.options.follow_redirects = Some(FollowRedirects::AtMost(max));
+        self
+    }
+
+    /// Sends this request through the proxy at `url` (`http://user:pass@host:port`,
+    /// `socks5://…`), not the session's or the run's (interface 1.4).
+    pub fn proxy(mut self, url: impl Into<String>) -> Request {
+        self.options.proxy = Some(url.into());
+        self
+    }
+
+    /// Sends this request directly, through no proxy at all (interface 1.4).
+    pub fn no_proxy(mut self) -> Request {
+        self.options.proxy = Some(dc_plugin_api::wire::NO_PROXY.to_string());
         self
     }
 }
@@ -257,11 +366,14 @@ impl Response {
 
     /// An error unless the status is 2xx, naming the URL and status
     /// (`"{url} returned HTTP {status}"`).
+    /// Its class says which: [`Error::is_blocked`] for the blocked statuses,
+    /// else [`Error::is_http_status`].
     pub fn error_for_status(self) -> Result<Response> {
         if (200..300).contains(&self.status) {
             Ok(self)
         } else {
-            Err(Error::msg(format!("{} returned HTTP {}", self.url, self.status)))
+            let class = if self.is_blocked() { ErrorClass::Blocked } else { ErrorClass::HttpStatus };
+            Err(Error::with_class(class, format!("{} returned HTTP {}", self.url, self.status)))
         }
     }
 
@@ -349,7 +461,7 @@ impl std::fmt::Debug for Context {
 }
 
 fn from_r<T>(r: RResult<T, RString>) -> Result<T> {
-    r.into_result().map_err(|e| Error(e.into_string()))
+    r.into_result().map_err(|e| Error::from_host(&e))
 }
 
 impl Context {
@@ -402,10 +514,72 @@ impl Context {
         Ok(self.get(url)?.html())
     }
 
-    /// Configures this thread's HTTP session.
+    /// Configures this thread's HTTP session in one call (the setters below
+    /// each send one change).
     pub fn configure_session(&self, config: &SessionConfig) -> Result<()> {
         let json = serde_json::to_string(config)?;
         from_r(self.host.configure_session(RStr::from_str(&json)))
+    }
+
+    /// Sends these headers with every request of this thread, replacing the
+    /// headers set before (a request's own headers still win).
+    pub fn set_headers<K: Into<String>, V: Into<String>>(
+        &self,
+        headers: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        let config = headers.into_iter().fold(SessionConfig::new(), |c, (k, v)| c.header(k, v));
+        self.configure_session(&config)
+    }
+
+    /// Stops sending the headers [`Context::set_headers`] set.
+    pub fn reset_headers(&self) -> Result<()> {
+        self.configure_session(&SessionConfig::new())
+    }
+
+    /// Puts cookies (name, value) for `url` into this thread's cookie jar, as
+    /// if `url` had set them: they go with later requests to its host and
+    /// path, next to the cookies sites set (interface 1.4).
+    pub fn set_cookies<K: Into<String>, V: Into<String>>(
+        &self,
+        url: &str,
+        cookies: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<()> {
+        let config = cookies.into_iter().fold(SessionConfig::new().keep_headers(), |c, (k, v)| c.cookie(url, k, v));
+        self.configure_session(&config)
+    }
+
+    /// Empties this thread's cookie jar.
+    pub fn reset_cookies(&self) -> Result<()> {
+        self.configure_session(&SessionConfig::new().keep_headers().reset_cookies())
+    }
+
+    /// Sends credentials with every request of this thread: basic
+    /// (`SessionAuth::Basic`), a bearer token, or none (`SessionAuth::None`,
+    /// dropping earlier ones). The host never logs them (interface 1.4).
+    pub fn set_auth(&self, auth: SessionAuth) -> Result<()> {
+        self.configure_session(&SessionConfig::new().keep_headers().auth(auth))
+    }
+
+    /// Basic credentials for every request of this thread ([`Context::set_auth`]).
+    pub fn set_basic_auth(&self, username: &str, password: Option<&str>) -> Result<()> {
+        self.set_auth(SessionAuth::Basic { username: username.into(), password: password.map(str::to_string) })
+    }
+
+    /// A bearer token for every request of this thread ([`Context::set_auth`]).
+    pub fn set_bearer_auth(&self, token: &str) -> Result<()> {
+        self.set_auth(SessionAuth::Bearer { token: token.into() })
+    }
+
+    /// Sends this thread's requests through the proxy at `url`
+    /// (`http://user:pass@host:port`), or, with `None`, without one of its
+    /// own (then the run's proxies apply, when the host has them for the app).
+    /// The password never appears in logs or metrics.
+    pub fn set_proxy(&self, url: Option<&str>) -> Result<()> {
+        let config = SessionConfig::new().keep_headers();
+        self.configure_session(&match url {
+            Some(u) => config.proxy(u),
+            None => config.clear_proxy(),
+        })
     }
 
     /// Merges rows into a declared table. `full_snapshot` removes rows absent
@@ -477,6 +651,27 @@ impl Context {
         self.enqueue_entries(entries)
     }
 
+    /// A work item as a value of your own type (any `Deserialize` type: a
+    /// struct for object items, `String` for URL items, …), e.g.
+    /// `let page: Page = ctx.item(item)?;` in `collect`; fails naming the
+    /// item and the type. Items you enqueue are serialized the same way
+    /// ([`Context::enqueue`] takes any `Serialize` value), so a typed item
+    /// round-trips.
+    pub fn item<T: DeserializeOwned>(&self, item: &Value) -> Result<T> {
+        T::deserialize(item).map_err(|e| {
+            let mut shown = item.to_string();
+            if shown.len() > 200 {
+                let mut cut = 200;
+                while !shown.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                shown.truncate(cut);
+                shown.push('…');
+            }
+            Error::msg(format!("work item {shown} is not a {}: {e}", std::any::type_name::<T>()))
+        })
+    }
+
     /// Calls a named host method (interface 1.3, [`dc_plugin_api::host_call`])
     /// with a JSON request and returns its JSON answer. The method's
     /// capability (the part of its name before the dot) must be in the
@@ -544,6 +739,30 @@ impl Context {
     /// when, say, its error rate climbs.
     pub fn request_metrics(&self) -> Result<Value> {
         self.host_call(host_call::METRICS_GET, Map::new())
+    }
+
+    /// The run's proxy this thread's requests go through (`proxy.current`;
+    /// declare `requires(capability::PROXY)` in the manifest; the host offers
+    /// it when its `[proxy]` section names the app): the URL with its
+    /// password redacted, the exit IP, the health score.
+    pub fn proxy_current(&self) -> Result<ProxyExit> {
+        Ok(serde_json::from_value(self.host_call(host_call::PROXY_CURRENT, Map::new())?)?)
+    }
+
+    /// Moves this thread to the run's next usable proxy (`proxy.rotate`): a
+    /// new exit, e.g. after the site started to recognise this one.
+    pub fn proxy_rotate(&self) -> Result<ProxyExit> {
+        Ok(serde_json::from_value(self.host_call(host_call::PROXY_ROTATE, Map::new())?)?)
+    }
+
+    /// Tells the host how this thread's proxy fared (`proxy.report`), when
+    /// the plugin knows better than the status (a block page served with
+    /// 200): a ban lowers the proxy's health score — a proxy that falls
+    /// below the host's threshold is retired — and moves the thread on.
+    /// Returns the proxy the thread uses now.
+    pub fn proxy_report(&self, verdict: ProxyVerdict) -> Result<ProxyExit> {
+        let answer = self.host_call(host_call::PROXY_REPORT, ProxyReport::new(verdict))?;
+        Ok(serde_json::from_value(answer)?)
     }
 
     fn enqueue_entries(&self, entries: Vec<EnqueueEntry>) -> Result<EnqueueAnswer> {
@@ -635,7 +854,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> RResult<T, RString> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => ROk(v),
-        Ok(Err(e)) => RErr(e.0.into()),
+        Ok(Err(e)) => RErr(e.to_wire().into()),
         Err(p) => RErr(panic_message(p).into()),
     }
 }

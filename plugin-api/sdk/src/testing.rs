@@ -27,8 +27,8 @@ use unicode_normalization::UnicodeNormalization;
 use dc_plugin_api::abi::{
     FfiHeader, FfiHttpRequest, FfiHttpResponse, FfiLogLevel, FfiRequest, FfiResponse, HostCallbacks, HostCallbacks_TO,
 };
-use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity};
-use dc_plugin_api::{ColumnType, MergeSummary, TableDecl};
+use dc_plugin_api::wire::{RequestOptions, ResponseInfo, severity, tag_error};
+use dc_plugin_api::{ColumnType, ErrorClass, MergeSummary, SessionAuth, SessionConfig, SessionCookie, TableDecl};
 
 use crate::sdk::{Context, LogLevel, Request, Response, Result, Scraper, adapt, guarded};
 
@@ -69,6 +69,9 @@ pub struct TestRun {
     /// Every host call the plugin made (interface 1.3): method and request,
     /// in order, including the ones refused.
     pub host_calls: Vec<(String, Value)>,
+    /// Every session change the plugin made (`configure_session` and the
+    /// setters: `set_headers`, `set_cookies`, `set_auth`, …), in order.
+    pub sessions: Vec<SessionConfig>,
 }
 
 #[derive(Default)]
@@ -76,6 +79,91 @@ struct Recorded {
     merges: Vec<MergeCall>,
     log_records: Vec<(LogLevel, String, Value)>,
     host_calls: Vec<(String, Value)>,
+    sessions: Vec<SessionConfig>,
+    session: TestSession,
+}
+
+/// The session the test host applies to every request it hands the fetcher
+/// (one for all threads; the host keeps one per collecting thread).
+#[derive(Default)]
+struct TestSession {
+    headers: Vec<(String, String)>,
+    cookies: Vec<SessionCookie>,
+    auth: Option<SessionAuth>,
+    proxy: Option<String>,
+}
+
+impl TestSession {
+    fn apply(&mut self, cfg: &SessionConfig) {
+        if !cfg.keep_headers {
+            self.headers = cfg.headers.clone().into_iter().collect();
+        }
+        if cfg.reset_cookies {
+            self.cookies.clear();
+        }
+        for c in &cfg.cookies {
+            self.cookies.retain(|o| !(o.name == c.name && same_origin(&o.url, &c.url)));
+            self.cookies.push(c.clone());
+        }
+        match &cfg.auth {
+            Some(SessionAuth::None) => self.auth = None,
+            Some(a) => self.auth = Some(a.clone()),
+            None => {}
+        }
+        if cfg.clear_proxy {
+            self.proxy = None;
+        } else if cfg.proxy.is_some() {
+            self.proxy = cfg.proxy.clone();
+        }
+    }
+
+    /// The session's headers, credentials and cookies added to `req` (its
+    /// own headers win), as the host sends them.
+    fn decorate(&self, req: &mut Request) {
+        let has = |req: &Request, name: &str| req.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        for (n, v) in &self.headers {
+            if !has(req, n) {
+                req.headers.push((n.clone(), v.clone()));
+            }
+        }
+        if !has(req, "authorization") {
+            use base64::Engine as _;
+            match &self.auth {
+                Some(SessionAuth::Basic { username, password }) => {
+                    let pair = format!("{username}:{}", password.as_deref().unwrap_or_default());
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
+                    req.headers.push(("authorization".into(), format!("Basic {b64}")));
+                }
+                Some(SessionAuth::Bearer { token }) => {
+                    req.headers.push(("authorization".into(), format!("Bearer {token}")))
+                }
+                _ => {}
+            }
+        }
+        let jar: Vec<String> = self
+            .cookies
+            .iter()
+            .filter(|c| same_host(&c.url, &req.url))
+            .map(|c| format!("{}={}", c.name, c.value))
+            .collect();
+        if !jar.is_empty() && !has(req, "cookie") {
+            req.headers.push(("cookie".into(), jar.join("; ")));
+        }
+    }
+}
+
+fn same_host(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.host_str().is_some() && a.host_str() == b.host_str(),
+        _ => false,
+    }
+}
+
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
 }
 
 struct TestCallbacks {
@@ -105,8 +193,11 @@ impl TestCallbacks {
         lock(&self.rec).log_records.push((level, message.to_string(), context));
     }
 
-    fn answer(&self, req: &Request) -> std::result::Result<Response, String> {
-        (self.fetch)(req).map_err(|e| e.to_string())
+    /// The fetcher's answer to `req` with the session applied; an error
+    /// crosses as the host's does (tagged with its class, when it has one).
+    fn answer(&self, req: &mut Request) -> std::result::Result<Response, String> {
+        lock(&self.rec).session.decorate(req);
+        (self.fetch)(req).map_err(|e| e.to_wire())
     }
 }
 
@@ -120,7 +211,7 @@ fn headers_out(h: Vec<(String, String)>) -> abi_stable::std_types::RVec<FfiHeade
 
 impl HostCallbacks for TestCallbacks {
     fn fetch(&self, r: FfiRequest) -> RResult<FfiResponse, RString> {
-        let req = Request {
+        let mut req = Request {
             method: r.method.into_string(),
             url: r.url.into_string(),
             headers: headers_in(r.headers),
@@ -128,7 +219,7 @@ impl HostCallbacks for TestCallbacks {
             timeout_ms: r.timeout_ms,
             options: RequestOptions::default(),
         };
-        match self.answer(&req) {
+        match self.answer(&mut req) {
             Ok(resp) => ROk(FfiResponse {
                 status: resp.status,
                 url: resp.url.into(),
@@ -146,10 +237,13 @@ impl HostCallbacks for TestCallbacks {
         } else {
             match serde_json::from_str(&r.extensions) {
                 Ok(o) => o,
-                Err(e) => return RErr(format!("invalid request options: {e}").into()),
+                Err(e) => {
+                    let msg = format!("{} {}: invalid request options: {e}", r.method, r.url);
+                    return RErr(tag_error(ErrorClass::InvalidRequest, &msg).into());
+                }
             }
         };
-        let req = Request {
+        let mut req = Request {
             method: r.method.into_string(),
             url: r.url.into_string(),
             headers: headers_in(r.headers),
@@ -157,14 +251,13 @@ impl HostCallbacks for TestCallbacks {
             timeout_ms: r.timeout_ms,
             options,
         };
-        match self.answer(&req) {
+        match self.answer(&mut req) {
             Ok(resp) => {
                 if let Some(limit) = req.options.max_body_bytes
                     && resp.body.len() as u64 > limit
                 {
-                    return RErr(
-                        format!("{} {}: the response body exceeds max_body_bytes {limit}", req.method, req.url).into(),
-                    );
+                    let msg = format!("{} {}: the response body exceeds max_body_bytes {limit}", req.method, req.url);
+                    return RErr(tag_error(ErrorClass::BodyTooLarge, &msg).into());
                 }
                 let mut info = ResponseInfo::default();
                 info.elapsed_ms = resp.elapsed_ms;
@@ -182,8 +275,8 @@ impl HostCallbacks for TestCallbacks {
     }
 
     fn capabilities(&self) -> RString {
-        use dc_plugin_api::capability::{CAPTCHA, FETCH, FRONTIER, LOG, MERGE, PROGRESS};
-        let mut caps = vec![FETCH, MERGE, LOG, PROGRESS, FRONTIER];
+        use dc_plugin_api::capability::{CAPTCHA, FETCH, FRONTIER, HTTP, LOG, MERGE, PROGRESS};
+        let mut caps = vec![FETCH, MERGE, LOG, PROGRESS, FRONTIER, HTTP];
         if self.host_call.is_some() {
             caps.push(CAPTCHA);
         }
@@ -237,7 +330,15 @@ impl HostCallbacks for TestCallbacks {
         self.record_log(LogLevel::from_severity(level), message, context_json);
     }
 
-    fn configure_session(&self, _config_json: RStr<'_>) -> RResult<(), RString> {
+    fn configure_session(&self, config_json: RStr<'_>) -> RResult<(), RString> {
+        // the same parsing as the host
+        let cfg: SessionConfig = match serde_json::from_str(config_json.as_str()) {
+            Ok(c) => c,
+            Err(e) => return RErr(format!("invalid session config: {e}").into()),
+        };
+        let mut rec = lock(&self.rec);
+        rec.session.apply(&cfg);
+        rec.sessions.push(cfg);
         ROk(())
     }
 
@@ -405,6 +506,7 @@ impl TestHost {
         run.logs = rec.log_records.iter().map(|(_, message, _)| message.clone()).collect();
         run.log_records = rec.log_records;
         run.host_calls = rec.host_calls;
+        run.sessions = rec.sessions;
         Ok(run)
     }
 }
@@ -930,5 +1032,183 @@ mod tests {
     fn undeclared_table_is_an_error() {
         let err = run("undeclared").expect_err("undeclared table is refused");
         assert!(err.message().contains("\"nope\"") && err.message().contains("declare it"), "{err}");
+    }
+
+    /// Drives the HTTP controls of interface 1.4: session setters, then a
+    /// request with options, then errors of each class the fetcher returns.
+    struct Sessions;
+
+    impl Scraper for Sessions {
+        fn manifest() -> Manifest {
+            Manifest::new("g", "p", "s", "1.0.0").table(table("incr_t", SnapshotMode::Incremental))
+        }
+
+        fn new(_ctx: &Context) -> Result<Self> {
+            Ok(Sessions)
+        }
+
+        fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+            Ok(vec![json!("x")])
+        }
+
+        fn collect(&self, ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+            let mut seen = vec![];
+            let mut note = |r: Result<crate::sdk::Response>| {
+                seen.push(match r {
+                    Ok(r) => format!("{} {}", r.status, r.text()),
+                    Err(e) => format!("{:?}: {}", e.class(), e.message()),
+                })
+            };
+            ctx.set_headers([("x-a", "1"), ("x-b", "2")])?;
+            ctx.set_cookies("http://site.test/", [("sid", "abc")])?;
+            ctx.set_basic_auth("ann", Some("s3cret"))?;
+            note(ctx.fetch(crate::sdk::Request::get("http://site.test/echo")));
+            ctx.reset_headers()?;
+            ctx.reset_cookies()?;
+            ctx.set_bearer_auth("tok")?;
+            note(ctx.fetch(
+                crate::sdk::Request::get("http://site.test/echo").retries(0).follow_redirects(false).no_proxy(),
+            ));
+            ctx.set_auth(SessionAuth::None)?;
+            for path in ["timeout", "reset", "robots", "circuit", "big"] {
+                note(ctx.fetch(crate::sdk::Request::get(format!("http://site.test/{path}")).max_body_bytes(3)));
+            }
+            note(ctx.get("http://site.test/forbidden"));
+            note(ctx.get("http://site.test/missing"));
+            let rows =
+                seen.into_iter().enumerate().map(|(i, s)| Record::new("incr_t", json!({"id": format!("{i:02} {s}")})));
+            Ok(rows.collect())
+        }
+    }
+
+    fn site(r: &Request) -> Result<crate::sdk::Response> {
+        use dc_plugin_api::ErrorClass as C;
+        let path = r.url.trim_start_matches("http://site.test/");
+        let class = match path {
+            "timeout" => C::Timeout,
+            "reset" => C::Connection,
+            "robots" => C::RobotsDenied,
+            "circuit" => C::CircuitOpen,
+            "forbidden" => return Ok(crate::sdk::Response::new(403, &r.url, "no")),
+            "missing" => return Ok(crate::sdk::Response::new(404, &r.url, "gone")),
+            "big" => return Ok(crate::sdk::Response::new(200, &r.url, "0123456789")),
+            _ => {
+                let mut h: Vec<String> = r.headers.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                h.sort();
+                let o = &r.options;
+                let opts = format!("retries={:?} redirects={:?} proxy={:?}", o.retries, o.follow_redirects, o.proxy);
+                return Ok(crate::sdk::Response::new(200, &r.url, format!("{} | {opts}", h.join(" "))));
+            }
+        };
+        Err(Error::with_class(class, format!("GET {} failed: {path}", r.url)))
+    }
+
+    #[test]
+    fn session_setters_options_and_error_classes_reach_the_fetcher_and_come_back() {
+        let run = TestHost::new(site).run::<Sessions>().expect("run succeeds");
+        let rows: Vec<String> =
+            run.rows("incr_t").iter().map(|r| r["id"].as_str().unwrap_or_default().to_string()).collect();
+        // "ann:s3cret" in base64
+        assert_eq!(
+            rows[0],
+            "00 200 authorization=Basic YW5uOnMzY3JldA== cookie=sid=abc x-a=1 x-b=2 | retries=None redirects=None proxy=None"
+        );
+        assert_eq!(
+            rows[1],
+            "01 200 authorization=Bearer tok | retries=Some(0) redirects=Some(Follow(false)) proxy=Some(\"none\")",
+            "headers and cookies reset, the bearer token replaced the basic credentials"
+        );
+        assert_eq!(rows[2], "02 Some(Timeout): GET http://site.test/timeout failed: timeout");
+        assert_eq!(rows[3], "03 Some(Connection): GET http://site.test/reset failed: reset");
+        assert_eq!(rows[4], "04 Some(RobotsDenied): GET http://site.test/robots failed: robots");
+        assert_eq!(rows[5], "05 Some(CircuitOpen): GET http://site.test/circuit failed: circuit");
+        assert_eq!(
+            rows[6],
+            "06 Some(BodyTooLarge): GET http://site.test/big: the response body exceeds max_body_bytes 3"
+        );
+        assert_eq!(rows[7], "07 Some(Blocked): http://site.test/forbidden returned HTTP 403");
+        assert_eq!(rows[8], "08 Some(HttpStatus): http://site.test/missing returned HTTP 404");
+        // every change was recorded, and none shows a secret in Debug
+        assert_eq!(run.sessions.len(), 7, "{:?}", run.sessions);
+        assert!(run.sessions[1].keep_headers && run.sessions[1].cookies.len() == 1);
+        let shown = format!("{:?}", run.sessions);
+        assert!(!shown.contains("s3cret") && !shown.contains("tok\""), "{shown}");
+    }
+
+    #[test]
+    fn error_predicates_follow_the_class_and_a_class_survives_the_boundary() {
+        use dc_plugin_api::ErrorClass as C;
+        let e = Error::with_class(C::Timeout, "GET u failed");
+        assert!(e.is_timeout() && !e.is_connection() && e.class() == Some(C::Timeout));
+        assert_eq!(e.to_string(), "GET u failed", "the message stays human");
+        assert_eq!(Error::from_host(&e.to_wire()), e);
+        let plain = Error::from_host("an older host's message");
+        assert_eq!((plain.class(), plain.message()), (None, "an older host's message"));
+        for (c, p) in [
+            (C::Connection, Error::is_connection as fn(&Error) -> bool),
+            (C::Blocked, Error::is_blocked),
+            (C::BodyTooLarge, Error::is_body_too_large),
+            (C::CircuitOpen, Error::is_circuit_open),
+            (C::RobotsDenied, Error::is_robots_denied),
+            (C::HttpStatus, Error::is_http_status),
+        ] {
+            assert!(p(&Error::with_class(c, "m")) && !p(&Error::msg("m")), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn the_test_host_offers_the_http_capability() {
+        struct AsksCaps;
+        impl Scraper for AsksCaps {
+            fn manifest() -> Manifest {
+                manifest()
+            }
+            fn new(ctx: &Context) -> Result<Self> {
+                let caps = ctx.host_capabilities();
+                assert!(caps.contains(&"http".to_string()), "{caps:?}");
+                Ok(AsksCaps)
+            }
+            fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+                Ok(vec![])
+            }
+            fn collect(&self, _ctx: &Context, _item: &Value) -> Result<Vec<Record>> {
+                Ok(vec![])
+            }
+        }
+        TestHost::new(site).run::<AsksCaps>().expect("offers http");
+    }
+
+    #[test]
+    fn typed_items_round_trip_through_enqueue() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Page {
+            url: String,
+            n: u32,
+        }
+        struct Typed;
+        impl Scraper for Typed {
+            fn manifest() -> Manifest {
+                manifest()
+            }
+            fn new(_ctx: &Context) -> Result<Self> {
+                Ok(Typed)
+            }
+            fn prepare_list(&mut self, _ctx: &Context) -> Result<Vec<Value>> {
+                Ok(vec![serde_json::to_value(Page { url: "http://h/1".into(), n: 1 })?, json!("not a page")])
+            }
+            fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>> {
+                let page: Page = ctx.item(item)?;
+                if page.n < 3 {
+                    ctx.enqueue(Page { url: format!("http://h/{}", page.n + 1), n: page.n + 1 })?;
+                }
+                Ok(vec![Record::new("incr_t", json!({"id": page.url}))])
+            }
+        }
+        let run = TestHost::new(site).run::<Typed>().expect("run succeeds");
+        let ids: Vec<&Value> = run.rows("incr_t").iter().map(|r| &r["id"]).collect();
+        assert_eq!(ids, [&json!("http://h/1"), &json!("http://h/2"), &json!("http://h/3")]);
+        assert_eq!(run.collect_errors.len(), 1, "{:?}", run.collect_errors);
+        let err = &run.collect_errors[0];
+        assert!(err.starts_with("work item \"not a page\" is not a ") && err.contains("Page"), "{err}");
     }
 }
