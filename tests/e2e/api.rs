@@ -291,6 +291,8 @@ fn an_admin_uploads_a_plugin_with_the_checks_of_reload() {
     expected.sort();
     assert_eq!(plugin_dir_names(&host), expected, "no temporary file is left");
     assert_eq!(host.active_version(APP).as_deref(), body["version"].as_str());
+    let source = host.db_rows("SELECT source_file FROM plugin_versions");
+    assert_eq!(source, [host.plugins_dir().join("misbehave.so").display().to_string()], "recorded where it lives");
     // the same file again: already active
     let (status, body) = upload(&api, &admin, "file", "misbehave.so", &plugin);
     assert_eq!((status, &body["outcome"]), (200, &json!("already_active")), "{body}");

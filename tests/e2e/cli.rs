@@ -162,9 +162,7 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
     // undo the newest migration (14: the plugin tables' generation)
-    host.pg_sql(
-        "ALTER TABLE dc_plugin_tables DROP COLUMN generation; DELETE FROM _sqlx_migrations WHERE version = 14",
-    );
+    host.pg_sql("ALTER TABLE dc_plugin_tables DROP COLUMN generation; DELETE FROM _sqlx_migrations WHERE version = 14");
     let before = versions_below(14);
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");

@@ -119,6 +119,16 @@ pub async fn set_run_args(db: &Database, app_id: &str, args_json: Option<&str>) 
     tx.commit().await
 }
 
+/// Records that a registered file now lives at `to` (it was registered from
+/// `from`, e.g. an upload's temporary file renamed into the plugins dir).
+pub async fn rename_source_file(db: &Database, sha256: &str, from: &str, to: &str) -> Result<(), DbError> {
+    let mut tx = db.begin_write().await?;
+    on_tx!(&mut tx, conn => sqlx::query("UPDATE plugin_versions SET source_file = $1 WHERE sha256 = $2 AND source_file = $3")
+        .bind(to).bind(sha256).bind(from)
+        .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    tx.commit().await
+}
+
 impl AppRow {
     /// `group/parent/name`.
     pub fn path(&self) -> String {

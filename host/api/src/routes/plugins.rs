@@ -285,7 +285,10 @@ pub async fn upload(
         .await
         .map_err(|e| ApiError::of_kind(e.kind(), e.to_string().replace(&tmp.path().display().to_string(), &name)))?;
     let target = dir.join(&name);
+    let registered_from = tmp.path().display().to_string();
     tmp.persist(&target).map_err(|e| io_error("cannot move the uploaded file into the plugins directory")(e.error))?;
+    // the version was registered from the temporary file: record where it lives now
+    dc_core::apps::rename_source_file(&env.db, &sha256, &registered_from, &target.display().to_string()).await?;
     use dc_runtime::registry::RegisterOutcome as O;
     let (status, answer) = match outcome {
         O::Registered { app, version, previous, schema_changes, .. } => (
