@@ -314,6 +314,8 @@ impl Writer {
     }
 
     fn write(&mut self, calls: &[Call]) {
+        #[cfg(test)]
+        tests::write_started();
         let mut new_functions: Vec<NewFunction> = Vec::new();
         let mut rows: Vec<(Rc<str>, &Call)> = Vec::with_capacity(calls.len());
         for c in calls {
@@ -708,6 +710,30 @@ mod tests {
         SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Batches the writer has started to write (in any test), with a
+    /// condition variable to wait on.
+    static WRITES: (Mutex<u64>, std::sync::Condvar) = (Mutex::new(0), std::sync::Condvar::new());
+
+    /// Called by the writer as it starts writing a batch.
+    pub(super) fn write_started() {
+        *WRITES.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        WRITES.1.notify_all();
+    }
+
+    fn writes_started() -> u64 {
+        *WRITES.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until `n` batches were started (the bound only ends a broken test).
+    fn wait_for_writes(n: u64) {
+        let guard = WRITES.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (_g, t) = WRITES
+            .1
+            .wait_timeout_while(guard, Duration::from_secs(60), |w| *w < n)
+            .unwrap_or_else(PoisonError::into_inner);
+        assert!(!t.timed_out(), "the writer never started writing");
+    }
+
     /// Uninstalls even when an assertion fails, so later tests can install.
     struct Uninstall;
     impl Drop for Uninstall {
@@ -884,8 +910,11 @@ mod tests {
 
         install_with_capacity(db.clone(), rt.handle().clone(), None, None, 4).expect("install");
         let _cleanup = Uninstall;
+        let before = writes_started();
         record(&FLOOD, Duration::ZERO, 1, None);
-        // the writer takes that call (or not yet) and then blocks on the lock;
+        // the writer takes the call and, 200 ms later, starts writing it and
+        // blocks on the lock: wait for that event
+        wait_for_writes(before + 1);
         // a recording that waited for room would never end while the lock is
         // held, so the flood runs on a thread whose end is waited for (the
         // bound only ends a broken test)
@@ -897,16 +926,12 @@ mod tests {
             let _ = done_tx.send(());
         });
         done_rx.recv_timeout(Duration::from_secs(60)).expect("recording blocked while the writer was stuck");
-        // 4 places in the queue: 96 dropped if the writer had taken the first
-        // call before the flood, 97 if not
-        let dropped = stats().dropped;
-        assert!(dropped == 96 || dropped == 97, "4 places in the queue, 101 calls: {:?}", stats());
+        assert_eq!(stats().dropped, 96, "4 places in the queue, 100 calls: {:?}", stats());
 
         rt.block_on(sqlx::query("ROLLBACK").execute(&mut lock)).expect("release write lock");
         flush().expect("flush");
-        let written = 101 - dropped;
-        assert_eq!(rows(&rt, &db, "flood").len() as u64, written);
-        assert_eq!(stats(), Stats { written, dropped, failed: 0 });
+        assert_eq!(rows(&rt, &db, "flood").len(), 5);
+        assert_eq!(stats(), Stats { written: 5, dropped: 96, failed: 0 });
         uninstall().expect("uninstall");
         rt.block_on(lock.close()).expect("close lock connection");
         rt.block_on(db.close());
