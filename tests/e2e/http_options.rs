@@ -8,12 +8,12 @@
 //! server written for this test; the proxies are `dc_e2e::proxy::TestProxy`.
 //! Secrets never reach the run's logs or metrics.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
 use dc_e2e::proxy::{ProxyConfig, TestProxy};
-use dc_e2e::{Host, http_plugin};
+use dc_e2e::{Host, RequestHead, http_plugin};
 use serde_json::{Value, json};
 
 use crate::storage::rows;
@@ -71,21 +71,9 @@ impl Site {
 
 fn answer(mut stream: TcpStream, log: &Mutex<Vec<Seen>>) {
     let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+    let Some(RequestHead { path, headers, .. }) = RequestHead::read(&mut reader) else {
         return;
-    }
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((n, v)) = h.trim().split_once(':') {
-            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    };
     if path != "/robots.txt" {
         log.lock().unwrap_or_else(|p| p.into_inner()).push(Seen { path: path.clone(), headers });
     }

@@ -9,14 +9,14 @@
 //! fetched (the run says why and how to opt out), and an opted-out app
 //! fetches it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use dc_e2e::{Host, plugin_lib};
+use dc_e2e::{Host, RequestHead, plugin_lib};
 use serde_json::{Value, json};
 
 const MISBEHAVE: &str = "test/fixtures/misbehave";
@@ -65,19 +65,9 @@ fn respond(mut s: &TcpStream, status: u16, extra: &str, ctype: &str, body: &str)
 }
 
 fn handle(stream: TcpStream, state: Arc<(Mutex<State>, Condvar)>, started: Instant, events: Sender<String>) {
-    let mut reader = BufReader::new(&stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).map_or(true, |n| n == 0) || h.trim().is_empty() {
-            break;
-        }
-    }
+    let Some(head) = RequestHead::read(&mut BufReader::new(&stream)) else { return };
     let at = started.elapsed();
-    let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let path = head.path;
     let (lock, cvar) = &*state;
     let record = |status: u16| {
         lock.lock().expect("lock").arrivals.push(Arrival { path: path.clone(), at, status });

@@ -16,7 +16,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use dc_e2e::{FixtureSite, Host, KillOnDrop, both_backends, plugin_lib, send_signal, wait_pid_exit, workspace};
+use dc_e2e::{
+    FixtureSite, Host, KillOnDrop, RequestHead, both_backends, plugin_lib, send_signal, wait_pid_exit, workspace,
+};
 use serde_json::Value;
 
 /// Pages of the fixture site the crawler reaches (see `crawl.rs`).
@@ -51,18 +53,10 @@ fn held(path: &str, hold_from: u32) -> bool {
 }
 
 fn answer(mut stream: TcpStream, root: PathBuf, hold_from: u32, state: Arc<(Mutex<SiteState>, Condvar)>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Some(RequestHead { path, .. }) = RequestHead::read(&mut BufReader::new(stream.try_clone().expect("clone")))
+    else {
         return;
-    }
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).map_or(true, |n| n == 0) || h.trim().is_empty() {
-            break;
-        }
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    };
     // the host's politeness limiter asks for robots.txt before the first page:
     // none here, and not a page of the crawl, so not counted
     if path == "/robots.txt" {

@@ -762,7 +762,7 @@ impl HttpSink {
     /// (and a `Retry-After` header, if given).
     pub fn start_with(fail_first: usize, status: u16, retry_after: Option<&str>) -> HttpSink {
         let retry_after = retry_after.map(|v| format!("retry-after: {v}\r\n")).unwrap_or_default();
-        use std::io::{BufRead, Read, Write};
+        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let url = format!("http://{}/hook", listener.local_addr().expect("address"));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -771,27 +771,13 @@ impl HttpSink {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                let mut headers = Vec::new();
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((n, v)) = h.trim().split_once(':') {
-                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
-                    }
-                }
-                let len =
-                    headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+                let Some(head) = RequestHead::read(&mut reader) else { continue };
+                let len = head.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
                 let mut body = vec![0u8; len];
                 let _ = reader.read_exact(&mut body);
                 // a sink has no robots.txt (the host's politeness limiter asks for it
                 // before a plugin's first request); not counted as a request
-                if line.starts_with("GET /robots.txt ") {
+                if head.method == "GET" && head.path == "/robots.txt" {
                     let _ = write!(stream, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                     continue;
                 }
@@ -807,12 +793,54 @@ impl HttpSink {
                     answer.len()
                 );
                 let _ = stream.flush();
-                if tx.send(SinkRequest { line: line.trim().to_string(), headers, body, answered }).is_err() {
+                if tx.send(SinkRequest { line: head.line, headers: head.headers, body, answered }).is_err() {
                     return;
                 }
             }
         });
         HttpSink { url, requests: rx }
+    }
+}
+
+/// The head of an HTTP/1.1 request, as the tests' own small servers read it.
+pub struct RequestHead {
+    /// The request line, trimmed (`GET /path HTTP/1.1`).
+    pub line: String,
+    /// Its method.
+    pub method: String,
+    /// Its target (`/` when the line has none).
+    pub path: String,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    /// Reads the request line and the headers; None when the peer sent
+    /// nothing or the read failed.
+    pub fn read(reader: &mut impl BufRead) -> Option<RequestHead> {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.trim().split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_string();
+        let path = parts.next().unwrap_or("/").to_string();
+        Some(RequestHead { line: line.trim().to_string(), method, path, headers })
+    }
+
+    /// A header's value (`name` in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
