@@ -128,7 +128,35 @@ fn interface_1_3_plugin_runs(new_host: fn() -> Host) {
     assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
 }
 
-dc_e2e::both_backends!(interface_1_1_plugin_runs, interface_1_2_plugin_runs, interface_1_3_plugin_runs);
+/// A plugin built with the frozen SDK 0.5.0 against the frozen interface 1.4.0
+/// (the previous minor since 1.5 added shared tables) registers and runs
+/// unchanged.
+fn interface_1_4_plugin_runs(new_host: fn() -> Host) {
+    let host = new_host();
+    let bin = tempfile::tempdir().expect("tempdir");
+    let lib = tiny_plugin(
+        "frozen-1-4",
+        ApiVariant::Frozen("tests/fixtures/abi/dc-plugin-sdk-0.5.0"),
+        &[("DC_FIXTURE_NAME", "tiny14")],
+        bin.path(),
+    );
+    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(shown["interface_version"], "1.4.0", "{shown}");
+    assert_eq!(shown["sdk_version"], "0.5.0", "{shown}");
+    host.install(&lib, "tiny14.so");
+    let out = host.ok(&["reload"]);
+    assert!(out.contains("registered test/fixtures/tiny14"), "{out}");
+    let run = host.json(&["run", "test/fixtures/tiny14", "--json"]);
+    assert_eq!(run["status"], "SUCCESS", "{run}");
+    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+}
+
+dc_e2e::both_backends!(
+    interface_1_1_plugin_runs,
+    interface_1_2_plugin_runs,
+    interface_1_3_plugin_runs,
+    interface_1_4_plugin_runs
+);
 
 #[test]
 fn the_host_publishes_its_interface_and_capabilities() {

@@ -27,5 +27,6 @@ mod scaffold;
 mod schemathesis;
 mod secrets;
 mod serve;
+mod shared;
 mod storage;
 mod supervision;

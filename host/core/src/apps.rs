@@ -644,6 +644,9 @@ pub struct DeletedApp {
     /// declare them, and registering the same `group/parent/name` again takes
     /// them back.
     pub kept_tables: Vec<String>,
+    /// Shared tables other apps still write into (`drop_data`): only the rows
+    /// this app inserted were deleted, the tables stay.
+    pub left_shared_tables: Vec<String>,
 }
 
 /// Deletes an app in ONE write transaction: its row (schedule, arguments,
@@ -695,10 +698,24 @@ pub async fn delete_app(db: &Database, app_id: &str, drop_data: bool) -> Result<
         .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
     let versions = on_tx!(&mut tx, conn => sqlx::query("DELETE FROM plugin_versions WHERE app_id = $1")
         .bind(app_id).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
-    let (mut dropped_tables, mut kept_tables) = (Vec::new(), Vec::new());
+    let (mut dropped_tables, mut kept_tables, mut left_shared_tables) = (Vec::new(), Vec::new(), Vec::new());
     if drop_data {
         for t in tables {
             crate::merge::check_ident(&t).map_err(|e| DbError::Refused(e.to_string()))?;
+            // a table shared with apps that still exist stays theirs: only the
+            // rows this app inserted go
+            let others: Vec<String> = on_tx!(&mut tx, conn => sqlx::query_scalar(
+                "SELECT o.app_id FROM app_db_objects o JOIN apps a ON a.app_id = o.app_id \
+                 WHERE o.object_name = $1 AND o.object_type = $2 AND o.app_id <> $3 ORDER BY o.created_at")
+                .bind(&t).bind(DbObjectType::Table.as_str()).bind(app_id).fetch_all(&mut *conn).await)?;
+            if let Some(heir) = others.first() {
+                let sql = format!("DELETE FROM \"{t}\" WHERE {} = $1", crate::merge::APP_COLUMN);
+                on_tx!(&mut tx, conn => sqlx::query(sqlx::AssertSqlSafe(sql)).bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+                on_tx!(&mut tx, conn => sqlx::query("UPDATE dc_plugin_tables SET app_id = $1 WHERE table_name = $2 AND app_id = $3")
+                    .bind(heir).bind(&t).bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
+                left_shared_tables.push(t);
+                continue;
+            }
             let sql = format!("DROP TABLE IF EXISTS \"{t}\"");
             on_tx!(&mut tx, conn => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *conn).await.map(|_| ()))?;
             dropped_tables.push(t);
@@ -713,5 +730,5 @@ pub async fn delete_app(db: &Database, app_id: &str, drop_data: bool) -> Result<
     on_tx!(&mut tx, conn => sqlx::query("DELETE FROM apps WHERE app_id = $1")
         .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
     tx.commit().await?;
-    Ok(DeletedApp { app_id: app_id.to_string(), path, versions, runs, dropped_tables, kept_tables })
+    Ok(DeletedApp { app_id: app_id.to_string(), path, versions, runs, dropped_tables, kept_tables, left_shared_tables })
 }

@@ -196,6 +196,13 @@ pub async fn migrate_table_in(
     form: UnicodeForm,
 ) -> Result<TableMigration, MergeError> {
     let t = &new.name;
+    let sharers = merge::table_sharers(tx, t, app_id).await?;
+    if !sharers.is_empty() {
+        let names = sharers.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(MergeError::NotYours(format!(
+            "table {t:?} is shared with app {names}: a shared table changes shape only while one app declares it; remove it from the other apps' plugins (or `dc-host apps rm` them) first"
+        )));
+    }
     let d = diff(old, new);
     let mut report = TableMigration { table: t.clone(), changes: d.breaking.clone(), ..Default::default() };
     report.changes.extend(d.additive.iter().cloned());
@@ -306,6 +313,10 @@ pub async fn migrate_table_in(
     }
     merge::record_table(tx, app_id, new, HashVersion::CURRENT).await?;
     crate::apps::record_db_object_in(tx, app_id, t, DbObjectType::Table, "migrate").await?;
+    if new.shared {
+        // no other app shares it (checked above): every row is the owner's
+        merge::share_table(tx, t, &HashSet::from([merge::APP_COLUMN.to_string()])).await?;
+    }
     report.rows = rows.len() as u64;
     Ok(report)
 }

@@ -151,6 +151,10 @@ pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Resu
     Ok(applied)
 }
 
+/// The host column of a shared table naming the app that inserted each row
+/// (its full snapshots remove only those rows).
+pub const APP_COLUMN: &str = "_app_id";
+
 /// The `CREATE TABLE` statement of a plugin table named `name` shaped as `decl`.
 pub(crate) fn create_table_sql(backend: Backend, name: &str, decl: &TableDecl) -> Result<String, MergeError> {
     let ts = match backend {
@@ -171,6 +175,9 @@ pub(crate) fn create_table_sql(backend: Backend, name: &str, decl: &TableDecl) -
     cols.push(format!("_first_seen {ts}"));
     cols.push(format!("_last_seen {ts}"));
     cols.push(format!("_archived_at {ts}"));
+    if decl.shared {
+        cols.push(format!("{APP_COLUMN} TEXT"));
+    }
     Ok(format!("CREATE TABLE \"{name}\" ({})", cols.join(", ")))
 }
 
@@ -211,10 +218,28 @@ pub async fn ensure_table_in(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -
             crate::on_tx!(tx, conn => sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
         }
     }
+    if decl.shared {
+        share_table(tx, t, &existing).await?;
+    }
     let version = table_hash_version(tx, t).await?;
     record_table(tx, app_id, decl, version).await?;
     crate::apps::record_db_object_in(tx, app_id, t, DbObjectType::Table, "verify").await?;
     Ok(applied)
+}
+
+/// Makes an existing table ready for shared use: the `_app_id` column, and
+/// every row without one marked as its owner's (until a table is shared, only
+/// its owner writes into it).
+pub(crate) async fn share_table(tx: &mut WriteTx, t: &str, existing: &HashSet<String>) -> Result<(), MergeError> {
+    if !existing.contains(APP_COLUMN) {
+        let sql = format!("ALTER TABLE \"{t}\" ADD COLUMN {APP_COLUMN} TEXT");
+        crate::on_tx!(tx, conn => sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    }
+    if let Some(owner) = table_owner(tx, t).await? {
+        let sql = format!("UPDATE \"{t}\" SET {APP_COLUMN} = $1 WHERE {APP_COLUMN} IS NULL");
+        crate::on_tx!(tx, conn => sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(&owner).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
+    }
+    Ok(())
 }
 
 /// The declaration a table's shape follows: the one recorded in
@@ -284,25 +309,78 @@ pub async fn table_owner(tx: &mut WriteTx, name: &str) -> Result<Option<String>,
     Ok(None)
 }
 
-/// Refuses a table declaration `app_id` may not use: a reserved name, or a
-/// table another app owns (its full snapshots would delete that app's rows).
+/// The path (`group/parent/app`) of app `app_id`, or the id itself for an app
+/// that no longer exists.
+async fn app_path(tx: &mut WriteTx, app_id: &str) -> Result<String, MergeError> {
+    let path: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
+        "SELECT group_name || '/' || parent_name || '/' || app_name FROM apps WHERE app_id = $1")
+        .bind(app_id).fetch_optional(&mut *conn).await)?;
+    Ok(path.unwrap_or_else(|| app_id.to_string()))
+}
+
+/// The other existing apps that write into table `name` (recorded in
+/// `app_db_objects`), as `(app_id, path)`, oldest first.
+pub async fn table_sharers(tx: &mut WriteTx, name: &str, except: &str) -> Result<Vec<(String, String)>, MergeError> {
+    let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => sqlx::query_as(
+        "SELECT o.app_id, MIN(a.group_name || '/' || a.parent_name || '/' || a.app_name) FROM app_db_objects o \
+         JOIN apps a ON a.app_id = o.app_id \
+         WHERE o.object_name = $1 AND o.object_type = $2 AND o.app_id <> $3 \
+         GROUP BY o.app_id ORDER BY MIN(o.created_at)")
+        .bind(name).bind(DbObjectType::Table.as_str()).bind(except).fetch_all(&mut *conn).await)?;
+    Ok(rows)
+}
+
+/// Refuses a table declaration `app_id` may not use: a reserved name; a
+/// table another app owns (its full snapshots would delete that app's rows)
+/// unless both declare it shared; or a declaration that would change a table
+/// other apps share with `app_id` (each app hashes and compares rows by its
+/// own declaration, so sharers must declare the same columns and key).
 pub async fn check_table_ownership(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
     if let Some(why) = reserved_table_name(&decl.name) {
         return Err(MergeError::NotYours(why));
     }
-    match table_owner(tx, &decl.name).await? {
-        Some(owner) if owner != app_id => {
-            let path: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
-                "SELECT group_name || '/' || parent_name || '/' || app_name FROM apps WHERE app_id = $1")
-                .bind(&owner).fetch_optional(&mut *conn).await)?;
-            let owner_path = path.unwrap_or(owner);
-            Err(MergeError::NotYours(format!(
-                "table {:?} belongs to app {owner_path}; a second app may not declare it (its full snapshots would delete {owner_path}'s rows): choose another table name",
-                decl.name
-            )))
-        }
-        _ => Ok(()),
+    let t = &decl.name;
+    let Some(owner) = table_owner(tx, t).await? else {
+        return Ok(());
+    };
+    let live = live_declaration(tx, t).await?;
+    let live_shared = live.as_ref().is_some_and(|l| l.shared);
+    if owner != app_id && !(decl.shared && live_shared) {
+        let owner_path = app_path(tx, &owner).await?;
+        return Err(MergeError::NotYours(if decl.shared {
+            format!(
+                "table {t:?} belongs to app {owner_path}, which does not declare it shared; a second app may write into it only when both declare it `.shared()`: share it in {owner_path}'s plugin first, or choose another table name"
+            )
+        } else if live_shared {
+            format!(
+                "table {t:?} is shared by app {owner_path}; to write into it, declare it shared too (`TableDecl::new({t:?})…shared()`) with the same columns and key, or choose another table name"
+            )
+        } else {
+            format!(
+                "table {t:?} belongs to app {owner_path}; a second app may not declare it (its full snapshots would delete {owner_path}'s rows): choose another table name, or declare it `.shared()` in both plugins"
+            )
+        }));
     }
+    let sharers = table_sharers(tx, t, app_id).await?;
+    if sharers.is_empty() {
+        return Ok(());
+    }
+    let names = sharers.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>().join(", ");
+    if !decl.shared {
+        return Err(MergeError::NotYours(format!(
+            "table {t:?} is shared with app {names}; it must stay shared (`.shared()`) while another app declares it: remove it from their plugins (or `dc-host apps rm`) first"
+        )));
+    }
+    if let Some(live) = live {
+        let d = crate::evolve::diff(&live, decl);
+        if !d.is_empty() {
+            let changes = d.breaking.iter().chain(&d.additive).cloned().collect::<Vec<_>>().join("; ");
+            return Err(MergeError::NotYours(format!(
+                "table {t:?} is shared with app {names}, and every app sharing a table must declare the same columns and key ({changes}): declare it exactly as the table is, or change it while only one app declares it"
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn table_columns(tx: &mut WriteTx, table: &str) -> Result<HashSet<String>, MergeError> {
@@ -649,8 +727,12 @@ async fn merge_sqlite(
     let n = req.decl.columns.len();
     let now = Utc::now();
     let cols = column_list(req.decl);
-    let insert_head =
-        format!("INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) VALUES ");
+    let shared = req.decl.shared;
+    let (app_col, app_sel) = if shared { (format!(", {APP_COLUMN}"), APP_COLUMN) } else { (String::new(), "NULL") };
+    let insert_head = format!(
+        "INSERT INTO \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen{app_col}) VALUES "
+    );
+    let width = n + 5 + usize::from(shared);
     // timestamps are bound as the text sqlx would make of `now`, made once
     let now_text: Arc<str> = now.to_rfc3339_opts(SecondsFormat::AutoSi, false).into();
     let rid_text: Option<Arc<str>> = req.runtime_id.map(Arc::from);
@@ -666,13 +748,19 @@ async fn merge_sqlite(
         format!("DELETE FROM \"{t}\" WHERE _row_key = ?")
     };
 
-    let existing: HashMap<String, (String, bool)> =
-        sqlx::query(AssertSqlSafe(format!("SELECT _row_key, _row_hash, _archived_at IS NOT NULL FROM \"{t}\"")))
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.try_get::<String, _>(0)?, (r.try_get::<String, _>(1)?, r.try_get::<bool, _>(2)?))))
-            .collect::<Result<_, sqlx::Error>>()?;
+    // per key: its hash, whether it is archived, and whether this app may
+    // remove it (in a shared table, only the rows it inserted)
+    let existing: HashMap<String, (String, bool, bool)> = sqlx::query(AssertSqlSafe(format!(
+        "SELECT _row_key, _row_hash, _archived_at IS NOT NULL, {app_sel} FROM \"{t}\""
+    )))
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| {
+        let mine = !shared || r.try_get::<Option<String>, _>(3)?.as_deref() == Some(req.app_id);
+        Ok((r.try_get::<String, _>(0)?, (r.try_get::<String, _>(1)?, r.try_get::<bool, _>(2)?, mine)))
+    })
+    .collect::<Result<_, sqlx::Error>>()?;
     let mut s = MergeSummary::default();
     let mut feed: Vec<(&'static str, &str)> = Vec::new();
     let mut inserts: Vec<usize> = Vec::new();
@@ -683,7 +771,7 @@ async fn merge_sqlite(
                 inserts.push(i);
                 feed.push(("insert", key));
             }
-            Some((hash, archived)) if hash != &p.hashes[i] || *archived => {
+            Some((hash, archived, _)) if hash != &p.hashes[i] || *archived => {
                 let mut q = sqlx::query(AssertSqlSafe(update_sql.clone()));
                 for c in &p.cells[i] {
                     q = bind_sqlite(q, c);
@@ -701,9 +789,10 @@ async fn merge_sqlite(
         }
     }
     // new rows go in multi-row INSERTs: one statement per row costs ~50x more
-    let per_stmt = sqlite_rows_per_insert(n + 5);
+    let per_stmt = sqlite_rows_per_insert(width);
+    let app_text: Arc<str> = Arc::from(req.app_id);
     for chunk in inserts.chunks(per_stmt) {
-        let sql = format!("{insert_head}{}", values_list(chunk.len(), n + 5));
+        let sql = format!("{insert_head}{}", values_list(chunk.len(), width));
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for &i in chunk {
             for c in &p.cells[i] {
@@ -715,15 +804,18 @@ async fn merge_sqlite(
                 .bind(rid_text.clone())
                 .bind(now_text.clone())
                 .bind(now_text.clone());
+            if shared {
+                q = q.bind(Arc::clone(&app_text));
+            }
         }
         q.execute(&mut *tx).await?;
     }
     s.inserted = inserts.len() as u64;
     if req.full_snapshot {
         let incoming: HashSet<&str> = p.keys.iter().map(String::as_str).collect();
-        for (key, (_, archived)) in &existing {
+        for (key, (_, archived, mine)) in &existing {
             let already_archived = archive && *archived;
-            if !incoming.contains(key.as_str()) && !already_archived {
+            if *mine && !incoming.contains(key.as_str()) && !already_archived {
                 let q = sqlx::query(AssertSqlSafe(remove_sql.clone()));
                 let q = if archive { q.bind(now_text.clone()).bind(rid_text.clone()) } else { q };
                 q.bind(key.clone()).execute(&mut *tx).await?;
@@ -856,9 +948,11 @@ async fn merge_postgres(
         .fetch_one(&mut *tx)
         .await?;
     // new rows are COPYed straight into the table (under the lock their keys stay new)
-    let width = req.decl.columns.len() + 5;
+    let shared = req.decl.shared;
+    let (app_col, app_sel) = if shared { (format!(", {APP_COLUMN}"), APP_COLUMN) } else { (String::new(), "NULL") };
+    let width = req.decl.columns.len() + 5 + usize::from(shared);
     let copy_new = format!(
-        "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) FROM STDIN (FORMAT binary)"
+        "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen{app_col}) FROM STDIN (FORMAT binary)"
     );
     let now_cell = Cell::Timestamp(now);
     let new_tuple = |buf: &mut Vec<u8>, i: usize| {
@@ -871,6 +965,9 @@ async fn merge_postgres(
         pgcopy::text(buf, req.runtime_id);
         pgcopy::cell(buf, &now_cell);
         pgcopy::cell(buf, &now_cell);
+        if shared {
+            pgcopy::text(buf, Some(req.app_id));
+        }
     };
     if empty {
         // first load: every row is new
@@ -892,11 +989,12 @@ async fn merge_postgres(
     // table, so unchanged rows cost one read and nothing else; only changed
     // rows are staged (one set-based UPDATE), new rows are COPYed straight in
     // and rows missing from a full snapshot are removed by key.
-    let stored =
-        sqlx::query(AssertSqlSafe(format!("SELECT _row_key, _row_hash, _archived_at IS NOT NULL FROM \"{t}\"")))
-            .persistent(false)
-            .fetch_all(&mut *tx)
-            .await?;
+    let stored = sqlx::query(AssertSqlSafe(format!(
+        "SELECT _row_key, _row_hash, _archived_at IS NOT NULL, {app_sel}::text FROM \"{t}\""
+    )))
+    .persistent(false)
+    .fetch_all(&mut *tx)
+    .await?;
     let index: HashMap<&str, usize> = p.keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
     let mut seen = vec![false; p.cells.len()];
     let mut changed: Vec<usize> = Vec::new();
@@ -915,6 +1013,8 @@ async fn merge_postgres(
             }
             // archiving an already archived row changes nothing
             None if archive && archived => {}
+            // a shared table's snapshot removes only the rows this app inserted
+            None if shared && r.try_get::<Option<&str>, _>(3)? != Some(req.app_id) => {}
             None => missing.push(key),
         }
     }

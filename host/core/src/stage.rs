@@ -198,7 +198,7 @@ impl StagedRun {
 /// counts.
 async fn diff(conn: &mut sqlx::SqliteConnection, m: &Staged) -> Result<MergeSummary, MergeError> {
     let (stage, ops, t) = (stage_table(m.n), ops_table(m.n), &m.decl.name);
-    let mut statements = vec![
+    let statements = [
         format!("DELETE FROM temp.{ops}"),
         // an archived row comes back even when unchanged
         format!(
@@ -209,16 +209,21 @@ async fn diff(conn: &mut sqlx::SqliteConnection, m: &Staged) -> Result<MergeSumm
              ORDER BY s.rowid"
         ),
     ];
+    for sql in statements {
+        sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
+    }
     if m.full_snapshot {
         // archiving an already archived row changes nothing
         let live = if m.archive { " AND x._archived_at IS NULL" } else { "" };
-        statements.push(format!(
+        // a shared table's snapshot removes only the rows this app inserted
+        let mine = if m.decl.shared { format!(" AND x.{} = $1", merge::APP_COLUMN) } else { String::new() };
+        let sql = format!(
             "INSERT INTO temp.{ops} (op, _row_key) SELECT 'delete', x._row_key FROM main.\"{t}\" x \
-             WHERE NOT EXISTS (SELECT 1 FROM temp.{stage} s WHERE s._row_key = x._row_key){live} ORDER BY x._row_key"
-        ));
-    }
-    for sql in statements {
-        sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
+             WHERE NOT EXISTS (SELECT 1 FROM temp.{stage} s WHERE s._row_key = x._row_key){live}{mine} ORDER BY x._row_key"
+        );
+        let q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        let q = if m.decl.shared { q.bind(&m.app_id) } else { q };
+        q.execute(&mut *conn).await?;
     }
     let counts = sqlx::query(AssertSqlSafe(format!(
         "SELECT COALESCE(SUM(op = 'insert'), 0), COALESCE(SUM(op = 'update'), 0), COALESCE(SUM(op = 'delete'), 0) FROM temp.{ops}"
@@ -263,17 +268,19 @@ async fn apply_one(tx: &mut WriteTx, m: &Staged) -> Result<MergeSummary, MergeEr
     let sets = m.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
     let now_ts = Utc::now();
     let rid = m.runtime_id.as_deref();
+    // a shared table's rows remember the app that inserted them
+    let (app_col, app_val) =
+        if m.decl.shared { (format!(", {}", merge::APP_COLUMN), ", $3") } else { (String::new(), "") };
     let inserted = sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO main.\"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen) \
-         SELECT {scols}, s._row_key, s._row_hash, $1, $2, $2 FROM temp.{ops} o JOIN temp.{stage} s ON s._row_key = o._row_key \
+        "INSERT INTO main.\"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen{app_col}) \
+         SELECT {scols}, s._row_key, s._row_hash, $1, $2, $2{app_val} FROM temp.{ops} o JOIN temp.{stage} s ON s._row_key = o._row_key \
          WHERE o.op = 'insert' ORDER BY o.rowid"
     )))
     .persistent(false)
     .bind(rid)
-    .bind(now_ts)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .bind(now_ts);
+    let inserted = if m.decl.shared { inserted.bind(&m.app_id) } else { inserted };
+    let inserted = inserted.execute(&mut *conn).await?.rows_affected();
     let updated = sqlx::query(AssertSqlSafe(format!(
         "UPDATE main.\"{t}\" AS x SET {sets}, _row_hash = s._row_hash, _runtime_id = $1, _last_seen = $2, _archived_at = NULL \
          FROM temp.{ops} o JOIN temp.{stage} s ON s._row_key = o._row_key WHERE o.op = 'update' AND x._row_key = o._row_key"

@@ -194,6 +194,17 @@ pub struct TableDecl {
     /// Delete or archive rows missing from a full snapshot.
     #[serde(default)]
     pub missing: MissingRows,
+    /// Shared mode (1.5): other apps that declare the same table shared, with
+    /// the same columns and key, write into it too. Each row remembers the app
+    /// that inserted it (host column `_app_id`), and an app's full snapshots
+    /// delete or archive only the rows it inserted. Without it a second app
+    /// declaring the table is refused, naming the owner.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shared: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl TableDecl {
@@ -206,6 +217,7 @@ impl TableDecl {
             key: Vec::new(),
             snapshot: SnapshotMode::Full,
             missing: MissingRows::Delete,
+            shared: false,
         }
     }
 
@@ -234,6 +246,14 @@ impl TableDecl {
     /// Sets what happens to rows missing from a full snapshot.
     pub fn missing(mut self, missing: MissingRows) -> TableDecl {
         self.missing = missing;
+        self
+    }
+
+    /// Declares the table shared (1.5): apps that all declare it shared, with
+    /// the same columns and key, may write into it; each app's full snapshots
+    /// remove only the rows that app inserted (see the `shared` field).
+    pub fn shared(mut self) -> TableDecl {
+        self.shared = true;
         self
     }
 }

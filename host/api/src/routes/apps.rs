@@ -448,6 +448,9 @@ pub struct DeletedApp {
     pub dropped_tables: Vec<String>,
     /// Data tables kept, still reserved for the app's `group/parent/name`.
     pub kept_tables: Vec<String>,
+    /// Shared tables other apps still write into (`drop_data=true`): only the
+    /// rows this app inserted were deleted.
+    pub left_shared_tables: Vec<String>,
 }
 
 /// Deletes an app: its schedule, arguments, pending command, registered
@@ -480,5 +483,6 @@ pub async fn delete(
         runs: gone.runs,
         dropped_tables: gone.dropped_tables,
         kept_tables: gone.kept_tables,
+        left_shared_tables: gone.left_shared_tables,
     }))
 }

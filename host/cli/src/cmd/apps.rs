@@ -305,6 +305,13 @@ pub async fn exec(c: AppsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 if !gone.dropped_tables.is_empty() {
                     println!("dropped tables: {}", gone.dropped_tables.join(", "));
                 }
+                if !gone.left_shared_tables.is_empty() {
+                    println!(
+                        "shared tables left to the other apps that write into them (only {}'s rows deleted): {}",
+                        gone.path,
+                        gone.left_shared_tables.join(", ")
+                    );
+                }
                 if !gone.kept_tables.is_empty() {
                     println!(
                         "kept tables: {} (still reserved for {}: registering it again takes them back)",

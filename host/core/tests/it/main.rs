@@ -43,4 +43,5 @@ mod merge;
 mod procs;
 mod proxies;
 mod schema;
+mod shared;
 mod stage;
