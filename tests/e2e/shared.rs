@@ -20,7 +20,8 @@ fn ids(host: &Host) -> Vec<String> {
     host.db_rows(&format!("SELECT CAST(id AS TEXT) FROM {TABLE} ORDER BY id"))
 }
 
-fn two_apps_share_one_table(host: Host) {
+fn two_apps_share_one_table(new_host: fn() -> Host) {
+    let host = new_host();
     let dir = tempfile::tempdir().expect("tempdir");
     host.install(&build("sharea", "1", true, dir.path()), "sharea.so");
     host.install(&build("shareb", "2", true, dir.path()), "shareb.so");
