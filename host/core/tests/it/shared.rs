@@ -115,12 +115,12 @@ async fn snapshots_remove_only_the_writers_rows(t: &TestDb) {
         // B inserts again; deleting B with its data leaves A's rows and the table
         put(db, path, &b, &decl, &rows(100..103)).await;
         let gone = apps::delete_app(db, &b, true).await.expect("delete b");
-        assert_eq!(gone.left_shared_tables, [name.clone()]);
+        assert_eq!(gone.left_shared_tables, vec![name.clone()]);
         assert!(gone.dropped_tables.is_empty(), "{gone:?}");
         assert_eq!(raw_count(db, &name).await, 5);
         // the last app to leave drops it
         let gone = apps::delete_app(db, &a, true).await.expect("delete a");
-        assert_eq!(gone.dropped_tables, [name.clone()]);
+        assert_eq!(gone.dropped_tables, vec![name.clone()]);
         assert!(!db.table_exists(&name).await.expect("exists"));
     }
 }
