@@ -71,7 +71,7 @@ mod tests {
 
     #[test]
     fn a_manual_clock_moves_only_when_told() {
-        let start = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").expect("a valid time").with_timezone(&Utc);
         let manual = ManualClock::new(start);
         let clock = manual.clock();
         assert_eq!(clock.now(), start);
