@@ -84,7 +84,7 @@ enum Command {
     Auth(cmd::auth::AuthCommand),
     /// The plugin interface this host implements: version, loadable range, capabilities.
     Interface(cmd::interface::InterfaceArgs),
-    /// Internal: run one run (started by the supervisor; settings on stdin).
+    /// Internal: run one run (started by the supervisor; settings and run on stdin).
     #[command(hide = true)]
     Worker {
         /// The run to execute.
@@ -149,7 +149,8 @@ enum Schema {
     Check,
     /// Apply pending migrations (`db deploy`).
     Migrate,
-    /// Trust the caller: a worker's supervisor checked before starting it.
+    /// Trust the caller: a worker's supervisor checked before starting it; the
+    /// connection opens in the background (see `Database::connect_lazy`).
     Trusted,
 }
 
@@ -160,7 +161,8 @@ fn connect(
 ) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
     let db = rt.block_on(async {
         let db = match schema {
-            Schema::Trusted => Database::connect_trusted(&settings).await?,
+            // the worker connects while it loads its plugin (`worker::run`)
+            Schema::Trusted => Database::connect_lazy(&settings)?,
             _ => Database::connect(&settings).await?,
         };
         match schema {
@@ -242,11 +244,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
         Command::Worker { runtime_id, time_limit_ms } => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("worker: cannot read settings from stdin")?;
-            let settings: Settings = serde_json::from_str(&text).context("worker: settings on stdin are not valid")?;
+                .context("worker: cannot read its start (settings and run) from stdin")?;
+            let start: dc_runtime::worker::WorkerStart =
+                serde_json::from_str(&text).context("worker: the start on stdin (settings and run) is not valid")?;
+            if start.run.runtime_id != runtime_id {
+                anyhow::bail!("worker: started for run {runtime_id} but given run {} on stdin", start.run.runtime_id);
+            }
+            // the supervisor reads this line: the worker started
+            eprintln!("{}", dc_runtime::worker::STARTED_LINE);
+            let dc_runtime::worker::WorkerStart { settings, run, manifest, module_path } = start;
             let (env, sink) = connect(&rt, settings, Schema::Trusted)?;
             let limit = time_limit_ms.map(std::time::Duration::from_millis);
-            let code = dc_runtime::worker::run(rt.handle(), &env, &runtime_id, limit);
+            let code = dc_runtime::worker::run(rt.handle(), &env, &run, &manifest, &module_path, limit);
             if let Some(s) = sink {
                 s.close();
                 // nothing is dropped in silence: the run records how many of its log records were lost

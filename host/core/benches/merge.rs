@@ -658,6 +658,7 @@ async fn pg_bench(
                 full_snapshot: true,
                 form: FORM,
                 archive_missing: false,
+                clock: &dc_core::clock::SYSTEM,
             };
             pg_quiesce(pool).await;
             let t0 = Instant::now();
@@ -976,6 +977,7 @@ async fn sqlite_bench(
                 full_snapshot: true,
                 form: FORM,
                 archive_missing: false,
+                clock: &dc_core::clock::SYSTEM,
             };
             let t0 = Instant::now();
             let s = merge::merge(&db, req, rows).await.map_err(|e| e.to_string())?;

@@ -47,6 +47,7 @@ fn req<'a>(app: &'a str, d: &'a TableDecl) -> MergeRequest<'a> {
         full_snapshot: true,
         form: UnicodeForm::Nfc,
         archive_missing: false,
+        clock: &dc_core::clock::SYSTEM,
     }
 }
 

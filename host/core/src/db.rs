@@ -404,6 +404,14 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
+/// The options every SQLite connection of the host opens with.
+fn sqlite_options(opts: SqliteConnectOptions, settings: &Settings) -> SqliteConnectOptions {
+    opts.journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(settings.database.busy_timeout_secs))
+        .foreign_keys(true)
+}
+
 impl Database {
     /// Connects using the settings (creating the SQLite file and its directory).
     pub async fn connect(settings: &Settings) -> Result<Database, DbError> {
@@ -415,6 +423,57 @@ impl Database {
     /// whose supervisor has just connected with the same settings.
     pub async fn connect_trusted(settings: &Settings) -> Result<Database, DbError> {
         Database::connect_inner(&settings.database_url(), settings, false).await
+    }
+
+    /// A pool that opens its connections when first used, doing no I/O now:
+    /// for a worker, whose supervisor has just connected with the same
+    /// settings and checked the schema, so the worker's start-up (loading the
+    /// plugin, `prepare_list`, the first `collect`) does not wait for a
+    /// connection. Never creates an SQLite file. [`Database::warm_up`] opens
+    /// the first connection (in the background); a database that cannot be
+    /// reached makes the first query fail with the connection error.
+    pub fn connect_lazy(settings: &Settings) -> Result<Database, DbError> {
+        let url = settings.database_url();
+        let shown = redact_url(&url);
+        let db = &settings.database;
+        let acquire = Duration::from_secs(db.connect_timeout_secs);
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(&url)
+                .map_err(|e| DbError::BadUrl { url: shown, message: e.to_string() })?;
+            let opts = sqlite_options(opts.create_if_missing(false), settings);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(db.max_connections)
+                .acquire_timeout(acquire)
+                .connect_lazy_with(opts);
+            Ok(Database::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(&url)
+                .map_err(|e| DbError::BadUrl { url: shown, message: e.to_string() })?
+                .application_name("dc-host");
+            let pool = PgPoolOptions::new()
+                .max_connections(db.max_connections)
+                .acquire_timeout(acquire)
+                .connect_lazy_with(opts);
+            Ok(Database::Postgres(pool))
+        } else {
+            Err(DbError::BadUrl { url: shown, message: "use sqlite://PATH or postgres://USER@HOST:PORT/DB".into() })
+        }
+    }
+
+    /// Opens a connection of the pool (if it has none idle) and leaves it in
+    /// the pool for the next query; the error names the database (its URL
+    /// redacted) and what to check.
+    pub async fn warm_up(&self, settings: &Settings) -> Result<(), DbError> {
+        on_pool!(self, pool => pool.acquire().await.map(drop)).map_err(|source| {
+            let hint = match self {
+                Database::Sqlite(p) => format!(
+                    "check that {} is an SQLite database file this user can read and write (DC_DATABASE_URL or [database] url)",
+                    p.connect_options().get_filename().display()
+                ),
+                Database::Postgres(_) => SERVER_HINT.into(),
+            };
+            DbError::Connect { url: redact_url(&settings.database_url()), source, hint }
+        })
     }
 
     /// Connects to an explicit URL with the pool settings of `settings`.
@@ -433,12 +492,7 @@ impl Database {
             // later too, and one must never put an empty database where the
             // file was deleted under a running process
             let missing = !opts.get_filename().exists();
-            let opts = opts
-                .create_if_missing(missing)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(db.busy_timeout_secs))
-                .foreign_keys(true);
+            let opts = sqlite_options(opts.create_if_missing(missing), settings);
             // the default database lives under the data directory, created on first start;
             // an explicit URL into a directory that does not exist is a mistake to report
             check_sqlite_file(opts.get_filename(), &shown, url == settings.default_database_url())?;

@@ -10,6 +10,7 @@ pub mod access;
 pub mod apps;
 pub mod audit;
 pub mod auth_store;
+pub mod clock;
 pub mod db;
 pub mod enums;
 pub mod error;

@@ -610,6 +610,8 @@ pub struct MergeRequest<'a> {
     pub form: UnicodeForm,
     /// Archive instead of delete, whatever the table declares.
     pub archive_missing: bool,
+    /// Where the rows' timestamps come from ([`crate::clock::SYSTEM`] but in tests).
+    pub clock: &'a crate::clock::Clock,
 }
 
 /// Merges `rows` into the table in one transaction of its own (see the module
@@ -725,7 +727,9 @@ async fn merge_sqlite(
 ) -> Result<MergeSummary, MergeError> {
     let t = &req.decl.name;
     let n = req.decl.columns.len();
-    let now = Utc::now();
+    // (tests wait for this event to kill a process in the middle of a merge)
+    tracing::debug!(table = %t, rows = p.cells.len(), "merge: writing under the write lock");
+    let now = req.clock.now();
     let cols = column_list(req.decl);
     let shared = req.decl.shared;
     let (app_col, app_sel) = if shared { (format!(", {APP_COLUMN}"), APP_COLUMN) } else { (String::new(), "NULL") };
@@ -937,7 +941,7 @@ async fn merge_postgres(
 ) -> Result<MergeSummary, MergeError> {
     let t = &req.decl.name;
     let cols = column_list(req.decl);
-    let now = Utc::now();
+    let now = req.clock.now();
     // one merge per table at a time (a snapshot's deletes must not race another's inserts)
     sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE")))
         .persistent(false)
@@ -969,8 +973,11 @@ async fn merge_postgres(
             pgcopy::text(buf, Some(req.app_id));
         }
     };
+    // (tests wait for this event to kill a process in the middle of a merge)
+    let writing = || tracing::debug!(table = %t, rows = p.cells.len(), "merge: writing under the table lock");
     if empty {
         // first load: every row is new
+        writing();
         copy_in(tx, &copy_new, p.cells.len(), new_tuple).await?;
         let s = MergeSummary::new(p.cells.len() as u64, 0, 0, 0);
         if let Some(rid) = req.runtime_id {
@@ -1063,6 +1070,7 @@ async fn merge_postgres(
         .persistent(false)
         .execute(&mut *tx)
         .await?;
+        writing();
         let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
         copy_in(tx, &stmt, changed.len(), |buf, j| {
             let i = changed[j];
@@ -1082,6 +1090,9 @@ async fn merge_postgres(
         sqlx::query("DROP TABLE _dc_stage").execute(&mut *tx).await?;
     }
     if !new.is_empty() {
+        if changed.is_empty() {
+            writing();
+        }
         copy_in(tx, &copy_new, new.len(), |buf, j| new_tuple(buf, new[j])).await?;
         counts[0] = new.len() as u64;
         if let Some(rid) = req.runtime_id {
@@ -1097,6 +1108,9 @@ async fn merge_postgres(
         }
     }
     if req.full_snapshot && !missing.is_empty() {
+        if changed.is_empty() && new.is_empty() {
+            writing();
+        }
         let remove_dml = if archive {
             format!(
                 "UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND x._row_key = ANY($4::text[])"

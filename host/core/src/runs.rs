@@ -4,7 +4,7 @@
 //! All SQL about runs lives here.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::{Database, DbError, WriteTx};
 use crate::enums::RunStatus;
@@ -12,7 +12,7 @@ use crate::{on_pool, on_tx};
 use dc_plugin_api::MergeSummary;
 
 /// One row of `runtime`.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct RunRow {
     /// Id (uuid4 as 32 hex).
     pub runtime_id: String,

@@ -24,7 +24,6 @@
 //! table as it is. The caller commits the returned transaction together with
 //! the run's status ([`crate::runs::finish_in`]): all tables of a run or none.
 
-use chrono::Utc;
 use dc_plugin_api::{MergeSummary, MissingRows, TableDecl};
 use serde_json::{Map, Value};
 use sqlx::pool::PoolConnection;
@@ -52,6 +51,8 @@ struct Staged {
     /// None: the diff must be made again under the lock (older hash version,
     /// or a table without a `dc_plugin_tables` row).
     generation: Option<i64>,
+    /// Where the applied rows' timestamps come from.
+    clock: crate::clock::Clock,
 }
 
 /// The merges of one run, staged in the `TEMP` schema of the run's own
@@ -154,6 +155,7 @@ impl StagedRun {
             rows: rows.len() as u64,
             expected: MergeSummary::default(),
             generation: known.filter(|&(_, v)| v == HashVersion::CURRENT.as_i64()).map(|(g, _)| g),
+            clock: req.clock.clone(),
         };
         let summary = diff(&mut tx, &staged).await?;
         tx.commit().await?;
@@ -266,7 +268,7 @@ async fn apply_one(tx: &mut WriteTx, m: &Staged) -> Result<MergeSummary, MergeEr
     let cols = merge::column_list(&m.decl);
     let scols = m.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
     let sets = m.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
-    let now_ts = Utc::now();
+    let now_ts = m.clock.now();
     let rid = m.runtime_id.as_deref();
     // a shared table's rows remember the app that inserted them
     let (app_col, app_val) =

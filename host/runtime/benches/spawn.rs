@@ -247,7 +247,7 @@ fn run_opts(items: u64) -> RunOptions {
 
 struct RunTiming {
     total: Duration,
-    /// spawn → worker connected and marked the run RUNNING (runtime.started_at)
+    /// spawn → the supervisor marked the run RUNNING (runtime.started_at)
     started: Option<f64>,
     /// spawn → "work list prepared" (logged right before the collect threads start)
     first_collect: Option<f64>,
@@ -381,7 +381,7 @@ async fn bench_inner(
     line(
         r,
         &tag("B1 run start-up"),
-        "spawn worker → run marked RUNNING (DB connected + migrations checked)",
+        "spawn worker → run marked RUNNING (by the supervisor, right after the spawn)",
         format!("{started_m:.1} ms"),
         base.clone(),
         format!("{:.1}×", started_m / bare_m),

@@ -481,6 +481,7 @@ impl WorkerCallbacks {
             full_snapshot,
             form: self.0.form,
             archive_missing: self.0.archive_missing,
+            clock: &dc_core::clock::SYSTEM,
         };
         let summary = {
             let mut writes = self.0.writes.lock().unwrap_or_else(|p| p.into_inner());

@@ -25,6 +25,7 @@ use dc_plugin_api::Manifest;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
+use crate::worker::{STARTED_LINE, WorkerStart};
 use crate::{HostEnv, RuntimeError};
 
 /// Per-run options from the command line or API.
@@ -316,6 +317,8 @@ struct StderrSummary {
     out_of_memory: Option<String>,
     /// The message of the last panic, likewise.
     panic_message: Option<String>,
+    /// The worker said it started (read its [`WorkerStart`]).
+    started: bool,
     after_panic_header: bool,
 }
 
@@ -376,6 +379,10 @@ async fn pump_stderr(stderr: tokio::process::ChildStderr, runtime_id: String) ->
     let mut passed = 0usize;
     let mut said_cut = false;
     while let Ok(Some(line)) = lines.next_line().await {
+        if !sum.started && line == STARTED_LINE {
+            sum.started = true;
+            continue;
+        }
         if passed + line.len() < STDERR_PASS_LIMIT {
             passed += line.len() + 1;
             eprintln!("{line}");
@@ -417,12 +424,15 @@ enum Ended {
 pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOptions) -> Result<RunRow, RuntimeError> {
     let limit = opts.time_limit.unwrap_or(Duration::from_secs(env.settings.runs.time_limit_secs));
     let grace = Duration::from_secs(env.settings.runs.stop_grace_secs);
-    // the worker gets a database ready for it: its tables exist (and are this app's)
-    if let Err(reason) = prepare_tables(env, runtime_id).await {
-        finish_and_count(env, runtime_id, RunStatus::Failed, &reason).await?;
-        return Ok(runs::get(&env.db, runtime_id).await?);
-    }
-    let settings_json = serde_json::to_string(&env.settings).unwrap_or_default();
+    // the worker gets a database ready for it: its tables exist (and are this
+    // app's), and what it needs comes with it (it reads nothing first)
+    let (run, manifest, module_path) = match prepare_tables(env, runtime_id).await {
+        Ok(p) => p,
+        Err(reason) => {
+            finish_and_count(env, runtime_id, RunStatus::Failed, &reason).await?;
+            return Ok(runs::get(&env.db, runtime_id).await?);
+        }
+    };
     let mut cmd = tokio::process::Command::new(&env.exe);
     cmd.arg("worker")
         .arg("--runtime-id")
@@ -450,9 +460,17 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
     };
     let pgid = child.id().unwrap_or(0);
     let pump = child.stderr.take().map(|e| tokio::spawn(pump_stderr(e, runtime_id.to_string())));
+    // RUNNING with the worker's pid before the worker gets its start (it waits
+    // for it on stdin meanwhile, starting its process): so the run has its
+    // worker recorded before it does anything, and `reap` can tell when it is gone
+    if let Err(e) = runs::mark_started(&env.db, runtime_id, pgid).await {
+        tracing::error!(runtime_id, error = %e, "cannot mark the run started");
+    }
+    let start = WorkerStart { settings: env.settings.clone(), run, manifest, module_path };
+    let start_json = serde_json::to_string(&start).unwrap_or_default();
     // the settings travel on stdin, so secrets never show up in `ps`
     if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(settings_json.as_bytes()).await;
+        let _ = stdin.write_all(start_json.as_bytes()).await;
         let _ = stdin.shutdown().await;
     }
     let deadline = tokio::time::Instant::now() + limit;
@@ -548,7 +566,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
                 format!("{cause}: the worker's process group was killed; nothing of the unfinished merge was stored")
             },
         ),
-        Ended::Exited => (RunStatus::Failed, explain_exit(env, &before, status.as_ref(), &stderr)),
+        Ended::Exited => (RunStatus::Failed, explain_exit(env, status.as_ref(), &stderr)),
     };
     if finish_and_count(env, runtime_id, status_to_record, &reason).await? {
         tracing::error!(runtime_id, %reason, "run ended by its supervisor");
@@ -562,8 +580,9 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
 
 /// Creates or verifies the tables of the run's plugin version, and puts its
 /// file in this host's store if it is not there, before its worker starts;
-/// the error is the run's failure reason.
-async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(), String> {
+/// returns the run, its plugin version's stored manifest and the file's path
+/// in this host's store. The error is the run's failure reason.
+async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(RunRow, String, std::path::PathBuf), String> {
     let run = runs::get(&env.db, runtime_id).await.map_err(|e| e.to_string())?;
     let version = apps::version_by_hash(&env.db, &run.plugin_hash)
         .await
@@ -575,12 +594,13 @@ async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(), String> {
         dc_core::merge::ensure_table(&env.db, &run.app_id, t).await.map_err(|e| e.to_string())?;
     }
     // a version registered on another host: its file comes from the database
-    crate::store::ensure_local(&env.db, &env.settings.store_dir(), &version).await.map_err(|e| e.to_string())?;
-    Ok(())
+    let path =
+        crate::store::ensure_local(&env.db, &env.settings.store_dir(), &version).await.map_err(|e| e.to_string())?;
+    Ok((run, version.manifest, path))
 }
 
 /// The reason for a worker that exited without ending its run itself.
-fn explain_exit(env: &HostEnv, run: &RunRow, status: Option<&ExitStatus>, stderr: &StderrSummary) -> String {
+fn explain_exit(env: &HostEnv, status: Option<&ExitStatus>, stderr: &StderrSummary) -> String {
     use std::os::unix::process::ExitStatusExt;
     let how = status.map(describe_exit).unwrap_or_else(|| "an unknown exit".into());
     if let (Some(mb), Some(alloc)) = (env.settings.runs.memory_limit_mb, stderr.allocation_failure()) {
@@ -598,7 +618,7 @@ fn explain_exit(env: &HostEnv, run: &RunRow, status: Option<&ExitStatus>, stderr
         return format!("CPU time limit of {secs}s reached ({how}); raise runs.cpu_limit_secs if the app needs more");
     }
     let said = stderr.last_message().map(|l| format!(": {l}")).unwrap_or_default();
-    if run.status == RunStatus::Pending.as_str() {
+    if !stderr.started {
         return format!("the worker could not start ({how}){said}");
     }
     format!("worker ended before finishing the run: {how}{said}")

@@ -5,6 +5,7 @@
 //! the run as SUCCESS, FAILED (with reason) or STOPPED.
 //! If the plugin crashes the process, the supervisor records why.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use dc_core::enums::RunStatus;
 use dc_core::{apps, runs};
 use dc_plugin_api::Manifest;
 use dc_plugin_api::abi::HostCallbacks_TO;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::runtime::Handle;
 
@@ -93,17 +95,49 @@ fn self_limit(rt: Handle, env: HostEnv, runtime_id: String, limit: Duration) {
     });
 }
 
+/// What a worker is started with, written by its supervisor on the worker's
+/// stdin (so the secrets in the settings never show up in `ps`): everything
+/// it needs up to its plugin's first `collect`, so it reads nothing from the
+/// database before that. Its supervisor has marked the run RUNNING with the
+/// worker's pid, made sure the run's tables exist and the plugin file is in
+/// this host's store, and checked the schema.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStart {
+    /// The effective settings.
+    pub settings: dc_core::Settings,
+    /// The run.
+    pub run: runs::RunRow,
+    /// The stored manifest (JSON) of the run's plugin version.
+    pub manifest: String,
+    /// The run's plugin file in this host's store.
+    pub module_path: PathBuf,
+}
+
+/// The line a worker writes on stderr once it has read its [`WorkerStart`];
+/// the supervisor takes it out of the stream. A worker that ends without
+/// writing it "could not start".
+pub const STARTED_LINE: &str = "dc-host worker: started";
+
 /// Runs one run to its end. Must be called outside the tokio runtime (plugin
 /// code blocks); `rt` drives the database and HTTP. `time_limit` is enforced
-/// here too (see [`SELF_LIMIT_GRACE`]).
-pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Duration>) -> i32 {
+/// here too (see [`SELF_LIMIT_GRACE`]). The database may still be connecting
+/// (see [`dc_core::Database::connect_lazy`]): loading the plugin, `new` and
+/// `prepare_list` go on meanwhile; the first `collect` waits for it.
+pub fn run(
+    rt: &Handle,
+    env: &HostEnv,
+    run: &runs::RunRow,
+    manifest: &str,
+    module_path: &Path,
+    time_limit: Option<Duration>,
+) -> i32 {
     let db = &env.db;
-    let run = match rt.block_on(runs::get(db, runtime_id)) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(runtime_id, error = %e, "worker cannot load its run");
-            return EXIT_FAILED;
-        }
+    let runtime_id = run.runtime_id.as_str();
+    // the database connection opens while the plugin loads and prepares its
+    // work list; the first `collect` waits for it
+    let connected = {
+        let (db, settings) = (db.clone(), env.settings.clone());
+        rt.spawn(async move { db.warm_up(&settings).await })
     };
     // watched host functions (merges) record their calls for this run
     if let Err(e) =
@@ -125,14 +159,11 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
             None
         }
     };
-    if let Err(e) = rt.block_on(runs::mark_started(db, runtime_id, std::process::id())) {
-        tracing::error!(error = %e, "cannot mark run started");
-    }
-    let (mut outcome, writes, metrics, monitoring) = match prepare(rt, env, &run, span.clone()) {
+    let (mut outcome, writes, metrics, monitoring) = match prepare(rt, env, run, manifest, module_path, span.clone()) {
         Ok(Prepared { module_path, shared, restored, journal }) => {
             let done = Arc::new(AtomicBool::new(false));
             let watcher = monitor(shared.clone(), done.clone());
-            let mut outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize, restored);
+            let mut outcome = execute(&module_path, shared.clone(), run.threads.max(1) as usize, restored, connected);
             if let Some(p) = &shared.proxies {
                 p.log_summary();
             }
@@ -157,7 +188,7 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
         Err(reason) => (Outcome::failed(reason), RunWrites::default(), None, None),
     };
     let metrics = metrics.map(|(generation, doc, _)| (generation, doc));
-    let ended = rt.block_on(end_run(env, &run, &mut outcome, writes, metrics.as_ref(), identity.as_ref(), started));
+    let ended = rt.block_on(end_run(env, run, &mut outcome, writes, metrics.as_ref(), identity.as_ref(), started));
     // the monitor is stopped only now: on SQLite its last progress write
     // waits for the run's transaction, which `end_run` has just ended
     if let Some((done, watcher)) = monitoring {
@@ -171,6 +202,13 @@ pub fn run(rt: &Handle, env: &HostEnv, runtime_id: &str, time_limit: Option<Dura
     }
     if let Err(e) = ended {
         tracing::error!(error = %e, "cannot record the end of the run");
+        // a plain line (not a log record): the supervisor takes the last one
+        // as what the worker said when it records the run's end instead
+        eprintln!(
+            "the run ended {}{} but the worker could not record it: {e}",
+            outcome.status,
+            outcome.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+        );
     }
     if let Err(e) = dc_core::fun_watch::uninstall() {
         tracing::warn!(error = %e, "function-call records may be incomplete");
@@ -340,15 +378,18 @@ struct Prepared {
     journal: Option<std::thread::JoinHandle<()>>,
 }
 
-fn prepare(rt: &Handle, env: &HostEnv, run: &runs::RunRow, span: tracing::Span) -> Result<Prepared, String> {
+fn prepare(
+    rt: &Handle,
+    env: &HostEnv,
+    run: &runs::RunRow,
+    manifest: &str,
+    module_path: &Path,
+    span: tracing::Span,
+) -> Result<Prepared, String> {
     let db = &env.db;
-    let version = rt
-        .block_on(apps::version_by_hash(db, &run.plugin_hash))
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("plugin file {} is not registered any more", run.plugin_hash))?;
     // the supervisor made sure the tables exist before it started this worker
     let manifest: Manifest =
-        serde_json::from_str(&version.manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
+        serde_json::from_str(manifest).map_err(|e| format!("stored manifest is unreadable: {e}"))?;
     let manifest_crawl = manifest.crawl;
     let s = &env.settings;
     let proxies = start_proxies(rt, env, run)?;
@@ -418,8 +459,7 @@ fn prepare(rt: &Handle, env: &HostEnv, run: &runs::RunRow, span: tracing::Span) 
         None => None,
     };
     // the supervisor fetched the file into this host's store if it registered elsewhere
-    let path = crate::store::local_path(&s.store_dir(), &version);
-    Ok(Prepared { module_path: path.display().to_string(), shared, restored, journal: writer })
+    Ok(Prepared { module_path: module_path.display().to_string(), shared, restored, journal: writer })
 }
 
 /// The run's proxy manager when `proxy.apps` names its app: the proxies are
@@ -507,6 +547,7 @@ fn execute(
     shared: Arc<RunShared>,
     threads: usize,
     restored: Vec<dc_core::run_items::ItemRow>,
+    connected: Connecting,
 ) -> Outcome {
     let module = match crate::probe::load_module(std::path::Path::new(module_path)) {
         Ok((m, _)) => m,
@@ -516,7 +557,7 @@ fn execute(
     match ffi((module.new())(RStr::from_str(&shared.args_json), host)) {
         Err(e) => Outcome::failed(format!("plugin failed to start: {e}")),
         Ok(mut scraper) => {
-            let main = lifecycle(&mut scraper, &shared, threads, restored);
+            let main = lifecycle(&mut scraper, &shared, threads, restored, connected);
             let cleaned = ffi(scraper.cleanup());
             match (main, cleaned) {
                 (o, Ok(())) => o,
@@ -556,11 +597,15 @@ fn restore(rows: Vec<dc_core::run_items::ItemRow>) -> Result<Restored, String> {
     Ok((records, done, pending))
 }
 
+/// The worker's first database connection, opening in the background.
+type Connecting = tokio::task::JoinHandle<Result<(), dc_core::DbError>>;
+
 fn lifecycle(
     scraper: &mut dc_plugin_api::abi::ScraperBox,
     shared: &Arc<RunShared>,
     threads: usize,
     restored: Vec<dc_core::run_items::ItemRow>,
+    connected: Connecting,
 ) -> Outcome {
     let frontier = &shared.frontier;
     let resumed = !restored.is_empty();
@@ -579,6 +624,12 @@ fn lifecycle(
             Ok(items) => items,
             Err(e) => return Outcome::failed(format!("prepare_list failed: {e}")),
         };
+    // a run whose database cannot be reached collects nothing (it could store nothing)
+    match shared.rt.block_on(connected) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Outcome::failed(format!("the worker cannot reach the database: {e}")),
+        Err(e) => return Outcome::failed(format!("the worker's database connection failed: {e}")),
+    }
     let known = frontier.seed(items);
     shared.total.store(frontier.total(), Ordering::Relaxed);
     if resumed {

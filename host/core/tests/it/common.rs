@@ -150,7 +150,15 @@ pub fn pair(i: usize, changed: bool) -> Map<String, Value> {
 
 /// A merge request with the usual defaults (full snapshot, NFC, delete).
 pub fn req<'a>(app_id: &'a str, runtime_id: Option<&'a str>, decl: &'a TableDecl) -> MergeRequest<'a> {
-    MergeRequest { app_id, runtime_id, decl, full_snapshot: true, form: UnicodeForm::Nfc, archive_missing: false }
+    MergeRequest {
+        app_id,
+        runtime_id,
+        decl,
+        full_snapshot: true,
+        form: UnicodeForm::Nfc,
+        archive_missing: false,
+        clock: &dc_core::clock::SYSTEM,
+    }
 }
 
 /// Ensures an app `it/tests/<name>` and returns its id.

@@ -1,10 +1,9 @@
 //! The SHA merge: counts, idempotence, change feed, run counters, archive,
 //! incremental mode, atomic refusal of bad batches and Unicode normalization.
 
-use std::time::Duration;
-
+use dc_core::clock::ManualClock;
 use dc_core::enums::UnicodeForm;
-use dc_core::merge::{self, MergeError};
+use dc_core::merge::{self, MergeError, MergeRequest};
 use dc_plugin_api::{MergeSummary, MissingRows, TableDecl};
 use serde_json::{Map, Value, json};
 
@@ -21,6 +20,11 @@ both_backends!(
     unicode_normalization_decides_unchanged,
     unstorable_text_is_refused_naming_record_and_field,
 );
+
+/// Where the tests' manual clocks start.
+fn start_time() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z").expect("a valid time").to_utc()
+}
 
 fn summary(inserted: u64, updated: u64, deleted: u64, unchanged: u64) -> MergeSummary {
     MergeSummary::new(inserted, updated, deleted, unchanged)
@@ -47,11 +51,15 @@ async fn merge_cycle(t: &TestDb, decl: &TableDecl, make: fn(usize, bool) -> Map<
     let tn = decl.name.as_str();
     let app = new_app(db, tn).await;
     merge::ensure_table(db, &app, decl).await.expect("ensure_table");
+    // the rows' timestamps come from a clock the test moves on
+    let manual = ManualClock::new(start_time());
+    let clock = manual.clock();
+    let at = |rid| MergeRequest { clock: &clock, ..req(&app, rid, decl) };
 
     // 1. first merge inserts everything
     let first: Vec<_> = (0..n).map(|i| make(i, false)).collect();
     let r1 = new_run(db, &app).await;
-    let s = merge::merge(db, req(&app, Some(&r1), decl), &first).await.expect("first merge");
+    let s = merge::merge(db, at(Some(&r1)), &first).await.expect("first merge");
     assert_eq!(s, summary(n as u64, 0, 0, 0));
     assert_eq!(live(db, decl).await, canonical(decl, &first), "content after the first merge");
     assert_eq!(merge::count_rows(db, tn).await.expect("count"), n as i64);
@@ -69,16 +77,16 @@ async fn merge_cycle(t: &TestDb, decl: &TableDecl, make: fn(usize, bool) -> Map<
     }
 
     // 2. the same snapshot again: nothing written at all
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    manual.advance(chrono::TimeDelta::seconds(1));
     let r2 = new_run(db, &app).await;
-    let s = merge::merge(db, req(&app, Some(&r2), decl), &first).await.expect("same snapshot");
+    let s = merge::merge(db, at(Some(&r2)), &first).await.expect("same snapshot");
     assert_eq!(s, summary(0, 0, 0, n as u64));
     assert_eq!(metas(db, tn).await, m1, "an unchanged re-merge must not touch _row_hash/_last_seen/_runtime_id");
     assert!(feed(db, &r2).await.is_empty(), "no change feed for an unchanged merge");
     assert_eq!(counters(db, &r2).await, [0, 0, 0, n as i64]);
 
     // 3. 10% changed, 5% removed, new rows
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    manual.advance(chrono::TimeDelta::seconds(1));
     let changed = |i: usize| i % 10 == 3;
     let removed = |i: usize| i % 20 == 7;
     let added = n..n + n / 20 + 3;
@@ -91,7 +99,7 @@ async fn merge_cycle(t: &TestDb, decl: &TableDecl, make: fn(usize, bool) -> Map<
     let n_removed = (0..n).filter(|&i| removed(i)).count();
     let n_added = added.len();
     let r3 = new_run(db, &app).await;
-    let s = merge::merge(db, req(&app, Some(&r3), decl), &third).await.expect("third merge");
+    let s = merge::merge(db, at(Some(&r3)), &third).await.expect("third merge");
     let n_unchanged = n - n_changed - n_removed;
     assert_eq!(s, summary(n_added as u64, n_changed as u64, n_removed as u64, n_unchanged as u64));
     assert_eq!(live(db, decl).await, canonical(decl, &third), "content after the third merge");
@@ -136,13 +144,13 @@ async fn merge_cycle(t: &TestDb, decl: &TableDecl, make: fn(usize, bool) -> Map<
     }
 
     // 4. without a run: no feed, no counters, same counts
-    let s = merge::merge(db, req(&app, None, decl), &third).await.expect("merge without run");
+    let s = merge::merge(db, at(None), &third).await.expect("merge without run");
     assert_eq!(s, summary(0, 0, 0, third.len() as u64));
     let mut fourth = third.clone();
     let last = fourth.pop().expect("rows");
     fourth[0] = make(0, !changed(0));
     fourth.push(make(n + 1000, false));
-    let s = merge::merge(db, req(&app, None, decl), &fourth).await.expect("merge without run, changes");
+    let s = merge::merge(db, at(None), &fourth).await.expect("merge without run, changes");
     assert_eq!(s, summary(1, 1, 1, third.len() as u64 - 2), "dropped {last:?}");
     assert_eq!(live(db, decl).await, canonical(decl, &fourth));
     // a merge without a run writes into no run's feed
@@ -160,8 +168,10 @@ async fn archive_missing_rows(t: &TestDb) {
             d.missing = MissingRows::Archive;
         }
         merge::ensure_table(db, &app, &d).await.expect("ensure_table");
+        let manual = ManualClock::new(start_time());
+        let clock = manual.clock();
         let archive = |rid| {
-            let mut r = req(&app, rid, &d);
+            let mut r = MergeRequest { clock: &clock, ..req(&app, rid, &d) };
             r.archive_missing = !by_decl;
             r
         };
@@ -188,7 +198,7 @@ async fn archive_missing_rows(t: &TestDb) {
         assert_eq!(counters(db, &r1).await, [0, 0, 5, 45]);
 
         // the same snapshot again: archived rows stay archived, stamp untouched
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        manual.advance(chrono::TimeDelta::seconds(1));
         let s = merge::merge(db, archive(None), &present).await.expect("again");
         assert_eq!(s, summary(0, 0, 0, 45), "{name}: already archived rows are not archived again");
         assert_eq!(metas(db, name).await, m1, "{name}");

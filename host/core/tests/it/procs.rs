@@ -460,6 +460,13 @@ fn crash_child() {
     let rid = env("DC_IT_CRASH_RID");
     let app = env("DC_IT_CRASH_APP");
     let n: usize = env("DC_IT_CRASH_N").parse().expect("n");
+    // the merge's debug events on stdout: the parent waits for the one that
+    // says the merge transaction is writing
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .with_env_filter("dc_core::merge=debug")
+        .init();
     runtime().block_on(async {
         let db = Database::connect_url(&url, &Settings::default()).await.expect("child connect");
         let d = crash_decl();
@@ -502,6 +509,27 @@ async fn writer_active(t: &TestDb, probe: &mut Option<sqlx::sqlite::SqliteConnec
     }
 }
 
+/// Waits until no other transaction holds the crash table's lock (the killed
+/// child's, which the server rolls back when it sees the client gone): an
+/// exclusive lock on it is granted at that moment. After 30 s the orphan is
+/// terminated instead.
+async fn orphan_gone(p: &sqlx::PgPool) {
+    let lock = async |timeout: &str| -> Result<(), sqlx::Error> {
+        let mut tx = p.begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL lock_timeout = '{timeout}'"))).execute(&mut *tx).await?;
+        sqlx::query("LOCK TABLE bulk IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
+        tx.rollback().await
+    };
+    if let Err(e) = lock("30s").await {
+        eprintln!("the killed child's transaction was not ended within 30 s ({e}); terminating it");
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL")
+            .execute(p)
+            .await
+            .expect("terminate orphan");
+        lock("30s").await.expect("the table's lock after terminating the orphan");
+    }
+}
+
 both_backends!(crash_mid_merge);
 
 async fn crash_mid_merge(t: &TestDb) {
@@ -531,16 +559,13 @@ async fn crash_mid_merge(t: &TestDb) {
         .env("DC_IT_CRASH_APP", &app)
         .env("DC_IT_CRASH_N", n.to_string());
     let mut child = Running::start("crash child".into(), cmd);
+    // the event: the child's merge logs that its transaction is writing
+    // (SQLite: it holds the write lock; PostgreSQL: the table lock)
     assert!(
-        child.wait_line("merging", Duration::from_secs(60)),
-        "child never started merging: {:?}",
+        child.wait_line("merge: writing under the", Duration::from_secs(60)),
+        "the child's merge never started writing: {:?}",
         child.stdout_seen
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !writer_active(t, &mut probe).await {
-        assert!(Instant::now() < deadline && child.alive(), "the child's write transaction never showed up");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
     let t1 = Instant::now();
     // kill somewhere inside the transaction
     let delay = Duration::from_millis(100 + u64::from(Utc::now().timestamp_subsec_micros()) % 200);
@@ -560,28 +585,10 @@ async fn crash_mid_merge(t: &TestDb) {
         db.backend()
     );
 
-    // PostgreSQL: wait until the server has ended the orphaned transaction
+    // PostgreSQL: the server ends the orphaned transaction when it notices its
+    // client is gone; taking the table's lock waits for exactly that
     if let Database::Postgres(p) = db {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL",
-            )
-            .fetch_one(p)
-            .await
-            .expect("pg_stat_activity");
-            if n == 0 {
-                break;
-            }
-            if Instant::now() > deadline {
-                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL")
-                    .execute(p)
-                    .await
-                    .expect("terminate orphan");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        orphan_gone(p).await;
     }
 
     // reopen (a new pool, as the host would after a crash) and look
