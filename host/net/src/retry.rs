@@ -183,7 +183,10 @@ async fn attempt(
     };
     let (client, built) = req.build_split();
     let request = built?;
-    let permit = limiter.acquire(request.url()).await.map_err(FetchError::RobotsDenied)?;
+    let permit = limiter.acquire(request.url()).await.map_err(|r| match r {
+        crate::limiter::Refusal::Robots(why) => FetchError::RobotsDenied(why),
+        crate::limiter::Refusal::CircuitOpen(why) => FetchError::Refused(why),
+    })?;
     let started = std::time::Instant::now();
     let sent = client.execute(request).await;
     let elapsed = started.elapsed();
@@ -192,8 +195,14 @@ async fn attempt(
             status: Some(resp.status().as_u16()),
             latency: elapsed,
             retry_after: retry_after_of(resp.headers(), SystemTime::now()),
+            failed: false,
         },
-        Err(_) => Outcome { status: None, latency: elapsed, retry_after: None },
+        Err(e) => Outcome {
+            status: None,
+            latency: elapsed,
+            retry_after: None,
+            failed: matches!(crate::ErrorClass::of(e), crate::ErrorClass::Timeout | crate::ErrorClass::Connection),
+        },
     };
     limiter.release(permit, &outcome).await;
     observer.after(attempt_no, sent.as_ref(), elapsed);
