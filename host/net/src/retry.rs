@@ -143,6 +143,10 @@ pub trait AttemptObserver: Sync {
     /// After attempt number `attempt`: its answer (headers read) or error,
     /// and how long it took.
     fn after(&self, attempt: u32, outcome: Result<&Response, &reqwest::Error>, elapsed: std::time::Duration);
+    /// Attempt number `attempt`, which `before` let through, was refused
+    /// without being sent by the host-wide circuit of its domain (the permit
+    /// server's): it has no outcome.
+    fn refused(&self, _attempt: u32) {}
 }
 
 /// Observes nothing.
@@ -185,7 +189,10 @@ async fn attempt(
     let request = built?;
     let permit = limiter.acquire(request.url()).await.map_err(|r| match r {
         crate::limiter::Refusal::Robots(why) => FetchError::RobotsDenied(why),
-        crate::limiter::Refusal::CircuitOpen(why) => FetchError::Refused(why),
+        crate::limiter::Refusal::CircuitOpen(why) => {
+            observer.refused(attempt_no);
+            FetchError::Refused(why)
+        }
     })?;
     let started = std::time::Instant::now();
     let sent = client.execute(request).await;

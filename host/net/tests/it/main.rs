@@ -380,3 +380,48 @@ async fn a_circuit_one_run_opened_refuses_every_run_until_its_probe_succeeds() {
     let p = bounded(first.acquire(&dead)).await.expect("closed again after the probe succeeded");
     first.release(p, &ok()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_s_probe_refused_by_the_host_wide_circuit_does_not_stay_in_flight() {
+    use dc_net::breaker::State;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("limiter.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    let policy = BreakerPolicy { failures: 1, cooldown: Duration::from_secs(30) };
+    let config = LimitConfig { breaker: policy, ..LimitConfig::default() };
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(config.clone()))));
+    let limiter = HostLimiter::new(Some(socket.clone()), config, false, String::new());
+    let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
+    // another run opened the domain's circuit on the server
+    let other = HostLimiter::new(Some(socket.clone()), LimitConfig::default(), false, String::new());
+    let p = bounded(other.acquire(&dead)).await.expect("granted");
+    other.release(p, &failed()).await;
+    let p = bounded(other.acquire(&Url::parse("http://127.0.0.2:9/").expect("url"))).await.expect("granted");
+    other.release(p, &ok()).await;
+    // this run's own circuit is half-open: its next attempt is its probe
+    let clock = Arc::new(Manual(std::sync::Mutex::new(std::time::Instant::now())));
+    let breakers = dc_net::Breakers::new(policy, clock.clone());
+    breakers.record("127.0.0.1", false);
+    *clock.0.lock().expect("clock") += Duration::from_secs(30);
+    let metrics = dc_net::RequestMetrics::new();
+    let exchange = dc_net::Exchange::start(&metrics, &breakers, dead.as_str(), None);
+    let req = reqwest::Client::new().get(dead.clone());
+    let (sent, attempts) = bounded(dc_net::send_limited(
+        req,
+        &reqwest::Method::GET,
+        &dc_net::RetryPolicy::default(),
+        Some(&limiter),
+        &exchange,
+    ))
+    .await;
+    assert!(
+        matches!(&sent, Err(dc_net::FetchError::Refused(why)) if why.starts_with("circuit open for host 127.0.0.1")),
+        "{sent:?}"
+    );
+    assert_eq!(attempts, 1);
+    assert_eq!(
+        breakers.state("127.0.0.1"),
+        State::HalfOpen { probing: false, failures: 1 },
+        "the refused probe is not in flight: the next attempt may probe"
+    );
+}
