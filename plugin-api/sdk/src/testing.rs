@@ -33,6 +33,8 @@ use dc_plugin_api::{ColumnType, ErrorClass, MergeSummary, SessionAuth, SessionCo
 
 use crate::sdk::{Context, LogLevel, Request, Response, Result, Scraper, adapt, guarded};
 
+/// What the collecting threads gathered: records, collect errors, items with their depth.
+type Collected = (Vec<Value>, Vec<String>, Vec<(Value, u32)>);
 type Fetcher = dyn Fn(&Request) -> Result<Response> + Send + Sync;
 type HostCallAnswer = dyn Fn(&str, &Value) -> Result<Value> + Send + Sync;
 
@@ -497,7 +499,7 @@ impl TestHost {
             let items: Vec<Value> = serde_json::from_str(&into(obj.prepare_list())?)?;
             run.items = items.clone();
             frontier.seed(items);
-            let collected: Mutex<(Vec<Value>, Vec<String>, Vec<(Value, u32)>)> = Mutex::default();
+            let collected: Mutex<Collected> = Mutex::default();
             let failed: Mutex<Option<crate::sdk::Error>> = Mutex::new(None);
             let plugin = &obj;
             // collecting threads of their own, each with its own session, as in the host
