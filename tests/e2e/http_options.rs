@@ -327,6 +327,35 @@ fn session_and_per_request_proxies_carry_the_traffic_without_showing_passwords()
     assert!(shown.contains("carol:<redacted>@"), "the proxy is named in the metrics, redacted: {shown}");
 }
 
+/// Per-request redirects hold for requests through the run's proxies too
+/// (`[proxy]` names the app): unfollowed, followed, and at most 2.
+#[test]
+fn run_proxies_honour_per_request_redirects() {
+    let site = Site::start();
+    let proxy = TestProxy::start(ProxyConfig::new("proxy-a", "127.0.0.2"));
+    let host = host_with(true, &[("DC_PROXY_APPS", APP), ("DC_PROXY_URLS", &proxy.url)]);
+    let (_, rows) = run_steps(
+        &host,
+        json!([
+            {"op": "fetch", "url": site.url("/redirect"), "follow_redirects": false},
+            {"op": "fetch", "url": site.url("/redirect")},
+            {"op": "fetch", "url": site.url("/chain/3"), "follow_redirects": 2},
+            {"op": "fetch", "url": site.url("/redirect"), "follow_redirects": false},
+        ]),
+    );
+    assert_eq!(said(&rows[0]), "302  (1)", "{rows:?}");
+    assert_eq!(said(&rows[1]), "200 ok (1)", "{rows:?}");
+    let too_many = said(&rows[2]);
+    assert!(too_many.starts_with("other: GET ") && too_many.contains("redirect"), "{too_many}");
+    assert_eq!(said(&rows[3]), "302  (1)", "the proxy's client for 0 redirects is kept: {rows:?}");
+    // every request went through the proxy, and only the followed redirect reached /echo
+    assert_eq!(proxy.count_for("/redirect"), 3);
+    assert_eq!(proxy.count_for("/echo"), 1);
+    assert_eq!(site.seen("/echo").len(), 1);
+    assert_eq!(site.seen("/chain/0").len(), 0, "the third redirect was not followed");
+    assert!(site.seen("/redirect").iter().all(|s| s.header("via").is_some_and(|v| v.contains("proxy-a"))));
+}
+
 /// A plugin requiring `proxy` on a host whose `[proxy]` names its app asks
 /// which proxy its thread uses, moves to another, and reports a ban: the
 /// traffic follows, and the banned proxy's count shows in the run's log.

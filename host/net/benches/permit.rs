@@ -62,7 +62,7 @@ fn main() {
         .expect("start the server process");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let url = Url::parse("http://127.0.0.1:8080/page").expect("url");
-    let outcome = Outcome { status: Some(200), latency: Duration::from_millis(3), retry_after: None };
+    let outcome = Outcome { status: Some(200), latency: Duration::from_millis(3), retry_after: None, failed: false };
     let (remote, local) = rt.block_on(async {
         let client = PermitClient::new(&socket);
         // the server process binds when it is up

@@ -113,6 +113,14 @@ impl Breaker {
         }
     }
 
+    /// An admitted attempt ended without saying anything (abandoned): a
+    /// half-open circuit lets its next probe through.
+    pub fn abandon(&mut self) {
+        if let State::HalfOpen { probing: true, failures } = self.state {
+            self.state = State::HalfOpen { probing: false, failures };
+        }
+    }
+
     /// Records an admitted attempt's outcome at `now` (`ok`: it was not a
     /// connection error, timeout or 5xx).
     pub fn record(&mut self, ok: bool, now: Instant, policy: &BreakerPolicy) -> Option<Transition> {
@@ -175,7 +183,7 @@ pub struct CircuitOpen {
 }
 
 impl CircuitOpen {
-    fn new(host: &str, refusal: Refusal) -> CircuitOpen {
+    pub(crate) fn new(host: &str, refusal: Refusal) -> CircuitOpen {
         let message = match &refusal {
             Refusal::Open { failures, retry_in } => {
                 // whole seconds, rounded up: "in 0s" would read as "now"
@@ -249,6 +257,37 @@ impl Breakers {
             None => {}
         }
         t
+    }
+
+    /// An admitted attempt to `host` ended without an outcome (see [`Breaker::abandon`]).
+    pub fn abandon(&self, host: &str) {
+        if let Some(b) = self.domains.lock().unwrap_or_else(|p| p.into_inner()).get_mut(host) {
+            b.abandon();
+        }
+    }
+
+    /// The open circuits: domain, end of the cool-down, consecutive failures.
+    pub fn open(&self) -> Vec<(String, Instant, u32)> {
+        let domains = self.domains.lock().unwrap_or_else(|p| p.into_inner());
+        domains
+            .iter()
+            .filter_map(|(h, b)| match b.state() {
+                State::Open { until, failures } => Some((h.clone(), until, failures)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Opens `host`'s circuit until `until` after `failures` (a circuit a
+    /// previous process opened).
+    pub fn restore_open(&self, host: &str, until: Instant, failures: u32) {
+        let mut domains = self.domains.lock().unwrap_or_else(|p| p.into_inner());
+        domains.insert(host.to_string(), Breaker { state: State::Open { until, failures } });
+    }
+
+    /// The current time of the breakers' clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// The state of `host`'s circuit (closed if never seen).

@@ -20,9 +20,9 @@ pub mod robots;
 pub mod throttle;
 
 pub use breaker::{BreakerPolicy, Breakers, SystemClock};
-pub use limiter::{LimitConfig, Politeness};
+pub use limiter::{LimitConfig, Politeness, Refusal, SystemWall, WallClock};
 pub use metrics::{ErrorClass, Exchange, MetricsSnapshot, RequestMetrics};
 pub use permit_client::{HostLimiter, Permit, PermitClient};
-pub use permit_server::{default_socket, serve, serve_shared};
+pub use permit_server::{default_socket, serve, serve_shared, serve_shared_with_clock, state_path};
 pub use retry::{AttemptObserver, FetchError, RetryPolicy, SendError, send_limited, send_with_retries};
 pub use throttle::{Outcome, Throttle, Tuning};

@@ -8,16 +8,28 @@
 //! runs and its permit is released with the outcome (status, latency,
 //! `Retry-After`), which tightens or relaxes the domain. A permit dropped
 //! without a release (a cancelled request) is released as "no answer".
+//!
+//! The permit server's limiter is persistent ([`Politeness::persistent`]):
+//! whenever a domain's back-off changes (a 429/503 tightens it, an answer
+//! relaxes a tightened rate) the domains still backing off are saved to a
+//! state file (written aside and renamed, so a crash never leaves half a
+//! file), with their blocks as wall-clock times. The process that takes over
+//! the socket loads it, so a takeover keeps every `Retry-After` block and
+//! tightened rate; expired entries are dropped.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
 
 use reqwest::Url;
 use tokio::sync::{Notify, OnceCell};
 
+use crate::breaker::{BreakerPolicy, Breakers, CircuitOpen, SystemClock, Transition};
 use crate::robots::{self, Rules};
-use crate::throttle::{Decision, Outcome, Throttle, Tuning};
+use crate::throttle::{Decision, Outcome, Saved, Throttle, Tuning};
 
 /// The limits of every domain.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +45,8 @@ pub struct LimitConfig {
     pub robots_ttl: Duration,
     /// Timeout of a robots.txt fetch.
     pub robots_timeout: Duration,
+    /// The per-domain circuit breaker shared by every run (failures: 0 turns it off).
+    pub breaker: BreakerPolicy,
 }
 
 impl Default for LimitConfig {
@@ -43,6 +57,7 @@ impl Default for LimitConfig {
             domains: HashMap::new(),
             robots_ttl: Duration::from_secs(3600),
             robots_timeout: Duration::from_secs(10),
+            breaker: BreakerPolicy::default(),
         }
     }
 }
@@ -67,8 +82,182 @@ pub fn domain_of(url: &Url) -> Option<String> {
 }
 
 struct Domain {
+    name: String,
     throttle: Mutex<Throttle>,
     released: Notify,
+}
+
+/// Why the limiter refuses a request (it is not sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// robots.txt disallows it; the message says why.
+    Robots(String),
+    /// The domain's circuit is open (host-wide); the message says since when
+    /// and until when.
+    CircuitOpen(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Robots(m) | Refusal::CircuitOpen(m) => f.write_str(m),
+        }
+    }
+}
+
+type DomainMap = Arc<Mutex<HashMap<String, Arc<Domain>>>>;
+
+/// Where a persistent limiter reads the wall-clock time (the state file
+/// holds wall-clock times, since a successor's monotonic clock starts
+/// elsewhere). Injected, so a test can move it.
+pub trait WallClock: Send + Sync {
+    /// Now.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemWall;
+
+impl WallClock for SystemWall {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// The state file: the domains still backing off, and the open circuits.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StateFile {
+    /// Per domain.
+    domains: HashMap<String, SavedDomain>,
+    /// Open circuits, per domain.
+    #[serde(default)]
+    circuits: HashMap<String, SavedCircuit>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedCircuit {
+    /// The cool-down ends, milliseconds since the Unix epoch.
+    open_until_unix_ms: u64,
+    /// Consecutive failures that opened it.
+    failures: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedDomain {
+    /// The adaptive rate, requests per second.
+    rate: Option<f64>,
+    /// The latency moving average, µs.
+    latency_us: Option<u64>,
+    /// No request before this, milliseconds since the Unix epoch.
+    blocked_until_unix_ms: u64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Saves the back-off of a persistent limiter's domains.
+struct Persist {
+    path: PathBuf,
+    wall: Arc<dyn WallClock>,
+    epoch: Instant,
+    domains: DomainMap,
+    breakers: Arc<Breakers>,
+    /// One writer at a time (and the file names its temporary aside).
+    writing: Mutex<()>,
+}
+
+impl Persist {
+    /// Writes the state file: every domain with a back-off worth keeping.
+    fn save(&self) {
+        let _one = lock(&self.writing);
+        let now = self.epoch.elapsed();
+        let wall = self.wall.now();
+        let domains: Vec<(String, Arc<Domain>)> =
+            lock(&self.domains).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut file = StateFile::default();
+        for (name, d) in domains {
+            if let Some(s) = lock(&d.throttle).saved(now) {
+                let until = wall + s.blocked_until.saturating_sub(now);
+                file.domains.insert(
+                    name,
+                    SavedDomain {
+                        rate: s.rate,
+                        latency_us: s.latency.map(|l| u64::try_from(l.as_micros()).unwrap_or(u64::MAX)),
+                        blocked_until_unix_ms: if s.blocked_until > now { unix_ms(until) } else { 0 },
+                    },
+                );
+            }
+        }
+        let written: std::io::Result<()> = Ok(());
+        let at = self.breakers.now();
+        for (name, until, failures) in self.breakers.open() {
+            let open_until = wall + until.saturating_duration_since(at);
+            file.circuits.insert(name, SavedCircuit { open_until_unix_ms: unix_ms(open_until), failures });
+        }
+        let written = written.and_then(|()| {
+            let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+            let aside = self.path.with_extension("state.tmp");
+            std::fs::write(&aside, bytes)?;
+            std::fs::rename(&aside, &self.path)
+        });
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot save the politeness limiter's state; a process taking over the permit socket starts without this back-off");
+        }
+    }
+}
+
+/// Reads a state file into throttles at `now` (since `epoch`) and open
+/// circuits into `breakers`; entries whose block or cool-down has passed and
+/// whose rate is back are dropped.
+fn load(
+    path: &Path,
+    config: &LimitConfig,
+    wall: SystemTime,
+    now: Duration,
+    breakers: &Breakers,
+) -> HashMap<String, Arc<Domain>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the politeness limiter's saved state; starting without it");
+            return HashMap::new();
+        }
+    };
+    let file: StateFile = match serde_json::from_slice(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the politeness limiter's saved state is not readable (delete the file to silence this); starting without it");
+            return HashMap::new();
+        }
+    };
+    let at = breakers.now();
+    for (name, c) in &file.circuits {
+        let left = Duration::from_millis(c.open_until_unix_ms.saturating_sub(unix_ms(wall)));
+        if !left.is_zero() && breakers.policy().failures > 0 {
+            tracing::info!(domain = %name, open_for_ms = left.as_millis() as u64, failures = c.failures, "taking over the open circuit of {name}");
+            breakers.restore_open(name, at + left, c.failures);
+        }
+    }
+    let wall_ms = unix_ms(wall);
+    let mut out = HashMap::new();
+    for (name, s) in file.domains {
+        let left = Duration::from_millis(s.blocked_until_unix_ms.saturating_sub(wall_ms));
+        let saved = Saved {
+            rate: s.rate,
+            latency: s.latency_us.map(Duration::from_micros),
+            blocked_until: if left.is_zero() { Duration::ZERO } else { now + left },
+        };
+        let mut t = Throttle::new(config.tuning(&name).clone(), now);
+        t.restore(&saved, now);
+        if t.saved(now).is_some() {
+            tracing::info!(domain = %name, blocked_for_ms = left.as_millis() as u64, rate = ?t.effective_rate(), "taking over the politeness back-off of {name}");
+            out.insert(name.clone(), Arc::new(Domain { name, throttle: Mutex::new(t), released: Notify::new() }));
+        }
+    }
+    out
 }
 
 struct RobotsEntry {
@@ -79,7 +268,9 @@ struct RobotsEntry {
 pub struct Politeness {
     config: LimitConfig,
     epoch: Instant,
-    domains: Mutex<HashMap<String, Arc<Domain>>>,
+    domains: DomainMap,
+    breakers: Arc<Breakers>,
+    persist: Option<Arc<Persist>>,
     robots: Mutex<HashMap<String, Arc<RobotsEntry>>>,
     http: Option<reqwest::Client>,
 }
@@ -95,6 +286,8 @@ impl std::fmt::Debug for Politeness {
 pub struct LocalPermit {
     domain: Option<Arc<Domain>>,
     epoch: Instant,
+    breakers: Option<Arc<Breakers>>,
+    persist: Option<Arc<Persist>>,
 }
 
 impl std::fmt::Debug for LocalPermit {
@@ -104,17 +297,32 @@ impl std::fmt::Debug for LocalPermit {
 }
 
 impl LocalPermit {
-    fn finish(&mut self, outcome: &Outcome) {
+    /// Gives the permit back; `outcome` None: abandoned (no answer, and
+    /// nothing for the circuit breaker).
+    fn finish(&mut self, outcome: Option<&Outcome>) {
         if let Some(d) = self.domain.take() {
-            d.throttle.lock().unwrap_or_else(|p| p.into_inner()).release(self.epoch.elapsed(), outcome);
+            let mut changed = lock(&d.throttle).release(self.epoch.elapsed(), outcome.unwrap_or(&Outcome::default()));
             d.released.notify_waiters();
+            if let Some(b) = &self.breakers {
+                match outcome {
+                    Some(o) => {
+                        let ok = o.status.map_or(!o.failed, |s| s < 500);
+                        changed |=
+                            matches!(b.record(&d.name, ok), Some(Transition::Opened { .. } | Transition::Closed));
+                    }
+                    None => b.abandon(&d.name),
+                }
+            }
+            if changed && let Some(p) = &self.persist {
+                p.save();
+            }
         }
     }
 }
 
 impl Drop for LocalPermit {
     fn drop(&mut self) {
-        self.finish(&Outcome::default());
+        self.finish(None);
     }
 }
 
@@ -125,13 +333,59 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Politeness {
     /// A limiter with `config`; robots.txt is fetched with its own client.
     pub fn new(config: LimitConfig) -> Politeness {
+        Politeness::with_breaker_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A limiter whose circuit breakers read `clock` (a test moves it).
+    pub fn with_breaker_clock(config: LimitConfig, clock: Arc<dyn crate::breaker::Clock>) -> Politeness {
+        let breakers = Arc::new(Breakers::new(config.breaker, clock));
+        Politeness::build(config, Instant::now(), HashMap::new(), breakers, None)
+    }
+
+    /// A limiter whose back-off outlives it: it starts from the state saved
+    /// in `state` (if any; expired entries are dropped) and saves it there on
+    /// every change, reading wall-clock time from `wall`.
+    pub fn persistent(config: LimitConfig, state: PathBuf, wall: Arc<dyn WallClock>) -> Politeness {
+        let epoch = Instant::now();
+        let breakers = Arc::new(Breakers::new(config.breaker, Arc::new(SystemClock)));
+        let loaded = load(&state, &config, wall.now(), epoch.elapsed(), &breakers);
+        let domains: DomainMap = Arc::default();
+        let persist = Arc::new(Persist {
+            path: state,
+            wall,
+            epoch,
+            domains: domains.clone(),
+            breakers: breakers.clone(),
+            writing: Mutex::new(()),
+        });
+        *lock(&domains) = loaded;
+        let mut p = Politeness::build(config, epoch, HashMap::new(), breakers, Some(persist));
+        p.domains = domains;
+        p
+    }
+
+    fn build(
+        config: LimitConfig,
+        epoch: Instant,
+        domains: HashMap<String, Arc<Domain>>,
+        breakers: Arc<Breakers>,
+        persist: Option<Arc<Persist>>,
+    ) -> Politeness {
         let http = reqwest::Client::builder()
             .timeout(config.robots_timeout)
             .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| tracing::warn!(error = %e, "cannot build the robots.txt client; robots.txt is not fetched"))
             .ok();
-        Politeness { config, epoch: Instant::now(), domains: Mutex::default(), robots: Mutex::default(), http }
+        Politeness {
+            config,
+            epoch,
+            domains: Arc::new(Mutex::new(domains)),
+            breakers,
+            persist,
+            robots: Mutex::default(),
+            http,
+        }
     }
 
     /// The configuration.
@@ -144,6 +398,7 @@ impl Politeness {
             .entry(name.to_string())
             .or_insert_with(|| {
                 Arc::new(Domain {
+                    name: name.to_string(),
                     throttle: Mutex::new(Throttle::new(self.config.tuning(name).clone(), self.epoch.elapsed())),
                     released: Notify::new(),
                 })
@@ -152,20 +407,24 @@ impl Politeness {
     }
 
     /// Waits until a request to `url` may go, checking robots.txt first when
-    /// `obey_robots`. Err: why robots.txt refuses it.
-    pub async fn acquire(&self, url: &Url, obey_robots: bool) -> Result<LocalPermit, String> {
+    /// `obey_robots`, then the domain's circuit. Err: why it is refused.
+    pub async fn acquire(&self, url: &Url, obey_robots: bool) -> Result<LocalPermit, Refusal> {
         let Some(name) = domain_of(url) else {
-            return Ok(LocalPermit { domain: None, epoch: self.epoch });
+            return Ok(LocalPermit { domain: None, epoch: self.epoch, breakers: None, persist: None });
         };
         let domain = self.domain(&name);
         if obey_robots && let Some(robots_url) = robots::robots_url(url) {
             let entry = self.robots_entry(&robots_url);
             let (rules, _) = entry.rules.get_or_init(|| self.fetch_robots(&robots_url, &domain)).await;
             if let Some(why) = rules.refusal(url.as_str(), &robots_url) {
-                return Err(why);
+                return Err(Refusal::Robots(why));
             }
         }
-        Ok(self.wait_for(domain).await)
+        // one breaker per domain for every run (an open circuit is not asked again)
+        self.breakers.admit(&name).map_err(|CircuitOpen { message, .. }| Refusal::CircuitOpen(message))?;
+        let mut permit = self.wait_for(domain).await;
+        permit.breakers = Some(self.breakers.clone());
+        Ok(permit)
     }
 
     async fn wait_for(&self, domain: Arc<Domain>) -> LocalPermit {
@@ -176,7 +435,14 @@ impl Politeness {
             released.as_mut().enable();
             let decision = lock(&domain.throttle).try_acquire(self.epoch.elapsed());
             match decision {
-                Decision::Granted => return LocalPermit { domain: Some(domain.clone()), epoch: self.epoch },
+                Decision::Granted => {
+                    return LocalPermit {
+                        domain: Some(domain.clone()),
+                        epoch: self.epoch,
+                        breakers: None,
+                        persist: self.persist.clone(),
+                    };
+                }
                 Decision::WaitUntil(at) => {
                     tokio::time::sleep_until((self.epoch + at).into()).await;
                 }
@@ -187,7 +453,7 @@ impl Politeness {
 
     /// Gives a permit back with how its request ended.
     pub fn release(&self, mut permit: LocalPermit, outcome: &Outcome) {
-        permit.finish(outcome);
+        permit.finish(Some(outcome));
     }
 
     /// The entry of an origin's robots.txt, fresh (an expired one is replaced).
@@ -223,7 +489,7 @@ impl Politeness {
                 (None, Vec::new(), (None, started.elapsed()))
             }
         };
-        self.release(permit, &Outcome { status, latency: retry_after.1, retry_after: retry_after.0 });
+        self.release(permit, &Outcome { status, latency: retry_after.1, retry_after: retry_after.0, failed: false });
         let (rules, keep) = Rules::from_answer(status, &body, robots_url, ttl);
         lock(&domain.throttle).set_crawl_delay(rules.crawl_delay());
         (rules, Instant::now() + keep)

@@ -361,6 +361,12 @@ impl AttemptObserver for Exchange<'_> {
             self.metrics.circuit_opened(&self.host);
         }
     }
+
+    fn refused(&self, _attempt: u32) {
+        // the run's own circuit let it through (maybe as its probe): no outcome
+        self.breakers.abandon(&self.host);
+        self.metrics.error(&self.host, self.proxy, ErrorClass::CircuitOpen);
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::limiter::{LimitConfig, LocalPermit, Politeness};
+use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal};
 use crate::permit_server::{Answer, Request};
 use crate::throttle::Outcome;
 
@@ -92,8 +92,8 @@ impl PermitClient {
     }
 
     /// Waits for a permit to fetch `url`. Outer Err: the server cannot be
-    /// reached; inner Err: why it refused (robots.txt).
-    pub async fn acquire(&self, url: &Url, robots: bool) -> std::io::Result<Result<RemotePermit, String>> {
+    /// reached; inner Err: why it refused (robots.txt, an open circuit).
+    pub async fn acquire(&self, url: &Url, robots: bool) -> std::io::Result<Result<RemotePermit, Refusal>> {
         let req = Request::Acquire { url: url.to_string(), robots };
         // a pooled connection may have gone stale (the server was replaced): one fresh try
         let (mut conn, answer) = match self.idle() {
@@ -116,7 +116,12 @@ impl PermitClient {
             Answer::Refused { reason } => {
                 conn.line.clear();
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-                Ok(Err(reason))
+                Ok(Err(Refusal::Robots(reason)))
+            }
+            Answer::Open { reason } => {
+                conn.line.clear();
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                Ok(Err(Refusal::CircuitOpen(reason)))
             }
             Answer::Invalid { error } => Err(std::io::Error::other(format!("the permit server refused: {error}"))),
         }
@@ -188,13 +193,19 @@ impl HostLimiter {
         again.is_none_or(|at| Instant::now() >= at).then_some(remote)
     }
 
-    fn refusal(&self, reason: String) -> String {
-        if self.opt_out.is_empty() { reason } else { format!("{reason}; {}", self.opt_out) }
+    fn refusal(&self, refusal: Refusal) -> Refusal {
+        match refusal {
+            Refusal::Robots(reason) if !self.opt_out.is_empty() => {
+                Refusal::Robots(format!("{reason}; {}", self.opt_out))
+            }
+            other => other,
+        }
     }
 
     /// Waits until a request to `url` may go. Err: robots.txt refuses it
-    /// (the message says why and how to opt out).
-    pub async fn acquire(&self, url: &Url) -> Result<Permit, String> {
+    /// (the message says why and how to opt out), or the domain's circuit is
+    /// open for every run (the message says until when).
+    pub async fn acquire(&self, url: &Url) -> Result<Permit, Refusal> {
         if let Some(remote) = self.remote_now() {
             match remote.acquire(url, self.obey_robots).await {
                 Ok(Ok(p)) => return Ok(Permit::Remote(p)),

@@ -16,8 +16,17 @@
 //! → {"acquire":{"url":"https://example.com/a","robots":true}}
 //! ← {"granted":{"permit":7}}          (after any wait the domain needs)
 //! ← {"refused":{"reason":"disallowed by https://example.com/robots.txt for user-agent dc-host"}}
+//! ← {"open":{"reason":"circuit open for host example.com after 10 consecutive failures …"}}
 //! → {"release":{"permit":7,"status":200,"latency_us":1840,"retry_after_ms":null}}   (no answer)
+//! → {"release":{"permit":8,"status":null,"latency_us":30000000,"retry_after_ms":null,"failed":true}}
 //! ```
+//!
+//! The server also keeps one circuit breaker per domain for every run: the
+//! releases tell it each attempt's outcome (`failed`: the connection failed
+//! or timed out; a 5xx status is a failure too), and while a domain's circuit
+//! is open every run's acquire is answered `open`, so a second run does not
+//! hammer a domain the first found dead. Open circuits are saved with the
+//! back-off.
 //!
 //! Permits belong to their connection: when a connection closes (a worker
 //! killed mid-request), the permits it still holds are released as "no answer".
@@ -34,7 +43,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use crate::limiter::{LimitConfig, LocalPermit, Politeness};
+use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal, SystemWall, WallClock};
 use crate::throttle::Outcome;
 
 /// A message from a worker.
@@ -58,6 +67,9 @@ pub enum Request {
         latency_us: u64,
         /// The server's `Retry-After`, in milliseconds.
         retry_after_ms: Option<u64>,
+        /// No response: the connection failed or timed out.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
     },
 }
 
@@ -75,6 +87,11 @@ pub enum Answer {
         /// Why.
         reason: String,
     },
+    /// The domain's circuit is open.
+    Open {
+        /// Since when and until when.
+        reason: String,
+    },
     /// The request was not understood.
     Invalid {
         /// What was wrong.
@@ -90,6 +107,7 @@ impl Request {
             status: outcome.status,
             latency_us: u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX),
             retry_after_ms: outcome.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            failed: outcome.failed,
         }
     }
 }
@@ -97,6 +115,12 @@ impl Request {
 /// The default socket path under a data directory.
 pub fn default_socket(data_dir: &Path) -> PathBuf {
     data_dir.join("run").join("limiter.sock")
+}
+
+/// Where the server at `socket` saves the domains' back-off: `<socket>.state`
+/// (by default `<data_dir>/run/limiter.state`).
+pub fn state_path(socket: &Path) -> PathBuf {
+    socket.with_extension("state")
 }
 
 /// Serves permits from `limiter` on `listener` until the runtime ends.
@@ -122,12 +146,13 @@ async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, id
     let mut held: HashMap<u64, LocalPermit> = HashMap::new();
     while let Ok(Some(line)) = lines.next_line().await {
         let answer = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Release { permit, status, latency_us, retry_after_ms }) => {
+            Ok(Request::Release { permit, status, latency_us, retry_after_ms, failed }) => {
                 if let Some(p) = held.remove(&permit) {
                     let outcome = Outcome {
                         status,
                         latency: Duration::from_micros(latency_us),
                         retry_after: retry_after_ms.map(Duration::from_millis),
+                        failed,
                     };
                     limiter.release(p, &outcome);
                 }
@@ -143,7 +168,8 @@ async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, id
                                 held.insert(permit, p);
                                 Answer::Granted { permit }
                             }
-                            Err(reason) => Answer::Refused { reason },
+                            Err(Refusal::Robots(reason)) => Answer::Refused { reason },
+                            Err(Refusal::CircuitOpen(reason)) => Answer::Open { reason },
                         },
                         // one request at a time: anything read now is the end
                         _ = lines.next_line() => return,
@@ -173,6 +199,16 @@ pub fn serve_shared(
     config: LimitConfig,
     handle: tokio::runtime::Handle,
 ) -> std::io::Result<watch::Receiver<bool>> {
+    serve_shared_with_clock(socket, config, handle, Arc::new(SystemWall))
+}
+
+/// [`serve_shared`] reading wall-clock time (for the saved back-off) from `wall`.
+pub fn serve_shared_with_clock(
+    socket: &Path,
+    config: LimitConfig,
+    handle: tokio::runtime::Handle,
+    wall: Arc<dyn WallClock>,
+) -> std::io::Result<watch::Receiver<bool>> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -182,14 +218,14 @@ pub fn serve_shared(
     let (serving, answer) = watch::channel(false);
     match lock.try_lock() {
         Ok(()) => {
-            take_over(lock, &socket, config, &handle, serving);
+            take_over(lock, &socket, config, &handle, serving, wall);
             Ok(answer)
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             std::thread::Builder::new().name("permit-server-standby".into()).spawn(move || {
                 // blocks while another process serves
                 match lock.lock() {
-                    Ok(()) => take_over(lock, &socket, config, &handle, serving),
+                    Ok(()) => take_over(lock, &socket, config, &handle, serving, wall),
                     Err(e) => {
                         tracing::warn!(path = %lock_path.display(), error = %e, "cannot lock the permit server's lock file; this process does not serve permits")
                     }
@@ -208,6 +244,7 @@ fn take_over(
     config: LimitConfig,
     handle: &tokio::runtime::Handle,
     serving: watch::Sender<bool>,
+    wall: Arc<dyn WallClock>,
 ) {
     match std::fs::remove_file(socket) {
         Ok(()) => tracing::debug!(path = %socket.display(), "removed the stale permit socket"),
@@ -226,6 +263,8 @@ fn take_over(
         }
     };
     let path = socket.to_path_buf();
+    // before anything is served: the predecessor's back-off holds from the first permit
+    let limiter = Arc::new(Politeness::persistent(config, state_path(socket), wall));
     // bound: connections wait in the backlog until the task accepts them
     let _ = serving.send(true);
     handle.spawn(async move {
@@ -235,7 +274,7 @@ fn take_over(
         match UnixListener::from_std(listener) {
             Ok(l) => {
                 tracing::debug!(path = %path.display(), "serving politeness permits");
-                serve(l, Arc::new(Politeness::new(config))).await;
+                serve(l, limiter).await;
             }
             Err(e) => tracing::warn!(error = %e, "cannot serve the permit socket"),
         }
@@ -256,6 +295,7 @@ mod tests {
                 status: Some(429),
                 latency: Duration::from_micros(1500),
                 retry_after: Some(Duration::from_secs(2)),
+                failed: false,
             },
         );
         assert_eq!(

@@ -143,6 +143,10 @@ pub trait AttemptObserver: Sync {
     /// After attempt number `attempt`: its answer (headers read) or error,
     /// and how long it took.
     fn after(&self, attempt: u32, outcome: Result<&Response, &reqwest::Error>, elapsed: std::time::Duration);
+    /// Attempt number `attempt`, which `before` let through, was refused
+    /// without being sent by the host-wide circuit of its domain (the permit
+    /// server's): it has no outcome.
+    fn refused(&self, _attempt: u32) {}
 }
 
 /// Observes nothing.
@@ -183,7 +187,13 @@ async fn attempt(
     };
     let (client, built) = req.build_split();
     let request = built?;
-    let permit = limiter.acquire(request.url()).await.map_err(FetchError::RobotsDenied)?;
+    let permit = limiter.acquire(request.url()).await.map_err(|r| match r {
+        crate::limiter::Refusal::Robots(why) => FetchError::RobotsDenied(why),
+        crate::limiter::Refusal::CircuitOpen(why) => {
+            observer.refused(attempt_no);
+            FetchError::Refused(why)
+        }
+    })?;
     let started = std::time::Instant::now();
     let sent = client.execute(request).await;
     let elapsed = started.elapsed();
@@ -192,8 +202,14 @@ async fn attempt(
             status: Some(resp.status().as_u16()),
             latency: elapsed,
             retry_after: retry_after_of(resp.headers(), SystemTime::now()),
+            failed: false,
         },
-        Err(_) => Outcome { status: None, latency: elapsed, retry_after: None },
+        Err(e) => Outcome {
+            status: None,
+            latency: elapsed,
+            retry_after: None,
+            failed: matches!(crate::ErrorClass::of(e), crate::ErrorClass::Timeout | crate::ErrorClass::Connection),
+        },
     };
     limiter.release(permit, &outcome).await;
     observer.after(attempt_no, sent.as_ref(), elapsed);

@@ -74,6 +74,23 @@ pub struct Outcome {
     pub latency: Duration,
     /// The server's `Retry-After`, read as a wait.
     pub retry_after: Option<Duration>,
+    /// No response because the connection failed or timed out: a failure
+    /// for the domain's circuit breaker (other errors are not).
+    pub failed: bool,
+}
+
+/// What of a domain's state outlives the process that serves permits (the
+/// permit server saves it on change, a successor loads it): the adaptive
+/// rate, the latency average and the end of a `Retry-After` block. Times are
+/// since the owner's epoch, like every time the throttle is told.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Saved {
+    /// The adaptive rate (None: the domain has no rate).
+    pub rate: Option<f64>,
+    /// The latency moving average.
+    pub latency: Option<Duration>,
+    /// No grant before this.
+    pub blocked_until: Duration,
 }
 
 /// What the throttle says to a request that wants to go.
@@ -224,16 +241,52 @@ impl Throttle {
     }
 
     /// A granted request ended at `now` with `outcome`: its permit is given
-    /// back and the rate adapts.
-    pub fn release(&mut self, now: Duration, outcome: &Outcome) {
+    /// back and the rate adapts. True: the back-off changed (a 429/503
+    /// tightened the domain, or an answer relaxed a tightened rate), so
+    /// [`Throttle::saved`] says something new.
+    pub fn release(&mut self, now: Duration, outcome: &Outcome) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome.status {
-            Some(429 | 503) => self.tighten(now, outcome.retry_after),
-            Some(s) if s < 500 => self.relax(outcome.latency),
+            Some(429 | 503) => {
+                self.tighten(now, outcome.retry_after);
+                true
+            }
+            Some(s) if s < 500 => {
+                let before = self.rate;
+                self.relax(outcome.latency);
+                before != self.rate
+            }
             // other server errors, failures and abandoned requests say
             // nothing about how fast we may go
-            _ => {}
+            _ => false,
         }
+    }
+
+    /// The state worth keeping at `now`; None: nothing (no block ahead and
+    /// the rate is the configured one), a successor starts afresh.
+    pub fn saved(&self, now: Duration) -> Option<Saved> {
+        let tightened = matches!((self.rate, self.tuning.rps), (Some(r), Some(c)) if r < c);
+        (tightened || self.blocked_until > now).then_some(Saved {
+            rate: self.rate,
+            latency: self.latency,
+            blocked_until: self.blocked_until,
+        })
+    }
+
+    /// Takes over `saved` (from a previous server) at `now`: the block and
+    /// the tightened rate hold on, within this tuning (a rate never above the
+    /// configured one; none when the domain has none now).
+    pub fn restore(&mut self, saved: &Saved, now: Duration) {
+        if let (Some(configured), Some(rate)) = (self.tuning.rps, saved.rate.filter(|r| r.is_finite() && *r > 0.0)) {
+            let rate = rate.clamp(configured / FLOOR_DIVISOR, configured);
+            self.rate = Some(rate);
+            self.next_at = self.next_at.max(now + per(rate));
+        }
+        if self.tuning.adaptive {
+            self.latency = saved.latency.or(self.latency);
+        }
+        let cap = now + self.tuning.max_block;
+        self.blocked_until = self.blocked_until.max(saved.blocked_until.min(cap));
     }
 
     fn tighten(&mut self, now: Duration, retry_after: Option<Duration>) {
@@ -275,11 +328,11 @@ mod tests {
     }
 
     fn ok(latency_ms: u64) -> Outcome {
-        Outcome { status: Some(200), latency: ms(latency_ms), retry_after: None }
+        Outcome { status: Some(200), latency: ms(latency_ms), retry_after: None, failed: false }
     }
 
     fn throttled(status: u16, retry_after: Option<Duration>) -> Outcome {
-        Outcome { status: Some(status), latency: ms(1), retry_after }
+        Outcome { status: Some(status), latency: ms(1), retry_after, failed: false }
     }
 
     fn tuning(rps: f64, concurrency: u32) -> Tuning {
@@ -377,7 +430,7 @@ mod tests {
         for status in [Some(500), Some(502), None] {
             let now = t.blocked_until().max(ms(1000));
             let now = next_grant(&mut t, now);
-            t.release(now, &Outcome { status, latency: ms(5), retry_after: None });
+            t.release(now, &Outcome { status, latency: ms(5), retry_after: None, failed: false });
         }
         assert_eq!(t.effective_rate(), after);
         assert_eq!(t.latency(), None, "errors do not feed the latency average");
@@ -411,6 +464,41 @@ mod tests {
         t.release(ms(1), &throttled(429, Some(Duration::from_secs(2))));
         assert_eq!(t.effective_rate(), Some(10.0));
         assert_eq!(t.blocked_until(), ms(2001));
+    }
+
+    #[test]
+    fn the_saved_back_off_is_restored_within_the_new_tuning() {
+        let mut t = Throttle::new(tuning(8.0, 4), Duration::ZERO);
+        assert_eq!(t.saved(Duration::ZERO), None, "nothing to keep while untouched");
+        t.try_acquire(Duration::ZERO);
+        assert!(t.release(ms(10), &throttled(429, Some(Duration::from_secs(60)))), "a 429 changes the back-off");
+        let saved = t.saved(ms(20)).expect("blocked and tightened");
+        assert_eq!(saved.rate, Some(4.0));
+        assert_eq!(saved.blocked_until, ms(60_010));
+
+        // a successor whose epoch is 5 s later on the same timeline
+        let mut next = Throttle::new(tuning(8.0, 4), Duration::ZERO);
+        next.restore(&Saved { blocked_until: saved.blocked_until - Duration::from_secs(5), ..saved }, Duration::ZERO);
+        assert_eq!(next.effective_rate(), Some(4.0));
+        assert_eq!(next.try_acquire(ms(1)), Decision::WaitUntil(ms(55_010)), "the block holds on");
+        // a rate that a new configuration lowered: never above it
+        let mut lower = Throttle::new(tuning(2.0, 4), Duration::ZERO);
+        lower.restore(&saved, Duration::ZERO);
+        assert_eq!(lower.effective_rate(), Some(2.0));
+        // a successor with a shorter max_block caps the block
+        let mut capped = Throttle::new(Tuning { max_block: Duration::from_secs(10), ..tuning(8.0, 4) }, Duration::ZERO);
+        capped.restore(&saved, Duration::ZERO);
+        assert_eq!(capped.blocked_until(), Duration::from_secs(10));
+
+        // relaxing a tightened rate is a change; relaxing at the configured rate is not
+        let mut now = ms(60_010);
+        let mut changes = 0;
+        for _ in 0..20 {
+            now = next_grant(&mut t, now);
+            changes += usize::from(t.release(now, &ok(1)));
+        }
+        assert_eq!(changes, 10, "from half to full in 10 steps of 1/20");
+        assert_eq!(t.saved(now), None, "back at the configured rate, no block ahead");
     }
 
     #[test]

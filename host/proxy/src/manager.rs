@@ -103,6 +103,9 @@ pub struct ProxyStats {
 
 struct Entry {
     client: reqwest::Client,
+    endpoint: Endpoint,
+    /// Clients following another number of redirects than the default, by it.
+    redirecting: Mutex<HashMap<u32, reqwest::Client>>,
     stats: Mutex<(Health, ProxyStats)>,
 }
 
@@ -114,7 +117,13 @@ pub struct Lease {
     /// The proxy, without its password.
     pub proxy: String,
     index: Option<usize>,
+    /// A new exit per request: its endpoint (not in the pool).
+    fresh: Option<Endpoint>,
 }
+
+/// The redirects a lease's own client follows (reqwest's default, and the
+/// plugin interface's `FollowRedirects::DEFAULT_MAX`).
+pub const DEFAULT_REDIRECTS: u32 = 10;
 
 /// The proxies of one run.
 pub struct ProxyManager {
@@ -135,9 +144,15 @@ impl std::fmt::Debug for ProxyManager {
     }
 }
 
-fn client_for(ep: &Endpoint, opts: &ManagerOptions) -> Result<reqwest::Client, ProxyError> {
+fn client_for(ep: &Endpoint, opts: &ManagerOptions, redirects: u32) -> Result<reqwest::Client, ProxyError> {
+    let redirect = if redirects == 0 {
+        reqwest::redirect::Policy::none()
+    } else {
+        reqwest::redirect::Policy::limited(redirects as usize)
+    };
     reqwest::Client::builder()
         .proxy(ep.to_reqwest()?)
+        .redirect(redirect)
         .cookie_store(true)
         .timeout(opts.timeout)
         .user_agent(opts.user_agent.clone())
@@ -181,7 +196,7 @@ impl ProxyManager {
         let (mut pool, mut held, mut unverified) = (Vec::new(), 0usize, 0usize);
         for ep in &endpoints {
             let shown = ep.shown();
-            let client = client_for(ep, &opts)?;
+            let client = client_for(ep, &opts, DEFAULT_REDIRECTS)?;
             let exit_ip: Option<IpAddr> = if opts.judges.is_empty() {
                 None
             } else {
@@ -208,7 +223,12 @@ impl ProxyManager {
                 score: 1.0,
                 ..Default::default()
             };
-            pool.push(Entry { client, stats: Mutex::new((Health::default(), stats)) });
+            pool.push(Entry {
+                client,
+                endpoint: ep.clone(),
+                redirecting: Mutex::default(),
+                stats: Mutex::new((Health::default(), stats)),
+            });
         }
         if pool.is_empty() {
             return Err(ProxyError::Unavailable(format!(
@@ -241,7 +261,7 @@ impl ProxyManager {
 
     fn lease_of(&self, i: usize) -> Lease {
         let e = &self.pool[i];
-        Lease { client: e.client.clone(), proxy: lock(&e.stats).1.proxy.clone(), index: Some(i) }
+        Lease { client: e.client.clone(), proxy: lock(&e.stats).1.proxy.clone(), index: Some(i), fresh: None }
     }
 
     fn all_retired(&self) -> ProxyError {
@@ -256,8 +276,8 @@ impl ProxyManager {
         if self.fresh.is_some() {
             let ep =
                 self.provider.fresh().ok_or_else(|| ProxyError::Unavailable("the provider has no new exit".into()))?;
-            let client = client_for(&ep, &self.opts)?;
-            return Ok(Lease { client, proxy: ep.shown(), index: None });
+            let client = client_for(&ep, &self.opts, DEFAULT_REDIRECTS)?;
+            return Ok(Lease { client, proxy: ep.shown(), index: None, fresh: Some(ep) });
         }
         let n = self.pool.len();
         match self.opts.rotate {
@@ -288,6 +308,29 @@ impl ProxyManager {
                 }
                 Err(self.all_retired())
             }
+        }
+    }
+
+    /// The client to send through `lease`'s proxy following at most
+    /// `redirects` redirects (0: none): the lease's own client for the
+    /// default ([`DEFAULT_REDIRECTS`]), else one built for that number (kept
+    /// per proxy of the pool).
+    pub fn client_following(&self, lease: &Lease, redirects: u32) -> Result<reqwest::Client, ProxyError> {
+        if redirects == DEFAULT_REDIRECTS {
+            return Ok(lease.client.clone());
+        }
+        match (lease.index.and_then(|i| self.pool.get(i)), &lease.fresh) {
+            (Some(e), _) => {
+                let mut built = lock(&e.redirecting);
+                if let Some(c) = built.get(&redirects) {
+                    return Ok(c.clone());
+                }
+                let c = client_for(&e.endpoint, &self.opts, redirects)?;
+                built.insert(redirects, c.clone());
+                Ok(c)
+            }
+            (None, Some(ep)) => client_for(ep, &self.opts, redirects),
+            (None, None) => Ok(lease.client.clone()),
         }
     }
 

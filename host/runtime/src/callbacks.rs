@@ -337,7 +337,13 @@ impl WorkerCallbacks {
             (Some(m), true) => Some(m.lease().map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?),
             _ => None,
         };
-        let client = lease.as_ref().map_or(client, |l| l.client.clone());
+        // the lease's client, following the request's redirects
+        let client = match (&lease, &self.0.proxies) {
+            (Some(l), Some(m)) => {
+                m.client_following(l, redirects).map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?
+            }
+            _ => client,
+        };
         // the proxy as the request metrics name it: never with its password
         let proxy =
             lease.as_ref().map(|l| l.proxy.clone()).or_else(|| own_proxy.as_deref().map(dc_core::settings::redact_url));

@@ -43,6 +43,11 @@ pub fn limit_config(settings: &Settings) -> LimitConfig {
         loopback,
         domains,
         robots_ttl: Duration::from_secs(l.robots_ttl_secs),
+        // the same breaker as each run's, kept by the permit server for every run
+        breaker: dc_net::BreakerPolicy {
+            failures: settings.runs.breaker_failures,
+            cooldown: Duration::from_secs(settings.runs.breaker_cooldown_secs),
+        },
         ..LimitConfig::default()
     }
 }
@@ -101,5 +106,6 @@ mod tests {
         assert_eq!(c.tuning("example.com").concurrency, s.limits.default_concurrency);
         assert_eq!(c.tuning("127.0.0.1").rps, None);
         assert_eq!(socket_path(&s), s.general.data_dir.join("run/limiter.sock"));
+        assert_eq!(c.breaker.failures, s.runs.breaker_failures, "the host-wide breaker follows [runs]");
     }
 }

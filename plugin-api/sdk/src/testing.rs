@@ -14,8 +14,9 @@
 //! Schema validator and Unicode normalization): enable it in the plugin's
 //! `[dev-dependencies]`, so that none of it is compiled into the cdylib.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -32,6 +33,8 @@ use dc_plugin_api::{ColumnType, ErrorClass, MergeSummary, SessionAuth, SessionCo
 
 use crate::sdk::{Context, LogLevel, Request, Response, Result, Scraper, adapt, guarded};
 
+/// What the collecting threads gathered: records, collect errors, items with their depth.
+type Collected = (Vec<Value>, Vec<String>, Vec<(Value, u32)>);
 type Fetcher = dyn Fn(&Request) -> Result<Response> + Send + Sync;
 type HostCallAnswer = dyn Fn(&str, &Value) -> Result<Value> + Send + Sync;
 
@@ -80,11 +83,14 @@ struct Recorded {
     log_records: Vec<(LogLevel, String, Value)>,
     host_calls: Vec<(String, Value)>,
     sessions: Vec<SessionConfig>,
-    session: TestSession,
+    /// One session per thread, as the host keeps them: the thread that runs
+    /// `new`, `prepare_list`, `store` and `cleanup` has one, and every
+    /// collecting thread its own.
+    session: HashMap<ThreadId, TestSession>,
 }
 
-/// The session the test host applies to every request it hands the fetcher
-/// (one for all threads; the host keeps one per collecting thread).
+/// The session the test host applies to every request a thread hands the
+/// fetcher (one per thread, like the host's).
 #[derive(Default)]
 struct TestSession {
     headers: Vec<(String, String)>,
@@ -172,8 +178,9 @@ struct TestCallbacks {
     rec: Arc<Mutex<Recorded>>,
     manifest: dc_plugin_api::Manifest,
     frontier: Arc<dc_frontier::Frontier>,
-    /// The depth of the item being collected (`None` outside `collect`).
-    depth: Arc<Mutex<Option<u32>>>,
+    /// The depth of the item each collecting thread is collecting (none
+    /// outside `collect`).
+    depth: Arc<Mutex<HashMap<ThreadId, u32>>>,
     host_call: Option<Arc<HostCallAnswer>>,
 }
 
@@ -196,7 +203,7 @@ impl TestCallbacks {
     /// The fetcher's answer to `req` with the session applied; an error
     /// crosses as the host's does (tagged with its class, when it has one).
     fn answer(&self, req: &mut Request) -> std::result::Result<Response, String> {
-        lock(&self.rec).session.decorate(req);
+        lock(&self.rec).session.entry(std::thread::current().id()).or_default().decorate(req);
         (self.fetch)(req).map_err(|e| e.to_wire())
     }
 }
@@ -319,7 +326,7 @@ impl HostCallbacks for TestCallbacks {
             Ok(e) => e,
             Err(e) => return RErr(format!("enqueue needs a JSON array of {{\"item\", \"key\"}} entries: {e}").into()),
         };
-        let depth = *self.depth.lock().unwrap_or_else(|p| p.into_inner());
+        let depth = self.depth.lock().unwrap_or_else(|p| p.into_inner()).get(&std::thread::current().id()).copied();
         match self.frontier.enqueue(depth, entries) {
             Ok(answer) => ROk(serde_json::to_string(&answer).unwrap_or_default().into()),
             Err(e) => RErr(e.into()),
@@ -337,7 +344,7 @@ impl HostCallbacks for TestCallbacks {
             Err(e) => return RErr(format!("invalid session config: {e}").into()),
         };
         let mut rec = lock(&self.rec);
-        rec.session.apply(&cfg);
+        rec.session.entry(std::thread::current().id()).or_default().apply(&cfg);
         rec.sessions.push(cfg);
         ROk(())
     }
@@ -405,12 +412,13 @@ pub struct TestHost {
     fetch: Arc<Fetcher>,
     args: Value,
     host_call: Option<Arc<HostCallAnswer>>,
+    threads: usize,
 }
 
 impl TestHost {
     /// A test host whose HTTP requests are answered by `fetch`.
     pub fn new(fetch: impl Fn(&Request) -> Result<Response> + Send + Sync + 'static) -> TestHost {
-        TestHost { fetch: Arc::new(fetch), args: Value::Object(Map::new()), host_call: None }
+        TestHost { fetch: Arc::new(fetch), args: Value::Object(Map::new()), host_call: None, threads: 1 }
     }
 
     /// Answers the plugin's host calls (`Context::host_call` and the helpers
@@ -432,10 +440,20 @@ impl TestHost {
         self
     }
 
+    /// Collects on `n` threads (default 1, which collects the items in a
+    /// reproducible order), like the host's `--threads`.
+    pub fn threads(mut self, n: usize) -> TestHost {
+        self.threads = n.max(1);
+        self
+    }
+
     /// Runs `new → prepare_list → collect (each item) → store → cleanup`
     /// through the same ABI adapter and panic guard the host uses, so a panic in
     /// any step (including `new`) comes back as an error containing
-    /// "plugin panicked".
+    /// "plugin panicked". As in the host, `collect` runs on collecting threads
+    /// of its own ([`TestHost::threads`]), each with its own HTTP session
+    /// (headers, cookies, credentials, proxy): what `new` or `prepare_list`
+    /// sets on the session is not sent by `collect`.
     ///
     /// Before any plugin code runs, the manifest is checked as at registration
     /// ("the manifest is invalid: ...") and the arguments against its
@@ -463,7 +481,7 @@ impl TestHost {
         }
         let rec = Arc::new(Mutex::new(Recorded::default()));
         let frontier = Arc::new(dc_frontier::Frontier::new(manifest.crawl, dc_frontier::DEFAULT_MAX_ITEMS));
-        let depth = Arc::new(Mutex::new(None));
+        let depth = Arc::new(Mutex::new(HashMap::new()));
         let callbacks = TestCallbacks {
             fetch: self.fetch.clone(),
             args: self.args.to_string(),
@@ -481,19 +499,46 @@ impl TestHost {
             let items: Vec<Value> = serde_json::from_str(&into(obj.prepare_list())?)?;
             run.items = items.clone();
             frontier.seed(items);
-            let mut records = Vec::new();
-            // one collecting thread: the host's rules, in a reproducible order
-            while let Some(work) = frontier.next() {
-                *depth.lock().unwrap_or_else(|p| p.into_inner()) = Some(work.depth);
-                let collected = into(obj.collect(RStr::from_str(&work.item.to_string())));
-                *depth.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                frontier.done();
-                match collected {
-                    Ok(json) => records.extend(serde_json::from_str::<Vec<Value>>(&json)?),
-                    Err(e) => run.collect_errors.push(e.to_string()),
+            let collected: Mutex<Collected> = Mutex::default();
+            let failed: Mutex<Option<crate::sdk::Error>> = Mutex::new(None);
+            let plugin = &obj;
+            // collecting threads of their own, each with its own session, as in the host
+            std::thread::scope(|scope| {
+                for t in 0..self.threads {
+                    let (frontier, depth, collected, failed) = (&frontier, &depth, &collected, &failed);
+                    let spawned =
+                        std::thread::Builder::new().name(format!("collect-{t}")).spawn_scoped(scope, move || {
+                            let me = std::thread::current().id();
+                            while let Some(work) = frontier.next() {
+                                depth.lock().unwrap_or_else(|p| p.into_inner()).insert(me, work.depth);
+                                let answer = into(plugin.collect(RStr::from_str(&work.item.to_string())));
+                                depth.lock().unwrap_or_else(|p| p.into_inner()).remove(&me);
+                                let parsed = answer.map(|json| serde_json::from_str::<Vec<Value>>(&json));
+                                let mut c = collected.lock().unwrap_or_else(|p| p.into_inner());
+                                match parsed {
+                                    Ok(Ok(recs)) => c.0.extend(recs),
+                                    Ok(Err(e)) => {
+                                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e.into());
+                                    }
+                                    Err(e) => c.1.push(e.to_string()),
+                                }
+                                c.2.push((work.item, work.depth));
+                                drop(c);
+                                frontier.done();
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e.into());
+                        frontier.stop();
+                    }
                 }
-                run.collected.push((work.item, work.depth));
+            });
+            if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                return Err(e);
             }
+            let (records, errors, items) = collected.into_inner().unwrap_or_else(|p| p.into_inner());
+            run.collect_errors = errors;
+            run.collected = items;
             run.dropped = frontier.dropped();
             into(obj.store(RStr::from_str(&Value::Array(records).to_string())))?;
             Ok(())
@@ -1101,6 +1146,60 @@ mod tests {
             }
         };
         Err(Error::with_class(class, format!("GET {} failed: {path}", r.url)))
+    }
+
+    /// Sets a header on the main thread's session, and on each collecting
+    /// thread's own: both collecting threads hold their item at once (a
+    /// barrier) before they fetch.
+    struct PerThread;
+
+    static BOTH_COLLECTING: std::sync::LazyLock<std::sync::Barrier> =
+        std::sync::LazyLock::new(|| std::sync::Barrier::new(2));
+
+    impl Scraper for PerThread {
+        fn manifest() -> Manifest {
+            Manifest::new("g", "p", "s", "1.0.0").table(table("incr_t", SnapshotMode::Incremental))
+        }
+
+        fn new(_ctx: &Context) -> Result<Self> {
+            Ok(PerThread)
+        }
+
+        fn prepare_list(&mut self, ctx: &Context) -> Result<Vec<Value>> {
+            ctx.set_headers([("x-main", "1")])?;
+            Ok(vec![json!("a"), json!("b")])
+        }
+
+        fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>> {
+            let me = item.as_str().unwrap_or_default();
+            ctx.set_headers([("x-item", me)])?;
+            BOTH_COLLECTING.wait();
+            let seen = ctx.get("http://site.test/echo")?.text();
+            Ok(vec![Record::new(
+                "incr_t",
+                json!({"id": format!("{me}: {}", seen.split(" | ").next().unwrap_or_default())}),
+            )])
+        }
+
+        fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
+            let seen = ctx.get("http://site.test/echo")?.text();
+            let mut records = records;
+            records.push(Record::new(
+                "incr_t",
+                json!({"id": format!("store: {}", seen.split(" | ").next().unwrap_or_default())}),
+            ));
+            crate::sdk::default_store(&Self::manifest(), ctx, records)
+        }
+    }
+
+    #[test]
+    fn every_collecting_thread_has_its_own_session_as_in_the_host() {
+        let run = TestHost::new(site).threads(2).run::<PerThread>().expect("run succeeds");
+        let mut ids: Vec<String> =
+            run.merges[0].rows.iter().map(|r| r["id"].as_str().unwrap_or_default().to_string()).collect();
+        ids.sort();
+        // each thread sends its own header only, never the other's or the main thread's
+        assert_eq!(ids, ["a: x-item=a", "b: x-item=b", "store: x-main=1"], "{:?}", run.sessions);
     }
 
     #[test]

@@ -7,14 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use dc_net::{HostLimiter, LimitConfig, Outcome, PermitClient, Politeness, Tuning};
+use std::io::BufRead;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::SystemTime;
+
+use dc_net::{BreakerPolicy, HostLimiter, LimitConfig, Outcome, PermitClient, Politeness, Refusal, Tuning, WallClock};
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn ok() -> Outcome {
-    Outcome { status: Some(200), latency: Duration::from_millis(1), retry_after: None }
+    Outcome { status: Some(200), latency: Duration::from_millis(1), retry_after: None, failed: false }
 }
 
 fn one_at_a_time() -> LimitConfig {
@@ -91,7 +95,10 @@ async fn robots_txt_is_fetched_once_for_every_worker_and_refusals_say_where() {
         w.release(p, &ok()).await;
         let refused =
             bounded(w.acquire(&Url::parse(&format!("{base}/private/a")).expect("url"))).await.expect_err("disallowed");
-        assert_eq!(refused, format!("disallowed by {base}/robots.txt for user-agent dc-host; opt out with X"));
+        assert_eq!(
+            refused.to_string(),
+            format!("disallowed by {base}/robots.txt for user-agent dc-host; opt out with X")
+        );
     }
     assert_eq!(asked.load(Ordering::SeqCst), 1, "one fetch for all workers");
     // an app that does not obey robots.txt is never refused and never asks
@@ -150,4 +157,271 @@ async fn a_worker_without_a_server_limits_on_its_own() {
     w.release(p, &ok()).await;
     let q = bounded(&mut waiting).await.expect("granted after the release");
     w.release(q, &ok()).await;
+}
+
+/// A wall clock ahead of the system's by a fixed amount.
+struct Ahead(Duration);
+
+impl WallClock for Ahead {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.0
+    }
+}
+
+/// A circuit opens after 2 failures in a row, for an hour.
+fn breaking_after_two() -> LimitConfig {
+    LimitConfig {
+        breaker: BreakerPolicy { failures: 2, cooldown: Duration::from_secs(3600) },
+        ..LimitConfig::default()
+    }
+}
+
+fn failed() -> Outcome {
+    Outcome { status: None, latency: Duration::from_millis(1), retry_after: None, failed: true }
+}
+
+const SERVE_ENV: &str = "DC_NET_TEST_SERVE";
+const AHEAD_ENV: &str = "DC_NET_TEST_WALL_AHEAD_SECS";
+
+/// The child process of `a_takeover_keeps_the_back_off_of_the_process_that_served`:
+/// takes part in serving the socket in `DC_NET_TEST_SERVE` with a wall clock
+/// `DC_NET_TEST_WALL_AHEAD_SECS` ahead, says "standby" and "serving" on
+/// stdout, and lives until it is killed.
+#[test]
+#[ignore = "run as a child process by a_takeover_keeps_the_back_off_of_the_process_that_served"]
+fn permit_server_process() {
+    let Some(socket) = std::env::var_os(SERVE_ENV) else { return };
+    let ahead = std::env::var(AHEAD_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let mut serving = dc_net::serve_shared_with_clock(
+        std::path::Path::new(&socket),
+        breaking_after_two(),
+        rt.handle().clone(),
+        Arc::new(Ahead(Duration::from_secs(ahead))),
+    )
+    .expect("takes part");
+    if !*serving.borrow() {
+        println!("PERMIT-SERVER standby");
+    }
+    rt.block_on(async { serving.wait_for(|s| *s).await.expect("serves") });
+    println!("PERMIT-SERVER serving");
+    rt.block_on(std::future::pending::<()>());
+}
+
+/// A permit server process, killed when dropped.
+struct ServerProcess {
+    child: Child,
+    out: std::io::Lines<std::io::BufReader<ChildStdout>>,
+}
+
+impl ServerProcess {
+    fn start(socket: &std::path::Path, wall_ahead_secs: u64) -> ServerProcess {
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "permit_server_process", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(SERVE_ENV, socket)
+            .env(AHEAD_ENV, wall_ahead_secs.to_string())
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("the server process starts");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        ServerProcess { child, out }
+    }
+
+    /// Waits for the process to say `what` ("standby", "serving").
+    fn said(&mut self, what: &str) {
+        let want = format!("PERMIT-SERVER {what}");
+        for line in self.out.by_ref() {
+            // libtest may print "test permit_server_process ... " before it on the same line
+            if line.expect("stdout").ends_with(&want) {
+                return;
+            }
+        }
+        panic!("the permit server process ended before it said {what:?}");
+    }
+
+    /// SIGKILL: nothing is saved on the way out.
+    fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_takeover_keeps_the_back_off_of_the_process_that_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("run").join("limiter.sock");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut a = ServerProcess::start(&socket, 0);
+    a.said("serving");
+    let mut b = ServerProcess::start(&socket, 0);
+    b.said("standby");
+
+    let throttled = Url::parse("http://127.0.0.1:9/x").expect("url");
+    let other = Url::parse("http://127.0.0.2:9/x").expect("url");
+    let c = PermitClient::new(&socket);
+    rt.block_on(async {
+        let p = bounded(c.acquire(&throttled, false)).await.expect("a serves").expect("granted");
+        let answer = Outcome {
+            status: Some(429),
+            latency: Duration::from_millis(1),
+            retry_after: Some(Duration::from_secs(3600)),
+            failed: false,
+        };
+        c.release(p, &answer).await;
+        // the next request on the same connection is read after the release:
+        // the back-off is saved by the time it is answered
+        // and a dead domain: its circuit opens
+        let dead = Url::parse("http://127.0.0.3:9/x").expect("url");
+        for _ in 0..2 {
+            let p = bounded(c.acquire(&dead, false)).await.expect("a serves").expect("granted");
+            c.release(p, &failed()).await;
+        }
+        let q = bounded(c.acquire(&other, false)).await.expect("a serves").expect("granted");
+        c.release(q, &ok()).await;
+    });
+    let saved = std::fs::read_to_string(dc_net::state_path(&socket)).expect("the back-off is saved");
+    assert!(saved.contains("\"127.0.0.1\""), "{saved}");
+    assert!(!saved.contains("127.0.0.2"), "a domain without back-off is not saved: {saved}");
+    assert!(saved.contains("\"circuits\":{\"127.0.0.3\""), "the open circuit is saved: {saved}");
+
+    // a dies without a word; b takes over and still holds the domain back
+    a.kill();
+    b.said("serving");
+    rt.block_on(async {
+        let q = bounded(c.acquire(&other, false)).await.expect("b serves").expect("another domain goes at once");
+        c.release(q, &ok()).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(300), c.acquire(&throttled, false)).await;
+        assert!(waiting.is_err(), "a permit for the throttled domain still waits for Retry-After: {waiting:?}");
+        let dead = Url::parse("http://127.0.0.3:9/x").expect("url");
+        match bounded(c.acquire(&dead, false)).await.expect("b serves") {
+            Err(Refusal::CircuitOpen(why)) => {
+                assert!(why.starts_with("circuit open for host 127.0.0.3 after 2 consecutive failures"), "{why}")
+            }
+            other => panic!("the dead domain's circuit is still open after the takeover: {other:?}"),
+        }
+    });
+
+    // a successor whose clock is past the Retry-After drops the expired entry
+    b.kill();
+    let mut later = ServerProcess::start(&socket, 3601);
+    later.said("serving");
+    rt.block_on(async {
+        let p = bounded(c.acquire(&throttled, false)).await.expect("serves").expect("granted: the block has passed");
+        c.release(p, &ok()).await;
+    });
+}
+
+/// A breaker clock the test moves by hand.
+struct Manual(std::sync::Mutex<std::time::Instant>);
+
+impl dc_net::breaker::Clock for Manual {
+    fn now(&self) -> std::time::Instant {
+        *self.0.lock().expect("clock")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_one_run_opened_refuses_every_run_until_its_probe_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("limiter.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    let config = LimitConfig {
+        breaker: BreakerPolicy { failures: 3, cooldown: Duration::from_secs(30) },
+        ..LimitConfig::default()
+    };
+    let clock = Arc::new(Manual(std::sync::Mutex::new(std::time::Instant::now())));
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::with_breaker_clock(config.clone(), clock.clone()))));
+    let first = HostLimiter::new(Some(socket.clone()), config.clone(), false, String::new());
+    let second = HostLimiter::new(Some(socket.clone()), config, false, String::new());
+    let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
+    // abandoned requests say nothing about the domain
+    for _ in 0..5 {
+        drop(bounded(first.acquire(&dead)).await.expect("granted"));
+    }
+    // a 5xx and two connection failures in a row, all from the first run
+    let p = bounded(first.acquire(&dead)).await.expect("granted");
+    first.release(p, &Outcome { status: Some(500), ..ok() }).await;
+    for _ in 0..2 {
+        let p = bounded(first.acquire(&dead)).await.expect("granted");
+        first.release(p, &failed()).await;
+    }
+    // a release is not answered: the next request on the same connection is read after it
+    let other_domain = Url::parse("http://127.0.0.2:9/x").expect("url");
+    let p = bounded(first.acquire(&other_domain)).await.expect("granted");
+    first.release(p, &ok()).await;
+    // the second run's request to the domain is refused without being sent
+    match bounded(second.acquire(&dead)).await {
+        Err(Refusal::CircuitOpen(why)) => {
+            assert!(why.starts_with("circuit open for host 127.0.0.1 after 3 consecutive failures"), "{why}");
+            assert!(why.ends_with("(in 30s)"), "{why}");
+        }
+        other => panic!("the circuit the first run opened holds for the second: {other:?}"),
+    }
+    let p = bounded(second.acquire(&other_domain)).await.expect("another domain is not affected");
+    second.release(p, &ok()).await;
+    // the cool-down passes: one probe goes, the others are refused while it is in flight
+    *clock.0.lock().expect("clock") += Duration::from_secs(30);
+    let probe = bounded(second.acquire(&dead)).await.expect("the probe");
+    match bounded(first.acquire(&dead)).await {
+        Err(Refusal::CircuitOpen(why)) => assert!(why.contains("one probe request is in flight"), "{why}"),
+        other => panic!("the probe is in flight: {other:?}"),
+    }
+    second.release(probe, &ok()).await;
+    let p = bounded(second.acquire(&other_domain)).await.expect("granted");
+    second.release(p, &ok()).await;
+    let p = bounded(first.acquire(&dead)).await.expect("closed again after the probe succeeded");
+    first.release(p, &ok()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_s_probe_refused_by_the_host_wide_circuit_does_not_stay_in_flight() {
+    use dc_net::breaker::State;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("limiter.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    let policy = BreakerPolicy { failures: 1, cooldown: Duration::from_secs(30) };
+    let config = LimitConfig { breaker: policy, ..LimitConfig::default() };
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(config.clone()))));
+    let limiter = HostLimiter::new(Some(socket.clone()), config, false, String::new());
+    let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
+    // another run opened the domain's circuit on the server
+    let other = HostLimiter::new(Some(socket.clone()), LimitConfig::default(), false, String::new());
+    let p = bounded(other.acquire(&dead)).await.expect("granted");
+    other.release(p, &failed()).await;
+    let p = bounded(other.acquire(&Url::parse("http://127.0.0.2:9/").expect("url"))).await.expect("granted");
+    other.release(p, &ok()).await;
+    // this run's own circuit is half-open: its next attempt is its probe
+    let clock = Arc::new(Manual(std::sync::Mutex::new(std::time::Instant::now())));
+    let breakers = dc_net::Breakers::new(policy, clock.clone());
+    breakers.record("127.0.0.1", false);
+    *clock.0.lock().expect("clock") += Duration::from_secs(30);
+    let metrics = dc_net::RequestMetrics::new();
+    let exchange = dc_net::Exchange::start(&metrics, &breakers, dead.as_str(), None);
+    let req = reqwest::Client::new().get(dead.clone());
+    let (sent, attempts) = bounded(dc_net::send_limited(
+        req,
+        &reqwest::Method::GET,
+        &dc_net::RetryPolicy::default(),
+        Some(&limiter),
+        &exchange,
+    ))
+    .await;
+    assert!(
+        matches!(&sent, Err(dc_net::FetchError::Refused(why)) if why.starts_with("circuit open for host 127.0.0.1")),
+        "{sent:?}"
+    );
+    assert_eq!(attempts, 1);
+    assert_eq!(
+        breakers.state("127.0.0.1"),
+        State::HalfOpen { probing: false, failures: 1 },
+        "the refused probe is not in flight: the next attempt may probe"
+    );
 }
