@@ -363,6 +363,11 @@ pub struct AuthSettings {
     /// Requests one client address may make at once before the per-minute
     /// rate applies.
     pub token_rate_burst: u32,
+    /// How long `dc-host serve` keeps what it read of a token's subject (its
+    /// role, whether it is disabled or removed), in seconds: a change made by
+    /// another process (`dc-host users …`, `clients …`) applies to bearer
+    /// tokens within this time. 0: read on every request. At most 300.
+    pub subject_cache_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -375,6 +380,7 @@ impl Default for AuthSettings {
             key_grace_secs: 3600,
             token_rate_per_minute: 30,
             token_rate_burst: 10,
+            subject_cache_secs: 5,
         }
     }
 }
@@ -1006,6 +1012,13 @@ impl Settings {
         }
         if auth.token_rate_burst == 0 {
             return invalid("auth.token_rate_burst", "0".into(), "at least 1");
+        }
+        if auth.subject_cache_secs > 300 {
+            return invalid(
+                "auth.subject_cache_secs",
+                auth.subject_cache_secs.to_string(),
+                "at most 300 (0: no cache)",
+            );
         }
         if self.logging.splunk_url.is_some() != self.logging.splunk_token.is_some() {
             return invalid(
