@@ -421,28 +421,44 @@ impl Authority {
     /// The refresh-token grant: rotates the token (one use each) and issues a
     /// new access token with the subject's current role.
     pub async fn refresh_grant(&self, refresh_token: &str) -> Result<TokenResponse, GrantError> {
-        let (token, next) = self.new_refresh()?;
+        self.refresh_grant_of(refresh_token).await.0
+    }
+
+    /// [`Authority::refresh_grant`], and the subject the token was issued to
+    /// whenever the token is known (refused ones included), for the audit log.
+    pub async fn refresh_grant_of(&self, refresh_token: &str) -> (Result<TokenResponse, GrantError>, Option<String>) {
+        let (token, next) = match self.new_refresh() {
+            Ok(t) => t,
+            Err(e) => return (Err(e.into()), None),
+        };
         let hash = password::token_hash(refresh_token);
-        match auth_store::rotate_refresh_token(&self.db, &hash, &next, self.now()).await? {
+        let rotation = match auth_store::rotate_refresh_token(&self.db, &hash, &next, self.now()).await {
+            Ok(r) => r,
+            Err(e) => return (Err(e.into()), None),
+        };
+        let refused = |subject: String, why: &str| (Err(GrantError::InvalidGrant(why.to_string())), Some(subject));
+        match rotation {
             Rotation::Rotated { subject, kind, family_id } => {
-                match self.subject_role(kind, &subject, None, false).await? {
-                    Ok(role) => self.issue(&subject, kind, role, Some(token)).await,
-                    Err(why) => {
-                        auth_store::revoke_family(&self.db, &family_id, self.now()).await?;
-                        Err(GrantError::InvalidGrant(format!("the refresh token is no longer valid: {why}")))
-                    }
-                }
+                let result = match self.subject_role(kind, &subject, None, false).await {
+                    Ok(Ok(role)) => self.issue(&subject, kind, role, Some(token)).await,
+                    Ok(Err(why)) => match auth_store::revoke_family(&self.db, &family_id, self.now()).await {
+                        Ok(()) => Err(GrantError::InvalidGrant(format!("the refresh token is no longer valid: {why}"))),
+                        Err(e) => Err(e.into()),
+                    },
+                    Err(e) => Err(e.into()),
+                };
+                (result, Some(subject))
             }
             Rotation::Reused { subject, family_id } => {
                 tracing::warn!(%subject, %family_id, "a used refresh token was presented again: revoked its family");
-                Err(GrantError::InvalidGrant(
-                    "the refresh token was already used; every token issued with it is now revoked: log in again"
-                        .into(),
-                ))
+                refused(
+                    subject,
+                    "the refresh token was already used; every token issued with it is now revoked: log in again",
+                )
             }
-            Rotation::Revoked => Err(GrantError::InvalidGrant("the refresh token was revoked: log in again".into())),
-            Rotation::Expired => Err(GrantError::InvalidGrant("the refresh token has expired: log in again".into())),
-            Rotation::Unknown => Err(GrantError::InvalidGrant("unknown refresh token".into())),
+            Rotation::Revoked { subject } => refused(subject, "the refresh token was revoked: log in again"),
+            Rotation::Expired { subject } => refused(subject, "the refresh token has expired: log in again"),
+            Rotation::Unknown => (Err(GrantError::InvalidGrant("unknown refresh token".into())), None),
         }
     }
 

@@ -551,6 +551,11 @@ pub struct ApiSettings {
     /// The largest plugin upload (`POST /api/v1/plugins`) accepted, in MiB
     /// (none: `general.max_plugin_file_mb`).
     pub max_upload_mb: Option<u64>,
+    /// How long an answer of `GET /api/v1/apps` is reused for the same query,
+    /// in milliseconds (0: every request reads the database; at most 60000).
+    /// A change made through the API drops the kept answers at once; a change
+    /// made elsewhere (runs, the CLI, another host) shows within this time.
+    pub apps_cache_ms: u64,
 }
 
 impl Default for ApiSettings {
@@ -563,6 +568,7 @@ impl Default for ApiSettings {
             requests_per_second_per_client: 20,
             burst_per_client: 100,
             max_upload_mb: None,
+            apps_cache_ms: 1000,
         }
     }
 }
@@ -1035,6 +1041,9 @@ impl Settings {
                     "a browser origin: scheme://host[:port] with nothing after it, e.g. \"https://ops.example.com\" (no path, no trailing slash, no wildcard)",
                 );
             }
+        }
+        if self.api.apps_cache_ms > 60_000 {
+            return invalid("api.apps_cache_ms", self.api.apps_cache_ms.to_string(), "at most 60000 (0: no cache)");
         }
         if self.api.max_body_kb == 0 {
             return invalid("api.max_body_kb", "0".into(), "at least 1");
@@ -1634,8 +1643,10 @@ mod tests {
         refused(&[("DC_AUTH_REFRESH_TTL_SECS", "60")], "auth.refresh_ttl_secs");
         refused(&[("DC_AUTH_ISSUER", " ")], "auth.issuer");
         refused(&[("DC_AUTH_TOKEN_RATE_PER_MINUTE", "0")], "auth.token_rate_per_minute");
+        refused(&[("DC_AUTH_SUBJECT_CACHE_SECS", "301")], "auth.subject_cache_secs");
         refused(&[("DC_API_REQUESTS_PER_SECOND_PER_CLIENT", "0")], "api.requests_per_second_per_client");
         refused(&[("DC_API_BURST_PER_CLIENT", "0")], "api.burst_per_client");
+        refused(&[("DC_API_APPS_CACHE_MS", "60001")], "api.apps_cache_ms");
         refused(&[("DC_API_MAX_UPLOAD_MB", "0")], "api.max_upload_mb");
         let s =
             Settings::load(None, env(&[("DC_AUTH_ISSUER", "123"), ("DC_AUTH_ACCESS_TTL_SECS", "60")])).expect("loads");
