@@ -256,6 +256,15 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
     s.clock.advance(Duration::from_secs(14 * 24 * 3600 + 1));
     let expired = s.refresh(&fresh).await;
     assert!(expired.str("error_description").contains("expired"), "{expired:?}");
+
+    // a refused refresh names the token's subject for the audit log whenever
+    // the token is known: reused, revoked, expired; an unknown one names none
+    let (r, subject) = s.auth.refresh_grant_of(&first).await;
+    assert!(r.is_err());
+    assert_eq!(subject.as_deref(), Some("bob"), "reused");
+    assert_eq!(s.auth.refresh_grant_of(&second_token).await.1.as_deref(), Some("bob"), "revoked");
+    assert_eq!(s.auth.refresh_grant_of(&fresh).await.1.as_deref(), Some("bob"), "expired");
+    assert_eq!(s.auth.refresh_grant_of("not-a-token").await.1, None);
 }
 
 async fn concurrent_uses_of_one_refresh_token_one_wins_and_the_family_is_revoked(backend: Backend) {
