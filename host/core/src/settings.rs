@@ -556,6 +556,9 @@ pub struct ApiSettings {
     /// A change made through the API drops the kept answers at once; a change
     /// made elsewhere (runs, the CLI, another host) shows within this time.
     pub apps_cache_ms: u64,
+    /// `dc-host serve` deletes audit-log entries older than this many days,
+    /// hourly (with `runs.retention_days`' job); 0: keep them all.
+    pub audit_retention_days: u32,
 }
 
 impl Default for ApiSettings {
@@ -569,6 +572,7 @@ impl Default for ApiSettings {
             burst_per_client: 100,
             max_upload_mb: None,
             apps_cache_ms: 1000,
+            audit_retention_days: 365,
         }
     }
 }
