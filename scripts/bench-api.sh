@@ -49,7 +49,9 @@ with tempfile.TemporaryDirectory(prefix="dc-bench-api-") as d:
     procs = []
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DC_")}
-        env.update(DC_DATA_DIR=str(d / "data"), DC_LOG="warn", DC_API_ENABLED="true", DC_API_LISTEN="127.0.0.1:0")
+        env.update(DC_DATA_DIR=str(d / "data"), DC_LOG="warn", DC_API_ENABLED="true", DC_API_LISTEN="127.0.0.1:0",
+                   # the per-client rate limit (default 20/s) would answer most of wrk's requests 429
+                   DC_API_REQUESTS_PER_SECOND_PER_CLIENT="1000000", DC_API_BURST_PER_CLIENT="1000000")
         host = str(T / "dc-host")
         (d / "data/plugins").mkdir(parents=True)
         shutil.copy(T / "libdc_plugin_crawl.so", d / "data/plugins/crawl.so")

@@ -20,6 +20,7 @@ mod hardening;
 mod limit;
 pub mod metrics;
 mod page;
+mod reads;
 mod routes;
 mod stream;
 
@@ -56,6 +57,8 @@ struct Inner {
     streams: Arc<stream::Streams>,
     /// The per-client rate limit (`api.requests_per_second_per_client`).
     limiter: Arc<dyn limit::ClientLimiter>,
+    /// Kept answers of `GET /apps` (`api.apps_cache_ms`).
+    reads: Arc<reads::ReadCache>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -68,7 +71,23 @@ impl ApiState {
     /// The state of an API over `env` whose bearer tokens `auth` verifies.
     pub fn new(env: HostEnv, auth: Arc<dyn Authenticate>) -> ApiState {
         let limiter = Arc::from(limit::new(&env.settings.api));
-        ApiState { inner: Arc::new(Inner { env, auth, wake: None, metrics: None, streams: Arc::default(), limiter }) }
+        let reads =
+            Arc::new(reads::ReadCache::new(env.settings.api.apps_cache_ms, Arc::new(dc_scheduler::SystemClock)));
+        ApiState {
+            inner: Arc::new(Inner { env, auth, wake: None, metrics: None, streams: Arc::default(), limiter, reads }),
+        }
+    }
+
+    /// The same state, its kept `GET /apps` answers timed by `clock` (tests
+    /// advance a `dc_scheduler::ManualClock`).
+    pub fn with_apps_cache_clock(self, clock: Arc<dyn dc_scheduler::Clock>) -> ApiState {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.reads = Arc::new(reads::ReadCache::new(inner.env.settings.api.apps_cache_ms, clock));
+        ApiState { inner: Arc::new(inner) }
+    }
+
+    pub(crate) fn reads(&self) -> &reads::ReadCache {
+        &self.inner.reads
     }
 
     /// The same state, its per-client rate limit timed by `clock` (tests
@@ -238,6 +257,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
     let doc = Arc::new(doc);
     let settings = state.env().settings.api.clone();
     let db = state.db().clone();
+    let reads_state = state.inner.reads.clone();
     let mut routes = routes
         .route(
             "/api/v1/openapi.json",
@@ -259,7 +279,9 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
         routes = routes.nest("/api/v1/auth", auth);
     }
     // after the nesting, so the token endpoint is audited too
-    let routes = routes.layer(axum::middleware::from_fn_with_state(db, audit::record));
+    let routes = routes
+        .layer(axum::middleware::from_fn_with_state(reads_state, reads::drop_on_change))
+        .layer(axum::middleware::from_fn_with_state(db, audit::record));
     hardening::apply(routes, &settings)
 }
 

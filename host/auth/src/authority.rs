@@ -17,7 +17,20 @@
 //! Every bearer token's subject is looked up (one primary-key read): a removed
 //! or disabled user or client is refused even with an unexpired token, a
 //! token issued before its subject was (re)created is refused, and the role
-//! is the subject's current role, not the one in the token.
+//! is the subject's current role, not the one in the token. What was read is
+//! kept for `auth.subject_cache_secs` (default 5 s; 0: read on every
+//! request): users and clients are changed by the CLI, another process, so a
+//! role change, disabling or removal applies to bearer tokens within that
+//! time — the staleness bound. A password, client-credentials or refresh
+//! grant reads its subject fresh and updates what is kept.
+//!
+//! # Verified tokens
+//! A token whose signature, algorithm, `iss` and `aud` verified is kept (by
+//! the SHA-256 of its text, at most [`TOKEN_CACHE_CAPACITY`] tokens), so the
+//! next request with it skips the Ed25519 check. Everything that can change
+//! is checked again on every request: `exp` and `nbf` against the clock, its
+//! signing key against the current key set (a key dropped or retired past its
+//! grace period refuses it as before), and its subject as above.
 //!
 //! Every time check uses the injected clock.
 
@@ -31,6 +44,7 @@ use dc_core::settings::AuthSettings;
 use dc_core::{Database, Settings};
 use dc_scheduler::{Clock, SystemClock};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::AuthError;
 use crate::jwt::{Claims, KeySet, SigningKey};
@@ -41,6 +55,31 @@ use crate::vault::KeyVault;
 pub const KEY_CACHE_SECS: i64 = 60;
 /// A token with an unknown key id reloads the keys at most this often.
 pub const UNKNOWN_KID_RELOAD_SECS: i64 = 5;
+/// Verified access tokens kept (the least recently useful go first).
+pub const TOKEN_CACHE_CAPACITY: usize = 10_000;
+/// Subjects kept (see `auth.subject_cache_secs`).
+pub const SUBJECT_CACHE_CAPACITY: usize = 10_000;
+
+/// What a verified token says that later requests need.
+#[derive(Debug)]
+struct VerifiedToken {
+    kid: String,
+    sub: String,
+    kind: SubjectKind,
+    iat: i64,
+    exp: i64,
+    nbf: i64,
+}
+
+/// A subject's row as last read: role, disabled, created (None: no such
+/// subject), and when it was read.
+type SubjectState = Option<(Role, bool, DateTime<Utc>)>;
+
+#[derive(Debug, Clone)]
+struct KeptSubject {
+    state: SubjectState,
+    read_at: DateTime<Utc>,
+}
 
 /// A successful token response (RFC 6749 §5.1).
 #[derive(Debug, Clone, Serialize)]
@@ -105,6 +144,10 @@ pub struct Authority {
     vault: KeyVault,
     clock: Arc<dyn Clock>,
     cache: RwLock<KeyCache>,
+    /// Verified tokens by the SHA-256 of their text.
+    tokens: quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    /// Subjects as last read (`auth.subject_cache_secs`).
+    subjects: quick_cache::sync::Cache<(SubjectKind, String), KeptSubject>,
 }
 
 impl std::fmt::Debug for Authority {
@@ -133,7 +176,15 @@ impl Authority {
     /// `vault` and the time from `clock`. Call [`Authority::ensure_signing_key`]
     /// before issuing tokens.
     pub fn new(db: Database, cfg: AuthSettings, vault: KeyVault, clock: Arc<dyn Clock>) -> Authority {
-        Authority { db, cfg, vault, clock, cache: RwLock::new(KeyCache::default()) }
+        Authority {
+            db,
+            cfg,
+            vault,
+            clock,
+            cache: RwLock::new(KeyCache::default()),
+            tokens: quick_cache::sync::Cache::new(TOKEN_CACHE_CAPACITY),
+            subjects: quick_cache::sync::Cache::new(SUBJECT_CACHE_CAPACITY),
+        }
     }
 
     /// The authority the settings configure: the system clock and the
@@ -309,7 +360,15 @@ impl Authority {
 
     /// The password grant: a person's name and password.
     pub async fn password_grant(&self, username: &str, password: &str) -> Result<TokenResponse, GrantError> {
+        let now_read = self.now();
         let user = auth_store::get_user(&self.db, username).await?;
+        // what is kept of this user is refreshed: a change made elsewhere applies now
+        self.keep_subject(
+            SubjectKind::User,
+            username,
+            user.as_ref().map(|u| (u.role, u.disabled, u.created_at)),
+            now_read,
+        );
         // a missing user is verified against the dummy hash: same time, same answer
         let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_else(|| password::dummy_hash().into());
         let given = password.to_string();
@@ -340,12 +399,16 @@ impl Authority {
         client_id: &str,
         client_secret: &str,
     ) -> Result<TokenResponse, GrantError> {
+        let now_read = self.now();
         let client = auth_store::get_client(&self.db, client_id).await?;
         let hash = client.as_ref().map(|c| c.secret_hash.clone()).unwrap_or_else(|| password::dummy_hash().into());
         let given = client_secret.to_string();
         let matches = tokio::task::spawn_blocking(move || password::verify(&given, &hash))
             .await
             .map_err(|e| AuthError::Internal(format!("secret check stopped: {e}")))?;
+        if let Some(c) = &client {
+            self.keep_subject(SubjectKind::Client, &c.client_id, Some((c.role, c.disabled, c.created_at)), now_read);
+        }
         match client {
             Some(c) if matches && !c.disabled => self.issue(&c.client_id, SubjectKind::Client, c.role, None).await,
             _ => {
@@ -358,26 +421,44 @@ impl Authority {
     /// The refresh-token grant: rotates the token (one use each) and issues a
     /// new access token with the subject's current role.
     pub async fn refresh_grant(&self, refresh_token: &str) -> Result<TokenResponse, GrantError> {
-        let (token, next) = self.new_refresh()?;
+        self.refresh_grant_of(refresh_token).await.0
+    }
+
+    /// [`Authority::refresh_grant`], and the subject the token was issued to
+    /// whenever the token is known (refused ones included), for the audit log.
+    pub async fn refresh_grant_of(&self, refresh_token: &str) -> (Result<TokenResponse, GrantError>, Option<String>) {
+        let (token, next) = match self.new_refresh() {
+            Ok(t) => t,
+            Err(e) => return (Err(e.into()), None),
+        };
         let hash = password::token_hash(refresh_token);
-        match auth_store::rotate_refresh_token(&self.db, &hash, &next, self.now()).await? {
-            Rotation::Rotated { subject, kind, family_id } => match self.subject_role(kind, &subject, None).await? {
-                Ok(role) => self.issue(&subject, kind, role, Some(token)).await,
-                Err(why) => {
-                    auth_store::revoke_family(&self.db, &family_id, self.now()).await?;
-                    Err(GrantError::InvalidGrant(format!("the refresh token is no longer valid: {why}")))
-                }
-            },
+        let rotation = match auth_store::rotate_refresh_token(&self.db, &hash, &next, self.now()).await {
+            Ok(r) => r,
+            Err(e) => return (Err(e.into()), None),
+        };
+        let refused = |subject: String, why: &str| (Err(GrantError::InvalidGrant(why.to_string())), Some(subject));
+        match rotation {
+            Rotation::Rotated { subject, kind, family_id } => {
+                let result = match self.subject_role(kind, &subject, None, false).await {
+                    Ok(Ok(role)) => self.issue(&subject, kind, role, Some(token)).await,
+                    Ok(Err(why)) => match auth_store::revoke_family(&self.db, &family_id, self.now()).await {
+                        Ok(()) => Err(GrantError::InvalidGrant(format!("the refresh token is no longer valid: {why}"))),
+                        Err(e) => Err(e.into()),
+                    },
+                    Err(e) => Err(e.into()),
+                };
+                (result, Some(subject))
+            }
             Rotation::Reused { subject, family_id } => {
                 tracing::warn!(%subject, %family_id, "a used refresh token was presented again: revoked its family");
-                Err(GrantError::InvalidGrant(
-                    "the refresh token was already used; every token issued with it is now revoked: log in again"
-                        .into(),
-                ))
+                refused(
+                    subject,
+                    "the refresh token was already used; every token issued with it is now revoked: log in again",
+                )
             }
-            Rotation::Revoked => Err(GrantError::InvalidGrant("the refresh token was revoked: log in again".into())),
-            Rotation::Expired => Err(GrantError::InvalidGrant("the refresh token has expired: log in again".into())),
-            Rotation::Unknown => Err(GrantError::InvalidGrant("unknown refresh token".into())),
+            Rotation::Revoked { subject } => refused(subject, "the refresh token was revoked: log in again"),
+            Rotation::Expired { subject } => refused(subject, "the refresh token has expired: log in again"),
+            Rotation::Unknown => (Err(GrantError::InvalidGrant("unknown refresh token".into())), None),
         }
     }
 
@@ -401,20 +482,16 @@ impl Authority {
     /// With `issued_at`, a token issued before the subject was created is
     /// refused (the name was removed and added again; clocks may differ by
     /// [`crate::jwt::LEEWAY_SECS`]).
+    /// With `kept`, what was read of the subject less than
+    /// `auth.subject_cache_secs` ago may answer; otherwise it is read now.
     async fn subject_role(
         &self,
         kind: SubjectKind,
         subject: &str,
         issued_at: Option<i64>,
+        kept: bool,
     ) -> Result<Result<Role, &'static str>, AuthError> {
-        let row = match kind {
-            SubjectKind::User => {
-                auth_store::get_user(&self.db, subject).await?.map(|u| (u.role, u.disabled, u.created_at))
-            }
-            SubjectKind::Client => {
-                auth_store::get_client(&self.db, subject).await?.map(|c| (c.role, c.disabled, c.created_at))
-            }
-        };
+        let row = self.subject_state(kind, subject, kept).await?;
         Ok(match row {
             None => Err("its subject was removed"),
             Some((_, true, _)) => Err("its subject is disabled"),
@@ -427,6 +504,39 @@ impl Authority {
         })
     }
 
+    /// The subject's row: what was kept (with `kept`, when read less than
+    /// `auth.subject_cache_secs` ago by the clock), else read now and kept.
+    async fn subject_state(&self, kind: SubjectKind, subject: &str, kept: bool) -> Result<SubjectState, AuthError> {
+        let now = self.now();
+        let ttl = secs(self.cfg.subject_cache_secs);
+        let key = (kind, subject.to_string());
+        if kept
+            && ttl > TimeDelta::zero()
+            && let Some(k) = self.subjects.get(&key)
+            && now >= k.read_at
+            && now - k.read_at < ttl
+        {
+            return Ok(k.state);
+        }
+        let state = match kind {
+            SubjectKind::User => {
+                auth_store::get_user(&self.db, subject).await?.map(|u| (u.role, u.disabled, u.created_at))
+            }
+            SubjectKind::Client => {
+                auth_store::get_client(&self.db, subject).await?.map(|c| (c.role, c.disabled, c.created_at))
+            }
+        };
+        self.keep_subject(kind, subject, state, now);
+        Ok(state)
+    }
+
+    /// Keeps `state`, read at `read_at`, as what is known of the subject.
+    fn keep_subject(&self, kind: SubjectKind, subject: &str, state: SubjectState, read_at: DateTime<Utc>) {
+        if self.cfg.subject_cache_secs > 0 {
+            self.subjects.insert((kind, subject.to_string()), KeptSubject { state, read_at });
+        }
+    }
+
     /// Verifies a bearer access token and returns who it stands for.
     pub async fn verify(&self, bearer: &str) -> Result<Principal, AuthFailure> {
         let unavailable = |e: AuthError| {
@@ -435,16 +545,41 @@ impl Authority {
         };
         let now = self.now();
         let mut keys = self.key_set(false).await.map_err(unavailable)?;
-        let kid = jsonwebtoken::decode_header(bearer).ok().and_then(|h| h.kid);
-        if let Some(kid) = kid
-            && !keys.contains(&kid)
-        {
-            keys = self.key_set(true).await.map_err(unavailable)?;
-        }
-        let claims =
-            keys.verify(bearer, &self.cfg.issuer, &self.cfg.audience, now).map_err(|e| AuthFailure(e.to_string()))?;
-        match self.subject_role(claims.kind, &claims.sub, Some(claims.iat)).await.map_err(unavailable)? {
-            Ok(role) => Ok(Principal { subject: claims.sub, role }),
+        let digest: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
+        let token = match self.tokens.get(&digest) {
+            // verified before: only what can change since is checked again
+            Some(t) if keys.contains(&t.kid) => {
+                if let Err(e) = keys.recheck(&t.kid, t.exp, t.nbf, now) {
+                    self.tokens.remove(&digest);
+                    return Err(AuthFailure(e.to_string()));
+                }
+                t
+            }
+            _ => {
+                let kid = jsonwebtoken::decode_header(bearer).ok().and_then(|h| h.kid);
+                if let Some(kid) = &kid
+                    && !keys.contains(kid)
+                {
+                    keys = self.key_set(true).await.map_err(unavailable)?;
+                }
+                let claims = keys
+                    .verify(bearer, &self.cfg.issuer, &self.cfg.audience, now)
+                    .map_err(|e| AuthFailure(e.to_string()))?;
+                let t = Arc::new(VerifiedToken {
+                    // verify refuses a token without a kid
+                    kid: kid.unwrap_or_default(),
+                    sub: claims.sub,
+                    kind: claims.kind,
+                    iat: claims.iat,
+                    exp: claims.exp,
+                    nbf: claims.nbf,
+                });
+                self.tokens.insert(digest, t.clone());
+                t
+            }
+        };
+        match self.subject_role(token.kind, &token.sub, Some(token.iat), true).await.map_err(unavailable)? {
+            Ok(role) => Ok(Principal { subject: token.sub.clone(), role }),
             Err(why) => Err(AuthFailure(format!("the token is no longer valid: {why}"))),
         }
     }

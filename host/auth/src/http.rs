@@ -12,8 +12,9 @@
 //!   a refresh token revokes its family; 200 also for an unknown token.
 //!
 //! A token answer carries the [`Actor`] (the claimed user name or client id,
-//! with the role when the grant succeeded) in its extensions, for the REST
-//! API's audit log. Every answer carries `Cache-Control: no-store`. Each client address may
+//! or the subject a presented refresh token was issued to — refused tokens
+//! included, when the token is known — with the role when the grant
+//! succeeded) in its extensions, for the REST API's audit log. Every answer carries `Cache-Control: no-store`. Each client address may
 //! make `auth.token_rate_burst` requests at once and
 //! `auth.token_rate_per_minute` per minute (`governor`); more are answered
 //! 429 with `Retry-After`. The address is the peer of the TCP connection
@@ -152,7 +153,14 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, Gr
     Ok(Some((unescape(id).map_err(|_| bad())?, unescape(secret).map_err(|_| bad())?)))
 }
 
-async fn grant(auth: &Authority, headers: &HeaderMap, form: TokenForm) -> Result<TokenResponse, GrantError> {
+/// Runs the grant `form` asks for; a refresh grant sets `refresh_subject` to
+/// the subject of the presented token when it is known.
+async fn grant(
+    auth: &Authority,
+    headers: &HeaderMap,
+    form: TokenForm,
+    refresh_subject: &mut Option<String>,
+) -> Result<TokenResponse, GrantError> {
     let basic = basic_credentials(headers)?;
     match form.grant_type.as_deref() {
         None | Some("") => Err(GrantError::InvalidRequest(
@@ -181,7 +189,9 @@ async fn grant(auth: &Authority, headers: &HeaderMap, form: TokenForm) -> Result
         }
         Some("refresh_token") => {
             let token = required(&form.refresh_token, "refresh_token", "refresh_token")?;
-            auth.refresh_grant(token).await
+            let (result, subject) = auth.refresh_grant_of(token).await;
+            *refresh_subject = subject;
+            result
         }
         Some(other) => {
             let shown: String = other.chars().take(40).collect();
@@ -211,8 +221,10 @@ async fn token(
 ) -> Response {
     let (result, subject) = match form {
         Ok(Form(f)) => {
-            let subject = claimed(&headers, &f);
-            (grant(&s.auth, &headers, f).await, subject)
+            let claimed = claimed(&headers, &f);
+            let mut refresh_subject = None;
+            let result = grant(&s.auth, &headers, f, &mut refresh_subject).await;
+            (result, claimed.or(refresh_subject))
         }
         Err(e) => (Err(form_error(&e)), None),
     };

@@ -223,12 +223,7 @@ impl KeySet {
             return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
         }
         let kid = header.kid.ok_or(JwtError::MissingKid)?;
-        let key = self.keys.get(&kid).ok_or_else(|| JwtError::UnknownKid(kid.clone()))?;
-        if let Some(retired) = key.retired_at
-            && now >= retired + self.grace
-        {
-            return Err(JwtError::KeyRetired(kid));
-        }
+        let key = self.usable_key(&kid, now)?;
         let mut validation = Validation::new(ALGORITHM);
         // exp and nbf are checked below against the injected clock
         validation.validate_exp = false;
@@ -245,15 +240,42 @@ impl KeySet {
             _ => JwtError::Malformed,
         })?;
         let claims = data.claims;
-        let now = now.timestamp();
-        if claims.exp + LEEWAY_SECS <= now {
-            return Err(JwtError::Expired);
-        }
-        if claims.nbf - LEEWAY_SECS > now {
-            return Err(JwtError::NotYetValid);
-        }
+        check_times(claims.exp, claims.nbf, now)?;
         Ok(claims)
     }
+
+    /// The key `kid` when it may verify at `now`: known, and current or
+    /// within its grace period.
+    fn usable_key(&self, kid: &str, now: DateTime<Utc>) -> Result<&VerifyingKey, JwtError> {
+        let key = self.keys.get(kid).ok_or_else(|| JwtError::UnknownKid(kid.to_string()))?;
+        if let Some(retired) = key.retired_at
+            && now >= retired + self.grace
+        {
+            return Err(JwtError::KeyRetired(kid.to_string()));
+        }
+        Ok(key)
+    }
+
+    /// The checks of [`KeySet::verify`] that depend on the time and on this
+    /// key set, for a token whose signature, algorithm, `iss` and `aud` were
+    /// verified before (what a cache of verified tokens must repeat): its key
+    /// `kid` may still verify at `now`, and `exp` and `nbf` hold at `now`.
+    pub fn recheck(&self, kid: &str, exp: i64, nbf: i64, now: DateTime<Utc>) -> Result<(), JwtError> {
+        self.usable_key(kid, now)?;
+        check_times(exp, nbf, now)
+    }
+}
+
+/// `exp` and `nbf` at `now`, with [`LEEWAY_SECS`].
+fn check_times(exp: i64, nbf: i64, now: DateTime<Utc>) -> Result<(), JwtError> {
+    let now = now.timestamp();
+    if exp + LEEWAY_SECS <= now {
+        return Err(JwtError::Expired);
+    }
+    if nbf - LEEWAY_SECS > now {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,7 +20,17 @@ use crate::{on_pool, on_tx};
 
 /// Who a refresh token was issued to.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::EnumString, strum::IntoStaticStr,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -109,9 +119,15 @@ pub enum Rotation {
         family_id: String,
     },
     /// The token (or its family) was revoked.
-    Revoked,
+    Revoked {
+        /// The subject it was issued to.
+        subject: String,
+    },
     /// The token expired.
-    Expired,
+    Expired {
+        /// The subject it was issued to.
+        subject: String,
+    },
     /// No such token.
     Unknown,
 }
@@ -334,15 +350,15 @@ pub async fn rotate_refresh_token(
         .bind(token_hash).fetch_optional(&mut *conn).await)?;
     let outcome = match state {
         None => Rotation::Unknown,
-        Some(s) if s.revoked_at.is_some() => Rotation::Revoked,
+        Some(s) if s.revoked_at.is_some() => Rotation::Revoked { subject: s.subject },
         Some(s) if s.used_at.is_some() => {
             revoke_family_in(&mut tx, &s.family_id, now).await?;
             Rotation::Reused { subject: s.subject, family_id: s.family_id }
         }
-        Some(s) if s.expires_at <= now => Rotation::Expired,
+        Some(s) if s.expires_at <= now => Rotation::Expired { subject: s.subject },
         // not claimable a moment ago but neither used, revoked nor expired:
         // cannot happen inside one transaction; refuse rather than guess
-        Some(_) => Rotation::Revoked,
+        Some(s) => Rotation::Revoked { subject: s.subject },
     };
     tx.commit().await?;
     Ok(outcome)

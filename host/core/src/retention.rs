@@ -1,5 +1,5 @@
 //! Retention: runs, their change feeds and request metrics, log records and function-call records
-//! older than a cut-off are deleted in small batches (each its own short
+//! older than a cut-off are deleted (and, on their own cut-off, audit-log entries) in small batches (each its own short
 //! transaction, so a large purge never holds SQLite's write lock for long).
 //! Runs that have not ended are never deleted. All SQL about retention lives here.
 
@@ -23,6 +23,8 @@ pub struct Purged {
     pub function_calls: u64,
     /// Saved work items of those runs (`dc_run_items`).
     pub run_items: u64,
+    /// Audit-log entries ([`purge_audit`], `api.audit_retention_days`).
+    pub audit_entries: u64,
 }
 
 impl Purged {
@@ -131,5 +133,18 @@ pub async fn purge(db: &Database, cutoff: DateTime<Utc>, batch: i64) -> Result<P
         batch,
     )
     .await?;
-    Ok(Purged { runs, changes, logs, function_calls, run_items })
+    Ok(Purged { runs, changes, logs, function_calls, run_items, audit_entries: 0 })
+}
+
+/// Deletes audit-log entries (`dc_audit`) written before `cutoff`, `batch`
+/// rows at a time; returns how many.
+pub async fn purge_audit(db: &Database, cutoff: DateTime<Utc>, batch: i64) -> Result<u64, DbError> {
+    in_batches(
+        db,
+        "DELETE FROM dc_audit WHERE id IN (SELECT id FROM dc_audit WHERE at < $1 LIMIT $2)",
+        false,
+        cutoff,
+        batch.max(1),
+    )
+    .await
 }

@@ -363,6 +363,11 @@ pub struct AuthSettings {
     /// Requests one client address may make at once before the per-minute
     /// rate applies.
     pub token_rate_burst: u32,
+    /// How long `dc-host serve` keeps what it read of a token's subject (its
+    /// role, whether it is disabled or removed), in seconds: a change made by
+    /// another process (`dc-host users …`, `clients …`) applies to bearer
+    /// tokens within this time. 0: read on every request. At most 300.
+    pub subject_cache_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -375,6 +380,7 @@ impl Default for AuthSettings {
             key_grace_secs: 3600,
             token_rate_per_minute: 30,
             token_rate_burst: 10,
+            subject_cache_secs: 5,
         }
     }
 }
@@ -545,6 +551,14 @@ pub struct ApiSettings {
     /// The largest plugin upload (`POST /api/v1/plugins`) accepted, in MiB
     /// (none: `general.max_plugin_file_mb`).
     pub max_upload_mb: Option<u64>,
+    /// How long an answer of `GET /api/v1/apps` is reused for the same query,
+    /// in milliseconds (0: every request reads the database; at most 60000).
+    /// A change made through the API drops the kept answers at once; a change
+    /// made elsewhere (runs, the CLI, another host) shows within this time.
+    pub apps_cache_ms: u64,
+    /// `dc-host serve` deletes audit-log entries older than this many days,
+    /// hourly (with `runs.retention_days`' job); 0: keep them all.
+    pub audit_retention_days: u32,
 }
 
 impl Default for ApiSettings {
@@ -557,6 +571,8 @@ impl Default for ApiSettings {
             requests_per_second_per_client: 20,
             burst_per_client: 100,
             max_upload_mb: None,
+            apps_cache_ms: 1000,
+            audit_retention_days: 365,
         }
     }
 }
@@ -1007,6 +1023,13 @@ impl Settings {
         if auth.token_rate_burst == 0 {
             return invalid("auth.token_rate_burst", "0".into(), "at least 1");
         }
+        if auth.subject_cache_secs > 300 {
+            return invalid(
+                "auth.subject_cache_secs",
+                auth.subject_cache_secs.to_string(),
+                "at most 300 (0: no cache)",
+            );
+        }
         if self.logging.splunk_url.is_some() != self.logging.splunk_token.is_some() {
             return invalid(
                 "logging.splunk_url",
@@ -1022,6 +1045,9 @@ impl Settings {
                     "a browser origin: scheme://host[:port] with nothing after it, e.g. \"https://ops.example.com\" (no path, no trailing slash, no wildcard)",
                 );
             }
+        }
+        if self.api.apps_cache_ms > 60_000 {
+            return invalid("api.apps_cache_ms", self.api.apps_cache_ms.to_string(), "at most 60000 (0: no cache)");
         }
         if self.api.max_body_kb == 0 {
             return invalid("api.max_body_kb", "0".into(), "at least 1");
@@ -1621,8 +1647,10 @@ mod tests {
         refused(&[("DC_AUTH_REFRESH_TTL_SECS", "60")], "auth.refresh_ttl_secs");
         refused(&[("DC_AUTH_ISSUER", " ")], "auth.issuer");
         refused(&[("DC_AUTH_TOKEN_RATE_PER_MINUTE", "0")], "auth.token_rate_per_minute");
+        refused(&[("DC_AUTH_SUBJECT_CACHE_SECS", "301")], "auth.subject_cache_secs");
         refused(&[("DC_API_REQUESTS_PER_SECOND_PER_CLIENT", "0")], "api.requests_per_second_per_client");
         refused(&[("DC_API_BURST_PER_CLIENT", "0")], "api.burst_per_client");
+        refused(&[("DC_API_APPS_CACHE_MS", "60001")], "api.apps_cache_ms");
         refused(&[("DC_API_MAX_UPLOAD_MB", "0")], "api.max_upload_mb");
         let s =
             Settings::load(None, env(&[("DC_AUTH_ISSUER", "123"), ("DC_AUTH_ACCESS_TTL_SECS", "60")])).expect("loads");

@@ -502,16 +502,25 @@ impl Manager {
         Ok(())
     }
 
-    /// Hourly (and at start): deletes what is older than `runs.retention_days`.
+    /// Hourly (and at start): deletes what is older than `runs.retention_days`,
+    /// and audit-log entries older than `api.audit_retention_days`.
     async fn retention(&mut self) -> Result<(), RuntimeError> {
         let days = self.env.settings.runs.retention_days;
+        let audit_days = self.env.settings.api.audit_retention_days;
         let now = self.clock.now();
-        if days == 0 || self.purged_at.is_some_and(|t| now - t < chrono::TimeDelta::hours(1)) {
+        if (days == 0 && audit_days == 0) || self.purged_at.is_some_and(|t| now - t < chrono::TimeDelta::hours(1)) {
             return Ok(());
         }
         self.purged_at = Some(now);
-        let purged =
-            dc_core::retention::purge(&self.env.db, now - chrono::TimeDelta::days(i64::from(days)), 10_000).await?;
+        let mut purged = if days == 0 {
+            dc_core::retention::Purged::default()
+        } else {
+            dc_core::retention::purge(&self.env.db, now - chrono::TimeDelta::days(i64::from(days)), 10_000).await?
+        };
+        if audit_days > 0 {
+            let cutoff = now - chrono::TimeDelta::days(i64::from(audit_days));
+            purged.audit_entries = dc_core::retention::purge_audit(&self.env.db, cutoff, 10_000).await?;
+        }
         if !purged.is_empty() {
             self.emit(Event::Purged { purged });
         }

@@ -7,8 +7,10 @@
 //! Deleting an app (admin) is `dc_core::apps::delete_app`, as `dc-host apps
 //! rm`: one transaction, refused with 409 while a run of the app is active.
 
-use axum::extract::{Extension, State};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use dc_core::access::Principal;
 use dc_core::apps::{self, AppKey, AppQuery, AppRow, AppSort};
@@ -188,7 +190,9 @@ pub struct AppListParams {
     pub limit: Option<u32>,
 }
 
-/// Apps, filtered and ordered, one page at a time. Role: viewer.
+/// Apps, filtered and ordered, one page at a time. Role: viewer. An answer
+/// may be up to `api.apps_cache_ms` old (default 1 s) for changes not made
+/// through this API; a change made through it shows at once.
 #[utoipa::path(get, path = "/apps", tag = "apps", params(AppListParams), security(("bearer" = [])), responses(
     (status = 200, body = Page<App>),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -196,8 +200,14 @@ pub struct AppListParams {
 ))]
 pub async fn list(
     State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
     ApiQuery(p): ApiQuery<AppListParams>,
-) -> Result<axum::Json<Page<App>>, ApiError> {
+) -> Result<Response, ApiError> {
+    let query = query.unwrap_or_default();
+    let ticket = match state.reads().get(&query) {
+        Ok(body) => return Ok(json(body)),
+        Err(ticket) => ticket,
+    };
     let limit = page::limit(p.limit)?;
     let (sort, of) = p.sort.unwrap_or_default().sort();
     if p.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
@@ -213,7 +223,18 @@ pub async fn list(
         limit: limit + 1,
     };
     let rows = apps::page(state.db(), &q).await?;
-    Ok(axum::Json(page::paged(rows, limit, of, AppRow::sort_key, App::from_row)?))
+    let page = page::paged(rows, limit, of, AppRow::sort_key, App::from_row)?;
+    let body =
+        Bytes::from(serde_json::to_vec(&page).map_err(|e| {
+            ApiError::of_kind(dc_core::ErrorKind::Internal, format!("cannot encode the apps page: {e}"))
+        })?);
+    state.reads().put(&query, ticket, body.clone());
+    Ok(json(body))
+}
+
+/// A JSON answer of `body`.
+fn json(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// One app. Role: viewer.

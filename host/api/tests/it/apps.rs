@@ -280,3 +280,40 @@ async fn deleting_an_app_needs_admin_no_active_run_and_is_audited_sqlite() {
 async fn deleting_an_app_needs_admin_no_active_run_and_is_audited_postgres() {
     deleting_an_app(TestApi::postgres().await).await;
 }
+
+/// `GET /apps` answers are kept for `api.apps_cache_ms` (1000 ms by
+/// default): a change made outside the API shows once that time has passed,
+/// a change made through the API at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_list_is_stale_at_most_its_bound_and_never_after_a_change_through_the_api() {
+    let clock = std::sync::Arc::new(dc_scheduler::ManualClock::new(chrono::Utc::now()));
+    let api = TestApi::with_apps_cache_clock(clock.clone()).await;
+    let id = app(&api.db, "kept").await;
+    let enabled = |body: &Value| body["items"][0]["enabled"].as_bool().expect("enabled");
+    let (s, first) = api.get("/api/v1/apps", Some(VIEWER)).await;
+    assert_eq!(s, 200, "{first}");
+    assert!(enabled(&first));
+
+    // changed elsewhere (the CLI, the serve loop, another host)
+    apps::set_enabled(&api.db, &id, false).await.expect("disable");
+    clock.advance(std::time::Duration::from_millis(999));
+    let (_, body) = api.get("/api/v1/apps", Some(VIEWER)).await;
+    assert!(enabled(&body), "kept for up to 1000 ms: {body}");
+    let (_, other) = api.get("/api/v1/apps?limit=10", Some(VIEWER)).await;
+    assert!(!enabled(&other), "another query is read now: {other}");
+    clock.advance(std::time::Duration::from_millis(1));
+    let (_, body) = api.get("/api/v1/apps", Some(VIEWER)).await;
+    assert!(!enabled(&body), "read again after 1000 ms: {body}");
+
+    // changed through the API (enabling queues an ENABLE command for serve):
+    // the next list shows it, however soon
+    let (s, body) =
+        api.send(Method::PATCH, &format!("/api/v1/apps/{id}"), Some(OPERATOR), &json!({"enabled": true})).await;
+    assert_eq!(s, 200, "{body}");
+    let (_, body) = api.get("/api/v1/apps", Some(VIEWER)).await;
+    assert_eq!(body["items"][0]["pending_command"], "ENABLE", "the queued command shows at once: {body}");
+    // a bad query is still refused, kept answers or not
+    let (s, body) = api.get("/api/v1/apps?limit=0", Some(VIEWER)).await;
+    assert_eq!(s, 422, "{body}");
+    api.stop().await;
+}

@@ -68,7 +68,7 @@ impl TestApi {
     pub async fn sqlite() -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        TestApi::start(url, dir, None, true, None).await
+        TestApi::start(url, dir, None, true, None, None).await
     }
 
     /// A server over a fresh SQLite database whose per-client rate limit is
@@ -76,7 +76,7 @@ impl TestApi {
     pub async fn rate_limited(per_second: u32, burst: u32, clock: governor::clock::FakeRelativeClock) -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        TestApi::start(url, dir, None, true, Some((per_second, burst, clock))).await
+        TestApi::start(url, dir, None, true, Some((per_second, burst, clock)), None).await
     }
 
     /// A server over a fresh SQLite database whose host environment can
@@ -94,11 +94,19 @@ impl TestApi {
         api
     }
 
+    /// A server over a fresh SQLite database whose kept `GET /apps` answers
+    /// (`api.apps_cache_ms`) are timed by `clock`.
+    pub async fn with_apps_cache_clock(clock: Arc<dyn dc_scheduler::Clock>) -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        TestApi::start(url, dir, None, true, None, Some(clock)).await
+    }
+
     /// A server over an SQLite database without the dc-host schema.
     pub async fn unmigrated() -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/t.db", dir.path().display());
-        TestApi::start(url, dir, None, false, None).await
+        TestApi::start(url, dir, None, false, None, None).await
     }
 
     /// A server over a fresh PostgreSQL scratch database (fails, never skips,
@@ -106,7 +114,7 @@ impl TestApi {
     pub async fn postgres() -> TestApi {
         let url = dc_e2e::pg::scratch_url("dc_api_test").await;
         let pg = PgScratch::for_url(&url);
-        TestApi::start(url, tempfile::tempdir().expect("tempdir"), Some(pg), true, None).await
+        TestApi::start(url, tempfile::tempdir().expect("tempdir"), Some(pg), true, None, None).await
     }
 
     async fn start(
@@ -115,6 +123,7 @@ impl TestApi {
         pg: Option<PgScratch>,
         migrate: bool,
         limit: Option<(u32, u32, governor::clock::FakeRelativeClock)>,
+        apps_clock: Option<Arc<dyn dc_scheduler::Clock>>,
     ) -> TestApi {
         let mut settings = Settings::default();
         settings.general.data_dir = dir.path().to_path_buf();
@@ -133,6 +142,9 @@ impl TestApi {
         let mut state = ApiState::new(env.clone(), Arc::new(tokens()));
         if let Some((_, _, clock)) = limit {
             state = state.with_rate_limit_clock(clock);
+        }
+        if let Some(clock) = apps_clock {
+            state = state.with_apps_cache_clock(clock);
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

@@ -109,6 +109,12 @@ impl Served {
         self.post("/token", &[("grant_type", "password"), ("username", user), ("password", password)], None).await
     }
 
+    /// Advances the clock past the default `auth.subject_cache_secs`, so a
+    /// change of a subject made through the database applies.
+    fn past_subject_cache(&self) {
+        self.clock.advance(Duration::from_secs(Settings::default().auth.subject_cache_secs));
+    }
+
     async fn refresh(&self, token: &str) -> Reply {
         self.post("/token", &[("grant_type", "refresh_token"), ("refresh_token", token)], None).await
     }
@@ -141,6 +147,7 @@ both_backends!(
     refresh_tokens_rotate_and_reuse_revokes_the_family,
     concurrent_uses_of_one_refresh_token_one_wins_and_the_family_is_revoked,
     revocation_and_removed_or_disabled_subjects,
+    kept_tokens_and_subjects_follow_expiry_and_subject_changes,
 );
 
 async fn password_grant_issues_tokens_the_authority_accepts(backend: Backend) {
@@ -249,6 +256,15 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(backend: Backend) {
     s.clock.advance(Duration::from_secs(14 * 24 * 3600 + 1));
     let expired = s.refresh(&fresh).await;
     assert!(expired.str("error_description").contains("expired"), "{expired:?}");
+
+    // a refused refresh names the token's subject for the audit log whenever
+    // the token is known: reused, revoked, expired; an unknown one names none
+    let (r, subject) = s.auth.refresh_grant_of(&first).await;
+    assert!(r.is_err());
+    assert_eq!(subject.as_deref(), Some("bob"), "reused");
+    assert_eq!(s.auth.refresh_grant_of(&second_token).await.1.as_deref(), Some("bob"), "revoked");
+    assert_eq!(s.auth.refresh_grant_of(&fresh).await.1.as_deref(), Some("bob"), "expired");
+    assert_eq!(s.auth.refresh_grant_of("not-a-token").await.1, None);
 }
 
 async fn concurrent_uses_of_one_refresh_token_one_wins_and_the_family_is_revoked(backend: Backend) {
@@ -285,23 +301,28 @@ async fn revocation_and_removed_or_disabled_subjects(backend: Backend) {
     assert_eq!((r.status, r.error()), (400, "unsupported_token_type"), "{r:?}");
     assert_eq!(s.post("/revoke", &[], None).await.error(), "invalid_request");
 
-    // a role change applies to the next request; disabling refuses the
-    // unexpired token; removing too, and a new user of the same name is not
-    // the one the token was issued to
+    // changes made by another process (the CLI) apply within
+    // auth.subject_cache_secs: disabling refuses the unexpired token;
+    // removing too, and a new user of the same name is not the one the token
+    // was issued to
     assert_eq!(s.auth.authenticate(&access).await.unwrap().role, Role::Admin);
     accounts::set_user_disabled(&s.db, "dave", true).await.unwrap();
+    s.past_subject_cache();
     let err = s.auth.authenticate(&access).await.unwrap_err();
     assert!(err.0.contains("disabled"), "{err}");
     assert_eq!(s.login("dave", "dave's password").await.error(), "invalid_grant");
     accounts::set_user_disabled(&s.db, "dave", false).await.unwrap();
+    s.past_subject_cache();
     assert!(s.auth.authenticate(&access).await.is_ok());
     accounts::remove_user(&s.db, "dave").await.unwrap();
+    s.past_subject_cache();
     let err = s.auth.authenticate(&access).await.unwrap_err();
     assert!(err.0.contains("removed"), "{err}");
     // added again a minute after the token was issued (beyond the leeway)
     let later = s.clock.now() + chrono::TimeDelta::seconds(60);
     let hash = dc_auth::password::hash("new password").unwrap();
     assert!(dc_core::auth_store::add_user(&s.db, "dave", Role::Admin, &hash, later).await.unwrap());
+    s.past_subject_cache();
     let err = s.auth.authenticate(&access).await.unwrap_err();
     assert!(err.0.contains("before its subject was created"), "{err}");
 
@@ -313,7 +334,63 @@ async fn revocation_and_removed_or_disabled_subjects(backend: Backend) {
         .str("access_token");
     assert!(s.auth.authenticate(&t).await.is_ok());
     assert_eq!(accounts::remove_client(&s.db, "svc").await.unwrap(), c.client_id);
+    s.past_subject_cache();
     assert!(s.auth.authenticate(&t).await.is_err());
+}
+
+/// What the authority keeps between requests (verified tokens, subjects)
+/// never outlives what it stands for: a kept token expires on time, a change
+/// of the subject made elsewhere applies once `auth.subject_cache_secs` have
+/// passed (and at once after a grant in this process read the subject), and
+/// with 0 it applies to the very next request.
+async fn kept_tokens_and_subjects_follow_expiry_and_subject_changes(backend: Backend) {
+    let s = Served::start(backend, |st| st.auth.subject_cache_secs = 10).await;
+    accounts::add_user(&s.db, "fay", Role::Operator, "fay's password").await.unwrap();
+    let access = s.login("fay", "fay's password").await.str("access_token");
+    for _ in 0..3 {
+        assert_eq!(s.auth.authenticate(&access).await.unwrap().role, Role::Operator, "kept, and still accepted");
+    }
+
+    // a role change elsewhere: the kept role answers for at most 10 s
+    let hash = dc_auth::password::hash("fay's password").unwrap();
+    let long_ago = Utc::now() - chrono::TimeDelta::days(1);
+    dc_core::auth_store::remove_user(&s.db, "fay", long_ago).await.unwrap();
+    assert!(dc_core::auth_store::add_user(&s.db, "fay", Role::Viewer, &hash, long_ago).await.unwrap());
+    s.clock.advance(Duration::from_secs(9));
+    assert_eq!(s.auth.authenticate(&access).await.unwrap().role, Role::Operator, "within the bound");
+    s.clock.advance(Duration::from_secs(1));
+    assert_eq!(s.auth.authenticate(&access).await.unwrap().role, Role::Viewer, "read again after 10 s");
+
+    // disabled elsewhere, then a login attempt here reads the subject fresh:
+    // the kept token is refused at once, not 10 s later
+    accounts::set_user_disabled(&s.db, "fay", true).await.unwrap();
+    assert!(s.auth.authenticate(&access).await.is_ok(), "within the bound");
+    assert_eq!(s.login("fay", "fay's password").await.error(), "invalid_grant");
+    let err = s.auth.authenticate(&access).await.unwrap_err();
+    assert!(err.0.contains("disabled"), "{err}");
+    accounts::set_user_disabled(&s.db, "fay", false).await.unwrap();
+    s.clock.advance(Duration::from_secs(10));
+    assert!(s.auth.authenticate(&access).await.is_ok());
+
+    // a kept token expires on time (exp 900 s + 30 s leeway after issue; 20 s have passed)
+    s.clock.advance(Duration::from_secs(909));
+    assert!(s.auth.authenticate(&access).await.is_ok(), "one second before");
+    s.clock.advance(Duration::from_secs(1));
+    let err = s.auth.authenticate(&access).await.unwrap_err();
+    assert!(err.0.contains("expired"), "{err}");
+    assert!(s.auth.authenticate(&access).await.unwrap_err().0.contains("expired"), "and stays refused");
+
+    // with subject_cache_secs = 0 every request reads the subject
+    let s = Served::start(backend, |st| st.auth.subject_cache_secs = 0).await;
+    let c = accounts::add_client(&s.db, "svc", Role::Viewer).await.unwrap();
+    let t = s
+        .post("/token", &[("grant_type", "client_credentials")], Some((&c.client_id, &c.client_secret)))
+        .await
+        .str("access_token");
+    assert!(s.auth.authenticate(&t).await.is_ok());
+    accounts::remove_client(&s.db, "svc").await.unwrap();
+    let err = s.auth.authenticate(&t).await.unwrap_err();
+    assert!(err.0.contains("removed"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,8 +62,8 @@ fn describe(e: &Event) -> String {
         }
         Event::Error { message } => format!("error: {message}"),
         Event::Purged { purged } => format!(
-            "retention: deleted {} runs, {} change-feed rows, {} log records, {} function calls",
-            purged.runs, purged.changes, purged.logs, purged.function_calls
+            "retention: deleted {} runs, {} change-feed rows, {} log records, {} function calls, {} audit entries",
+            purged.runs, purged.changes, purged.logs, purged.function_calls, purged.audit_entries
         ),
         Event::BrokerConnected { queue } => format!("broker: consuming commands from queue {queue}"),
         Event::BrokerDown { error, attempt, retry_in_ms } => format!(

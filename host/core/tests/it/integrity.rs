@@ -329,13 +329,42 @@ async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
     let purged = retention::purge(db, cutoff, 2).await.expect("purge");
     assert_eq!(
         purged,
-        retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0, run_items: 0 },
+        retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0, run_items: 0, audit_entries: 0 },
         "in batches of 2, everything old and ended, nothing else"
     );
     let left: Vec<String> =
         runs::list(db, Some(&app), 10).await.expect("runs").into_iter().map(|r| r.runtime_id).collect();
     assert!(!left.contains(&ids[0]) && left.contains(&ids[1]) && left.contains(&ids[2]), "{left:?}");
     assert!(retention::purge(db, cutoff, 2).await.expect("again").is_empty());
+}
+
+both_backends!(audit_retention_deletes_only_entries_older_than_the_cutoff);
+
+async fn audit_retention_deletes_only_entries_older_than_the_cutoff(t: &TestDb) {
+    use dc_core::{audit, retention};
+    let db = &t.db;
+    let now = chrono::Utc::now();
+    for (i, days) in [400, 366, 364, 0, 500].into_iter().enumerate() {
+        let entry = audit::NewAuditEntry {
+            at: now - chrono::TimeDelta::days(days),
+            subject: Some(format!("s{i}")),
+            role: None,
+            method: "POST".into(),
+            route: "/api/v1/apps/{app_id}/commands".into(),
+            target: None,
+            status: 202,
+            client_addr: None,
+            request_id: None,
+        };
+        audit::record(db, entry).await.expect("record");
+    }
+    let cutoff = now - chrono::TimeDelta::days(365);
+    assert_eq!(retention::purge_audit(db, cutoff, 2).await.expect("purge"), 3, "in batches of 2");
+    let left = audit::page(db, &audit::AuditQuery { limit: 10, ..Default::default() }).await.expect("page");
+    let mut subjects: Vec<_> = left.into_iter().filter_map(|e| e.subject).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["s2", "s3"]);
+    assert_eq!(retention::purge_audit(db, cutoff, 2).await.expect("again"), 0);
 }
 
 both_backends!(a_new_versions_default_schedule_replans_unless_the_operator_set_one);

@@ -1,0 +1,141 @@
+//! The answer cache of `GET /api/v1/apps`: the serialized page, by query
+//! string, for `api.apps_cache_ms` (default 1000 ms; 0: off). It spares the
+//! dashboard's polling and busy clients a database read per request.
+//!
+//! Staleness bound: an answer is at most `api.apps_cache_ms` old. A
+//! state-changing request through this API (any method but GET, HEAD and
+//! OPTIONS, answered by any route) drops every kept answer before its answer
+//! leaves, so a client that changed something reads its change at once.
+//! Changes made elsewhere — the serve loop's runs (status, progress), the
+//! CLI, another host on the same database — appear within the bound.
+//!
+//! A generation counter makes the drop race-free: an answer read from the
+//! database while a change was being made is kept under the old generation
+//! and never served.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use dc_scheduler::Clock;
+
+/// Different query strings kept at most.
+pub const CAPACITY: usize = 1_000;
+
+#[derive(Clone)]
+struct Kept {
+    generation: u64,
+    read_at: DateTime<Utc>,
+    body: Bytes,
+}
+
+/// Kept answers.
+pub struct ReadCache {
+    ttl: TimeDelta,
+    clock: Arc<dyn Clock>,
+    generation: AtomicU64,
+    answers: quick_cache::sync::Cache<String, Kept>,
+}
+
+/// A ticket for storing an answer: the generation and time before the read.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    generation: u64,
+    read_at: DateTime<Utc>,
+}
+
+impl ReadCache {
+    /// Answers kept for `ttl_ms` milliseconds by `clock` (0: nothing is kept).
+    pub fn new(ttl_ms: u64, clock: Arc<dyn Clock>) -> ReadCache {
+        ReadCache {
+            ttl: TimeDelta::milliseconds(i64::try_from(ttl_ms).unwrap_or(i64::MAX)),
+            clock,
+            generation: AtomicU64::new(0),
+            answers: quick_cache::sync::Cache::new(CAPACITY),
+        }
+    }
+
+    /// The kept answer to `query` when it is fresh, else a ticket to keep
+    /// the answer about to be read.
+    pub fn get(&self, query: &str) -> Result<Bytes, Ticket> {
+        let ticket = Ticket { generation: self.generation.load(Ordering::Acquire), read_at: self.clock.now() };
+        if self.ttl > TimeDelta::zero()
+            && let Some(k) = self.answers.get(query)
+            && k.generation == ticket.generation
+            && ticket.read_at >= k.read_at
+            && ticket.read_at - k.read_at < self.ttl
+        {
+            return Ok(k.body);
+        }
+        Err(ticket)
+    }
+
+    /// Keeps `body` as the answer to `query` read after `ticket` was taken;
+    /// an answer read across a change is not kept.
+    pub fn put(&self, query: &str, ticket: Ticket, body: Bytes) {
+        if self.ttl > TimeDelta::zero() && ticket.generation == self.generation.load(Ordering::Acquire) {
+            self.answers
+                .insert(query.to_string(), Kept { generation: ticket.generation, read_at: ticket.read_at, body });
+        }
+    }
+
+    /// Drops every kept answer (something changed).
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state` with the cache):
+/// after a state-changing request is answered, and before the answer leaves,
+/// every kept answer is dropped.
+pub async fn drop_on_change(
+    axum::extract::State(cache): axum::extract::State<Arc<ReadCache>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let response = next.run(req).await;
+    if !safe {
+        cache.changed();
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use dc_scheduler::ManualClock;
+
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_for_the_ttl_and_dropped_on_a_change() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let c = ReadCache::new(1000, clock.clone());
+        let t = c.get("limit=5").expect_err("nothing kept yet");
+        c.put("limit=5", t, Bytes::from_static(b"one"));
+        assert_eq!(c.get("limit=5").ok(), Some(Bytes::from_static(b"one")));
+        assert!(c.get("limit=6").is_err(), "by query string");
+        clock.advance(Duration::from_millis(999));
+        assert!(c.get("limit=5").is_ok());
+        clock.advance(Duration::from_millis(1));
+        let t = c.get("limit=5").expect_err("1000 ms old: read again");
+        c.put("limit=5", t, Bytes::from_static(b"two"));
+        c.changed();
+        assert!(c.get("limit=5").is_err(), "a change drops it");
+
+        // read across a change: not kept
+        let t = c.get("limit=5").expect_err("dropped");
+        c.changed();
+        c.put("limit=5", t, Bytes::from_static(b"stale"));
+        assert!(c.get("limit=5").is_err());
+
+        let off = ReadCache::new(0, clock);
+        let t = off.get("").expect_err("off");
+        off.put("", t, Bytes::from_static(b"x"));
+        assert!(off.get("").is_err());
+    }
+}
