@@ -28,4 +28,5 @@ mod schemathesis;
 mod secrets;
 mod serve;
 mod storage;
+mod stream;
 mod supervision;
