@@ -14,7 +14,13 @@
 #   DC_BENCH_BACKENDS="sqlite postgres" scripts/bench-memory.sh
 #   DC_BENCH_PROFILE=debug scripts/bench-memory.sh   # no release build
 #   DC_BENCH_BUFFERED_MAX=1000000 ...             # buffered path at 1M rows too
-#                                                 # (default: 100,000 only)
+#                                                 # (default: 100,000 only; 0: none)
+#   DC_BENCH_ROWS_PER_ITEM=10000 ...              # rows one collect returns
+#                                                 # (default 1,000: 100 and 1,000 items)
+#
+# One collect's records cross the plugin boundary as one JSON document, so
+# the worker's peak grows with the rows per item; the run's size no longer
+# matters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${DC_BENCH_PROFILE:-release}"
@@ -28,6 +34,7 @@ import json, os, subprocess, sys, tempfile, time, uuid
 target = os.environ["DC_BENCH_TARGET"]
 backends = os.environ.get("DC_BENCH_BACKENDS", "sqlite").split()
 buffered_max = int(os.environ.get("DC_BENCH_BUFFERED_MAX", "100000"))
+per_item = int(os.environ.get("DC_BENCH_ROWS_PER_ITEM", "1000"))
 host_bin = os.path.join(target, "dc-host")
 
 def load():
@@ -50,8 +57,7 @@ def host(backend):
     return d, env
 
 def measured(env, cwd, app, rows):
-    items = 100
-    args = json.dumps({"items": items, "rows": rows // items})
+    args = json.dumps({"items": rows // per_item, "rows": per_item})
     started = time.monotonic()
     p = subprocess.Popen([host_bin, "run", app, "--args", args, "--threads", "1", "--json"],
                          env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -64,8 +70,8 @@ def measured(env, cwd, app, rows):
         sys.exit(f"{app} {rows} rows: {r}")
     return usage.ru_maxrss / 1024, secs
 
-print("| backend | path | rows | peak RSS (MiB) | run (s) |")
-print("|---|---|---:|---:|---:|")
+print("| backend | path | rows | rows per item | peak RSS (MiB) | run (s) |")
+print("|---|---|---:|---:|---:|---:|")
 summary = []
 for backend in backends:
     peaks = {}
@@ -78,7 +84,7 @@ for backend in backends:
             print(f"==> {backend} {path} {rows} rows (load {load()})", file=sys.stderr)
             mib, secs = measured(env, d, app, rows)
             peaks[(path, rows)] = mib
-            print(f"| {backend} | {path} | {rows:,} | {mib:.0f} | {secs:.1f} |", flush=True)
+            print(f"| {backend} | {path} | {rows:,} | {per_item:,} | {mib:.0f} | {secs:.1f} |", flush=True)
     s = peaks.get(("streamed (default store)", 1_000_000))
     b = peaks.get(("streamed (default store)", 100_000))
     if s and b:

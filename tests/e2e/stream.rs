@@ -51,7 +51,12 @@ fn streamed_full_snapshot(new_host: fn() -> Host) {
     assert_eq!(second["status"], "SUCCESS", "{second}");
     // ids 0..8000 again: those keep their values; 8000..12000 are gone
     assert_eq!(
-        (second["inserted"].as_i64(), second["updated"].as_i64(), second["deleted"].as_i64(), second["unchanged"].as_i64()),
+        (
+            second["inserted"].as_i64(),
+            second["updated"].as_i64(),
+            second["deleted"].as_i64(),
+            second["unchanged"].as_i64()
+        ),
         (Some(0), Some(0), Some(4000), Some(8000)),
         "{second}"
     );
@@ -85,7 +90,8 @@ fn streamed_failure_stores_nothing(new_host: fn() -> Host) {
 fn staged_while_collecting(new_host: fn() -> Host) {
     let host = bulk_host(new_host);
     let (ready, go) = (Fifo::new(), Fifo::new());
-    let args = json!({"mode": "wait", "items": 3, "rows": 3000, "ready_fifo": ready.as_str(), "continue_fifo": go.as_str()});
+    let args =
+        json!({"mode": "wait", "items": 3, "rows": 3000, "ready_fifo": ready.as_str(), "continue_fifo": go.as_str()});
     let mut child = KillOnDrop(
         host.command(&["run", BULK, "--args", &args.to_string(), "--threads", "1", "--json"])
             .stdin(Stdio::null())
@@ -114,7 +120,8 @@ both_backends!(streamed_full_snapshot, streamed_failure_stores_nothing, staged_w
 
 /// Runs `dc-host run` and returns its JSON and the peak resident memory (KiB)
 /// of it and the worker it waited for (`wait4`'s rusage covers both).
-#[allow(unsafe_code)]
+// the child is reaped by `wait4` (which `Child::wait` would not give the rusage of)
+#[allow(unsafe_code, clippy::zombie_processes)]
 fn run_measured(host: &Host, app: &str, args: Value) -> (Value, i64) {
     let mut child = host
         .command(&["run", app, "--args", &args.to_string(), "--threads", "1", "--json"])
@@ -145,10 +152,20 @@ fn streamed_memory_stays_bounded() {
     let (small, small_kib) = run_measured(&host, BULK, json!({"items": 20, "rows": 500}));
     assert_eq!(small["status"], "SUCCESS", "{small}");
     let (streamed, streamed_kib) = run_measured(&host, BULK, json!({"items": 20, "rows": 10_000}));
-    assert_eq!((streamed["status"].as_str(), streamed["inserted"].as_i64()), (Some("SUCCESS"), Some(190_000)), "{streamed}");
+    assert_eq!(
+        (streamed["status"].as_str(), streamed["inserted"].as_i64()),
+        (Some("SUCCESS"), Some(190_000)),
+        "{streamed}"
+    );
     let (buffered, buffered_kib) = run_measured(&host, MISBEHAVE, json!({"items": 20, "rows": 10_000}));
-    assert_eq!((buffered["status"].as_str(), buffered["inserted"].as_i64()), (Some("SUCCESS"), Some(200_000)), "{buffered}");
-    eprintln!("peak RSS: streamed 10k rows {small_kib} KiB, 200k rows {streamed_kib} KiB; buffered 200k rows {buffered_kib} KiB");
+    assert_eq!(
+        (buffered["status"].as_str(), buffered["inserted"].as_i64()),
+        (Some("SUCCESS"), Some(200_000)),
+        "{buffered}"
+    );
+    eprintln!(
+        "peak RSS: streamed 10k rows {small_kib} KiB, 200k rows {streamed_kib} KiB; buffered 200k rows {buffered_kib} KiB"
+    );
     // 20 times the rows cost the streamed path less than 64 MiB more ...
     assert!(streamed_kib < small_kib + 64 * 1024, "streamed peak {streamed_kib} KiB vs {small_kib} KiB for 10k rows");
     // ... where the buffered path needs far more than that

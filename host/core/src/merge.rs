@@ -521,7 +521,9 @@ pub fn prepare_rows(
 /// records of earlier batches of the same merge).
 pub fn offset_error(e: MergeError, offset: usize) -> MergeError {
     match e {
-        MergeError::BadRecord { table, index, problem } => MergeError::BadRecord { table, index: index + offset, problem },
+        MergeError::BadRecord { table, index, problem } => {
+            MergeError::BadRecord { table, index: index + offset, problem }
+        }
         e => e,
     }
 }

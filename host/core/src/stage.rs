@@ -157,10 +157,7 @@ impl StagedRun {
         let conn = &mut *self.conn;
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let width = decl.columns.len() + 2;
-        let head = format!(
-            "INSERT INTO temp.{stage} ({}, _row_key, _row_hash) VALUES ",
-            merge::column_list(decl)
-        );
+        let head = format!("INSERT INTO temp.{stage} ({}, _row_key, _row_hash) VALUES ", merge::column_list(decl));
         let per_stmt = merge::sqlite_rows_per_insert(width);
         let all: Vec<usize> = (0..p.cells.len()).collect();
         for chunk in all.chunks(per_stmt) {
@@ -232,7 +229,10 @@ impl StagedRun {
     /// Forgets the newest staged merge (its batch was refused).
     async fn drop_last(&mut self) {
         if let Some(m) = self.merges.pop() {
-            for sql in [format!("DROP TABLE IF EXISTS temp.{}", stage_table(m.n)), format!("DROP TABLE IF EXISTS temp.{}", ops_table(m.n))] {
+            for sql in [
+                format!("DROP TABLE IF EXISTS temp.{}", stage_table(m.n)),
+                format!("DROP TABLE IF EXISTS temp.{}", ops_table(m.n)),
+            ] {
                 let _ = sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *self.conn).await;
             }
         }
@@ -551,7 +551,11 @@ impl PgStream {
         // updated, inserted, deleted
         let mut counts = [0u64; 3];
         for (i, sql) in statements.into_iter().enumerate() {
-            let q = sqlx::query(AssertSqlSafe(sql)).persistent(false).bind(self.runtime_id.clone()).bind(t.clone()).bind(now);
+            let q = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(self.runtime_id.clone())
+                .bind(t.clone())
+                .bind(now);
             counts[i] = if feed {
                 q.execute(&mut *conn).await?.rows_affected()
             } else {

@@ -176,7 +176,14 @@ async fn a_failed_apply_changes_no_table() {
 /// Merges `rows` as a run streams them: batches of `batch` rows into one
 /// streamed merge (SQLite: the run's `StagedRun`; PostgreSQL: a `PgStream`
 /// in the run's transaction), closed as a full snapshot, then committed.
-async fn streamed(db: &Database, app: &str, rid: &str, decl: &TableDecl, rows: &[Map<String, Value>], batch: usize) -> MergeSummary {
+async fn streamed(
+    db: &Database,
+    app: &str,
+    rid: &str,
+    decl: &TableDecl,
+    rows: &[Map<String, Value>],
+    batch: usize,
+) -> MergeSummary {
     use dc_core::stage::PgStream;
     match db {
         Database::Sqlite(pool) => {
