@@ -29,4 +29,5 @@ mod secrets;
 mod serve;
 mod shared;
 mod storage;
+mod stream;
 mod supervision;

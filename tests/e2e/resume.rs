@@ -169,13 +169,13 @@ fn rows(host: &Host) -> Vec<(String, String, i64, i64)> {
 /// The lines the first run writes on stderr (its worker's console log passes
 /// through the supervisor), copied to a file for failure messages and sent
 /// to the test as they come.
-struct StderrLines {
+pub(crate) struct StderrLines {
     rx: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
 }
 
 impl StderrLines {
-    fn follow(stderr: std::process::ChildStderr, copy: PathBuf) -> StderrLines {
+    pub(crate) fn follow(stderr: std::process::ChildStderr, copy: PathBuf) -> StderrLines {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut file = std::fs::File::create(copy).expect("stderr copy");
@@ -191,7 +191,7 @@ impl StderrLines {
 
     /// Blocks until a line satisfies `done` (each line is checked once, as it
     /// arrives); `LIMIT` only bounds a broken test.
-    fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+    pub(crate) fn wait_for(&mut self, what: &str, done: impl Fn(&str) -> bool) {
         loop {
             match self.rx.recv_timeout(LIMIT) {
                 Ok(line) => {

@@ -60,6 +60,8 @@ pub const BUILD_PACKAGES: &[&str] = &[
     "-p",
     "dc-plugin-misbehave",
     "-p",
+    "dc-plugin-bulk",
+    "-p",
     "dc-fixture-site",
 ];
 

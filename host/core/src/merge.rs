@@ -595,6 +595,17 @@ pub fn prepare_rows(
     Ok(out)
 }
 
+/// Moves the record index of a [`MergeError::BadRecord`] by `offset` (the
+/// records of earlier batches of the same merge).
+pub fn offset_error(e: MergeError, offset: usize) -> MergeError {
+    match e {
+        MergeError::BadRecord { table, index, problem } => {
+            MergeError::BadRecord { table, index: index + offset, problem }
+        }
+        e => e,
+    }
+}
+
 /// One merge call.
 #[derive(Debug, Clone, Copy)]
 pub struct MergeRequest<'a> {
@@ -912,7 +923,7 @@ pub mod pgcopy {
 }
 
 /// Streams `rows` tuples through a binary COPY, `tuple(buf, i)` writing row i.
-async fn copy_in(
+pub(crate) async fn copy_in(
     conn: &mut sqlx::PgConnection,
     statement: &str,
     rows: usize,

@@ -97,9 +97,21 @@ impl StagedRun {
         req: MergeRequest<'_>,
         rows: &[Map<String, Value>],
     ) -> Result<MergeSummary, MergeError> {
+        let n = self.open_stream(req).await?;
+        if let Err(e) = self.append(n, rows).await {
+            self.drop_last().await;
+            return Err(e);
+        }
+        self.close_stream(n, req.full_snapshot).await
+    }
+
+    /// Opens a streamed merge into `req.decl`: its rows arrive in batches
+    /// ([`StagedRun::append`]) while the run collects them, and
+    /// [`StagedRun::close_stream`] diffs them once all are in. Returns its
+    /// number. `req.full_snapshot` is decided at the close.
+    pub async fn open_stream(&mut self, req: MergeRequest<'_>) -> Result<usize, MergeError> {
         let decl = req.decl;
         merge::validate_decl(Backend::Sqlite, decl)?;
-        let p = merge::prepare_rows(decl, rows, req.form)?;
         let n = self.merges.len();
         let (stage, ops) = (stage_table(n), ops_table(n));
         let conn = &mut *self.conn;
@@ -117,34 +129,8 @@ impl StagedRun {
         ] {
             sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
         }
-        // one transaction: the staged rows go in at once, and the diff and the
-        // generation come from one snapshot of the database (a read: no write lock)
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let width = decl.columns.len() + 2;
-        let head = format!("INSERT INTO temp.{stage} ({}, _row_key, _row_hash) VALUES ", merge::column_list(decl));
-        let per_stmt = merge::sqlite_rows_per_insert(width);
-        let all: Vec<usize> = (0..p.cells.len()).collect();
-        for chunk in all.chunks(per_stmt) {
-            let sql = format!("{head}{}", merge::values_list(chunk.len(), width));
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for &i in chunk {
-                for c in &p.cells[i] {
-                    q = merge::bind_sqlite(q, c);
-                }
-                q = q.bind(p.keys[i].clone()).bind(p.hashes[i].clone());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        drop(p);
-        let known: Option<(i64, i64)> =
-            sqlx::query("SELECT generation, hash_version FROM main.dc_plugin_tables WHERE table_name = $1")
-                .bind(&decl.name)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
-                .transpose()?;
         let archive = req.archive_missing || decl.missing == MissingRows::Archive;
-        let mut staged = Staged {
+        self.merges.push(Staged {
             n,
             app_id: req.app_id.to_string(),
             runtime_id: req.runtime_id.map(str::to_string),
@@ -152,16 +138,106 @@ impl StagedRun {
             full_snapshot: req.full_snapshot,
             archive,
             form: req.form,
-            rows: rows.len() as u64,
+            rows: 0,
             expected: MergeSummary::default(),
-            generation: known.filter(|&(_, v)| v == HashVersion::CURRENT.as_i64()).map(|(g, _)| g),
+            generation: None,
             clock: req.clock.clone(),
-        };
-        let summary = diff(&mut tx, &staged).await?;
+        });
+        Ok(n)
+    }
+
+    /// Validates a batch of streamed merge `n` and adds it to its staged rows
+    /// (a `TEMP` table: nothing of it stays in memory). A bad record, or a
+    /// key already staged by an earlier batch, refuses the batch, naming the
+    /// record by its position among all the rows of the merge.
+    pub async fn append(&mut self, n: usize, rows: &[Map<String, Value>]) -> Result<(), MergeError> {
+        let m = self.merges.get(n).ok_or_else(|| MergeError::BadDeclaration(format!("no staged merge {n}")))?;
+        let offset = m.rows as usize;
+        let p = merge::prepare_rows(&m.decl, rows, m.form).map_err(|e| merge::offset_error(e, offset))?;
+        let decl = &m.decl;
+        let stage = stage_table(n);
+        let conn = &mut *self.conn;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let width = decl.columns.len() + 2;
+        let head = format!("INSERT INTO temp.{stage} ({}, _row_key, _row_hash) VALUES ", merge::column_list(decl));
+        let per_stmt = merge::sqlite_rows_per_insert(width);
+        let all: Vec<usize> = (0..p.cells.len()).collect();
+        for chunk in all.chunks(per_stmt) {
+            let sql = format!("{head}{} ON CONFLICT (_row_key) DO NOTHING", merge::values_list(chunk.len(), width));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for &i in chunk {
+                for c in &p.cells[i] {
+                    q = merge::bind_sqlite(q, c);
+                }
+                q = q.bind(p.keys[i].clone()).bind(p.hashes[i].clone());
+            }
+            let added = q.execute(&mut *tx).await?.rows_affected();
+            if added != chunk.len() as u64 {
+                drop(tx);
+                // a key of this chunk was staged by an earlier batch: name the first
+                for &i in chunk {
+                    let known: Option<i64> =
+                        sqlx::query_scalar(AssertSqlSafe(format!("SELECT 1 FROM temp.{stage} WHERE _row_key = $1")))
+                            .persistent(false)
+                            .bind(&p.keys[i])
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    if known.is_some() {
+                        return Err(MergeError::BadRecord {
+                            table: decl.name.clone(),
+                            index: offset + i,
+                            problem: format!("key {} appears more than once among the run's records", p.keys[i]),
+                        });
+                    }
+                }
+                return Err(MergeError::BadRecord {
+                    table: decl.name.clone(),
+                    index: offset,
+                    problem: "a key appears more than once among the run's records".into(),
+                });
+            }
+        }
         tx.commit().await?;
-        staged.expected = summary.clone();
-        self.merges.push(staged);
+        if let Some(m) = self.merges.get_mut(n) {
+            m.rows += rows.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Closes streamed merge `n`: diffs its staged rows against the live
+    /// table in one read (no write lock), removing rows it lacks when
+    /// `full_snapshot`, and returns the counts the merge would have if
+    /// applied now.
+    pub async fn close_stream(&mut self, n: usize, full_snapshot: bool) -> Result<MergeSummary, MergeError> {
+        let conn = &mut *self.conn;
+        let m = self.merges.get_mut(n).ok_or_else(|| MergeError::BadDeclaration(format!("no staged merge {n}")))?;
+        m.full_snapshot = full_snapshot;
+        // the diff and the generation come from one snapshot of the database
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let known: Option<(i64, i64)> =
+            sqlx::query("SELECT generation, hash_version FROM main.dc_plugin_tables WHERE table_name = $1")
+                .bind(&m.decl.name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+                .transpose()?;
+        m.generation = known.filter(|&(_, v)| v == HashVersion::CURRENT.as_i64()).map(|(g, _)| g);
+        let summary = diff(&mut tx, m).await?;
+        tx.commit().await?;
+        m.expected = summary.clone();
         Ok(summary)
+    }
+
+    /// Forgets the newest staged merge (its batch was refused).
+    async fn drop_last(&mut self) {
+        if let Some(m) = self.merges.pop() {
+            for sql in [
+                format!("DROP TABLE IF EXISTS temp.{}", stage_table(m.n)),
+                format!("DROP TABLE IF EXISTS temp.{}", ops_table(m.n)),
+            ] {
+                let _ = sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *self.conn).await;
+            }
+        }
     }
 
     /// Takes the write lock (saying so while it waits) and applies every
@@ -329,4 +405,190 @@ async fn apply_one(tx: &mut WriteTx, m: &Staged) -> Result<MergeSummary, MergeEr
     merge::bump_generation(tx, t).await?;
     crate::apps::record_db_object_in(tx, &m.app_id, t, DbObjectType::Table, "merge").await?;
     Ok(s)
+}
+
+/// A streamed merge on PostgreSQL: the run's rows of one table are `COPY`ed
+/// in batches, as the run collects them, into a `TEMP` table of the run's
+/// transaction (`_dc_stream_N`, keyed by `_row_key`, so a key seen twice is
+/// refused), and [`PgStream::finish`] merges them into the table with
+/// set-based statements once all are in (update changed, insert new, remove
+/// or archive missing for a full snapshot, change feed). Nothing of the rows
+/// stays in the worker's memory; the table is locked only for the finish.
+#[derive(Debug)]
+pub struct PgStream {
+    n: usize,
+    app_id: String,
+    runtime_id: Option<String>,
+    decl: TableDecl,
+    form: UnicodeForm,
+    archive: bool,
+    rows: u64,
+}
+
+fn pg_stream_table(n: usize) -> String {
+    format!("_dc_stream_{n}")
+}
+
+impl PgStream {
+    /// Creates the stream's `TEMP` table (number `n`, unique in the run) in
+    /// the run's transaction.
+    pub async fn open(tx: &mut WriteTx, n: usize, req: MergeRequest<'_>) -> Result<PgStream, MergeError> {
+        merge::validate_decl(Backend::Postgres, req.decl)?;
+        let WriteTx::Postgres(conn) = tx else {
+            return Err(MergeError::Db(DbError::Refused("streamed COPY merges are for PostgreSQL only".into())));
+        };
+        let (s, t) = (pg_stream_table(n), &req.decl.name);
+        for sql in [
+            format!("CREATE TEMP TABLE {s} (LIKE \"{t}\" INCLUDING DEFAULTS) ON COMMIT DROP"),
+            format!("ALTER TABLE {s} ADD PRIMARY KEY (_row_key)"),
+        ] {
+            sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut **conn).await?;
+        }
+        Ok(PgStream {
+            n,
+            app_id: req.app_id.to_string(),
+            runtime_id: req.runtime_id.map(str::to_string),
+            decl: req.decl.clone(),
+            form: req.form,
+            archive: req.archive_missing || req.decl.missing == MissingRows::Archive,
+            rows: 0,
+        })
+    }
+
+    /// Validates a batch and `COPY`s it into the stream's table. A bad
+    /// record is named by its position among all the rows of the stream; a
+    /// key sent by an earlier batch is refused too.
+    pub async fn append(&mut self, tx: &mut WriteTx, rows: &[Map<String, Value>]) -> Result<(), MergeError> {
+        let offset = self.rows as usize;
+        let p = merge::prepare_rows(&self.decl, rows, self.form).map_err(|e| merge::offset_error(e, offset))?;
+        let WriteTx::Postgres(conn) = tx else {
+            return Err(MergeError::Db(DbError::Refused("streamed COPY merges are for PostgreSQL only".into())));
+        };
+        let stmt = format!(
+            "COPY {} ({}, _row_key, _row_hash) FROM STDIN (FORMAT binary)",
+            pg_stream_table(self.n),
+            merge::column_list(&self.decl)
+        );
+        let copied = merge::copy_in(conn, &stmt, p.cells.len(), |buf, i| {
+            merge::pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])
+        })
+        .await;
+        match copied {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                return Err(MergeError::BadRecord {
+                    table: self.decl.name.clone(),
+                    index: offset,
+                    problem: format!(
+                        "a key of records {offset}..{} appears more than once among the run's records ({})",
+                        offset + rows.len(),
+                        e.message()
+                    ),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.rows += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Merges the streamed rows into the table inside the run's transaction
+    /// (removing rows they lack when `full_snapshot`), writes the change
+    /// feed, and returns the counts.
+    pub async fn finish(self, tx: &mut WriteTx, full_snapshot: bool) -> Result<MergeSummary, MergeError> {
+        let t = self.decl.name.clone();
+        if merge::table_hash_version(tx, &t).await? != HashVersion::CURRENT {
+            let n = merge::upgrade_hashes(tx, &self.app_id, &self.decl, self.form).await?;
+            tracing::info!(table = %t, rows = n, version = %HashVersion::CURRENT, "row hashes upgraded");
+        }
+        let WriteTx::Postgres(conn) = tx else {
+            return Err(MergeError::Db(DbError::Refused("streamed COPY merges are for PostgreSQL only".into())));
+        };
+        let conn: &mut sqlx::PgConnection = conn;
+        let s = pg_stream_table(self.n);
+        let now = Utc::now();
+        // one merge per table at a time (a snapshot's deletes must not race another's inserts)
+        for sql in [format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"), format!("ANALYZE {s}")] {
+            sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
+        }
+        let feed = self.runtime_id.is_some();
+        let wrap = |dml: String, op: &str| {
+            if feed {
+                format!(
+                    "WITH changed AS ({dml} RETURNING x._row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
+                )
+            } else {
+                format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
+            }
+        };
+        let cols = merge::column_list(&self.decl);
+        let scols = self.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
+        let sets =
+            self.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
+        // a shared table's rows remember the app that inserted them, and its
+        // snapshot removes only those (the app id as a quoted literal: every
+        // statement here takes the same three parameters)
+        let app = format!("'{}'", self.app_id.replace('\'', "''"));
+        let (app_col, app_val, mine) = if self.decl.shared {
+            (format!(", {}", merge::APP_COLUMN), format!(", {app}"), format!(" AND x.{} = {app}", merge::APP_COLUMN))
+        } else {
+            (String::new(), String::new(), String::new())
+        };
+        let mut statements = vec![
+            // an archived row comes back even when unchanged
+            wrap(
+                format!(
+                    "UPDATE \"{t}\" x SET {sets}, _row_hash = s._row_hash, _runtime_id = $1, _last_seen = $3, _archived_at = NULL \
+                     FROM {s} s WHERE x._row_key = s._row_key AND (x._row_hash <> s._row_hash OR x._archived_at IS NOT NULL)"
+                ),
+                "update",
+            ),
+            wrap(
+                format!(
+                    "INSERT INTO \"{t}\" AS x ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen{app_col}) \
+                     SELECT {scols}, s._row_key, s._row_hash, $1, $3, $3{app_val} FROM {s} s \
+                     WHERE NOT EXISTS (SELECT 1 FROM \"{t}\" y WHERE y._row_key = s._row_key) ORDER BY s._row_key"
+                ),
+                "insert",
+            ),
+        ];
+        if full_snapshot {
+            let missing = format!("NOT EXISTS (SELECT 1 FROM {s} s WHERE s._row_key = x._row_key){mine}");
+            statements.push(wrap(
+                if self.archive {
+                    // archiving an already archived row changes nothing
+                    format!(
+                        "UPDATE \"{t}\" x SET _archived_at = $3, _runtime_id = $1 WHERE x._archived_at IS NULL AND {missing}"
+                    )
+                } else {
+                    format!("DELETE FROM \"{t}\" x WHERE {missing}")
+                },
+                "delete",
+            ));
+        }
+        // updated, inserted, deleted
+        let mut counts = [0u64; 3];
+        for (i, sql) in statements.into_iter().enumerate() {
+            let q = sqlx::query(AssertSqlSafe(sql))
+                .persistent(false)
+                .bind(self.runtime_id.clone())
+                .bind(t.clone())
+                .bind(now);
+            counts[i] = if feed {
+                q.execute(&mut *conn).await?.rows_affected()
+            } else {
+                let n: i64 = q.fetch_one(&mut *conn).await?.try_get(0)?;
+                n as u64
+            };
+        }
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE {s}"))).persistent(false).execute(&mut *conn).await?;
+        crate::apps::record_db_object_in(tx, &self.app_id, &t, DbObjectType::Table, "merge").await?;
+        let [updated, inserted, deleted] = counts;
+        Ok(MergeSummary::new(inserted, updated, deleted, self.rows.saturating_sub(inserted + updated)))
+    }
+
+    /// Rows streamed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
 }

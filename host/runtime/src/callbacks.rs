@@ -7,7 +7,7 @@
 //! the worker's tokio runtime with `Handle::block_on`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -109,7 +109,38 @@ pub struct RunWrites {
     pub totals: MergeSummary,
     /// Why a merge failed; once set, the run stores nothing.
     pub failed: Option<String>,
+    /// A plugin merged rows itself (`merge` from `collect`): they commit
+    /// only with the run, so a work item saved as done after this could
+    /// outlive them ([`crate::journal`]). Streamed records do not count: the
+    /// journal saves them with their item.
+    pub merged_directly: bool,
+    /// The records `collect` returned, by table, on their way to the run's
+    /// staging ([`RunShared::stream_records`]).
+    pub streams: BTreeMap<String, TableStream>,
 }
+
+/// Records of one table between `collect` and the run's staging: at most
+/// [`STREAM_BATCH`] rows are buffered, then validated and staged.
+#[derive(Debug, Default)]
+pub struct TableStream {
+    buffer: Vec<Map<String, Value>>,
+    staged: Option<StreamHandle>,
+    /// Rows staged so far.
+    staged_rows: u64,
+}
+
+/// Where a table's streamed rows are staged.
+#[derive(Debug)]
+enum StreamHandle {
+    /// A streamed merge of the run's [`dc_core::stage::StagedRun`] (SQLite).
+    Sqlite(usize),
+    /// A `TEMP` table of the run's transaction (PostgreSQL).
+    Postgres(dc_core::stage::PgStream),
+}
+
+/// Rows of one table buffered before they are staged: this bounds what a
+/// run holds in memory, whatever its size.
+pub const STREAM_BATCH: usize = 5_000;
 
 impl RunWrites {
     fn add(&mut self, s: &MergeSummary) {
@@ -288,6 +319,214 @@ struct HttpCall {
     body: RVec<u8>,
     timeout_ms: u64,
     options: RequestOptions,
+}
+
+impl RunShared {
+    /// Takes the records one `collect` returned (`{"table", "row"}` objects)
+    /// on their way to the run's staging: each table's rows are buffered up
+    /// to [`STREAM_BATCH`], then validated and staged (SQLite: the run's
+    /// `TEMP` tables; PostgreSQL: `COPY` into a `TEMP` table of the run's
+    /// transaction), so a run holds a bounded number of rows in memory
+    /// however many it collects. A record for an undeclared table or a bad
+    /// record fails the run's writes (nothing of the run is stored).
+    pub fn stream_records(&self, records: Vec<Value>) -> Result<(), String> {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        if writes.failed.is_some() {
+            // nothing of the run will be stored: the records are dropped
+            return Ok(());
+        }
+        let mut full = Vec::new();
+        for r in records {
+            let (table, row) = match split_record(r) {
+                Ok(tr) => tr,
+                Err(e) => {
+                    writes.failed = Some(e.clone());
+                    return Err(e);
+                }
+            };
+            if self.manifest.declared_table(&table).is_none() {
+                let e = format!(
+                    "record for table {table:?}, which the manifest does not declare; declare it under \"tables\""
+                );
+                writes.failed = Some(e.clone());
+                return Err(e);
+            }
+            let stream = writes.streams.entry(table.clone()).or_default();
+            stream.buffer.push(row);
+            if stream.buffer.len() >= STREAM_BATCH {
+                full.push(table);
+            }
+        }
+        for table in full {
+            if let Err(e) = self.flush_stream(&mut writes, &table) {
+                let e = format!("table {table}: {e}");
+                writes.failed = Some(e.clone());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages the buffered rows of `table` (opening its staging first).
+    fn flush_stream(&self, writes: &mut RunWrites, table: &str) -> Result<(), String> {
+        let decl = self
+            .manifest
+            .declared_table(table)
+            .ok_or_else(|| format!("table {table:?} is not declared in the plugin manifest"))?;
+        let RunWrites { tx, staged, streams, .. } = writes;
+        let Some(stream) = streams.get_mut(table) else {
+            return Ok(());
+        };
+        if stream.buffer.is_empty() && stream.staged.is_some() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut stream.buffer);
+        let count = rows.len() as u64;
+        let req = MergeRequest {
+            app_id: &self.app_id,
+            runtime_id: Some(&self.runtime_id),
+            decl,
+            full_snapshot: false,
+            form: self.form,
+            archive_missing: self.archive_missing,
+        };
+        let staged_now = self.rt.block_on(async {
+            match &self.db {
+                Database::Sqlite(pool) => {
+                    if staged.is_none() {
+                        *staged = Some(dc_core::stage::StagedRun::open(pool).await.map_err(|e| e.to_string())?);
+                    }
+                    let Some(run) = staged.as_mut() else {
+                        return Err("no staging for the run's writes".to_string());
+                    };
+                    let n = match stream.staged {
+                        Some(StreamHandle::Sqlite(n)) => n,
+                        _ => {
+                            let n = run.open_stream(req).await.map_err(|e| e.to_string())?;
+                            stream.staged = Some(StreamHandle::Sqlite(n));
+                            n
+                        }
+                    };
+                    run.append(n, &rows).await.map_err(|e| e.to_string())
+                }
+                Database::Postgres(_) => {
+                    if tx.is_none() {
+                        *tx = Some(self.db.begin_write().await.map_err(|e| e.to_string())?);
+                    }
+                    let Some(t) = tx.as_mut() else {
+                        return Err("no transaction for the run's writes".to_string());
+                    };
+                    if stream.staged.is_none() {
+                        let n = STREAM_IDS.fetch_add(1, Ordering::Relaxed) as usize;
+                        let pg = dc_core::stage::PgStream::open(t, n, req).await.map_err(|e| e.to_string())?;
+                        stream.staged = Some(StreamHandle::Postgres(pg));
+                    }
+                    match stream.staged.as_mut() {
+                        Some(StreamHandle::Postgres(pg)) => pg.append(t, &rows).await.map_err(|e| e.to_string()),
+                        _ => Err("no staging for the table's rows".to_string()),
+                    }
+                }
+            }
+        });
+        drop(rows);
+        staged_now?;
+        stream.staged_rows += count;
+        // tools and tests can follow staging on the worker's stderr
+        // (`DC_LOG=dc_runtime::callbacks=debug`)
+        let _g = self.span.enter();
+        tracing::debug!(table, staged_rows = stream.staged_rows, "records staged");
+        Ok(())
+    }
+
+    /// Ends the run's streams once `collect` is over: stages what is still
+    /// buffered and closes each table's merge, as a full snapshot when the
+    /// table declares one and no item failed in `collect` (a snapshot
+    /// missing the rows of failed items would remove them), else
+    /// incrementally. The counts add to the run's. Tables that received no
+    /// records are not merged at all (a run that collected nothing never
+    /// wipes a table).
+    pub fn finish_streams(&self) -> Result<(), String> {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &writes.failed {
+            return Err(format!("a merge failed ({why})"));
+        }
+        let failed_items = self.errors.load(Ordering::Relaxed);
+        let tables: Vec<String> = writes.streams.keys().cloned().collect();
+        for table in tables {
+            let done = self.flush_stream(&mut writes, &table).and_then(|()| {
+                let declared_full = self
+                    .manifest
+                    .declared_table(&table)
+                    .is_some_and(|d| d.snapshot == dc_plugin_api::SnapshotMode::Full);
+                let full = declared_full && failed_items == 0;
+                if declared_full && !full {
+                    let _g = self.span.enter();
+                    tracing::warn!(
+                        table,
+                        failed_items,
+                        "items failed in collect; merging incrementally instead of as a full snapshot"
+                    );
+                }
+                let RunWrites { tx, staged, streams, .. } = &mut *writes;
+                let handle = streams.get_mut(&table).and_then(|s| s.staged.take());
+                let summary = self.rt.block_on(async {
+                    match (handle, staged.as_mut(), tx.as_mut()) {
+                        (Some(StreamHandle::Sqlite(n)), Some(run), _) => {
+                            run.close_stream(n, full).await.map_err(|e| e.to_string())
+                        }
+                        (Some(StreamHandle::Postgres(pg)), _, Some(t)) => {
+                            pg.finish(t, full).await.map_err(|e| e.to_string())
+                        }
+                        (None, ..) => Ok(MergeSummary::default()),
+                        _ => Err("the table's staged rows are gone".to_string()),
+                    }
+                })?;
+                let _g = self.span.enter();
+                tracing::info!(
+                    table,
+                    staged = matches!(self.db, Database::Sqlite(_)),
+                    inserted = summary.inserted,
+                    updated = summary.updated,
+                    deleted = summary.deleted,
+                    unchanged = summary.unchanged,
+                    full_snapshot = full,
+                    "merged table (records streamed from collect)"
+                );
+                Ok(summary)
+            });
+            match done {
+                Ok(s) => writes.add(&s),
+                Err(e) => {
+                    let e = format!("table {table}: {e}");
+                    writes.failed = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+        writes.streams.clear();
+        Ok(())
+    }
+}
+
+/// Numbers the PostgreSQL stream tables of a worker (one run per worker).
+static STREAM_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// A record as `collect` returns it: `{"table": name, "row": {...}}` (a
+/// row that is not an object becomes an empty row, as the SDK does, which
+/// the merge then refuses naming the missing key columns).
+fn split_record(r: Value) -> Result<(String, Map<String, Value>), String> {
+    let Value::Object(mut o) = r else {
+        return Err(format!("collect returned a record that is not a {{\"table\", \"row\"}} object: {r}"));
+    };
+    let table = match o.remove("table") {
+        Some(Value::String(t)) => t,
+        _ => return Err("collect returned a record without a \"table\" name".to_string()),
+    };
+    let row = match o.remove("row") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    Ok((table, row))
 }
 
 /// The callbacks object handed to the plugin.
@@ -513,6 +752,7 @@ impl WorkerCallbacks {
                     None => Err("no transaction for the run's writes".to_string()),
                 }
             });
+            writes.merged_directly = true;
             match merged {
                 Ok(s) => {
                     writes.add(&s);

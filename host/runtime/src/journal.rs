@@ -10,12 +10,15 @@
 //! the database always holds a prefix of the run's history. The items a
 //! `collect` enqueues are sent before the item that enqueued them is marked
 //! done, so the children of a done item are always known to a resumed run.
-//! Once a merge has opened the run's transaction (a plugin merging inside
-//! `collect`), batches are written into that transaction: they commit with the
-//! run or roll back with its merges, so an item never counts as done while
-//! rows it merged could still be rolled back. On SQLite, where merges are
-//! staged and applied only when the run ends, batches after the first staged
-//! merge are not written at all (a successful run deletes its items anyway).
+//! Once a plugin has merged rows itself inside `collect` (`ctx.merge`),
+//! batches are written into the run's transaction (PostgreSQL): they commit
+//! with the run or roll back with its merges, so an item never counts as done
+//! while rows it merged could still be rolled back. On SQLite, where merges
+//! are staged and applied only when the run ends, batches after the first
+//! such merge are not written at all (a successful run deletes its items
+//! anyway). The records `collect` returns are different: they are streamed
+//! into the run's staging as they come, and saved with their item here, so a
+//! resumed run stages them again; batches keep committing on their own.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -188,16 +191,19 @@ fn write(shared: &RunShared, batch: &mut Vec<ItemRow>, warned: &mut bool, saved_
     // transaction between the check and the write (on SQLite the journal's
     // own transaction would then wait for the run's, which waits for the end
     // of the run)
-    if writes.tx.is_none() && writes.staged.is_some() {
-        // the run's merges are staged (SQLite) and commit only with the run:
-        // an item saved as done now could outlive rows it merged that are
-        // then never stored, so nothing after this point counts (what was
-        // saved before stays a prefix of the run)
+    if writes.merged_directly && writes.tx.is_none() {
+        // the plugin merged rows itself; they are staged (SQLite) and commit
+        // only with the run: an item saved as done now could outlive rows it
+        // merged that are then never stored, so nothing after this point
+        // counts (what was saved before stays a prefix of the run). Records
+        // `collect` returned are no reason: they are saved with their item
+        // and staged again when the run is resumed.
         return true;
     }
     let runtime_id = &shared.runtime_id;
+    let direct = writes.merged_directly;
     let written = shared.rt.block_on(async {
-        match writes.tx.as_mut() {
+        match writes.tx.as_mut().filter(|_| direct) {
             Some(tx) => run_items::save_in(tx, runtime_id, &rows).await,
             None => {
                 let mut tx = shared.db.begin_write().await?;

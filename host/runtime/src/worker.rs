@@ -234,7 +234,7 @@ async fn end_run(
     identity: Option<&dc_core::db::FileIdentity>,
     started: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), dc_core::DbError> {
-    let RunWrites { tx, staged, totals, failed } = writes;
+    let RunWrites { tx, staged, totals, failed, .. } = writes;
     if let Some(why) = failed
         && outcome.status == RunStatus::Success
     {
@@ -644,7 +644,19 @@ fn lifecycle(
     } else {
         tracing::info!(items = frontier.total(), threads, "work list prepared");
     }
-    let records: Mutex<Vec<Value>> = Mutex::new(old_records);
+    // a plugin that keeps the SDK's default `store` has its records merged
+    // as `collect` returns them (bounded memory); one that overrides `store`
+    // gets every record of the run there, held in memory until then
+    let streamed = shared.manifest.stream_records;
+    let records: Mutex<Vec<Value>> = Mutex::new(Vec::new());
+    if streamed {
+        // a resumed run's done items: their records are staged again
+        if let Err(e) = shared.stream_records(old_records) {
+            return Outcome::failed(format!("the records of the resumed run's done items cannot be stored: {e}"));
+        }
+    } else {
+        *records.lock().unwrap_or_else(|p| p.into_inner()) = old_records;
+    }
     let journal = shared.journal.as_ref();
     let shared_scraper = &*scraper;
     std::thread::scope(|scope| {
@@ -676,7 +688,13 @@ fn lifecycle(
                                 if let Some(j) = journal {
                                     j.done(&work, &item, &text);
                                 }
-                                records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs)
+                                if !streamed {
+                                    records.lock().unwrap_or_else(|p| p.into_inner()).extend(recs)
+                                } else if let Err(e) = shared.stream_records(recs) {
+                                    // nothing of the run will be stored: collecting more is pointless
+                                    tracing::error!(error = %e, "the run's records cannot be stored; stopping collect");
+                                    frontier.stop();
+                                }
                             }
                             Err(e) => {
                                 if let Some(j) = journal {
@@ -740,6 +758,14 @@ fn lifecycle(
             "{} enqueued items were dropped over the item limit (max_items in the manifest, runs.max_items on the host)",
             dropped.over_limit
         ));
+    }
+    if streamed {
+        // the records were staged as they came: close each table's merge
+        if let Err(e) = shared.finish_streams() {
+            return Outcome::failed(format!("storing the run's records failed: {e}"));
+        }
+        tracing::info!("collect done; its records were staged as they came (the plugin keeps the default store)");
+        return Outcome { status: RunStatus::Success, reason: (!note.is_empty()).then(|| note.join("; ")) };
     }
     let records = records.into_inner().unwrap_or_else(|p| p.into_inner());
     tracing::info!(records = records.len(), "collect done; storing");

@@ -431,6 +431,14 @@ pub struct Manifest {
     /// `enqueue` while collecting).
     #[serde(default, skip_serializing_if = "CrawlLimits::is_unset")]
     pub crawl: CrawlLimits,
+    /// Filled in by the SDK: the plugin keeps the default
+    /// `store`, so the host merges the records `collect` returns as they
+    /// come, in batches (each table as it declares: full snapshot or
+    /// incremental), holding a bounded number in memory, and does not call
+    /// `store`. False (older plugins, or one that overrides `store`): every
+    /// record of the run is held until the end and handed to `store`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream_records: bool,
 }
 
 /// Since 1.2: how far a run may crawl. Items added beyond a limit are dropped
@@ -488,6 +496,7 @@ impl Manifest {
             requires: Vec::new(),
             sdk_version: None,
             crawl: CrawlLimits::default(),
+            stream_records: false,
         }
     }
 

@@ -791,11 +791,22 @@ pub trait Scraper: Send + Sync + Sized + 'static {
     /// Collects one work item into records.
     fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>>;
 
+    /// Set to `true` when you override [`Scraper::store`]: the host then
+    /// keeps every record of the run in memory (twice: as the records and as
+    /// the JSON handed over) and calls `store` with all of them at the end.
+    /// Left `false`, the host merges the records as `collect` returns them,
+    /// in batches of a few thousand rows, and never calls `store`: a run of
+    /// any size holds only a bounded number of rows in memory. **An
+    /// overridden `store` is not called unless this is `true`.**
+    const CUSTOM_STORE: bool = false;
+
     /// Stores every record of the run. The default ([`default_store`]) merges
     /// each declared table that received records in one call, as a full
     /// snapshot unless the table is declared incremental. Override it when a
     /// run may be partial (for example a listing cut short), so a full snapshot
-    /// does not remove rows the run merely did not see.
+    /// does not remove rows the run merely did not see, and then set
+    /// [`Scraper::CUSTOM_STORE`] to `true` (a host runs the default store's
+    /// merges itself, as the records arrive, and skips `store`, unless it is).
     fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
         default_store(&Self::manifest(), ctx, records)
     }
@@ -898,6 +909,7 @@ pub(crate) fn stamped_manifest<S: Scraper>() -> Manifest {
     let mut m = S::manifest();
     m.interface_version = crate::INTERFACE_VERSION;
     m.sdk_version = Some(crate::SDK_VERSION.to_string());
+    m.stream_records = !S::CUSTOM_STORE;
     m
 }
 

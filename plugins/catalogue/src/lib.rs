@@ -79,6 +79,10 @@ pub struct Catalogue {
 }
 
 impl Scraper for Catalogue {
+    /// `store` is overridden (a listing cut short merges incrementally), so
+    /// the host hands it every record of the run.
+    const CUSTOM_STORE: bool = true;
+
     fn manifest() -> Manifest {
         Manifest::new("demo", "fixtures", "catalogue", env!("CARGO_PKG_VERSION"))
             .description("Example scraper: collects every product of the catalogue fixture site")

@@ -1,7 +1,7 @@
 //! Staged merges (SQLite, `dc_core::stage`): the same result as a direct
 //! merge, no write lock while staging, a diff made again when the table
 //! changed after staging, and a failed apply that changes no table.
-//! (PostgreSQL merges directly into the run's transaction: no staging.)
+//! Streamed merges (rows in batches) equal direct merges on both backends.
 
 use dc_core::merge;
 use dc_core::stage::StagedRun;
@@ -171,4 +171,108 @@ async fn a_failed_apply_changes_no_table() {
     assert!(feed(db, &run).await.is_empty());
     // the database is not left locked
     merge::merge(db, req(&app, None, &a), &replaced).await.expect("a later merge");
+}
+
+/// Merges `rows` as a run streams them: batches of `batch` rows into one
+/// streamed merge (SQLite: the run's `StagedRun`; PostgreSQL: a `PgStream`
+/// in the run's transaction), closed as a full snapshot, then committed.
+async fn streamed(
+    db: &Database,
+    app: &str,
+    rid: &str,
+    decl: &TableDecl,
+    rows: &[Map<String, Value>],
+    batch: usize,
+) -> MergeSummary {
+    use dc_core::stage::PgStream;
+    match db {
+        Database::Sqlite(pool) => {
+            let mut s = StagedRun::open(pool).await.expect("open");
+            let n = s.open_stream(req(app, Some(rid), decl)).await.expect("open stream");
+            for chunk in rows.chunks(batch) {
+                s.append(n, chunk).await.expect("append");
+            }
+            let at_close = s.close_stream(n, true).await.expect("close");
+            let (tx, applied) = s.apply().await.expect("apply");
+            tx.commit().await.expect("commit");
+            assert_eq!(at_close, applied, "the counts at the close are the applied ones");
+            applied
+        }
+        Database::Postgres(_) => {
+            let mut tx = db.begin_write().await.expect("begin");
+            let mut s = PgStream::open(&mut tx, 0, req(app, Some(rid), decl)).await.expect("open stream");
+            for chunk in rows.chunks(batch) {
+                s.append(&mut tx, chunk).await.expect("append");
+            }
+            let summary = s.finish(&mut tx, true).await.expect("finish");
+            tx.commit().await.expect("commit");
+            summary
+        }
+    }
+}
+
+/// A merge whose rows arrive in batches gives what one direct merge of all
+/// of them gives — counts, rows and change feed — through a first load, an
+/// unchanged run and a run with changed, new and missing rows; a key sent
+/// again in a later batch is refused, naming the record by its place among
+/// all the rows. On both backends.
+async fn streamed_merges_equal_direct_merges(t: TestDb) {
+    let db = &t.db;
+    let app = new_app(db, "stream_equal").await;
+    let decl = items_decl("sm_items");
+    let twin = renamed(&decl, "sm_items_direct");
+    merge::ensure_table(db, &app, &decl).await.expect("ensure");
+    merge::ensure_table(db, &app, &twin).await.expect("ensure twin");
+    let n = 1_000;
+    let first: Vec<_> = (0..n).map(|i| item(i, false)).collect();
+    let third: Vec<_> = (0..n)
+        .filter(|i| i % 20 != 7)
+        .map(|i| item(i, i % 10 == 3))
+        .chain((n..n + 60).map(|i| item(i, false)))
+        .collect();
+    for (step, rows) in [("first", &first), ("again", &first), ("third", &third)] {
+        let (r1, r2) = (new_run(db, &app).await, new_run(db, &app).await);
+        let got = streamed(db, &app, &r1, &decl, rows, 128).await;
+        let direct = merge::merge(db, req(&app, Some(&r2), &twin), rows).await.expect("direct");
+        assert_eq!(got, direct, "{step}");
+        assert_eq!(live(db, &decl).await, live(db, &twin).await, "{step}");
+        let strip = |f: Vec<(String, String, String)>| {
+            let mut v: Vec<_> = f.into_iter().map(|(_, op, k)| (op, k)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(strip(feed(db, &r1).await), strip(feed(db, &r2).await), "{step}");
+    }
+    // the same key in two batches: refused, naming the second one's place
+    let mut rows: Vec<_> = (0..300).map(|i| item(i, false)).collect();
+    rows[250] = item(5, false);
+    let rid = new_run(db, &app).await;
+    let refused = match db {
+        Database::Sqlite(pool) => {
+            let mut s = StagedRun::open(pool).await.expect("open");
+            let n = s.open_stream(req(&app, Some(&rid), &decl)).await.expect("open stream");
+            s.append(n, &rows[..200]).await.expect("first batch");
+            s.append(n, &rows[200..]).await.expect_err("a key again").to_string()
+        }
+        Database::Postgres(_) => {
+            let mut tx = db.begin_write().await.expect("begin");
+            let mut s = dc_core::stage::PgStream::open(&mut tx, 0, req(&app, Some(&rid), &decl)).await.expect("open");
+            s.append(&mut tx, &rows[..200]).await.expect("first batch");
+            s.append(&mut tx, &rows[200..]).await.expect_err("a key again").to_string()
+        }
+    };
+    assert!(refused.contains("sm_items") && refused.contains("more than once"), "{refused}");
+    if matches!(db, Database::Sqlite(_)) {
+        assert!(refused.contains("250"), "names the record: {refused}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_merges_equal_direct_merges_sqlite() {
+    streamed_merges_equal_direct_merges(TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_merges_equal_direct_merges_postgres() {
+    streamed_merges_equal_direct_merges(TestDb::postgres().await).await;
 }
