@@ -423,6 +423,7 @@ pub struct PgStream {
     form: UnicodeForm,
     archive: bool,
     rows: u64,
+    clock: crate::clock::Clock,
 }
 
 fn pg_stream_table(n: usize) -> String {
@@ -452,6 +453,7 @@ impl PgStream {
             form: req.form,
             archive: req.archive_missing || req.decl.missing == MissingRows::Archive,
             rows: 0,
+            clock: req.clock.clone(),
         })
     }
 
@@ -506,7 +508,7 @@ impl PgStream {
         };
         let conn: &mut sqlx::PgConnection = conn;
         let s = pg_stream_table(self.n);
-        let now = Utc::now();
+        let now = self.clock.now();
         // one merge per table at a time (a snapshot's deletes must not race another's inserts)
         for sql in [format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"), format!("ANALYZE {s}")] {
             sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
