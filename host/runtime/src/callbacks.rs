@@ -389,6 +389,7 @@ impl RunShared {
             full_snapshot: false,
             form: self.form,
             archive_missing: self.archive_missing,
+            clock: &dc_core::clock::SYSTEM,
         };
         let staged_now = self.rt.block_on(async {
             match &self.db {
