@@ -60,95 +60,52 @@ fn a_plugin_built_against_interface_1_0_registers_and_runs_unchanged_on_postgres
     legacy_registers_and_runs(&Host::postgres(), &lib, &site);
 }
 
+/// Builds the tiny fixture plugin with the frozen SDK `sdk` (which ships with
+/// the frozen interface `interface`) as app `test/fixtures/<name>`, and checks
+/// that today's host shows its versions, registers it and runs it unchanged.
+fn frozen_plugin_runs(host: &Host, sdk: &str, interface: &str, name: &str) {
+    let bin = tempfile::tempdir().expect("tempdir");
+    let lib = tiny_plugin(
+        // `frozen-1-3` for 1.3.0: the build directory of the fixture crate
+        &format!("frozen-{}", interface.rsplit_once('.').map_or(interface, |(mm, _)| mm).replace('.', "-")),
+        ApiVariant::Frozen(&format!("tests/fixtures/abi/dc-plugin-sdk-{sdk}")),
+        &[("DC_FIXTURE_NAME", name)],
+        bin.path(),
+    );
+    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(shown["interface_version"], interface, "{shown}");
+    assert_eq!(shown["sdk_version"], sdk, "{shown}");
+    host.install(&lib, &format!("{name}.so"));
+    let out = host.ok(&["reload"]);
+    assert!(out.contains(&format!("registered test/fixtures/{name}")), "{out}");
+    let run = host.json(&["run", &format!("test/fixtures/{name}"), "--json"]);
+    assert_eq!(run["status"], "SUCCESS", "{run}");
+    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+}
+
 /// A plugin built with the frozen SDK 0.2.0 against the frozen interface 1.1.0
-/// (the previous minor) registers and runs unchanged.
+/// registers and runs unchanged.
 fn interface_1_1_plugin_runs(new_host: fn() -> Host) {
-    let host = new_host();
-    let bin = tempfile::tempdir().expect("tempdir");
-    let lib = tiny_plugin(
-        "frozen-1-1",
-        ApiVariant::Frozen("tests/fixtures/abi/dc-plugin-sdk-0.2.0"),
-        &[("DC_FIXTURE_NAME", "tiny11")],
-        bin.path(),
-    );
-    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
-    assert_eq!(shown["interface_version"], "1.1.0", "{shown}");
-    assert_eq!(shown["sdk_version"], "0.2.0", "{shown}");
-    host.install(&lib, "tiny11.so");
-    let out = host.ok(&["reload"]);
-    assert!(out.contains("registered test/fixtures/tiny11"), "{out}");
-    let run = host.json(&["run", "test/fixtures/tiny11", "--json"]);
-    assert_eq!(run["status"], "SUCCESS", "{run}");
-    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+    frozen_plugin_runs(&new_host(), "0.2.0", "1.1.0", "tiny11");
 }
 
-/// A plugin built with the frozen SDK 0.3.0 against the frozen interface 1.2.0
-/// (the previous minor since 1.3 added `HostCallbacks::call`) registers and
-/// runs unchanged.
+/// The frozen SDK 0.3.0 and interface 1.2.0 (the previous minor since 1.3
+/// added `HostCallbacks::call`).
 fn interface_1_2_plugin_runs(new_host: fn() -> Host) {
-    let host = new_host();
-    let bin = tempfile::tempdir().expect("tempdir");
-    let lib = tiny_plugin(
-        "frozen-1-2",
-        ApiVariant::Frozen("tests/fixtures/abi/dc-plugin-sdk-0.3.0"),
-        &[("DC_FIXTURE_NAME", "tiny12")],
-        bin.path(),
-    );
-    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
-    assert_eq!(shown["interface_version"], "1.2.0", "{shown}");
-    assert_eq!(shown["sdk_version"], "0.3.0", "{shown}");
-    host.install(&lib, "tiny12.so");
-    let out = host.ok(&["reload"]);
-    assert!(out.contains("registered test/fixtures/tiny12"), "{out}");
-    let run = host.json(&["run", "test/fixtures/tiny12", "--json"]);
-    assert_eq!(run["status"], "SUCCESS", "{run}");
-    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+    frozen_plugin_runs(&new_host(), "0.3.0", "1.2.0", "tiny12");
 }
 
-/// A plugin built with the frozen SDK 0.4.0 against the frozen interface 1.3.0
-/// (the previous minor since 1.4 added session setters, request options,
-/// error classes and `proxy.*` host calls) registers and runs unchanged.
+/// The frozen SDK 0.4.0 and interface 1.3.0 (the previous minor since 1.4
+/// added session setters, request options, error classes and `proxy.*` host
+/// calls).
 fn interface_1_3_plugin_runs(new_host: fn() -> Host) {
-    let host = new_host();
-    let bin = tempfile::tempdir().expect("tempdir");
-    let lib = tiny_plugin(
-        "frozen-1-3",
-        ApiVariant::Frozen("tests/fixtures/abi/dc-plugin-sdk-0.4.0"),
-        &[("DC_FIXTURE_NAME", "tiny13")],
-        bin.path(),
-    );
-    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
-    assert_eq!(shown["interface_version"], "1.3.0", "{shown}");
-    assert_eq!(shown["sdk_version"], "0.4.0", "{shown}");
-    host.install(&lib, "tiny13.so");
-    let out = host.ok(&["reload"]);
-    assert!(out.contains("registered test/fixtures/tiny13"), "{out}");
-    let run = host.json(&["run", "test/fixtures/tiny13", "--json"]);
-    assert_eq!(run["status"], "SUCCESS", "{run}");
-    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+    frozen_plugin_runs(&new_host(), "0.4.0", "1.3.0", "tiny13");
 }
 
-/// A plugin built with the frozen SDK 0.5.0 against the frozen interface 1.4.0
-/// (the previous minor since 1.5 added shared tables) registers and runs
-/// unchanged.
+/// The frozen SDK 0.5.0 and interface 1.4.0 (the previous minor since 1.5
+/// added shared tables and streamed records).
 fn interface_1_4_plugin_runs(new_host: fn() -> Host) {
-    let host = new_host();
-    let bin = tempfile::tempdir().expect("tempdir");
-    let lib = tiny_plugin(
-        "frozen-1-4",
-        ApiVariant::Frozen("tests/fixtures/abi/dc-plugin-sdk-0.5.0"),
-        &[("DC_FIXTURE_NAME", "tiny14")],
-        bin.path(),
-    );
-    let shown = host.json(&["plugins", "inspect", lib.to_str().expect("utf-8"), "--json"]);
-    assert_eq!(shown["interface_version"], "1.4.0", "{shown}");
-    assert_eq!(shown["sdk_version"], "0.5.0", "{shown}");
-    host.install(&lib, "tiny14.so");
-    let out = host.ok(&["reload"]);
-    assert!(out.contains("registered test/fixtures/tiny14"), "{out}");
-    let run = host.json(&["run", "test/fixtures/tiny14", "--json"]);
-    assert_eq!(run["status"], "SUCCESS", "{run}");
-    assert!(run["inserted"].as_i64().is_some_and(|n| n > 0), "{run}");
+    frozen_plugin_runs(&new_host(), "0.5.0", "1.4.0", "tiny14");
 }
 
 dc_e2e::both_backends!(

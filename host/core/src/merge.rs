@@ -1039,15 +1039,7 @@ async fn merge_postgres(
     let new: Vec<usize> = (0..p.cells.len()).filter(|&i| !seen[i]).collect();
 
     let feed = req.runtime_id.is_some();
-    let wrap = |dml: String, op: &str| {
-        if feed {
-            format!(
-                "WITH changed AS ({dml} RETURNING x._row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
-            )
-        } else {
-            format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
-        }
-    };
+    let wrap = |dml: String, op: &str| feed_wrap(feed, &dml, op);
     let rid = req.runtime_id.map(str::to_string);
     // runs one wrapped statement ($1 run, $2 table, $3 now, $4 keys when given)
     async fn run_wrapped(
@@ -1132,6 +1124,19 @@ async fn merge_postgres(
         counts[2] = run_wrapped(tx, wrap(remove_dml, "delete"), feed, &rid, t, now, Some(missing)).await?;
     }
     Ok(MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]))
+}
+
+/// Wraps a PostgreSQL `UPDATE`/`INSERT`/`DELETE` aliased `x` so that the keys
+/// it changed go into the change feed as `op` ($1 run, $2 table), or, without
+/// a feed, are counted.
+pub(crate) fn feed_wrap(feed: bool, dml: &str, op: &str) -> String {
+    if feed {
+        format!(
+            "WITH changed AS ({dml} RETURNING x._row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
+        )
+    } else {
+        format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
+    }
 }
 
 /// Reads up to `limit` live rows of a declared table as JSON objects (for

@@ -514,15 +514,7 @@ impl PgStream {
             sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
         }
         let feed = self.runtime_id.is_some();
-        let wrap = |dml: String, op: &str| {
-            if feed {
-                format!(
-                    "WITH changed AS ({dml} RETURNING x._row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
-                )
-            } else {
-                format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
-            }
-        };
+        let wrap = |dml: String, op: &str| merge::feed_wrap(feed, &dml, op);
         let cols = merge::column_list(&self.decl);
         let scols = self.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
         let sets =
