@@ -9,6 +9,15 @@
 //! `Retry-After`), which tightens or relaxes the domain. A permit dropped
 //! without a release (a cancelled request) is released as "no answer".
 //!
+//! A domain with no rate and no concurrency limit (loopback hosts by default,
+//! no crawl-delay) whose circuit is closed with no failure counted grants a
+//! *pass* ([`LocalPermit::is_pass`]): nothing is held, so nothing needs to
+//! be given back, and only an outcome the host must know (a 429/503 or
+//! `Retry-After`, a 5xx, a connection failure or timeout: [`notable`]) needs
+//! to be told. Once a failure is counted the domain grants held permits
+//! again until a success resets the count, so consecutive failures are still
+//! counted as the breaker defines them.
+//!
 //! The permit server's limiter is persistent ([`Politeness::persistent`]):
 //! whenever a domain's back-off changes (a 429/503 tightens it, an answer
 //! relaxes a tightened rate) the domains still backing off are saved to a
@@ -27,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use reqwest::Url;
 use tokio::sync::{Notify, OnceCell};
 
-use crate::breaker::{BreakerPolicy, Breakers, CircuitOpen, SystemClock, Transition};
+use crate::breaker::{BreakerPolicy, Breakers, CircuitOpen, State, SystemClock, Transition};
 use crate::robots::{self, Rules};
 use crate::throttle::{Decision, Outcome, Saved, Throttle, Tuning};
 
@@ -281,6 +290,14 @@ impl std::fmt::Debug for Politeness {
     }
 }
 
+/// Must the host learn of `outcome` when its request held no permit (a
+/// pass)? A 429/503 or any `Retry-After` (the throttle blocks and tightens),
+/// a 5xx or a failed connection (the circuit breaker counts it). Anything
+/// else changes nothing on a domain that grants passes.
+pub fn notable(outcome: &Outcome) -> bool {
+    outcome.failed || outcome.retry_after.is_some() || outcome.status.is_some_and(|s| s == 429 || s >= 500)
+}
+
 /// A granted request: release it with [`Politeness::release`] (dropping it
 /// releases it as "no answer").
 pub struct LocalPermit {
@@ -288,21 +305,37 @@ pub struct LocalPermit {
     epoch: Instant,
     breakers: Option<Arc<Breakers>>,
     persist: Option<Arc<Persist>>,
+    /// A pass: nothing is held (see the module's documentation).
+    pass: bool,
 }
 
 impl std::fmt::Debug for LocalPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalPermit").field("limited", &self.domain.is_some()).finish()
+        f.debug_struct("LocalPermit").field("limited", &self.domain.is_some()).field("pass", &self.pass).finish()
     }
 }
 
 impl LocalPermit {
+    /// A pass: the request holds nothing of its domain's, and only a
+    /// [`notable`] outcome needs to be told (dropping it says nothing).
+    pub fn is_pass(&self) -> bool {
+        self.pass || self.domain.is_none()
+    }
+
     /// Gives the permit back; `outcome` None: abandoned (no answer, and
     /// nothing for the circuit breaker).
     fn finish(&mut self, outcome: Option<&Outcome>) {
         if let Some(d) = self.domain.take() {
-            let mut changed = lock(&d.throttle).release(self.epoch.elapsed(), outcome.unwrap_or(&Outcome::default()));
-            d.released.notify_waiters();
+            let now = self.epoch.elapsed();
+            let mut changed = if self.pass {
+                // nothing held; an abandoned pass says nothing (its circuit was closed)
+                let Some(o) = outcome else { return };
+                lock(&d.throttle).report(now, o)
+            } else {
+                let c = lock(&d.throttle).release(now, outcome.unwrap_or(&Outcome::default()));
+                d.released.notify_waiters();
+                c
+            };
             if let Some(b) = &self.breakers {
                 match outcome {
                     Some(o) => {
@@ -407,10 +440,17 @@ impl Politeness {
     }
 
     /// Waits until a request to `url` may go, checking robots.txt first when
-    /// `obey_robots`, then the domain's circuit. Err: why it is refused.
+    /// `obey_robots`, then the domain's circuit. Err: why it is refused. The
+    /// permit may be a pass ([`LocalPermit::is_pass`]); release it all the same.
     pub async fn acquire(&self, url: &Url, obey_robots: bool) -> Result<LocalPermit, Refusal> {
+        self.acquire_with(url, obey_robots, true).await
+    }
+
+    /// [`Politeness::acquire`]; `may_pass` false: never a pass (a caller
+    /// that releases every permit, such as a worker of an older version).
+    pub async fn acquire_with(&self, url: &Url, obey_robots: bool, may_pass: bool) -> Result<LocalPermit, Refusal> {
         let Some(name) = domain_of(url) else {
-            return Ok(LocalPermit { domain: None, epoch: self.epoch, breakers: None, persist: None });
+            return Ok(LocalPermit { domain: None, epoch: self.epoch, breakers: None, persist: None, pass: true });
         };
         let domain = self.domain(&name);
         if obey_robots && let Some(robots_url) = robots::robots_url(url) {
@@ -422,18 +462,25 @@ impl Politeness {
         }
         // one breaker per domain for every run (an open circuit is not asked again)
         self.breakers.admit(&name).map_err(|CircuitOpen { message, .. }| Refusal::CircuitOpen(message))?;
-        let mut permit = self.wait_for(domain).await;
+        let mut permit = self.wait_for(domain, may_pass).await;
         permit.breakers = Some(self.breakers.clone());
         Ok(permit)
     }
 
-    async fn wait_for(&self, domain: Arc<Domain>) -> LocalPermit {
+    /// Waits for the domain's permit; a pass when `may_pass`, the domain is
+    /// unlimited and its circuit is closed with no failure counted.
+    async fn wait_for(&self, domain: Arc<Domain>, may_pass: bool) -> LocalPermit {
         loop {
             // registered before looking, so a release in between is not missed
             let released = domain.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            let decision = lock(&domain.throttle).try_acquire(self.epoch.elapsed());
+            let clean = may_pass && self.breakers.state(&domain.name) == State::Closed { failures: 0 };
+            let (decision, pass) = {
+                let mut t = lock(&domain.throttle);
+                let now = self.epoch.elapsed();
+                if clean && t.unlimited() { (t.try_pass(now), true) } else { (t.try_acquire(now), false) }
+            };
             match decision {
                 Decision::Granted => {
                     return LocalPermit {
@@ -441,6 +488,7 @@ impl Politeness {
                         epoch: self.epoch,
                         breakers: None,
                         persist: self.persist.clone(),
+                        pass,
                     };
                 }
                 Decision::WaitUntil(at) => {
@@ -454,6 +502,19 @@ impl Politeness {
     /// Gives a permit back with how its request ended.
     pub fn release(&self, mut permit: LocalPermit, outcome: &Outcome) {
         permit.finish(Some(outcome));
+    }
+
+    /// How a request to `domain` that went on a pass ended (the permit
+    /// server's `report`): as [`Politeness::release`] of that pass.
+    pub fn report(&self, domain: &str, outcome: &Outcome) {
+        let mut pass = LocalPermit {
+            domain: Some(self.domain(&domain.to_ascii_lowercase())),
+            epoch: self.epoch,
+            breakers: Some(self.breakers.clone()),
+            persist: self.persist.clone(),
+            pass: true,
+        };
+        pass.finish(Some(outcome));
     }
 
     /// The entry of an origin's robots.txt, fresh (an expired one is replaced).
@@ -474,7 +535,7 @@ impl Politeness {
         let Some(http) = &self.http else {
             return (Rules::AllowAll, Instant::now() + ttl);
         };
-        let permit = self.wait_for(domain.clone()).await;
+        let permit = self.wait_for(domain.clone(), false).await;
         let started = Instant::now();
         let (status, body, retry_after) = match http.get(robots_url).send().await {
             Ok(resp) => {

@@ -3,6 +3,11 @@
 //! connections, and [`HostLimiter`] is what a run's requests go through — the
 //! server when it answers, else an in-process limiter of the run's own (with
 //! a warning, once), asking the server again a few seconds later.
+//!
+//! The client accepts passes (permit 0, see `permit_server`): a pass's
+//! connection goes back to the pool as soon as it is granted, and its release
+//! sends a `report` only for a notable outcome (`crate::limiter::notable`),
+//! else nothing at all.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal};
+use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal, domain_of, notable};
 use crate::permit_server::{Answer, Request};
 use crate::throttle::Outcome;
 
@@ -52,15 +57,25 @@ impl Conn {
     }
 }
 
-/// A permit the server granted; it holds its connection until released.
+/// A permit the server granted; a held one keeps its connection until
+/// released (closing it gives the permit back), a pass holds nothing.
 pub struct RemotePermit {
-    conn: Conn,
-    id: u64,
+    held: Option<(Conn, u64)>,
+    /// The domain a pass's report names.
+    domain: String,
+}
+
+impl RemotePermit {
+    /// A pass: nothing is held, and its release sends nothing unless the
+    /// outcome is notable.
+    pub fn is_pass(&self) -> bool {
+        self.held.is_none()
+    }
 }
 
 impl std::fmt::Debug for RemotePermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemotePermit").field("id", &self.id).finish()
+        f.debug_struct("RemotePermit").field("id", &self.held.as_ref().map_or(0, |(_, id)| *id)).finish()
     }
 }
 
@@ -91,12 +106,17 @@ impl PermitClient {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
+    fn pool(&self, mut conn: Conn) {
+        conn.line.clear();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+    }
+
     /// Waits for a permit to fetch `url`. Outer Err: the server cannot be
     /// reached; inner Err: why it refused (robots.txt, an open circuit).
     pub async fn acquire(&self, url: &Url, robots: bool) -> std::io::Result<Result<RemotePermit, Refusal>> {
-        let req = Request::Acquire { url: url.to_string(), robots };
+        let req = Request::Acquire { url: url.to_string(), robots, pass: true };
         // a pooled connection may have gone stale (the server was replaced): one fresh try
-        let (mut conn, answer) = match self.idle() {
+        let (conn, answer) = match self.idle() {
             Some(mut c) => match c.ask(&req).await {
                 Ok(a) => (c, a),
                 Err(_) => {
@@ -112,15 +132,17 @@ impl PermitClient {
             }
         };
         match answer {
-            Answer::Granted { permit } => Ok(Ok(RemotePermit { conn, id: permit })),
+            Answer::Granted { permit: 0 } => {
+                self.pool(conn);
+                Ok(Ok(RemotePermit { held: None, domain: domain_of(url).unwrap_or_default() }))
+            }
+            Answer::Granted { permit } => Ok(Ok(RemotePermit { held: Some((conn, permit)), domain: String::new() })),
             Answer::Refused { reason } => {
-                conn.line.clear();
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                self.pool(conn);
                 Ok(Err(Refusal::Robots(reason)))
             }
             Answer::Open { reason } => {
-                conn.line.clear();
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                self.pool(conn);
                 Ok(Err(Refusal::CircuitOpen(reason)))
             }
             Answer::Invalid { error } => Err(std::io::Error::other(format!("the permit server refused: {error}"))),
@@ -128,11 +150,36 @@ impl PermitClient {
     }
 
     /// Gives a permit back (a connection that fails is dropped, and the
-    /// server releases what it held).
+    /// server releases what it held). A pass sends a report only for a
+    /// notable outcome, on a pooled connection (so the next acquire on it is
+    /// read after the report).
     pub async fn release(&self, permit: RemotePermit, outcome: &Outcome) {
-        let RemotePermit { mut conn, id } = permit;
-        if conn.send(&Request::release(id, outcome)).await.is_ok() {
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        let RemotePermit { held, domain } = permit;
+        if let Some((mut conn, id)) = held {
+            if conn.send(&Request::release(id, outcome)).await.is_ok() {
+                self.pool(conn);
+            }
+            return;
+        }
+        if !notable(outcome) {
+            return;
+        }
+        let req = Request::report(&domain, outcome);
+        let pooled = match self.idle() {
+            Some(mut c) => c.send(&req).await.is_ok().then_some(c),
+            None => None,
+        };
+        // a pooled connection gone stale (the server was replaced): one fresh try
+        let conn = match pooled {
+            Some(c) => Some(c),
+            None => match Conn::open(&self.path).await {
+                Ok(mut c) => c.send(&req).await.is_ok().then_some(c),
+                Err(_) => None,
+            },
+        };
+        match conn {
+            Some(c) => self.pool(c),
+            None => tracing::debug!(%domain, "the permit server cannot be reached to report an outcome"),
         }
     }
 }

@@ -13,13 +13,34 @@
 //! request at a time per connection:
 //!
 //! ```text
-//! → {"acquire":{"url":"https://example.com/a","robots":true}}
+//! → {"acquire":{"url":"https://example.com/a","robots":true,"pass":true}}
 //! ← {"granted":{"permit":7}}          (after any wait the domain needs)
+//! ← {"granted":{"permit":0}}          (a pass: nothing to release)
 //! ← {"refused":{"reason":"disallowed by https://example.com/robots.txt for user-agent dc-host"}}
 //! ← {"open":{"reason":"circuit open for host example.com after 10 consecutive failures …"}}
 //! → {"release":{"permit":7,"status":200,"latency_us":1840,"retry_after_ms":null}}   (no answer)
 //! → {"release":{"permit":8,"status":null,"latency_us":30000000,"retry_after_ms":null,"failed":true}}
+//! → {"report":{"domain":"example.com","status":429,"latency_us":900,"retry_after_ms":2000}}   (no answer)
 //! ```
+//!
+//! **Passes.** A worker that says `"pass":true` accepts permit 0, a *pass*:
+//! the domain has no rate and no concurrency limit (loopback hosts by
+//! default), no crawl-delay, and its circuit is closed with no failure
+//! counted, so nothing is held and nothing is released. After the request
+//! the worker sends a `report` only when the outcome is one the host must
+//! know (`dc_net::limiter::notable`: a 429/503 or a `Retry-After`, a 5xx, a
+//! failed connection or timeout); the server applies it as it would a
+//! release. A pass per page is one round trip and one server wake-up instead
+//! of two. Every acquire is still answered by the server, so robots.txt, an
+//! open circuit and a `Retry-After` block set by any run hold for every run
+//! at once; a domain with a failure counted grants held permits again, so
+//! the success that resets the breaker's count is always told. A worker of
+//! an older version (no `pass`) only ever gets held permits.
+//!
+//! The server runs on a current-thread tokio runtime on a thread of its own
+//! (`permit-server`), so a permit is not woken through the supervisor's
+//! multi-thread scheduler; it stops when the runtime whose handle started it
+//! shuts down (the process ends), and the lock goes with it.
 //!
 //! The server also keeps one circuit breaker per domain for every run: the
 //! releases tell it each attempt's outcome (`failed`: the connection failed
@@ -56,11 +77,28 @@ pub enum Request {
         url: String,
         /// Obey robots.txt.
         robots: bool,
+        /// The worker accepts a pass (permit 0, nothing to release).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pass: bool,
     },
     /// Give a permit back (no answer is sent).
     Release {
         /// The permit.
         permit: u64,
+        /// The response status; none: no response.
+        status: Option<u16>,
+        /// Time to the response headers, in microseconds.
+        latency_us: u64,
+        /// The server's `Retry-After`, in milliseconds.
+        retry_after_ms: Option<u64>,
+        /// No response: the connection failed or timed out.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        failed: bool,
+    },
+    /// How a request that went on a pass ended, when it is notable (no answer is sent).
+    Report {
+        /// The domain (host name) of the request.
+        domain: String,
         /// The response status; none: no response.
         status: Option<u16>,
         /// Time to the response headers, in microseconds.
@@ -79,7 +117,7 @@ pub enum Request {
 pub enum Answer {
     /// Go.
     Granted {
-        /// Give it back with a release.
+        /// Give it back with a release; 0: a pass, nothing to give back.
         permit: u64,
     },
     /// robots.txt refuses the URL.
@@ -109,6 +147,26 @@ impl Request {
             retry_after_ms: outcome.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             failed: outcome.failed,
         }
+    }
+
+    /// The report of a pass's request to `domain` that ended with `outcome`.
+    pub fn report(domain: &str, outcome: &Outcome) -> Request {
+        Request::Report {
+            domain: domain.to_string(),
+            status: outcome.status,
+            latency_us: u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX),
+            retry_after_ms: outcome.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            failed: outcome.failed,
+        }
+    }
+}
+
+fn outcome_of(status: Option<u16>, latency_us: u64, retry_after_ms: Option<u64>, failed: bool) -> Outcome {
+    Outcome {
+        status,
+        latency: Duration::from_micros(latency_us),
+        retry_after: retry_after_ms.map(Duration::from_millis),
+        failed,
     }
 }
 
@@ -148,21 +206,21 @@ async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, id
         let answer = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Release { permit, status, latency_us, retry_after_ms, failed }) => {
                 if let Some(p) = held.remove(&permit) {
-                    let outcome = Outcome {
-                        status,
-                        latency: Duration::from_micros(latency_us),
-                        retry_after: retry_after_ms.map(Duration::from_millis),
-                        failed,
-                    };
-                    limiter.release(p, &outcome);
+                    limiter.release(p, &outcome_of(status, latency_us, retry_after_ms, failed));
                 }
                 continue;
             }
-            Ok(Request::Acquire { url, robots }) => match Url::parse(&url) {
+            Ok(Request::Report { domain, status, latency_us, retry_after_ms, failed }) => {
+                limiter.report(&domain, &outcome_of(status, latency_us, retry_after_ms, failed));
+                continue;
+            }
+            Ok(Request::Acquire { url, robots, pass }) => match Url::parse(&url) {
                 Err(e) => Answer::Invalid { error: format!("invalid URL {url:?}: {e}") },
                 Ok(url) => {
                     tokio::select! {
-                        got = limiter.acquire(&url, robots) => match got {
+                        got = limiter.acquire_with(&url, robots, pass) => match got {
+                            // nothing held: nothing to keep for a release
+                            Ok(p) if p.is_pass() => Answer::Granted { permit: 0 },
                             Ok(p) => {
                                 let permit = ids.fetch_add(1, Ordering::Relaxed);
                                 held.insert(permit, p);
@@ -188,10 +246,10 @@ async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, id
 
 /// Makes this process take part in serving `socket`: if no other process
 /// holds the lock `<socket>.lock`, this one takes it, replaces any stale
-/// socket file and serves permits on `handle` before returning (so a worker
-/// started next finds the server); otherwise a thread waits for the lock
-/// and takes over when the serving process ends. Serving lasts as long as the
-/// process. The answer turns true when this process serves. Err: the
+/// socket file and binds it before returning (so a worker started next finds
+/// the server), serving on a thread of its own; otherwise a thread waits for
+/// the lock and takes over when the serving process ends. Serving lasts as
+/// long as the runtime of `handle` (the process). The answer turns true when this process serves. Err: the
 /// directory or lock file cannot be made (this process never serves; its
 /// workers still find another process's server).
 pub fn serve_shared(
@@ -265,20 +323,42 @@ fn take_over(
     let path = socket.to_path_buf();
     // before anything is served: the predecessor's back-off holds from the first permit
     let limiter = Arc::new(Politeness::persistent(config, state_path(socket), wall));
-    // bound: connections wait in the backlog until the task accepts them
-    let _ = serving.send(true);
+    // the server stops when the runtime of `handle` shuts down (this task is dropped)
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     handle.spawn(async move {
-        // the lock is held for as long as this task (the process) lives
+        let _stop = stop;
+        std::future::pending::<()>().await
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the permit server's runtime; workers limit their requests on their own");
+            return;
+        }
+    };
+    // bound: connections wait in the backlog until they are accepted
+    let _ = serving.send(true);
+    let spawned = std::thread::Builder::new().name("permit-server".into()).spawn(move || {
+        // the lock is held for as long as this thread serves
         let _lock = lock;
         let _serving = serving;
-        match UnixListener::from_std(listener) {
-            Ok(l) => {
-                tracing::debug!(path = %path.display(), "serving politeness permits");
-                serve(l, limiter).await;
+        runtime.block_on(async {
+            match UnixListener::from_std(listener) {
+                Ok(l) => {
+                    tracing::debug!(path = %path.display(), "serving politeness permits");
+                    tokio::select! {
+                        () = serve(l, limiter) => {}
+                        _ = stopped => tracing::debug!(path = %path.display(), "the process ends: no longer serving permits"),
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot serve the permit socket"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot serve the permit socket"),
-        }
+        });
     });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the permit server's thread; workers limit their requests on their own");
+    }
 }
 
 #[cfg(test)]
@@ -287,8 +367,23 @@ mod tests {
 
     #[test]
     fn the_wire_format_is_newline_json() {
-        let r = Request::Acquire { url: "http://h/".into(), robots: true };
+        let r = Request::Acquire { url: "http://h/".into(), robots: true, pass: false };
         assert_eq!(serde_json::to_string(&r).expect("json"), r#"{"acquire":{"url":"http://h/","robots":true}}"#);
+        let r = Request::Acquire { url: "http://h/".into(), robots: false, pass: true };
+        assert_eq!(
+            serde_json::to_string(&r).expect("json"),
+            r#"{"acquire":{"url":"http://h/","robots":false,"pass":true}}"#
+        );
+        let old: Request = serde_json::from_str(r#"{"acquire":{"url":"http://h/","robots":true}}"#).expect("parses");
+        assert_eq!(old, Request::Acquire { url: "http://h/".into(), robots: true, pass: false }, "an older worker");
+        let rep = Request::report(
+            "h",
+            &Outcome { status: Some(503), latency: Duration::from_micros(9), ..Outcome::default() },
+        );
+        assert_eq!(
+            serde_json::to_string(&rep).expect("json"),
+            r#"{"report":{"domain":"h","status":503,"latency_us":9,"retry_after_ms":null}}"#
+        );
         let rel = Request::release(
             7,
             &Outcome {

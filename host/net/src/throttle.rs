@@ -240,12 +240,33 @@ impl Throttle {
         Decision::Granted
     }
 
+    /// No rate and no concurrency limit apply (none configured, no
+    /// crawl-delay): a request needs no permit to hold, only a look at the
+    /// `Retry-After` block ([`Throttle::try_pass`]).
+    pub fn unlimited(&self) -> bool {
+        self.tuning.concurrency == u32::MAX && self.effective_rate().is_none()
+    }
+
+    /// May a request go at `now` without holding a permit? Only a
+    /// `Retry-After` block stops it; nothing is counted in flight, and its
+    /// outcome is told with [`Throttle::report`] (if at all). For
+    /// [`Throttle::unlimited`] domains.
+    pub fn try_pass(&self, now: Duration) -> Decision {
+        if now < self.blocked_until { Decision::WaitUntil(self.blocked_until) } else { Decision::Granted }
+    }
+
     /// A granted request ended at `now` with `outcome`: its permit is given
     /// back and the rate adapts. True: the back-off changed (a 429/503
     /// tightened the domain, or an answer relaxed a tightened rate), so
     /// [`Throttle::saved`] says something new.
     pub fn release(&mut self, now: Duration, outcome: &Outcome) -> bool {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.report(now, outcome)
+    }
+
+    /// The outcome of a request that held no permit ([`Throttle::try_pass`]):
+    /// the rate adapts as on [`Throttle::release`]. True: the back-off changed.
+    pub fn report(&mut self, now: Duration, outcome: &Outcome) -> bool {
         match outcome.status {
             Some(429 | 503) => {
                 self.tighten(now, outcome.retry_after);
@@ -499,6 +520,22 @@ mod tests {
         }
         assert_eq!(changes, 10, "from half to full in 10 steps of 1/20");
         assert_eq!(t.saved(now), None, "back at the configured rate, no block ahead");
+    }
+
+    #[test]
+    fn an_unlimited_domain_passes_without_a_permit_until_a_429_blocks_it() {
+        let mut t = Throttle::new(Tuning { rps: None, concurrency: u32::MAX, ..Tuning::default() }, Duration::ZERO);
+        assert!(t.unlimited());
+        assert_eq!(t.try_pass(MS), Decision::Granted);
+        assert_eq!(t.in_flight(), 0, "nothing held");
+        assert!(t.report(ms(2), &throttled(429, Some(Duration::from_secs(1)))), "a 429 is a change");
+        assert_eq!(t.try_pass(ms(3)), Decision::WaitUntil(ms(1002)));
+        assert_eq!(t.try_pass(ms(1002)), Decision::Granted);
+        t.set_crawl_delay(Some(Duration::from_secs(2)));
+        assert!(!t.unlimited(), "a crawl-delay is a rate");
+        let limited = Throttle::new(Tuning { rps: None, concurrency: 8, ..Tuning::default() }, Duration::ZERO);
+        assert!(!limited.unlimited(), "a concurrency limit needs permits");
+        assert!(!Throttle::new(tuning(4.0, u32::MAX), Duration::ZERO).unlimited(), "a rate needs permits");
     }
 
     #[test]

@@ -425,3 +425,151 @@ async fn a_run_s_probe_refused_by_the_host_wide_circuit_does_not_stay_in_flight(
         "the refused probe is not in flight: the next attempt may probe"
     );
 }
+
+/// A relay in front of the permit server at `server` that records every line
+/// workers send it: the test sees what crosses the socket.
+async fn recording_relay(server: std::path::PathBuf, at: std::path::PathBuf) -> Arc<std::sync::Mutex<Vec<String>>> {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::UnixListener::bind(&at).expect("bind the relay");
+    let seen = lines.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::UnixStream::connect(&server).await.expect("the server is up");
+            let (cr, mut cw) = client.into_split();
+            let (ur, mut uw) = upstream.into_split();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut from_worker = tokio::io::BufReader::new(cr).lines();
+                while let Ok(Some(line)) = from_worker.next_line().await {
+                    seen.lock().expect("lines").push(line.clone());
+                    if uw.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut ur = ur;
+                let _ = tokio::io::copy(&mut ur, &mut cw).await;
+            });
+        }
+    });
+    lines
+}
+
+fn count(lines: &std::sync::Mutex<Vec<String>>, kind: &str) -> usize {
+    let prefix = format!("{{\"{kind}\"");
+    lines.lock().expect("lines").iter().filter(|l| l.starts_with(&prefix)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_without_limits_is_granted_passes_that_send_nothing_back_unless_notable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, relay) = (dir.path().join("limiter.sock"), dir.path().join("relay.sock"));
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(LimitConfig::default()))));
+    let lines = recording_relay(socket.clone(), relay.clone()).await;
+    let free = Url::parse("http://127.0.0.1:9/x").expect("url");
+    let c = PermitClient::new(&relay);
+    // 8 at once, none given back yet: no permit is held, none waits
+    let mut passes = vec![];
+    for _ in 0..8 {
+        let p = bounded(c.acquire(&free, false)).await.expect("server up").expect("granted");
+        assert!(p.is_pass(), "a loopback domain without limits grants passes");
+        passes.push(p);
+    }
+    for p in passes {
+        c.release(p, &ok()).await;
+    }
+    for _ in 0..42 {
+        let p = bounded(c.acquire(&free, false)).await.expect("server up").expect("granted");
+        c.release(p, &Outcome { status: Some(404), ..ok() }).await;
+    }
+    assert_eq!(count(&lines, "acquire"), 50);
+    assert_eq!(count(&lines, "release") + count(&lines, "report"), 0, "nothing to give back: {:?}", lines.lock());
+
+    // a domain with a concurrency limit still holds and releases its permits
+    let limited = LimitConfig {
+        domains: [("127.0.0.2".to_string(), Tuning { rps: None, concurrency: 2, ..Tuning::default() })].into(),
+        ..LimitConfig::default()
+    };
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let (socket2, relay2) = (dir2.path().join("limiter.sock"), dir2.path().join("relay.sock"));
+    let listener = tokio::net::UnixListener::bind(&socket2).expect("bind");
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(limited))));
+    let lines2 = recording_relay(socket2, relay2.clone()).await;
+    let c2 = PermitClient::new(&relay2);
+    let p = bounded(c2.acquire(&Url::parse("http://127.0.0.2:9/x").expect("url"), false))
+        .await
+        .expect("server up")
+        .expect("granted");
+    assert!(!p.is_pass(), "a limited domain holds its permit");
+    c2.release(p, &ok()).await;
+    let p = bounded(c2.acquire(&free, false)).await.expect("server up").expect("granted");
+    c2.release(p, &ok()).await;
+    assert_eq!(count(&lines2, "release"), 1, "{:?}", lines2.lock());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_on_a_pass_is_reported_and_blocks_the_other_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, relay) = (dir.path().join("limiter.sock"), dir.path().join("relay.sock"));
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(LimitConfig::default()))));
+    let lines = recording_relay(socket.clone(), relay.clone()).await;
+    let first = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), false, String::new());
+    let second = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), false, String::new());
+    let domain = Url::parse("http://127.0.0.1:9/x").expect("url");
+    let p = bounded(second.acquire(&domain)).await.expect("granted");
+    second.release(p, &ok()).await;
+    let p = bounded(first.acquire(&domain)).await.expect("granted");
+    assert!(matches!(&p, dc_net::Permit::Remote(r) if r.is_pass()), "{p:?}");
+    let throttled = Outcome { status: Some(429), retry_after: Some(Duration::from_secs(3600)), ..ok() };
+    first.release(p, &throttled).await;
+    // a report is not answered: the next request on the same connection is read after it
+    let p = bounded(first.acquire(&Url::parse("http://127.0.0.2:9/").expect("url"))).await.expect("granted");
+    first.release(p, &ok()).await;
+    assert_eq!(count(&lines, "report"), 1, "the 429 is reported: {:?}", lines.lock());
+    let waiting = tokio::time::timeout(Duration::from_millis(300), second.acquire(&domain)).await;
+    assert!(waiting.is_err(), "the other run waits for the Retry-After: {waiting:?}");
+    assert_eq!(count(&lines, "release"), 0, "passes only: {:?}", lines.lock());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_on_passes_open_the_circuit_for_every_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("limiter.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    let config = LimitConfig {
+        breaker: BreakerPolicy { failures: 3, cooldown: Duration::from_secs(30) },
+        ..LimitConfig::default()
+    };
+    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(config.clone()))));
+    let (a, b) = (PermitClient::new(&socket), PermitClient::new(&socket));
+    let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
+    let other = Url::parse("http://127.0.0.2:9/x").expect("url");
+    // a failure on a pass; then the domain holds its permits until a success resets the count
+    let p = bounded(a.acquire(&dead, false)).await.expect("up").expect("granted");
+    assert!(p.is_pass());
+    a.release(p, &failed()).await;
+    let p = bounded(a.acquire(&dead, false)).await.expect("up").expect("granted");
+    assert!(!p.is_pass(), "a failure is counted: the success that resets it must be told");
+    a.release(p, &ok()).await;
+    let p = bounded(a.acquire(&dead, false)).await.expect("up").expect("granted");
+    assert!(p.is_pass(), "the count is back at 0");
+    // now three failures in a row, the first on a pass, the others held
+    a.release(p, &Outcome { status: Some(502), ..ok() }).await;
+    for _ in 0..2 {
+        let p = bounded(a.acquire(&dead, false)).await.expect("up").expect("granted");
+        assert!(!p.is_pass());
+        a.release(p, &failed()).await;
+    }
+    let p = bounded(a.acquire(&other, false)).await.expect("up").expect("granted");
+    a.release(p, &ok()).await;
+    match bounded(b.acquire(&dead, false)).await.expect("up") {
+        Err(Refusal::CircuitOpen(why)) => {
+            assert!(why.starts_with("circuit open for host 127.0.0.1 after 3 consecutive failures"), "{why}")
+        }
+        other => panic!("the circuit opened by one run's passes holds for the other: {other:?}"),
+    }
+}
