@@ -268,3 +268,59 @@ fn robots_txt_is_obeyed_unless_the_app_opts_out() {
         "an opted-out app does not ask: {arrivals:?}"
     );
 }
+
+/// A port nobody listens on: its connections are refused.
+fn dead_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("http://{}/page", l.local_addr().expect("address"))
+}
+
+fn metrics_of(host: &Host, run: &Value) -> Value {
+    let id = run["runtime_id"].as_str().expect("runtime id");
+    host.json(&["runs", "show", id, "--metrics", "--json"])["metrics"].clone()
+}
+
+/// Two `dc-host run`s of two different plugins against one dead domain: the
+/// first run's refused connections open the domain's host-wide circuit (the
+/// permit server's), and the second run — another app, another supervisor
+/// process that takes the permit socket over — is refused by that circuit
+/// before it sends anything: its metrics count no attempt and no connection
+/// error, only requests refused by the open circuit, and its reason says
+/// another run opened it.
+#[test]
+fn a_dead_domain_s_circuit_opened_by_one_run_refuses_the_next_run_of_another_app() {
+    let mut host = Host::sqlite();
+    host.env.push(("DC_RUNS_BREAKER_FAILURES".into(), "3".into()));
+    host.env.push(("DC_RUNS_BREAKER_COOLDOWN_SECS".into(), "3600".into()));
+    host.install(&plugin_lib("dc_plugin_misbehave"), "misbehave.so");
+    host.install(&plugin_lib("dc_plugin_crawl"), "crawl.so");
+    host.ok(&["reload"]);
+    let dead = dead_url();
+
+    // one thread: the first request is tried 3 times (runs.http_retries = 2):
+    // the third refused connection opens the circuit, in the run and host-wide
+    let first = crate::storage::run(&host, json!({"mode": "fetch", "items": 5, "url": dead}));
+    assert_eq!(first["status"], "FAILED", "{first}");
+    let m = metrics_of(&host, &first);
+    assert_eq!(m["errors"]["connection"], 3, "{m}");
+    assert_eq!(m["errors"]["circuit_open"], 4, "{m}");
+    assert_eq!(m["domains"]["127.0.0.1"]["circuit_opened"], 1, "{m}");
+
+    let second = finished(spawn_run(&host, CRAWL, json!({"start_url": dead})));
+    assert_eq!(second["status"], "FAILED", "{second}");
+    let m = metrics_of(&host, &second);
+    assert_eq!((&m["requests"], &m["attempts"]), (&json!(1), &json!(0)), "nothing was sent: {m}");
+    assert_eq!(m["errors"], json!({"circuit_open": 1}), "refused before any connection: {m}");
+    assert_eq!(m["status"], json!({}), "{m}");
+    assert_eq!(m["domains"]["127.0.0.1"]["circuit_opened"], 0, "its own circuit never opened: {m}");
+    let reason = second["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(
+            "127.0.0.1 (1 requests refused) by the host-wide circuit breaker, open after failures of another run"
+        ),
+        "{reason}"
+    );
+    let id = second["runtime_id"].as_str().expect("runtime id");
+    let logs = host.json(&["runs", "show", id, "--logs", "--json"])["logs"].to_string();
+    assert!(logs.contains("circuit open for host 127.0.0.1 after 3 consecutive failures"), "{logs}");
+}

@@ -349,23 +349,38 @@ fn final_metrics(m: &dc_net::RequestMetrics) -> Option<(u64, Value, dc_net::Metr
     serde_json::to_value(&snapshot).ok().map(|doc| (generation, doc, snapshot))
 }
 
-/// What the run's reason says about domains whose circuit opened.
+/// What the run's reason says about domains whose circuit opened, in the
+/// run or host-wide (the permit server's, opened by another run's failures:
+/// requests refused although the run's own circuit never opened).
 fn circuit_note(m: &dc_net::MetricsSnapshot, runtime_id: &str) -> Option<String> {
+    let refused =
+        |d: &dc_net::metrics::StatsSnapshot| d.errors.get(&dc_net::ErrorClass::CircuitOpen).copied().unwrap_or(0);
     let opened: Vec<String> = m
         .domains
         .iter()
         .filter(|(_, d)| d.circuit_opened > 0)
-        .map(|(host, d)| {
-            let refused = d.errors.get(&dc_net::ErrorClass::CircuitOpen).copied().unwrap_or(0);
-            format!("{host} ({refused} requests refused)")
-        })
+        .map(|(host, d)| format!("{host} ({} requests refused)", refused(d)))
         .collect();
-    (!opened.is_empty()).then(|| {
-        format!(
-            "the circuit breaker opened for {} after consecutive failures (runs.breaker_failures); see `dc-host runs show {runtime_id} --metrics`",
+    let elsewhere: Vec<String> = m
+        .domains
+        .iter()
+        .filter(|(_, d)| d.circuit_opened == 0 && refused(d) > 0)
+        .map(|(host, d)| format!("{host} ({} requests refused)", refused(d)))
+        .collect();
+    let mut notes = vec![];
+    if !opened.is_empty() {
+        notes.push(format!(
+            "the circuit breaker opened for {} after consecutive failures (runs.breaker_failures)",
             opened.join(", ")
-        )
-    })
+        ));
+    }
+    if !elsewhere.is_empty() {
+        notes.push(format!(
+            "requests were refused for {} by the host-wide circuit breaker, open after failures of another run",
+            elsewhere.join(", ")
+        ));
+    }
+    (!notes.is_empty()).then(|| format!("{}; see `dc-host runs show {runtime_id} --metrics`", notes.join("; ")))
 }
 
 /// What [`prepare`] hands to the run.
