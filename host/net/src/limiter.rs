@@ -24,7 +24,10 @@
 //! state file (written aside and renamed, so a crash never leaves half a
 //! file), with their blocks as wall-clock times. The process that takes over
 //! the socket loads it, so a takeover keeps every `Retry-After` block and
-//! tightened rate; expired entries are dropped.
+//! tightened rate; expired entries are dropped. The file also holds every
+//! fetched robots.txt (status, body and the end of its TTL, saved when it is
+//! fetched): a successor obeys it, and its `Crawl-delay`, without asking the
+//! origin again until it expires.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -134,7 +137,8 @@ impl WallClock for SystemWall {
     }
 }
 
-/// The state file: the domains still backing off, and the open circuits.
+/// The state file: the domains still backing off, the open circuits and
+/// the fresh robots.txt answers.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct StateFile {
     /// Per domain.
@@ -142,6 +146,19 @@ struct StateFile {
     /// Open circuits, per domain.
     #[serde(default)]
     circuits: HashMap<String, SavedCircuit>,
+    /// robots.txt answers, per robots.txt URL (origin).
+    #[serde(default)]
+    robots: HashMap<String, SavedRobots>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRobots {
+    /// The answer's status; None: no answer.
+    status: Option<u16>,
+    /// The body read (at most `robots::MAX_BYTES`).
+    body: String,
+    /// Kept until, milliseconds since the Unix epoch.
+    until_unix_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -173,6 +190,7 @@ struct Persist {
     epoch: Instant,
     domains: DomainMap,
     breakers: Arc<Breakers>,
+    robots: RobotsMap,
     /// One writer at a time (and the file names its temporary aside).
     writing: Mutex<()>,
 }
@@ -205,6 +223,18 @@ impl Persist {
             let open_until = wall + until.saturating_duration_since(at);
             file.circuits.insert(name, SavedCircuit { open_until_unix_ms: unix_ms(open_until), failures });
         }
+        let now_i = Instant::now();
+        let robots: Vec<(String, Arc<RobotsEntry>)> =
+            lock(&self.robots).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (url, entry) in robots {
+            if let Some(f) = entry.rules.get()
+                && f.until > now_i
+            {
+                let until = wall + f.until.saturating_duration_since(now_i);
+                let saved = SavedRobots { status: f.status, body: f.body.clone(), until_unix_ms: unix_ms(until) };
+                file.robots.insert(url, saved);
+            }
+        }
         let written = written.and_then(|()| {
             let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
             let aside = self.path.with_extension("state.tmp");
@@ -217,29 +247,30 @@ impl Persist {
     }
 }
 
-/// Reads a state file into throttles at `now` (since `epoch`) and open
-/// circuits into `breakers`; entries whose block or cool-down has passed and
-/// whose rate is back are dropped.
+/// Reads a state file into throttles at `now` (since `epoch`), open
+/// circuits into `breakers` and robots.txt answers (with their crawl-delay
+/// applied to their domain); entries whose block, cool-down or TTL has
+/// passed and whose rate is back are dropped.
 fn load(
     path: &Path,
     config: &LimitConfig,
     wall: SystemTime,
     now: Duration,
     breakers: &Breakers,
-) -> HashMap<String, Arc<Domain>> {
+) -> (HashMap<String, Arc<Domain>>, HashMap<String, Arc<RobotsEntry>>) {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot read the politeness limiter's saved state; starting without it");
-            return HashMap::new();
+            return Default::default();
         }
     };
     let file: StateFile = match serde_json::from_slice(&bytes) {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "the politeness limiter's saved state is not readable (delete the file to silence this); starting without it");
-            return HashMap::new();
+            return Default::default();
         }
     };
     let at = breakers.now();
@@ -266,12 +297,41 @@ fn load(
             out.insert(name.clone(), Arc::new(Domain { name, throttle: Mutex::new(t), released: Notify::new() }));
         }
     }
-    out
+    let mut robots = HashMap::new();
+    let at = Instant::now();
+    for (url, r) in file.robots {
+        let left = Duration::from_millis(r.until_unix_ms.saturating_sub(wall_ms));
+        let Some(name) = Url::parse(&url).ok().as_ref().and_then(domain_of) else { continue };
+        if left.is_zero() {
+            continue;
+        }
+        let (rules, _) = Rules::from_answer(r.status, r.body.as_bytes(), &url, config.robots_ttl);
+        let domain = out.entry(name.clone()).or_insert_with(|| {
+            let t = Throttle::new(config.tuning(&name).clone(), now);
+            Arc::new(Domain { name: name.clone(), throttle: Mutex::new(t), released: Notify::new() })
+        });
+        lock(&domain.throttle).set_crawl_delay(rules.crawl_delay());
+        tracing::info!(robots = %url, kept_for_s = left.as_secs(), crawl_delay = ?rules.crawl_delay(), "taking over the robots.txt of {url}");
+        let fetched = Fetched { rules, until: at + left, status: r.status, body: r.body };
+        robots.insert(url, Arc::new(RobotsEntry { rules: OnceCell::new_with(Some(fetched)) }));
+    }
+    (out, robots)
+}
+
+/// An origin's robots.txt as fetched: its rules until `until`, and the
+/// answer they came from (saved with the limiter's state).
+struct Fetched {
+    rules: Rules,
+    until: Instant,
+    status: Option<u16>,
+    body: String,
 }
 
 struct RobotsEntry {
-    rules: OnceCell<(Rules, Instant)>,
+    rules: OnceCell<Fetched>,
 }
+
+type RobotsMap = Arc<Mutex<HashMap<String, Arc<RobotsEntry>>>>;
 
 /// One machine's (or one fallback worker's) politeness state.
 pub struct Politeness {
@@ -280,7 +340,7 @@ pub struct Politeness {
     domains: DomainMap,
     breakers: Arc<Breakers>,
     persist: Option<Arc<Persist>>,
-    robots: Mutex<HashMap<String, Arc<RobotsEntry>>>,
+    robots: RobotsMap,
     http: Option<reqwest::Client>,
 }
 
@@ -381,19 +441,21 @@ impl Politeness {
     pub fn persistent(config: LimitConfig, state: PathBuf, wall: Arc<dyn WallClock>) -> Politeness {
         let epoch = Instant::now();
         let breakers = Arc::new(Breakers::new(config.breaker, Arc::new(SystemClock)));
-        let loaded = load(&state, &config, wall.now(), epoch.elapsed(), &breakers);
-        let domains: DomainMap = Arc::default();
+        let (loaded, loaded_robots) = load(&state, &config, wall.now(), epoch.elapsed(), &breakers);
+        let domains: DomainMap = Arc::new(Mutex::new(loaded));
+        let robots: RobotsMap = Arc::new(Mutex::new(loaded_robots));
         let persist = Arc::new(Persist {
             path: state,
             wall,
             epoch,
             domains: domains.clone(),
             breakers: breakers.clone(),
+            robots: robots.clone(),
             writing: Mutex::new(()),
         });
-        *lock(&domains) = loaded;
         let mut p = Politeness::build(config, epoch, HashMap::new(), breakers, Some(persist));
         p.domains = domains;
+        p.robots = robots;
         p
     }
 
@@ -416,7 +478,7 @@ impl Politeness {
             domains: Arc::new(Mutex::new(domains)),
             breakers,
             persist,
-            robots: Mutex::default(),
+            robots: RobotsMap::default(),
             http,
         }
     }
@@ -455,8 +517,18 @@ impl Politeness {
         let domain = self.domain(&name);
         if obey_robots && let Some(robots_url) = robots::robots_url(url) {
             let entry = self.robots_entry(&robots_url);
-            let (rules, _) = entry.rules.get_or_init(|| self.fetch_robots(&robots_url, &domain)).await;
-            if let Some(why) = rules.refusal(url.as_str(), &robots_url) {
+            let mut fetched_now = false;
+            let fetched = entry
+                .rules
+                .get_or_init(|| {
+                    fetched_now = true;
+                    self.fetch_robots(&robots_url, &domain)
+                })
+                .await;
+            if fetched_now && let Some(p) = &self.persist {
+                p.save();
+            }
+            if let Some(why) = fetched.rules.refusal(url.as_str(), &robots_url) {
                 return Err(Refusal::Robots(why));
             }
         }
@@ -521,7 +593,7 @@ impl Politeness {
     fn robots_entry(&self, robots_url: &str) -> Arc<RobotsEntry> {
         let mut map = lock(&self.robots);
         let now = Instant::now();
-        let expired = map.get(robots_url).and_then(|e| e.rules.get()).is_some_and(|(_, until)| *until <= now);
+        let expired = map.get(robots_url).and_then(|e| e.rules.get()).is_some_and(|f| f.until <= now);
         if expired {
             map.remove(robots_url);
         }
@@ -530,10 +602,10 @@ impl Politeness {
 
     /// Fetches an origin's robots.txt, itself a request under the domain's
     /// limits, and applies its `Crawl-delay` to the domain.
-    async fn fetch_robots(&self, robots_url: &str, domain: &Arc<Domain>) -> (Rules, Instant) {
+    async fn fetch_robots(&self, robots_url: &str, domain: &Arc<Domain>) -> Fetched {
         let ttl = self.config.robots_ttl;
         let Some(http) = &self.http else {
-            return (Rules::AllowAll, Instant::now() + ttl);
+            return Fetched { rules: Rules::AllowAll, until: Instant::now() + ttl, status: None, body: String::new() };
         };
         let permit = self.wait_for(domain.clone(), false).await;
         let started = Instant::now();
@@ -553,7 +625,8 @@ impl Politeness {
         self.release(permit, &Outcome { status, latency: retry_after.1, retry_after: retry_after.0, failed: false });
         let (rules, keep) = Rules::from_answer(status, &body, robots_url, ttl);
         lock(&domain.throttle).set_crawl_delay(rules.crawl_delay());
-        (rules, Instant::now() + keep)
+        let body = String::from_utf8_lossy(&body[..body.len().min(robots::MAX_BYTES)]).into_owned();
+        Fetched { rules, until: Instant::now() + keep, status, body }
     }
 }
 

@@ -573,3 +573,54 @@ async fn failures_on_passes_open_the_circuit_for_every_run() {
         other => panic!("the circuit opened by one run's passes holds for the other: {other:?}"),
     }
 }
+
+#[test]
+fn a_takeover_keeps_robots_txt_and_its_crawl_delay_until_they_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("run").join("limiter.sock");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (base, asked) = rt.block_on(robots_site("User-agent: *\nDisallow: /private/\nCrawl-delay: 60\n"));
+    let public = Url::parse(&format!("{base}/public")).expect("url");
+    let private = Url::parse(&format!("{base}/private/a")).expect("url");
+    let mut a = ServerProcess::start(&socket, 0);
+    a.said("serving");
+    let mut b = ServerProcess::start(&socket, 0);
+    b.said("standby");
+    let c = PermitClient::new(&socket);
+    rt.block_on(async {
+        let p = bounded(c.acquire(&public, true)).await.expect("a serves").expect("allowed");
+        assert!(!p.is_pass(), "a crawl-delay is a rate: the permit is held");
+        c.release(p, &ok()).await;
+    });
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    let saved = std::fs::read_to_string(dc_net::state_path(&socket)).expect("robots.txt is saved");
+    assert!(saved.contains(&format!("\"robots\":{{\"{base}/robots.txt\"")), "{saved}");
+    assert!(saved.contains("Crawl-delay: 60"), "{saved}");
+
+    // a dies without a word; b takes over with the robots.txt a fetched
+    a.kill();
+    b.said("serving");
+    rt.block_on(async {
+        match bounded(c.acquire(&private, true)).await.expect("b serves") {
+            Err(Refusal::Robots(why)) => {
+                assert_eq!(why, format!("disallowed by {base}/robots.txt for user-agent dc-host"))
+            }
+            other => panic!("the saved robots.txt still disallows the path: {other:?}"),
+        }
+        let p = bounded(c.acquire(&public, true)).await.expect("b serves").expect("allowed");
+        c.release(p, &ok()).await;
+        let waiting = tokio::time::timeout(Duration::from_millis(300), c.acquire(&public, true)).await;
+        assert!(waiting.is_err(), "the crawl-delay of 60 s still spaces the domain's requests: {waiting:?}");
+    });
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "the successor did not ask the origin again");
+
+    // a successor whose clock is past the robots.txt TTL (1 h) asks again
+    b.kill();
+    let mut later = ServerProcess::start(&socket, 3601);
+    later.said("serving");
+    rt.block_on(async {
+        let p = bounded(c.acquire(&public, true)).await.expect("serves").expect("allowed");
+        c.release(p, &ok()).await;
+    });
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "an expired robots.txt is fetched again");
+}
