@@ -83,6 +83,9 @@ def crawl_dc_host(tmp: Path, url: str):
     shutil.copy(TARGET / "libdc_plugin_crawl.so", data / "plugins" / "crawl.so")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DC_")}
     env.update(DC_DATA_DIR=str(data), DC_LOG="warn")
+    if os.environ.get("DC_BENCH_HOST_CONFIG"):
+        # e.g. scripts/bench-crawl/held-permits.toml: the A/B of the permit protocol
+        env["DC_CONFIG"] = str(Path(os.environ["DC_BENCH_HOST_CONFIG"]).resolve())
     host = str(TARGET / "dc-host")
     subprocess.run([host, "reload"], env=env, check=True, capture_output=True)
     args = json.dumps({"start_url": url + "/"})
