@@ -26,7 +26,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Backend, Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, UnicodeForm};
-use crate::hash::{Cell, HashVersion, RowHasher};
+use crate::hash::{Cell, HashVersion, HexDigest, RowHasher};
 
 /// Largest text value accepted when a column declares no `max_len`.
 pub const MAX_TEXT_CHARS: usize = 1_000_000;
@@ -491,8 +491,8 @@ pub struct PreparedRows {
     pub cells: Vec<Vec<Cell>>,
     /// Canonical key text per record.
     pub keys: Vec<String>,
-    /// Row hash per record.
-    pub hashes: Vec<String>,
+    /// Row hash per record (the `_row_hash` text, held inline).
+    pub hashes: Vec<HexDigest>,
 }
 
 /// Converts one chunk of records (starting at `offset` in the batch).
@@ -534,7 +534,7 @@ fn prepare_chunk(
             .collect::<Result<Vec<Cell>, String>>()
             .map_err(bad)?;
         let key = key_text(&cells, &key_idx, form);
-        out.hashes.push(hasher.hash_hex(&cells));
+        out.hashes.push(hasher.hex(&cells));
         out.keys.push(key);
         out.cells.push(cells);
     }
@@ -791,7 +791,7 @@ async fn merge_sqlite(
                 for c in &p.cells[i] {
                     q = bind_sqlite(q, c);
                 }
-                q.bind(p.hashes[i].clone())
+                q.bind(p.hashes[i].as_str())
                     .bind(rid_text.clone())
                     .bind(now_text.clone())
                     .bind(key.to_string())
@@ -815,7 +815,7 @@ async fn merge_sqlite(
             }
             q = q
                 .bind(p.keys[i].clone())
-                .bind(p.hashes[i].clone())
+                .bind(p.hashes[i].as_str())
                 .bind(rid_text.clone())
                 .bind(now_text.clone())
                 .bind(now_text.clone());
@@ -976,7 +976,7 @@ async fn merge_postgres(
             pgcopy::cell(buf, c);
         }
         pgcopy::text(buf, Some(&p.keys[i]));
-        pgcopy::text(buf, Some(&p.hashes[i]));
+        pgcopy::text(buf, Some(p.hashes[i].as_str()));
         pgcopy::text(buf, req.runtime_id);
         pgcopy::cell(buf, &now_cell);
         pgcopy::cell(buf, &now_cell);
@@ -1077,7 +1077,7 @@ async fn merge_postgres(
         let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
         copy_in(tx, &stmt, changed.len(), |buf, j| {
             let i = changed[j];
-            pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])
+            pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], p.hashes[i].as_str()])
         })
         .await?;
         sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;

@@ -169,7 +169,7 @@ impl StagedRun {
                 for c in &p.cells[i] {
                     q = merge::bind_sqlite(q, c);
                 }
-                q = q.bind(p.keys[i].clone()).bind(p.hashes[i].clone());
+                q = q.bind(p.keys[i].clone()).bind(p.hashes[i].as_str());
             }
             let added = q.execute(&mut *tx).await?.rows_affected();
             if added != chunk.len() as u64 {
@@ -472,7 +472,7 @@ impl PgStream {
             merge::column_list(&self.decl)
         );
         let copied = merge::copy_in(conn, &stmt, p.cells.len(), |buf, i| {
-            merge::pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])
+            merge::pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], p.hashes[i].as_str()])
         })
         .await;
         match copied {
