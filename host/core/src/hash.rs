@@ -288,6 +288,11 @@ fn put_v2_head(out: &mut Vec<u8>, tag: u8, len: usize) {
 fn encode_value_v2(cell: &Cell, form: UnicodeForm, out: &mut Vec<u8>) {
     match cell {
         Cell::Null => put_v2_head(out, b'n', 0),
+        Cell::Text(s) if form == UnicodeForm::None || s.is_ascii() => {
+            // `normalize`'s fast path, inline: ASCII is invariant under every form
+            put_v2_head(out, b's', s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
         Cell::Text(s) => {
             let s = normalize(s, form);
             put_v2_head(out, b's', s.len());
@@ -599,6 +604,22 @@ impl PartialEq<HexDigest> for &str {
     }
 }
 
+/// Record heads up to this many bytes (u32 length + a name of up to 28 bytes)
+/// are also kept in a fixed-size array, copied whole and then cut to length.
+const HEAD_INLINE: usize = 32;
+
+/// One column of a [`RowHasher`], in name order.
+#[derive(Debug, Clone)]
+struct ColHead {
+    /// Index of the column's cell in a row.
+    index: usize,
+    /// The version 2 record head (u32-BE name length, name) in `RowHasher::heads`.
+    start: usize,
+    end: usize,
+    /// The same head, zero-padded, when it fits [`HEAD_INLINE`].
+    inline: Option<[u8; HEAD_INLINE]>,
+}
+
 /// Hashes rows that share one column list, fast: the column order is sorted
 /// once, each column's version 2 record head (u32-BE name length, name) is
 /// built once, and the encoding buffer is reused, so a row costs its encoding
@@ -608,9 +629,8 @@ impl PartialEq<HexDigest> for &str {
 pub struct RowHasher {
     /// (column name, index in the row), sorted by name.
     order: Vec<(String, usize)>,
-    /// Per entry of `order`: (index in the row, end of its record head in
-    /// `heads`); the head starts where the previous one ends.
-    spans: Vec<(usize, usize)>,
+    /// Per entry of `order`: where its cell is and its version 2 record head.
+    cols: Vec<ColHead>,
     /// The version 2 record heads of all columns, back to back.
     heads: Vec<u8>,
     form: UnicodeForm,
@@ -630,16 +650,23 @@ impl RowHasher {
         let mut order: Vec<(String, usize)> = columns.iter().enumerate().map(|(i, c)| (c.to_string(), i)).collect();
         order.sort();
         let mut heads = Vec::new();
-        let spans = order
+        let cols = order
             .iter()
             .map(|(name, i)| {
                 let len = u32::try_from(name.len()).expect("a column name is shorter than 4 GiB");
+                let start = heads.len();
                 heads.extend_from_slice(&len.to_be_bytes());
                 heads.extend_from_slice(name.as_bytes());
-                (*i, heads.len())
+                let end = heads.len();
+                let inline = (end - start <= HEAD_INLINE).then(|| {
+                    let mut h = [0u8; HEAD_INLINE];
+                    h[..end - start].copy_from_slice(&heads[start..end]);
+                    h
+                });
+                ColHead { index: *i, start, end, inline }
             })
             .collect();
-        RowHasher { order, spans, heads, form, version, buf: Vec::with_capacity(1024) }
+        RowHasher { order, cols, heads, form, version, buf: Vec::with_capacity(1024) }
     }
 
     /// The encoding version this hasher uses.
@@ -658,14 +685,21 @@ impl RowHasher {
         self.buf.clear();
         if self.version == HashVersion::V2 {
             // the same bytes as `encode_row`, with each record head made once
-            let mut start = 0;
-            for &(i, end) in &self.spans {
-                let cell = &cells[i];
-                if !matches!(cell, Cell::Null) {
-                    self.buf.extend_from_slice(&self.heads[start..end]);
-                    encode_value_v2(cell, self.form, &mut self.buf);
+            for c in &self.cols {
+                let cell = &cells[c.index];
+                if matches!(cell, Cell::Null) {
+                    continue;
                 }
-                start = end;
+                match &c.inline {
+                    // a fixed-size copy (no memcpy call), then cut to the head's length
+                    Some(h) => {
+                        let at = self.buf.len();
+                        self.buf.extend_from_slice(h);
+                        self.buf.truncate(at + (c.end - c.start));
+                    }
+                    None => self.buf.extend_from_slice(&self.heads[c.start..c.end]),
+                }
+                encode_value_v2(cell, self.form, &mut self.buf);
             }
             return &self.buf;
         }
@@ -1110,6 +1144,35 @@ mod tests {
         let (a, b) = (HexDigest::from_digest(&[0; 32]), HexDigest::from_digest(&[1; 32]));
         assert_ne!(a, b);
         assert!(a != *b.as_str());
+    }
+
+    #[test]
+    fn row_hasher_handles_long_and_short_column_names() {
+        // heads of 4 + 28 bytes are copied from the inline array, longer ones from the flat buffer
+        let long = "n".repeat(300);
+        let names: [&str; 5] = ["a", "abcdefghijklmnopqrstuvwxyz01", "abcdefghijklmnopqrstuvwxyz012", &long, ""];
+        let row = [
+            Cell::Int(7),
+            Cell::Text("x".into()),
+            Cell::Text("\u{e9}t\u{e9}".into()),
+            Cell::Json(serde_json::json!({"k": [1, "v"]})),
+            Cell::Bool(true),
+        ];
+        for v in BOTH {
+            let mut h = RowHasher::with_version(&names, UnicodeForm::Nfc, v);
+            let expected = row_hash_versioned(names.iter().copied().zip(row.iter()), UnicodeForm::Nfc, v);
+            assert_eq!(h.hash(&row), expected, "{v}");
+            let mut with_null = row.clone();
+            with_null[3] = Cell::Null;
+            let expected = row_hash_versioned(names.iter().copied().zip(with_null.iter()), UnicodeForm::Nfc, v);
+            assert_eq!(h.hash(&with_null), expected, "{v}");
+        }
+        // the long name's record head is its u32 length and the name itself
+        let mut h = RowHasher::with_version(&[names[3]], UnicodeForm::None, HashVersion::V2);
+        let bytes = h.encode(&[Cell::Bool(false)]).to_vec();
+        assert_eq!(&bytes[..4], &300u32.to_be_bytes());
+        assert_eq!(&bytes[4..304], names[3].as_bytes());
+        assert_eq!(&bytes[304..], b"b\x00\x00\x00\x00\x00\x00\x00\x01\x00");
     }
 
     #[test]
