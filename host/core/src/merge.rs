@@ -144,11 +144,37 @@ pub(crate) fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), Me
 /// applied, described for the operator. A breaking change is refused with
 /// [`MergeError::SchemaChange`]. Records the table in `app_db_objects` and
 /// `dc_plugin_tables`. One transaction: on any error nothing changes.
+///
+/// Every run's start calls it, and almost always nothing changed: when `decl`
+/// is exactly the table's recorded declaration, `app_id` is recorded as
+/// writing into it and the table exists, it returns at once after two reads,
+/// without the write lock and without bumping the table's generation (which
+/// would make a concurrent run's staged merge diff its rows again).
 pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
+    if table_is_current(db, app_id, decl).await? {
+        return Ok(Vec::new());
+    }
     let mut tx = db.begin_write().await?;
     let applied = ensure_table_in(&mut tx, app_id, decl).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Whether [`ensure_table`] has nothing to do for `decl`: it is the table's
+/// recorded declaration, `app_id` is recorded as writing into the table, and
+/// the table exists. Everything [`ensure_table_in`] checks (the name, the
+/// owner, the sharers' shape) held when that declaration was recorded for this
+/// app, and any later change to the table goes through `ensure_table_in` or a
+/// migration, which record the new declaration.
+async fn table_is_current(db: &Database, app_id: &str, decl: &TableDecl) -> Result<bool, MergeError> {
+    let recorded: Option<String> = crate::on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT t.declaration FROM dc_plugin_tables t JOIN app_db_objects o \
+         ON o.object_name = t.table_name AND o.object_type = $3 AND o.app_id = $2 WHERE t.table_name = $1")
+        .bind(&decl.name).bind(app_id).bind(DbObjectType::Table.as_str()).fetch_optional(pool).await)?;
+    let Some(live) = recorded.and_then(|json| serde_json::from_str::<TableDecl>(&json).ok()) else {
+        return Ok(false);
+    };
+    Ok(live == *decl && db.table_exists(&decl.name).await?)
 }
 
 /// The host column of a shared table naming the app that inserted each row
