@@ -478,7 +478,7 @@ serde_json = "1"
                 &sdk.join("Cargo.toml"),
                 r#"[package]
 name = "dc-plugin-sdk"
-version = "0.6.0"
+version = "0.7.0"
 edition = "2024"
 publish = false
 

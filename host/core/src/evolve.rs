@@ -283,7 +283,7 @@ pub async fn migrate_table_in(
                     q = merge::bind_sqlite(q, cell);
                 }
                 q.bind(&prepared.keys[i])
-                    .bind(&prepared.hashes[i])
+                    .bind(prepared.hashes[i].as_str())
                     .bind(&meta.runtime_id)
                     .bind(meta.first_seen)
                     .bind(meta.last_seen)
@@ -297,7 +297,7 @@ pub async fn migrate_table_in(
                     q = merge::bind_pg(q, cell);
                 }
                 q.bind(&prepared.keys[i])
-                    .bind(&prepared.hashes[i])
+                    .bind(prepared.hashes[i].as_str())
                     .bind(&meta.runtime_id)
                     .bind(meta.first_seen)
                     .bind(meta.last_seen)

@@ -174,7 +174,8 @@ impl Cell {
 
 /// Applies a Unicode normalization form.
 pub fn normalize(s: &str, form: UnicodeForm) -> Cow<'_, str> {
-    if s.is_ascii() {
+    // ASCII is invariant under every form: no per-character work
+    if form == UnicodeForm::None || s.is_ascii() {
         return Cow::Borrowed(s);
     }
     // most text is already in the wanted form: the quick check avoids a copy
@@ -258,27 +259,55 @@ fn encode_cell_v1(cell: &Cell, form: UnicodeForm, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends a version 2 value whose bytes are 8 long (int, real, timestamp):
+/// tag, u64-BE length 8, value, as one fixed-size copy.
+#[inline(always)]
+fn put_v2_8(out: &mut Vec<u8>, tag: u8, value: [u8; 8]) {
+    let mut rec = [0u8; 17];
+    rec[0] = tag;
+    rec[8] = 8;
+    rec[9..].copy_from_slice(&value);
+    out.extend_from_slice(&rec);
+}
+
+/// Appends a version 2 value head: tag and u64-BE value length.
+#[inline(always)]
+fn put_v2_head(out: &mut Vec<u8>, tag: u8, len: usize) {
+    let mut rec = [0u8; 9];
+    rec[0] = tag;
+    rec[1..].copy_from_slice(&(len as u64).to_be_bytes());
+    out.extend_from_slice(&rec);
+}
+
 /// Version 2 cell value: tag, u64-BE value length, value bytes. Only JSON's
 /// length is not known up front: it is written after the value, into 8 bytes
 /// reserved before it, so nothing is measured twice and nothing is allocated
-/// (JSON object keys aside).
+/// (JSON object keys aside). Fixed-size values go in as one copy of a stack
+/// record; ASCII text skips normalization (`normalize`'s fast path).
+#[inline]
 fn encode_value_v2(cell: &Cell, form: UnicodeForm, out: &mut Vec<u8>) {
-    #[inline(always)]
-    fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
-        out.push(tag);
-        out.extend_from_slice(&(value.len() as u64).to_be_bytes());
-        out.extend_from_slice(value);
-    }
     match cell {
-        Cell::Null => put(out, b'n', &[]),
-        Cell::Text(s) => put(out, b's', normalize(s, form).as_bytes()),
-        Cell::Int(i) => put(out, b'i', &i.to_be_bytes()),
+        Cell::Null => put_v2_head(out, b'n', 0),
+        Cell::Text(s) if form == UnicodeForm::None || s.is_ascii() => {
+            // `normalize`'s fast path, inline: ASCII is invariant under every form
+            put_v2_head(out, b's', s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Cell::Text(s) => {
+            let s = normalize(s, form);
+            put_v2_head(out, b's', s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Cell::Int(i) => put_v2_8(out, b'i', i.to_be_bytes()),
         Cell::Real(f) => {
             let f = if *f == 0.0 { 0.0f64 } else { *f };
-            put(out, b'f', &f.to_bits().to_be_bytes())
+            put_v2_8(out, b'f', f.to_bits().to_be_bytes())
         }
-        Cell::Bool(b) => put(out, b'b', &[u8::from(*b)]),
-        Cell::Timestamp(t) => put(out, b't', &t.timestamp_micros().to_be_bytes()),
+        Cell::Bool(b) => {
+            put_v2_head(out, b'b', 1);
+            out.push(u8::from(*b));
+        }
+        Cell::Timestamp(t) => put_v2_8(out, b't', t.timestamp_micros().to_be_bytes()),
         Cell::Json(v) => {
             out.push(b'j');
             let at = out.len();
@@ -471,33 +500,139 @@ pub fn row_hash_hex<'a>(cells: impl IntoIterator<Item = (&'a str, &'a Cell)>, fo
     to_hex(&row_hash(cells, form))
 }
 
-/// Writes a digest as 64 lowercase hex digits into `out` (no allocation).
-pub fn write_hex(digest: &[u8; 32], out: &mut [u8; 64]) {
+/// Byte → its two lowercase hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in digest.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// Writes a digest as 64 lowercase hex digits into `out` (no allocation).
+#[inline]
+pub fn write_hex(digest: &[u8; 32], out: &mut [u8; 64]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
 /// A digest as lowercase hex: the same text as `hex::encode`, built with a
 /// lookup table into a stack buffer and then one exact-size allocation.
 pub fn to_hex(digest: &[u8; 32]) -> String {
-    let mut buf = [0u8; 64];
-    write_hex(digest, &mut buf);
-    // the table holds ASCII only
-    std::str::from_utf8(&buf).map(str::to_owned).unwrap_or_default()
+    HexDigest::from_digest(digest).as_str().to_owned()
+}
+
+/// A row hash as its 64 lowercase hex digits (the `_row_hash` text), held
+/// inline: making one allocates nothing, so a batch of hashes is one
+/// contiguous vector instead of a `String` per row.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HexDigest([u8; 64]);
+
+impl HexDigest {
+    /// The hex text of a SHA-256 digest.
+    #[inline]
+    pub fn from_digest(digest: &[u8; 32]) -> HexDigest {
+        let mut out = [0u8; 64];
+        write_hex(digest, &mut out);
+        HexDigest(out)
+    }
+
+    /// The 64 hex digits.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        // only ever filled from the hex table, so always ASCII
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for HexDigest {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for HexDigest {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for HexDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for HexDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for HexDigest {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for HexDigest {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for HexDigest {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<HexDigest> for String {
+    fn eq(&self, other: &HexDigest) -> bool {
+        other == self
+    }
+}
+
+impl PartialEq<HexDigest> for &str {
+    fn eq(&self, other: &HexDigest) -> bool {
+        other == self
+    }
+}
+
+/// Record heads up to this many bytes (u32 length + a name of up to 28 bytes)
+/// are also kept in a fixed-size array, copied whole and then cut to length.
+const HEAD_INLINE: usize = 32;
+
+/// One column of a [`RowHasher`], in name order.
+#[derive(Debug, Clone)]
+struct ColHead {
+    /// Index of the column's cell in a row.
+    index: usize,
+    /// The version 2 record head (u32-BE name length, name) in `RowHasher::heads`.
+    start: usize,
+    end: usize,
+    /// The same head, zero-padded, when it fits [`HEAD_INLINE`].
+    inline: Option<[u8; HEAD_INLINE]>,
 }
 
 /// Hashes rows that share one column list, fast: the column order is sorted
-/// once and the encoding buffer is reused, so a row costs its encoding and one
-/// SHA-256. Gives exactly the same hashes as [`row_hash_versioned`].
+/// once, each column's version 2 record head (u32-BE name length, name) is
+/// built once, and the encoding buffer is reused, so a row costs its encoding
+/// and one SHA-256, with no allocation once the buffer has grown to the
+/// longest row. Gives exactly the same hashes as [`row_hash_versioned`].
 #[derive(Debug, Clone)]
 pub struct RowHasher {
     /// (column name, index in the row), sorted by name.
     order: Vec<(String, usize)>,
-    /// Per entry of `order`: the version 2 record head (u32-BE name length, name).
-    heads: Vec<Vec<u8>>,
+    /// Per entry of `order`: where its cell is and its version 2 record head.
+    cols: Vec<ColHead>,
+    /// The version 2 record heads of all columns, back to back.
+    heads: Vec<u8>,
     form: UnicodeForm,
     version: HashVersion,
     buf: Vec<u8>,
@@ -514,16 +649,24 @@ impl RowHasher {
     pub fn with_version(columns: &[&str], form: UnicodeForm, version: HashVersion) -> RowHasher {
         let mut order: Vec<(String, usize)> = columns.iter().enumerate().map(|(i, c)| (c.to_string(), i)).collect();
         order.sort();
-        let heads = order
+        let mut heads = Vec::new();
+        let cols = order
             .iter()
-            .map(|(name, _)| {
+            .map(|(name, i)| {
                 let len = u32::try_from(name.len()).expect("a column name is shorter than 4 GiB");
-                let mut head = len.to_be_bytes().to_vec();
-                head.extend_from_slice(name.as_bytes());
-                head
+                let start = heads.len();
+                heads.extend_from_slice(&len.to_be_bytes());
+                heads.extend_from_slice(name.as_bytes());
+                let end = heads.len();
+                let inline = (end - start <= HEAD_INLINE).then(|| {
+                    let mut h = [0u8; HEAD_INLINE];
+                    h[..end - start].copy_from_slice(&heads[start..end]);
+                    h
+                });
+                ColHead { index: *i, start, end, inline }
             })
             .collect();
-        RowHasher { order, heads, form, version, buf: Vec::with_capacity(512) }
+        RowHasher { order, cols, heads, form, version, buf: Vec::with_capacity(1024) }
     }
 
     /// The encoding version this hasher uses.
@@ -532,6 +675,7 @@ impl RowHasher {
     }
 
     /// The row's SHA-256.
+    #[inline]
     pub fn hash(&mut self, cells: &[Cell]) -> [u8; 32] {
         Sha256::digest(self.encode(cells)).into()
     }
@@ -541,12 +685,21 @@ impl RowHasher {
         self.buf.clear();
         if self.version == HashVersion::V2 {
             // the same bytes as `encode_row`, with each record head made once
-            for ((_, i), head) in self.order.iter().zip(&self.heads) {
-                let cell = &cells[*i];
-                if !matches!(cell, Cell::Null) {
-                    self.buf.extend_from_slice(head);
-                    encode_value_v2(cell, self.form, &mut self.buf);
+            for c in &self.cols {
+                let cell = &cells[c.index];
+                if matches!(cell, Cell::Null) {
+                    continue;
                 }
+                match &c.inline {
+                    // a fixed-size copy (no memcpy call), then cut to the head's length
+                    Some(h) => {
+                        let at = self.buf.len();
+                        self.buf.extend_from_slice(h);
+                        self.buf.truncate(at + (c.end - c.start));
+                    }
+                    None => self.buf.extend_from_slice(&self.heads[c.start..c.end]),
+                }
+                encode_value_v2(cell, self.form, &mut self.buf);
             }
             return &self.buf;
         }
@@ -559,16 +712,23 @@ impl RowHasher {
         &self.buf
     }
 
-    /// The row's SHA-256 as lowercase hex.
+    /// The row's SHA-256 as hex, held inline (no allocation).
+    #[inline]
+    pub fn hex(&mut self, cells: &[Cell]) -> HexDigest {
+        HexDigest::from_digest(&self.hash(cells))
+    }
+
+    /// The row's SHA-256 as a lowercase hex `String`.
     pub fn hash_hex(&mut self, cells: &[Cell]) -> String {
         to_hex(&self.hash(cells))
     }
 }
 
-/// Hashes many rows sharing one column list, with the current version.
-pub fn bulk_hash(columns: &[&str], rows: &[Vec<Cell>], form: UnicodeForm) -> Vec<String> {
+/// Hashes many rows sharing one column list, with the current version: one
+/// [`RowHasher`], one allocation (the result vector).
+pub fn bulk_hash(columns: &[&str], rows: &[Vec<Cell>], form: UnicodeForm) -> Vec<HexDigest> {
     let mut h = RowHasher::new(columns, form);
-    rows.iter().map(|r| h.hash_hex(r)).collect()
+    rows.iter().map(|r| h.hex(r)).collect()
 }
 
 /// The columns whose values differ between two rows with the same column list
@@ -969,7 +1129,65 @@ mod tests {
         for seed in [0u8, 1, 0x5a, 0xff] {
             let d: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(seed));
             assert_eq!(to_hex(&d), hex::encode(d));
+            let h = HexDigest::from_digest(&d);
+            assert_eq!(h.as_str(), hex::encode(d));
+            assert_eq!(h.to_string(), hex::encode(d));
+            assert_eq!(format!("{h:?}"), format!("{:?}", hex::encode(d)));
+            assert!(h == hex::encode(d) && hex::encode(d) == h && h == *hex::encode(d).as_str());
         }
+        // every byte value maps to its two digits
+        let all: Vec<u8> = (0..=255u8).collect();
+        for chunk in all.chunks_exact(32) {
+            let d: [u8; 32] = chunk.try_into().expect("32 bytes");
+            assert_eq!(HexDigest::from_digest(&d).as_str(), hex::encode(d));
+        }
+        let (a, b) = (HexDigest::from_digest(&[0; 32]), HexDigest::from_digest(&[1; 32]));
+        assert_ne!(a, b);
+        assert!(a != *b.as_str());
+    }
+
+    #[test]
+    fn row_hasher_handles_long_and_short_column_names() {
+        // heads of 4 + 28 bytes are copied from the inline array, longer ones from the flat buffer
+        let long = "n".repeat(300);
+        let names: [&str; 5] = ["a", "abcdefghijklmnopqrstuvwxyz01", "abcdefghijklmnopqrstuvwxyz012", &long, ""];
+        let row = [
+            Cell::Int(7),
+            Cell::Text("x".into()),
+            Cell::Text("\u{e9}t\u{e9}".into()),
+            Cell::Json(serde_json::json!({"k": [1, "v"]})),
+            Cell::Bool(true),
+        ];
+        for v in BOTH {
+            let mut h = RowHasher::with_version(&names, UnicodeForm::Nfc, v);
+            let expected = row_hash_versioned(names.iter().copied().zip(row.iter()), UnicodeForm::Nfc, v);
+            assert_eq!(h.hash(&row), expected, "{v}");
+            let mut with_null = row.clone();
+            with_null[3] = Cell::Null;
+            let expected = row_hash_versioned(names.iter().copied().zip(with_null.iter()), UnicodeForm::Nfc, v);
+            assert_eq!(h.hash(&with_null), expected, "{v}");
+        }
+        // the long name's record head is its u32 length and the name itself
+        let mut h = RowHasher::with_version(&[names[3]], UnicodeForm::None, HashVersion::V2);
+        let bytes = h.encode(&[Cell::Bool(false)]).to_vec();
+        assert_eq!(&bytes[..4], &300u32.to_be_bytes());
+        assert_eq!(&bytes[4..304], names[3].as_bytes());
+        assert_eq!(&bytes[304..], b"b\x00\x00\x00\x00\x00\x00\x00\x01\x00");
+    }
+
+    #[test]
+    fn row_hasher_hex_matches_hash_hex_and_bulk_hash() {
+        let c = cells();
+        let names: Vec<&str> = c.iter().map(|(n, _)| *n).collect();
+        let values: Vec<Cell> = c.iter().map(|(_, v)| v.clone()).collect();
+        let mut h = RowHasher::new(&names, UnicodeForm::Nfc);
+        let hex = h.hex(&values);
+        // the pinned version 2 answer for these cells (see `v2_hash_known_answers`)
+        assert_eq!(hex, "0993e1902491b4e97c3fe1b8302f5a56e26c9c11f8de4fddc5962fbc6213da20");
+        assert_eq!(hex, h.hash_hex(&values));
+        let rows = vec![values.clone(), vec![Cell::Null; values.len()], values];
+        let bulk = bulk_hash(&names, &rows, UnicodeForm::Nfc);
+        assert_eq!(bulk, vec![hex, HexDigest::from_digest(&Sha256::digest(b"").into()), hex]);
     }
 
     #[test]

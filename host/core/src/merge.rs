@@ -26,7 +26,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Backend, Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, UnicodeForm};
-use crate::hash::{Cell, HashVersion, RowHasher};
+use crate::hash::{Cell, HashVersion, HexDigest, RowHasher};
 
 /// Largest text value accepted when a column declares no `max_len`.
 pub const MAX_TEXT_CHARS: usize = 1_000_000;
@@ -144,11 +144,37 @@ pub(crate) fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), Me
 /// applied, described for the operator. A breaking change is refused with
 /// [`MergeError::SchemaChange`]. Records the table in `app_db_objects` and
 /// `dc_plugin_tables`. One transaction: on any error nothing changes.
+///
+/// Every run's start calls it, and almost always nothing changed: when `decl`
+/// is exactly the table's recorded declaration, `app_id` is recorded as
+/// writing into it and the table exists, it returns at once after two reads,
+/// without the write lock and without bumping the table's generation (which
+/// would make a concurrent run's staged merge diff its rows again).
 pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
+    if table_is_current(db, app_id, decl).await? {
+        return Ok(Vec::new());
+    }
     let mut tx = db.begin_write().await?;
     let applied = ensure_table_in(&mut tx, app_id, decl).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Whether [`ensure_table`] has nothing to do for `decl`: it is the table's
+/// recorded declaration, `app_id` is recorded as writing into the table, and
+/// the table exists. Everything [`ensure_table_in`] checks (the name, the
+/// owner, the sharers' shape) held when that declaration was recorded for this
+/// app, and any later change to the table goes through `ensure_table_in` or a
+/// migration, which record the new declaration.
+async fn table_is_current(db: &Database, app_id: &str, decl: &TableDecl) -> Result<bool, MergeError> {
+    let recorded: Option<String> = crate::on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT t.declaration FROM dc_plugin_tables t JOIN app_db_objects o \
+         ON o.object_name = t.table_name AND o.object_type = $3 AND o.app_id = $2 WHERE t.table_name = $1")
+        .bind(&decl.name).bind(app_id).bind(DbObjectType::Table.as_str()).fetch_optional(pool).await)?;
+    let Some(live) = recorded.and_then(|json| serde_json::from_str::<TableDecl>(&json).ok()) else {
+        return Ok(false);
+    };
+    Ok(live == *decl && db.table_exists(&decl.name).await?)
 }
 
 /// The host column of a shared table naming the app that inserted each row
@@ -491,8 +517,8 @@ pub struct PreparedRows {
     pub cells: Vec<Vec<Cell>>,
     /// Canonical key text per record.
     pub keys: Vec<String>,
-    /// Row hash per record.
-    pub hashes: Vec<String>,
+    /// Row hash per record (the `_row_hash` text, held inline).
+    pub hashes: Vec<HexDigest>,
 }
 
 /// Converts one chunk of records (starting at `offset` in the batch).
@@ -534,7 +560,7 @@ fn prepare_chunk(
             .collect::<Result<Vec<Cell>, String>>()
             .map_err(bad)?;
         let key = key_text(&cells, &key_idx, form);
-        out.hashes.push(hasher.hash_hex(&cells));
+        out.hashes.push(hasher.hex(&cells));
         out.keys.push(key);
         out.cells.push(cells);
     }
@@ -791,7 +817,7 @@ async fn merge_sqlite(
                 for c in &p.cells[i] {
                     q = bind_sqlite(q, c);
                 }
-                q.bind(p.hashes[i].clone())
+                q.bind(p.hashes[i].as_str())
                     .bind(rid_text.clone())
                     .bind(now_text.clone())
                     .bind(key.to_string())
@@ -815,7 +841,7 @@ async fn merge_sqlite(
             }
             q = q
                 .bind(p.keys[i].clone())
-                .bind(p.hashes[i].clone())
+                .bind(p.hashes[i].as_str())
                 .bind(rid_text.clone())
                 .bind(now_text.clone())
                 .bind(now_text.clone());
@@ -976,7 +1002,7 @@ async fn merge_postgres(
             pgcopy::cell(buf, c);
         }
         pgcopy::text(buf, Some(&p.keys[i]));
-        pgcopy::text(buf, Some(&p.hashes[i]));
+        pgcopy::text(buf, Some(p.hashes[i].as_str()));
         pgcopy::text(buf, req.runtime_id);
         pgcopy::cell(buf, &now_cell);
         pgcopy::cell(buf, &now_cell);
@@ -1077,7 +1103,7 @@ async fn merge_postgres(
         let stmt = format!("COPY _dc_stage ({cols}, _row_key, _row_hash) FROM STDIN (FORMAT binary)");
         copy_in(tx, &stmt, changed.len(), |buf, j| {
             let i = changed[j];
-            pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])
+            pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], p.hashes[i].as_str()])
         })
         .await?;
         sqlx::query("ANALYZE _dc_stage").execute(&mut *tx).await?;

@@ -169,7 +169,7 @@ impl StagedRun {
                 for c in &p.cells[i] {
                     q = merge::bind_sqlite(q, c);
                 }
-                q = q.bind(p.keys[i].clone()).bind(p.hashes[i].clone());
+                q = q.bind(p.keys[i].clone()).bind(p.hashes[i].as_str());
             }
             let added = q.execute(&mut *tx).await?.rows_affected();
             if added != chunk.len() as u64 {
@@ -472,7 +472,7 @@ impl PgStream {
             merge::column_list(&self.decl)
         );
         let copied = merge::copy_in(conn, &stmt, p.cells.len(), |buf, i| {
-            merge::pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], &p.hashes[i]])
+            merge::pgcopy::tuple(buf, &p.cells[i], &[&p.keys[i], p.hashes[i].as_str()])
         })
         .await;
         match copied {
@@ -520,11 +520,10 @@ impl PgStream {
         let sets =
             self.decl.columns.iter().map(|c| format!("\"{0}\" = s.\"{0}\"", c.name)).collect::<Vec<_>>().join(", ");
         // a shared table's rows remember the app that inserted them, and its
-        // snapshot removes only those (the app id as a quoted literal: every
-        // statement here takes the same three parameters)
-        let app = format!("'{}'", self.app_id.replace('\'', "''"));
+        // snapshot removes only those (the app id is `$4`, bound only to the
+        // statements that name it)
         let (app_col, app_val, mine) = if self.decl.shared {
-            (format!(", {}", merge::APP_COLUMN), format!(", {app}"), format!(" AND x.{} = {app}", merge::APP_COLUMN))
+            (format!(", {}", merge::APP_COLUMN), ", $4".to_string(), format!(" AND x.{} = $4", merge::APP_COLUMN))
         } else {
             (String::new(), String::new(), String::new())
         };
@@ -563,11 +562,15 @@ impl PgStream {
         // updated, inserted, deleted
         let mut counts = [0u64; 3];
         for (i, sql) in statements.into_iter().enumerate() {
-            let q = sqlx::query(AssertSqlSafe(sql))
+            let names_app = sql.contains("$4");
+            let mut q = sqlx::query(AssertSqlSafe(sql))
                 .persistent(false)
                 .bind(self.runtime_id.clone())
                 .bind(t.clone())
                 .bind(now);
+            if names_app {
+                q = q.bind(self.app_id.clone());
+            }
             counts[i] = if feed {
                 q.execute(&mut *conn).await?.rows_affected()
             } else {

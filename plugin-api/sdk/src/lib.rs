@@ -31,7 +31,7 @@ pub use dc_plugin_api::{
     MissingRows, PluginKind, Schedule, SessionConfig, SnapshotMode, TableDecl,
 };
 pub use dc_plugin_api::{ErrorClass, ProxyExit, ProxyVerdict, SessionAuth};
-pub use sdk::{Context, Error, LogLevel, Record, Request, Response, Result, Scraper};
+pub use sdk::{Context, Error, LogLevel, Record, Request, Response, Result, Scraper, StoreFn};
 pub use serde_json::{self, Map, Value, json};
 
 #[doc(hidden)]

@@ -791,31 +791,35 @@ pub trait Scraper: Send + Sync + Sized + 'static {
     /// Collects one work item into records.
     fn collect(&self, ctx: &Context, item: &Value) -> Result<Vec<Record>>;
 
-    /// Set to `true` when you override [`Scraper::store`]: the host then
-    /// keeps every record of the run in memory (twice: as the records and as
-    /// the JSON handed over) and calls `store` with all of them at the end.
-    /// Left `false`, the host merges the records as `collect` returns them,
-    /// in batches of a few thousand rows, and never calls `store`: a run of
-    /// any size holds only a bounded number of rows in memory. **An
-    /// overridden `store` is not called unless this is `true`.**
-    const CUSTOM_STORE: bool = false;
-
-    /// Stores every record of the run. The default ([`default_store`]) merges
-    /// each declared table that received records in one call, as a full
-    /// snapshot unless the table is declared incremental. Override it when a
-    /// run may be partial (for example a listing cut short), so a full snapshot
-    /// does not remove rows the run merely did not see, and then set
-    /// [`Scraper::CUSTOM_STORE`] to `true` (a host runs the default store's
-    /// merges itself, as the records arrive, and skips `store`, unless it is).
-    fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
-        default_store(&Self::manifest(), ctx, records)
-    }
+    /// A `store` of your own, replacing the default ([`default_store`]), which
+    /// merges each declared table that received records as a full snapshot
+    /// unless the table is declared incremental. Set it when a run may be
+    /// partial (for example a listing cut short), so a full snapshot does not
+    /// remove rows the run merely did not see:
+    ///
+    /// ```ignore
+    /// const STORE: Option<StoreFn<Self>> = Some(Self::store_listing);
+    /// ```
+    ///
+    /// The host then keeps every record of the run in memory (twice: as the
+    /// records and as the JSON handed over) and calls it with all of them at
+    /// the end. Left `None`, the host merges the records as `collect` returns
+    /// them, in batches of a few thousand rows: a run of any size holds only a
+    /// bounded number of rows in memory.
+    ///
+    /// (Before SDK 0.7 this was a `store` method plus `CUSTOM_STORE = true`;
+    /// an overridden `store` without the flag was silently never called. One
+    /// declaration now decides both, and the old form no longer compiles.)
+    const STORE: Option<StoreFn<Self>> = None;
 
     /// Releases resources. Always called.
     fn cleanup(&mut self, _ctx: &Context) -> Result<()> {
         Ok(())
     }
 }
+
+/// A plugin's own `store` ([`Scraper::STORE`]): every record of the run, at its end.
+pub type StoreFn<S> = fn(&mut S, &Context, Vec<Record>) -> Result<()>;
 
 /// The default `store`: one merge per declared table that received records, as
 /// a full snapshot unless the table is declared incremental.
@@ -890,7 +894,10 @@ impl<S: Scraper> ScraperFfi for Adapter<S> {
     fn store(&mut self, records_json: RStr<'_>) -> RResult<(), RString> {
         guarded(|| {
             let records: Vec<Record> = serde_json::from_str(records_json.as_str())?;
-            self.inner.store(&self.ctx, records)
+            match S::STORE {
+                Some(store) => store(&mut self.inner, &self.ctx, records),
+                None => default_store(&S::manifest(), &self.ctx, records),
+            }
         })
     }
 
@@ -909,7 +916,7 @@ pub(crate) fn stamped_manifest<S: Scraper>() -> Manifest {
     let mut m = S::manifest();
     m.interface_version = crate::INTERFACE_VERSION;
     m.sdk_version = Some(crate::SDK_VERSION.to_string());
-    m.stream_records = !S::CUSTOM_STORE;
+    m.stream_records = S::STORE.is_none();
     m
 }
 

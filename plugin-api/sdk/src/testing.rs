@@ -1157,6 +1157,8 @@ mod tests {
         std::sync::LazyLock::new(|| std::sync::Barrier::new(2));
 
     impl Scraper for PerThread {
+        const STORE: Option<crate::StoreFn<Self>> = Some(Self::store_seen);
+
         fn manifest() -> Manifest {
             Manifest::new("g", "p", "s", "1.0.0").table(table("incr_t", SnapshotMode::Incremental))
         }
@@ -1180,8 +1182,10 @@ mod tests {
                 json!({"id": format!("{me}: {}", seen.split(" | ").next().unwrap_or_default())}),
             )])
         }
+    }
 
-        fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
+    impl PerThread {
+        fn store_seen(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
             let seen = ctx.get("http://site.test/echo")?.text();
             let mut records = records;
             records.push(Record::new(
@@ -1200,6 +1204,15 @@ mod tests {
         ids.sort();
         // each thread sends its own header only, never the other's or the main thread's
         assert_eq!(ids, ["a: x-item=a", "b: x-item=b", "store: x-main=1"], "{:?}", run.sessions);
+    }
+
+    /// One declaration decides both where records go and whether the host
+    /// streams them: a plugin with its own store is handed every record
+    /// (`stream_records` false), one without is streamed.
+    #[test]
+    fn a_store_of_its_own_turns_streaming_off() {
+        assert!(!crate::sdk::stamped_manifest::<PerThread>().stream_records, "PerThread has a store of its own");
+        assert!(crate::sdk::stamped_manifest::<Sessions>().stream_records, "Sessions keeps the default store");
     }
 
     #[test]

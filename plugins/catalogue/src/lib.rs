@@ -16,7 +16,8 @@ use std::collections::HashSet;
 
 use dc_plugin_sdk::html::{Document, first_attr, first_text, join_url};
 use dc_plugin_sdk::{
-    ColumnDecl, Context, Error, LogLevel, Manifest, Map, Record, Result, Schedule, Scraper, TableDecl, Value, json,
+    ColumnDecl, Context, Error, LogLevel, Manifest, Map, Record, Result, Schedule, Scraper, StoreFn, TableDecl, Value,
+    json,
 };
 use serde::Deserialize;
 
@@ -79,9 +80,9 @@ pub struct Catalogue {
 }
 
 impl Scraper for Catalogue {
-    /// `store` is overridden (a listing cut short merges incrementally), so
-    /// the host hands it every record of the run.
-    const CUSTOM_STORE: bool = true;
+    /// A store of its own (a listing cut short merges incrementally), so the
+    /// host hands it every record of the run.
+    const STORE: Option<StoreFn<Self>> = Some(Self::store_listing);
 
     fn manifest() -> Manifest {
         Manifest::new("demo", "fixtures", "catalogue", env!("CARGO_PKG_VERSION"))
@@ -206,11 +207,13 @@ impl Scraper for Catalogue {
         }
         Ok(vec![Record::new(TABLE, row)])
     }
+}
 
+impl Catalogue {
     /// A complete listing is merged as a full snapshot (the default store); a
     /// listing cut short is merged incrementally, so rows it did not reach are
     /// kept rather than deleted.
-    fn store(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
+    fn store_listing(&mut self, ctx: &Context, records: Vec<Record>) -> Result<()> {
         let (cause, pages) = match self.listing {
             Listing::Complete => return dc_plugin_sdk::sdk::default_store(&Self::manifest(), ctx, records),
             Listing::CutShort { cause, pages } => (cause, Some(pages)),

@@ -132,7 +132,11 @@ async fn a_replaced_or_deleted_database_file_is_noticed() {
     assert!(pg.db.sqlite_file_identity().expect("no file").is_none());
 }
 
-both_backends!(additive_changes_apply_and_breaking_ones_are_refused, migration_keeps_history_or_changes_nothing);
+both_backends!(
+    additive_changes_apply_and_breaking_ones_are_refused,
+    migration_keeps_history_or_changes_nothing,
+    an_unchanged_declaration_writes_nothing
+);
 
 fn shop_decl(v: Value) -> TableDecl {
     let mut d = json!({"name": "shop", "key": ["id"], "columns": [
@@ -190,6 +194,48 @@ async fn additive_changes_apply_and_breaking_ones_are_refused(t: &TestDb) {
     let mut tx = db.begin_write().await.expect("begin");
     assert_eq!(merge::live_declaration(&mut tx, "shop").await.expect("live"), Some(v2));
     tx.rollback().await.expect("rollback");
+}
+
+/// What a run's start writes for its tables: `(generation, updated_at of the app's
+/// `app_db_objects` row)`.
+async fn table_writes(db: &Database, app: &str, table: &str) -> (i64, String) {
+    let generation: i64 = dc_core::on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT generation FROM dc_plugin_tables WHERE table_name = $1").bind(table).fetch_one(pool).await)
+    .expect("generation");
+    let updated: String = dc_core::on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT CAST(updated_at AS TEXT) FROM app_db_objects WHERE app_id = $1 AND object_name = $2")
+        .bind(app).bind(table).fetch_one(pool).await)
+    .expect("updated_at");
+    (generation, updated)
+}
+
+/// Every run's start ensures its tables: an unchanged declaration writes
+/// nothing (no write lock, no generation bump that would make another run's
+/// staged merge diff again), a changed one is still applied, and another app
+/// declaring the same table is still refused.
+async fn an_unchanged_declaration_writes_nothing(t: &TestDb) {
+    let db = &t.db;
+    let app = new_app(db, "shop").await;
+    let v1 = shop_decl(json!({}));
+    merge::ensure_table(db, &app, &v1).await.expect("create");
+    merge::ensure_table(db, &app, &v1).await.expect("first verify");
+    let before = table_writes(db, &app, "shop").await;
+    for _ in 0..3 {
+        assert!(merge::ensure_table(db, &app, &v1).await.expect("unchanged").is_empty());
+    }
+    assert_eq!(table_writes(db, &app, "shop").await, before, "an unchanged declaration must write nothing");
+    let v2 = shop_decl(json!({"columns": [
+        {"name": "id", "type": "integer", "nullable": false},
+        {"name": "title", "type": "text", "max_len": 20},
+        {"name": "price", "type": "text"},
+        {"name": "colour", "type": "text"}
+    ]}));
+    assert_eq!(merge::ensure_table(db, &app, &v2).await.expect("additive").len(), 1);
+    let after = table_writes(db, &app, "shop").await;
+    assert!(after.0 > before.0, "a changed declaration bumps the generation: {before:?} -> {after:?}");
+    let other = new_app(db, "other_shop").await;
+    let e = merge::ensure_table(db, &other, &v2).await.expect_err("another app's table");
+    assert!(matches!(e, MergeError::NotYours(_)), "{e:?}");
 }
 
 async fn migration_keeps_history_or_changes_nothing(t: &TestDb) {
