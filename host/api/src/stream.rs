@@ -51,9 +51,9 @@ const MAX_TICKETS: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// A run (its full id).
-    Run(String),
+    Run(dc_core::RuntimeId),
     /// An app (its full id).
-    App(String),
+    App(dc_core::AppId),
 }
 
 /// A topic's state as its clients see it.

@@ -87,9 +87,9 @@ enum Command {
     /// Internal: run one run (started by the supervisor; settings and run on stdin).
     #[command(hide = true)]
     Worker {
-        /// The run to execute.
-        #[arg(long)]
-        runtime_id: String,
+        /// The run to execute (its full id).
+        #[arg(long, value_parser = dc_core::RuntimeId::parse)]
+        runtime_id: dc_core::RuntimeId,
         /// The run's time limit; the worker ends the run itself a little after
         /// it if its supervisor has not.
         #[arg(long)]

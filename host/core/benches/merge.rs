@@ -655,7 +655,7 @@ async fn pg_bench(
             };
             let req = MergeRequest {
                 app_id: &app_id,
-                runtime_id: rid.as_deref(),
+                runtime_id: rid.as_ref(),
                 decl: &d,
                 full_snapshot: true,
                 form: FORM,
@@ -974,7 +974,7 @@ async fn sqlite_bench(
             };
             let req = MergeRequest {
                 app_id: &app_id,
-                runtime_id: rid.as_deref(),
+                runtime_id: rid.as_ref(),
                 decl: &d,
                 full_snapshot: true,
                 form: FORM,

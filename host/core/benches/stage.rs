@@ -39,7 +39,7 @@ fn row(i: u64, changed: bool) -> Map<String, Value> {
     }
 }
 
-fn req<'a>(app: &'a str, d: &'a TableDecl) -> MergeRequest<'a> {
+fn req<'a>(app: &'a dc_core::AppId, d: &'a TableDecl) -> MergeRequest<'a> {
     MergeRequest {
         app_id: app,
         runtime_id: None,

@@ -8,19 +8,20 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, RunStatus};
+use crate::ids::AppId;
 use crate::{on_pool, on_tx};
 
 /// The app id of `group/parent/name`: SHA-256 hex of `group|parent|name` (as the
 /// roadmap's `get_app_info` derives it), so every host computes the same id.
-pub fn app_id_for(group: &str, parent: &str, name: &str) -> String {
-    hex::encode(Sha256::digest(format!("{group}|{parent}|{name}").as_bytes()))
+pub fn app_id_for(group: &str, parent: &str, name: &str) -> AppId {
+    AppId::from(hex::encode(Sha256::digest(format!("{group}|{parent}|{name}").as_bytes())))
 }
 
 /// One row of `apps`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AppRow {
     /// Id (64 hex).
-    pub app_id: String,
+    pub app_id: AppId,
     /// Group.
     pub group_name: String,
     /// Parent.
@@ -96,7 +97,7 @@ pub struct AppSchedule {
 /// its next run.
 pub async fn set_schedule(
     db: &Database,
-    app_id: &str,
+    app_id: &AppId,
     schedule: &AppSchedule,
     next_run: Option<DateTime<Utc>>,
 ) -> Result<(), DbError> {
@@ -111,7 +112,7 @@ pub async fn set_schedule(
 }
 
 /// Stores the runtime arguments scheduled and commanded runs use (None: none).
-pub async fn set_run_args(db: &Database, app_id: &str, args_json: Option<&str>) -> Result<(), DbError> {
+pub async fn set_run_args(db: &Database, app_id: &AppId, args_json: Option<&str>) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
     on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET run_args = $1, updated_at = $2 WHERE app_id = $3")
         .bind(args_json).bind(Utc::now()).bind(app_id)
@@ -140,7 +141,7 @@ impl AppRow {
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PluginVersionRow {
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Plugin version.
     pub version: String,
     /// SHA-256 of the file.
@@ -247,14 +248,18 @@ pub async fn register_version_in(
 }
 
 /// Makes an already registered version active (rollback).
-pub async fn set_active_version(db: &Database, app_id: &str, version: &PluginVersionRow) -> Result<(), DbError> {
+pub async fn set_active_version(db: &Database, app_id: &AppId, version: &PluginVersionRow) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
     set_active_version_in(&mut tx, app_id, version).await?;
     tx.commit().await
 }
 
 /// [`set_active_version`] inside the caller's transaction.
-pub async fn set_active_version_in(tx: &mut WriteTx, app_id: &str, version: &PluginVersionRow) -> Result<(), DbError> {
+pub async fn set_active_version_in(
+    tx: &mut WriteTx,
+    app_id: &AppId,
+    version: &PluginVersionRow,
+) -> Result<(), DbError> {
     on_tx!(tx, conn => sqlx::query("UPDATE apps SET active_version = $1, active_hash = $2, updated_at = $3 WHERE app_id = $4")
         .bind(&version.version).bind(&version.sha256).bind(Utc::now()).bind(app_id)
         .execute(&mut *conn).await.map(|r| r.rows_affected()))?;
@@ -370,7 +375,7 @@ pub async fn page(db: &Database, q: &AppQuery) -> Result<Vec<AppRow>, DbError> {
 }
 
 /// One app by exact id.
-pub async fn get_app(db: &Database, app_id: &str) -> Result<Option<AppRow>, DbError> {
+pub async fn get_app(db: &Database, app_id: &AppId) -> Result<Option<AppRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, AppRow>("SELECT * FROM apps WHERE app_id = $1")
         .bind(app_id).fetch_optional(pool).await)?)
 }
@@ -396,7 +401,7 @@ pub async fn resolve_app(db: &Database, spec: &str) -> Result<AppRow, DbError> {
 }
 
 /// Registered versions of an app, newest registration first.
-pub async fn versions(db: &Database, app_id: &str) -> Result<Vec<PluginVersionRow>, DbError> {
+pub async fn versions(db: &Database, app_id: &AppId) -> Result<Vec<PluginVersionRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, PluginVersionRow>(
         "SELECT * FROM plugin_versions WHERE app_id = $1 ORDER BY registered_at DESC").bind(app_id).fetch_all(pool).await)?)
 }
@@ -408,7 +413,7 @@ pub async fn version_by_hash(db: &Database, sha256: &str) -> Result<Option<Plugi
 }
 
 /// Updates live progress counters of an app.
-pub async fn set_progress(db: &Database, app_id: &str, current: i64, total: i64, errors: i64) -> Result<(), DbError> {
+pub async fn set_progress(db: &Database, app_id: &AppId, current: i64, total: i64, errors: i64) -> Result<(), DbError> {
     on_pool!(db, pool => sqlx::query(
         "UPDATE apps SET current_count = $1, total_count = $2, error_count = $3 WHERE app_id = $4")
         .bind(current).bind(total).bind(errors).bind(app_id).execute(pool).await.map(|r| r.rows_affected()))?;
@@ -418,7 +423,7 @@ pub async fn set_progress(db: &Database, app_id: &str, current: i64, total: i64,
 /// Records the outcome of a run on its app (status, last run, consecutive failures).
 pub async fn record_run_outcome(
     db: &Database,
-    app_id: &str,
+    app_id: &AppId,
     status: RunStatus,
     started: DateTime<Utc>,
 ) -> Result<i64, DbError> {
@@ -431,7 +436,7 @@ pub async fn record_run_outcome(
 /// [`record_run_outcome`] inside the caller's transaction.
 pub async fn record_run_outcome_in(
     tx: &mut WriteTx,
-    app_id: &str,
+    app_id: &AppId,
     status: RunStatus,
     started: DateTime<Utc>,
 ) -> Result<i64, DbError> {
@@ -451,7 +456,7 @@ pub async fn record_run_outcome_in(
 /// Records (or refreshes) a database object an app created or wrote.
 pub async fn record_db_object(
     db: &Database,
-    app_id: &str,
+    app_id: &AppId,
     name: &str,
     ty: DbObjectType,
     action: &str,
@@ -464,7 +469,7 @@ pub async fn record_db_object(
 /// [`record_db_object`] inside the caller's transaction.
 pub async fn record_db_object_in(
     tx: &mut WriteTx,
-    app_id: &str,
+    app_id: &AppId,
     name: &str,
     ty: DbObjectType,
     action: &str,
@@ -481,7 +486,7 @@ const RECORD_DB_OBJECT: &str = "INSERT INTO app_db_objects (app_id, object_name,
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DbObjectRow {
     /// Owner app (or `dc-host`).
-    pub app_id: String,
+    pub app_id: AppId,
     /// Object name.
     pub object_name: String,
     /// Object type.
@@ -493,7 +498,7 @@ pub struct DbObjectRow {
 }
 
 /// Database objects recorded for an app (or all, if `app_id` is None).
-pub async fn db_objects(db: &Database, app_id: Option<&str>) -> Result<Vec<DbObjectRow>, DbError> {
+pub async fn db_objects(db: &Database, app_id: Option<&AppId>) -> Result<Vec<DbObjectRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, DbObjectRow>(
         "SELECT app_id, object_name, object_type, last_action, updated_at FROM app_db_objects WHERE $1 IS NULL OR app_id = $1 ORDER BY app_id, object_name")
         .bind(app_id).fetch_all(pool).await)?)
@@ -501,7 +506,7 @@ pub async fn db_objects(db: &Database, app_id: Option<&str>) -> Result<Vec<DbObj
 
 /// Queues an operator command for an app (`cmd_name`, `cmd_flag = PENDING`);
 /// a running `dc-host serve` claims it, one that starts later finds it.
-pub async fn queue_command(db: &Database, app_id: &str, cmd: crate::enums::CmdName) -> Result<(), DbError> {
+pub async fn queue_command(db: &Database, app_id: &AppId, cmd: crate::enums::CmdName) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
     on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET cmd_name = $1, cmd_flag = $2, updated_at = $3 WHERE app_id = $4")
         .bind(cmd.as_str()).bind(crate::enums::CmdFlag::Pending.as_str()).bind(Utc::now()).bind(app_id)
@@ -510,8 +515,8 @@ pub async fn queue_command(db: &Database, app_id: &str, cmd: crate::enums::CmdNa
 }
 
 /// Apps with a pending command, oldest update first.
-pub async fn pending_commands(db: &Database) -> Result<Vec<(String, crate::enums::CmdName)>, DbError> {
-    let rows: Vec<(String, Option<String>)> = on_pool!(db, pool => sqlx::query_as(
+pub async fn pending_commands(db: &Database) -> Result<Vec<(AppId, crate::enums::CmdName)>, DbError> {
+    let rows: Vec<(AppId, Option<String>)> = on_pool!(db, pool => sqlx::query_as(
         "SELECT app_id, cmd_name FROM apps WHERE cmd_flag = $1 ORDER BY updated_at")
         .bind(crate::enums::CmdFlag::Pending.as_str()).fetch_all(pool).await)?;
     Ok(rows.into_iter().filter_map(|(id, name)| name.and_then(|n| n.parse().ok()).map(|n| (id, n))).collect())
@@ -519,7 +524,7 @@ pub async fn pending_commands(db: &Database) -> Result<Vec<(String, crate::enums
 
 /// Claims a pending command (PENDING → DONE); true for exactly one claimer
 /// when several hosts see it.
-pub async fn claim_command(db: &Database, app_id: &str, cmd: crate::enums::CmdName) -> Result<bool, DbError> {
+pub async fn claim_command(db: &Database, app_id: &AppId, cmd: crate::enums::CmdName) -> Result<bool, DbError> {
     let mut tx = db.begin_write().await?;
     let n = on_tx!(&mut tx, conn => sqlx::query(
         "UPDATE apps SET cmd_flag = $1, updated_at = $2 WHERE app_id = $3 AND cmd_flag = $4 AND cmd_name = $5")
@@ -531,7 +536,7 @@ pub async fn claim_command(db: &Database, app_id: &str, cmd: crate::enums::CmdNa
 }
 
 /// Enables or disables an app (a disabled app is not scheduled).
-pub async fn set_enabled(db: &Database, app_id: &str, enabled: bool) -> Result<(), DbError> {
+pub async fn set_enabled(db: &Database, app_id: &AppId, enabled: bool) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
     on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET enabled = $1, updated_at = $2 WHERE app_id = $3")
         .bind(enabled).bind(Utc::now()).bind(app_id)
@@ -540,7 +545,7 @@ pub async fn set_enabled(db: &Database, app_id: &str, enabled: bool) -> Result<(
 }
 
 /// Sets how many runs of an app may go on at once (at least 1).
-pub async fn set_max_concurrent_runs(db: &Database, app_id: &str, n: i64) -> Result<(), DbError> {
+pub async fn set_max_concurrent_runs(db: &Database, app_id: &AppId, n: i64) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
     on_tx!(&mut tx, conn => sqlx::query("UPDATE apps SET max_concurrent_runs = $1, updated_at = $2 WHERE app_id = $3")
         .bind(n.max(1)).bind(Utc::now()).bind(app_id)
@@ -553,7 +558,7 @@ pub async fn set_max_concurrent_runs(db: &Database, app_id: &str, n: i64) -> Res
 /// due run is started once.
 pub async fn claim_next_run(
     db: &Database,
-    app_id: &str,
+    app_id: &AppId,
     expected: Option<DateTime<Utc>>,
     next: Option<DateTime<Utc>>,
 ) -> Result<bool, DbError> {
@@ -568,7 +573,7 @@ pub async fn claim_next_run(
 /// claimed fire time always has its run (or none was claimed).
 pub async fn claim_next_run_in(
     tx: &mut WriteTx,
-    app_id: &str,
+    app_id: &AppId,
     expected: Option<DateTime<Utc>>,
     next: Option<DateTime<Utc>>,
 ) -> Result<bool, DbError> {
@@ -597,7 +602,7 @@ pub async fn claim_next_run_in(
 /// enable` clears both.
 pub async fn set_fatal(
     db: &Database,
-    app_id: &str,
+    app_id: &AppId,
     flag: crate::enums::FatalFlag,
     message: Option<&str>,
 ) -> Result<(), DbError> {
@@ -630,7 +635,7 @@ pub async fn plugin_file(db: &Database, sha256: &str) -> Result<Option<Vec<u8>>,
 #[derive(Debug, Clone, Serialize)]
 pub struct DeletedApp {
     /// The app's id.
-    pub app_id: String,
+    pub app_id: AppId,
     /// `group/parent/name`.
     pub path: String,
     /// Registered versions removed (their files stay in the plugin store).
@@ -657,7 +662,7 @@ pub struct DeletedApp {
 /// while a run of the app is PENDING or RUNNING. Log records stay (they age
 /// out with `retention`). Without `drop_data` the tables and their ownership
 /// stay (see [`DeletedApp::kept_tables`]).
-pub async fn delete_app(db: &Database, app_id: &str, drop_data: bool) -> Result<DeletedApp, DbError> {
+pub async fn delete_app(db: &Database, app_id: &AppId, drop_data: bool) -> Result<DeletedApp, DbError> {
     let mut tx = db.begin_write().await?;
     // PostgreSQL: lock the app row, which a run's insert must share-lock for
     // its foreign key, so no run of the app starts until this commits (and
@@ -730,5 +735,5 @@ pub async fn delete_app(db: &Database, app_id: &str, drop_data: bool) -> Result<
     on_tx!(&mut tx, conn => sqlx::query("DELETE FROM apps WHERE app_id = $1")
         .bind(app_id).execute(&mut *conn).await.map(|_| ()))?;
     tx.commit().await?;
-    Ok(DeletedApp { app_id: app_id.to_string(), path, versions, runs, dropped_tables, kept_tables, left_shared_tables })
+    Ok(DeletedApp { app_id: app_id.clone(), path, versions, runs, dropped_tables, kept_tables, left_shared_tables })
 }

@@ -739,7 +739,14 @@ impl Database {
     /// Records the core tables in `app_db_objects` (owner `dc-host`).
     pub async fn seed(&self) -> Result<(), DbError> {
         for t in CORE_TABLES {
-            crate::apps::record_db_object(self, "dc-host", t, crate::enums::DbObjectType::Table, "deploy").await?;
+            crate::apps::record_db_object(
+                self,
+                &crate::ids::AppId::host(),
+                t,
+                crate::enums::DbObjectType::Table,
+                "deploy",
+            )
+            .await?;
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::db::WriteTx;
 use crate::enums::{DbObjectType, UnicodeForm};
 use crate::hash::{Cell, HashVersion};
+use crate::ids::AppId;
 use crate::merge::{self, MergeError};
 
 /// How a new declaration changes a table.
@@ -190,7 +191,7 @@ const META_COLS: &str = "_row_key, _runtime_id, _first_seen, _last_seen, _archiv
 /// leaves the table as it was.
 pub async fn migrate_table_in(
     tx: &mut WriteTx,
-    app_id: &str,
+    app_id: &AppId,
     old: &TableDecl,
     new: &TableDecl,
     form: UnicodeForm,

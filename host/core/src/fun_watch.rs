@@ -22,6 +22,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::db::{Database, DbError};
+use crate::ids::{AppId, RuntimeId};
 use crate::on_pool;
 
 /// Queue size used by [`install`].
@@ -190,8 +191,8 @@ fn current_thread_name() -> String {
 pub fn install(
     db: Database,
     rt: tokio::runtime::Handle,
-    app_id: Option<String>,
-    runtime_id: Option<String>,
+    app_id: Option<AppId>,
+    runtime_id: Option<RuntimeId>,
 ) -> Result<(), FunWatchError> {
     install_with_capacity(db, rt, app_id, runtime_id, DEFAULT_CAPACITY)
 }
@@ -201,8 +202,8 @@ pub fn install(
 pub fn install_with_capacity(
     db: Database,
     rt: tokio::runtime::Handle,
-    app_id: Option<String>,
-    runtime_id: Option<String>,
+    app_id: Option<AppId>,
+    runtime_id: Option<RuntimeId>,
     capacity: usize,
 ) -> Result<(), FunWatchError> {
     if capacity == 0 {
@@ -271,8 +272,8 @@ pub fn stats() -> Stats {
 struct Writer {
     db: Database,
     rt: tokio::runtime::Handle,
-    app_id: Option<String>,
-    runtime_id: Option<String>,
+    app_id: Option<AppId>,
+    runtime_id: Option<RuntimeId>,
     /// Hashes known to be in `app_functions`.
     registered: HashSet<Rc<str>>,
     /// Hash of each call site seen, by (module path, name).
@@ -412,9 +413,9 @@ pub struct FunctionLogRow {
     /// Module of the function.
     pub module_path: String,
     /// App that first registered the function.
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     /// Run the call belongs to.
-    pub runtime_id: Option<String>,
+    pub runtime_id: Option<RuntimeId>,
     /// Thread that made the call.
     pub thread_name: String,
     /// When the call started.
@@ -435,7 +436,7 @@ pub struct AppFunctionRow {
     /// SHA-256 hex of `module_path::function_name`.
     pub function_hash: String,
     /// App that first registered it.
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     /// Function name.
     pub function_name: String,
     /// Module.
@@ -455,7 +456,7 @@ pub async fn function_log_rows(db: &Database, function_name: &str) -> Result<Vec
 }
 
 /// Every watched call made during a run, oldest first.
-pub async fn function_log_for_run(db: &Database, runtime_id: &str) -> Result<Vec<FunctionLogRow>, DbError> {
+pub async fn function_log_for_run(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<FunctionLogRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, FunctionLogRow>(
         "SELECT l.id, l.function_hash, f.function_name, f.module_path, f.app_id, l.runtime_id, l.thread_name, \
          l.started_at, l.elapsed_ms, l.rows_count, l.is_error, l.error_msg \

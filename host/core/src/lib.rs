@@ -18,6 +18,7 @@ pub mod evolve;
 pub mod fun_watch;
 pub mod hash;
 pub mod hosts;
+pub mod ids;
 pub mod logs;
 pub mod merge;
 pub mod proxy_store;
@@ -31,4 +32,5 @@ pub mod stage;
 
 pub use db::{Backend, Database, DbError, WriteTx};
 pub use error::ErrorKind;
+pub use ids::{AppId, RuntimeId};
 pub use settings::Settings;

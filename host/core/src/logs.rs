@@ -27,6 +27,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::db::{Database, DbError};
+use crate::ids::{AppId, RuntimeId};
 use crate::on_pool;
 
 /// One log record as stored.
@@ -41,9 +42,9 @@ pub struct LogRow {
     /// Message.
     pub message: String,
     /// App, if inside a run.
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     /// Run, if inside a run.
-    pub runtime_id: Option<String>,
+    pub runtime_id: Option<RuntimeId>,
     /// Structured context (JSON object text).
     pub context: sqlx::types::Json<Value>,
 }
@@ -102,8 +103,8 @@ impl LogSink {
 
 #[derive(Default, Clone)]
 struct RunIds {
-    app_id: Option<String>,
-    runtime_id: Option<String>,
+    app_id: Option<AppId>,
+    runtime_id: Option<RuntimeId>,
 }
 
 #[derive(Default)]
@@ -142,8 +143,8 @@ impl Fields {
         };
         match field.name() {
             "message" => self.message = text(),
-            "app_id" => self.ids.app_id = Some(text()),
-            "runtime_id" => self.ids.runtime_id = Some(text()),
+            "app_id" => self.ids.app_id = Some(text().into()),
+            "runtime_id" => self.ids.runtime_id = Some(text().into()),
             // a plugin's JSON context arrives as one field and is spread out
             "context_json" => {
                 if let Value::String(s) = &value
@@ -347,7 +348,7 @@ pub async fn insert_batch(db: &Database, rows: &[LogRow]) -> Result<(), DbError>
 }
 
 /// Log records of a run, oldest first.
-pub async fn for_run(db: &Database, runtime_id: &str, limit: i64) -> Result<Vec<LogRow>, DbError> {
+pub async fn for_run(db: &Database, runtime_id: &RuntimeId, limit: i64) -> Result<Vec<LogRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, LogRow>(
         "SELECT ts, level, target, message, app_id, runtime_id, context FROM logs WHERE runtime_id = $1 ORDER BY id LIMIT $2")
         .bind(runtime_id).bind(limit).fetch_all(pool).await)?)
@@ -374,9 +375,9 @@ pub struct LogEntry {
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
     /// Only records of this app.
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     /// Only records of this run.
-    pub runtime_id: Option<String>,
+    pub runtime_id: Option<RuntimeId>,
     /// Only records at this level or more severe.
     pub min_level: Option<tracing::Level>,
     /// Only records at or after this time.

@@ -27,6 +27,7 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::db::{Backend, Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, UnicodeForm};
 use crate::hash::{Cell, HashVersion, HexDigest, RowHasher};
+use crate::ids::{AppId, RuntimeId};
 
 /// Largest text value accepted when a column declares no `max_len`.
 pub const MAX_TEXT_CHARS: usize = 1_000_000;
@@ -150,7 +151,7 @@ pub(crate) fn validate_decl(backend: Backend, decl: &TableDecl) -> Result<(), Me
 /// writing into it and the table exists, it returns at once after two reads,
 /// without the write lock and without bumping the table's generation (which
 /// would make a concurrent run's staged merge diff its rows again).
-pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
+pub async fn ensure_table(db: &Database, app_id: &AppId, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
     if table_is_current(db, app_id, decl).await? {
         return Ok(Vec::new());
     }
@@ -166,7 +167,7 @@ pub async fn ensure_table(db: &Database, app_id: &str, decl: &TableDecl) -> Resu
 /// owner, the sharers' shape) held when that declaration was recorded for this
 /// app, and any later change to the table goes through `ensure_table_in` or a
 /// migration, which record the new declaration.
-async fn table_is_current(db: &Database, app_id: &str, decl: &TableDecl) -> Result<bool, MergeError> {
+async fn table_is_current(db: &Database, app_id: &AppId, decl: &TableDecl) -> Result<bool, MergeError> {
     let recorded: Option<String> = crate::on_pool!(db, pool => sqlx::query_scalar(
         "SELECT t.declaration FROM dc_plugin_tables t JOIN app_db_objects o \
          ON o.object_name = t.table_name AND o.object_type = $3 AND o.app_id = $2 WHERE t.table_name = $1")
@@ -209,7 +210,7 @@ pub(crate) fn create_table_sql(backend: Backend, name: &str, decl: &TableDecl) -
 
 /// [`ensure_table`] inside the caller's transaction (registration creates an
 /// app's tables, its app row and its version row in one transaction).
-pub async fn ensure_table_in(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
+pub async fn ensure_table_in(tx: &mut WriteTx, app_id: &AppId, decl: &TableDecl) -> Result<Vec<String>, MergeError> {
     let backend = tx.backend();
     validate_decl(backend, decl)?;
     check_table_ownership(tx, app_id, decl).await?;
@@ -320,8 +321,8 @@ pub fn reserved_table_name(name: &str) -> Option<String> {
 /// Who owns the plugin table `name`: `Ok(None)` when it does not exist yet,
 /// `Ok(Some(app_id))` for the app that created it, and an error for a table
 /// that exists but that no app created (made outside dc-host).
-pub async fn table_owner(tx: &mut WriteTx, name: &str) -> Result<Option<String>, MergeError> {
-    let owners: Vec<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
+pub async fn table_owner(tx: &mut WriteTx, name: &str) -> Result<Option<AppId>, MergeError> {
+    let owners: Vec<AppId> = crate::on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT app_id FROM app_db_objects WHERE object_name = $1 AND object_type = $2 ORDER BY created_at")
         .bind(name).bind(DbObjectType::Table.as_str()).fetch_all(&mut *conn).await)?;
     if let Some(first) = owners.into_iter().next() {
@@ -337,7 +338,7 @@ pub async fn table_owner(tx: &mut WriteTx, name: &str) -> Result<Option<String>,
 
 /// The path (`group/parent/app`) of app `app_id`, or the id itself for an app
 /// that no longer exists.
-async fn app_path(tx: &mut WriteTx, app_id: &str) -> Result<String, MergeError> {
+async fn app_path(tx: &mut WriteTx, app_id: &AppId) -> Result<String, MergeError> {
     let path: Option<String> = crate::on_tx!(tx, conn => sqlx::query_scalar(
         "SELECT group_name || '/' || parent_name || '/' || app_name FROM apps WHERE app_id = $1")
         .bind(app_id).fetch_optional(&mut *conn).await)?;
@@ -346,8 +347,8 @@ async fn app_path(tx: &mut WriteTx, app_id: &str) -> Result<String, MergeError> 
 
 /// The other existing apps that write into table `name` (recorded in
 /// `app_db_objects`), as `(app_id, path)`, oldest first.
-pub async fn table_sharers(tx: &mut WriteTx, name: &str, except: &str) -> Result<Vec<(String, String)>, MergeError> {
-    let rows: Vec<(String, String)> = crate::on_tx!(tx, conn => sqlx::query_as(
+pub async fn table_sharers(tx: &mut WriteTx, name: &str, except: &AppId) -> Result<Vec<(AppId, String)>, MergeError> {
+    let rows: Vec<(AppId, String)> = crate::on_tx!(tx, conn => sqlx::query_as(
         "SELECT o.app_id, MIN(a.group_name || '/' || a.parent_name || '/' || a.app_name) FROM app_db_objects o \
          JOIN apps a ON a.app_id = o.app_id \
          WHERE o.object_name = $1 AND o.object_type = $2 AND o.app_id <> $3 \
@@ -361,7 +362,7 @@ pub async fn table_sharers(tx: &mut WriteTx, name: &str, except: &str) -> Result
 /// unless both declare it shared; or a declaration that would change a table
 /// other apps share with `app_id` (each app hashes and compares rows by its
 /// own declaration, so sharers must declare the same columns and key).
-pub async fn check_table_ownership(tx: &mut WriteTx, app_id: &str, decl: &TableDecl) -> Result<(), MergeError> {
+pub async fn check_table_ownership(tx: &mut WriteTx, app_id: &AppId, decl: &TableDecl) -> Result<(), MergeError> {
     if let Some(why) = reserved_table_name(&decl.name) {
         return Err(MergeError::NotYours(why));
     }
@@ -636,9 +637,9 @@ pub fn offset_error(e: MergeError, offset: usize) -> MergeError {
 #[derive(Debug, Clone, Copy)]
 pub struct MergeRequest<'a> {
     /// The app that owns the table.
-    pub app_id: &'a str,
+    pub app_id: &'a AppId,
     /// The run the change feed and counters belong to (None: no feed).
-    pub runtime_id: Option<&'a str>,
+    pub runtime_id: Option<&'a RuntimeId>,
     /// The table declaration.
     pub decl: &'a TableDecl,
     /// Remove rows absent from `rows`.
@@ -776,7 +777,7 @@ async fn merge_sqlite(
     let width = n + 5 + usize::from(shared);
     // timestamps are bound as the text sqlx would make of `now`, made once
     let now_text: Arc<str> = now.to_rfc3339_opts(SecondsFormat::AutoSi, false).into();
-    let rid_text: Option<Arc<str>> = req.runtime_id.map(Arc::from);
+    let rid_text: Option<Arc<str>> = req.runtime_id.map(|r| Arc::from(r.as_str()));
     // anonymous placeholders, bound in order (see `values_list`)
     let sets: Vec<String> = req.decl.columns.iter().map(|c| format!("\"{}\" = ?", c.name)).collect();
     let update_sql = format!(
@@ -798,7 +799,7 @@ async fn merge_sqlite(
     .await?
     .into_iter()
     .map(|r| {
-        let mine = !shared || r.try_get::<Option<String>, _>(3)?.as_deref() == Some(req.app_id);
+        let mine = !shared || r.try_get::<Option<String>, _>(3)?.as_deref() == Some(req.app_id.as_str());
         Ok((r.try_get::<String, _>(0)?, (r.try_get::<String, _>(1)?, r.try_get::<bool, _>(2)?, mine)))
     })
     .collect::<Result<_, sqlx::Error>>()?;
@@ -831,7 +832,7 @@ async fn merge_sqlite(
     }
     // new rows go in multi-row INSERTs: one statement per row costs ~50x more
     let per_stmt = sqlite_rows_per_insert(width);
-    let app_text: Arc<str> = Arc::from(req.app_id);
+    let app_text: Arc<str> = Arc::from(req.app_id.as_str());
     for chunk in inserts.chunks(per_stmt) {
         let sql = format!("{insert_head}{}", values_list(chunk.len(), width));
         let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -866,7 +867,7 @@ async fn merge_sqlite(
         }
     }
     if let Some(rid) = req.runtime_id {
-        let (rid_arc, table_arc): (Arc<str>, Arc<str>) = (Arc::from(rid), Arc::from(t.as_str()));
+        let (rid_arc, table_arc): (Arc<str>, Arc<str>) = (Arc::from(rid.as_str()), Arc::from(t.as_str()));
         for chunk in feed.chunks(sqlite_rows_per_insert(4)) {
             let sql = format!(
                 "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES {}",
@@ -1003,11 +1004,11 @@ async fn merge_postgres(
         }
         pgcopy::text(buf, Some(&p.keys[i]));
         pgcopy::text(buf, Some(p.hashes[i].as_str()));
-        pgcopy::text(buf, req.runtime_id);
+        pgcopy::text(buf, req.runtime_id.map(RuntimeId::as_str));
         pgcopy::cell(buf, &now_cell);
         pgcopy::cell(buf, &now_cell);
         if shared {
-            pgcopy::text(buf, Some(req.app_id));
+            pgcopy::text(buf, Some(req.app_id.as_str()));
         }
     };
     // (tests wait for this event to kill a process in the middle of a merge)
@@ -1058,7 +1059,7 @@ async fn merge_postgres(
             // archiving an already archived row changes nothing
             None if archive && archived => {}
             // a shared table's snapshot removes only the rows this app inserted
-            None if shared && r.try_get::<Option<&str>, _>(3)? != Some(req.app_id) => {}
+            None if shared && r.try_get::<Option<&str>, _>(3)? != Some(req.app_id.as_str()) => {}
             None => missing.push(key),
         }
     }
@@ -1066,7 +1067,7 @@ async fn merge_postgres(
 
     let feed = req.runtime_id.is_some();
     let wrap = |dml: String, op: &str| feed_wrap(feed, &dml, op);
-    let rid = req.runtime_id.map(str::to_string);
+    let rid = req.runtime_id.map(RuntimeId::to_string);
     // runs one wrapped statement ($1 run, $2 table, $3 now, $4 keys when given)
     async fn run_wrapped(
         tx: &mut sqlx::PgConnection,
@@ -1260,7 +1261,7 @@ pub async fn table_hash_version(tx: &mut WriteTx, table: &str) -> Result<HashVer
 /// Records a table's owner, declaration and hash version in `dc_plugin_tables`.
 pub(crate) async fn record_table(
     tx: &mut WriteTx,
-    app_id: &str,
+    app_id: &AppId,
     decl: &TableDecl,
     v: HashVersion,
 ) -> Result<(), MergeError> {
@@ -1281,7 +1282,7 @@ pub(crate) async fn record_table(
 /// updated. Returns the number of rows rehashed.
 pub async fn upgrade_hashes(
     tx: &mut WriteTx,
-    app_id: &str,
+    app_id: &AppId,
     decl: &TableDecl,
     form: UnicodeForm,
 ) -> Result<u64, MergeError> {

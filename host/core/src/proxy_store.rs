@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::{Database, DbError};
+use crate::ids::RuntimeId;
 use crate::on_tx;
 
 /// One row of `dc_proxy_reservations`.
@@ -30,7 +31,7 @@ pub struct ReservationRow {
     /// The proxy endpoint, without its password.
     pub proxy: String,
     /// The run holding it.
-    pub runtime_id: String,
+    pub runtime_id: RuntimeId,
     /// The host that runs the run.
     pub host_name: String,
     /// When it was reserved.
@@ -56,7 +57,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, Copy)]
 pub struct Holder<'a> {
     /// The run.
-    pub runtime_id: &'a str,
+    pub runtime_id: &'a RuntimeId,
     /// Its host.
     pub host_name: &'a str,
     /// Now (injected, so expiry is testable without waiting).
@@ -102,7 +103,12 @@ pub async fn reserve_first(
 
 /// Releases every active reservation of a run (its end, or the reaper's);
 /// returns how many.
-pub async fn release_run(db: &Database, runtime_id: &str, now: DateTime<Utc>, reason: &str) -> Result<u64, DbError> {
+pub async fn release_run(
+    db: &Database,
+    runtime_id: &RuntimeId,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> Result<u64, DbError> {
     let mut tx = db.begin_write().await?;
     let n = on_tx!(&mut tx, conn => sqlx::query(
         "UPDATE dc_proxy_reservations SET released_at = $1, release_reason = $2 \
@@ -133,7 +139,7 @@ pub async fn active(db: &Database) -> Result<Vec<ReservationRow>, DbError> {
 }
 
 /// Every reservation of a run, oldest first.
-pub async fn of_run(db: &Database, runtime_id: &str) -> Result<Vec<ReservationRow>, DbError> {
+pub async fn of_run(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<ReservationRow>, DbError> {
     Ok(crate::on_pool!(db, pool => sqlx::query_as::<_, ReservationRow>(
         "SELECT * FROM dc_proxy_reservations WHERE runtime_id = $1 ORDER BY id")
         .bind(runtime_id).fetch_all(pool).await)?)

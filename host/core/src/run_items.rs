@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use crate::db::{Database, DbError, WriteTx};
+use crate::ids::RuntimeId;
 use crate::{on_pool, on_tx};
 
 /// Where a work item stands.
@@ -67,7 +68,7 @@ const CHUNK: usize = 500;
 /// known ones take the new state and records — except that a `pending` row
 /// never overwrites a finished one (an item may finish before the row that
 /// announced it is written).
-pub async fn save_in(tx: &mut WriteTx, runtime_id: &str, rows: &[ItemRow]) -> Result<(), DbError> {
+pub async fn save_in(tx: &mut WriteTx, runtime_id: &RuntimeId, rows: &[ItemRow]) -> Result<(), DbError> {
     for chunk in rows.chunks(CHUNK) {
         on_tx!(tx, conn => {
             let mut q = sqlx::QueryBuilder::new(
@@ -93,7 +94,7 @@ pub async fn save_in(tx: &mut WriteTx, runtime_id: &str, rows: &[ItemRow]) -> Re
 }
 
 /// The items of a run, in the order they were added.
-pub async fn load(db: &Database, runtime_id: &str) -> Result<Vec<ItemRow>, DbError> {
+pub async fn load(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<ItemRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, ItemRow>(
         "SELECT seq, key_hash, item, depth, state, records FROM dc_run_items WHERE runtime_id = $1 ORDER BY seq")
         .bind(runtime_id).fetch_all(pool).await)?)
@@ -118,7 +119,7 @@ impl ItemCounts {
 }
 
 /// The items of a run counted by state.
-pub async fn counts(db: &Database, runtime_id: &str) -> Result<ItemCounts, DbError> {
+pub async fn counts(db: &Database, runtime_id: &RuntimeId) -> Result<ItemCounts, DbError> {
     let rows: Vec<(String, i64)> = on_pool!(db, pool => sqlx::query_as(
         "SELECT state, COUNT(*) FROM dc_run_items WHERE runtime_id = $1 GROUP BY state")
         .bind(runtime_id).fetch_all(pool).await)?;
@@ -136,14 +137,14 @@ pub async fn counts(db: &Database, runtime_id: &str) -> Result<ItemCounts, DbErr
 
 /// Deletes the items of a run in the caller's transaction (a successful run
 /// has nothing to resume).
-pub async fn delete_in(tx: &mut WriteTx, runtime_id: &str) -> Result<(), DbError> {
+pub async fn delete_in(tx: &mut WriteTx, runtime_id: &RuntimeId) -> Result<(), DbError> {
     on_tx!(tx, conn => sqlx::query("DELETE FROM dc_run_items WHERE runtime_id = $1")
         .bind(runtime_id).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Deletes the items of a run.
-pub async fn delete(db: &Database, runtime_id: &str) -> Result<(), DbError> {
+pub async fn delete(db: &Database, runtime_id: &RuntimeId) -> Result<(), DbError> {
     let mut tx = db.begin_write().await?;
     delete_in(&mut tx, runtime_id).await?;
     tx.commit().await

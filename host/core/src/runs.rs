@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{Database, DbError, WriteTx};
 use crate::enums::RunStatus;
+use crate::ids::{AppId, RuntimeId};
 use crate::{on_pool, on_tx};
 use dc_plugin_api::MergeSummary;
 
@@ -15,9 +16,9 @@ use dc_plugin_api::MergeSummary;
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct RunRow {
     /// Id (uuid4 as 32 hex).
-    pub runtime_id: String,
+    pub runtime_id: RuntimeId,
     /// App.
-    pub app_id: String,
+    pub app_id: AppId,
     /// Plugin version used.
     pub plugin_version: String,
     /// Plugin file hash used.
@@ -63,14 +64,14 @@ pub struct RunRow {
     /// Log records of the run dropped because the log buffer was full.
     pub dropped_logs: i64,
     /// The run this run resumes (`dc-host run APP --resume ID`).
-    pub resumed_from: Option<String>,
+    pub resumed_from: Option<RuntimeId>,
 }
 
 /// A new run.
 #[derive(Debug, Clone)]
 pub struct NewRun<'a> {
     /// App.
-    pub app_id: &'a str,
+    pub app_id: &'a AppId,
     /// Version.
     pub plugin_version: &'a str,
     /// File hash.
@@ -84,8 +85,8 @@ pub struct NewRun<'a> {
 }
 
 /// A fresh run id: uuid4 as 32 lowercase hex characters.
-pub fn new_runtime_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+pub fn new_runtime_id() -> RuntimeId {
+    RuntimeId::from(uuid::Uuid::new_v4().simple().to_string())
 }
 
 const CREATE: &str = "INSERT INTO runtime (runtime_id, app_id, plugin_version, plugin_hash, status, args, threads, created_at, host_name) \
@@ -108,7 +109,7 @@ macro_rules! create_query {
 }
 
 /// Creates a PENDING run and returns its id.
-pub async fn create(db: &Database, r: &NewRun<'_>) -> Result<String, DbError> {
+pub async fn create(db: &Database, r: &NewRun<'_>) -> Result<RuntimeId, DbError> {
     let id = new_runtime_id();
     let insert = async { on_pool!(db, pool => create_query!(&id, r).execute(pool).await.map(|r| r.rows_affected())) };
     crate::db::waiting_for_lock("create the run", insert).await?;
@@ -116,7 +117,7 @@ pub async fn create(db: &Database, r: &NewRun<'_>) -> Result<String, DbError> {
 }
 
 /// [`create`] inside the caller's transaction.
-pub async fn create_in(tx: &mut WriteTx, r: &NewRun<'_>) -> Result<String, DbError> {
+pub async fn create_in(tx: &mut WriteTx, r: &NewRun<'_>) -> Result<RuntimeId, DbError> {
     let id = new_runtime_id();
     on_tx!(tx, conn => create_query!(&id, r).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     Ok(id)
@@ -127,7 +128,7 @@ pub async fn create_in(tx: &mut WriteTx, r: &NewRun<'_>) -> Result<String, DbErr
 /// work items of `from` move to it. A run is resumed at most once (a unique
 /// index on `resumed_from`): of two concurrent resumes of one run, one is
 /// refused and changes nothing.
-pub async fn create_resumed(db: &Database, r: &NewRun<'_>, from: &str) -> Result<String, DbError> {
+pub async fn create_resumed(db: &Database, r: &NewRun<'_>, from: &RuntimeId) -> Result<RuntimeId, DbError> {
     let id = new_runtime_id();
     let mut tx = db.begin_write().await?;
     let inserted = on_tx!(&mut tx, conn => sqlx::query(
@@ -151,13 +152,15 @@ pub async fn create_resumed(db: &Database, r: &NewRun<'_>, from: &str) -> Result
 }
 
 /// The run that resumed run `runtime_id`, if one did.
-pub async fn resumed_by(db: &Database, runtime_id: &str) -> Result<Option<String>, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query_scalar::<_, String>("SELECT runtime_id FROM runtime WHERE resumed_from = $1")
-        .bind(runtime_id).fetch_optional(pool).await)?)
+pub async fn resumed_by(db: &Database, runtime_id: &RuntimeId) -> Result<Option<RuntimeId>, DbError> {
+    Ok(
+        on_pool!(db, pool => sqlx::query_scalar::<_, RuntimeId>("SELECT runtime_id FROM runtime WHERE resumed_from = $1")
+        .bind(runtime_id).fetch_optional(pool).await)?,
+    )
 }
 
 /// Marks a run RUNNING with its worker pid.
-pub async fn mark_started(db: &Database, runtime_id: &str, pid: u32) -> Result<(), DbError> {
+pub async fn mark_started(db: &Database, runtime_id: &RuntimeId, pid: u32) -> Result<(), DbError> {
     let update = async {
         on_pool!(db, pool => sqlx::query(
         "UPDATE runtime SET status = $1, started_at = $2, worker_pid = $3 WHERE runtime_id = $4 AND status = $5")
@@ -171,7 +174,7 @@ pub async fn mark_started(db: &Database, runtime_id: &str, pid: u32) -> Result<(
 /// Updates progress counters of a run.
 pub async fn set_progress(
     db: &Database,
-    runtime_id: &str,
+    runtime_id: &RuntimeId,
     current: i64,
     total: i64,
     errors: i64,
@@ -199,7 +202,12 @@ macro_rules! finish_query {
 }
 
 /// Ends a run unless it already ended; returns true if this call ended it.
-pub async fn finish(db: &Database, runtime_id: &str, status: RunStatus, reason: Option<&str>) -> Result<bool, DbError> {
+pub async fn finish(
+    db: &Database,
+    runtime_id: &RuntimeId,
+    status: RunStatus,
+    reason: Option<&str>,
+) -> Result<bool, DbError> {
     let n =
         on_pool!(db, pool => finish_query!(runtime_id, status, reason).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(n == 1)
@@ -210,7 +218,7 @@ pub async fn finish(db: &Database, runtime_id: &str, status: RunStatus, reason: 
 /// together or not at all.
 pub async fn finish_in(
     tx: &mut WriteTx,
-    runtime_id: &str,
+    runtime_id: &RuntimeId,
     status: RunStatus,
     reason: Option<&str>,
 ) -> Result<bool, DbError> {
@@ -219,7 +227,7 @@ pub async fn finish_in(
 }
 
 /// Adds a merge's counts to its run, inside the merge's transaction.
-pub async fn add_counters_in(tx: &mut WriteTx, runtime_id: &str, s: &MergeSummary) -> Result<(), DbError> {
+pub async fn add_counters_in(tx: &mut WriteTx, runtime_id: &RuntimeId, s: &MergeSummary) -> Result<(), DbError> {
     on_tx!(tx, conn => sqlx::query(
         "UPDATE runtime SET inserted = inserted + $1, updated = updated + $2, deleted = deleted + $3, unchanged = unchanged + $4 WHERE runtime_id = $5")
         .bind(s.inserted as i64).bind(s.updated as i64).bind(s.deleted as i64).bind(s.unchanged as i64).bind(runtime_id)
@@ -230,7 +238,7 @@ pub async fn add_counters_in(tx: &mut WriteTx, runtime_id: &str, s: &MergeSummar
 /// Records how the worker process exited.
 pub async fn record_exit(
     db: &Database,
-    runtime_id: &str,
+    runtime_id: &RuntimeId,
     code: Option<i32>,
     signal: Option<i32>,
 ) -> Result<(), DbError> {
@@ -240,14 +248,14 @@ pub async fn record_exit(
 }
 
 /// Records how many log records of the run the worker had to drop.
-pub async fn set_dropped_logs(db: &Database, runtime_id: &str, dropped: u64) -> Result<(), DbError> {
+pub async fn set_dropped_logs(db: &Database, runtime_id: &RuntimeId, dropped: u64) -> Result<(), DbError> {
     on_pool!(db, pool => sqlx::query("UPDATE runtime SET dropped_logs = $1 WHERE runtime_id = $2")
         .bind(i64::try_from(dropped).unwrap_or(i64::MAX)).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Asks a run to stop (the worker polls this).
-pub async fn request_stop(db: &Database, runtime_id: &str) -> Result<bool, DbError> {
+pub async fn request_stop(db: &Database, runtime_id: &RuntimeId) -> Result<bool, DbError> {
     let n = on_pool!(db, pool => sqlx::query(
         "UPDATE runtime SET stop_requested = $1 WHERE runtime_id = $2 AND status IN ($3, $4)")
         .bind(true).bind(runtime_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str())
@@ -256,14 +264,16 @@ pub async fn request_stop(db: &Database, runtime_id: &str) -> Result<bool, DbErr
 }
 
 /// True if an operator asked this run to stop.
-pub async fn stop_requested(db: &Database, runtime_id: &str) -> Result<bool, DbError> {
+pub async fn stop_requested(db: &Database, runtime_id: &RuntimeId) -> Result<bool, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_scalar::<_, bool>("SELECT stop_requested FROM runtime WHERE runtime_id = $1")
         .bind(runtime_id).fetch_optional(pool).await)?
     .unwrap_or(false))
 }
 
-/// One run by id (or unique prefix of 6+ characters).
-pub async fn get(db: &Database, runtime_id: &str) -> Result<RunRow, DbError> {
+/// One run by id or unique prefix of 6+ characters (`spec` is what a user
+/// typed; a [`RuntimeId`] in hand derefs to it).
+pub async fn get(db: &Database, spec: &str) -> Result<RunRow, DbError> {
+    let runtime_id = spec;
     let pattern = format!("{runtime_id}%");
     let rows: Vec<RunRow> = on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
         "SELECT * FROM runtime WHERE runtime_id = $1 OR (length($1) >= 6 AND runtime_id LIKE $2) LIMIT 2")
@@ -283,7 +293,7 @@ pub async fn running_on(db: &Database, host_name: &str) -> Result<Vec<RunRow>, D
 }
 
 /// Recent runs, newest first, optionally of one app.
-pub async fn list(db: &Database, app_id: Option<&str>, limit: i64) -> Result<Vec<RunRow>, DbError> {
+pub async fn list(db: &Database, app_id: Option<&AppId>, limit: i64) -> Result<Vec<RunRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
         "SELECT * FROM runtime WHERE ($1 IS NULL OR app_id = $1) ORDER BY created_at DESC LIMIT $2")
         .bind(app_id).bind(limit).fetch_all(pool).await)?)
@@ -293,18 +303,18 @@ pub async fn list(db: &Database, app_id: Option<&str>, limit: i64) -> Result<Vec
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
     /// Only runs of this app (exact id).
-    pub app_id: Option<String>,
+    pub app_id: Option<AppId>,
     /// Only runs with this status.
     pub status: Option<String>,
     /// Continue after this run: its `created_at` and id ([`RunRow::sort_key`]).
-    pub before: Option<(DateTime<Utc>, String)>,
+    pub before: Option<(DateTime<Utc>, RuntimeId)>,
     /// At most this many.
     pub limit: i64,
 }
 
 impl RunRow {
     /// The key [`RunQuery::before`] continues from.
-    pub fn sort_key(&self) -> (DateTime<Utc>, String) {
+    pub fn sort_key(&self) -> (DateTime<Utc>, RuntimeId) {
         (self.created_at, self.runtime_id.clone())
     }
 }
@@ -331,7 +341,7 @@ pub struct ChangeCount {
 }
 
 /// A run's change feed counted by table and operation.
-pub async fn change_summary(db: &Database, runtime_id: &str) -> Result<Vec<ChangeCount>, DbError> {
+pub async fn change_summary(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<ChangeCount>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, ChangeCount>(
         "SELECT table_name, op, COUNT(*) AS count FROM run_changes WHERE runtime_id = $1 GROUP BY table_name, op ORDER BY table_name, op")
         .bind(runtime_id).fetch_all(pool).await)?)
@@ -349,14 +359,14 @@ pub struct ChangeRow {
 }
 
 /// The change feed of a run, in the order it was written.
-pub async fn changes(db: &Database, runtime_id: &str) -> Result<Vec<ChangeRow>, DbError> {
+pub async fn changes(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<ChangeRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, ChangeRow>(
         "SELECT table_name, op, row_key FROM run_changes WHERE runtime_id = $1 ORDER BY id")
         .bind(runtime_id).fetch_all(pool).await)?)
 }
 
 /// The runs of an app that have not ended (PENDING or RUNNING), on any host.
-pub async fn active_for_app(db: &Database, app_id: &str) -> Result<Vec<RunRow>, DbError> {
+pub async fn active_for_app(db: &Database, app_id: &AppId) -> Result<Vec<RunRow>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, RunRow>(
         "SELECT * FROM runtime WHERE app_id = $1 AND status IN ($2, $3) ORDER BY created_at")
         .bind(app_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str()).fetch_all(pool).await)?)
@@ -365,14 +375,14 @@ pub async fn active_for_app(db: &Database, app_id: &str) -> Result<Vec<RunRow>, 
 /// [`active_for_app`] inside the caller's transaction (which, on SQLite,
 /// holds the write lock, so no run can be created between this read and the
 /// caller's insert).
-pub async fn active_for_app_in(tx: &mut WriteTx, app_id: &str) -> Result<Vec<RunRow>, DbError> {
+pub async fn active_for_app_in(tx: &mut WriteTx, app_id: &AppId) -> Result<Vec<RunRow>, DbError> {
     Ok(on_tx!(tx, conn => sqlx::query_as::<_, RunRow>(
         "SELECT * FROM runtime WHERE app_id = $1 AND status IN ($2, $3) ORDER BY created_at")
         .bind(app_id).bind(RunStatus::Pending.as_str()).bind(RunStatus::Running.as_str()).fetch_all(&mut *conn).await)?)
 }
 
 /// Replaces the reason of an ended run (its supervisor adds who asked it to stop).
-pub async fn set_reason(db: &Database, runtime_id: &str, reason: &str) -> Result<(), DbError> {
+pub async fn set_reason(db: &Database, runtime_id: &RuntimeId, reason: &str) -> Result<(), DbError> {
     on_pool!(db, pool => sqlx::query("UPDATE runtime SET reason = $1 WHERE runtime_id = $2")
         .bind(reason).bind(runtime_id).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
@@ -398,7 +408,7 @@ macro_rules! save_metrics_query {
 /// writes and its final one may arrive in any order.
 pub async fn save_metrics(
     db: &Database,
-    runtime_id: &str,
+    runtime_id: &RuntimeId,
     generation: u64,
     doc: &serde_json::Value,
 ) -> Result<(), DbError> {
@@ -410,7 +420,7 @@ pub async fn save_metrics(
 /// its final metrics with its rows and status).
 pub async fn save_metrics_in(
     tx: &mut WriteTx,
-    runtime_id: &str,
+    runtime_id: &RuntimeId,
     generation: u64,
     doc: &serde_json::Value,
 ) -> Result<(), DbError> {
@@ -419,7 +429,7 @@ pub async fn save_metrics_in(
 }
 
 /// A run's stored request metrics, if it made any request.
-pub async fn metrics(db: &Database, runtime_id: &str) -> Result<Option<serde_json::Value>, DbError> {
+pub async fn metrics(db: &Database, runtime_id: &RuntimeId) -> Result<Option<serde_json::Value>, DbError> {
     let doc: Option<sqlx::types::Json<serde_json::Value>> = on_pool!(db, pool => sqlx::query_scalar(
         "SELECT metrics FROM dc_run_metrics WHERE runtime_id = $1")
         .bind(runtime_id).fetch_optional(pool).await)?;

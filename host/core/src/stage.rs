@@ -32,6 +32,7 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool};
 use crate::db::{Backend, DbError, WriteTx, waiting_for_lock};
 use crate::enums::{DbObjectType, UnicodeForm};
 use crate::hash::HashVersion;
+use crate::ids::{AppId, RuntimeId};
 use crate::merge::{self, MergeError, MergeRequest};
 
 /// One staged merge: its declaration and options, and the generation of the
@@ -39,8 +40,8 @@ use crate::merge::{self, MergeError, MergeRequest};
 #[derive(Debug)]
 struct Staged {
     n: usize,
-    app_id: String,
-    runtime_id: Option<String>,
+    app_id: AppId,
+    runtime_id: Option<RuntimeId>,
     decl: TableDecl,
     full_snapshot: bool,
     archive: bool,
@@ -132,8 +133,8 @@ impl StagedRun {
         let archive = req.archive_missing || decl.missing == MissingRows::Archive;
         self.merges.push(Staged {
             n,
-            app_id: req.app_id.to_string(),
-            runtime_id: req.runtime_id.map(str::to_string),
+            app_id: req.app_id.clone(),
+            runtime_id: req.runtime_id.cloned(),
             decl: decl.clone(),
             full_snapshot: req.full_snapshot,
             archive,
@@ -417,8 +418,8 @@ async fn apply_one(tx: &mut WriteTx, m: &Staged) -> Result<MergeSummary, MergeEr
 #[derive(Debug)]
 pub struct PgStream {
     n: usize,
-    app_id: String,
-    runtime_id: Option<String>,
+    app_id: AppId,
+    runtime_id: Option<RuntimeId>,
     decl: TableDecl,
     form: UnicodeForm,
     archive: bool,
@@ -447,8 +448,8 @@ impl PgStream {
         }
         Ok(PgStream {
             n,
-            app_id: req.app_id.to_string(),
-            runtime_id: req.runtime_id.map(str::to_string),
+            app_id: req.app_id.clone(),
+            runtime_id: req.runtime_id.cloned(),
             decl: req.decl.clone(),
             form: req.form,
             archive: req.archive_missing || req.decl.missing == MissingRows::Archive,

@@ -18,7 +18,9 @@ use crate::manager::Event;
 
 /// Finds the app a message names: its id, or exactly `group/parent/name`.
 async fn find_app(db: &Database, spec: &str) -> Result<Option<apps::AppRow>, DbError> {
-    if let Some(a) = apps::get_app(db, spec).await? {
+    if let Ok(id) = dc_core::AppId::parse(spec)
+        && let Some(a) = apps::get_app(db, &id).await?
+    {
         return Ok(Some(a));
     }
     Ok(apps::list_apps(db).await?.into_iter().find(|a| a.path() == spec))

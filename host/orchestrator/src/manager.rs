@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dc_core::apps::{self, AppRow};
 use dc_core::enums::{AlertSeverity, CmdName, FatalFlag, RunStatus};
-use dc_core::{hosts, runs};
+use dc_core::{AppId, RuntimeId, hosts, runs};
 use dc_runtime::supervisor::{self, Interrupt, RunOptions, SuperviseOptions};
 use dc_runtime::{HostEnv, RuntimeError};
 use dc_scheduler::{Clock, Jitter, MissedPolicy, Schedule};
@@ -72,7 +72,7 @@ pub enum Event {
     /// A run an earlier host left RUNNING ended as orphaned.
     Reaped {
         /// The run.
-        runtime_id: String,
+        runtime_id: RuntimeId,
     },
     /// A command was claimed.
     Command {
@@ -86,7 +86,7 @@ pub enum Event {
         /// `group/parent/name`.
         app: String,
         /// The run.
-        runtime_id: String,
+        runtime_id: RuntimeId,
         /// `schedule` or `command START` / `command RESTART`.
         cause: String,
     },
@@ -95,7 +95,7 @@ pub enum Event {
         /// `group/parent/name`.
         app: String,
         /// The run.
-        runtime_id: String,
+        runtime_id: RuntimeId,
         /// Its status.
         status: String,
         /// Why, if not a plain success.
@@ -240,7 +240,7 @@ pub fn plan(
 }
 
 struct Running {
-    app_id: String,
+    app_id: AppId,
     app: String,
     interrupt: watch::Sender<(Interrupt, String)>,
 }
@@ -252,10 +252,10 @@ struct Manager {
     events: mpsc::UnboundedSender<Event>,
     host: String,
     started: DateTime<Utc>,
-    running: HashMap<String, Running>,
-    tasks: JoinSet<(String, Result<runs::RunRow, RuntimeError>)>,
+    running: HashMap<RuntimeId, Running>,
+    tasks: JoinSet<(RuntimeId, Result<runs::RunRow, RuntimeError>)>,
     /// Apps to start again when their current run ends (RESTART).
-    restart: Vec<String>,
+    restart: Vec<AppId>,
     notify: crate::notify::Notifications,
     /// Notifications still being sent.
     sending: Vec<tokio::task::JoinHandle<()>>,
@@ -297,7 +297,7 @@ impl Manager {
         }
     }
 
-    fn is_running(&self, app_id: &str) -> bool {
+    fn is_running(&self, app_id: &AppId) -> bool {
         self.running.values().any(|r| r.app_id == app_id)
     }
 
@@ -363,7 +363,7 @@ impl Manager {
     }
 
     /// Supervises a created run in its own task.
-    fn launch(&mut self, app: &AppRow, runtime_id: String, cause: &str) {
+    fn launch(&mut self, app: &AppRow, runtime_id: RuntimeId, cause: &str) {
         let (tx, rx) = watch::channel((Interrupt::None, String::new()));
         let env = self.env.clone();
         let rid = runtime_id.clone();
@@ -400,7 +400,7 @@ impl Manager {
             prepared.push((d, run));
         }
         enum Decision {
-            Start(AppRow, String),
+            Start(AppRow, RuntimeId),
             Skip(AppRow, String),
         }
         let mut decided = Vec::with_capacity(prepared.len());
@@ -454,7 +454,7 @@ impl Manager {
 
     /// Disables an app whose runs failed `runs.max_consecutive_failures`
     /// times in a row, and alerts.
-    async fn fatal_check(&mut self, app_id: &str, path: &str) {
+    async fn fatal_check(&mut self, app_id: &AppId, path: &str) {
         let max = i64::from(self.env.settings.runs.max_consecutive_failures);
         let app = match apps::get_app(&self.env.db, app_id).await {
             Ok(Some(a)) => a,
@@ -632,7 +632,7 @@ impl Manager {
         wait.min(self.opts.tick)
     }
 
-    async fn ended(&mut self, runtime_id: String, result: Result<runs::RunRow, RuntimeError>) {
+    async fn ended(&mut self, runtime_id: RuntimeId, result: Result<runs::RunRow, RuntimeError>) {
         let Some(r) = self.running.remove(&runtime_id) else { return };
         let (status, reason, run) = match result {
             Ok(run) => (run.status.clone(), run.reason.clone(), Some(run)),

@@ -48,7 +48,7 @@ pub struct ManagerOptions {
     /// User agent of the proxies' clients.
     pub user_agent: String,
     /// The run reserving.
-    pub runtime_id: String,
+    pub runtime_id: dc_core::RuntimeId,
     /// Its host.
     pub host_name: String,
     /// Now (injected).
@@ -59,7 +59,12 @@ pub struct ManagerOptions {
 
 impl ManagerOptions {
     /// The options `settings` give a run of the app at `app_path`.
-    pub fn from_settings(s: &Settings, app_path: &str, runtime_id: &str, now: DateTime<Utc>) -> ManagerOptions {
+    pub fn from_settings(
+        s: &Settings,
+        app_path: &str,
+        runtime_id: &dc_core::RuntimeId,
+        now: DateTime<Utc>,
+    ) -> ManagerOptions {
         let p = &s.proxy;
         let ttl = p
             .reservation_ttl_secs
@@ -71,7 +76,7 @@ impl ManagerOptions {
             retire_below: p.retire_below,
             timeout: Duration::from_secs(s.runs.http_timeout_secs),
             user_agent: concat!("dc-host/", env!("CARGO_PKG_VERSION")).to_string(),
-            runtime_id: runtime_id.to_string(),
+            runtime_id: runtime_id.clone(),
             host_name: s.host_name(),
             now,
             ttl: Duration::from_secs(ttl),

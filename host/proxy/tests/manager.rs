@@ -163,7 +163,7 @@ async fn a_proxy_that_answers_403_is_retired_and_the_run_goes_on_without_it() {
         ProxyManager::start(static_of(&[&banned.url]), &db, opts("run2", ProxyRotate::Request, vec![])).await;
     let err = only_banned.expect_err("banned's exit is held by run1").to_string();
     assert!(err.contains("another run holds"), "{err}");
-    proxy_store::release_run(&db, "run1", Utc::now(), "run ended").await.unwrap();
+    proxy_store::release_run(&db, &"run1".into(), Utc::now(), "run ended").await.unwrap();
     let m =
         ProxyManager::start(static_of(&[&banned.url]), &db, opts("run2", ProxyRotate::Request, vec![])).await.unwrap();
     get_n(&m, &target.url, 3).await;
@@ -299,7 +299,8 @@ async fn a_proxy_another_run_holds_is_skipped() {
     let (db, _dir) = sqlite().await;
     let (a, b) = two_proxies();
     let now = Utc::now();
-    let holder = Holder { runtime_id: "other", host_name: "h", now, expires_at: now + chrono::Duration::hours(1) };
+    let other = dc_core::RuntimeId::from("other");
+    let holder = Holder { runtime_id: &other, host_name: "h", now, expires_at: now + chrono::Duration::hours(1) };
     let held = Candidate { exit_key: format!("proxy:{}", a.url), proxy: a.url.clone() };
     assert!(proxy_store::reserve(&db, &held, holder).await.unwrap());
     let m = ProxyManager::start(static_of(&[&a.url, &b.url]), &db, opts("run1", ProxyRotate::Request, vec![]))

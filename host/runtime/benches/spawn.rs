@@ -253,7 +253,7 @@ struct RunTiming {
     first_collect: Option<f64>,
 }
 
-async fn timed_run(env: &HostEnv, app_id: &str) -> Result<RunTiming, String> {
+async fn timed_run(env: &HostEnv, app_id: &dc_core::AppId) -> Result<RunTiming, String> {
     let app = apps::get_app(&env.db, app_id).await.map_err(|e| e.to_string())?.ok_or("app vanished")?;
     let opts = run_opts(1);
     let id = supervisor::create_run(env, &app, &opts).await.map_err(|e| e.to_string())?;

@@ -32,9 +32,9 @@ pub struct RunShared {
     /// Database.
     pub db: Database,
     /// App id.
-    pub app_id: String,
+    pub app_id: dc_core::AppId,
     /// Run id.
-    pub runtime_id: String,
+    pub runtime_id: dc_core::RuntimeId,
     /// The plugin's manifest.
     pub manifest: Manifest,
     /// Validated arguments.

@@ -10,6 +10,7 @@
 //! run id), so a recycled pid belonging to another process does not keep a
 //! dead run alive.
 
+use dc_core::RuntimeId;
 use dc_core::enums::RunStatus;
 use dc_core::runs::{self, RunRow};
 
@@ -36,7 +37,7 @@ fn program_of(pid: &str) -> Option<String> {
 }
 
 /// The state of the worker process `pid` of run `runtime_id` on this machine.
-pub fn worker_state(pid: i64, runtime_id: &str) -> WorkerState {
+pub fn worker_state(pid: i64, runtime_id: &RuntimeId) -> WorkerState {
     let Ok(pid) = u32::try_from(pid) else { return WorkerState::Gone };
     let proc_dir = std::path::Path::new("/proc").join(pid.to_string());
     // state and parent pid follow the parenthesised command name in /proc/PID/stat
@@ -114,10 +115,10 @@ mod tests {
     fn a_live_process_is_recognised_by_pid_and_command_line() {
         let me = i64::from(std::process::id());
         // this test binary's command line holds its own path, not a run id
-        let exe = std::env::args().next().expect("argv[0]");
+        let exe = RuntimeId::from(std::env::args().next().expect("argv[0]"));
         assert_eq!(worker_state(me, &exe), WorkerState::Alive);
         assert_eq!(
-            worker_state(me, "0123456789abcdef0123456789abcdef"),
+            worker_state(me, &RuntimeId::from("0123456789abcdef0123456789abcdef")),
             WorkerState::Gone,
             "pid reused by another process"
         );
@@ -142,8 +143,9 @@ mod tests {
         wait_exit_keep_zombie(child.id());
         let pid = i64::from(child.id());
         // its parent is this test binary, not dc-host: nobody will record the run
-        assert_eq!(worker_state(pid, "true"), WorkerState::Gone);
+        let argv0 = RuntimeId::from("true");
+        assert_eq!(worker_state(pid, &argv0), WorkerState::Gone);
         child.wait().expect("collect");
-        assert_eq!(worker_state(pid, "true"), WorkerState::Gone);
+        assert_eq!(worker_state(pid, &argv0), WorkerState::Gone);
     }
 }

@@ -49,7 +49,7 @@ pub enum RegisterOutcome {
     /// A new version was registered and is now active.
     Registered {
         /// App id.
-        app_id: String,
+        app_id: dc_core::AppId,
         /// `group/parent/name`.
         app: String,
         /// New version.
@@ -115,7 +115,7 @@ pub async fn register_with(
     let sha256 = store::sha256_file(path)?;
     if let Some(known) = apps::version_by_hash(db, &sha256).await? {
         let app = apps::get_app(db, &known.app_id).await?;
-        let path_name = app.as_ref().map(|a| a.path()).unwrap_or_else(|| known.app_id.clone());
+        let path_name = app.as_ref().map(|a| a.path()).unwrap_or_else(|| known.app_id.to_string());
         let active = app.and_then(|a| a.active_hash.map(|h| (h, a.active_version)));
         let outcome = match active {
             Some((h, _)) if h == sha256 => RegisterOutcome::AlreadyActive { app: path_name, version: known.version },

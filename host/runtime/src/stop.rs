@@ -29,9 +29,10 @@ pub enum StopOutcome {
     NotRunning(RunRow),
 }
 
-/// Asks the run `runtime_id` (or a unique prefix of 6+ characters) to stop.
-pub async fn stop_run(env: &HostEnv, runtime_id: &str) -> Result<StopOutcome, RuntimeError> {
-    let r = runs::get(&env.db, runtime_id).await?;
+/// Asks the run `spec` (its id or a unique prefix of 6+ characters, as a user
+/// typed it) to stop.
+pub async fn stop_run(env: &HostEnv, spec: &str) -> Result<StopOutcome, RuntimeError> {
+    let r = runs::get(&env.db, spec).await?;
     // a run whose worker is gone would never see the request
     if crate::reap::reap_run(env, &r).await? {
         return Ok(StopOutcome::Orphaned(runs::get(&env.db, &r.runtime_id).await?));

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use dc_core::apps::{self, AppRow};
 use dc_core::enums::RunStatus;
 use dc_core::runs::{self, NewRun, RunRow};
+use dc_core::{AppId, RuntimeId};
 use dc_plugin_api::Manifest;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -88,7 +89,7 @@ pub async fn active_plugin(env: &HostEnv, app: &AppRow) -> Result<(apps::PluginV
 /// active plugin version, validated arguments, threads and this host.
 #[derive(Debug, Clone)]
 pub struct PreparedRun {
-    app_id: String,
+    app_id: AppId,
     plugin_version: String,
     plugin_hash: String,
     args: String,
@@ -132,7 +133,7 @@ pub async fn prepare_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Resu
 }
 
 /// Validates arguments and creates the PENDING run; returns its id.
-pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<String, RuntimeError> {
+pub async fn create_run(env: &HostEnv, app: &AppRow, opts: &RunOptions) -> Result<RuntimeId, RuntimeError> {
     let prepared = prepare_run(env, app, opts).await?;
     Ok(runs::create(&env.db, &prepared.new_run()).await?)
 }
@@ -149,13 +150,13 @@ pub async fn create_resumed_run(
     app: &AppRow,
     from: &str,
     opts: &RunOptions,
-) -> Result<String, RuntimeError> {
+) -> Result<RuntimeId, RuntimeError> {
     let db = &env.db;
     let old = runs::get(db, from).await?;
     let id = &old.runtime_id;
     let path = app.path();
     if old.app_id != app.app_id {
-        let owner = apps::get_app(db, &old.app_id).await?.map(|a| a.path()).unwrap_or_else(|| old.app_id.clone());
+        let owner = apps::get_app(db, &old.app_id).await?.map(|a| a.path()).unwrap_or_else(|| old.app_id.to_string());
         return Err(RuntimeError::Refused(format!(
             "run {id} is a run of {owner}, not of {path}; resume it with `dc-host run {owner} --resume {id}`"
         )));
@@ -405,7 +406,11 @@ async fn pump_stderr(stderr: tokio::process::ChildStderr, runtime_id: String) ->
 }
 
 /// Spawns the worker for an existing PENDING run and waits for it.
-pub async fn supervise(env: &HostEnv, runtime_id: &str, time_limit: Option<Duration>) -> Result<RunRow, RuntimeError> {
+pub async fn supervise(
+    env: &HostEnv,
+    runtime_id: &RuntimeId,
+    time_limit: Option<Duration>,
+) -> Result<RunRow, RuntimeError> {
     supervise_with(env, runtime_id, SuperviseOptions { time_limit, interrupt: None }).await
 }
 
@@ -421,7 +426,11 @@ enum Ended {
 
 /// Spawns the worker for an existing PENDING run and waits for it, honouring
 /// the time limit and interrupts.
-pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOptions) -> Result<RunRow, RuntimeError> {
+pub async fn supervise_with(
+    env: &HostEnv,
+    runtime_id: &RuntimeId,
+    opts: SuperviseOptions,
+) -> Result<RunRow, RuntimeError> {
     let limit = opts.time_limit.unwrap_or(Duration::from_secs(env.settings.runs.time_limit_secs));
     let grace = Duration::from_secs(env.settings.runs.stop_grace_secs);
     // the worker gets a database ready for it: its tables exist (and are this
@@ -436,7 +445,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
     let mut cmd = tokio::process::Command::new(&env.exe);
     cmd.arg("worker")
         .arg("--runtime-id")
-        .arg(runtime_id)
+        .arg(runtime_id.as_str())
         .arg("--time-limit-ms")
         .arg(limit.as_millis().to_string())
         .process_group(0)
@@ -464,7 +473,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
     // for it on stdin meanwhile, starting its process): so the run has its
     // worker recorded before it does anything, and `reap` can tell when it is gone
     if let Err(e) = runs::mark_started(&env.db, runtime_id, pgid).await {
-        tracing::error!(runtime_id, error = %e, "cannot mark the run started");
+        tracing::error!(%runtime_id, error = %e, "cannot mark the run started");
     }
     let start = WorkerStart { settings: env.settings.clone(), run, manifest, module_path };
     let start_json = serde_json::to_string(&start).unwrap_or_default();
@@ -480,7 +489,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
     let mut ended = Ended::Exited;
     let kill = |why: &str| {
         if let Err(e) = signal_group(pgid, libc::SIGKILL) {
-            tracing::error!(runtime_id, pgid, error = %e, "cannot kill the worker's process group ({why})");
+            tracing::error!(%runtime_id, pgid, error = %e, "cannot kill the worker's process group ({why})");
         }
     };
     let status = loop {
@@ -522,7 +531,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
                         if grace_deadline.is_none() {
                             // if the request cannot be written, the grace period still ends in a kill
                             if let Err(e) = runs::request_stop(&env.db, runtime_id).await {
-                                tracing::error!(runtime_id, error = %e, "cannot ask the plugin to stop; killing it after the grace period");
+                                tracing::error!(%runtime_id, error = %e, "cannot ask the plugin to stop; killing it after the grace period");
                             }
                             grace_deadline = Some(tokio::time::Instant::now() + grace);
                         }
@@ -569,7 +578,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
         Ended::Exited => (RunStatus::Failed, explain_exit(env, status.as_ref(), &stderr)),
     };
     if finish_and_count(env, runtime_id, status_to_record, &reason).await? {
-        tracing::error!(runtime_id, %reason, "run ended by its supervisor");
+        tracing::error!(%runtime_id, %reason, "run ended by its supervisor");
     } else if !cause.is_empty() && before.status == RunStatus::Stopped.as_str() {
         // the plugin stopped by itself when asked: say who asked
         let reason = format!("{cause}: {}", before.reason.as_deref().unwrap_or("stopped on request"));
@@ -582,7 +591,7 @@ pub async fn supervise_with(env: &HostEnv, runtime_id: &str, opts: SuperviseOpti
 /// file in this host's store if it is not there, before its worker starts;
 /// returns the run, its plugin version's stored manifest and the file's path
 /// in this host's store. The error is the run's failure reason.
-async fn prepare_tables(env: &HostEnv, runtime_id: &str) -> Result<(RunRow, String, std::path::PathBuf), String> {
+async fn prepare_tables(env: &HostEnv, runtime_id: &RuntimeId) -> Result<(RunRow, String, std::path::PathBuf), String> {
     let run = runs::get(&env.db, runtime_id).await.map_err(|e| e.to_string())?;
     let version = apps::version_by_hash(&env.db, &run.plugin_hash)
         .await
@@ -631,15 +640,15 @@ fn explain_exit(env: &HostEnv, status: Option<&ExitStatus>, stderr: &StderrSumma
 /// limit, the reaper of orphaned runs).
 pub async fn finish_and_count(
     env: &HostEnv,
-    runtime_id: &str,
+    runtime_id: &RuntimeId,
     status: RunStatus,
     reason: &str,
 ) -> Result<bool, RuntimeError> {
     // a reservation left behind by a failed release ends at its expiry
     match dc_core::proxy_store::release_run(&env.db, runtime_id, chrono::Utc::now(), "run ended").await {
         Ok(0) => {}
-        Ok(released) => tracing::debug!(runtime_id, released, "proxy reservations released"),
-        Err(e) => tracing::warn!(runtime_id, error = %e, "cannot release the run's proxy reservations; they expire"),
+        Ok(released) => tracing::debug!(%runtime_id, released, "proxy reservations released"),
+        Err(e) => tracing::warn!(%runtime_id, error = %e, "cannot release the run's proxy reservations; they expire"),
     }
     if !runs::finish(&env.db, runtime_id, status, Some(reason)).await? {
         return Ok(false);

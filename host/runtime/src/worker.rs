@@ -53,7 +53,7 @@ pub const SELF_LIMIT_GRACE: Duration = Duration::from_secs(5);
 /// Ends the run when the supervisor did not: at `limit` + [`SELF_LIMIT_GRACE`]
 /// the worker records the run FAILED (counting it on the app) and kills its
 /// own process group — itself and everything the plugin spawned.
-fn self_limit(rt: Handle, env: HostEnv, runtime_id: String, limit: Duration) {
+fn self_limit(rt: Handle, env: HostEnv, runtime_id: dc_core::RuntimeId, limit: Duration) {
     std::thread::spawn(move || {
         let deadline = std::time::Instant::now() + limit + SELF_LIMIT_GRACE;
         loop {
@@ -80,9 +80,9 @@ fn self_limit(rt: Handle, env: HostEnv, runtime_id: String, limit: Duration) {
         });
         match ended {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(runtime_id, error = %e, "cannot record the time-limit end of the run"),
+            Ok(Err(e)) => tracing::error!(%runtime_id, error = %e, "cannot record the time-limit end of the run"),
             Err(_) => tracing::error!(
-                runtime_id,
+                %runtime_id,
                 "cannot record the time-limit end of the run: the database did not answer in time; `dc-host runs reap` will end it as orphaned"
             ),
         }
@@ -132,7 +132,6 @@ pub fn run(
     time_limit: Option<Duration>,
 ) -> i32 {
     let db = &env.db;
-    let runtime_id = run.runtime_id.as_str();
     // the database connection opens while the plugin loads and prepares its
     // work list; the first `collect` waits for it
     let connected = {
@@ -146,7 +145,7 @@ pub fn run(
         tracing::warn!(error = %e, "function-call recording is off for this run");
     }
     if let Some(limit) = time_limit {
-        self_limit(rt.clone(), env.clone(), runtime_id.to_string(), limit);
+        self_limit(rt.clone(), env.clone(), run.runtime_id.clone(), limit);
     }
     let span = tracing::info_span!("run", app_id = %run.app_id, runtime_id = %run.runtime_id);
     let _entered = span.enter();

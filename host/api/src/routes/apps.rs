@@ -29,7 +29,8 @@ use crate::{ApiError, ApiState, ErrorBody};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct App {
     /// Id (64 hex).
-    pub app_id: String,
+    #[schema(value_type = String)]
+    pub app_id: dc_core::AppId,
     /// `group/parent/name`.
     pub path: String,
     /// Group.
@@ -399,7 +400,8 @@ pub struct CommandRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueuedCommand {
     /// The app.
-    pub app_id: String,
+    #[schema(value_type = String)]
+    pub app_id: dc_core::AppId,
     /// `group/parent/name`.
     pub path: String,
     /// The command.
@@ -458,7 +460,8 @@ pub struct DeleteParams {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeletedApp {
     /// The app's id.
-    pub app_id: String,
+    #[schema(value_type = String)]
+    pub app_id: dc_core::AppId,
     /// `group/parent/name`.
     pub path: String,
     /// Registered versions removed (their files stay in the plugin store).

@@ -25,9 +25,11 @@ pub struct LogRecord {
     /// Message.
     pub message: String,
     /// App, if logged inside a run.
-    pub app_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub app_id: Option<dc_core::AppId>,
     /// Run, if logged inside a run.
-    pub runtime_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub runtime_id: Option<dc_core::RuntimeId>,
     /// Structured fields.
     #[schema(value_type = Object)]
     pub context: serde_json::Value,

@@ -20,7 +20,8 @@ use crate::{ApiError, ApiState, ErrorBody};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PluginApp {
     /// The app.
-    pub app_id: String,
+    #[schema(value_type = String)]
+    pub app_id: dc_core::AppId,
     /// `group/parent/name`.
     pub path: String,
     /// Active plugin version.

@@ -50,9 +50,11 @@ impl RunStatusParam {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Run {
     /// Id (32 hex).
-    pub runtime_id: String,
+    #[schema(value_type = String)]
+    pub runtime_id: dc_core::RuntimeId,
     /// The app.
-    pub app_id: String,
+    #[schema(value_type = String)]
+    pub app_id: dc_core::AppId,
     /// Plugin version used.
     pub plugin_version: String,
     /// SHA-256 of the plugin file used.
@@ -89,7 +91,8 @@ pub struct Run {
     /// Log records dropped because the log buffer was full.
     pub dropped_logs: i64,
     /// The run this run resumes (`dc-host run APP --resume ID`).
-    pub resumed_from: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub resumed_from: Option<dc_core::RuntimeId>,
 }
 
 /// Items a run collected.
@@ -171,7 +174,8 @@ pub async fn list(
     ApiQuery(p): ApiQuery<RunListParams>,
 ) -> Result<axum::Json<Page<Run>>, ApiError> {
     let limit = page::limit(p.limit)?;
-    let before = p.cursor.as_deref().map(|c| page::decode::<(DateTime<Utc>, String)>(RUNS, c)).transpose()?;
+    let before =
+        p.cursor.as_deref().map(|c| page::decode::<(DateTime<Utc>, dc_core::RuntimeId)>(RUNS, c)).transpose()?;
     let app_id = match &p.app {
         Some(spec) => Some(dc_core::apps::resolve_app(state.db(), spec).await?.app_id),
         None => None,

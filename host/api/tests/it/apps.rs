@@ -245,7 +245,7 @@ async fn deleting_an_app(api: TestApi) {
     let run = run(&api.db, &id).await;
     let (s, body) = api.send(Method::DELETE, &path, Some(ADMIN), &json!({})).await;
     assert_eq!((s, error_code(&body).as_str()), (409, "conflict"), "{body}");
-    assert!(body["error"]["message"].as_str().expect("message").contains(&run), "{body}");
+    assert!(body["error"]["message"].as_str().expect("message").contains(run.as_str()), "{body}");
     let (s, _) = api.get(&path, Some(VIEWER)).await;
     assert_eq!(s, 200, "still there");
     dc_core::runs::finish(&api.db, &run, dc_core::enums::RunStatus::Stopped, None).await.expect("finish");

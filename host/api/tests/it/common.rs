@@ -223,13 +223,13 @@ pub fn error_code(body: &Value) -> String {
 }
 
 /// Creates the app `it/tests/NAME` and returns its id.
-pub async fn app(db: &Database, name: &str) -> String {
+pub async fn app(db: &Database, name: &str) -> dc_core::AppId {
     apps::ensure_app(db, "it", "tests", name, "scraper", "api test app").await.expect("ensure_app");
     apps::app_id_for("it", "tests", name)
 }
 
 /// Creates a PENDING run of `app_id` and returns its id.
-pub async fn run(db: &Database, app_id: &str) -> String {
+pub async fn run(db: &Database, app_id: &dc_core::AppId) -> dc_core::RuntimeId {
     runs::create(
         db,
         &runs::NewRun {

@@ -44,7 +44,7 @@ async fn runs_list_walks_newest_first_filters_and_shows_details() {
     sorted.dedup();
     assert_eq!(sorted.len(), 7, "every run exactly once: {seen:?}");
     let rows = runs::list(&api.db, None, 100).await.expect("runs");
-    let expected: Vec<String> = rows.iter().map(|r| r.runtime_id.clone()).collect();
+    let expected: Vec<String> = rows.iter().map(|r| r.runtime_id.to_string()).collect();
     assert_eq!(seen, expected, "the order of `dc-host runs list`");
 
     let (_, body) = api.get("/api/v1/runs?app=it/tests/runs-b", Some(VIEWER)).await;

@@ -103,3 +103,33 @@ async fn with_the_token_authority_mounted_the_document_describes_its_form_endpoi
     server.await.expect("server task").expect("served");
     api.stop().await;
 }
+
+#[tokio::test]
+async fn typed_ids_are_plain_strings_in_the_document() {
+    let api = TestApi::sqlite().await;
+    let (s, doc) = api.get("/api/v1/openapi.json", None).await;
+    assert_eq!(s, 200);
+    let schemas = &doc["components"]["schemas"];
+    // (schema, field, may be null): `AppId` / `RuntimeId` fields document as
+    // the strings they were before the ids were typed
+    for (schema, field, nullable) in [
+        ("App", "app_id", false),
+        ("QueuedCommand", "app_id", false),
+        ("DeletedApp", "app_id", false),
+        ("PluginApp", "app_id", false),
+        ("Run", "runtime_id", false),
+        ("Run", "app_id", false),
+        ("Run", "resumed_from", true),
+        ("LogRecord", "app_id", true),
+        ("LogRecord", "runtime_id", true),
+    ] {
+        let s = &schemas[schema];
+        let prop = &s["properties"][field];
+        let ty = if nullable { json!(["string", "null"]) } else { json!("string") };
+        assert_eq!(prop["type"], ty, "{schema}.{field}: {prop}");
+        assert!(prop["description"].as_str().is_some_and(|d| !d.is_empty()), "{schema}.{field} keeps its doc: {prop}");
+        let required = s["required"].as_array().is_some_and(|r| r.contains(&json!(field)));
+        assert_eq!(required, !nullable, "{schema}.{field} required: {}", s["required"]);
+    }
+    api.stop().await;
+}

@@ -116,7 +116,7 @@ pub enum AppsCommand {
 /// An app as `apps list|show --json` prints it.
 #[derive(Serialize)]
 struct AppView {
-    app_id: String,
+    app_id: dc_core::AppId,
     app: String,
     enabled: bool,
     active_version: Option<String>,

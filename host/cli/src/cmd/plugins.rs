@@ -116,7 +116,7 @@ pub async fn exec(c: PluginsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> 
                 #[derive(serde::Serialize)]
                 struct Inspected<'a> {
                     file: String,
-                    app_id: String,
+                    app_id: dc_core::AppId,
                     #[serde(flatten)]
                     probe: &'a dc_runtime::probe::ProbeOutput,
                     /// Required capabilities this host lacks (registration would refuse the plugin).

@@ -119,7 +119,7 @@ pub fn print_run(r: &RunRow, app: &str) {
 struct Resume {
     /// The run that resumed this one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    resumed_by: Option<String>,
+    resumed_by: Option<dc_core::RuntimeId>,
     /// It can be resumed now (ended FAILED or STOPPED, items saved, not resumed yet).
     resumable: bool,
     /// Its saved work items by state.
@@ -235,19 +235,19 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 Some(a) => Some(apps::resolve_app(&env.db, &a).await?.app_id),
                 None => None,
             };
-            let list = runs::list(&env.db, app_id.as_deref(), limit).await?;
+            let list = runs::list(&env.db, app_id.as_ref(), limit).await?;
             if json {
                 output::json(&list)?;
             } else if list.is_empty() {
                 println!("no runs yet; start one with `dc-host run APP`");
             } else {
-                let names: std::collections::HashMap<String, String> =
+                let names: std::collections::HashMap<dc_core::AppId, String> =
                     apps::list_apps(&env.db).await?.into_iter().map(|a| (a.app_id.clone(), a.path())).collect();
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|r| {
                         vec![
-                            r.runtime_id.clone(),
+                            r.runtime_id.to_string(),
                             names.get(&r.app_id).cloned().unwrap_or_else(|| output::short(&r.app_id)),
                             r.plugin_version.clone(),
                             r.status.clone(),
@@ -280,7 +280,7 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 output::json(&RunDetail { run: &r, resume, changes: feed, logs: log_rows, functions: calls, metrics })?;
             } else {
                 let app =
-                    apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.clone());
+                    apps::get_app(&env.db, &r.app_id).await?.map(|a| a.path()).unwrap_or_else(|| r.app_id.to_string());
                 print_run(&r, &app);
                 if let Some(by) = &resume.resumed_by {
                     println!("continued  by run {by} (--resume)");

@@ -136,7 +136,7 @@ pub fn exec(a: ScaffoldArgs, settings: &Settings) -> anyhow::Result<ExitCode> {
         ("parent", a.parent.clone()),
         ("name", a.name.clone()),
         ("table", format!("{}_pages", a.name)),
-        ("app_id", app_id.clone()),
+        ("app_id", app_id.to_string()),
         ("sdk_path", toml_string(&sdk)),
         ("sdk_version", sdk_version().to_string()),
         ("plugins_dir", plugins_dir.display().to_string()),

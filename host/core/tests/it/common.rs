@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dc_core::enums::UnicodeForm;
 use dc_core::merge::{self, MergeRequest};
-use dc_core::{Database, Settings, apps, runs};
+use dc_core::{AppId, Database, RuntimeId, Settings, apps, runs};
 use dc_plugin_api::{ColumnType, TableDecl};
 use serde_json::{Map, Value, json};
 use sqlx::{AssertSqlSafe, Row};
@@ -149,7 +149,7 @@ pub fn pair(i: usize, changed: bool) -> Map<String, Value> {
 }
 
 /// A merge request with the usual defaults (full snapshot, NFC, delete).
-pub fn req<'a>(app_id: &'a str, runtime_id: Option<&'a str>, decl: &'a TableDecl) -> MergeRequest<'a> {
+pub fn req<'a>(app_id: &'a AppId, runtime_id: Option<&'a RuntimeId>, decl: &'a TableDecl) -> MergeRequest<'a> {
     MergeRequest {
         app_id,
         runtime_id,
@@ -162,13 +162,13 @@ pub fn req<'a>(app_id: &'a str, runtime_id: Option<&'a str>, decl: &'a TableDecl
 }
 
 /// Ensures an app `it/tests/<name>` and returns its id.
-pub async fn new_app(db: &Database, name: &str) -> String {
+pub async fn new_app(db: &Database, name: &str) -> AppId {
     apps::ensure_app(db, "it", "tests", name, "scraper", "integration test app").await.expect("ensure_app");
     apps::app_id_for("it", "tests", name)
 }
 
 /// Creates a PENDING run of the app.
-pub async fn new_run(db: &Database, app_id: &str) -> String {
+pub async fn new_run(db: &Database, app_id: &AppId) -> RuntimeId {
     runs::create(
         db,
         &runs::NewRun { app_id, plugin_version: "1.0.0", plugin_hash: "0000", args: "{}", threads: 1, host_name: "it" },
@@ -251,7 +251,7 @@ pub async fn live(db: &Database, decl: &TableDecl) -> BTreeMap<String, Map<Strin
 }
 
 /// A run's change feed as sorted (table, op, key) triples.
-pub async fn feed(db: &Database, runtime_id: &str) -> Vec<(String, String, String)> {
+pub async fn feed(db: &Database, runtime_id: &RuntimeId) -> Vec<(String, String, String)> {
     let mut v: Vec<_> = runs::changes(db, runtime_id)
         .await
         .expect("changes")

@@ -52,7 +52,7 @@ async fn an_app_is_deleted_in_one_transaction(t: &TestDb) {
     // an active run: refused, nothing changed
     let e = apps::delete_app(&t.db, &app, true).await.expect_err("active run");
     assert!(matches!(e, DbError::Conflict(_)) && e.kind() == ErrorKind::Conflict, "{e:?}");
-    assert!(e.to_string().contains(&run) && e.to_string().contains("runs stop"), "{e}");
+    assert!(e.to_string().contains(run.as_str()) && e.to_string().contains("runs stop"), "{e}");
     assert!(apps::get_app(&t.db, &app).await.expect("read").is_some());
     assert_eq!(raw_count(&t.db, "doomed_items").await, 2);
 

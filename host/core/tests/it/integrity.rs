@@ -378,7 +378,7 @@ async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
         retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0, run_items: 0, audit_entries: 0 },
         "in batches of 2, everything old and ended, nothing else"
     );
-    let left: Vec<String> =
+    let left: Vec<dc_core::RuntimeId> =
         runs::list(db, Some(&app), 10).await.expect("runs").into_iter().map(|r| r.runtime_id).collect();
     assert!(!left.contains(&ids[0]) && left.contains(&ids[1]) && left.contains(&ids[2]), "{left:?}");
     assert!(retention::purge(db, cutoff, 2).await.expect("again").is_empty());

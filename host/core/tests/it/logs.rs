@@ -37,7 +37,7 @@ fn emit(app: &str, rid: &str, other_rid: &str) -> usize {
 }
 
 /// A stored log record: level, target, message, app id, run id, context.
-type LogRecord = (String, String, String, Option<String>, Option<String>, Value);
+type LogRecord = (String, String, String, Option<dc_core::AppId>, Option<dc_core::RuntimeId>, Value);
 
 fn check_records(rows: &[LogRecord], app: &str, rid: &str) {
     let target = module_path!();
@@ -122,7 +122,14 @@ async fn log_sink_falls_back_to_jsonl(t: &TestDb) {
             let s = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("{k} in {r}")).to_string();
             let ts: chrono::DateTime<chrono::Utc> = s("ts").parse().expect("ts is RFC 3339");
             assert!((chrono::Utc::now() - ts).num_seconds().abs() < 60, "{r}");
-            (s("level"), s("target"), s("message"), Some(s("app_id")), Some(s("runtime_id")), r["context"].clone())
+            (
+                s("level"),
+                s("target"),
+                s("message"),
+                Some(s("app_id").into()),
+                Some(s("runtime_id").into()),
+                r["context"].clone(),
+            )
         })
         .collect();
     check_records(&ours, &app, &rid);

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use dc_core::enums::RunStatus;
 use dc_core::logs::LogRow;
-use dc_core::{Database, Settings, apps, logs, merge, runs};
+use dc_core::{AppId, Database, RuntimeId, Settings, apps, logs, merge, runs};
 use dc_plugin_api::TableDecl;
 use serde_json::{Map, Value, json};
 use sqlx::{Connection, Row};
@@ -180,15 +180,15 @@ fn writer_expected_counters(w: usize) -> [i64; 4] {
 fn writer_child() {
     let Ok(url) = std::env::var("DC_IT_WRITER_DB") else { return };
     let w: usize = env("DC_IT_WRITER_IDX").parse().expect("index");
-    let rid = env("DC_IT_WRITER_RID");
-    let app = env("DC_IT_WRITER_APP");
+    let rid = RuntimeId::from(env("DC_IT_WRITER_RID"));
+    let app = AppId::from(env("DC_IT_WRITER_APP"));
     if let Err(e) = runtime().block_on(writer_main(&url, w, &rid, &app)) {
         panic!("writer {w} failed: {e}");
     }
     println!("DC_IT_WRITER_DONE {w}");
 }
 
-async fn writer_main(url: &str, w: usize, rid: &str, app: &str) -> Result<(), BoxError> {
+async fn writer_main(url: &str, w: usize, rid: &RuntimeId, app: &AppId) -> Result<(), BoxError> {
     let db = Database::connect_url(url, &Settings::default()).await?;
     runs::mark_started(&db, rid, std::process::id()).await?;
     let d = writer_decl(w);
@@ -210,8 +210,8 @@ async fn writer_main(url: &str, w: usize, rid: &str, app: &str) -> Result<(), Bo
                     level: "INFO".into(),
                     target: "it::writer".into(),
                     message: format!("writer {w} round {round} record {i}"),
-                    app_id: Some(app.to_string()),
-                    runtime_id: Some(rid.to_string()),
+                    app_id: Some(app.clone()),
+                    runtime_id: Some(rid.clone()),
                     context: sqlx::types::Json(json!({"w": w, "round": round, "i": i})),
                 })
                 .collect();
@@ -244,8 +244,8 @@ async fn concurrent_sqlite_writers_in_separate_processes() {
             let mut cmd = child_command(WRITER_TEST);
             cmd.env("DC_IT_WRITER_DB", &t.url)
                 .env("DC_IT_WRITER_IDX", w.to_string())
-                .env("DC_IT_WRITER_RID", &rids[w])
-                .env("DC_IT_WRITER_APP", &app);
+                .env("DC_IT_WRITER_RID", rids[w].as_str())
+                .env("DC_IT_WRITER_APP", app.as_str());
             Running::start(format!("writer {w}"), cmd)
         })
         .collect();
@@ -457,8 +457,8 @@ fn classify_detects_a_mix() {
 #[ignore = "child process of crash_mid_merge (merges, then hangs until killed)"]
 fn crash_child() {
     let Ok(url) = std::env::var("DC_IT_CRASH_DB") else { return };
-    let rid = env("DC_IT_CRASH_RID");
-    let app = env("DC_IT_CRASH_APP");
+    let rid = RuntimeId::from(env("DC_IT_CRASH_RID"));
+    let app = AppId::from(env("DC_IT_CRASH_APP"));
     let n: usize = env("DC_IT_CRASH_N").parse().expect("n");
     // the merge's debug events on stdout: the parent waits for the one that
     // says the merge transaction is writing
@@ -555,8 +555,8 @@ async fn crash_mid_merge(t: &TestDb) {
 
     let mut cmd = child_command(CRASH_TEST);
     cmd.env("DC_IT_CRASH_DB", &t.url)
-        .env("DC_IT_CRASH_RID", &rid)
-        .env("DC_IT_CRASH_APP", &app)
+        .env("DC_IT_CRASH_RID", rid.as_str())
+        .env("DC_IT_CRASH_APP", app.as_str())
         .env("DC_IT_CRASH_N", n.to_string());
     let mut child = Running::start("crash child".into(), cmd);
     // the event: the child's merge logs that its transaction is writing

@@ -23,7 +23,7 @@ async fn migrate_status_drop_seed(t: &TestDb) {
     // seed records every core table under dc-host, idempotently
     db.seed().await.expect("seed");
     db.seed().await.expect("seed again");
-    let seeded = apps::db_objects(db, Some("dc-host")).await.expect("db_objects");
+    let seeded = apps::db_objects(db, Some(&dc_core::AppId::host())).await.expect("db_objects");
     let mut names: Vec<&str> = seeded.iter().map(|o| o.object_name.as_str()).collect();
     names.sort_unstable();
     let mut expected: Vec<&str> = CORE_TABLES.to_vec();

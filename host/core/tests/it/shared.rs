@@ -19,7 +19,13 @@ enum Path {
 }
 
 /// Merges `rows` as a full snapshot of `app` through `path`.
-async fn put(db: &Database, path: Path, app: &str, decl: &TableDecl, rows: &[Map<String, Value>]) -> MergeSummary {
+async fn put(
+    db: &Database,
+    path: Path,
+    app: &dc_core::AppId,
+    decl: &TableDecl,
+    rows: &[Map<String, Value>],
+) -> MergeSummary {
     match (path, db) {
         (Path::Staged, Database::Sqlite(pool)) => {
             let mut s = StagedRun::open(pool).await.expect("open");

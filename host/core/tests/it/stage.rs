@@ -5,7 +5,7 @@
 
 use dc_core::merge;
 use dc_core::stage::StagedRun;
-use dc_core::{Database, Settings};
+use dc_core::{AppId, Database, RuntimeId, Settings};
 use dc_plugin_api::{MergeSummary, TableDecl};
 use serde_json::{Map, Value, json};
 
@@ -21,8 +21,8 @@ fn pool(db: &Database) -> &sqlx::SqlitePool {
 /// Stages one merge, applies it and commits.
 async fn staged(
     db: &Database,
-    app: &str,
-    rid: Option<&str>,
+    app: &AppId,
+    rid: Option<&RuntimeId>,
     decl: &TableDecl,
     rows: &[Map<String, Value>],
 ) -> (MergeSummary, MergeSummary) {
@@ -178,8 +178,8 @@ async fn a_failed_apply_changes_no_table() {
 /// in the run's transaction), closed as a full snapshot, then committed.
 async fn streamed(
     db: &Database,
-    app: &str,
-    rid: &str,
+    app: &AppId,
+    rid: &RuntimeId,
     decl: &TableDecl,
     rows: &[Map<String, Value>],
     batch: usize,

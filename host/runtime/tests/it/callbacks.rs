@@ -31,7 +31,7 @@ async fn rows(t: &TestEnv, decl: &TableDecl) -> Vec<(i64, Value)> {
 }
 
 /// A run's change feed as sorted (table, op, key).
-async fn feed(t: &TestEnv, runtime_id: &str) -> Vec<(String, String, String)> {
+async fn feed(t: &TestEnv, runtime_id: &dc_core::RuntimeId) -> Vec<(String, String, String)> {
     let mut v: Vec<_> = runs::changes(t.db(), runtime_id)
         .await
         .expect("changes")
