@@ -60,10 +60,7 @@ async fn robots_site(robots: &'static str) -> (String, Arc<AtomicUsize>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_share_one_concurrency_budget_and_a_closed_connection_gives_its_permits_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("limiter.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(one_at_a_time()))));
+    let (_dir, socket) = permit_server(Politeness::new(one_at_a_time()));
     let url = Url::parse("http://127.0.0.1:9/x").expect("url");
     let (a, b) = (PermitClient::new(&socket), PermitClient::new(&socket));
 
@@ -83,10 +80,7 @@ async fn workers_share_one_concurrency_budget_and_a_closed_connection_gives_its_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn robots_txt_is_fetched_once_for_every_worker_and_refusals_say_where() {
     let (base, asked) = robots_site("User-agent: *\nDisallow: /private/\n").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("limiter.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(LimitConfig::default()))));
+    let (_dir, socket) = permit_server(Politeness::new(LimitConfig::default()));
     let workers: Vec<HostLimiter> = (0..3)
         .map(|_| HostLimiter::new(Some(socket.clone()), LimitConfig::default(), true, "opt out with X".into()))
         .collect();
@@ -319,6 +313,21 @@ fn a_takeover_keeps_the_back_off_of_the_process_that_served() {
     });
 }
 
+/// A permit server serving `politeness` on `limiter.sock` in a new temporary
+/// directory (kept alive by the returned guard).
+fn permit_server(politeness: Politeness) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("limiter.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    tokio::spawn(dc_net::serve(listener, Arc::new(politeness)));
+    (dir, socket)
+}
+
+/// Limits whose breaker opens after 3 consecutive failures, for 30 s.
+fn three_failures() -> LimitConfig {
+    LimitConfig { breaker: BreakerPolicy { failures: 3, cooldown: Duration::from_secs(30) }, ..LimitConfig::default() }
+}
+
 /// A breaker clock the test moves by hand.
 struct Manual(std::sync::Mutex<std::time::Instant>);
 
@@ -330,15 +339,9 @@ impl dc_net::breaker::Clock for Manual {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_circuit_one_run_opened_refuses_every_run_until_its_probe_succeeds() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("limiter.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-    let config = LimitConfig {
-        breaker: BreakerPolicy { failures: 3, cooldown: Duration::from_secs(30) },
-        ..LimitConfig::default()
-    };
+    let config = three_failures();
     let clock = Arc::new(Manual(std::sync::Mutex::new(std::time::Instant::now())));
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::with_breaker_clock(config.clone(), clock.clone()))));
+    let (_dir, socket) = permit_server(Politeness::with_breaker_clock(config.clone(), clock.clone()));
     let first = HostLimiter::new(Some(socket.clone()), config.clone(), false, String::new());
     let second = HostLimiter::new(Some(socket.clone()), config, false, String::new());
     let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
@@ -384,12 +387,9 @@ async fn a_circuit_one_run_opened_refuses_every_run_until_its_probe_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_s_probe_refused_by_the_host_wide_circuit_does_not_stay_in_flight() {
     use dc_net::breaker::State;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("limiter.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
     let policy = BreakerPolicy { failures: 1, cooldown: Duration::from_secs(30) };
     let config = LimitConfig { breaker: policy, ..LimitConfig::default() };
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(config.clone()))));
+    let (_dir, socket) = permit_server(Politeness::new(config.clone()));
     let limiter = HostLimiter::new(Some(socket.clone()), config, false, String::new());
     let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
     // another run opened the domain's circuit on the server
@@ -464,10 +464,8 @@ fn count(lines: &std::sync::Mutex<Vec<String>>, kind: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_without_limits_is_granted_passes_that_send_nothing_back_unless_notable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (socket, relay) = (dir.path().join("limiter.sock"), dir.path().join("relay.sock"));
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(LimitConfig::default()))));
+    let (dir, socket) = permit_server(Politeness::new(LimitConfig::default()));
+    let relay = dir.path().join("relay.sock");
     let lines = recording_relay(socket.clone(), relay.clone()).await;
     let free = Url::parse("http://127.0.0.1:9/x").expect("url");
     let c = PermitClient::new(&relay);
@@ -493,10 +491,8 @@ async fn a_domain_without_limits_is_granted_passes_that_send_nothing_back_unless
         domains: [("127.0.0.2".to_string(), Tuning { rps: None, concurrency: 2, ..Tuning::default() })].into(),
         ..LimitConfig::default()
     };
-    let dir2 = tempfile::tempdir().expect("tempdir");
-    let (socket2, relay2) = (dir2.path().join("limiter.sock"), dir2.path().join("relay.sock"));
-    let listener = tokio::net::UnixListener::bind(&socket2).expect("bind");
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(limited))));
+    let (dir2, socket2) = permit_server(Politeness::new(limited));
+    let relay2 = dir2.path().join("relay.sock");
     let lines2 = recording_relay(socket2, relay2.clone()).await;
     let c2 = PermitClient::new(&relay2);
     let p = bounded(c2.acquire(&Url::parse("http://127.0.0.2:9/x").expect("url"), false))
@@ -512,10 +508,8 @@ async fn a_domain_without_limits_is_granted_passes_that_send_nothing_back_unless
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_on_a_pass_is_reported_and_blocks_the_other_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (socket, relay) = (dir.path().join("limiter.sock"), dir.path().join("relay.sock"));
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(LimitConfig::default()))));
+    let (dir, socket) = permit_server(Politeness::new(LimitConfig::default()));
+    let relay = dir.path().join("relay.sock");
     let lines = recording_relay(socket.clone(), relay.clone()).await;
     let first = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), false, String::new());
     let second = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), false, String::new());
@@ -537,14 +531,8 @@ async fn a_429_on_a_pass_is_reported_and_blocks_the_other_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_passes_open_the_circuit_for_every_run() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("limiter.sock");
-    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
-    let config = LimitConfig {
-        breaker: BreakerPolicy { failures: 3, cooldown: Duration::from_secs(30) },
-        ..LimitConfig::default()
-    };
-    tokio::spawn(dc_net::serve(listener, Arc::new(Politeness::new(config.clone()))));
+    let config = three_failures();
+    let (_dir, socket) = permit_server(Politeness::new(config.clone()));
     let (a, b) = (PermitClient::new(&socket), PermitClient::new(&socket));
     let dead = Url::parse("http://127.0.0.1:9/x").expect("url");
     let other = Url::parse("http://127.0.0.2:9/x").expect("url");
