@@ -166,6 +166,9 @@ impl ApiState {
                        (viewer < operator < admin). Errors are `{\"error\": {\"code\", \"message\"}}`."
     ),
     modifiers(&BearerScheme),
+    // enums used only by query parameters: utoipa refers to them by `$ref`
+    // but collects only body and response schemas by itself
+    components(schemas(routes::apps::AppSortParam, routes::runs::RunStatusParam, routes::logs::LevelParam)),
     tags(
         (name = "health", description = "Liveness and readiness"),
         (name = "apps", description = "Apps: state, schedule, arguments, commands"),
