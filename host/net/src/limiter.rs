@@ -99,6 +99,12 @@ struct Domain {
     released: Notify,
 }
 
+impl Domain {
+    fn new(name: &str, throttle: Throttle) -> Arc<Domain> {
+        Arc::new(Domain { name: name.to_string(), throttle: Mutex::new(throttle), released: Notify::new() })
+    }
+}
+
 /// Why the limiter refuses a request (it is not sent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -294,7 +300,7 @@ fn load(
         t.restore(&saved, now);
         if t.saved(now).is_some() {
             tracing::info!(domain = %name, blocked_for_ms = left.as_millis() as u64, rate = ?t.effective_rate(), "taking over the politeness back-off of {name}");
-            out.insert(name.clone(), Arc::new(Domain { name, throttle: Mutex::new(t), released: Notify::new() }));
+            out.insert(name.clone(), Domain::new(&name, t));
         }
     }
     let mut robots = HashMap::new();
@@ -306,10 +312,9 @@ fn load(
             continue;
         }
         let (rules, _) = Rules::from_answer(r.status, r.body.as_bytes(), &url, config.robots_ttl);
-        let domain = out.entry(name.clone()).or_insert_with(|| {
-            let t = Throttle::new(config.tuning(&name).clone(), now);
-            Arc::new(Domain { name: name.clone(), throttle: Mutex::new(t), released: Notify::new() })
-        });
+        let domain = out
+            .entry(name.clone())
+            .or_insert_with(|| Domain::new(&name, Throttle::new(config.tuning(&name).clone(), now)));
         lock(&domain.throttle).set_crawl_delay(rules.crawl_delay());
         tracing::info!(robots = %url, kept_for_s = left.as_secs(), crawl_delay = ?rules.crawl_delay(), "taking over the robots.txt of {url}");
         let fetched = Fetched { rules, until: at + left, status: r.status, body: r.body };
@@ -491,13 +496,7 @@ impl Politeness {
     fn domain(&self, name: &str) -> Arc<Domain> {
         lock(&self.domains)
             .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Domain {
-                    name: name.to_string(),
-                    throttle: Mutex::new(Throttle::new(self.config.tuning(name).clone(), self.epoch.elapsed())),
-                    released: Notify::new(),
-                })
-            })
+            .or_insert_with(|| Domain::new(name, Throttle::new(self.config.tuning(name).clone(), self.epoch.elapsed())))
             .clone()
     }
 
