@@ -1095,16 +1095,43 @@ fn thread_cpu_secs() -> Option<f64> {
     Some(ns as f64 / 1e9)
 }
 
-/// Runs `f` and returns its wall-clock and CPU seconds (CPU falls back to wall).
-fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
-    let (c0, t0) = (thread_cpu_secs(), Instant::now());
+/// This thread's user and system CPU seconds (`getrusage(RUSAGE_THREAD)`).
+/// The kernel splits the precise run time between the two by tick samples,
+/// like the `times()` that `openssl speed` reads.
+#[allow(unsafe_code)]
+fn thread_user_sys_secs() -> Option<(f64, f64)> {
+    // SAFETY: getrusage writes one `rusage` into the zeroed value it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return None;
+    }
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some((s(ru.ru_utime), s(ru.ru_stime)))
+}
+
+/// What [`timed`] measured, in seconds.
+struct Took {
+    wall: f64,
+    /// This thread's CPU time, user + system (falls back to `wall`).
+    cpu: f64,
+    /// The system share of `cpu` (page faults, mostly), by `getrusage`.
+    sys: Option<f64>,
+}
+
+/// Runs `f` and returns what it took: wall clock, CPU, and the system share.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Took) {
+    let (c0, r0, t0) = (thread_cpu_secs(), thread_user_sys_secs(), Instant::now());
     let out = f();
-    let (wall, c1) = (t0.elapsed().as_secs_f64(), thread_cpu_secs());
+    let (wall, c1, r1) = (t0.elapsed().as_secs_f64(), thread_cpu_secs(), thread_user_sys_secs());
     let cpu = match (c0, c1) {
         (Some(a), Some(b)) if b > a => b - a,
         _ => wall,
     };
-    (out, wall, cpu)
+    let sys = match (r0, r1) {
+        (Some((_, a)), Some((_, b))) => Some((b - a).max(0.0)),
+        _ => None,
+    };
+    (out, Took { wall, cpu, sys })
 }
 
 fn hash_part(policy: &Policy, p: &PreparedRows, lines: &mut Vec<Line>, notes: &mut Vec<String>) {
@@ -1127,6 +1154,7 @@ fn hash_part(policy: &Policy, p: &PreparedRows, lines: &mut Vec<Line>, notes: &m
     // time too: like for like, and a busy machine does not bias the ratio
     // against the subject. The wall-clock ratio is kept as an info line.
     let (mut bulk, mut bulk_wall, mut raw) = (Series::default(), Series::default(), Series::default());
+    let mut plain_series = Series::default();
     let mut openssl_rates = Vec::new();
     let mut rep = 0;
     while rep < policy.max && !(rep >= policy.min && policy.done(&[&bulk])) {
@@ -1143,10 +1171,18 @@ fn hash_part(policy: &Policy, p: &PreparedRows, lines: &mut Vec<Line>, notes: &m
         };
         openssl_rates.push(openssl);
         let base_secs = total as f64 / openssl;
-        let (hs, b_wall, b) = timed(|| hash::bulk_hash(&names, &p.cells, FORM));
+        let (hs, took) = timed(|| hash::bulk_hash(&names, &p.cells, FORM));
+        let (b, b_wall) = (took.cpu, took.wall);
         assert_eq!(hs.len(), n);
         std::hint::black_box(hs);
-        let (acc, _, r) = timed(|| {
+        let (hp, plain) = timed(|| hash::bulk_hash_plain(&names, &p.cells, FORM));
+        std::hint::black_box(hp);
+        log(format!(
+            "pair {rep}: bulk_hash without the look-ahead {:.3}s CPU = {}",
+            plain.cpu,
+            pct(base_secs / plain.cpu)
+        ));
+        let (acc, Took { cpu: r, .. }) = timed(|| {
             let mut acc = 0u8;
             for x in &inputs {
                 acc ^= Sha256::digest(x)[0];
@@ -1158,9 +1194,11 @@ fn hash_part(policy: &Policy, p: &PreparedRows, lines: &mut Vec<Line>, notes: &m
         bulk.push(b, base_secs, base_secs / b, load);
         bulk_wall.push(b_wall, base_secs, base_secs / b_wall, load);
         raw.push(r, base_secs, base_secs / r, load);
+        plain_series.push(plain.cpu, base_secs, base_secs / plain.cpu, load);
         log(format!(
-            "pair {rep}: openssl {} | bulk_hash {b:.3}s CPU ({b_wall:.3}s wall) = {} ({} by wall clock) | sha2 of pre-encoded rows {r:.3}s CPU = {} | foreign load {load:.2}",
+            "pair {rep}: openssl {} | bulk_hash {b:.3}s CPU (of it system {}) ({b_wall:.3}s wall) = {} ({} by wall clock) | sha2 of pre-encoded rows {r:.3}s CPU = {} | foreign load {load:.2}",
             mb(openssl),
+            took.sys.map_or("unknown".to_string(), |s| format!("{s:.3}s")),
             pct(base_secs / b),
             pct(base_secs / b_wall),
             pct(base_secs / r)
@@ -1189,6 +1227,16 @@ fn hash_part(policy: &Policy, p: &PreparedRows, lines: &mut Vec<Line>, notes: &m
         n,
         throughput: mb(total as f64 / w),
         series: bulk_wall.clone(),
+        baseline: base.clone(),
+        target: None,
+    });
+    let pl = median(plain_series.secs.clone());
+    lines.push(Line {
+        bench: "A4 row hashing",
+        what: format!("the same without fetching rows ahead into the cache (hash::bulk_hash_plain), {clock}"),
+        n,
+        throughput: mb(total as f64 / pl),
+        series: plain_series.clone(),
         baseline: base.clone(),
         target: None,
     });

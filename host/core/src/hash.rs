@@ -728,6 +728,46 @@ impl RowHasher {
 /// [`RowHasher`], one allocation (the result vector).
 pub fn bulk_hash(columns: &[&str], rows: &[Vec<Cell>], form: UnicodeForm) -> Vec<HexDigest> {
     let mut h = RowHasher::new(columns, form);
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        // a row's cells and texts are separate allocations, in memory the size of
+        // a run's batch, so they are fetched into the cache a few rows ahead
+        if let Some(far) = rows.get(i + 2 * PREFETCH_ROWS) {
+            prefetch(far.as_ptr().cast());
+        }
+        if let Some(near) = rows.get(i + PREFETCH_ROWS) {
+            for c in near {
+                if let Cell::Text(s) = c {
+                    prefetch(s.as_ptr());
+                }
+            }
+        }
+        out.push(h.hex(r));
+    }
+    out
+}
+
+/// How many rows ahead [`bulk_hash`] fetches a row's texts into the cache.
+const PREFETCH_ROWS: usize = 4;
+
+/// A hint that the bytes at `p` are read soon (no effect on other targets).
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch(p: *const u8) {
+    // SAFETY: a prefetch reads nothing and cannot fault, whatever `p` is; SSE
+    // is part of every x86_64 target.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The same as [`bulk_hash`] without looking ahead (the benchmark's A/B).
+#[doc(hidden)]
+pub fn bulk_hash_plain(columns: &[&str], rows: &[Vec<Cell>], form: UnicodeForm) -> Vec<HexDigest> {
+    let mut h = RowHasher::new(columns, form);
     rows.iter().map(|r| h.hex(r)).collect()
 }
 
@@ -1188,6 +1228,14 @@ mod tests {
         let rows = vec![values.clone(), vec![Cell::Null; values.len()], values];
         let bulk = bulk_hash(&names, &rows, UnicodeForm::Nfc);
         assert_eq!(bulk, vec![hex, HexDigest::from_digest(&Sha256::digest(b"").into()), hex]);
+        // more rows than the look-ahead spans: every row's own hash, in order, as without it
+        let many: Vec<Vec<Cell>> = (0..4 * PREFETCH_ROWS + 3)
+            .map(|i| vec![Cell::Text(format!("title {i}")), Cell::Real(i as f64), Cell::Int(i as i64), Cell::Null])
+            .collect();
+        let ahead = bulk_hash(&names, &many, UnicodeForm::Nfc);
+        assert_eq!(ahead, bulk_hash_plain(&names, &many, UnicodeForm::Nfc));
+        assert_eq!(ahead, many.iter().map(|r| h.hex(r)).collect::<Vec<_>>());
+        assert!(bulk_hash(&names, &[], UnicodeForm::Nfc).is_empty());
     }
 
     #[test]
