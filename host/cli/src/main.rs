@@ -10,11 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use dc_core::{Database, Settings};
-use dc_runtime::HostEnv;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use dc_core::Settings;
+use dc_host::startup::{Schema, connect, init_console_logging};
 
 /// dc-host runs data-collection plugins: register plugin files, run them in
 /// isolated worker processes, and keep their rows in SQLite or PostgreSQL.
@@ -84,138 +81,12 @@ enum Command {
     Auth(cmd::auth::AuthCommand),
     /// The plugin interface this host implements: version, loadable range, capabilities.
     Interface(cmd::interface::InterfaceArgs),
-    /// Internal: run one run (started by the supervisor; settings and run on stdin).
-    #[command(hide = true)]
-    Worker {
-        /// The run to execute (its full id).
-        #[arg(long, value_parser = dc_core::RuntimeId::parse)]
-        runtime_id: dc_core::RuntimeId,
-        /// The run's time limit; the worker ends the run itself a little after
-        /// it if its supervisor has not.
-        #[arg(long)]
-        time_limit_ms: Option<u64>,
-    },
     /// Internal: load a plugin file and print its manifest as JSON.
     #[command(hide = true)]
     PluginProbe {
         /// The plugin file.
         file: PathBuf,
     },
-}
-
-/// lapin logs every closed channel and dropped connection as an error; dc-broker
-/// reports them itself, naming the broker and what happens next.
-const QUIET: &str = "sqlx=warn,lapin=off";
-
-fn console_filter(default: &str) -> EnvFilter {
-    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET}")))
-}
-
-fn init_console_logging() {
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(console_filter("warn")),
-        )
-        .try_init();
-}
-
-/// The log sinks to flush before exiting (database and/or Splunk).
-struct LogSinks(Vec<dc_core::logs::LogSink>);
-
-impl LogSinks {
-    /// Writes everything buffered so far in every sink and stops their
-    /// writers, before the runtime they write through shuts down.
-    fn close(&self) {
-        for sink in &self.0 {
-            sink.close();
-        }
-    }
-
-    /// Records dropped by the busiest sink because its buffer was full.
-    fn dropped(&self) -> u64 {
-        self.0.iter().map(dc_core::logs::LogSink::dropped).max().unwrap_or(0)
-    }
-}
-
-/// Connects the database (migrating it) and installs console, database and
-/// (when `logging.splunk_url` is set) Splunk logging.
-/// What connecting does about the schema.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Schema {
-    /// Refuse a schema this build does not use (migrating only an empty embedded database).
-    Check,
-    /// Apply pending migrations (`db deploy`).
-    Migrate,
-    /// Trust the caller: a worker's supervisor checked before starting it; the
-    /// connection opens in the background (see `Database::connect_lazy`).
-    Trusted,
-}
-
-fn connect(
-    rt: &tokio::runtime::Runtime,
-    settings: Settings,
-    schema: Schema,
-) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
-    let db = rt.block_on(async {
-        let db = match schema {
-            // the worker connects while it loads its plugin (`worker::run`)
-            Schema::Trusted => Database::connect_lazy(&settings)?,
-            _ => Database::connect(&settings).await?,
-        };
-        match schema {
-            Schema::Check => db.ensure_schema(&dc_core::settings::redact_url(&settings.database_url())).await?,
-            Schema::Migrate => {
-                db.migrate().await?;
-            }
-            Schema::Trusted => {}
-        }
-        anyhow::Ok(db)
-    })?;
-    let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
-    let filter = || EnvFilter::new(format!("{level},{QUIET}"));
-    let mut sinks = Vec::new();
-    let db_layer = if settings.logging.database {
-        let (layer, sink) = dc_core::logs::start_db_sink(
-            db.clone(),
-            rt.handle().clone(),
-            settings.logging.buffer,
-            settings.fallback_log_file(),
-        );
-        sinks.push(sink);
-        Some(layer.with_filter(filter()))
-    } else {
-        None
-    };
-    let splunk_layer = match &settings.logging.splunk_url {
-        Some(url) => {
-            let (layer, sink) = dc_core::splunk::start_hec_sink(
-                url,
-                settings.logging.splunk_token.as_deref().unwrap_or_default(),
-                &settings.host_name(),
-                rt.handle().clone(),
-                settings.logging.buffer,
-                settings.fallback_log_file(),
-            );
-            sinks.push(sink);
-            Some(layer.with_filter(filter()))
-        }
-        None => None,
-    };
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(console_filter("warn")),
-        )
-        .with(db_layer)
-        .with(splunk_layer)
-        .try_init();
-    let exe = std::env::current_exe().context("cannot find the dc-host executable")?;
-    Ok((HostEnv { settings, db, exe }, (!sinks.is_empty()).then_some(LogSinks(sinks))))
 }
 
 /// Reads the settings (file + `DC_*`), showing what loading noticed.
@@ -241,33 +112,6 @@ fn real_main() -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::PluginProbe { file } => Ok(ExitCode::from(dc_runtime::probe::probe_child_main(&file) as u8)),
-        Command::Worker { runtime_id, time_limit_ms } => {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                .context("worker: cannot read its start (settings and run) from stdin")?;
-            let start: dc_runtime::worker::WorkerStart =
-                serde_json::from_str(&text).context("worker: the start on stdin (settings and run) is not valid")?;
-            if start.run.runtime_id != runtime_id {
-                anyhow::bail!("worker: started for run {runtime_id} but given run {} on stdin", start.run.runtime_id);
-            }
-            // the supervisor reads this line: the worker started
-            eprintln!("{}", dc_runtime::worker::STARTED_LINE);
-            let dc_runtime::worker::WorkerStart { settings, run, manifest, module_path } = start;
-            let (env, sink) = connect(&rt, settings, Schema::Trusted)?;
-            let limit = time_limit_ms.map(std::time::Duration::from_millis);
-            let code = dc_runtime::worker::run(rt.handle(), &env, &run, &manifest, &module_path, limit);
-            if let Some(s) = sink {
-                s.close();
-                // nothing is dropped in silence: the run records how many of its log records were lost
-                let dropped = s.dropped();
-                if dropped > 0
-                    && let Err(e) = rt.block_on(dc_core::runs::set_dropped_logs(&env.db, &runtime_id, dropped))
-                {
-                    eprintln!("dc-host worker: {dropped} log records were dropped and that could not be recorded: {e}");
-                }
-            }
-            Ok(ExitCode::from(code as u8))
-        }
         Command::Config(c) => {
             init_console_logging();
             cmd::config::exec(c, &load_settings(cli.config.as_deref())?)
@@ -319,7 +163,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
                 Command::Db(cmd::db::DbCommand::Deploy) => Schema::Migrate,
                 _ => Schema::Check,
             };
-            let (env, sink) = connect(&rt, settings, schema)?;
+            let exe = std::env::current_exe().context("cannot find the dc-host executable")?;
+            let (env, sink) = connect(&rt, settings, schema, exe)?;
             let result = match command {
                 Command::Db(c) => rt.block_on(cmd::db::exec(c, &env)),
                 Command::Plugins(c) => rt.block_on(cmd::plugins::exec(c, &env)),
@@ -349,8 +194,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
 /// quits early) should end quietly, as Unix tools do: restore the default
 /// SIGPIPE action, which Rust's runtime sets to "ignore" (turning the closed
 /// pipe into a panic in `println!`). Worker and probe processes keep ignoring
-/// it: their stderr goes to a supervisor that may die before them, and they
-/// must still record how their run ended.
+/// it: their stderr goes to a supervisor that may die before them, and a
+/// worker must still record how its run ended (`dc-worker` never restores it).
 #[allow(unsafe_code)]
 fn quiet_on_closed_pipe() {
     // SAFETY: signal(2) with SIG_DFL installs no handler code of ours.
@@ -360,23 +205,14 @@ fn quiet_on_closed_pipe() {
 }
 
 fn main() -> ExitCode {
-    let internal = std::env::args().nth(1).is_some_and(|a| a == "worker" || a == "plugin-probe");
+    let internal = std::env::args().nth(1).is_some_and(|a| a == "plugin-probe");
     if !internal {
         quiet_on_closed_pipe();
     }
     match real_main() {
         Ok(code) => code,
         Err(e) => {
-            // our error messages already embed their cause; add only causes not yet said
-            let mut msg = e.to_string();
-            for cause in e.chain().skip(1) {
-                let c = cause.to_string();
-                if !msg.contains(&c) {
-                    msg.push_str(": ");
-                    msg.push_str(&c);
-                }
-            }
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", dc_host::report(&e));
             ExitCode::from(2)
         }
     }

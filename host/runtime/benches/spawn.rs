@@ -19,7 +19,8 @@
 //! worker runs (mode `ok`) start in a loop; every run must end SUCCESS.
 //! Target: p99 ≤ 50 ms, zero failed runs.
 //!
-//! Needs the release `dc-host` binary and two builds of the misbehave plugin:
+//! Needs the release `dc-host` binary (runs start the `dc-worker` next to it;
+//! `cargo build --release -p dc-host` builds both) and two builds of the misbehave plugin:
 //! `DC_BENCH_HOST_BIN`, `DC_BENCH_PLUGIN_A` (version 6.1.0),
 //! `DC_BENCH_PLUGIN_B` (6.2.0), built with `DC_FIXTURE_VERSION=<version> cargo
 //! build --release -p dc-plugin-misbehave`; any that is unset is built here, as

@@ -52,8 +52,16 @@ pub const HOST_CAPABILITIES: &[&str] = &[
     capability::HTTP,
 ];
 
+/// The file name of the host program (CLI and host process).
+pub const HOST_PROGRAM: &str = "dc-host";
+
+/// The file name of the worker program, the process of one run: installed next
+/// to [`HOST_PROGRAM`] (both are built by `cargo build -p dc-host`).
+pub const WORKER_PROGRAM: &str = "dc-worker";
+
 /// What runtime operations need: settings, the database and the path of the
-/// `dc-host` executable (which is re-executed as probe and worker).
+/// `dc-host` executable (which is re-executed as the plugin probe; runs start
+/// [`HostEnv::worker_exe`] next to it).
 #[derive(Debug, Clone)]
 pub struct HostEnv {
     /// Effective settings.
@@ -62,6 +70,14 @@ pub struct HostEnv {
     pub db: Database,
     /// The `dc-host` binary.
     pub exe: PathBuf,
+}
+
+impl HostEnv {
+    /// The worker program the supervisor starts for each run: [`WORKER_PROGRAM`]
+    /// in the directory of [`HostEnv::exe`].
+    pub fn worker_exe(&self) -> PathBuf {
+        self.exe.with_file_name(WORKER_PROGRAM)
+    }
 }
 
 /// Errors of the runtime crate.

@@ -1,5 +1,5 @@
 //! The supervisor: starts a run of an app in its own worker process
-//! (`dc-host worker`) in its own process group, enforces the time limit and
+//! (`dc-worker`, next to `dc-host`) in its own process group, enforces the time limit and
 //! optional rlimits, passes the worker's stderr through (capped), stops or
 //! kills the group on request, and records how the worker ended — exit code or
 //! signal, with a reason that says what happened — so a plugin that panics,
@@ -442,9 +442,20 @@ pub async fn supervise_with(
             return Ok(runs::get(&env.db, runtime_id).await?);
         }
     };
-    let mut cmd = tokio::process::Command::new(&env.exe);
-    cmd.arg("worker")
-        .arg("--runtime-id")
+    let worker = env.worker_exe();
+    // never a silent fallback to another program: a missing worker fails the run, saying how to fix it
+    if !worker.is_file() {
+        let reason = format!(
+            "cannot start the worker: {} does not exist; install {} next to {} (`cargo build -p dc-host` builds both)",
+            worker.display(),
+            crate::WORKER_PROGRAM,
+            env.exe.display()
+        );
+        finish_and_count(env, runtime_id, RunStatus::Failed, &reason).await?;
+        return Err(RuntimeError::Refused(reason));
+    }
+    let mut cmd = tokio::process::Command::new(&worker);
+    cmd.arg("--runtime-id")
         .arg(runtime_id.as_str())
         .arg("--time-limit-ms")
         .arg(limit.as_millis().to_string())
@@ -462,7 +473,7 @@ pub async fn supervise_with(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let reason = format!("cannot start worker process {}: {e}", env.exe.display());
+            let reason = format!("cannot start worker process {}: {e}", worker.display());
             finish_and_count(env, runtime_id, RunStatus::Failed, &reason).await?;
             return Err(RuntimeError::Refused(reason));
         }

@@ -1,4 +1,4 @@
-//! The worker: the body of `dc-host worker`, one process per run. It loads the
+//! The worker: the body of `dc-worker`, one process per run. It loads the
 //! plugin from the store, runs `prepare_list → collect (N threads) → store →
 //! cleanup`, keeps progress counters live on `runtime` and `apps` and the
 //! request metrics on `dc_run_metrics`, watches for a stop request, and ends
@@ -116,7 +116,7 @@ pub struct WorkerStart {
 /// The line a worker writes on stderr once it has read its [`WorkerStart`];
 /// the supervisor takes it out of the stream. A worker that ends without
 /// writing it "could not start".
-pub const STARTED_LINE: &str = "dc-host worker: started";
+pub const STARTED_LINE: &str = "dc-worker: started";
 
 /// Runs one run to its end. Must be called outside the tokio runtime (plugin
 /// code blocks); `rt` drives the database and HTTP. `time_limit` is enforced

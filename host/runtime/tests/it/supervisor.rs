@@ -1,6 +1,6 @@
 //! How supervised runs end (`supervisor`): each run of the misbehave fixture
 //! goes through `create_run` / `run_app` / `supervise_with` in a real
-//! `dc-host worker` process, and the finished run row must say what happened
+//! `dc-worker` process, and the finished run row must say what happened
 //! — SUCCESS with its counts; FAILED with the reason for a panic, an abort
 //! (the signal), a time-limit kill; STOPPED for an interrupt (a stop the
 //! plugin honours, or a kill) sent once the plugin announced itself on its
@@ -157,6 +157,28 @@ async fn arguments_against_the_schema_create_no_run(t: &TestEnv) {
         other => panic!("expected BadArgs, got {other:?}"),
     }
     assert!(runs::list(t.db(), Some(&app.app_id), 10).await.expect("list").is_empty(), "no run was created");
+}
+
+/// A host whose `dc-worker` is not installed next to `dc-host` fails the run,
+/// naming the missing file and the fix, instead of starting something else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_worker_program_fails_the_run_naming_the_file_and_the_fix() {
+    let t = TestEnv::sqlite().await;
+    let app = t.with_misbehave().await;
+    let lone = tempfile::tempdir().expect("tempdir");
+    let mut env = t.env.clone();
+    env.exe = lone.path().join("dc-host");
+    let opts = RunOptions { args: Some(json!({"mode": "ok", "items": 1})), threads: Some(1), time_limit: Some(LIMIT) };
+    let id = supervisor::create_run(&env, &app, &opts).await.expect("the run is created");
+    let missing = lone.path().join("dc-worker").display().to_string();
+    match supervisor::supervise(&env, &id, opts.time_limit).await {
+        Err(RuntimeError::Refused(msg)) => assert!(msg.contains(&missing), "{msg}"),
+        other => panic!("expected a refusal naming {missing}, got {other:?}"),
+    }
+    let r = runs::get(t.db(), &id).await.expect("the run");
+    assert_failed(&r, &format!("{missing} does not exist; install dc-worker next to"));
+    assert!(r.reason.as_deref().unwrap_or_default().contains("cargo build -p dc-host"), "{r:?}");
+    assert_eq!(t.app().await.fail_count, 1, "the failure counts on the app");
 }
 
 /// Asserts a FAILED run whose reason contains `reason`.

@@ -1,0 +1,127 @@
+//! Start-up shared by `dc-host` and `dc-worker`: connecting the database
+//! (with the schema check that fits the command) and installing console,
+//! database and Splunk logging, whose sinks are flushed before the process exits.
+
+use dc_core::{Database, Settings};
+use dc_runtime::HostEnv;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// lapin logs every closed channel and dropped connection as an error; dc-broker
+/// reports them itself, naming the broker and what happens next.
+pub const QUIET: &str = "sqlx=warn,lapin=off";
+
+/// The console's filter: `DC_LOG` when set, else `default` (with [`QUIET`]).
+pub fn console_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET}")))
+}
+
+/// Console logging only (commands that need no database).
+pub fn init_console_logging() {
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(console_filter("warn")),
+        )
+        .try_init();
+}
+
+/// The log sinks to flush before exiting (database and/or Splunk).
+pub struct LogSinks(Vec<dc_core::logs::LogSink>);
+
+impl LogSinks {
+    /// Writes everything buffered so far in every sink and stops their
+    /// writers, before the runtime they write through shuts down.
+    pub fn close(&self) {
+        for sink in &self.0 {
+            sink.close();
+        }
+    }
+
+    /// Records dropped by the busiest sink because its buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.0.iter().map(dc_core::logs::LogSink::dropped).max().unwrap_or(0)
+    }
+}
+
+/// What connecting does about the schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Refuse a schema this build does not use (migrating only an empty embedded database).
+    Check,
+    /// Apply pending migrations (`db deploy`).
+    Migrate,
+    /// Trust the caller: a worker's supervisor checked before starting it; the
+    /// connection opens in the background (see `Database::connect_lazy`).
+    Trusted,
+}
+
+/// Connects the database (checking or migrating its schema, see [`Schema`])
+/// and installs console, database and (when `logging.splunk_url` is set)
+/// Splunk logging. `exe` is the `dc-host` program (see [`HostEnv::exe`]).
+pub fn connect(
+    rt: &tokio::runtime::Runtime,
+    settings: Settings,
+    schema: Schema,
+    exe: std::path::PathBuf,
+) -> anyhow::Result<(HostEnv, Option<LogSinks>)> {
+    let db = rt.block_on(async {
+        let db = match schema {
+            // the worker connects while it loads its plugin (`worker::run`)
+            Schema::Trusted => Database::connect_lazy(&settings)?,
+            _ => Database::connect(&settings).await?,
+        };
+        match schema {
+            Schema::Check => db.ensure_schema(&dc_core::settings::redact_url(&settings.database_url())).await?,
+            Schema::Migrate => {
+                db.migrate().await?;
+            }
+            Schema::Trusted => {}
+        }
+        anyhow::Ok(db)
+    })?;
+    let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
+    let filter = || EnvFilter::new(format!("{level},{QUIET}"));
+    let mut sinks = Vec::new();
+    let db_layer = if settings.logging.database {
+        let (layer, sink) = dc_core::logs::start_db_sink(
+            db.clone(),
+            rt.handle().clone(),
+            settings.logging.buffer,
+            settings.fallback_log_file(),
+        );
+        sinks.push(sink);
+        Some(layer.with_filter(filter()))
+    } else {
+        None
+    };
+    let splunk_layer = match &settings.logging.splunk_url {
+        Some(url) => {
+            let (layer, sink) = dc_core::splunk::start_hec_sink(
+                url,
+                settings.logging.splunk_token.as_deref().unwrap_or_default(),
+                &settings.host_name(),
+                rt.handle().clone(),
+                settings.logging.buffer,
+                settings.fallback_log_file(),
+            );
+            sinks.push(sink);
+            Some(layer.with_filter(filter()))
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(console_filter("warn")),
+        )
+        .with(db_layer)
+        .with(splunk_layer)
+        .try_init();
+    Ok((HostEnv { settings, db, exe }, (!sinks.is_empty()).then_some(LogSinks(sinks))))
+}
