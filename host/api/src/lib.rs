@@ -282,10 +282,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
         routes = routes.nest("/api/v1/auth", auth);
     }
     // after the nesting, so the token endpoint is audited too
-    let routes = routes
-        .layer(axum::middleware::from_fn_with_state(reads_state, reads::drop_on_change))
-        .layer(axum::middleware::from_fn_with_state(db, audit::record));
-    hardening::apply(routes, &settings)
+    hardening::apply(routes, &settings, db, reads_state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes the
