@@ -14,6 +14,7 @@ mod access;
 mod audit;
 mod auth_doc;
 mod dashboard;
+mod document;
 mod error;
 mod extract;
 mod hardening;
@@ -230,9 +231,12 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
         .merge(access::guarded(admin, state, Role::Admin))
 }
 
-/// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`).
-pub fn openapi(state: &ApiState) -> utoipa::openapi::OpenApi {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(state)).split_for_parts().1
+/// The OpenAPI 3.1 document of the API as [`router`] serves it at
+/// `/api/v1/openapi.json`.
+pub fn openapi(state: &ApiState) -> serde_json::Value {
+    document::served(
+        &OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(state)).split_for_parts().1,
+    )
 }
 
 /// The API as an axum router: `/api/v1/…` with the role guards, the audit
@@ -257,7 +261,8 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
     if auth_routes.is_some() {
         doc.merge(auth_doc::doc());
     }
-    let doc = Arc::new(doc);
+    // serialized once: each request gets the same bytes
+    let doc = axum::body::Bytes::from(document::served(&doc).to_string());
     let settings = state.env().settings.api.clone();
     let db = state.db().clone();
     let reads_state = state.inner.reads.clone();
@@ -266,7 +271,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
             "/api/v1/openapi.json",
             axum::routing::get(move || {
                 let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
         .merge(access::guarded_axum(
