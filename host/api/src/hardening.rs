@@ -50,11 +50,11 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
 const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'");
 
 /// `routes` with the layers applied: the [`Edge`] outermost, so the audit
-/// row and every log record of the request carry its id; then CORS and the
-/// body limit.
+/// row and every log record of the request carry its id; then CORS; the
+/// body limit inside the edge.
 pub fn apply(routes: Router, settings: &ApiSettings, db: Database, reads: Arc<ReadCache>) -> Router {
     let limit = usize::try_from(settings.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
-    let mut router = routes.layer(DefaultBodyLimit::max(limit));
+    let mut router = routes;
     let origins: Vec<HeaderValue> =
         settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     if !origins.is_empty() {
@@ -66,7 +66,7 @@ pub fn apply(routes: Router, settings: &ApiSettings, db: Database, reads: Arc<Re
                 .expose_headers([REQUEST_ID]),
         );
     }
-    router.layer(Edge { shared: Arc::new(Shared { db, reads }) })
+    router.layer(Edge { shared: Arc::new(Shared { db, reads }), body_limit: DefaultBodyLimit::max(limit) })
 }
 
 struct Shared {
@@ -78,13 +78,16 @@ struct Shared {
 #[derive(Clone)]
 pub struct Edge {
     shared: Arc<Shared>,
+    /// Applied inside the edge rather than as a layer of its own: each
+    /// layer on a router wraps every route in one more boxed service.
+    body_limit: DefaultBodyLimit,
 }
 
 impl<S> Layer<S> for Edge {
-    type Service = EdgeService<S>;
+    type Service = EdgeService<<DefaultBodyLimit as Layer<S>>::Service>;
 
-    fn layer(&self, inner: S) -> EdgeService<S> {
-        EdgeService { shared: self.shared.clone(), inner }
+    fn layer(&self, inner: S) -> Self::Service {
+        EdgeService { shared: self.shared.clone(), inner: self.body_limit.layer(inner) }
     }
 }
 

@@ -234,9 +234,7 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
 /// The OpenAPI 3.1 document of the API as [`router`] serves it at
 /// `/api/v1/openapi.json`.
 pub fn openapi(state: &ApiState) -> serde_json::Value {
-    document::served(
-        &OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(state)).split_for_parts().1,
-    )
+    document::served(&OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(api_routes(state)).split_for_parts().1)
 }
 
 /// The API as an axum router: `/api/v1/…` with the role guards, the audit
@@ -256,8 +254,7 @@ pub fn router_with_auth(state: ApiState, auth_routes: axum::Router) -> axum::Rou
 }
 
 fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
-    let (routes, mut doc) =
-        OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(&state)).split_for_parts();
+    let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(api_routes(&state)).split_for_parts();
     if auth_routes.is_some() {
         doc.merge(auth_doc::doc());
     }

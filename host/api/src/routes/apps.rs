@@ -194,7 +194,7 @@ pub struct AppListParams {
 /// Apps, filtered and ordered, one page at a time. Role: viewer. An answer
 /// may be up to `api.apps_cache_ms` old (default 1 s) for changes not made
 /// through this API; a change made through it shows at once.
-#[utoipa::path(get, path = "/apps", operation_id = "listApps", tag = "apps", params(AppListParams), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/api/v1/apps", operation_id = "listApps", tag = "apps", params(AppListParams), security(("bearer" = [])), responses(
     (status = 200, body = Page<App>, links(
         ("getApp" = (operation_id = "getApp", parameters(("app_id" = "$response.body#/items/0/app_id")))),
         ("listRuns" = (operation_id = "listRuns", parameters(("app" = "$response.body#/items/0/app_id")))),
@@ -203,16 +203,14 @@ pub struct AppListParams {
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 422, description = "a bad filter, cursor or page size", body = ErrorBody),
 ))]
-pub async fn list(
-    State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    ApiQuery(p): ApiQuery<AppListParams>,
-) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
+    // a kept answer is to a query that parsed before: it is not parsed again
     let ticket = match state.reads().get(&query) {
         Ok(body) => return Ok(json(body)),
         Err(ticket) => ticket,
     };
+    let p: AppListParams = crate::extract::query(&query)?;
     let limit = page::limit(p.limit)?;
     let (sort, of) = p.sort.unwrap_or_default().sort();
     if p.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
@@ -243,7 +241,7 @@ fn json(body: Bytes) -> Response {
 }
 
 /// One app. Role: viewer.
-#[utoipa::path(get, path = "/apps/{app_id}", operation_id = "getApp", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/apps/{app_id}", operation_id = "getApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     responses(
         (status = 200, body = App, links(
@@ -397,7 +395,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 
 /// Changes an app's enabled flag, schedule and/or stored arguments. Every
 /// change is checked before any is stored. Role: operator.
-#[utoipa::path(patch, path = "/apps/{app_id}", operation_id = "updateApp", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/apps/{app_id}", operation_id = "updateApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     request_body = AppPatch,
     responses(
@@ -508,7 +506,7 @@ pub struct QueuedCommand {
 /// Queues a command for the hosts that serve the database (it waits for one
 /// when none serves), as `dc-host apps start|stop|restart|enable|disable`
 /// does. Role: operator.
-#[utoipa::path(post, path = "/apps/{app_id}/commands", operation_id = "commandApp", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/apps/{app_id}/commands", operation_id = "commandApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     request_body = CommandRequest,
     responses(
@@ -575,7 +573,7 @@ pub struct DeletedApp {
 /// Its data tables are kept unless `drop_data=true`; plugin store files stay.
 /// Remove its file from the plugins directory too, or the next reload
 /// registers it again. Role: admin.
-#[utoipa::path(delete, path = "/apps/{app_id}", operation_id = "deleteApp", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/apps/{app_id}", operation_id = "deleteApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name"), DeleteParams),
     responses(
         (status = 200, description = "deleted", body = DeletedApp),

@@ -164,7 +164,7 @@ pub struct RunListParams {
 const RUNS: &str = "runs";
 
 /// Runs, newest first, one page at a time. Role: viewer.
-#[utoipa::path(get, path = "/runs", operation_id = "listRuns", tag = "runs", params(RunListParams), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "listRuns", tag = "runs", params(RunListParams), security(("bearer" = [])), responses(
     (status = 200, body = Page<Run>, links(
         ("getRun" = (operation_id = "getRun", parameters(("runtime_id" = "$response.body#/items/0/runtime_id")))),
         ("stopRun" = (operation_id = "stopRun", parameters(("runtime_id" = "$response.body#/items/0/runtime_id")))),
@@ -216,7 +216,7 @@ pub struct ChangeCount {
 
 /// One run: status, timings, exit, counters, its change-feed summary and its
 /// request metrics. Role: viewer.
-#[utoipa::path(get, path = "/runs/{runtime_id}", operation_id = "getRun", tag = "runs", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/runs/{runtime_id}", operation_id = "getRun", tag = "runs", security(("bearer" = [])),
     params(("runtime_id" = String, Path, description = "run id or a unique prefix of 6+ characters")),
     responses(
         (status = 200, body = RunDetail, links(
@@ -259,7 +259,7 @@ pub struct StopAnswer {
 }
 
 /// Asks a run to stop, as `dc-host runs stop` does. Role: operator.
-#[utoipa::path(post, path = "/runs/{runtime_id}/stop", operation_id = "stopRun", tag = "runs", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/runs/{runtime_id}/stop", operation_id = "stopRun", tag = "runs", security(("bearer" = [])),
     params(("runtime_id" = String, Path, description = "run id or a unique prefix of 6+ characters")),
     responses(
         (status = 202, description = "stop requested; the worker stops at the next item", body = StopAnswer),
