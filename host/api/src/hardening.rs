@@ -142,6 +142,8 @@ where
                     response
                 };
                 let h = response.headers_mut();
+                // room for what follows, so the map grows at most once
+                h.reserve(SECURITY_HEADERS.len() + 2);
                 for (name, value) in SECURITY_HEADERS {
                     h.insert(name, value);
                 }

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use dc_core::{Database, Settings};
 use dc_runtime::HostEnv;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -107,6 +108,14 @@ enum Command {
 /// reports them itself, naming the broker and what happens next.
 const QUIET: &str = "sqlx=warn,lapin=off";
 
+/// What the database and Splunk sinks take besides their level: every event,
+/// and only the spans that carry a run's ids (the only span fields they
+/// read). Other spans — the REST API opens one per request — are then not
+/// created at all unless the console's level asks for them.
+fn sink_interest(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_event() || meta.fields().field("app_id").is_some() || meta.fields().field("runtime_id").is_some()
+}
+
 fn console_filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET}")))
 }
@@ -175,7 +184,13 @@ fn connect(
         anyhow::Ok(db)
     })?;
     let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
-    let filter = || EnvFilter::new(format!("{level},{QUIET}"));
+    // generic in the subscriber: each sink sits at its own place in the stack
+    fn sink_filter<S>(level: tracing::Level) -> impl tracing_subscriber::layer::Filter<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        EnvFilter::new(format!("{level},{QUIET}")).and(filter_fn(sink_interest))
+    }
     let mut sinks = Vec::new();
     let db_layer = if settings.logging.database {
         let (layer, sink) = dc_core::logs::start_db_sink(
@@ -185,7 +200,7 @@ fn connect(
             settings.fallback_log_file(),
         );
         sinks.push(sink);
-        Some(layer.with_filter(filter()))
+        Some(layer.with_filter(sink_filter(level)))
     } else {
         None
     };
@@ -200,7 +215,7 @@ fn connect(
                 settings.fallback_log_file(),
             );
             sinks.push(sink);
-            Some(layer.with_filter(filter()))
+            Some(layer.with_filter(sink_filter(level)))
         }
         None => None,
     };
