@@ -8,66 +8,135 @@
 //! subject is counted against its rate limit (`crate::limit`) first: over
 //! it, 429 `rate_limited` with `Retry-After`.
 
-use axum::extract::{Request, State};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dc_core::access::{Actor, Principal, Role};
+use tower::{Layer, Service};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::{ApiError, ApiState, limit};
 
 /// `router` with every route behind the guard for `role`.
 pub fn guarded(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) -> OpenApiRouter<ApiState> {
-    router.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        move |state: State<ApiState>, req: Request, next: Next| authorize(state, role, req, next),
-    ))
+    router.route_layer(Guard { state: state.clone(), role, tickets: false })
 }
 
 /// A plain axum `router` (a route outside the OpenAPI document, such as
 /// `/metrics`) behind the guard for `role`.
 pub fn guarded_axum(router: axum::Router<ApiState>, state: &ApiState, role: Role) -> axum::Router<ApiState> {
-    router.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        move |state: State<ApiState>, req: Request, next: Next| authorize(state, role, req, next),
-    ))
+    router.route_layer(Guard { state: state.clone(), role, tickets: false })
 }
 
 /// An event-stream `router` behind the guard for `role`, which also accepts a
 /// stream ticket (`?ticket=`, see `crate::stream`) when no `Authorization`
 /// header is sent: browsers' `EventSource` cannot send one.
 pub fn guarded_stream(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) -> OpenApiRouter<ApiState> {
-    router.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        move |state: State<ApiState>, req: Request, next: Next| async move {
-            #[derive(serde::Deserialize)]
-            struct TicketParam {
-                ticket: Option<String>,
-            }
-            if req.headers().contains_key(header::AUTHORIZATION) {
-                return authorize(state, role, req, next).await;
-            }
-            let ticket = axum::extract::Query::<TicketParam>::try_from_uri(req.uri()).ok().and_then(|q| q.0.ticket);
-            let Some(ticket) = ticket else {
-                return Err(ApiError::unauthorized(
-                    "this needs a bearer token (Authorization: Bearer TOKEN) or a stream ticket \
-                     (?ticket= from POST /api/v1/stream-tickets)",
-                    false,
-                ));
+    router.route_layer(Guard { state: state.clone(), role, tickets: true })
+}
+
+/// The guard: a hand-written layer (one boxed future per request; axum's
+/// `from_fn` would box its inner service too, for every request).
+#[derive(Clone)]
+pub struct Guard {
+    state: ApiState,
+    role: Role,
+    /// Whether a stream ticket may stand in for the bearer token.
+    tickets: bool,
+}
+
+impl<S> Layer<S> for Guard {
+    type Service = GuardService<S>;
+
+    fn layer(&self, inner: S) -> GuardService<S> {
+        GuardService { guard: self.clone(), inner }
+    }
+}
+
+/// The service of [`Guard`] around one route.
+#[derive(Clone)]
+pub struct GuardService<S> {
+    guard: Guard,
+    inner: S,
+}
+
+impl<S> Service<Request> for GuardService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // the service that was made ready handles this request; its clone waits for the next
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let Guard { state, role, tickets } = self.guard.clone();
+        // the header, not the request, is held while the token is checked (a
+        // request is not `Sync`, so a future borrowing it would not be `Send`)
+        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+        let ticket = match (tickets, &authorization) {
+            (true, None) => Some(ticket(&state, &req)),
+            _ => None,
+        };
+        Box::pin(async move {
+            let principal = match ticket {
+                Some(p) => p,
+                None => authenticate(&state, authorization.as_ref()).await,
             };
-            let principal = state.streams().redeem_ticket(&ticket).ok_or_else(|| {
-                ApiError::unauthorized("the stream ticket is unknown, used or expired; get a new one", true)
-            })?;
-            admit(&state.0, principal, role, req, next).await
-        },
-    ))
+            match principal {
+                Ok(p) => Ok(admit(&state, p, role, req, inner).await),
+                Err(e) => Ok(e.into_response()),
+            }
+        })
+    }
+}
+
+/// The principal of the request's stream ticket (`?ticket=`).
+fn ticket(state: &ApiState, req: &Request) -> Result<Principal, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct TicketParam {
+        ticket: Option<String>,
+    }
+    let ticket = axum::extract::Query::<TicketParam>::try_from_uri(req.uri()).ok().and_then(|q| q.0.ticket);
+    let Some(ticket) = ticket else {
+        return Err(ApiError::unauthorized(
+            "this needs a bearer token (Authorization: Bearer TOKEN) or a stream ticket \
+             (?ticket= from POST /api/v1/stream-tickets)",
+            false,
+        ));
+    };
+    state
+        .streams()
+        .redeem_ticket(&ticket)
+        .ok_or_else(|| ApiError::unauthorized("the stream ticket is unknown, used or expired; get a new one", true))
+}
+
+/// The principal of the bearer token in `authorization` (the header's value).
+async fn authenticate(state: &ApiState, authorization: Option<&HeaderValue>) -> Result<Principal, ApiError> {
+    let token = bearer(authorization)?;
+    state
+        .auth()
+        .authenticate(token)
+        .await
+        .map_err(|f| ApiError::unauthorized(format!("the bearer token was not accepted: {f}"), true))
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header.
-fn bearer(req: &Request) -> Result<&str, ApiError> {
+fn bearer(value: Option<&HeaderValue>) -> Result<&str, ApiError> {
     let missing = || ApiError::unauthorized("this needs a bearer token: send Authorization: Bearer TOKEN", false);
-    let value = req.headers().get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.ok_or_else(missing)?;
     let text = value.to_str().map_err(|_| ApiError::unauthorized("the Authorization header is not text", true))?;
     match text.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => Ok(token.trim()),
@@ -75,27 +144,12 @@ fn bearer(req: &Request) -> Result<&str, ApiError> {
     }
 }
 
-async fn authorize(State(state): State<ApiState>, role: Role, req: Request, next: Next) -> Result<Response, ApiError> {
-    let principal: Principal = {
-        let token = bearer(&req)?;
-        state
-            .auth()
-            .authenticate(token)
-            .await
-            .map_err(|f| ApiError::unauthorized(format!("the bearer token was not accepted: {f}"), true))?
-    };
-    admit(&state, principal, role, req, next).await
-}
-
 /// Lets `principal` through when its rate limit and its role allow.
 /// The answer carries the principal as an [`Actor`] for the audit log.
-async fn admit(
-    state: &ApiState,
-    principal: Principal,
-    role: Role,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+async fn admit<S>(state: &ApiState, principal: Principal, role: Role, mut req: Request, mut inner: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let actor = Actor::from(&principal);
     let mut response = if let Err(wait) = state.limiter().check(&principal.subject) {
         let secs = limit::retry_after_secs(wait);
@@ -114,11 +168,14 @@ async fn admit(
     } else if principal.role.allows(role) {
         tracing::debug!(subject = %principal.subject, role = %principal.role, "authorized");
         req.extensions_mut().insert(principal);
-        next.run(req).await
+        match inner.call(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
     } else {
         ApiError::forbidden(format!("this needs the {role} role; {} has {}", principal.subject, principal.role))
             .into_response()
     };
     response.extensions_mut().insert(actor);
-    Ok(response)
+    response
 }

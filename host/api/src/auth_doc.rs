@@ -63,13 +63,29 @@ pub struct OAuthError {
     pub error_description: String,
 }
 
-/// The form of `POST /auth/revoke` (RFC 7009).
+/// The form of `POST /auth/revoke` (RFC 7009); unknown parameters are ignored.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RevokeRequest {
-    /// The refresh token to revoke (its whole family is revoked).
+    /// The refresh token to revoke (its whole family is revoked); an unknown
+    /// one is not an error. Refresh tokens are 43 base64url characters. An
+    /// access token (a JWT: three parts joined by dots) cannot be revoked
+    /// (it expires on its own): 400 `unsupported_token_type`; an empty one
+    /// 400 `invalid_request`.
+    #[schema(min_length = 1, max_length = 1000, pattern = "^[A-Za-z0-9_-]+$")]
     pub token: String,
-    /// `refresh_token` (access tokens cannot be revoked; they expire).
-    pub token_type_hint: Option<String>,
+    /// What `token` is; only `refresh_token` can be revoked (with
+    /// `access_token`, a token that is no refresh token is answered 400
+    /// `unsupported_token_type`).
+    #[schema(value_type = TokenTypeHint, required = false)]
+    pub token_type_hint: Option<TokenTypeHint>,
+}
+
+/// A revocation's token type hint (RFC 7009 §2.1).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenTypeHint {
+    /// A refresh token.
+    RefreshToken,
 }
 
 /// Issues an access token: the password grant for people, client
@@ -77,7 +93,7 @@ pub struct RevokeRequest {
 /// bearer token needed; each client address may make `auth.token_rate_burst`
 /// requests at once and `auth.token_rate_per_minute` per minute. Every call
 /// is in the audit log (failed ones too, never the secret).
-#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/token", operation_id = "issueToken", tag = "auth",
     request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "a token", body = TokenAnswer),
@@ -92,7 +108,7 @@ async fn token() {}
 
 /// Revokes a refresh token and its family (RFC 7009); 200 also for an
 /// unknown token. No bearer token needed; rate-limited like the token endpoint.
-#[utoipa::path(post, path = "/api/v1/auth/revoke", tag = "auth",
+#[utoipa::path(post, path = "/api/v1/auth/revoke", operation_id = "revokeToken", tag = "auth",
     request_body(content = RevokeRequest, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "revoked (or unknown)"),

@@ -25,6 +25,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// `query` (a raw query string) deserialized, refused as [`ApiQuery`] refuses it.
+pub fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(&format!("/?{query}").parse().map_err(|_| invalid_query("the query string is not valid"))?)
+        .map(|Query(v)| v)
+        .map_err(|e| invalid_query(e.body_text()))
+}
+
+fn invalid_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", message)
+}
+
 /// Path parameters, deserialized.
 #[derive(Debug)]
 pub struct ApiPath<T>(pub T);

@@ -14,6 +14,7 @@ mod access;
 mod audit;
 mod auth_doc;
 mod dashboard;
+mod document;
 mod error;
 mod extract;
 mod hardening;
@@ -230,9 +231,10 @@ fn api_routes(state: &ApiState) -> OpenApiRouter<ApiState> {
         .merge(access::guarded(admin, state, Role::Admin))
 }
 
-/// The OpenAPI 3.1 document of the API (served at `/api/v1/openapi.json`).
-pub fn openapi(state: &ApiState) -> utoipa::openapi::OpenApi {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(state)).split_for_parts().1
+/// The OpenAPI 3.1 document of the API as [`router`] serves it at
+/// `/api/v1/openapi.json`.
+pub fn openapi(state: &ApiState) -> serde_json::Value {
+    document::served(&OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(api_routes(state)).split_for_parts().1)
 }
 
 /// The API as an axum router: `/api/v1/…` with the role guards, the audit
@@ -252,12 +254,12 @@ pub fn router_with_auth(state: ApiState, auth_routes: axum::Router) -> axum::Rou
 }
 
 fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
-    let (routes, mut doc) =
-        OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api_routes(&state)).split_for_parts();
+    let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(api_routes(&state)).split_for_parts();
     if auth_routes.is_some() {
         doc.merge(auth_doc::doc());
     }
-    let doc = Arc::new(doc);
+    // serialized once: each request gets the same bytes
+    let doc = axum::body::Bytes::from(document::served(&doc).to_string());
     let settings = state.env().settings.api.clone();
     let db = state.db().clone();
     let reads_state = state.inner.reads.clone();
@@ -266,7 +268,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
             "/api/v1/openapi.json",
             axum::routing::get(move || {
                 let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
         .merge(access::guarded_axum(
@@ -282,10 +284,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
         routes = routes.nest("/api/v1/auth", auth);
     }
     // after the nesting, so the token endpoint is audited too
-    let routes = routes
-        .layer(axum::middleware::from_fn_with_state(reads_state, reads::drop_on_change))
-        .layer(axum::middleware::from_fn_with_state(db, audit::record));
-    hardening::apply(routes, &settings)
+    hardening::apply(routes, &settings, db, reads_state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes the

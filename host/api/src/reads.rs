@@ -5,7 +5,7 @@
 //! Staleness bound: an answer is at most `api.apps_cache_ms` old. A
 //! state-changing request through this API (any method but GET, HEAD and
 //! OPTIONS, answered by any route) drops every kept answer before its answer
-//! leaves, so a client that changed something reads its change at once.
+//! leaves (`crate::hardening::Edge` calls [`ReadCache::changed`]), so a client that changed something reads its change at once.
 //! Changes made elsewhere — the serve loop's runs (status, progress), the
 //! CLI, another host on the same database — appear within the bound.
 //!
@@ -84,23 +84,6 @@ impl ReadCache {
     pub fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
-}
-
-/// The middleware (`axum::middleware::from_fn_with_state` with the cache):
-/// after a state-changing request is answered, and before the answer leaves,
-/// every kept answer is dropped.
-pub async fn drop_on_change(
-    axum::extract::State(cache): axum::extract::State<Arc<ReadCache>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::Method;
-    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let response = next.run(req).await;
-    if !safe {
-        cache.changed();
-    }
-    response
 }
 
 #[cfg(test)]

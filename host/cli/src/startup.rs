@@ -4,6 +4,7 @@
 
 use dc_core::{Database, Settings};
 use dc_runtime::HostEnv;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -11,6 +12,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// lapin logs every closed channel and dropped connection as an error; dc-broker
 /// reports them itself, naming the broker and what happens next.
 pub const QUIET: &str = "sqlx=warn,lapin=off";
+
+/// What the database and Splunk sinks take besides their level: every event,
+/// and only the spans that carry a run's ids (the only span fields they
+/// read). Other spans — the REST API opens one per request — are then not
+/// created at all unless the console's level asks for them.
+fn sink_interest(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_event() || meta.fields().field("app_id").is_some() || meta.fields().field("runtime_id").is_some()
+}
 
 /// The console's filter: `DC_LOG` when set, else `default` (with [`QUIET`]).
 pub fn console_filter(default: &str) -> EnvFilter {
@@ -84,7 +93,13 @@ pub fn connect(
         anyhow::Ok(db)
     })?;
     let level: tracing::Level = settings.logging.level.parse().unwrap_or(tracing::Level::INFO);
-    let filter = || EnvFilter::new(format!("{level},{QUIET}"));
+    // generic in the subscriber: each sink sits at its own place in the stack
+    fn sink_filter<S>(level: tracing::Level) -> impl tracing_subscriber::layer::Filter<S>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        EnvFilter::new(format!("{level},{QUIET}")).and(filter_fn(sink_interest))
+    }
     let mut sinks = Vec::new();
     let db_layer = if settings.logging.database {
         let (layer, sink) = dc_core::logs::start_db_sink(
@@ -94,7 +109,7 @@ pub fn connect(
             settings.fallback_log_file(),
         );
         sinks.push(sink);
-        Some(layer.with_filter(filter()))
+        Some(layer.with_filter(sink_filter(level)))
     } else {
         None
     };
@@ -109,7 +124,7 @@ pub fn connect(
                 settings.fallback_log_file(),
             );
             sinks.push(sink);
-            Some(layer.with_filter(filter()))
+            Some(layer.with_filter(sink_filter(level)))
         }
         None => None,
     };

@@ -165,6 +165,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        // only a span naming a run's ids matters to records; others (one per
+        // API request) are not worth formatting their fields for
+        let fields = attrs.metadata().fields();
+        if fields.field("app_id").is_none() && fields.field("runtime_id").is_none() {
+            return;
+        }
         let mut f = Fields::default();
         attrs.record(&mut f);
         if (f.ids.app_id.is_some() || f.ids.runtime_id.is_some())

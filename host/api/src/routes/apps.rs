@@ -194,21 +194,23 @@ pub struct AppListParams {
 /// Apps, filtered and ordered, one page at a time. Role: viewer. An answer
 /// may be up to `api.apps_cache_ms` old (default 1 s) for changes not made
 /// through this API; a change made through it shows at once.
-#[utoipa::path(get, path = "/apps", tag = "apps", params(AppListParams), security(("bearer" = [])), responses(
-    (status = 200, body = Page<App>),
+#[utoipa::path(get, path = "/api/v1/apps", operation_id = "listApps", tag = "apps", params(AppListParams), security(("bearer" = [])), responses(
+    (status = 200, body = Page<App>, links(
+        ("getApp" = (operation_id = "getApp", parameters(("app_id" = "$response.body#/items/0/app_id")))),
+        ("listRuns" = (operation_id = "listRuns", parameters(("app" = "$response.body#/items/0/app_id")))),
+        ("rollbackPlugin" = (operation_id = "rollbackPlugin", parameters(("app_id" = "$response.body#/items/0/app_id")))),
+    )),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 422, description = "a bad filter, cursor or page size", body = ErrorBody),
 ))]
-pub async fn list(
-    State(state): State<ApiState>,
-    RawQuery(query): RawQuery,
-    ApiQuery(p): ApiQuery<AppListParams>,
-) -> Result<Response, ApiError> {
+pub async fn list(State(state): State<ApiState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let query = query.unwrap_or_default();
+    // a kept answer is to a query that parsed before: it is not parsed again
     let ticket = match state.reads().get(&query) {
         Ok(body) => return Ok(json(body)),
         Err(ticket) => ticket,
     };
+    let p: AppListParams = crate::extract::query(&query)?;
     let limit = page::limit(p.limit)?;
     let (sort, of) = p.sort.unwrap_or_default().sort();
     if p.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
@@ -239,18 +241,23 @@ fn json(body: Bytes) -> Response {
 }
 
 /// One app. Role: viewer.
-#[utoipa::path(get, path = "/apps/{app_id}", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/apps/{app_id}", operation_id = "getApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     responses(
-        (status = 200, body = App),
+        (status = 200, body = App, links(
+            ("listRuns" = (operation_id = "listRuns", parameters(("app" = "$response.body#/app_id")))),
+            ("rollbackPlugin" = (operation_id = "rollbackPlugin", parameters(("app_id" = "$response.body#/app_id")))),
+        )),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn get(State(state): State<ApiState>, ApiPath(app_id): ApiPath<String>) -> Result<axum::Json<App>, ApiError> {
     Ok(axum::Json(App::from_row(apps::resolve_app(state.db(), &app_id).await?)?))
 }
 
-/// A schedule to set: `{"cron": EXPR, "tz": ZONE}`, `{"every": DURATION}` or `{"off": true}`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A schedule to set: `{"cron": EXPR, "tz": ZONE}`, `{"every": DURATION}` or
+/// `{"off": true}`. Its OpenAPI schema ([`schedule_schema`]) is written by
+/// hand: the three shapes as `oneOf`, with the forms the server takes.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulePatch {
     /// A cron expression: 5 fields (or 6 with leading seconds), names, ranges, steps, `@daily`…
@@ -261,6 +268,87 @@ pub struct SchedulePatch {
     pub every: Option<String>,
     /// `true`: no schedule, the app runs only when started.
     pub off: Option<bool>,
+}
+
+impl utoipa::ToSchema for SchedulePatch {}
+
+impl utoipa::PartialSchema for SchedulePatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schedule_schema().into()
+    }
+}
+
+/// A cron expression as the schema states it: a macro, or 5 fields (6 with
+/// leading seconds) of `*`, values, ranges and lists, each with an optional
+/// `/step`, every value in its field's range. The server also takes month
+/// and weekday names and surrounding blanks.
+pub(crate) fn cron_pattern() -> String {
+    let field = |v: &str| {
+        let item = format!("(\\*|({v})(-({v}))?)(/[1-9][0-9]?)?");
+        format!("{item}(,{item})*")
+    };
+    let sec = field("[1-5]?[0-9]");
+    let hour = field("1?[0-9]|2[0-3]");
+    let dom = field("[1-9]|[12][0-9]|3[01]");
+    let month = field("[1-9]|1[0-2]");
+    let dow = field("[0-7]");
+    format!("^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|({sec} )?{sec} {hour} {dom} {month} {dow})$")
+}
+
+/// An interval as the schema states it: numbers with units `d`, `h`, `m`,
+/// `s`, each unit once, largest first, at most 300 days in the day part
+/// (the server takes up to 366 days in all, and upper-case units).
+pub(crate) const EVERY_PATTERN: &str = "^(([1-9][0-9]?|[12][0-9]{2}|300)d([1-9][0-9]{0,2}h)?([1-9][0-9]{0,2}m)?([1-9][0-9]{0,2}s)?\
+     |[1-9][0-9]{0,2}h([1-9][0-9]{0,2}m)?([1-9][0-9]{0,2}s)?|[1-9][0-9]{0,2}m([1-9][0-9]{0,2}s)?|[1-9][0-9]{0,2}s)$";
+
+/// The schema of [`SchedulePatch`]: one of three closed objects.
+fn schedule_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+    let closed = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    };
+    let cron = closed()
+        .property(
+            "cron",
+            ObjectBuilder::new().schema_type(Type::String).pattern(Some(cron_pattern())).description(Some(
+                "A cron expression: 5 fields (or 6 with leading seconds), ranges, lists, steps, `@daily`…",
+            )),
+        )
+        .required("cron")
+        .property(
+            "tz",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(chrono_tz::TZ_VARIANTS.iter().map(|z| z.name())))
+                .description(Some("The cron expression's time zone (IANA name, e.g. `Europe/Berlin`; default UTC)")),
+        );
+    let every = closed()
+        .property(
+            "every",
+            ObjectBuilder::new().schema_type(Type::String).pattern(Some(EVERY_PATTERN)).description(Some(
+                "A fixed interval: `30s`, `5m`, `1h`, `2h30m`, `1d` (counted from now, without drift)",
+            )),
+        )
+        .required("every");
+    let off = closed()
+        .property(
+            "off",
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .enum_values(Some([true]))
+                .description(Some("No schedule: the app runs only when started")),
+        )
+        .required("off");
+    OneOfBuilder::new()
+        .item(cron)
+        .item(every)
+        .item(off)
+        .description(Some(
+            "A schedule to set: `{\"cron\": EXPR, \"tz\": ZONE}`, `{\"every\": DURATION}` or `{\"off\": true}`",
+        ))
+        .into()
 }
 
 impl SchedulePatch {
@@ -277,15 +365,18 @@ impl SchedulePatch {
     }
 }
 
-/// What `PATCH /apps/{app_id}` changes; fields left out stay as they are.
+/// What `PATCH /apps/{app_id}` changes (at least one field); fields left
+/// out stay as they are. Unknown fields are refused.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppPatch {
     /// Let the app run on its schedule (`true`; also clears an automatic
     /// disable) or not (`false`). Queued for `dc-host serve` as an `ENABLE` /
     /// `DISABLE` command, like `dc-host apps enable|disable`.
+    #[schema(value_type = bool, required = false)]
     pub enabled: Option<bool>,
     /// When the app runs by itself.
+    #[schema(value_type = SchedulePatch, required = false)]
     pub schedule: Option<SchedulePatch>,
     /// Runtime arguments for scheduled and commanded runs, checked against the
     /// plugin's `args_schema`; `null` removes them.
@@ -293,7 +384,7 @@ pub struct AppPatch {
     #[schema(value_type = Option<Object>)]
     pub args: Option<Value>,
     /// How many of its runs may go on at once, 1 to 1000 (like `dc-host apps concurrency`).
-    #[schema(minimum = 1, maximum = 1000)]
+    #[schema(value_type = i64, required = false, minimum = 1, maximum = 1000)]
     pub max_concurrent_runs: Option<i64>,
 }
 
@@ -304,7 +395,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 
 /// Changes an app's enabled flag, schedule and/or stored arguments. Every
 /// change is checked before any is stored. Role: operator.
-#[utoipa::path(patch, path = "/apps/{app_id}", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/apps/{app_id}", operation_id = "updateApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     request_body = AppPatch,
     responses(
@@ -415,7 +506,7 @@ pub struct QueuedCommand {
 /// Queues a command for the hosts that serve the database (it waits for one
 /// when none serves), as `dc-host apps start|stop|restart|enable|disable`
 /// does. Role: operator.
-#[utoipa::path(post, path = "/apps/{app_id}/commands", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/apps/{app_id}/commands", operation_id = "commandApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     request_body = CommandRequest,
     responses(
@@ -482,7 +573,7 @@ pub struct DeletedApp {
 /// Its data tables are kept unless `drop_data=true`; plugin store files stay.
 /// Remove its file from the plugins directory too, or the next reload
 /// registers it again. Role: admin.
-#[utoipa::path(delete, path = "/apps/{app_id}", tag = "apps", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/apps/{app_id}", operation_id = "deleteApp", tag = "apps", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name"), DeleteParams),
     responses(
         (status = 200, description = "deleted", body = DeletedApp),
@@ -509,4 +600,57 @@ pub async fn delete(
         kept_tables: gone.kept_tables,
         left_shared_tables: gone.left_shared_tables,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        let v = jsonschema::validator_for(&serde_json::json!({"type": "string", "pattern": pattern}))
+            .expect("a usable pattern");
+        v.is_valid(&Value::from(text))
+    }
+
+    /// What the schema's cron and interval patterns allow, the scheduler
+    /// parses; what they refuse that is malformed, it refuses too.
+    #[test]
+    fn the_schedule_patterns_allow_only_what_the_scheduler_parses() {
+        let cron = cron_pattern();
+        for ok in [
+            "30 6 * * 1-5",
+            "*/15 * * * *",
+            "0 0 1 1 *",
+            "0 30 6 * * 1-5",
+            "5,10 0-23/2 1,15 1-12 0,7",
+            "59 23 31 12 7",
+            "@daily",
+            "@hourly",
+            "@annually",
+        ] {
+            assert!(matches(&cron, ok), "the pattern allows {ok:?}");
+            assert!(dc_scheduler::CronExpr::parse(ok).is_ok(), "the scheduler parses {ok:?}");
+        }
+        for bad in ["61 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8", "* * *", "@reboot", ""] {
+            assert!(!matches(&cron, bad), "the pattern refuses {bad:?}");
+            assert!(dc_scheduler::CronExpr::parse(bad).is_err(), "the scheduler refuses {bad:?}");
+        }
+        for ok in ["30s", "5m", "1h", "2h30m", "1d", "300d23h59m59s", "999h", "1d1s"] {
+            assert!(matches(EVERY_PATTERN, ok), "the pattern allows {ok:?}");
+            assert!(dc_scheduler::Period::parse(ok).is_ok(), "the scheduler parses {ok:?}");
+        }
+        for bad in ["0s", "5", "1m1h", "5m5m", "", "367d"] {
+            assert!(!matches(EVERY_PATTERN, bad), "the pattern refuses {bad:?}");
+            assert!(dc_scheduler::Period::parse(bad).is_err(), "the scheduler refuses {bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_time_zone_the_schema_names_is_one_the_scheduler_knows() {
+        let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name()).collect();
+        assert!(names.len() > 400 && names.contains(&"Europe/Berlin") && names.contains(&"UTC"));
+        for name in names {
+            assert!(dc_scheduler::parse_zone(name).is_ok(), "{name}");
+        }
+    }
 }

@@ -74,7 +74,7 @@ pub struct AuditParams {
 const AUDIT: &str = "audit";
 
 /// The audit log, newest first, one page at a time. Role: admin.
-#[utoipa::path(get, path = "/audit", tag = "audit", params(AuditParams), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "listAudit", tag = "audit", params(AuditParams), security(("bearer" = [])), responses(
     (status = 200, body = Page<AuditEntry>),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 422, description = "a bad filter, cursor or page size", body = ErrorBody),

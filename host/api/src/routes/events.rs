@@ -48,7 +48,7 @@ pub struct Me {
 }
 
 /// Who the bearer token stands for, and its role. Role: viewer.
-#[utoipa::path(get, path = "/me", tag = "streams", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/api/v1/me", operation_id = "me", tag = "streams", security(("bearer" = [])), responses(
     (status = 200, body = Me),
     (status = 401, body = ErrorBody),
 ))]
@@ -69,7 +69,7 @@ pub struct Ticket {
 /// `EventSource` cannot send an `Authorization` header. A ticket opens one
 /// event stream, once, within 30 s, as the token's subject; it is valid on
 /// the event routes only and only on the host that issued it. Role: viewer.
-#[utoipa::path(post, path = "/stream-tickets", tag = "streams", security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/api/v1/stream-tickets", operation_id = "createStreamTicket", tag = "streams", security(("bearer" = [])), responses(
     (status = 201, body = Ticket),
     (status = 401, body = ErrorBody),
     (status = 503, description = "too many unused tickets", body = ErrorBody),
@@ -109,7 +109,7 @@ pub struct Closing(pub watch::Receiver<bool>);
 
 /// A run's state and log records, live, until it ends (text/event-stream).
 /// Role: viewer (bearer token or stream ticket).
-#[utoipa::path(get, path = "/runs/{runtime_id}/events", tag = "streams",
+#[utoipa::path(get, path = "/api/v1/runs/{runtime_id}/events", operation_id = "runEvents", tag = "streams",
     security(("bearer" = []), ("ticket" = [])),
     params(("runtime_id" = String, Path, description = "run id or a unique prefix of 6+ characters"), EventParams),
     responses(
@@ -132,7 +132,7 @@ pub async fn run_events(
 
 /// An app's state and log records, live (text/event-stream). Role: viewer
 /// (bearer token or stream ticket).
-#[utoipa::path(get, path = "/apps/{app_id}/events", tag = "streams",
+#[utoipa::path(get, path = "/api/v1/apps/{app_id}/events", operation_id = "appEvents", tag = "streams",
     security(("bearer" = []), ("ticket" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name"), EventParams),
     responses(

@@ -16,13 +16,13 @@ pub struct Health {
 }
 
 /// The process is up. No token needed.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/api/v1/health", operation_id = "health", tag = "health", responses((status = 200, body = Health)))]
 pub async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
 /// The database answers and has this build's schema. No token needed.
-#[utoipa::path(get, path = "/ready", tag = "health", responses(
+#[utoipa::path(get, path = "/api/v1/ready", operation_id = "ready", tag = "health", responses(
     (status = 200, body = Health),
     (status = 503, description = "the database is unreachable or its schema is not this build's", body = ErrorBody),
 ))]

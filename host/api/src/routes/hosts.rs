@@ -28,7 +28,7 @@ pub struct Host {
 }
 
 /// Every host, by name, with its heartbeat. Role: viewer.
-#[utoipa::path(get, path = "/hosts", tag = "hosts", security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/api/v1/hosts", operation_id = "listHosts", tag = "hosts", security(("bearer" = [])), responses(
     (status = 200, body = Vec<Host>),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
 ))]

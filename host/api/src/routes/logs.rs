@@ -102,7 +102,7 @@ pub struct LogParams {
 const LOGS: &str = "logs";
 
 /// Log records, oldest first, one page at a time. Role: viewer.
-#[utoipa::path(get, path = "/logs", tag = "logs", params(LogParams), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/api/v1/logs", operation_id = "listLogs", tag = "logs", params(LogParams), security(("bearer" = [])), responses(
     (status = 200, body = Page<LogRecord>),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 422, description = "a bad filter, cursor or page size", body = ErrorBody),

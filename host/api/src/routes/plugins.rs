@@ -37,8 +37,11 @@ pub struct PluginApp {
 }
 
 /// Every app with its active plugin version, by path. Role: viewer.
-#[utoipa::path(get, path = "/plugins", tag = "plugins", security(("bearer" = [])), responses(
-    (status = 200, body = Vec<PluginApp>),
+#[utoipa::path(get, path = "/api/v1/plugins", operation_id = "listPlugins", tag = "plugins", security(("bearer" = [])), responses(
+    (status = 200, body = Vec<PluginApp>, links(
+        ("listPluginVersions" = (operation_id = "listPluginVersions", parameters(("app_id" = "$response.body#/0/app_id")))),
+        ("rollbackPlugin" = (operation_id = "rollbackPlugin", parameters(("app_id" = "$response.body#/0/app_id")))),
+    )),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
 ))]
 pub async fn list(State(state): State<ApiState>) -> Result<axum::Json<Vec<PluginApp>>, ApiError> {
@@ -77,10 +80,12 @@ pub struct PluginVersion {
 }
 
 /// An app's registered plugin versions, newest registration first. Role: viewer.
-#[utoipa::path(get, path = "/plugins/{app_id}/versions", tag = "plugins", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/plugins/{app_id}/versions", operation_id = "listPluginVersions", tag = "plugins", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     responses(
-        (status = 200, body = Vec<PluginVersion>),
+        (status = 200, body = Vec<PluginVersion>, links(
+            ("rollbackPlugin" = (operation_id = "rollbackPlugin", parameters(("app_id" = "$request.path.app_id")))),
+        )),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn versions(
@@ -127,7 +132,7 @@ pub struct RollbackAnswer {
 
 /// Makes an older registered version active again, with the same checks as
 /// `dc-host plugins rollback`. Role: admin.
-#[utoipa::path(post, path = "/plugins/{app_id}/rollback", tag = "plugins", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/plugins/{app_id}/rollback", operation_id = "rollbackPlugin", tag = "plugins", security(("bearer" = [])),
     params(("app_id" = String, Path, description = "app id, unique id prefix (6+) or group/parent/name")),
     request_body = RollbackRequest,
     responses(
@@ -153,8 +158,9 @@ pub async fn rollback(
     Ok(axum::Json(RollbackAnswer { app: o.app, from: o.from, to: o.to, schema_changes: o.schema_changes }))
 }
 
-/// The form of `POST /plugins`: one file field.
-#[derive(Debug, ToSchema)]
+/// The form of `POST /plugins`: one file field (other fields are refused).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // describes the multipart body; the handler reads it as a stream
 pub struct PluginUpload {
     /// The plugin library (`NAME.so`, `.dylib` or `.dll`; the name it gets in
@@ -222,7 +228,7 @@ fn io_error(what: &str) -> impl Fn(std::io::Error) -> ApiError + '_ {
 /// (temporary file, then rename), under its uploaded name; a refused one
 /// leaves nothing behind. The body may be as large as `api.max_upload_mb`
 /// (default `general.max_plugin_file_mb`). Role: admin.
-#[utoipa::path(post, path = "/plugins", tag = "plugins", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/plugins", operation_id = "uploadPlugin", tag = "plugins", security(("bearer" = [])),
     request_body(content = PluginUpload, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "registered: the new active version", body = UploadAnswer),

@@ -164,8 +164,11 @@ pub struct RunListParams {
 const RUNS: &str = "runs";
 
 /// Runs, newest first, one page at a time. Role: viewer.
-#[utoipa::path(get, path = "/runs", tag = "runs", params(RunListParams), security(("bearer" = [])), responses(
-    (status = 200, body = Page<Run>),
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "listRuns", tag = "runs", params(RunListParams), security(("bearer" = [])), responses(
+    (status = 200, body = Page<Run>, links(
+        ("getRun" = (operation_id = "getRun", parameters(("runtime_id" = "$response.body#/items/0/runtime_id")))),
+        ("stopRun" = (operation_id = "stopRun", parameters(("runtime_id" = "$response.body#/items/0/runtime_id")))),
+    )),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 422, description = "a bad filter, cursor or page size", body = ErrorBody),
 ))]
@@ -213,10 +216,12 @@ pub struct ChangeCount {
 
 /// One run: status, timings, exit, counters, its change-feed summary and its
 /// request metrics. Role: viewer.
-#[utoipa::path(get, path = "/runs/{runtime_id}", tag = "runs", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/runs/{runtime_id}", operation_id = "getRun", tag = "runs", security(("bearer" = [])),
     params(("runtime_id" = String, Path, description = "run id or a unique prefix of 6+ characters")),
     responses(
-        (status = 200, body = RunDetail),
+        (status = 200, body = RunDetail, links(
+            ("stopRun" = (operation_id = "stopRun", parameters(("runtime_id" = "$response.body#/runtime_id")))),
+        )),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
     ))]
 pub async fn get(
@@ -254,7 +259,7 @@ pub struct StopAnswer {
 }
 
 /// Asks a run to stop, as `dc-host runs stop` does. Role: operator.
-#[utoipa::path(post, path = "/runs/{runtime_id}/stop", tag = "runs", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/runs/{runtime_id}/stop", operation_id = "stopRun", tag = "runs", security(("bearer" = [])),
     params(("runtime_id" = String, Path, description = "run id or a unique prefix of 6+ characters")),
     responses(
         (status = 202, description = "stop requested; the worker stops at the next item", body = StopAnswer),

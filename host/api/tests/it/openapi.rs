@@ -172,3 +172,137 @@ async fn typed_ids_are_plain_strings_in_the_document() {
     }
     api.stop().await;
 }
+
+/// A validator for the document's schema `name` (its `$ref`s resolve in the
+/// document).
+fn validator(doc: &serde_json::Value, name: &str) -> jsonschema::Validator {
+    let mut root = doc.clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["$ref"] = json!(format!("#/components/schemas/{name}"));
+    jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{name} is a usable JSON schema: {e}"))
+}
+
+/// The request schemas say what the server checks: a body the schema
+/// allows is accepted, and a body it refuses the server refuses too.
+#[tokio::test]
+async fn the_app_patch_schema_matches_what_the_server_accepts() {
+    let api = TestApi::sqlite().await;
+    let (_, doc) = api.get("/api/v1/openapi.json", None).await;
+    let patch = validator(&doc, "AppPatch");
+    let id = app(&api.db, "patched").await;
+    let path = format!("/api/v1/apps/{id}");
+    let allowed = [
+        json!({"enabled": false}),
+        json!({"max_concurrent_runs": 2}),
+        json!({"schedule": {"every": "2h30m"}}),
+        json!({"schedule": {"cron": "30 6 * * 1-5", "tz": "Europe/Berlin"}}),
+        json!({"schedule": {"cron": "0 */15 8-18 * * 1,3,5"}}),
+        json!({"schedule": {"cron": "@daily"}}),
+        json!({"schedule": {"off": true}}),
+        json!({"args": null}),
+    ];
+    for body in &allowed {
+        assert!(patch.is_valid(body), "the schema allows {body}");
+        let (s, answer) = api.send(Method::PATCH, &path, Some(OPERATOR), body).await;
+        assert_eq!(s, 200, "{body}: {answer}");
+    }
+    let refused = [
+        json!({}),
+        json!({"enabled": null}),
+        json!({"colour": "red"}),
+        json!({"max_concurrent_runs": 0}),
+        json!({"max_concurrent_runs": 1001}),
+        json!({"schedule": {}}),
+        json!({"schedule": {"off": false}}),
+        json!({"schedule": {"every": "5m", "off": true}}),
+        json!({"schedule": {"every": "0s"}}),
+        json!({"schedule": {"every": "5m5m"}}),
+        json!({"schedule": {"cron": "61 * * * *"}}),
+        json!({"schedule": {"cron": "* * *"}}),
+        json!({"schedule": {"cron": "0 6 * * *", "tz": "Mars/Olympus"}}),
+        json!({"schedule": {"tz": "Europe/Berlin"}}),
+    ];
+    for body in &refused {
+        assert!(!patch.is_valid(body), "the schema refuses {body}");
+        let (s, answer) = api.send(Method::PATCH, &path, Some(OPERATOR), body).await;
+        assert_eq!(s, 422, "{body}: {answer}");
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn the_form_bodies_state_their_required_fields_and_token_shape() {
+    let api = TestApi::sqlite().await;
+    let router = dc_api::router_with_auth(api.state.clone(), axum::Router::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/api/v1/openapi.json", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dc_api::serve_router(listener, router, async move {
+        let _ = rx.await;
+    }));
+    let (_, doc) = answer(api.client.get(&url).send().await.expect("GET")).await;
+    let revoke = validator(&doc, "RevokeRequest");
+    // a refresh token (43 base64url characters), with or without its hint
+    let refresh = "q3nD0mR3fr3shT0k3n_0f-f0rty-thr33-charact3r";
+    assert_eq!(refresh.len(), 43);
+    assert!(revoke.is_valid(&json!({"token": refresh})));
+    assert!(revoke.is_valid(&json!({"token": refresh, "token_type_hint": "refresh_token"})));
+    // what the server refuses with 400: no token, an empty one, an access
+    // token (a JWT), the access-token hint
+    for refused in [
+        json!({}),
+        json!({"token": ""}),
+        json!({"token": "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhZGEifQ.c2ln"}),
+        json!({"token": refresh, "token_type_hint": "access_token"}),
+    ] {
+        assert!(!revoke.is_valid(&refused), "the schema refuses {refused}");
+    }
+    let upload = &doc["components"]["schemas"]["PluginUpload"];
+    assert_eq!(upload["required"], json!(["file"]), "{upload}");
+    assert_eq!(upload["additionalProperties"], json!(false), "one field only: {upload}");
+    let _ = tx.send(());
+    server.await.expect("server task").expect("served");
+    api.stop().await;
+}
+
+/// Operation ids are unique (links name their target by it), and the links
+/// of the list and get answers point at operations that exist, with
+/// parameters those operations have.
+#[tokio::test]
+async fn operation_ids_are_unique_and_links_lead_to_real_operations() {
+    let api = TestApi::sqlite().await;
+    let (_, doc) = api.get("/api/v1/openapi.json", None).await;
+    let mut ops = std::collections::HashMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let id = op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ops.insert(id.to_string(), op.clone()).is_none(), "operationId {id} twice");
+        }
+    }
+    let mut links = Vec::new();
+    for (from_id, op) in &ops {
+        for (status, response) in op["responses"].as_object().expect("responses") {
+            for (name, link) in response["links"].as_object().into_iter().flatten() {
+                let to_id = link["operationId"].as_str().expect("links name their operation by id");
+                let to = ops.get(to_id).unwrap_or_else(|| panic!("{from_id} {status} links {name} to no operation"));
+                for param in link["parameters"].as_object().expect("link parameters").keys() {
+                    let known = to["parameters"].as_array().into_iter().flatten().any(|p| p["name"] == json!(param));
+                    assert!(known, "{from_id} → {to_id}: {to_id} has no parameter {param}");
+                }
+                links.push((from_id.clone(), to_id.to_string()));
+            }
+        }
+    }
+    for (from, to) in [
+        ("listRuns", "getRun"),
+        ("listRuns", "stopRun"),
+        ("getRun", "stopRun"),
+        ("listPlugins", "rollbackPlugin"),
+        ("listPluginVersions", "rollbackPlugin"),
+        ("listApps", "getApp"),
+        ("getApp", "rollbackPlugin"),
+    ] {
+        assert!(links.contains(&(from.to_string(), to.to_string())), "a link {from} → {to} in {links:?}");
+    }
+    api.stop().await;
+}
