@@ -26,16 +26,20 @@ pub fn console_filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET}")))
 }
 
+/// The console's layer: stderr (colours on a terminal), [`console_filter`] at `warn`.
+fn console_layer<S>() -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(console_filter("warn"))
+}
+
 /// Console logging only (commands that need no database).
 pub fn init_console_logging() {
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(console_filter("warn")),
-        )
-        .try_init();
+    let _ = tracing_subscriber::registry().with(console_layer()).try_init();
 }
 
 /// The log sinks to flush before exiting (database and/or Splunk).
@@ -128,15 +132,6 @@ pub fn connect(
         }
         None => None,
     };
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(console_filter("warn")),
-        )
-        .with(db_layer)
-        .with(splunk_layer)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(console_layer()).with(db_layer).with(splunk_layer).try_init();
     Ok((HostEnv { settings, db, exe }, (!sinks.is_empty()).then_some(LogSinks(sinks))))
 }
