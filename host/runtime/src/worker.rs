@@ -502,11 +502,27 @@ fn start_proxies(
     rt.block_on(dc_proxy::ProxyManager::start(provider, &env.db, opts)).map(Some).map_err(|e| format!("proxies: {e}"))
 }
 
-/// Writes progress and polls the stop flag until `done` is set.
+/// Gives the C allocator's free pages back to the system. glibc keeps what a
+/// thread frees in that thread's arena, and the run's threads (collecting,
+/// staging, SQLite's connection threads) each have one: without this a long
+/// run's resident memory kept growing with its rows though what it holds does
+/// not (docs/benchmarks.md, issue #7 item 7). A no-op elsewhere.
+#[allow(unsafe_code)]
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes no pointers; it only walks glibc's own arenas
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Writes progress and polls the stop flag until `done` is set; while the
+/// run moves, hands freed memory back to the system ([`release_free_memory`]).
 fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut last = (u64::MAX, u64::MAX, u64::MAX);
         let mut last_metrics = 0;
+        let mut last_trimmed = (0, 0, 0);
         loop {
             let finished = done.load(Ordering::Relaxed);
             let now = (
@@ -549,6 +565,10 @@ fn monitor(shared: Arc<RunShared>, done: Arc<AtomicBool>) -> std::thread::JoinHa
             }
             if finished {
                 return;
+            }
+            if now != last_trimmed {
+                last_trimmed = now;
+                release_free_memory();
             }
             // woken early by `unpark` when the run is done
             std::thread::park_timeout(Duration::from_millis(250));
