@@ -103,12 +103,12 @@ where
                 Err(e) => return Ok(e.into_response()),
             };
             let actor = audited.then(|| Actor::from(&principal));
-            let mut response = match admit(&state, principal, role) {
-                Ok(principal) => {
+            let mut response = match refusal(&state, &principal, role) {
+                None => {
                     req.extensions_mut().insert(principal);
                     inner.call(req).await?
                 }
-                Err(refused) => refused,
+                Some(refused) => refused,
             };
             if let Some(actor) = actor {
                 response.extensions_mut().insert(actor);
@@ -120,16 +120,14 @@ where
 
 /// What the guard for `role` decides about a request whose `Authorization`
 /// header is `authorization`, for a request answered without its route
-/// (`crate::reads::Early`): the principal when the token is accepted, its
-/// rate limit not reached and its role allows `role`, else the answer (401,
-/// 429, 403), exactly as the guard gives it.
-pub(crate) async fn check(
-    state: &ApiState,
-    authorization: Option<&HeaderValue>,
-    role: Role,
-) -> Result<Principal, Response> {
-    let principal = authenticate(state, authorization).await.map_err(IntoResponse::into_response)?;
-    admit(state, principal, role)
+/// (`crate::reads::Early`): none when the token is accepted, its rate limit
+/// not reached and its role allows `role`, else the answer (401, 429, 403),
+/// exactly as the guard gives it.
+pub(crate) async fn check(state: &ApiState, authorization: Option<&HeaderValue>, role: Role) -> Option<Response> {
+    match authenticate(state, authorization).await {
+        Ok(principal) => refusal(state, &principal, role),
+        Err(e) => Some(e.into_response()),
+    }
 }
 
 /// The principal of the request's stream ticket (`?ticket=`).
@@ -173,9 +171,9 @@ fn bearer(value: Option<&HeaderValue>) -> Result<&str, ApiError> {
     }
 }
 
-/// `principal` back when its rate limit and its role allow, else the
-/// answer: 429 with `Retry-After` over the limit, 403 for too small a role.
-fn admit(state: &ApiState, principal: Principal, role: Role) -> Result<Principal, Response> {
+/// Why `principal` may not go on: 429 with `Retry-After` over its rate
+/// limit, 403 for too small a role; none when both allow.
+fn refusal(state: &ApiState, principal: &Principal, role: Role) -> Option<Response> {
     if let Err(wait) = state.limiter().check(&principal.subject) {
         let secs = limit::retry_after_secs(wait);
         tracing::info!(subject = %principal.subject, retry_after_secs = secs, "per-client rate limit reached");
@@ -189,12 +187,14 @@ fn admit(state: &ApiState, principal: Principal, role: Role) -> Result<Principal
         )
         .into_response();
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        Err(r)
+        Some(r)
     } else if principal.role.allows(role) {
         tracing::debug!(subject = %principal.subject, role = %principal.role, "authorized");
-        Ok(principal)
+        None
     } else {
-        Err(ApiError::forbidden(format!("this needs the {role} role; {} has {}", principal.subject, principal.role))
-            .into_response())
+        Some(
+            ApiError::forbidden(format!("this needs the {role} role; {} has {}", principal.subject, principal.role))
+                .into_response(),
+        )
     }
 }

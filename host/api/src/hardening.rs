@@ -84,7 +84,7 @@ impl<S> Layer<S> for Edge {
     fn layer(&self, inner: S) -> Self::Service {
         let kept = reads::Early::new(self.state.clone(), self.body_limit.layer(inner));
         let inner = match &self.cors {
-            Some(cors) => MaybeCors::With(cors.layer(kept)),
+            Some(cors) => MaybeCors::With(Box::new(cors.layer(kept))),
             None => MaybeCors::Without(kept),
         };
         EdgeService { state: self.state.clone(), inner }
@@ -95,8 +95,9 @@ impl<S> Layer<S> for Edge {
 /// headers at all, so browsers refuse cross-origin calls).
 #[derive(Clone)]
 pub enum MaybeCors<S> {
-    /// Origins are configured.
-    With(Cors<S>),
+    /// Origins are configured (boxed: CORS's settings are large; a read
+    /// does not clone them).
+    With(Box<Cors<S>>),
     /// None are.
     Without(S),
 }
