@@ -3,8 +3,9 @@
 //! who it stands for, and lets the request through only when that
 //! principal's role allows the group's role. Missing or refused tokens answer
 //! 401 with `WWW-Authenticate: Bearer`, too small a role 403. The principal
-//! is put into the request's extensions for the handler, and into the
-//! response's as an [`Actor`] for the audit layer. An accepted token's
+//! is put into the request's extensions for the handler, and (for a
+//! state-changing request, the only ones audited) into the response's as an
+//! [`Actor`] for the audit layer. An accepted token's
 //! subject is counted against its rate limit (`crate::limit`) first: over
 //! it, 429 `rate_limited` with `Retry-After`.
 
@@ -20,7 +21,7 @@ use dc_core::access::{Actor, Principal, Role};
 use tower::{Layer, Service};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{ApiError, ApiState, limit};
+use crate::{ApiError, ApiState, audit, limit};
 
 /// `router` with every route behind the guard for `role`.
 pub fn guarded(router: OpenApiRouter<ApiState>, state: &ApiState, role: Role) -> OpenApiRouter<ApiState> {
@@ -78,10 +79,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         // the service that was made ready handles this request; its clone waits for the next
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         let Guard { state, role, tickets } = self.guard.clone();
         // the header, not the request, is held while the token is checked (a
         // request is not `Sync`, so a future borrowing it would not be `Send`)
@@ -90,16 +91,42 @@ where
             (true, None) => Some(ticket(&state, &req)),
             _ => None,
         };
+        // the audit log reads the actor of state-changing requests only
+        let audited = !audit::is_read(req.method());
         Box::pin(async move {
             let principal = match ticket {
                 Some(p) => p,
                 None => authenticate(&state, authorization.as_ref()).await,
             };
-            match principal {
-                Ok(p) => Ok(admit(&state, p, role, req, inner).await),
-                Err(e) => Ok(e.into_response()),
+            let principal = match principal {
+                Ok(p) => p,
+                Err(e) => return Ok(e.into_response()),
+            };
+            let actor = audited.then(|| Actor::from(&principal));
+            let mut response = match refusal(&state, &principal, role) {
+                None => {
+                    req.extensions_mut().insert(principal);
+                    inner.call(req).await?
+                }
+                Some(refused) => refused,
+            };
+            if let Some(actor) = actor {
+                response.extensions_mut().insert(actor);
             }
+            Ok(response)
         })
+    }
+}
+
+/// What the guard for `role` decides about a request whose `Authorization`
+/// header is `authorization`, for a request answered without its route
+/// (`crate::reads::Early`): none when the token is accepted, its rate limit
+/// not reached and its role allows `role`, else the answer (401, 429, 403),
+/// exactly as the guard gives it.
+pub(crate) async fn check(state: &ApiState, authorization: Option<&HeaderValue>, role: Role) -> Option<Response> {
+    match authenticate(state, authorization).await {
+        Ok(principal) => refusal(state, &principal, role),
+        Err(e) => Some(e.into_response()),
     }
 }
 
@@ -144,14 +171,10 @@ fn bearer(value: Option<&HeaderValue>) -> Result<&str, ApiError> {
     }
 }
 
-/// Lets `principal` through when its rate limit and its role allow.
-/// The answer carries the principal as an [`Actor`] for the audit log.
-async fn admit<S>(state: &ApiState, principal: Principal, role: Role, mut req: Request, mut inner: S) -> Response
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-{
-    let actor = Actor::from(&principal);
-    let mut response = if let Err(wait) = state.limiter().check(&principal.subject) {
+/// Why `principal` may not go on: 429 with `Retry-After` over its rate
+/// limit, 403 for too small a role; none when both allow.
+fn refusal(state: &ApiState, principal: &Principal, role: Role) -> Option<Response> {
+    if let Err(wait) = state.limiter().check(&principal.subject) {
         let secs = limit::retry_after_secs(wait);
         tracing::info!(subject = %principal.subject, retry_after_secs = secs, "per-client rate limit reached");
         let mut r = ApiError::new(
@@ -164,18 +187,14 @@ where
         )
         .into_response();
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        r
+        Some(r)
     } else if principal.role.allows(role) {
         tracing::debug!(subject = %principal.subject, role = %principal.role, "authorized");
-        req.extensions_mut().insert(principal);
-        match inner.call(req).await {
-            Ok(r) => r,
-            Err(never) => match never {},
-        }
+        None
     } else {
-        ApiError::forbidden(format!("this needs the {role} role; {} has {}", principal.subject, principal.role))
-            .into_response()
-    };
-    response.extensions_mut().insert(actor);
-    response
+        Some(
+            ApiError::forbidden(format!("this needs the {role} role; {} has {}", principal.subject, principal.role))
+                .into_response(),
+        )
+    }
 }

@@ -34,13 +34,17 @@ pub struct Pending {
     request_id: Option<String>,
 }
 
+/// True for the methods that change nothing (GET, HEAD, OPTIONS): requests
+/// with them are not audited and do not drop kept answers.
+pub fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// The audit row to write after `req` is answered: none for a read (GET,
 /// HEAD, OPTIONS), a path outside `/api/v1/` or a request to no route.
 /// `crate::hardening::Edge` calls it with the request id already set.
 pub async fn start(req: Request) -> (Option<Pending>, Request) {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || !req.uri().path().starts_with("/api/v1/")
-    {
+    if is_read(req.method()) || !req.uri().path().starts_with("/api/v1/") {
         return (None, req);
     }
     let Some(route) = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()) else {

@@ -5,10 +5,11 @@
 //! (`crate::audit`); dropping the kept `GET /apps` answers after a
 //! state-changing request (`crate::reads`); and the security headers for a
 //! JSON API (nosniff, no framing, no referrer, a CSP that allows nothing
-//! unless the dashboard set its own, no caching). Around it: the
-//! request-body limit (`api.max_body_kb`, larger bodies 413) and CORS only
-//! for the configured origins (`api.cors_origins`; none: no CORS headers, so
-//! browsers refuse cross-origin calls).
+//! unless the dashboard set its own, no caching). Inside it: CORS only for
+//! the configured origins (`api.cors_origins`; none: no CORS headers, so
+//! browsers refuse cross-origin calls), the early answer of a kept
+//! `GET /apps` answer (`crate::reads::Early`) and the request-body limit
+//! (`api.max_body_kb`, larger bodies 413).
 //!
 //! One hand-written layer instead of a stack of `from_fn` middlewares and
 //! tower-http layers: axum clones a route's whole layer stack for every
@@ -20,21 +21,19 @@ use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::Response;
-use dc_core::Database;
 use dc_core::settings::ApiSettings;
+use futures_util::future::Either;
 use tower::{Layer, Service};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 use tracing::Instrument as _;
 
-use crate::audit;
-use crate::reads::ReadCache;
+use crate::{ApiState, audit, reads};
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -49,52 +48,87 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
 ];
 const CSP: HeaderValue = HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'");
 
-/// `routes` with the layers applied: the [`Edge`] outermost, so the audit
-/// row and every log record of the request carry its id; then CORS; the
-/// body limit inside the edge.
-pub fn apply(routes: Router, settings: &ApiSettings, db: Database, reads: Arc<ReadCache>) -> Router {
+/// `routes` with the layers applied: the [`Edge`] around every route, so
+/// the audit row and every log record of the request carry its id.
+pub fn apply(routes: Router, settings: &ApiSettings, state: ApiState) -> Router {
     let limit = usize::try_from(settings.max_body_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
-    let mut router = routes;
     let origins: Vec<HeaderValue> =
         settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-    if !origins.is_empty() {
-        router = router.layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
-                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-                .expose_headers([REQUEST_ID]),
-        );
-    }
-    router.layer(Edge { shared: Arc::new(Shared { db, reads }), body_limit: DefaultBodyLimit::max(limit) })
+    let cors = (!origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_headers([REQUEST_ID])
+    });
+    routes.layer(Edge { state, cors, body_limit: DefaultBodyLimit::max(limit) })
 }
 
-struct Shared {
-    db: Database,
-    reads: Arc<ReadCache>,
-}
-
-/// The layer (see the module documentation).
+/// The layer (see the module documentation). Inside it, in this order (each
+/// applied by the edge rather than as a layer of its own: each layer on a
+/// router wraps every route in one more boxed service): CORS for the
+/// configured origins, the early answer of kept `GET /apps` answers
+/// ([`reads::Early`]), the body limit, then the route.
 #[derive(Clone)]
 pub struct Edge {
-    shared: Arc<Shared>,
-    /// Applied inside the edge rather than as a layer of its own: each
-    /// layer on a router wraps every route in one more boxed service.
+    state: ApiState,
+    cors: Option<CorsLayer>,
     body_limit: DefaultBodyLimit,
 }
 
+type Inner<S> = MaybeCors<reads::Early<<DefaultBodyLimit as Layer<S>>::Service>>;
+
 impl<S> Layer<S> for Edge {
-    type Service = EdgeService<<DefaultBodyLimit as Layer<S>>::Service>;
+    type Service = EdgeService<Inner<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        EdgeService { shared: self.shared.clone(), inner: self.body_limit.layer(inner) }
+        let kept = reads::Early::new(self.state.clone(), self.body_limit.layer(inner));
+        let inner = match &self.cors {
+            Some(cors) => MaybeCors::With(Box::new(cors.layer(kept))),
+            None => MaybeCors::Without(kept),
+        };
+        EdgeService { state: self.state.clone(), inner }
+    }
+}
+
+/// `S` behind CORS when origins are configured, else `S` alone (no CORS
+/// headers at all, so browsers refuse cross-origin calls).
+#[derive(Clone)]
+pub enum MaybeCors<S> {
+    /// Origins are configured (boxed: CORS's settings are large; a read
+    /// does not clone them).
+    With(Box<Cors<S>>),
+    /// None are.
+    Without(S),
+}
+
+impl<S> Service<Request> for MaybeCors<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<<Cors<S> as Service<Request>>::Future, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match self {
+            MaybeCors::With(s) => s.poll_ready(cx),
+            MaybeCors::Without(s) => s.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match self {
+            MaybeCors::With(s) => Either::Left(s.call(req)),
+            MaybeCors::Without(s) => Either::Right(s.call(req)),
+        }
     }
 }
 
 /// The service of [`Edge`] around one route.
 #[derive(Clone)]
 pub struct EdgeService<S> {
-    shared: Arc<Shared>,
+    state: ApiState,
     inner: S,
 }
 
@@ -122,42 +156,52 @@ where
         };
         let span = tracing::info_span!("api", method = %req.method(), path = %req.uri().path(),
             request_id = id.to_str().unwrap_or("-"));
-        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if audit::is_read(req.method()) {
+            // a read: the service that was made ready answers it now
+            let answer = self.inner.call(req);
+            return Box::pin(
+                async move {
+                    let response = answer.await?;
+                    Ok(with_headers(response, id))
+                }
+                .instrument(span),
+            );
+        }
         // the service that was made ready handles this request; its clone waits for the next
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
+        let state = self.state.clone();
         Box::pin(
             async move {
-                let mut response = if safe {
-                    inner.call(req).await?
-                } else {
-                    let (pending, req) = audit::start(req).await;
-                    let response = inner.call(req).await?;
-                    // before the answer leaves: a client that changed something reads its change
-                    shared.reads.changed();
-                    if let Some(p) = pending {
-                        p.record(&shared.db, &response).await;
-                    }
-                    response
-                };
-                let h = response.headers_mut();
-                // room for what follows, so the map grows at most once
-                h.reserve(SECURITY_HEADERS.len() + 2);
-                for (name, value) in SECURITY_HEADERS {
-                    h.insert(name, value);
+                let (pending, req) = audit::start(req).await;
+                let response = inner.call(req).await?;
+                // before the answer leaves: a client that changed something reads its change
+                state.reads().changed();
+                if let Some(p) = pending {
+                    p.record(state.db(), &response).await;
                 }
-                if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
-                    h.insert(header::CONTENT_SECURITY_POLICY, CSP);
-                }
-                if !h.contains_key(&REQUEST_ID) {
-                    h.insert(REQUEST_ID, id);
-                }
-                Ok(response)
+                Ok(with_headers(response, id))
             }
             .instrument(span),
         )
     }
+}
+
+/// `response` with the security headers and the request id `id`.
+fn with_headers(mut response: Response, id: HeaderValue) -> Response {
+    let h = response.headers_mut();
+    // room for what follows, so the map grows at most once
+    h.reserve(SECURITY_HEADERS.len() + 2);
+    for (name, value) in SECURITY_HEADERS {
+        h.insert(name, value);
+    }
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(header::CONTENT_SECURITY_POLICY, CSP);
+    }
+    if !h.contains_key(&REQUEST_ID) {
+        h.insert(REQUEST_ID, id);
+    }
+    response
 }
 
 /// Random bytes of a thread, drawn from the OS in batches.

@@ -261,8 +261,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
     // serialized once: each request gets the same bytes
     let doc = axum::body::Bytes::from(document::served(&doc).to_string());
     let settings = state.env().settings.api.clone();
-    let db = state.db().clone();
-    let reads_state = state.inner.reads.clone();
+    let edge_state = state.clone();
     let mut routes = routes
         .route(
             "/api/v1/openapi.json",
@@ -284,7 +283,7 @@ fn build(state: ApiState, auth_routes: Option<axum::Router>) -> axum::Router {
         routes = routes.nest("/api/v1/auth", auth);
     }
     // after the nesting, so the token endpoint is audited too
-    hardening::apply(routes, &settings, db, reads_state)
+    hardening::apply(routes, &settings, edge_state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes the

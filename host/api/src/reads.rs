@@ -12,13 +12,36 @@
 //! A generation counter makes the drop race-free: an answer read from the
 //! database while a change was being made is kept under the old generation
 //! and never served.
+//!
+//! A kept answer is served early ([`Early`], inside `crate::hardening::Edge`
+//! and CORS): once the request's token, rate limit and role pass the same
+//! checks as the route's guard (`crate::access::check`), the kept bytes are
+//! the answer, without the guard's and the handler's services, extractors or
+//! serialization. A request without a fresh kept answer goes the usual way.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
+use dc_core::access::Role;
 use dc_scheduler::Clock;
+use futures_util::future::{BoxFuture, Either};
+use tower::Service;
+
+use crate::{ApiState, access};
+
+/// The path whose answers are kept.
+pub const PATH: &str = "/api/v1/apps";
+
+/// The role `GET /apps` needs: that of the route group it is routed in
+/// (viewer, see `crate::api_routes`).
+const ROLE: Role = Role::Viewer;
 
 /// Different query strings kept at most.
 pub const CAPACITY: usize = 1_000;
@@ -83,6 +106,55 @@ impl ReadCache {
     /// Drops every kept answer (something changed).
     pub fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A JSON answer of `body` (kept or just serialized).
+pub fn json(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// The service that answers `GET /api/v1/apps` from a fresh kept answer
+/// once the guard's checks pass, and hands every other request to `inner`
+/// (the route).
+#[derive(Clone)]
+pub struct Early<S> {
+    state: ApiState,
+    inner: S,
+}
+
+impl<S> Early<S> {
+    /// `inner` with kept answers of `state` served early.
+    pub fn new(state: ApiState, inner: S) -> Early<S> {
+        Early { state, inner }
+    }
+}
+
+impl<S> Service<Request> for Early<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<BoxFuture<'static, Result<Response, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if req.method() == Method::GET && req.uri().path() == PATH {
+            // the same key as the handler's (`RawQuery`: the query string as sent)
+            if let Ok(body) = self.state.reads().get(req.uri().query().unwrap_or_default()) {
+                let state = self.state.clone();
+                let authorization = req.headers().get(header::AUTHORIZATION).cloned();
+                return Either::Left(Box::pin(async move {
+                    Ok(access::check(&state, authorization.as_ref(), ROLE).await.unwrap_or_else(|| json(body)))
+                }));
+            }
+        }
+        Either::Right(self.inner.call(req))
     }
 }
 

@@ -9,8 +9,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use dc_core::access::Principal;
 use dc_core::apps::{self, AppKey, AppQuery, AppRow, AppSort};
@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::page::{self, Page};
+use crate::reads;
 use crate::routes::runs::RunStatusParam;
 use crate::{ApiError, ApiState, ErrorBody};
 
@@ -207,7 +208,7 @@ pub async fn list(State(state): State<ApiState>, RawQuery(query): RawQuery) -> R
     let query = query.unwrap_or_default();
     // a kept answer is to a query that parsed before: it is not parsed again
     let ticket = match state.reads().get(&query) {
-        Ok(body) => return Ok(json(body)),
+        Ok(body) => return Ok(reads::json(body)),
         Err(ticket) => ticket,
     };
     let p: AppListParams = crate::extract::query(&query)?;
@@ -232,12 +233,7 @@ pub async fn list(State(state): State<ApiState>, RawQuery(query): RawQuery) -> R
             ApiError::of_kind(dc_core::ErrorKind::Internal, format!("cannot encode the apps page: {e}"))
         })?);
     state.reads().put(&query, ticket, body.clone());
-    Ok(json(body))
-}
-
-/// A JSON answer of `body`.
-fn json(body: Bytes) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    Ok(reads::json(body))
 }
 
 /// One app. Role: viewer.

@@ -137,3 +137,70 @@ async fn each_client_is_rate_limited_by_its_token_subject() {
     assert_eq!(audit["items"][0]["subject"], "vera", "{audit}");
     api.stop().await;
 }
+
+/// A kept `GET /apps` answer is served without its route (no guard or
+/// handler service), but only after the same checks (token, rate limit) and
+/// with the same headers (security, request id, CORS) as the answer it keeps.
+#[tokio::test]
+async fn a_kept_apps_answer_passes_the_same_checks_and_carries_the_same_headers() {
+    let limit_clock = governor::clock::FakeRelativeClock::default();
+    // the kept answer stays fresh until this clock moves; it never does here
+    let apps_clock = std::sync::Arc::new(dc_scheduler::ManualClock::new(chrono::Utc::now()));
+    let api = TestApi::rate_limited_with_apps_cache_clock(2, 2, limit_clock.clone(), apps_clock).await;
+    app(&api.db, "kept").await;
+    let get = |token: Option<&'static str>| {
+        let mut req = api.client.get(api.url("/api/v1/apps")).header("origin", ALLOWED_ORIGIN);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let read = get(Some(VIEWER)).await.expect("GET");
+    let kept = get(Some(VIEWER)).await.expect("GET");
+    assert_eq!((read.status().as_u16(), kept.status().as_u16()), (200, 200));
+    let names = |r: &reqwest::Response| {
+        let mut n: Vec<String> = r.headers().keys().map(|k| k.as_str().to_string()).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&kept), names(&read), "the same headers");
+    for h in [
+        "content-type",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "cache-control",
+        "content-security-policy",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "vary",
+    ] {
+        assert_eq!(kept.headers().get(h), read.headers().get(h), "{h}");
+    }
+    assert_eq!(kept.headers()["access-control-allow-origin"], ALLOWED_ORIGIN);
+    assert_ne!(kept.headers()["x-request-id"], read.headers()["x-request-id"], "an id per request");
+    let (_, read) = answer(read).await;
+    let (_, kept) = answer(kept).await;
+    assert_eq!(kept, read);
+    assert_eq!(kept["items"][0]["name"], "kept", "{kept}");
+
+    // no token, an unknown token: 401 with the challenge, not the kept answer
+    let r = get(None).await.expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"dc-host\"");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let r = get(Some("forged-token")).await.expect("GET");
+    assert_eq!(r.status().as_u16(), 401);
+    // vera's burst of 2 is spent: 429 with Retry-After
+    let r = get(Some(VIEWER)).await.expect("GET");
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.headers().contains_key("x-request-id"));
+    let (_, body) = answer(r).await;
+    assert_eq!(error_code(&body), "rate_limited", "{body}");
+    // half a second later she may read again: the kept answer
+    limit_clock.advance(std::time::Duration::from_millis(500));
+    let (s, body) = answer(get(Some(VIEWER)).await.expect("GET")).await;
+    assert_eq!((s, body), (200, kept));
+    api.stop().await;
+}

@@ -79,6 +79,19 @@ impl TestApi {
         TestApi::start(url, dir, None, true, Some((per_second, burst, clock)), None).await
     }
 
+    /// [`TestApi::rate_limited`] whose kept `GET /apps` answers are timed
+    /// by `apps_clock` too.
+    pub async fn rate_limited_with_apps_cache_clock(
+        per_second: u32,
+        burst: u32,
+        clock: governor::clock::FakeRelativeClock,
+        apps_clock: Arc<dyn dc_scheduler::Clock>,
+    ) -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/t.db", dir.path().display());
+        TestApi::start(url, dir, None, true, Some((per_second, burst, clock)), Some(apps_clock)).await
+    }
+
     /// A server over a fresh SQLite database whose host environment can
     /// register plugins (the real `dc-host` binary probes them), with
     /// `plugins` (files) registered in order.

@@ -73,9 +73,10 @@ async fn the_document_lists_every_routed_operation_and_nothing_else() {
     api.stop().await;
 }
 
-#[tokio::test]
-async fn with_the_token_authority_mounted_the_document_describes_its_form_endpoints() {
-    let api = TestApi::sqlite().await;
+/// The status and OpenAPI document of `api`'s router with the token
+/// authority's routes mounted (`dc_api::router_with_auth`), served on a
+/// loopback port for the one request and then shut down.
+async fn document_with_auth(api: &TestApi) -> (u16, serde_json::Value) {
     let router = dc_api::router_with_auth(api.state.clone(), axum::Router::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/api/v1/openapi.json", listener.local_addr().expect("addr"));
@@ -83,7 +84,16 @@ async fn with_the_token_authority_mounted_the_document_describes_its_form_endpoi
     let server = tokio::spawn(dc_api::serve_router(listener, router, async move {
         let _ = rx.await;
     }));
-    let (s, doc) = answer(api.client.get(&url).send().await.expect("GET")).await;
+    let answer = answer(api.client.get(&url).send().await.expect("GET")).await;
+    let _ = tx.send(());
+    server.await.expect("server task").expect("served");
+    answer
+}
+
+#[tokio::test]
+async fn with_the_token_authority_mounted_the_document_describes_its_form_endpoints() {
+    let api = TestApi::sqlite().await;
+    let (s, doc) = document_with_auth(&api).await;
     assert_eq!(s, 200);
     for path in ["/api/v1/auth/token", "/api/v1/auth/revoke"] {
         let op = &doc["paths"][path]["post"];
@@ -99,8 +109,6 @@ async fn with_the_token_authority_mounted_the_document_describes_its_form_endpoi
     // the document of the API alone does not list what it does not serve
     let (_, plain) = api.get("/api/v1/openapi.json", None).await;
     assert!(plain["paths"]["/api/v1/auth/token"].is_null());
-    let _ = tx.send(());
-    server.await.expect("server task").expect("served");
     api.stop().await;
 }
 
@@ -233,14 +241,7 @@ async fn the_app_patch_schema_matches_what_the_server_accepts() {
 #[tokio::test]
 async fn the_form_bodies_state_their_required_fields_and_token_shape() {
     let api = TestApi::sqlite().await;
-    let router = dc_api::router_with_auth(api.state.clone(), axum::Router::new());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/api/v1/openapi.json", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(dc_api::serve_router(listener, router, async move {
-        let _ = rx.await;
-    }));
-    let (_, doc) = answer(api.client.get(&url).send().await.expect("GET")).await;
+    let (_, doc) = document_with_auth(&api).await;
     let revoke = validator(&doc, "RevokeRequest");
     // a refresh token (43 base64url characters), with or without its hint
     let refresh = "q3nD0mR3fr3shT0k3n_0f-f0rty-thr33-charact3r";
@@ -260,8 +261,6 @@ async fn the_form_bodies_state_their_required_fields_and_token_shape() {
     let upload = &doc["components"]["schemas"]["PluginUpload"];
     assert_eq!(upload["required"], json!(["file"]), "{upload}");
     assert_eq!(upload["additionalProperties"], json!(false), "one field only: {upload}");
-    let _ = tx.send(());
-    server.await.expect("server task").expect("served");
     api.stop().await;
 }
 
