@@ -18,7 +18,7 @@
 # Scrapy CONCURRENT_REQUESTS and wrk connections), DC_BENCH_WRK_SECS (10),
 # DC_BENCH_SCRAPY=0 (dc-host and wrk only, e.g. for 50000 pages),
 # DC_BENCH_HOST_CONFIG (a dc-host config file for the crawls, e.g.
-# scripts/bench-crawl/held-permits.toml).
+# scripts/bench-crawl/held-permits.toml or scripts/bench-crawl/no-leases.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 load() { echo "load average $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) on $(nproc) CPUs"; }

@@ -226,6 +226,11 @@ pub struct LimitSettings {
     pub robots_ignore_apps: Vec<String>,
     /// How long a fetched robots.txt is kept, in seconds.
     pub robots_ttl_secs: u64,
+    /// Lease passes to workers: a worker keeps granting itself passes to an
+    /// origin with no limits, a closed circuit and no robots.txt rule (up to
+    /// 1 s, until any run reports a 429, 5xx or failure), instead of asking
+    /// the permit server before every request; false: every request asks.
+    pub leases: bool,
     /// The permit server's Unix socket (default `<data_dir>/run/limiter.sock`);
     /// every process that should share one limiter must name the same path.
     pub socket: Option<PathBuf>,
@@ -256,6 +261,7 @@ impl Default for LimitSettings {
             obey_robots: true,
             robots_ignore_apps: Vec::new(),
             robots_ttl_secs: 3600,
+            leases: true,
             socket: None,
             domain: Vec::new(),
         }
@@ -1747,6 +1753,9 @@ mod tests {
         .expect("loads");
         assert_eq!(s.limits.robots_ignore_apps, vec!["a/b/c", "d/e/f"]);
         assert_eq!(s.limits.socket.as_deref(), Some(Path::new("/tmp/x.sock")));
+        assert!(s.limits.leases, "leases by default");
+        let s = Settings::load(None, env(&[("DC_LIMITS_LEASES", "false")])).expect("loads");
+        assert!(!s.limits.leases);
         let refused = |pairs: &[(&str, &str)], key: &str| {
             let err = Settings::load(None, env(pairs)).expect_err("refused").to_string();
             assert!(err.contains(key), "{key}: {err}");

@@ -59,6 +59,8 @@ pub struct LimitConfig {
     pub robots_timeout: Duration,
     /// The per-domain circuit breaker shared by every run (failures: 0 turns it off).
     pub breaker: BreakerPolicy,
+    /// The permit server leases passes (`permit_server`'s Leases).
+    pub leases: bool,
 }
 
 impl Default for LimitConfig {
@@ -70,6 +72,7 @@ impl Default for LimitConfig {
             robots_ttl: Duration::from_secs(3600),
             robots_timeout: Duration::from_secs(10),
             breaker: BreakerPolicy::default(),
+            leases: true,
         }
     }
 }
@@ -372,6 +375,9 @@ pub struct LocalPermit {
     persist: Option<Arc<Persist>>,
     /// A pass: nothing is held (see the module's documentation).
     pass: bool,
+    /// A pass that needed no robots.txt look at its URL: the permit server
+    /// may lease it (`permit_server`'s Leases).
+    leasable: bool,
 }
 
 impl std::fmt::Debug for LocalPermit {
@@ -385,6 +391,13 @@ impl LocalPermit {
     /// [`notable`] outcome needs to be told (dropping it says nothing).
     pub fn is_pass(&self) -> bool {
         self.pass || self.domain.is_none()
+    }
+
+    /// A pass whose domain's state alone allowed it (no robots.txt rule was
+    /// looked up for its path): any URL of its origin would have been
+    /// granted a pass too, until the domain's state changes.
+    pub fn is_leasable(&self) -> bool {
+        self.leasable && self.pass
     }
 
     /// Gives the permit back; `outcome` None: abandoned (no answer, and
@@ -511,9 +524,18 @@ impl Politeness {
     /// that releases every permit, such as a worker of an older version).
     pub async fn acquire_with(&self, url: &Url, obey_robots: bool, may_pass: bool) -> Result<LocalPermit, Refusal> {
         let Some(name) = domain_of(url) else {
-            return Ok(LocalPermit { domain: None, epoch: self.epoch, breakers: None, persist: None, pass: true });
+            return Ok(LocalPermit {
+                domain: None,
+                epoch: self.epoch,
+                breakers: None,
+                persist: None,
+                pass: true,
+                leasable: false,
+            });
         };
         let domain = self.domain(&name);
+        // no rule to look up for this path: robots.txt not obeyed, or it allows every path
+        let mut leasable = !obey_robots;
         if obey_robots && let Some(robots_url) = robots::robots_url(url) {
             let entry = self.robots_entry(&robots_url);
             let mut fetched_now = false;
@@ -530,11 +552,13 @@ impl Politeness {
             if let Some(why) = fetched.rules.refusal(url.as_str(), &robots_url) {
                 return Err(Refusal::Robots(why));
             }
+            leasable = matches!(fetched.rules, Rules::AllowAll);
         }
         // one breaker per domain for every run (an open circuit is not asked again)
         self.breakers.admit(&name).map_err(|CircuitOpen { message, .. }| Refusal::CircuitOpen(message))?;
         let mut permit = self.wait_for(domain, may_pass).await;
         permit.breakers = Some(self.breakers.clone());
+        permit.leasable = leasable;
         Ok(permit)
     }
 
@@ -560,6 +584,7 @@ impl Politeness {
                         breakers: None,
                         persist: self.persist.clone(),
                         pass,
+                        leasable: false,
                     };
                 }
                 Decision::WaitUntil(at) => {
@@ -584,6 +609,7 @@ impl Politeness {
             breakers: Some(self.breakers.clone()),
             persist: self.persist.clone(),
             pass: true,
+            leasable: false,
         };
         pass.finish(Some(outcome));
     }

@@ -8,7 +8,16 @@
 //! connection goes back to the pool as soon as it is granted, and its release
 //! sends a `report` only for a notable outcome (`crate::limiter::notable`),
 //! else nothing at all.
+//!
+//! [`HostLimiter`] also asks for leases (see `permit_server`'s Leases): a
+//! leased origin's passes are granted here without a round trip while the
+//! lease lasts and the generation read on the client's watch connection is
+//! still the lease's. The watch connection is opened with the first lease
+//! (on the tokio runtime the acquire runs on); while it is down no lease is
+//! trusted, and a new one starts with no leases kept. A notable outcome
+//! voids the client's leases before it is reported.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,9 +27,10 @@ use reqwest::Url;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
 
 use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal, domain_of, notable};
-use crate::permit_server::{Answer, Request};
+use crate::permit_server::{Answer, Lease, Request};
 use crate::throttle::Outcome;
 
 /// How long a worker limits on its own before asking the server again.
@@ -83,6 +93,60 @@ impl std::fmt::Debug for RemotePermit {
 pub struct PermitClient {
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
+    leases: Mutex<Leases>,
+}
+
+/// The generation a watch connection has not answered yet.
+const UNSYNCED: u64 = u64::MAX;
+
+/// The leases a client holds and the watch that keeps them valid.
+#[derive(Default)]
+struct Leases {
+    /// The generation read on the watch connection (closed: the connection is down).
+    watch: Option<watch::Receiver<u64>>,
+    by_origin: HashMap<String, Leased>,
+}
+
+struct Leased {
+    domain: String,
+    generation: u64,
+    until: Instant,
+}
+
+/// The origin part of an http(s) URL (`scheme://host:port`, with any user
+/// info), borrowed: what a lease is kept under.
+fn origin(url: &Url) -> &str {
+    let s = url.as_str();
+    let tail = url.path().len() + url.query().map_or(0, |q| q.len() + 1) + url.fragment().map_or(0, |f| f.len() + 1);
+    s.get(..s.len().saturating_sub(tail)).unwrap_or(s)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads the watch connection `conn` into `generation` until either ends.
+async fn watch_generation(path: PathBuf, generation: watch::Sender<u64>) {
+    let Ok(mut conn) = Conn::open(&path).await else { return };
+    if conn.send(&Request::Watch {}).await.is_err() {
+        return;
+    }
+    loop {
+        conn.line.clear();
+        let read = tokio::select! {
+            read = conn.reader.read_line(&mut conn.line) => read,
+            () = generation.closed() => return,
+        };
+        match read {
+            Ok(n) if n > 0 => {}
+            // the server went away: the sender is dropped, and no lease is trusted
+            _ => return,
+        }
+        match serde_json::from_str(&conn.line) {
+            Ok(Answer::Changed { generation: g }) => generation.send_replace(g),
+            _ => return,
+        };
+    }
 }
 
 impl std::fmt::Debug for PermitClient {
@@ -94,7 +158,7 @@ impl std::fmt::Debug for PermitClient {
 impl PermitClient {
     /// A client of the server at `path` (connections are made when needed).
     pub fn new(path: impl Into<PathBuf>) -> PermitClient {
-        PermitClient { path: path.into(), idle: Mutex::default() }
+        PermitClient { path: path.into(), idle: Mutex::default(), leases: Mutex::default() }
     }
 
     /// The socket path.
@@ -111,10 +175,72 @@ impl PermitClient {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
     }
 
+    /// A pass to `url` from a lease this client holds for its origin, if
+    /// one holds now: no round trip.
+    pub fn leased(&self, url: &Url) -> Option<RemotePermit> {
+        let leases = lock(&self.leases);
+        let watch = leases.watch.as_ref()?;
+        if watch.has_changed().is_err() {
+            return None;
+        }
+        let generation = *watch.borrow();
+        let lease = leases.by_origin.get(origin(url))?;
+        (lease.generation == generation && Instant::now() < lease.until)
+            .then(|| RemotePermit { held: None, domain: lease.domain.clone() })
+    }
+
+    /// The generation this client's watch connection has read (changed on
+    /// every notable outcome the server is told); None before the first
+    /// lease, or while the watch connection is down.
+    pub fn watched_generation(&self) -> Option<watch::Receiver<u64>> {
+        lock(&self.leases).watch.clone().filter(|w| w.has_changed().is_ok())
+    }
+
+    /// Keeps `lease` for `url`'s origin, asked for at `asked`, if the watch
+    /// connection has read the lease's generation (starting the watch
+    /// connection if it is not up, with no lease kept from before).
+    fn keep(&self, url: &Url, domain: &str, lease: Lease, asked: Instant) {
+        let mut leases = lock(&self.leases);
+        let up = leases.watch.as_ref().is_some_and(|w| w.has_changed().is_ok());
+        if !up {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+            let (tx, rx) = watch::channel(UNSYNCED);
+            leases.watch = Some(rx);
+            leases.by_origin.clear();
+            rt.spawn(watch_generation(self.path.clone(), tx));
+            return;
+        }
+        let seen = leases.watch.as_ref().map_or(UNSYNCED, |w| *w.borrow());
+        if seen == lease.generation {
+            let leased = Leased {
+                domain: domain.to_string(),
+                generation: lease.generation,
+                until: asked + Duration::from_millis(lease.ms),
+            };
+            leases.by_origin.insert(origin(url).to_string(), leased);
+        }
+    }
+
+    /// Voids every lease of this client (a notable outcome is about to be told).
+    fn void_leases(&self) {
+        lock(&self.leases).by_origin.clear();
+    }
+
     /// Waits for a permit to fetch `url`. Outer Err: the server cannot be
     /// reached; inner Err: why it refused (robots.txt, an open circuit).
     pub async fn acquire(&self, url: &Url, robots: bool) -> std::io::Result<Result<RemotePermit, Refusal>> {
-        let req = Request::Acquire { url: url.to_string(), robots, pass: true };
+        self.ask(url, robots, false).await
+    }
+
+    /// [`PermitClient::acquire`], taking the lease the server may grant with
+    /// a pass: later passes to the origin come from [`PermitClient::leased`].
+    pub async fn acquire_leasing(&self, url: &Url, robots: bool) -> std::io::Result<Result<RemotePermit, Refusal>> {
+        self.ask(url, robots, true).await
+    }
+
+    async fn ask(&self, url: &Url, robots: bool, lease: bool) -> std::io::Result<Result<RemotePermit, Refusal>> {
+        let asked = Instant::now();
+        let req = Request::Acquire { url: url.to_string(), robots, pass: true, lease };
         // a pooled connection may have gone stale (the server was replaced): one fresh try
         let (conn, answer) = match self.idle() {
             Some(mut c) => match c.ask(&req).await {
@@ -132,11 +258,17 @@ impl PermitClient {
             }
         };
         match answer {
-            Answer::Granted { permit: 0 } => {
+            Answer::Granted { permit: 0, lease: granted } => {
                 self.pool(conn);
-                Ok(Ok(RemotePermit { held: None, domain: domain_of(url).unwrap_or_default() }))
+                let domain = domain_of(url).unwrap_or_default();
+                if let Some(l) = granted.filter(|_| lease) {
+                    self.keep(url, &domain, l, asked);
+                }
+                Ok(Ok(RemotePermit { held: None, domain }))
             }
-            Answer::Granted { permit } => Ok(Ok(RemotePermit { held: Some((conn, permit)), domain: String::new() })),
+            Answer::Granted { permit, .. } => {
+                Ok(Ok(RemotePermit { held: Some((conn, permit)), domain: String::new() }))
+            }
             Answer::Refused { reason } => {
                 self.pool(conn);
                 Ok(Err(Refusal::Robots(reason)))
@@ -146,6 +278,7 @@ impl PermitClient {
                 Ok(Err(Refusal::CircuitOpen(reason)))
             }
             Answer::Invalid { error } => Err(std::io::Error::other(format!("the permit server refused: {error}"))),
+            Answer::Changed { .. } => Err(std::io::Error::other("the permit server answered an acquire as a watch")),
         }
     }
 
@@ -164,6 +297,8 @@ impl PermitClient {
         if !notable(outcome) {
             return;
         }
+        // this client's next requests ask the server again at once
+        self.void_leases();
         let req = Request::report(&domain, outcome);
         let pooled = match self.idle() {
             Some(mut c) => c.send(&req).await.is_ok().then_some(c),
@@ -254,7 +389,10 @@ impl HostLimiter {
     /// open for every run (the message says until when).
     pub async fn acquire(&self, url: &Url) -> Result<Permit, Refusal> {
         if let Some(remote) = self.remote_now() {
-            match remote.acquire(url, self.obey_robots).await {
+            if let Some(p) = remote.leased(url) {
+                return Ok(Permit::Remote(p));
+            }
+            match remote.acquire_leasing(url, self.obey_robots).await {
                 Ok(Ok(p)) => return Ok(Permit::Remote(p)),
                 Ok(Err(reason)) => return Err(self.refusal(reason)),
                 Err(e) => {
@@ -274,6 +412,12 @@ impl HostLimiter {
             Ok(p) => Ok(Permit::Local(p)),
             Err(reason) => Err(self.refusal(reason)),
         }
+    }
+
+    /// The generation the permit server's watch connection has read
+    /// ([`PermitClient::watched_generation`]); None without a lease yet.
+    pub fn watched_generation(&self) -> Option<watch::Receiver<u64>> {
+        self.remote.as_ref()?.watched_generation()
     }
 
     /// Gives a permit back with how its request ended.

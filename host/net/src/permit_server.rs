@@ -16,11 +16,14 @@
 //! → {"acquire":{"url":"https://example.com/a","robots":true,"pass":true}}
 //! ← {"granted":{"permit":7}}          (after any wait the domain needs)
 //! ← {"granted":{"permit":0}}          (a pass: nothing to release)
+//! ← {"granted":{"permit":0,"lease":{"ms":1000,"generation":12}}}   (a pass the worker may keep, see Leases)
 //! ← {"refused":{"reason":"disallowed by https://example.com/robots.txt for user-agent dc-host"}}
 //! ← {"open":{"reason":"circuit open for host example.com after 10 consecutive failures …"}}
 //! → {"release":{"permit":7,"status":200,"latency_us":1840,"retry_after_ms":null}}   (no answer)
 //! → {"release":{"permit":8,"status":null,"latency_us":30000000,"retry_after_ms":null,"failed":true}}
 //! → {"report":{"domain":"example.com","status":429,"latency_us":900,"retry_after_ms":2000}}   (no answer)
+//! → {"watch":{}}                      (a connection of its own, from then on only answered)
+//! ← {"changed":{"generation":12}}     (at once, and again on every change)
 //! ```
 //!
 //! **Passes.** A worker that says `"pass":true` accepts permit 0, a *pass*:
@@ -36,6 +39,25 @@
 //! at once; a domain with a failure counted grants held permits again, so
 //! the success that resets the breaker's count is always told. A worker of
 //! an older version (no `pass`) only ever gets held permits.
+//!
+//! **Leases.** A worker that also says `"lease":true` may get a pass with a
+//! lease, `{"granted":{"permit":0,"lease":{"ms":1000,"generation":12}}}`,
+//! when the pass also needs no robots.txt look per URL (robots.txt not
+//! obeyed, or the origin's file allows every path: `robots::Rules::AllowAll`).
+//! Until `ms` have passed, and while the server's *generation* is still the
+//! one in the lease, the worker grants itself passes to that origin without
+//! asking: no socket round trip at all per page. The generation counts the
+//! notable outcomes the server was told (a `release` or `report` of a
+//! 429/503, `Retry-After`, 5xx, failed connection or timeout: whatever can
+//! block a domain, open its circuit or count a failure), and a worker learns
+//! it on a watch connection of its own (`{"watch":{}}`, answered
+//! `{"changed":{"generation":12}}` at once and on every change), so a 429
+//! told by one run voids every run's leases as soon as its watch line
+//! arrives. A worker voids its own leases before it reports a notable
+//! outcome, and trusts none while its watch connection is down. The lease's
+//! time bounds what the generation does not cover (a robots.txt fetched
+//! again when it expires). A worker of an older version never asks for a
+//! lease, and a server of an older version never grants one.
 //!
 //! The server runs on a current-thread tokio runtime on a thread of its own
 //! (`permit-server`), so a permit is not woken through the supervisor's
@@ -64,7 +86,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
-use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal, SystemWall, WallClock};
+use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal, SystemWall, WallClock, notable};
 use crate::throttle::Outcome;
 
 /// A message from a worker.
@@ -80,7 +102,15 @@ pub enum Request {
         /// The worker accepts a pass (permit 0, nothing to release).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         pass: bool,
+        /// The worker takes a pass's lease (see [`Lease`]) and watches the
+        /// generation on a connection of its own.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lease: bool,
     },
+    /// Turn this connection into a watch: the server answers the current
+    /// generation at once and again whenever it changes, until the worker
+    /// closes the connection.
+    Watch {},
     /// Give a permit back (no answer is sent).
     Release {
         /// The permit.
@@ -119,6 +149,14 @@ pub enum Answer {
     Granted {
         /// Give it back with a release; 0: a pass, nothing to give back.
         permit: u64,
+        /// A pass the worker may keep granting itself for this origin.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lease: Option<Lease>,
+    },
+    /// The generation on a watch connection: any lease of an older one is void.
+    Changed {
+        /// The server's generation now.
+        generation: u64,
     },
     /// robots.txt refuses the URL.
     Refused {
@@ -136,6 +174,21 @@ pub enum Answer {
         error: String,
     },
 }
+
+/// A pass a worker may keep: until `ms` milliseconds from now, while the
+/// server's generation is still `generation`, the worker grants itself
+/// passes to the same origin without asking (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// How long the lease lasts at most, in milliseconds.
+    pub ms: u64,
+    /// The generation it holds in.
+    pub generation: u64,
+}
+
+/// How long a lease lasts at most: it bounds how stale a worker's view of
+/// what no generation covers can get (a robots.txt fetched again when it expires).
+pub const LEASE_FOR: Duration = Duration::from_secs(1);
 
 impl Request {
     /// The release message of `permit` for `outcome`.
@@ -184,10 +237,12 @@ pub fn state_path(socket: &Path) -> PathBuf {
 /// Serves permits from `limiter` on `listener` until the runtime ends.
 pub async fn serve(listener: UnixListener, limiter: Arc<Politeness>) {
     let ids = Arc::new(AtomicU64::new(1));
+    let (generation, _) = watch::channel(0u64);
+    let generation = Arc::new(generation);
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, limiter.clone(), ids.clone()));
+                tokio::spawn(connection(stream, limiter.clone(), ids.clone(), generation.clone()));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "permit server: accept failed");
@@ -197,7 +252,19 @@ pub async fn serve(listener: UnixListener, limiter: Arc<Politeness>) {
     }
 }
 
-async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, ids: Arc<AtomicU64>) {
+/// Applies a notable outcome's change: every lease of the generation before is void.
+fn bump(generation: &watch::Sender<u64>, outcome: &Outcome) {
+    if notable(outcome) {
+        generation.send_modify(|g| *g += 1);
+    }
+}
+
+async fn connection(
+    stream: tokio::net::UnixStream,
+    limiter: Arc<Politeness>,
+    ids: Arc<AtomicU64>,
+    generation: Arc<watch::Sender<u64>>,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     // dropped with the connection: released as "no answer"
@@ -206,25 +273,41 @@ async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, id
         let answer = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Release { permit, status, latency_us, retry_after_ms, failed }) => {
                 if let Some(p) = held.remove(&permit) {
-                    limiter.release(p, &outcome_of(status, latency_us, retry_after_ms, failed));
+                    let outcome = outcome_of(status, latency_us, retry_after_ms, failed);
+                    limiter.release(p, &outcome);
+                    bump(&generation, &outcome);
                 }
                 continue;
             }
             Ok(Request::Report { domain, status, latency_us, retry_after_ms, failed }) => {
-                limiter.report(&domain, &outcome_of(status, latency_us, retry_after_ms, failed));
+                let outcome = outcome_of(status, latency_us, retry_after_ms, failed);
+                limiter.report(&domain, &outcome);
+                bump(&generation, &outcome);
                 continue;
             }
-            Ok(Request::Acquire { url, robots, pass }) => match Url::parse(&url) {
+            Ok(Request::Watch {}) => {
+                watching(lines, write, generation.subscribe()).await;
+                return;
+            }
+            Ok(Request::Acquire { url, robots, pass, lease }) => match Url::parse(&url) {
                 Err(e) => Answer::Invalid { error: format!("invalid URL {url:?}: {e}") },
                 Ok(url) => {
+                    // read before acquiring: a change while it waits voids the lease
+                    let generation = *generation.borrow();
                     tokio::select! {
                         got = limiter.acquire_with(&url, robots, pass) => match got {
                             // nothing held: nothing to keep for a release
-                            Ok(p) if p.is_pass() => Answer::Granted { permit: 0 },
+                            Ok(p) if p.is_pass() => Answer::Granted {
+                                permit: 0,
+                                lease: (lease && p.is_leasable() && limiter.config().leases).then(|| Lease {
+                                    ms: u64::try_from(LEASE_FOR.as_millis()).unwrap_or(u64::MAX),
+                                    generation,
+                                }),
+                            },
                             Ok(p) => {
                                 let permit = ids.fetch_add(1, Ordering::Relaxed);
                                 held.insert(permit, p);
-                                Answer::Granted { permit }
+                                Answer::Granted { permit, lease: None }
                             }
                             Err(Refusal::Robots(reason)) => Answer::Refused { reason },
                             Err(Refusal::CircuitOpen(reason)) => Answer::Open { reason },
@@ -240,6 +323,27 @@ async fn connection(stream: tokio::net::UnixStream, limiter: Arc<Politeness>, id
         out.push('\n');
         if write.write_all(out.as_bytes()).await.is_err() {
             return;
+        }
+    }
+}
+
+/// A watch connection: the generation now, then each change, until the
+/// worker closes the connection (or sends anything).
+async fn watching(
+    mut lines: tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut generation: watch::Receiver<u64>,
+) {
+    loop {
+        let now = *generation.borrow_and_update();
+        let mut out = serde_json::to_string(&Answer::Changed { generation: now }).unwrap_or_default();
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            changed = generation.changed() => if changed.is_err() { return },
+            _ = lines.next_line() => return,
         }
     }
 }
@@ -367,15 +471,34 @@ mod tests {
 
     #[test]
     fn the_wire_format_is_newline_json() {
-        let r = Request::Acquire { url: "http://h/".into(), robots: true, pass: false };
+        let r = Request::Acquire { url: "http://h/".into(), robots: true, pass: false, lease: false };
         assert_eq!(serde_json::to_string(&r).expect("json"), r#"{"acquire":{"url":"http://h/","robots":true}}"#);
-        let r = Request::Acquire { url: "http://h/".into(), robots: false, pass: true };
+        let r = Request::Acquire { url: "http://h/".into(), robots: false, pass: true, lease: false };
         assert_eq!(
             serde_json::to_string(&r).expect("json"),
             r#"{"acquire":{"url":"http://h/","robots":false,"pass":true}}"#
         );
         let old: Request = serde_json::from_str(r#"{"acquire":{"url":"http://h/","robots":true}}"#).expect("parses");
-        assert_eq!(old, Request::Acquire { url: "http://h/".into(), robots: true, pass: false }, "an older worker");
+        assert_eq!(
+            old,
+            Request::Acquire { url: "http://h/".into(), robots: true, pass: false, lease: false },
+            "an older worker"
+        );
+        let r = Request::Acquire { url: "http://h/".into(), robots: false, pass: true, lease: true };
+        assert_eq!(
+            serde_json::to_string(&r).expect("json"),
+            r#"{"acquire":{"url":"http://h/","robots":false,"pass":true,"lease":true}}"#
+        );
+        assert_eq!(serde_json::to_string(&Request::Watch {}).expect("json"), r#"{"watch":{}}"#);
+        let leased = Answer::Granted { permit: 0, lease: Some(Lease { ms: 1000, generation: 4 }) };
+        assert_eq!(
+            serde_json::to_string(&leased).expect("json"),
+            r#"{"granted":{"permit":0,"lease":{"ms":1000,"generation":4}}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Answer::Changed { generation: 5 }).expect("json"),
+            r#"{"changed":{"generation":5}}"#
+        );
         let rep = Request::report(
             "h",
             &Outcome { status: Some(503), latency: Duration::from_micros(9), ..Outcome::default() },
@@ -398,6 +521,6 @@ mod tests {
             r#"{"release":{"permit":7,"status":429,"latency_us":1500,"retry_after_ms":2000}}"#
         );
         let a: Answer = serde_json::from_str(r#"{"granted":{"permit":3}}"#).expect("parses");
-        assert_eq!(a, Answer::Granted { permit: 3 });
+        assert_eq!(a, Answer::Granted { permit: 3, lease: None }, "an older server's grant");
     }
 }

@@ -2,7 +2,9 @@
 //! (parsed with `texting_robots` for the product token `dc-host`), and what an
 //! answer means, kept pure so it is tested without a server.
 //!
-//! - 2xx: the file's rules (and its `Crawl-delay`) for the TTL.
+//! - 2xx: the file's rules (and its `Crawl-delay`) for the TTL; a file that
+//!   disallows nothing and asks no delay is [`Rules::AllowAll`], so the
+//!   permit server can lease passes for its origin.
 //! - 4xx (no file): everything allowed, for the TTL.
 //! - 5xx: everything disallowed (RFC 9309 §2.3.1.4) for [`ERROR_TTL`], then asked again.
 //! - No answer (connection refused, timeout): everything allowed for
@@ -44,6 +46,22 @@ pub fn robots_url(url: &reqwest::Url) -> Option<String> {
     matches!(url.scheme(), "http" | "https").then(|| texting_robots::get_robots_url(url.as_str()).ok()).flatten()
 }
 
+/// Does a robots.txt disallow nothing, for any user-agent? True when no line
+/// is a `Disallow` (or one of the misspellings `texting_robots` accepts, all
+/// starting with "di") with a path: then every group allows every path.
+/// Conservative: any other line starting with "di" and a value counts too.
+fn disallows_nothing(body: &[u8]) -> bool {
+    body.split(|&b| b == b'\n' || b == b'\r' || b == 0).all(|line| {
+        let line = line.split(|&b| b == b'#').next().unwrap_or_default().trim_ascii();
+        if !line.get(..2).is_some_and(|k| k.eq_ignore_ascii_case(b"di")) {
+            return true;
+        }
+        let key_end = line.iter().position(|&b| b == b':' || b.is_ascii_whitespace()).unwrap_or(line.len());
+        let value = line[key_end..].trim_ascii_start();
+        value.strip_prefix(b":").unwrap_or(value).trim_ascii().is_empty()
+    })
+}
+
 impl Rules {
     /// The rules an answer gives, and how long to keep them (`ttl` for a
     /// real answer, [`ERROR_TTL`] after a failure).
@@ -52,6 +70,8 @@ impl Rules {
             Some(s) if (200..300).contains(&s) => {
                 let body = &body[..body.len().min(MAX_BYTES)];
                 match texting_robots::Robot::new(USER_AGENT, body) {
+                    // no path can be refused and no delay asked: nothing to look up per URL
+                    Ok(r) if r.delay.is_none() && disallows_nothing(body) => (Rules::AllowAll, ttl),
                     Ok(r) => (Rules::Parsed(r), ttl),
                     // unparsable: as if there were no file
                     Err(_) => (Rules::AllowAll, ttl),
@@ -124,6 +144,17 @@ mod tests {
         let (rules, ttl) = Rules::from_answer(None, b"", ROBOTS, TTL);
         assert!(rules.refusal("http://h.test/x", ROBOTS).is_none(), "unreachable: the request says why itself");
         assert_eq!(ttl, ERROR_TTL);
+    }
+
+    #[test]
+    fn a_file_that_disallows_nothing_and_asks_no_delay_allows_all() {
+        let allow_all = |txt: &[u8]| matches!(Rules::from_answer(Some(200), txt, ROBOTS, TTL).0, Rules::AllowAll);
+        assert!(allow_all(b"User-agent: *\nAllow: /\n"), "the fixture site's file");
+        assert!(allow_all(b"User-agent: *\nDisallow:\n# Disallow: /x\n"), "an empty Disallow allows all");
+        assert!(allow_all(b"Sitemap: http://h.test/s.xml\n"));
+        assert!(!allow_all(b"User-agent: other\nDisallow: /\n"), "any group's rule: looked up per URL");
+        assert!(!allow_all(b"User-agent: *\ndisalow /a\n"), "a misspelling texting_robots accepts");
+        assert!(!allow_all(b"User-agent: *\nAllow: /\nCrawl-delay: 1\n"), "a crawl-delay is kept");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn limit_config(settings: &Settings) -> LimitConfig {
             failures: settings.runs.breaker_failures,
             cooldown: Duration::from_secs(settings.runs.breaker_cooldown_secs),
         },
+        leases: l.leases,
         ..LimitConfig::default()
     }
 }
@@ -107,5 +108,8 @@ mod tests {
         assert_eq!(c.tuning("127.0.0.1").rps, None);
         assert_eq!(socket_path(&s), s.general.data_dir.join("run/limiter.sock"));
         assert_eq!(c.breaker.failures, s.runs.breaker_failures, "the host-wide breaker follows [runs]");
+        assert!(c.leases);
+        s.limits.leases = false;
+        assert!(!limit_config(&s).leases, "limits.leases = false reaches the permit server");
     }
 }

@@ -529,6 +529,91 @@ async fn a_429_on_a_pass_is_reported_and_blocks_the_other_run() {
     assert_eq!(count(&lines, "release"), 0, "passes only: {:?}", lines.lock());
 }
 
+/// Waits until `limiter`'s watch connection has read a generation other
+/// than `not` (the server's pushed line, not a timer), and returns it.
+async fn watched_past(limiter: &HostLimiter, not: u64) -> u64 {
+    let mut generation = limiter.watched_generation().expect("the first lease opened a watch connection");
+    *bounded(generation.wait_for(|g| *g != not)).await.expect("the watch connection is up")
+}
+
+/// Two acquires and releases of `url` on `limiter`: the first opens the
+/// watch connection, the second (once it has read the generation) keeps
+/// the lease.
+async fn lease(limiter: &HostLimiter, url: &Url) {
+    let p = bounded(limiter.acquire(url)).await.expect("granted");
+    limiter.release(p, &ok()).await;
+    watched_past(limiter, u64::MAX).await;
+    let p = bounded(limiter.acquire(url)).await.expect("granted");
+    limiter.release(p, &ok()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_origin_needs_no_round_trip_until_a_429_told_by_another_run_voids_the_lease() {
+    let (base, _) = robots_site("User-agent: *\nAllow: /\n").await;
+    let (dir, socket) = permit_server(Politeness::new(LimitConfig::default()));
+    let relay = dir.path().join("relay.sock");
+    let lines = recording_relay(socket.clone(), relay.clone()).await;
+    let first = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), true, String::new());
+    let second = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), true, String::new());
+    let page = |n: usize| Url::parse(&format!("{base}/page/{n}")).expect("url");
+    lease(&first, &page(0)).await;
+    lease(&second, &page(0)).await;
+    assert_eq!(count(&lines, "acquire"), 4);
+    assert_eq!(count(&lines, "watch"), 2, "one watch connection per client: {:?}", lines.lock());
+    for n in 1..=200 {
+        let p = bounded(second.acquire(&page(n))).await.expect("granted");
+        assert!(matches!(&p, dc_net::Permit::Remote(r) if r.is_pass()), "{p:?}");
+        second.release(p, &Outcome { status: Some(404), ..ok() }).await;
+    }
+    // the lease lasts 1 s: only a stall of the test beyond it asks again
+    let asked = count(&lines, "acquire") - 4;
+    assert!(asked <= 2, "200 passes of a leased origin, {asked} asked the server: {:?}", lines.lock());
+
+    // the first run gets a 429: it voids its own lease and reports, the server tells the second
+    let before = *second.watched_generation().expect("watching").borrow();
+    let p = bounded(first.acquire(&page(1))).await.expect("granted");
+    let throttled = Outcome { status: Some(429), retry_after: Some(Duration::from_secs(3600)), ..ok() };
+    first.release(p, &throttled).await;
+    assert!(watched_past(&second, before).await > before);
+    let waiting = tokio::time::timeout(Duration::from_millis(300), second.acquire(&page(2))).await;
+    assert!(waiting.is_err(), "the other run's lease is void: it waits for the Retry-After: {waiting:?}");
+    let waiting = tokio::time::timeout(Duration::from_millis(300), first.acquire(&page(3))).await;
+    assert!(waiting.is_err(), "the run that got the 429 waits too: {waiting:?}");
+    assert_eq!(count(&lines, "report"), 1, "{:?}", lines.lock());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_whose_robots_txt_disallows_a_path_is_never_leased() {
+    let (base, asked) = robots_site("User-agent: *\nDisallow: /private/\n").await;
+    let (dir, socket) = permit_server(Politeness::new(LimitConfig::default()));
+    let relay = dir.path().join("relay.sock");
+    let lines = recording_relay(socket.clone(), relay.clone()).await;
+    let worker = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), true, String::new());
+    for n in 0..20 {
+        let p =
+            bounded(worker.acquire(&Url::parse(&format!("{base}/public/{n}")).expect("url"))).await.expect("allowed");
+        worker.release(p, &ok()).await;
+    }
+    bounded(worker.acquire(&Url::parse(&format!("{base}/private/a")).expect("url"))).await.expect_err("disallowed");
+    assert_eq!(count(&lines, "acquire"), 21, "every path is looked up by the server: {:?}", lines.lock());
+    assert_eq!(count(&lines, "watch"), 0, "no lease was granted");
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+
+    // an origin that would be leased, on a server configured without leases
+    let (base, _) = robots_site("User-agent: *\nAllow: /\n").await;
+    let no_leases = LimitConfig { leases: false, ..LimitConfig::default() };
+    let (dir, socket) = permit_server(Politeness::new(no_leases));
+    let relay = dir.path().join("relay.sock");
+    let lines = recording_relay(socket.clone(), relay.clone()).await;
+    let worker = HostLimiter::new(Some(relay.clone()), LimitConfig::default(), true, String::new());
+    for n in 0..20 {
+        let p = bounded(worker.acquire(&Url::parse(&format!("{base}/{n}")).expect("url"))).await.expect("allowed");
+        worker.release(p, &ok()).await;
+    }
+    assert_eq!(count(&lines, "acquire"), 20, "limits.leases = false: {:?}", lines.lock());
+    assert_eq!(count(&lines, "watch"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_on_passes_open_the_circuit_for_every_run() {
     let config = three_failures();
