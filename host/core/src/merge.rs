@@ -680,15 +680,23 @@ pub async fn merge_in(
     rows: &[Map<String, Value>],
 ) -> Result<MergeSummary, MergeError> {
     validate_decl(tx.backend(), req.decl)?;
-    let prepared = prepare_rows(req.decl, rows, req.form)?;
+    // a first load into an empty PostgreSQL table prepares its records while
+    // the COPY carries them (see `first_load_postgres`); every other merge
+    // prepares them all before it takes the table's lock
+    let empty_pg = match tx {
+        WriteTx::Postgres(t) => table_is_empty(t, &req.decl.name).await?,
+        WriteTx::Sqlite(_) => false,
+    };
+    let prepared = if empty_pg { None } else { Some(prepare_rows(req.decl, rows, req.form)?) };
     if table_hash_version(tx, &req.decl.name).await? != HashVersion::CURRENT {
         let n = upgrade_hashes(tx, req.app_id, req.decl, req.form).await?;
         tracing::info!(table = %req.decl.name, rows = n, version = %HashVersion::CURRENT, "row hashes upgraded");
     }
     let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
-    let summary = match tx {
-        WriteTx::Sqlite(t) => merge_sqlite(t, &req, &prepared, archive).await?,
-        WriteTx::Postgres(t) => merge_postgres(t, &req, &prepared, archive).await?,
+    let summary = match (&mut *tx, prepared) {
+        (WriteTx::Sqlite(t), Some(p)) => merge_sqlite(t, &req, &p, archive).await?,
+        (WriteTx::Postgres(t), p) => merge_postgres(t, &req, rows, p, archive).await?,
+        (WriteTx::Sqlite(t), None) => merge_sqlite(t, &req, &prepare_rows(req.decl, rows, req.form)?, archive).await?,
     };
     if tx.backend() == Backend::Sqlite {
         bump_generation(tx, &req.decl.name).await?;
@@ -937,6 +945,129 @@ pub mod pgcopy {
         }
     }
 
+    /// Fields of one tuple read back from a binary `COPY … TO STDOUT` (None:
+    /// NULL); at most [`MAX_READ_FIELDS`] per tuple.
+    pub type Fields<'a> = [Option<&'a [u8]>];
+
+    /// The most fields [`Reader`] takes per tuple.
+    pub const MAX_READ_FIELDS: usize = 8;
+
+    /// Parses the binary COPY format as it arrives, in chunks cut anywhere.
+    #[derive(Debug, Default)]
+    pub struct Reader {
+        pending: Vec<u8>,
+        header: bool,
+        ended: bool,
+    }
+
+    fn be_i16(b: &[u8]) -> i16 {
+        i16::from_be_bytes([b[0], b[1]])
+    }
+
+    fn be_i32(b: &[u8]) -> i32 {
+        i32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    impl Reader {
+        /// Feeds one chunk, calling `row` with each complete tuple in it.
+        pub fn feed<E>(
+            &mut self,
+            chunk: &[u8],
+            row: &mut impl FnMut(&Fields<'_>) -> Result<(), E>,
+        ) -> Result<(), ReadError<E>> {
+            if self.pending.is_empty() {
+                let used = self.parse(chunk, row)?;
+                self.pending.extend_from_slice(&chunk[used..]);
+            } else {
+                let mut data = std::mem::take(&mut self.pending);
+                data.extend_from_slice(chunk);
+                let used = self.parse(&data, row)?;
+                data.drain(..used);
+                self.pending = data;
+            }
+            Ok(())
+        }
+
+        /// Checks that the data ended with the trailer and nothing after it.
+        pub fn finish<E>(self) -> Result<(), ReadError<E>> {
+            if self.ended && self.pending.is_empty() {
+                Ok(())
+            } else {
+                Err(ReadError::Format("the COPY data ended in the middle of a tuple"))
+            }
+        }
+
+        /// Parses the complete tuples at the start of `data`; returns the
+        /// bytes used.
+        fn parse<E>(
+            &mut self,
+            data: &[u8],
+            row: &mut impl FnMut(&Fields<'_>) -> Result<(), E>,
+        ) -> Result<usize, ReadError<E>> {
+            let mut pos = 0;
+            if !self.header {
+                if data.len() < 19 {
+                    return Ok(0);
+                }
+                if &data[..11] != b"PGCOPY\n\xff\r\n\0" {
+                    return Err(ReadError::Format("not binary COPY data (no PGCOPY signature)"));
+                }
+                let ext = usize::try_from(be_i32(&data[15..19])).map_err(|_| ReadError::Format("bad header"))?;
+                if data.len() < 19 + ext {
+                    return Ok(0);
+                }
+                pos = 19 + ext;
+                self.header = true;
+            }
+            let mut fields: [Option<&[u8]>; MAX_READ_FIELDS] = [None; MAX_READ_FIELDS];
+            loop {
+                if self.ended {
+                    return if pos == data.len() { Ok(pos) } else { Err(ReadError::Format("data after the trailer")) };
+                }
+                if data.len() - pos < 2 {
+                    return Ok(pos);
+                }
+                let n = be_i16(&data[pos..]);
+                if n == -1 {
+                    self.ended = true;
+                    pos += 2;
+                    continue;
+                }
+                let n = usize::try_from(n).map_err(|_| ReadError::Format("negative field count"))?;
+                if n > MAX_READ_FIELDS {
+                    return Err(ReadError::Format("more fields per tuple than the reader takes"));
+                }
+                let mut p = pos + 2;
+                for f in fields.iter_mut().take(n) {
+                    if data.len() - p < 4 {
+                        return Ok(pos);
+                    }
+                    let len = be_i32(&data[p..]);
+                    p += 4;
+                    *f = match usize::try_from(len) {
+                        Err(_) => None,
+                        Ok(len) if data.len() - p < len => return Ok(pos),
+                        Ok(len) => {
+                            p += len;
+                            Some(&data[p - len..p])
+                        }
+                    };
+                }
+                row(&fields[..n]).map_err(ReadError::Row)?;
+                pos = p;
+            }
+        }
+    }
+
+    /// A [`Reader`] failure: the data, or the caller's `row`.
+    #[derive(Debug)]
+    pub enum ReadError<E> {
+        /// The data is not well-formed binary COPY.
+        Format(&'static str),
+        /// `row` refused a tuple.
+        Row(E),
+    }
+
     /// Appends one tuple: the cells, then text fields.
     pub fn tuple(out: &mut Vec<u8>, cells: &[Cell], extra_text: &[&str]) {
         begin_tuple(out, cells.len() + extra_text.len());
@@ -971,10 +1102,127 @@ pub(crate) async fn copy_in(
     Ok(())
 }
 
+/// Whether a PostgreSQL table has no rows.
+async fn table_is_empty(tx: &mut sqlx::PgConnection, t: &str) -> Result<bool, MergeError> {
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")")))
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await?)
+}
+
+/// Records prepared per step of a first load: small enough that the server
+/// starts on the first step at once, large enough to keep the loop cheap.
+const FIRST_LOAD_STEP: usize = 2_048;
+
+/// COPY data sent to the server at a time by a first load.
+const FIRST_LOAD_SEND: usize = 256 << 10;
+
+/// Writes one new row's COPY tuple: its cells, key, hash, run, first and last
+/// seen, and (shared tables) the app that inserted it.
+struct NewRows<'a> {
+    width: usize,
+    runtime_id: Option<&'a str>,
+    now: Cell,
+    app: Option<&'a str>,
+}
+
+impl NewRows<'_> {
+    fn tuple(&self, buf: &mut Vec<u8>, cells: &[Cell], key: &str, hash: &str) {
+        pgcopy::begin_tuple(buf, self.width);
+        for c in cells {
+            pgcopy::cell(buf, c);
+        }
+        pgcopy::text(buf, Some(key));
+        pgcopy::text(buf, Some(hash));
+        pgcopy::text(buf, self.runtime_id);
+        pgcopy::cell(buf, &self.now);
+        pgcopy::cell(buf, &self.now);
+        if let Some(app) = self.app {
+            pgcopy::text(buf, Some(app));
+        }
+    }
+}
+
+/// The first load of an empty table: the records are prepared a step at a
+/// time while the COPY carries the steps before, so the worker's conversion
+/// and hashing run beside the server's inserting instead of before it. A bad
+/// record aborts the COPY (the caller's transaction then fails as a whole); a
+/// key seen twice is found by the table's unique index and named by
+/// preparing the records again (an error path only).
+async fn first_load_postgres(
+    tx: &mut sqlx::PgConnection,
+    req: &MergeRequest<'_>,
+    rows: &[Map<String, Value>],
+    statement: &str,
+    new_rows: &NewRows<'_>,
+) -> Result<(), MergeError> {
+    async fn send_all(
+        copy: &mut sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>,
+        req: &MergeRequest<'_>,
+        rows: &[Map<String, Value>],
+        new_rows: &NewRows<'_>,
+    ) -> Result<(), MergeError> {
+        let mut buf = Vec::with_capacity(FIRST_LOAD_SEND + (64 << 10));
+        pgcopy::header(&mut buf);
+        for (n, step) in rows.chunks(FIRST_LOAD_STEP).enumerate() {
+            let p = prepare_chunk(req.decl, step, n * FIRST_LOAD_STEP, req.form)?;
+            for i in 0..p.cells.len() {
+                new_rows.tuple(&mut buf, &p.cells[i], &p.keys[i], p.hashes[i].as_str());
+                if buf.len() >= FIRST_LOAD_SEND {
+                    copy.send(buf.as_slice()).await?;
+                    buf.clear();
+                }
+            }
+        }
+        pgcopy::trailer(&mut buf);
+        copy.send(buf.as_slice()).await?;
+        Ok(())
+    }
+    let mut copy = tx.copy_in_raw(statement).await?;
+    if let Err(e) = send_all(&mut copy, req, rows, new_rows).await {
+        // the server answers the abort with an error: the transaction fails
+        let _ = copy.abort(e.to_string()).await;
+        return Err(e);
+    }
+    match copy.finish().await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            prepare_rows(req.decl, rows, req.form)?;
+            Err(sqlx::Error::Database(e).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Merges into a PostgreSQL table: records already prepared (`prepared`),
+/// or, for a table that is empty under the lock, prepared as they are copied.
+/// Runs a binary `COPY … TO STDOUT` and calls `row` with each tuple's
+/// fields as they arrive.
+pub(crate) async fn copy_out(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    mut row: impl FnMut(&pgcopy::Fields<'_>) -> Result<(), &'static str>,
+) -> Result<(), MergeError> {
+    use futures_util::TryStreamExt;
+    let bad = |e: pgcopy::ReadError<&'static str>| {
+        let why = match e {
+            pgcopy::ReadError::Format(why) | pgcopy::ReadError::Row(why) => why,
+        };
+        MergeError::Db(DbError::Refused(format!("reading the stored rows back: {why}")))
+    };
+    let mut stream = conn.copy_out_raw(statement).await?;
+    let mut reader = pgcopy::Reader::default();
+    while let Some(chunk) = stream.try_next().await? {
+        reader.feed(&chunk, &mut row).map_err(bad)?;
+    }
+    reader.finish().map_err(bad)
+}
+
 async fn merge_postgres(
     tx: &mut sqlx::PgConnection,
     req: &MergeRequest<'_>,
-    p: &PreparedRows,
+    rows: &[Map<String, Value>],
+    prepared: Option<PreparedRows>,
     archive: bool,
 ) -> Result<MergeSummary, MergeError> {
     let t = &req.decl.name;
@@ -985,10 +1233,7 @@ async fn merge_postgres(
         .persistent(false)
         .execute(&mut *tx)
         .await?;
-    let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")")))
-        .persistent(false)
-        .fetch_one(&mut *tx)
-        .await?;
+    let empty = table_is_empty(tx, t).await?;
     // new rows are COPYed straight into the table (under the lock their keys stay new)
     let shared = req.decl.shared;
     let (app_col, app_sel) = if shared { (format!(", {APP_COLUMN}"), APP_COLUMN) } else { (String::new(), "NULL") };
@@ -996,28 +1241,39 @@ async fn merge_postgres(
     let copy_new = format!(
         "COPY \"{t}\" ({cols}, _row_key, _row_hash, _runtime_id, _first_seen, _last_seen{app_col}) FROM STDIN (FORMAT binary)"
     );
-    let now_cell = Cell::Timestamp(now);
-    let new_tuple = |buf: &mut Vec<u8>, i: usize| {
-        pgcopy::begin_tuple(buf, width);
-        for c in &p.cells[i] {
-            pgcopy::cell(buf, c);
-        }
-        pgcopy::text(buf, Some(&p.keys[i]));
-        pgcopy::text(buf, Some(p.hashes[i].as_str()));
-        pgcopy::text(buf, req.runtime_id.map(RuntimeId::as_str));
-        pgcopy::cell(buf, &now_cell);
-        pgcopy::cell(buf, &now_cell);
-        if shared {
-            pgcopy::text(buf, Some(req.app_id.as_str()));
-        }
+    let new_rows = NewRows {
+        width,
+        runtime_id: req.runtime_id.map(RuntimeId::as_str),
+        now: Cell::Timestamp(now),
+        app: shared.then(|| req.app_id.as_str()),
     };
     // (tests wait for this event to kill a process in the middle of a merge)
-    let writing = || tracing::debug!(table = %t, rows = p.cells.len(), "merge: writing under the table lock");
-    if empty {
+    let writing = || tracing::debug!(table = %t, rows = rows.len(), "merge: writing under the table lock");
+    let p = match prepared {
+        // the table was empty before the lock and still is: stream the first load
+        None if empty => {
+            writing();
+            first_load_postgres(tx, req, rows, &copy_new, &new_rows).await?;
+            None
+        }
+        None => Some(prepare_rows(req.decl, rows, req.form)?),
+        Some(p) => Some(p),
+    };
+    let p = match p {
+        Some(p) if empty => {
+            // emptied after the records were prepared: every row is new
+            writing();
+            copy_in(tx, &copy_new, p.cells.len(), |buf, i| {
+                new_rows.tuple(buf, &p.cells[i], &p.keys[i], p.hashes[i].as_str())
+            })
+            .await?;
+            None
+        }
+        p => p,
+    };
+    let Some(p) = p else {
         // first load: every row is new
-        writing();
-        copy_in(tx, &copy_new, p.cells.len(), new_tuple).await?;
-        let s = MergeSummary::new(p.cells.len() as u64, 0, 0, 0);
+        let s = MergeSummary::new(rows.len() as u64, 0, 0, 0);
         if let Some(rid) = req.runtime_id {
             sqlx::query(AssertSqlSafe(format!(
                 "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', _row_key FROM \"{t}\""
@@ -1028,41 +1284,48 @@ async fn merge_postgres(
             .await?;
         }
         return Ok(s);
-    }
+    };
+    let p = &p;
 
     // Re-merge: the diff is made here, from the (key, hash) pairs of the
     // table, so unchanged rows cost one read and nothing else; only changed
     // rows are staged (one set-based UPDATE), new rows are COPYed straight in
     // and rows missing from a full snapshot are removed by key.
-    let stored = sqlx::query(AssertSqlSafe(format!(
-        "SELECT _row_key, _row_hash, _archived_at IS NOT NULL, {app_sel}::text FROM \"{t}\""
-    )))
-    .persistent(false)
-    .fetch_all(&mut *tx)
-    .await?;
-    let index: HashMap<&str, usize> = p.keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+    let index: HashMap<&[u8], usize> = p.keys.iter().enumerate().map(|(i, k)| (k.as_bytes(), i)).collect();
     let mut seen = vec![false; p.cells.len()];
     let mut changed: Vec<usize> = Vec::new();
-    let mut missing: Vec<&str> = Vec::new();
-    for r in &stored {
-        let key: &str = r.try_get(0)?;
-        let hash: &str = r.try_get(1)?;
-        let archived: bool = r.try_get(2)?;
+    let mut missing: Vec<String> = Vec::new();
+    let app = req.app_id.as_str().as_bytes();
+    // the stored (key, hash) pairs come as binary COPY: no row objects
+    let diff = |f: &pgcopy::Fields<'_>| -> Result<(), &'static str> {
+        let [Some(key), Some(hash), Some(archived), owner] = f else {
+            return Err("a stored row without key or hash");
+        };
+        let archived = archived.first() == Some(&1);
         match index.get(key) {
             Some(&i) => {
                 seen[i] = true;
                 // an archived row comes back even when unchanged
-                if archived || hash != p.hashes[i] {
+                if archived || *hash != p.hashes[i].as_str().as_bytes() {
                     changed.push(i);
                 }
             }
             // archiving an already archived row changes nothing
             None if archive && archived => {}
             // a shared table's snapshot removes only the rows this app inserted
-            None if shared && r.try_get::<Option<&str>, _>(3)? != Some(req.app_id.as_str()) => {}
-            None => missing.push(key),
+            None if shared && *owner != Some(app) => {}
+            None => missing.push(String::from_utf8_lossy(key).into_owned()),
         }
-    }
+        Ok(())
+    };
+    copy_out(
+        tx,
+        &format!(
+            "COPY (SELECT _row_key, _row_hash, _archived_at IS NOT NULL, {app_sel}::text FROM \"{t}\") TO STDOUT (FORMAT binary)"
+        ),
+        diff,
+    )
+    .await?;
     let new: Vec<usize> = (0..p.cells.len()).filter(|&i| !seen[i]).collect();
 
     let feed = req.runtime_id.is_some();
@@ -1123,7 +1386,11 @@ async fn merge_postgres(
         if changed.is_empty() {
             writing();
         }
-        copy_in(tx, &copy_new, new.len(), |buf, j| new_tuple(buf, new[j])).await?;
+        copy_in(tx, &copy_new, new.len(), |buf, j| {
+            let i = new[j];
+            new_rows.tuple(buf, &p.cells[i], &p.keys[i], p.hashes[i].as_str())
+        })
+        .await?;
         counts[0] = new.len() as u64;
         if let Some(rid) = req.runtime_id {
             let keys: Vec<&str> = new.iter().map(|&i| p.keys[i].as_str()).collect();
@@ -1148,7 +1415,8 @@ async fn merge_postgres(
         } else {
             format!("DELETE FROM \"{t}\" x WHERE x._row_key = ANY($4::text[])")
         };
-        counts[2] = run_wrapped(tx, wrap(remove_dml, "delete"), feed, &rid, t, now, Some(missing)).await?;
+        let keys = missing.iter().map(String::as_str).collect();
+        counts[2] = run_wrapped(tx, wrap(remove_dml, "delete"), feed, &rid, t, now, Some(keys)).await?;
     }
     Ok(MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]))
 }
@@ -1346,6 +1614,64 @@ pub async fn count_rows(db: &Database, table: &str) -> Result<i64, MergeError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Binary COPY data of three tuples (one with a NULL), as the server sends it.
+    fn copy_data() -> Vec<u8> {
+        let mut out = Vec::new();
+        pgcopy::header(&mut out);
+        pgcopy::tuple(&mut out, &[Cell::Text("k1".into()), Cell::Null], &["h1"]);
+        pgcopy::tuple(&mut out, &[Cell::Text(String::new()), Cell::Bool(true)], &["h2"]);
+        pgcopy::tuple(&mut out, &[Cell::Text("ключ".into()), Cell::Int(7)], &["h3"]);
+        pgcopy::trailer(&mut out);
+        out
+    }
+
+    #[test]
+    fn the_copy_reader_reads_tuples_cut_anywhere() {
+        let data = copy_data();
+        let read = |cuts: &[usize]| {
+            let mut rows: Vec<Vec<Option<Vec<u8>>>> = Vec::new();
+            let mut reader = pgcopy::Reader::default();
+            let mut from = 0;
+            for &to in cuts.iter().chain([data.len()].iter()) {
+                reader
+                    .feed(&data[from..to], &mut |f: &pgcopy::Fields<'_>| -> Result<(), ()> {
+                        rows.push(f.iter().map(|v| v.map(<[u8]>::to_vec)).collect());
+                        Ok(())
+                    })
+                    .map_err(|e| format!("{e:?}"))?;
+                from = to;
+            }
+            reader.finish::<()>().map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>(rows)
+        };
+        let whole = read(&[]).expect("whole");
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0], vec![Some(b"k1".to_vec()), None, Some(b"h1".to_vec())]);
+        assert_eq!(whole[1], vec![Some(Vec::new()), Some(vec![1]), Some(b"h2".to_vec())]);
+        assert_eq!(whole[2][0], Some("ключ".as_bytes().to_vec()));
+        assert_eq!(whole[2][1], Some(7i64.to_be_bytes().to_vec()));
+        for a in 0..data.len() {
+            assert_eq!(read(&[a]).expect("one cut"), whole, "cut at {a}");
+            for b in (a..data.len()).step_by(5) {
+                assert_eq!(read(&[a, b]).expect("two cuts"), whole, "cuts at {a}, {b}");
+            }
+        }
+        // data that stops short, or goes on after the trailer, is refused
+        let mut reader = pgcopy::Reader::default();
+        reader.feed(&data[..data.len() - 5], &mut |_: &pgcopy::Fields<'_>| Ok::<(), ()>(())).expect("feed");
+        assert!(reader.finish::<()>().is_err(), "a truncated COPY must not read as complete");
+        let mut longer = data.clone();
+        longer.extend_from_slice(&[0, 1]);
+        let mut reader = pgcopy::Reader::default();
+        assert!(reader.feed(&longer, &mut |_: &pgcopy::Fields<'_>| Ok::<(), ()>(())).is_err());
+        let mut reader = pgcopy::Reader::default();
+        assert!(reader.feed(b"COPY-NOT-BINARY-DATA-AT-ALL", &mut |_: &pgcopy::Fields<'_>| Ok::<(), ()>(())).is_err());
+        // a refusal of the caller's comes back as such
+        let mut reader = pgcopy::Reader::default();
+        let e = reader.feed(&data, &mut |_: &pgcopy::Fields<'_>| Err("no")).expect_err("refused");
+        assert!(matches!(e, pgcopy::ReadError::Row("no")));
+    }
 
     fn decl() -> TableDecl {
         serde_json::from_value(json!({

@@ -17,6 +17,7 @@ both_backends!(
     archive_missing_rows,
     incremental_leaves_absent_rows,
     bad_batch_writes_nothing,
+    a_first_load_refuses_a_bad_record_in_a_later_step,
     unicode_normalization_decides_unchanged,
     unstorable_text_is_refused_naming_record_and_field,
 );
@@ -317,6 +318,38 @@ async fn bad_batch_writes_nothing(t: &TestDb) {
             assert_eq!(counters(db, &rid).await, [0, 0, 0, 0]);
         }
     }
+}
+
+/// A first load into an empty table prepares its records step by step
+/// while they are copied (PostgreSQL): a bad record or a repeated key far
+/// into the batch must still be named and leave the table empty.
+async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
+    let db = &t.db;
+    let app = new_app(db, "firstload").await;
+    let d = items_decl("first_load");
+    merge::ensure_table(db, &app, &d).await.expect("ensure_table");
+    let rows: Vec<_> = (0..5_000).map(|i| item(i, false)).collect();
+    let rid = new_run(db, &app).await;
+
+    let mut bad = rows.clone();
+    bad[4_500].insert("qty".into(), json!("many"));
+    let err = merge::merge(db, req(&app, Some(&rid), &d), &bad).await.expect_err("bad record");
+    assert!(matches!(&err, MergeError::BadRecord { index: 4_500, .. }), "{err:?}");
+    let mut twice = rows.clone();
+    twice[4_600] = item(10, true);
+    let err = merge::merge(db, req(&app, Some(&rid), &d), &twice).await.expect_err("repeated key");
+    let msg = err.to_string();
+    assert!(matches!(&err, MergeError::BadRecord { index: 4_600, .. }), "{err:?}");
+    assert!(msg.contains("appears more than once"), "{msg}");
+    assert!(live(db, &d).await.is_empty(), "a refused first load left rows behind");
+    assert!(feed(db, &rid).await.is_empty());
+    assert_eq!(counters(db, &rid).await, [0, 0, 0, 0]);
+
+    let s = merge::merge(db, req(&app, Some(&rid), &d), &rows).await.expect("first load");
+    assert_eq!(s, summary(5_000, 0, 0, 0));
+    assert_eq!(live(db, &d).await, canonical(&d, &rows));
+    assert_eq!(feed(db, &rid).await.len(), 5_000);
+    assert_eq!(counters(db, &rid).await, [5_000, 0, 0, 0]);
 }
 
 async fn unicode_normalization_decides_unchanged(t: &TestDb) {
