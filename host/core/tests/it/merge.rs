@@ -321,35 +321,56 @@ async fn bad_batch_writes_nothing(t: &TestDb) {
 }
 
 /// A first load into an empty table prepares its records step by step
-/// while they are copied (PostgreSQL): a bad record or a repeated key far
-/// into the batch must still be named and leave the table empty.
+/// while they are copied, and from 10,000 records builds the key index after
+/// the COPY (PostgreSQL): a bad record or a repeated key far into the batch
+/// must still be named and leave the table empty and its constraint in place.
 async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     let db = &t.db;
     let app = new_app(db, "firstload").await;
     let d = items_decl("first_load");
     merge::ensure_table(db, &app, &d).await.expect("ensure_table");
-    let rows: Vec<_> = (0..5_000).map(|i| item(i, false)).collect();
+    let rows: Vec<_> = (0..12_000).map(|i| item(i, false)).collect();
     let rid = new_run(db, &app).await;
 
     let mut bad = rows.clone();
-    bad[4_500].insert("qty".into(), json!("many"));
+    bad[11_500].insert("qty".into(), json!("many"));
     let err = merge::merge(db, req(&app, Some(&rid), &d), &bad).await.expect_err("bad record");
-    assert!(matches!(&err, MergeError::BadRecord { index: 4_500, .. }), "{err:?}");
+    assert!(matches!(&err, MergeError::BadRecord { index: 11_500, .. }), "{err:?}");
     let mut twice = rows.clone();
-    twice[4_600] = item(10, true);
+    twice[11_600] = item(10, true);
     let err = merge::merge(db, req(&app, Some(&rid), &d), &twice).await.expect_err("repeated key");
     let msg = err.to_string();
-    assert!(matches!(&err, MergeError::BadRecord { index: 4_600, .. }), "{err:?}");
+    assert!(matches!(&err, MergeError::BadRecord { index: 11_600, .. }), "{err:?}");
     assert!(msg.contains("appears more than once"), "{msg}");
     assert!(live(db, &d).await.is_empty(), "a refused first load left rows behind");
+    assert_eq!(row_key_constraints(db, "first_load").await, 1, "a refused first load lost the key constraint");
     assert!(feed(db, &rid).await.is_empty());
     assert_eq!(counters(db, &rid).await, [0, 0, 0, 0]);
 
     let s = merge::merge(db, req(&app, Some(&rid), &d), &rows).await.expect("first load");
-    assert_eq!(s, summary(5_000, 0, 0, 0));
+    assert_eq!(s, summary(12_000, 0, 0, 0));
     assert_eq!(live(db, &d).await, canonical(&d, &rows));
-    assert_eq!(feed(db, &rid).await.len(), 5_000);
-    assert_eq!(counters(db, &rid).await, [5_000, 0, 0, 0]);
+    assert_eq!(feed(db, &rid).await.len(), 12_000);
+    assert_eq!(counters(db, &rid).await, [12_000, 0, 0, 0]);
+    // (PostgreSQL builds the key index after a large first load: it is back)
+    assert_eq!(row_key_constraints(db, "first_load").await, 1);
+    let again = merge::merge(db, req(&app, Some(&rid), &d), &rows).await.expect("re-merge");
+    assert_eq!(again, summary(0, 0, 0, 12_000));
+}
+
+/// Unique constraints on a PostgreSQL table (1 on SQLite, whose first loads
+/// do not drop it).
+async fn row_key_constraints(db: &dc_core::db::Database, table: &str) -> i64 {
+    match db {
+        dc_core::db::Database::Postgres(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'u'")
+                .bind(format!("\"{table}\""))
+                .fetch_one(pool)
+                .await
+                .expect("constraints")
+        }
+        _ => 1,
+    }
 }
 
 async fn unicode_normalization_decides_unchanged(t: &TestDb) {
