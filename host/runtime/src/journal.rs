@@ -20,8 +20,9 @@
 //! into the run's staging as they come, and saved with their item here, so a
 //! resumed run stages them again; batches keep committing on their own.
 
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use dc_core::run_items::{self, ItemRow, ItemState};
@@ -36,15 +37,56 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// After a failed write, the batch is tried again this much later.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-enum Msg {
-    Row(ItemRow),
-    Flush(Sender<()>),
-    Finish(Sender<()>),
+/// What the senders left for the writer.
+#[derive(Default)]
+struct Pending {
+    rows: Vec<ItemRow>,
+    /// When the first of `rows` arrived.
+    since: Option<Instant>,
+    /// Answered once everything sent before them is written.
+    flushes: Vec<Sender<()>>,
+    /// Answered like a flush; the writer then ends.
+    finish: Option<Sender<()>>,
+    /// Every sender is gone.
+    closed: bool,
+    /// The writer has ended: rows and requests are dropped.
+    ended: bool,
+}
+
+/// The rows on their way to the writer. Senders append under the lock and
+/// wake the writer only for the first row of a batch, a full batch, a flush
+/// or the end — not for every row, which on a busy crawl cost a thread
+/// switch per work item.
+struct Queue {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    senders: AtomicUsize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The sending side of the journal, held by the run and the frontier.
-#[derive(Clone)]
-pub struct JournalSender(Sender<Msg>);
+pub struct JournalSender(Arc<Queue>);
+
+impl Clone for JournalSender {
+    fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        JournalSender(self.0.clone())
+    }
+}
+
+impl Drop for JournalSender {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.lock().closed = true;
+            self.0.wake.notify_one();
+        }
+    }
+}
 
 /// The row of a work item in a state.
 fn row(work: &Work, item_json: String, state: ItemState, records: Option<String>) -> ItemRow {
@@ -60,92 +102,145 @@ fn row(work: &Work, item_json: String, state: ItemState, records: Option<String>
 
 impl dc_frontier::Journal for JournalSender {
     fn added(&self, work: &Work) {
-        let _ = self.0.send(Msg::Row(row(work, work.item.to_string(), ItemState::Pending, None)));
+        self.send(row(work, work.item.to_string(), ItemState::Pending, None));
     }
 }
 
 impl JournalSender {
+    fn send(&self, r: ItemRow) {
+        let mut p = self.0.lock();
+        if p.ended || p.finish.is_some() {
+            // the writer has ended (or is ending): later rows are dropped
+            return;
+        }
+        p.rows.push(r);
+        let first = p.rows.len() == 1;
+        if first {
+            p.since = Some(Instant::now());
+        }
+        let full = p.rows.len() == BATCH_ROWS;
+        drop(p);
+        if first || full {
+            self.0.wake.notify_one();
+        }
+    }
+
     /// `work` was collected; `records_json` is what its `collect` returned.
     pub fn done(&self, work: &Work, item_json: &str, records_json: &str) {
-        let r = row(work, item_json.to_string(), ItemState::Done, Some(records_json.to_string()));
-        let _ = self.0.send(Msg::Row(r));
+        self.send(row(work, item_json.to_string(), ItemState::Done, Some(records_json.to_string())));
     }
 
     /// `collect` failed for `work`.
     pub fn failed(&self, work: &Work, item_json: &str) {
-        let _ = self.0.send(Msg::Row(row(work, item_json.to_string(), ItemState::Failed, None)));
+        self.send(row(work, item_json.to_string(), ItemState::Failed, None));
     }
 
     /// Waits until everything sent so far was written (or its write failed
     /// and was logged).
     pub fn flush(&self) {
-        let (tx, rx) = channel();
-        if self.0.send(Msg::Flush(tx)).is_ok() {
-            let _ = rx.recv();
-        }
+        self.ask(false);
     }
 
     /// Writes what is left and ends the writer; later rows are dropped.
     pub fn finish(&self) {
+        self.ask(true);
+    }
+
+    fn ask(&self, finish: bool) {
         let (tx, rx) = channel();
-        if self.0.send(Msg::Finish(tx)).is_ok() {
-            let _ = rx.recv();
+        {
+            let mut p = self.0.lock();
+            if p.ended || p.finish.is_some() {
+                return;
+            }
+            if finish {
+                p.finish = Some(tx);
+            } else {
+                p.flushes.push(tx);
+            }
         }
+        self.0.wake.notify_one();
+        // (no answer: the writer thread is gone)
+        let _ = rx.recv();
     }
 }
 
 /// A new journal: its sender, and the receiver [`start`] takes.
 pub fn channel_pair() -> (JournalSender, JournalReceiver) {
-    let (tx, rx) = channel();
-    (JournalSender(tx), JournalReceiver(rx))
+    let q = Arc::new(Queue { pending: Mutex::default(), wake: Condvar::new(), senders: AtomicUsize::new(1) });
+    (JournalSender(q.clone()), JournalReceiver(q))
 }
 
 /// The receiving side, until the writer is started.
-pub struct JournalReceiver(Receiver<Msg>);
+pub struct JournalReceiver(Arc<Queue>);
 
 /// Starts the writer thread for the run.
 pub fn start(shared: Arc<RunShared>, rx: JournalReceiver) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("journal".into()).spawn(move || writer(&shared, rx.0))
+    std::thread::Builder::new().name("journal".into()).spawn(move || writer(&shared, &rx.0))
 }
 
-fn writer(shared: &RunShared, rx: Receiver<Msg>) {
+/// What the writer took from the queue in one go.
+struct Taken {
+    rows: Vec<ItemRow>,
+    replies: Vec<Sender<()>>,
+    last: bool,
+}
+
+/// Waits until there is something to do: a full batch, a batch (or a batch
+/// kept after a failed write, `retry_at`) that is due, a flush, the finish or
+/// the last sender gone; then takes it all.
+fn take(q: &Queue, retry_at: Option<Instant>) -> Taken {
+    let mut p = q.lock();
+    loop {
+        let now = Instant::now();
+        let due = match (p.since.map(|t| t + FLUSH_EVERY), retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let ready = p.rows.len() >= BATCH_ROWS
+            || !p.flushes.is_empty()
+            || p.finish.is_some()
+            || p.closed
+            || due.is_some_and(|d| d <= now);
+        if ready {
+            break;
+        }
+        p = match due {
+            Some(d) => q.wake.wait_timeout(p, d - now).unwrap_or_else(|e| e.into_inner()).0,
+            None => q.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+        };
+    }
+    p.since = None;
+    let mut replies = std::mem::take(&mut p.flushes);
+    let last = p.closed || p.finish.is_some();
+    replies.extend(p.finish.take());
+    p.ended = last;
+    Taken { rows: std::mem::take(&mut p.rows), replies, last }
+}
+
+fn writer(shared: &RunShared, q: &Queue) {
     let mut batch: Vec<ItemRow> = Vec::new();
-    let mut due = Instant::now();
+    let mut retry_at: Option<Instant> = None;
     let mut warned = false;
     let mut saved_done = 0u64;
     loop {
-        let msg = if batch.is_empty() {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        } else {
-            rx.recv_timeout(due.saturating_duration_since(Instant::now()))
-        };
-        let reply = match msg {
-            Ok(Msg::Row(r)) => {
-                if batch.is_empty() {
-                    due = Instant::now() + FLUSH_EVERY;
-                }
-                batch.push(r);
-                if batch.len() < BATCH_ROWS {
-                    continue;
-                }
+        let taken = take(q, retry_at);
+        batch.extend(taken.rows);
+        // a batch kept after a failed write waits for its retry time, unless
+        // it grew full or someone waits for it
+        let retry_due = retry_at.is_none_or(|t| t <= Instant::now());
+        if retry_due || batch.len() >= BATCH_ROWS || !taken.replies.is_empty() || taken.last {
+            retry_at = if write(shared, &mut batch, &mut warned, &mut saved_done) {
                 None
-            }
-            Ok(Msg::Flush(reply)) => Some((reply, false)),
-            Ok(Msg::Finish(reply)) => Some((reply, true)),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                write(shared, &mut batch, &mut warned, &mut saved_done);
-                return;
-            }
-        };
-        if !write(shared, &mut batch, &mut warned, &mut saved_done) {
-            due = Instant::now() + RETRY_AFTER;
+            } else {
+                Some(Instant::now() + RETRY_AFTER)
+            };
         }
-        if let Some((reply, finish)) = reply {
+        for reply in taken.replies {
             let _ = reply.send(());
-            if finish {
-                return;
-            }
+        }
+        if taken.last {
+            return;
         }
     }
 }
@@ -263,5 +358,74 @@ mod tests {
         ]);
         let states: Vec<(i64, &str)> = got.iter().map(|r| (r.seq, r.state.as_str())).collect();
         assert_eq!(states, vec![(1, "done"), (2, "done"), (3, "pending")]);
+    }
+
+    fn seqs(rows: &[ItemRow]) -> Vec<i64> {
+        rows.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn the_writer_takes_rows_in_order_and_answers_a_flush_after_them() {
+        let (tx, rx) = channel_pair();
+        for seq in 0..5 {
+            tx.send(r(seq, ItemState::Pending));
+        }
+        // a batch under BATCH_ROWS is taken once due, whole and in order
+        let t = take(&rx.0, None);
+        assert_eq!(seqs(&t.rows), vec![0, 1, 2, 3, 4]);
+        assert!(t.replies.is_empty() && !t.last);
+        // a flush comes with every row sent before it, and returns once answered
+        let flusher = {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                tx.send(r(5, ItemState::Done));
+                tx.flush();
+                "flushed"
+            })
+        };
+        let t = take(&rx.0, None);
+        assert_eq!(seqs(&t.rows), vec![5]);
+        assert_eq!(t.replies.len(), 1, "the flush request is taken with its rows");
+        for reply in t.replies {
+            reply.send(()).expect("answer");
+        }
+        assert_eq!(flusher.join().expect("flusher"), "flushed");
+        // a full batch is taken whole
+        for seq in 0..BATCH_ROWS as i64 {
+            tx.send(r(100 + seq, ItemState::Pending));
+        }
+        let t = take(&rx.0, None);
+        assert_eq!(t.rows.len(), BATCH_ROWS);
+        // finish: the last take, and rows sent after it are dropped
+        let finisher = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.finish())
+        };
+        let t = loop {
+            let t = take(&rx.0, None);
+            if t.last {
+                break t;
+            }
+        };
+        assert_eq!(t.replies.len(), 1);
+        for reply in t.replies {
+            reply.send(()).expect("answer");
+        }
+        finisher.join().expect("finisher");
+        tx.send(r(9_999, ItemState::Done));
+        assert!(rx.0.lock().rows.is_empty(), "a row sent after the finish was kept");
+        tx.flush(); // returns at once: nobody would answer
+    }
+
+    #[test]
+    fn the_writer_ends_when_every_sender_is_gone() {
+        let (tx, rx) = channel_pair();
+        let other = tx.clone();
+        other.send(r(1, ItemState::Failed));
+        drop(tx);
+        drop(other);
+        let t = take(&rx.0, None);
+        assert!(t.last, "no sender is left: the writer must end");
+        assert_eq!(seqs(&t.rows), vec![1], "rows sent before the senders went are still written");
     }
 }
