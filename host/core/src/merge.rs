@@ -1178,59 +1178,20 @@ async fn first_load_postgres(
         copy.send(buf.as_slice()).await?;
         Ok(())
     }
-    let t = &req.decl.name;
-    // a large first load builds the key index once, after the rows are in
-    let unique = if rows.len() >= INDEX_AFTER_LOAD { row_key_constraint(tx, t).await? } else { None };
-    if let Some(name) = &unique {
-        sqlx::query(AssertSqlSafe(format!("ALTER TABLE \"{t}\" DROP CONSTRAINT {name}")))
-            .persistent(false)
-            .execute(&mut *tx)
-            .await?;
-    }
     let mut copy = tx.copy_in_raw(statement).await?;
     if let Err(e) = send_all(&mut copy, req, rows, new_rows).await {
         // the server answers the abort with an error: the transaction fails
         let _ = copy.abort(e.to_string()).await;
         return Err(e);
     }
-    let mut done = copy.finish().await.map(|_| ());
-    if let (Ok(()), Some(name)) = (&done, &unique) {
-        done = sqlx::query(AssertSqlSafe(format!("ALTER TABLE \"{t}\" ADD CONSTRAINT {name} UNIQUE (_row_key)")))
-            .persistent(false)
-            .execute(&mut *tx)
-            .await
-            .map(|_| ());
-    }
-    match done {
-        Ok(()) => Ok(()),
+    match copy.finish().await {
+        Ok(_) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
             prepare_rows(req.decl, rows, req.form)?;
             Err(sqlx::Error::Database(e).into())
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// From this many records, a first load drops the table's `_row_key`
-/// unique constraint, copies, and adds it again: one sorted index build
-/// instead of an index insert per row in key order, which costs more than
-/// the COPY itself (1M rows: 4.2–5.2 s with the index, 1.6–2.0 s + 0.9 s for
-/// the build). Inside the merge's transaction: a failure restores the
-/// constraint, and readers of the (empty) table wait for the commit.
-const INDEX_AFTER_LOAD: usize = 10_000;
-
-/// The quoted name of the unique constraint on a PostgreSQL table's
-/// `_row_key` alone, if it has one.
-async fn row_key_constraint(tx: &mut sqlx::PgConnection, t: &str) -> Result<Option<String>, MergeError> {
-    let name: Option<String> = sqlx::query_scalar(
-        "SELECT c.conname::text FROM pg_constraint c \
-         WHERE c.conrelid = to_regclass($1) AND c.contype = 'u' AND c.conkey = ARRAY[( \
-           SELECT a.attnum FROM pg_attribute a WHERE a.attrelid = c.conrelid AND a.attname = '_row_key')]",
-    )
-    .bind(format!("\"{t}\""))
-    .fetch_optional(&mut *tx)
-    .await?;
-    Ok(name.map(|n| format!("\"{}\"", n.replace('"', "\"\""))))
 }
 
 /// Merges into a PostgreSQL table: records already prepared (`prepared`),

@@ -321,9 +321,9 @@ async fn bad_batch_writes_nothing(t: &TestDb) {
 }
 
 /// A first load into an empty table prepares its records step by step
-/// while they are copied, and from 10,000 records builds the key index after
-/// the COPY (PostgreSQL): a bad record or a repeated key far into the batch
-/// must still be named and leave the table empty and its constraint in place.
+/// while they are copied (PostgreSQL): a bad record or a repeated key far
+/// into the batch must still be named and leave the table empty and its key
+/// constraint in place.
 async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     let db = &t.db;
     let app = new_app(db, "firstload").await;
@@ -352,14 +352,13 @@ async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     assert_eq!(live(db, &d).await, canonical(&d, &rows));
     assert_eq!(feed(db, &rid).await.len(), 12_000);
     assert_eq!(counters(db, &rid).await, [12_000, 0, 0, 0]);
-    // (PostgreSQL builds the key index after a large first load: it is back)
     assert_eq!(row_key_constraints(db, "first_load").await, 1);
     let again = merge::merge(db, req(&app, Some(&rid), &d), &rows).await.expect("re-merge");
     assert_eq!(again, summary(0, 0, 0, 12_000));
 }
 
-/// Unique constraints on a PostgreSQL table (1 on SQLite, whose first loads
-/// do not drop it).
+/// Unique constraints on a PostgreSQL table (1 on SQLite, which has no
+/// catalog to ask).
 async fn row_key_constraints(db: &dc_core::db::Database, table: &str) -> i64 {
     match db {
         dc_core::db::Database::Postgres(pool) => {
