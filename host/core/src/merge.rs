@@ -1181,7 +1181,8 @@ async fn first_load_postgres(
     let mut copy = tx.copy_in_raw(statement).await?;
     if let Err(e) = send_all(&mut copy, req, rows, new_rows).await {
         // the server answers the abort with an error: the transaction fails
-        let _ = copy.abort(e.to_string()).await;
+        // (the record's values stay out of the server's log)
+        let _ = copy.abort("dc-host refused a record of the batch").await;
         return Err(e);
     }
     match copy.finish().await {
@@ -1194,8 +1195,6 @@ async fn first_load_postgres(
     }
 }
 
-/// Merges into a PostgreSQL table: records already prepared (`prepared`),
-/// or, for a table that is empty under the lock, prepared as they are copied.
 /// Runs a binary `COPY … TO STDOUT` and calls `row` with each tuple's
 /// fields as they arrive.
 pub(crate) async fn copy_out(
@@ -1218,6 +1217,8 @@ pub(crate) async fn copy_out(
     reader.finish().map_err(bad)
 }
 
+/// Merges into a PostgreSQL table: records already prepared (`prepared`),
+/// or, for a table that is empty under the lock, prepared as they are copied.
 async fn merge_postgres(
     tx: &mut sqlx::PgConnection,
     req: &MergeRequest<'_>,
