@@ -511,7 +511,9 @@ impl PgStream {
         let s = pg_stream_table(self.n);
         let now = self.clock.now();
         // one merge per table at a time (a snapshot's deletes must not race another's inserts)
-        for sql in [format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"), format!("ANALYZE {s}")] {
+        // the joins below match on `_row_key` only: the planner needs its
+        // statistics, not a sample of every column
+        for sql in [format!("LOCK TABLE \"{t}\" IN SHARE ROW EXCLUSIVE MODE"), format!("ANALYZE {s} (_row_key)")] {
             sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
         }
         let feed = self.runtime_id.is_some();
