@@ -218,7 +218,22 @@ fn take(q: &Queue, retry_at: Option<Instant>) -> Taken {
     Taken { rows: std::mem::take(&mut p.rows), replies, last }
 }
 
+/// Ends the queue when the writer returns or panics: rows sent later are
+/// dropped, and whoever waits on a flush or the finish is let go (their
+/// answer channels close) instead of waiting forever.
+struct EndOnDrop<'a>(&'a Queue);
+
+impl Drop for EndOnDrop<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.lock();
+        p.ended = true;
+        p.flushes.clear();
+        p.finish = None;
+    }
+}
+
 fn writer(shared: &RunShared, q: &Queue) {
+    let _end = EndOnDrop(q);
     let mut batch: Vec<ItemRow> = Vec::new();
     let mut retry_at: Option<Instant> = None;
     let mut warned = false;
@@ -415,6 +430,32 @@ mod tests {
         tx.send(r(9_999, ItemState::Done));
         assert!(rx.0.lock().rows.is_empty(), "a row sent after the finish was kept");
         tx.flush(); // returns at once: nobody would answer
+    }
+
+    #[test]
+    fn a_flush_returns_when_the_writer_is_gone() {
+        let (tx, rx) = channel_pair();
+        let (returned, flushed) = channel();
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                tx.flush();
+                let _ = returned.send(());
+            });
+        }
+        // the flush wakes the writer once it is queued; then the writer ends
+        // without answering it (as when it panics)
+        {
+            let mut p = rx.0.lock();
+            while p.flushes.is_empty() {
+                p = rx.0.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        drop(EndOnDrop(&rx.0));
+        // (a bound only so that a regression fails instead of hanging the suite)
+        flushed.recv_timeout(Duration::from_secs(60)).expect("the flush must return once the writer is gone");
+        tx.flush(); // and later ones return at once
+        tx.finish();
     }
 
     #[test]
