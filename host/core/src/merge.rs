@@ -694,9 +694,15 @@ pub async fn merge_in(
     }
     let archive = req.archive_missing || req.decl.missing == MissingRows::Archive;
     let summary = match (&mut *tx, prepared) {
-        (WriteTx::Sqlite(t), Some(p)) => merge_sqlite(t, &req, &p, archive).await?,
         (WriteTx::Postgres(t), p) => merge_postgres(t, &req, rows, p, archive).await?,
-        (WriteTx::Sqlite(t), None) => merge_sqlite(t, &req, &prepare_rows(req.decl, rows, req.form)?, archive).await?,
+        // (SQLite always prepares first: `empty_pg` is false)
+        (WriteTx::Sqlite(t), p) => {
+            let p = match p {
+                Some(p) => p,
+                None => prepare_rows(req.decl, rows, req.form)?,
+            };
+            merge_sqlite(t, &req, &p, archive).await?
+        }
     };
     if tx.backend() == Backend::Sqlite {
         bump_generation(tx, &req.decl.name).await?;
@@ -1250,19 +1256,15 @@ async fn merge_postgres(
     };
     // (tests wait for this event to kill a process in the middle of a merge)
     let writing = || tracing::debug!(table = %t, rows = rows.len(), "merge: writing under the table lock");
-    let p = match prepared {
+    let p = match (prepared, empty) {
         // the table was empty before the lock and still is: stream the first load
-        None if empty => {
+        (None, true) => {
             writing();
             first_load_postgres(tx, req, rows, &copy_new, &new_rows).await?;
             None
         }
-        None => Some(prepare_rows(req.decl, rows, req.form)?),
-        Some(p) => Some(p),
-    };
-    let p = match p {
-        Some(p) if empty => {
-            // emptied after the records were prepared: every row is new
+        // emptied after the records were prepared: every row is new
+        (Some(p), true) => {
             writing();
             copy_in(tx, &copy_new, p.cells.len(), |buf, i| {
                 new_rows.tuple(buf, &p.cells[i], &p.keys[i], p.hashes[i].as_str())
@@ -1270,7 +1272,9 @@ async fn merge_postgres(
             .await?;
             None
         }
-        p => p,
+        // rows arrived between the check and the lock
+        (None, false) => Some(prepare_rows(req.decl, rows, req.form)?),
+        (Some(p), false) => Some(p),
     };
     let Some(p) = p else {
         // first load: every row is new

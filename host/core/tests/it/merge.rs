@@ -357,8 +357,7 @@ async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     assert_eq!(again, summary(0, 0, 0, 12_000));
 }
 
-/// Unique constraints on a PostgreSQL table (1 on SQLite, which has no
-/// catalog to ask).
+/// Unique constraints (PostgreSQL) or unique indexes (SQLite) of a table.
 async fn row_key_constraints(db: &dc_core::db::Database, table: &str) -> i64 {
     match db {
         dc_core::db::Database::Postgres(pool) => {
@@ -368,7 +367,13 @@ async fn row_key_constraints(db: &dc_core::db::Database, table: &str) -> i64 {
                 .await
                 .expect("constraints")
         }
-        _ => 1,
+        dc_core::db::Database::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM pragma_index_list($1) WHERE \"unique\" = 1")
+                .bind(table)
+                .fetch_one(pool)
+                .await
+                .expect("unique indexes")
+        }
     }
 }
 
