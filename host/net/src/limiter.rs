@@ -484,7 +484,10 @@ impl Politeness {
         breakers: Arc<Breakers>,
         persist: Option<Arc<Persist>>,
     ) -> Politeness {
+        // no pooled connections: a fetch may run on a collecting thread's own
+        // runtime, and a connection kept from it would stall other threads
         let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(config.robots_timeout)
             .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -13,7 +13,8 @@
 //! leased origin's passes are granted here without a round trip while the
 //! lease lasts and the generation read on the client's watch connection is
 //! still the lease's. The watch connection is opened with the first lease
-//! (on the tokio runtime the acquire runs on); while it is down no lease is
+//! (on the client's home runtime, [`PermitClient::homed`], else the tokio
+//! runtime the acquire runs on); while it is down no lease is
 //! trusted, and a new one starts with no leases kept. A notable outcome
 //! voids the client's leases before it is reported.
 
@@ -27,6 +28,7 @@ use reqwest::Url;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 
 use crate::limiter::{LimitConfig, LocalPermit, Politeness, Refusal, domain_of, notable};
@@ -43,8 +45,22 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(path: &Path) -> std::io::Result<Conn> {
-        let (r, w) = UnixStream::connect(path).await?.into_split();
+    /// A connection to the server at `path`, registered with `home`'s I/O
+    /// driver when given (else the current runtime's): a pooled connection
+    /// is used from any thread, so it must not belong to a runtime that
+    /// only runs while one thread waits on it.
+    async fn open(path: &Path, home: Option<&Handle>) -> std::io::Result<Conn> {
+        let stream = match home {
+            Some(home) => {
+                // connecting to a listening local socket does not block
+                let std = std::os::unix::net::UnixStream::connect(path)?;
+                std.set_nonblocking(true)?;
+                let _in_home = home.enter();
+                UnixStream::from_std(std)?
+            }
+            None => UnixStream::connect(path).await?,
+        };
+        let (r, w) = stream.into_split();
         Ok(Conn { reader: BufReader::new(r), writer: w, line: String::new() })
     }
 
@@ -94,6 +110,9 @@ pub struct PermitClient {
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
     leases: Mutex<Leases>,
+    /// The runtime its connections and its watch task belong to (None: the
+    /// one the call runs on).
+    home: Option<Handle>,
 }
 
 /// The generation a watch connection has not answered yet.
@@ -127,7 +146,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Reads the watch connection `conn` into `generation` until either ends.
 async fn watch_generation(path: PathBuf, generation: watch::Sender<u64>) {
-    let Ok(mut conn) = Conn::open(&path).await else { return };
+    let Ok(mut conn) = Conn::open(&path, None).await else { return };
     if conn.send(&Request::Watch {}).await.is_err() {
         return;
     }
@@ -158,7 +177,14 @@ impl std::fmt::Debug for PermitClient {
 impl PermitClient {
     /// A client of the server at `path` (connections are made when needed).
     pub fn new(path: impl Into<PathBuf>) -> PermitClient {
-        PermitClient { path: path.into(), idle: Mutex::default(), leases: Mutex::default() }
+        PermitClient { path: path.into(), idle: Mutex::default(), leases: Mutex::default(), home: None }
+    }
+
+    /// This client with its connections and its watch task on `home`, so
+    /// calls may come from other runtimes (a collecting thread's own).
+    pub fn homed(mut self, home: Handle) -> PermitClient {
+        self.home = Some(home);
+        self
     }
 
     /// The socket path.
@@ -203,7 +229,7 @@ impl PermitClient {
         let mut leases = lock(&self.leases);
         let up = leases.watch.as_ref().is_some_and(|w| w.has_changed().is_ok());
         if !up {
-            let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+            let Some(rt) = self.home.clone().or_else(|| Handle::try_current().ok()) else { return };
             let (tx, rx) = watch::channel(UNSYNCED);
             leases.watch = Some(rx);
             leases.by_origin.clear();
@@ -246,13 +272,13 @@ impl PermitClient {
             Some(mut c) => match c.ask(&req).await {
                 Ok(a) => (c, a),
                 Err(_) => {
-                    let mut c = Conn::open(&self.path).await?;
+                    let mut c = Conn::open(&self.path, self.home.as_ref()).await?;
                     let a = c.ask(&req).await?;
                     (c, a)
                 }
             },
             None => {
-                let mut c = Conn::open(&self.path).await?;
+                let mut c = Conn::open(&self.path, self.home.as_ref()).await?;
                 let a = c.ask(&req).await?;
                 (c, a)
             }
@@ -307,7 +333,7 @@ impl PermitClient {
         // a pooled connection gone stale (the server was replaced): one fresh try
         let conn = match pooled {
             Some(c) => Some(c),
-            None => match Conn::open(&self.path).await {
+            None => match Conn::open(&self.path, self.home.as_ref()).await {
                 Ok(mut c) => c.send(&req).await.is_ok().then_some(c),
                 Err(_) => None,
             },
@@ -363,6 +389,13 @@ impl HostLimiter {
             warned: AtomicBool::new(false),
             remote_again_at: Mutex::new(None),
         }
+    }
+
+    /// This limiter with its permit server connections on `home`
+    /// ([`PermitClient::homed`]).
+    pub fn homed(mut self, home: Handle) -> HostLimiter {
+        self.remote = self.remote.map(|r| r.homed(home));
+        self
     }
 
     fn local(&self) -> &Arc<Politeness> {

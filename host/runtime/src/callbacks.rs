@@ -84,6 +84,39 @@ thread_local! {
     static COLLECTING_DEPTH: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
+thread_local! {
+    /// This collecting thread's own runtime ([`with_own_runtime`]).
+    static OWN_RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a collecting thread's loop) with a runtime of the thread's own:
+/// the requests of the thread's session run on it, so a response wakes this
+/// thread directly instead of passing through the worker's runtime threads.
+/// The session's connections belong to it alone, so nothing else waits on a
+/// runtime that runs only while this thread does. It is shut down when `f`
+/// returns (without waiting for a name lookup still running).
+pub fn with_own_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => OWN_RUNTIME.with(|c| *c.borrow_mut() = Some(rt)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build a runtime for this collecting thread; its requests run on the worker's")
+        }
+    }
+    let out = f();
+    if let Some(rt) = OWN_RUNTIME.with(|c| c.borrow_mut().take()) {
+        rt.shutdown_background();
+    }
+    out
+}
+
+/// Runs `fut` on this thread's own runtime, if it has one, else on `shared`.
+fn block_on_own<F: std::future::Future>(shared: &tokio::runtime::Handle, fut: F) -> F::Output {
+    OWN_RUNTIME.with(|c| match c.borrow().as_ref() {
+        Some(rt) => rt.block_on(fut),
+        None => shared.block_on(fut),
+    })
+}
+
 /// Runs `f` (a plugin's `collect`) with this thread's collecting depth set.
 pub fn collecting<T>(depth: u32, f: impl FnOnce() -> T) -> T {
     COLLECTING_DEPTH.with(|d| d.set(Some(depth)));
@@ -628,7 +661,7 @@ impl WorkerCallbacks {
         let limiter = &self.0.limiter;
         // counts the request; records every attempt and asks the domain's circuit first
         let exchange = dc_net::Exchange::start(&self.0.metrics, &self.0.breakers, &url, proxy.as_deref());
-        let answer = self.0.rt.block_on(async move {
+        let exchanged = async move {
             let started = std::time::Instant::now();
             let (sent, attempts) = dc_net::send_limited(req, &method, &retry, Some(limiter), &exchange).await;
             let mut resp = sent.map_err(|e| {
@@ -693,7 +726,11 @@ impl WorkerCallbacks {
                 body: body.into(),
                 extensions: serde_json::to_string(&info).unwrap_or_default().into(),
             })
-        });
+        };
+        // a leased proxy's client is the run's, shared by every thread: its
+        // connections stay on the worker's runtime; the session's own run
+        // on this thread's
+        let answer = if lease.is_some() { self.0.rt.block_on(exchanged) } else { block_on_own(&self.0.rt, exchanged) };
         if let (Some(m), Some(l)) = (&self.0.proxies, &lease) {
             m.report(l, answer.as_ref().ok().map(|r| (r.status, r.body.as_slice())));
         }

@@ -449,7 +449,9 @@ fn prepare(
             max_delay: Duration::from_secs(s.runs.http_retry_max_delay_secs),
             ..Default::default()
         },
-        limiter: crate::limits::worker_limiter(s, &app_path),
+        // its permit connections stay on this runtime: requests come from
+        // the collecting threads' own runtimes too
+        limiter: crate::limits::worker_limiter(s, &app_path).homed(rt.clone()),
         metrics: dc_net::RequestMetrics::new(),
         breakers: dc_net::Breakers::new(
             dc_net::BreakerPolicy {
@@ -699,7 +701,7 @@ fn lifecycle(
             let span = shared.span.clone();
             std::thread::Builder::new()
                 .name(format!("collect-{t}"))
-                .spawn_scoped(scope, move || {
+                .spawn_scoped(scope, move || crate::callbacks::with_own_runtime(|| {
                     let _g = span.enter();
                     // `next` waits while other threads may still enqueue work
                     while let Some(work) = frontier.next() {
@@ -741,7 +743,7 @@ fn lifecycle(
                         shared.current.fetch_add(1, Ordering::Relaxed);
                         frontier.done();
                     }
-                })
+                }))
                 .map(|_| ())
                 .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start collect thread"));
         }

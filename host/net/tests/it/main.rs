@@ -697,3 +697,36 @@ fn a_takeover_keeps_robots_txt_and_its_crawl_delay_until_they_expire() {
     });
     assert_eq!(asked.load(Ordering::SeqCst), 2, "an expired robots.txt is fetched again");
 }
+
+/// A worker's limiter is homed on the worker's runtime while its requests
+/// come from the collecting threads' own runtimes: its pooled connections
+/// and its watch connection answer another runtime while the one that
+/// opened them does not run (its thread busy in the plugin's code).
+#[test]
+fn a_homed_limiter_answers_while_the_runtime_that_opened_its_connections_does_not_run() {
+    let home = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let (_dir, socket) = {
+        let _in_home = home.enter();
+        permit_server(Politeness::new(LimitConfig::default()))
+    };
+    let limiter =
+        HostLimiter::new(Some(socket), LimitConfig::default(), false, String::new()).homed(home.handle().clone());
+    let own = || tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (opener, other) = (own(), own());
+    let url = Url::parse("http://127.0.0.1:9/x").expect("url");
+    // the opener asks first: its connection goes back to the pool, and the
+    // lease that comes with the pass starts the watch connection
+    opener.block_on(async {
+        let p = bounded(limiter.acquire(&url)).await.expect("granted");
+        limiter.release(p, &ok()).await;
+    });
+    // from here on the opener's runtime never runs again
+    other.block_on(async {
+        let mut generation = limiter.watched_generation().expect("the first lease opened a watch connection");
+        bounded(generation.wait_for(|g| *g != u64::MAX)).await.expect("the watch connection reads the generation");
+        // another origin: no lease, so a round trip on the pooled connection
+        let elsewhere = Url::parse("http://127.0.0.2:9/x").expect("url");
+        let p = bounded(limiter.acquire(&elsewhere)).await.expect("granted on the pooled connection");
+        limiter.release(p, &ok()).await;
+    });
+}
