@@ -15,6 +15,7 @@
 #   DC_BENCH_PROFILE=debug scripts/bench-memory.sh   # no release build
 #   DC_BENCH_BUFFERED_MAX=1000000 ...             # buffered path at 1M rows too
 #                                                 # (default: 100,000 only; 0: none)
+#   DC_BENCH_REPS=5 ...                           # runs per size (default 3; the median counts)
 #   DC_BENCH_ROWS_PER_ITEM=10000 ...              # rows one collect returns
 #                                                 # (default 1,000: 100 and 1,000 items)
 #
@@ -29,12 +30,13 @@ flag=(); [ "$profile" = release ] && flag=(--release)
 cargo build "${flag[@]}" -p dc-host -p dc-plugin-bulk -p dc-plugin-misbehave >&2
 target="${CARGO_TARGET_DIR:-$PWD/target}/$profile"
 DC_BENCH_TARGET="$target" python3 - <<'PY'
-import json, os, subprocess, sys, tempfile, time, uuid
+import json, os, statistics, subprocess, sys, tempfile, time, uuid
 
 target = os.environ["DC_BENCH_TARGET"]
 backends = os.environ.get("DC_BENCH_BACKENDS", "sqlite").split()
 buffered_max = int(os.environ.get("DC_BENCH_BUFFERED_MAX", "100000"))
 per_item = int(os.environ.get("DC_BENCH_ROWS_PER_ITEM", "1000"))
+reps = max(1, int(os.environ.get("DC_BENCH_REPS", "3")))
 host_bin = os.path.join(target, "dc-host")
 
 def load():
@@ -70,7 +72,7 @@ def measured(env, cwd, app, rows):
         sys.exit(f"{app} {rows} rows: {r}")
     return usage.ru_maxrss / 1024, secs
 
-print("| backend | path | rows | rows per item | peak RSS (MiB) | run (s) |")
+print(f"| backend | path | rows | rows per item | peak RSS (MiB), median of {reps} (each) | run (s), median |")
 print("|---|---|---:|---:|---:|---:|")
 summary = []
 for backend in backends:
@@ -80,11 +82,16 @@ for backend in backends:
         for rows in (100_000, 1_000_000):
             if app.endswith("misbehave") and rows > buffered_max:
                 continue
-            d, env = host(backend)  # a fresh database: every row is new
-            print(f"==> {backend} {path} {rows} rows (load {load()})", file=sys.stderr)
-            mib, secs = measured(env, d, app, rows)
+            runs = []
+            for rep in range(reps):
+                d, env = host(backend)  # a fresh database: every row is new
+                print(f"==> {backend} {path} {rows} rows, rep {rep + 1}/{reps} (load {load()})", file=sys.stderr)
+                runs.append(measured(env, d, app, rows))
+            mib = statistics.median(m for m, _ in runs)
+            secs = statistics.median(s for _, s in runs)
             peaks[(path, rows)] = mib
-            print(f"| {backend} | {path} | {rows:,} | {per_item:,} | {mib:.0f} | {secs:.1f} |", flush=True)
+            each = ", ".join(f"{m:.0f}" for m, _ in runs)
+            print(f"| {backend} | {path} | {rows:,} | {per_item:,} | {mib:.0f} ({each}) | {secs:.1f} |", flush=True)
     s = peaks.get(("streamed (default store)", 1_000_000))
     b = peaks.get(("streamed (default store)", 100_000))
     if s and b:

@@ -87,7 +87,9 @@ pub async fn save_in(tx: &mut WriteTx, runtime_id: &RuntimeId, rows: &[ItemRow])
                 " ON CONFLICT (runtime_id, seq) DO UPDATE SET state = excluded.state, records = excluded.records \
                  WHERE excluded.state <> 'pending'",
             );
-            q.build().execute(&mut *conn).await.map(|r| r.rows_affected())
+            // not kept prepared: every batch size is another statement, and a
+            // connection's cache of them held megabytes for a long run
+            q.build().persistent(false).execute(&mut *conn).await.map(|r| r.rows_affected())
         })?;
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The worker's journal of the crawl frontier: every work item the run adds
 //! (pending), finishes (done, with the records its `collect` returned) or
 //! fails goes to a background writer, which commits them in batches of
-//! [`BATCH_ROWS`] or every [`FLUSH_EVERY`], so a run that is stopped, fails or
+//! [`BATCH_ROWS`] (or [`BATCH_BYTES`]) or every [`FLUSH_EVERY`], so a run that is stopped, fails or
 //! is killed can be resumed (`dc-host run APP --resume ID`) without collecting
 //! its finished items again.
 //!
@@ -19,6 +19,11 @@
 //! anyway). The records `collect` returns are different: they are streamed
 //! into the run's staging as they come, and saved with their item here, so a
 //! resumed run stages them again; batches keep committing on their own.
+//!
+//! What waits for the writer is bounded: a sender that finds
+//! [`MAX_PENDING_BYTES`] of items and records queued waits until the writer
+//! takes them, so a run's memory does not grow with its length when the
+//! writer falls behind.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Sender, channel};
@@ -32,6 +37,12 @@ use crate::callbacks::RunShared;
 
 /// A batch is written once it has this many rows.
 pub const BATCH_ROWS: usize = 1000;
+/// A batch is written once its items and records hold this many bytes.
+pub const BATCH_BYTES: usize = 2 << 20;
+/// A sender waits while this many bytes wait for the writer: a writer that
+/// falls behind (a slow disk, a long write of the database) holds the
+/// collecting threads back instead of letting the queue grow with the run.
+pub const MAX_PENDING_BYTES: usize = 4 * BATCH_BYTES;
 /// A batch is written at the latest this long after its first row arrived.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// After a failed write, the batch is tried again this much later.
@@ -41,6 +52,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Pending {
     rows: Vec<ItemRow>,
+    /// The bytes of `rows`' items and records.
+    bytes: usize,
+    /// Senders waiting for room ([`MAX_PENDING_BYTES`]).
+    held_back: usize,
     /// When the first of `rows` arrived.
     since: Option<Instant>,
     /// Answered once everything sent before them is written.
@@ -60,6 +75,9 @@ struct Pending {
 struct Queue {
     pending: Mutex<Pending>,
     wake: Condvar,
+    /// Signalled when the writer takes the rows (or ends): senders held back
+    /// by [`MAX_PENDING_BYTES`] go on.
+    room: Condvar,
     senders: AtomicUsize,
 }
 
@@ -108,17 +126,26 @@ impl dc_frontier::Journal for JournalSender {
 
 impl JournalSender {
     fn send(&self, r: ItemRow) {
+        let size = r.item.len() + r.records.as_ref().map_or(0, String::len);
         let mut p = self.0.lock();
+        while p.bytes >= MAX_PENDING_BYTES && !p.ended && p.finish.is_none() {
+            // the writer is behind: it takes what is there now
+            p.held_back += 1;
+            self.0.wake.notify_one();
+            p = self.0.room.wait(p).unwrap_or_else(|e| e.into_inner());
+            p.held_back -= 1;
+        }
         if p.ended || p.finish.is_some() {
             // the writer has ended (or is ending): later rows are dropped
             return;
         }
         p.rows.push(r);
+        p.bytes += size;
         let first = p.rows.len() == 1;
         if first {
             p.since = Some(Instant::now());
         }
-        let full = p.rows.len() == BATCH_ROWS;
+        let full = p.rows.len() == BATCH_ROWS || (p.bytes >= BATCH_BYTES && p.bytes - size < BATCH_BYTES);
         drop(p);
         if first || full {
             self.0.wake.notify_one();
@@ -167,7 +194,12 @@ impl JournalSender {
 
 /// A new journal: its sender, and the receiver [`start`] takes.
 pub fn channel_pair() -> (JournalSender, JournalReceiver) {
-    let q = Arc::new(Queue { pending: Mutex::default(), wake: Condvar::new(), senders: AtomicUsize::new(1) });
+    let q = Arc::new(Queue {
+        pending: Mutex::default(),
+        wake: Condvar::new(),
+        room: Condvar::new(),
+        senders: AtomicUsize::new(1),
+    });
     (JournalSender(q.clone()), JournalReceiver(q))
 }
 
@@ -198,6 +230,8 @@ fn take(q: &Queue, retry_at: Option<Instant>) -> Taken {
             (a, b) => a.or(b),
         };
         let ready = p.rows.len() >= BATCH_ROWS
+            || p.bytes >= BATCH_BYTES
+            || p.held_back > 0
             || !p.flushes.is_empty()
             || p.finish.is_some()
             || p.closed
@@ -215,6 +249,8 @@ fn take(q: &Queue, retry_at: Option<Instant>) -> Taken {
     let last = p.closed || p.finish.is_some();
     replies.extend(p.finish.take());
     p.ended = last;
+    p.bytes = 0;
+    q.room.notify_all();
     Taken { rows: std::mem::take(&mut p.rows), replies, last }
 }
 
@@ -229,6 +265,7 @@ impl Drop for EndOnDrop<'_> {
         p.ended = true;
         p.flushes.clear();
         p.finish = None;
+        self.0.room.notify_all();
     }
 }
 
@@ -456,6 +493,55 @@ mod tests {
         flushed.recv_timeout(Duration::from_secs(60)).expect("the flush must return once the writer is gone");
         tx.flush(); // and later ones return at once
         tx.finish();
+    }
+
+    fn with_records(seq: i64, bytes: usize) -> ItemRow {
+        ItemRow { records: Some("x".repeat(bytes)), ..r(seq, ItemState::Done) }
+    }
+
+    #[test]
+    fn a_sender_waits_while_the_writer_is_behind_by_max_pending_bytes() {
+        let (tx, rx) = channel_pair();
+        let per_row = MAX_PENDING_BYTES / 4;
+        for seq in 0..4 {
+            tx.send(with_records(seq, per_row));
+        }
+        let sender = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send(with_records(4, per_row)))
+        };
+        // the fifth row is either queued (no bound) or its sender waits for room
+        {
+            let mut p = rx.0.lock();
+            while p.held_back == 0 && p.rows.len() < 5 {
+                p = rx.0.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            assert_eq!(p.rows.len(), 4, "a sender queued past MAX_PENDING_BYTES");
+            assert_eq!(p.held_back, 1);
+        }
+        // the writer takes the four; the held-back sender goes on
+        let t = take(&rx.0, None);
+        assert_eq!(seqs(&t.rows), vec![0, 1, 2, 3]);
+        sender.join().expect("the held-back sender returns once the writer took the rows");
+        let t = take(&rx.0, None);
+        assert_eq!(seqs(&t.rows), vec![4]);
+        // a writer that ends lets a held-back sender go (its row is dropped)
+        for seq in 5..9 {
+            tx.send(with_records(seq, per_row));
+        }
+        let sender = {
+            let tx = tx.clone();
+            std::thread::spawn(move || tx.send(with_records(9, per_row)))
+        };
+        {
+            let mut p = rx.0.lock();
+            while p.held_back == 0 {
+                p = rx.0.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        drop(EndOnDrop(&rx.0));
+        sender.join().expect("the held-back sender returns once the writer is gone");
+        assert_eq!(rx.0.lock().rows.len(), 4, "the row sent after the end is dropped");
     }
 
     #[test]
