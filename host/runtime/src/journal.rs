@@ -482,17 +482,21 @@ mod tests {
         }
         // the flush wakes the writer once it is queued; then the writer ends
         // without answering it (as when it panics)
-        {
-            let mut p = rx.0.lock();
-            while p.flushes.is_empty() {
-                p = rx.0.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
-        }
+        drop(woken_until(&rx.0, |p| !p.flushes.is_empty()));
         drop(EndOnDrop(&rx.0));
         // (a bound only so that a regression fails instead of hanging the suite)
         flushed.recv_timeout(Duration::from_secs(60)).expect("the flush must return once the writer is gone");
         tx.flush(); // and later ones return at once
         tx.finish();
+    }
+
+    /// The queue once `ready` holds, waiting on the writer's wake-ups.
+    fn woken_until(q: &Queue, ready: impl Fn(&Pending) -> bool) -> MutexGuard<'_, Pending> {
+        let mut p = q.lock();
+        while !ready(&p) {
+            p = q.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        p
     }
 
     fn with_records(seq: i64, bytes: usize) -> ItemRow {
@@ -512,10 +516,7 @@ mod tests {
         };
         // the fifth row is either queued (no bound) or its sender waits for room
         {
-            let mut p = rx.0.lock();
-            while p.held_back == 0 && p.rows.len() < 5 {
-                p = rx.0.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
+            let p = woken_until(&rx.0, |p| p.held_back > 0 || p.rows.len() >= 5);
             assert_eq!(p.rows.len(), 4, "a sender queued past MAX_PENDING_BYTES");
             assert_eq!(p.held_back, 1);
         }
@@ -533,12 +534,7 @@ mod tests {
             let tx = tx.clone();
             std::thread::spawn(move || tx.send(with_records(9, per_row)))
         };
-        {
-            let mut p = rx.0.lock();
-            while p.held_back == 0 {
-                p = rx.0.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
-        }
+        drop(woken_until(&rx.0, |p| p.held_back > 0));
         drop(EndOnDrop(&rx.0));
         sender.join().expect("the held-back sender returns once the writer is gone");
         assert_eq!(rx.0.lock().rows.len(), 4, "the row sent after the end is dropped");

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use clap::Parser;
 use axum::serve::ListenerExt;
+use clap::Parser;
 use tower_http::services::ServeDir;
 
 use generate::{Page, Site};
