@@ -94,19 +94,25 @@ thread_local! {
 /// thread directly instead of passing through the worker's runtime threads.
 /// The session's connections belong to it alone, so nothing else waits on a
 /// runtime that runs only while this thread does. It is shut down when `f`
-/// returns (without waiting for a name lookup still running).
+/// returns or unwinds (without waiting for a name lookup still running), not
+/// left to the thread's end, where a runtime cannot be dropped safely.
 pub fn with_own_runtime<T>(f: impl FnOnce() -> T) -> T {
+    struct ShutDown;
+    impl Drop for ShutDown {
+        fn drop(&mut self) {
+            if let Some(rt) = OWN_RUNTIME.with(|c| c.borrow_mut().take()) {
+                rt.shutdown_background();
+            }
+        }
+    }
     match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => OWN_RUNTIME.with(|c| *c.borrow_mut() = Some(rt)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot build a runtime for this collecting thread; its requests run on the worker's")
         }
     }
-    let out = f();
-    if let Some(rt) = OWN_RUNTIME.with(|c| c.borrow_mut().take()) {
-        rt.shutdown_background();
-    }
-    out
+    let _shut_down = ShutDown;
+    f()
 }
 
 /// Runs `fut` on this thread's own runtime, if it has one, else on `shared`.
