@@ -52,7 +52,8 @@ impl Conn {
     async fn open(path: &Path, home: Option<&Handle>) -> std::io::Result<Conn> {
         let stream = match home {
             Some(home) => {
-                // connecting to a listening local socket does not block
+                // a local socket that is listening takes the connection at
+                // once (blocking only while its accept queue is full)
                 let std = std::os::unix::net::UnixStream::connect(path)?;
                 std.set_nonblocking(true)?;
                 let _in_home = home.enter();

@@ -490,11 +490,14 @@ mod tests {
         tx.finish();
     }
 
-    /// The queue once `ready` holds, waiting on the writer's wake-ups.
+    /// The queue once `ready` holds, waiting on the writer's wake-ups (the
+    /// bound only ends a broken test instead of hanging the suite).
     fn woken_until(q: &Queue, ready: impl Fn(&Pending) -> bool) -> MutexGuard<'_, Pending> {
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut p = q.lock();
         while !ready(&p) {
-            p = q.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.checked_duration_since(Instant::now()).expect("the queue never got ready");
+            p = q.wake.wait_timeout(p, left).unwrap_or_else(|e| e.into_inner()).0;
         }
         p
     }
