@@ -82,9 +82,6 @@ thread_local! {
     /// The depth of the item this thread is collecting (`None` outside
     /// `collect`): an item enqueued from here is one deeper.
     static COLLECTING_DEPTH: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
-}
-
-thread_local! {
     /// This collecting thread's own runtime ([`with_own_runtime`]).
     static OWN_RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
 }

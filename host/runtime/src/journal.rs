@@ -1,9 +1,9 @@
 //! The worker's journal of the crawl frontier: every work item the run adds
 //! (pending), finishes (done, with the records its `collect` returned) or
 //! fails goes to a background writer, which commits them in batches of
-//! [`BATCH_ROWS`] (or [`BATCH_BYTES`]) or every [`FLUSH_EVERY`], so a run that is stopped, fails or
-//! is killed can be resumed (`dc-host run APP --resume ID`) without collecting
-//! its finished items again.
+//! [`BATCH_ROWS`] (or [`BATCH_BYTES`]) or every [`FLUSH_EVERY`], so a run
+//! that is stopped, fails or is killed can be resumed (`dc-host run APP
+//! --resume ID`) without collecting its finished items again.
 //!
 //! The writer commits the events in the order they were sent, and a batch
 //! that could not be written is kept and tried again with the next one, so
