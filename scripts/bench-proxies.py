@@ -9,9 +9,14 @@ with `rotate = "request"`, so consecutive requests take consecutive proxies).
 Pages per second are taken from each run's own start and end (`runs.started_at`
 / `ended_at`), so process start and plugin loading do not count; the median of
 DC_BENCH_REPS (default 7) pairs is reported with the ratio. Target: >= 80 %.
+The CPU each crawl cost is shown too: dc-host and its worker (as children of
+this script), and the site and proxy processes (from /proc), so the table
+tells what a proxied page costs on the machine's two cores.
 
     scripts/bench-proxies.py                     # release build
     DC_BENCH_PROFILE=debug scripts/bench-proxies.py
+    DC_BENCH_TARGET=DIR scripts/bench-proxies.py  # no build: DIR holds dc-host, dc-worker, dc-test-proxy,
+                                                  # dc-fixture-site and libdc_plugin_crawl.so
 """
 
 import json
@@ -36,11 +41,13 @@ def log(msg):
 
 
 def build():
+    if os.environ.get("DC_BENCH_TARGET"):
+        return Path(os.environ["DC_BENCH_TARGET"])
     flag = ["--release"] if PROFILE == "release" else []
     log(f"building ({PROFILE})")
     subprocess.run(
         ["cargo", "build", *flag, "-p", "dc-host", "-p", "dc-plugin-crawl", "-p", "dc-fixture-site",
-         "-p", "dc-e2e", "--bin", "dc-host", "--bin", "dc-fixture-site", "--bin", "dc-test-proxy", "--lib"],
+         "-p", "dc-e2e", "--bin", "dc-host", "--bin", "dc-worker", "--bin", "dc-fixture-site", "--bin", "dc-test-proxy", "--lib"],
         cwd=ROOT, check=True, stdout=sys.stderr)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / PROFILE
     return target
@@ -50,6 +57,22 @@ def start_line(cmd):
     """Starts a program that prints its URL (or writes a port file) when it listens."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return p, p.stdout.readline().strip()
+
+
+def children_cpu():
+    """CPU seconds (user + system) of this script's ended children so far."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def proc_cpu(pids):
+    """CPU seconds (user + system) used so far by the running processes `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
 
 
 def parse_ts(s):
@@ -86,13 +109,20 @@ def main():
                            DC_PROXY_ROTATE="request")
             args = json.dumps({"start_url": base})
 
-            def crawl(e):
+            servers = [p.pid for p in procs]
+            cpu = {"direct": ([], []), "proxied": ([], [])}
+
+            def crawl(e, kind=None):
+                c0, s0 = children_cpu(), proc_cpu(servers)
                 out = subprocess.run([host_bin, "run", "demo/fixtures/crawl", "--args", args, "--threads", THREADS,
                                       "--json"], env=e, capture_output=True, text=True)
                 r = json.loads(out.stdout)
                 if r["status"] != "SUCCESS" or r["current_count"] != PAGES:
                     raise SystemExit(f"crawl failed: {r}\n{out.stderr}")
                 secs = (parse_ts(r["ended_at"]) - parse_ts(r["started_at"])).total_seconds()
+                if kind:
+                    cpu[kind][0].append(children_cpu() - c0)
+                    cpu[kind][1].append(proc_cpu(servers) - s0)
                 return PAGES / secs
 
             log(f"warm-up, then {REPS} pairs (direct, 4 proxies); load {open('/proc/loadavg').read().split()[:3]}")
@@ -100,16 +130,19 @@ def main():
             crawl(proxied)
             direct, through = [], []
             for i in range(REPS):
-                direct.append(crawl(env))
-                through.append(crawl(proxied))
+                direct.append(crawl(env, "direct"))
+                through.append(crawl(proxied, "proxied"))
                 log(f"pair {i + 1}: direct {direct[-1]:.0f} pages/s, proxies {through[-1]:.0f} pages/s")
             d_med, p_med = statistics.median(direct), statistics.median(through)
             ratio = p_med / d_med
-            print("| crawl (317 pages, 4 threads) | pages/s (median) |")
-            print("|---|---|")
-            print(f"| direct | {d_med:.0f} |")
-            print(f"| through 4 proxies, rotation per request | {p_med:.0f} |")
-            print(f"| ratio | {ratio:.0%} (target >= 80 %: {'met' if ratio >= 0.8 else 'NOT met'}) |")
+            def ms(kind, i):
+                return f"{statistics.median(cpu[kind][i]) * 1000:.0f}"
+
+            print("| crawl (317 pages, 4 threads) | pages/s (median) | CPU ms: dc-host + worker | CPU ms: site + proxies |")
+            print("|---|---:|---:|---:|")
+            print(f"| direct | {d_med:.0f} | {ms('direct', 0)} | {ms('direct', 1)} |")
+            print(f"| through 4 proxies, rotation per request | {p_med:.0f} | {ms('proxied', 0)} | {ms('proxied', 1)} |")
+            print(f"| ratio | {ratio:.0%} (target >= 80 %: {'met' if ratio >= 0.8 else 'NOT met'}) | | |")
             log(f"end; load {open('/proc/loadavg').read().split()[:3]}")
     finally:
         for p in procs:

@@ -356,6 +356,45 @@ fn run_proxies_honour_per_request_redirects() {
     assert!(site.seen("/redirect").iter().all(|s| s.header("via").is_some_and(|v| v.contains("proxy-a"))));
 }
 
+/// The session's cookies go along through the run's proxies, rotating per
+/// request: the plugin's own and those the site set through another proxy,
+/// until the plugin resets them.
+#[test]
+fn the_sessions_cookies_go_through_the_runs_rotating_proxies() {
+    let site = Site::start();
+    let a = TestProxy::start(ProxyConfig::new("proxy-a", "127.0.0.2"));
+    let b = TestProxy::start(ProxyConfig::new("proxy-b", "127.0.0.3"));
+    let urls = format!("{},{}", a.url, b.url);
+    let host = host_with(true, &[("DC_PROXY_APPS", APP), ("DC_PROXY_URLS", &urls)]);
+    let echo = site.url("/echo");
+    run_steps(
+        &host,
+        json!([
+            {"op": "set_cookies", "url": site.url("/"), "cookies": {"sid": "abc"}},
+            {"op": "fetch", "url": site.url("/login")},
+            {"op": "fetch", "url": echo},
+            {"op": "fetch", "url": echo},
+            {"op": "reset_cookies"},
+            {"op": "fetch", "url": echo},
+        ]),
+    );
+    let logins = site.seen("/login");
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0].header("cookie"), Some("sid=abc"), "{logins:?}");
+    let echoes = site.seen("/echo");
+    assert_eq!(echoes.len(), 3, "{echoes:?}");
+    for e in &echoes[..2] {
+        let mut cookies: Vec<&str> = e.header("cookie").unwrap_or_default().split("; ").collect();
+        cookies.sort();
+        assert_eq!(cookies, ["sid=abc", "site=1"], "{e:?}");
+    }
+    assert_eq!(echoes[2].header("cookie"), None, "{:?}", echoes[2]);
+    // one proxy after the other: the site's cookie came through one and went back through both
+    let vias: Vec<&str> = echoes.iter().map(|e| e.header("via").unwrap_or_default()).collect();
+    assert!(vias[0].contains("proxy-b") && vias[1].contains("proxy-a") && vias[2].contains("proxy-b"), "{vias:?}");
+    assert_eq!((a.count_for("/login"), b.count_for("/login")), (1, 0));
+}
+
 /// A plugin requiring `proxy` on a host whose `[proxy]` names its app asks
 /// which proxy its thread uses, moves to another, and reports a ban: the
 /// traffic follows, and the banned proxy's count shows in the run's log.

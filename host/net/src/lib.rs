@@ -6,7 +6,8 @@
 //! served to every worker over a Unix socket) and [`permit_client`] (a run's
 //! side, with an in-process fallback); [`metrics`], the request metrics of a
 //! run (status codes, bytes, retries, errors, latency; per domain and per
-//! proxy); and [`breaker`], the per-domain circuit breaker.
+//! proxy); [`breaker`], the per-domain circuit breaker; and [`tls`], the
+//! TLS configuration every HTTP client of the process starts from.
 
 #![deny(missing_docs)]
 
@@ -18,6 +19,7 @@ pub mod permit_server;
 pub mod retry;
 pub mod robots;
 pub mod throttle;
+pub mod tls;
 
 pub use breaker::{BreakerPolicy, Breakers, SystemClock};
 pub use limiter::{LimitConfig, Politeness, Refusal, SystemWall, WallClock};

@@ -486,7 +486,7 @@ impl Politeness {
     ) -> Politeness {
         // no pooled connections: a fetch may run on a collecting thread's own
         // runtime, and a connection kept from it would stall other threads
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .pool_max_idle_per_host(0)
             .timeout(config.robots_timeout)
             .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")))

@@ -107,18 +107,15 @@ pub struct ProxyStats {
 }
 
 struct Entry {
+    /// The run's shared client through this proxy (the judges ask through it).
     client: reqwest::Client,
     endpoint: Endpoint,
-    /// Clients following another number of redirects than the default, by it.
-    redirecting: Mutex<HashMap<u32, reqwest::Client>>,
     stats: Mutex<(Health, ProxyStats)>,
 }
 
 /// The proxy one request goes through.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    /// The client to send with (it goes through the proxy).
-    pub client: reqwest::Client,
     /// The proxy, without its password.
     pub proxy: String,
     index: Option<usize>,
@@ -126,7 +123,16 @@ pub struct Lease {
     fresh: Option<Endpoint>,
 }
 
-/// The redirects a lease's own client follows (reqwest's default, and the
+impl Lease {
+    /// The pool entry this lease is (the same for every lease of one proxy),
+    /// or none for a new exit made for this request alone: a caller that
+    /// keeps clients of its own ([`ProxyManager::new_client`]) keys them by it.
+    pub fn pool_index(&self) -> Option<usize> {
+        self.index
+    }
+}
+
+/// The redirects a shared client follows (reqwest's default, and the
 /// plugin interface's `FollowRedirects::DEFAULT_MAX`).
 pub const DEFAULT_REDIRECTS: u32 = 10;
 
@@ -149,17 +155,25 @@ impl std::fmt::Debug for ProxyManager {
     }
 }
 
-fn client_for(ep: &Endpoint, opts: &ManagerOptions, redirects: u32) -> Result<reqwest::Client, ProxyError> {
+/// A client through `ep`'s proxy; cookies go to `jar` when given, else to a
+/// store of the client's own.
+fn client_for(
+    ep: &Endpoint,
+    opts: &ManagerOptions,
+    redirects: u32,
+    jar: Option<Arc<reqwest::cookie::Jar>>,
+) -> Result<reqwest::Client, ProxyError> {
     let redirect = if redirects == 0 {
         reqwest::redirect::Policy::none()
     } else {
         reqwest::redirect::Policy::limited(redirects as usize)
     };
-    reqwest::Client::builder()
-        .proxy(ep.to_reqwest()?)
-        .redirect(redirect)
-        .cookie_store(true)
-        .timeout(opts.timeout)
+    let b = dc_net::tls::client_builder().proxy(ep.to_reqwest()?).redirect(redirect);
+    let b = match jar {
+        Some(jar) => b.cookie_provider(jar),
+        None => b.cookie_store(true),
+    };
+    b.timeout(opts.timeout)
         .user_agent(opts.user_agent.clone())
         .build()
         .map_err(|e| ProxyError::Config(format!("cannot build an HTTP client for proxy {}: {e}", ep.shown())))
@@ -201,7 +215,7 @@ impl ProxyManager {
         let (mut pool, mut held, mut unverified) = (Vec::new(), 0usize, 0usize);
         for ep in &endpoints {
             let shown = ep.shown();
-            let client = client_for(ep, &opts, DEFAULT_REDIRECTS)?;
+            let client = client_for(ep, &opts, DEFAULT_REDIRECTS, None)?;
             let exit_ip: Option<IpAddr> = if opts.judges.is_empty() {
                 None
             } else {
@@ -228,12 +242,7 @@ impl ProxyManager {
                 score: 1.0,
                 ..Default::default()
             };
-            pool.push(Entry {
-                client,
-                endpoint: ep.clone(),
-                redirecting: Mutex::default(),
-                stats: Mutex::new((Health::default(), stats)),
-            });
+            pool.push(Entry { client, endpoint: ep.clone(), stats: Mutex::new((Health::default(), stats)) });
         }
         if pool.is_empty() {
             return Err(ProxyError::Unavailable(format!(
@@ -266,7 +275,7 @@ impl ProxyManager {
 
     fn lease_of(&self, i: usize) -> Lease {
         let e = &self.pool[i];
-        Lease { client: e.client.clone(), proxy: lock(&e.stats).1.proxy.clone(), index: Some(i), fresh: None }
+        Lease { proxy: lock(&e.stats).1.proxy.clone(), index: Some(i), fresh: None }
     }
 
     fn all_retired(&self) -> ProxyError {
@@ -281,8 +290,7 @@ impl ProxyManager {
         if self.fresh.is_some() {
             let ep =
                 self.provider.fresh().ok_or_else(|| ProxyError::Unavailable("the provider has no new exit".into()))?;
-            let client = client_for(&ep, &self.opts, DEFAULT_REDIRECTS)?;
-            return Ok(Lease { client, proxy: ep.shown(), index: None, fresh: Some(ep) });
+            return Ok(Lease { proxy: ep.shown(), index: None, fresh: Some(ep) });
         }
         let n = self.pool.len();
         match self.opts.rotate {
@@ -316,27 +324,35 @@ impl ProxyManager {
         }
     }
 
-    /// The client to send through `lease`'s proxy following at most
-    /// `redirects` redirects (0: none): the lease's own client for the
-    /// default ([`DEFAULT_REDIRECTS`]), else one built for that number (kept
-    /// per proxy of the pool).
-    pub fn client_following(&self, lease: &Lease, redirects: u32) -> Result<reqwest::Client, ProxyError> {
-        if redirects == DEFAULT_REDIRECTS {
-            return Ok(lease.client.clone());
-        }
+    /// The run's shared client through `lease`'s proxy (following
+    /// [`DEFAULT_REDIRECTS`], cookies in a store of its own); for a new exit,
+    /// one built for it. Its connections belong to the runtime that opened
+    /// them: a caller on several runtimes wants [`ProxyManager::new_client`].
+    pub fn shared_client(&self, lease: &Lease) -> Result<reqwest::Client, ProxyError> {
         match (lease.index.and_then(|i| self.pool.get(i)), &lease.fresh) {
-            (Some(e), _) => {
-                let mut built = lock(&e.redirecting);
-                if let Some(c) = built.get(&redirects) {
-                    return Ok(c.clone());
-                }
-                let c = client_for(&e.endpoint, &self.opts, redirects)?;
-                built.insert(redirects, c.clone());
-                Ok(c)
-            }
-            (None, Some(ep)) => client_for(ep, &self.opts, redirects),
-            (None, None) => Ok(lease.client.clone()),
+            (Some(e), _) => Ok(e.client.clone()),
+            (None, Some(ep)) => client_for(ep, &self.opts, DEFAULT_REDIRECTS, None),
+            (None, None) => Err(ProxyError::Unavailable("the lease names no proxy of this run".into())),
         }
+    }
+
+    /// A new client through `lease`'s proxy that follows at most `redirects`
+    /// redirects (0: none) and keeps cookies in `jar`: for a collecting
+    /// thread, which keeps one per proxy of the pool (by
+    /// [`Lease::pool_index`]) so its requests and their connections stay on
+    /// the thread's own runtime.
+    pub fn new_client(
+        &self,
+        lease: &Lease,
+        redirects: u32,
+        jar: Arc<reqwest::cookie::Jar>,
+    ) -> Result<reqwest::Client, ProxyError> {
+        let ep = match (lease.index.and_then(|i| self.pool.get(i)), &lease.fresh) {
+            (Some(e), _) => &e.endpoint,
+            (None, Some(ep)) => ep,
+            (None, None) => return Err(ProxyError::Unavailable("the lease names no proxy of this run".into())),
+        };
+        client_for(ep, &self.opts, redirects, Some(jar))
     }
 
     /// Counts what a request through `lease` came to: `Some((status, body))`

@@ -190,20 +190,24 @@ impl RunWrites {
     }
 }
 
-/// What tells apart the clients of one session: the proxy (None: direct)
-/// and the most redirects followed.
+/// What tells apart the clients of one session: the proxy (None: direct),
+/// or the run's proxy it goes through (its pool index), and the most
+/// redirects followed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
     proxy: Option<String>,
+    leased: Option<usize>,
     redirects: u32,
 }
 
 /// More clients than this in one session (per-request proxies that change
-/// every time) and the cache starts again.
-const MAX_CLIENTS: usize = 16;
+/// every time, or a pool of more proxies) and the cache starts again.
+const MAX_CLIENTS: usize = 64;
 
 /// One collecting thread's HTTP session: one cookie jar shared by its
-/// clients (one per proxy and redirect setting, built when first needed),
+/// clients (one per proxy — its own or one of the run's — and redirect
+/// setting, built when first needed, so their connections belong to the
+/// thread's own runtime),
 /// headers and credentials sent with every request, and its own proxy.
 struct Session {
     jar: Arc<reqwest::cookie::Jar>,
@@ -226,14 +230,41 @@ impl Session {
 
     /// The session's client for `proxy` and `redirects`.
     fn client(&mut self, proxy: Option<&str>, redirects: u32, timeout: Duration) -> Result<reqwest::Client, String> {
-        let key = ClientKey { proxy: proxy.map(str::to_string), redirects };
+        let key = ClientKey { proxy: proxy.map(str::to_string), leased: None, redirects };
+        let jar = self.jar.clone();
+        self.cached(key, || build_client(&jar, proxy, redirects, timeout))
+    }
+
+    /// The session's client through the run's proxy `lease` (a new exit made
+    /// for one request gets a client of its own, not kept).
+    fn leased_client(
+        &mut self,
+        proxies: &dc_proxy::ProxyManager,
+        lease: &dc_proxy::Lease,
+        redirects: u32,
+    ) -> Result<reqwest::Client, String> {
+        let build = |jar| proxies.new_client(lease, redirects, jar).map_err(|e| e.to_string());
+        match lease.pool_index() {
+            Some(i) => {
+                let jar = self.jar.clone();
+                self.cached(ClientKey { proxy: None, leased: Some(i), redirects }, || build(jar))
+            }
+            None => build(self.jar.clone()),
+        }
+    }
+
+    fn cached(
+        &mut self,
+        key: ClientKey,
+        build: impl FnOnce() -> Result<reqwest::Client, String>,
+    ) -> Result<reqwest::Client, String> {
         if let Some(c) = self.clients.get(&key) {
             return Ok(c.clone());
         }
         if self.clients.len() >= MAX_CLIENTS {
             self.clients.clear();
         }
-        let c = build_client(&self.jar, proxy, redirects, timeout)?;
+        let c = build()?;
         self.clients.insert(key, c.clone());
         Ok(c)
     }
@@ -310,7 +341,7 @@ fn build_client(
     } else {
         reqwest::redirect::Policy::limited(redirects as usize)
     };
-    let mut b = reqwest::Client::builder()
+    let mut b = dc_net::tls::client_builder()
         .cookie_provider(jar.clone())
         .redirect(redirect)
         .timeout(timeout)
@@ -597,29 +628,25 @@ impl WorkerCallbacks {
         let request_proxy: Option<Option<&str>> =
             opts.proxy.as_deref().map(|p| if p == NO_PROXY { None } else { Some(p) });
         let timeout = self.0.http_timeout;
-        let (client, session_headers, auth, own_proxy, jar) = self
+        // the run's proxies (dc-proxy) serve a request that chose no proxy of
+        // its own (nor none) in a session without one: a lease, judged when
+        // it is answered
+        let (client, session_headers, auth, own_proxy, lease) = self
             .with_session(|s| {
                 let proxy = match request_proxy {
                     Some(p) => p.map(str::to_string),
                     None => s.proxy.clone(),
                 };
-                let client = s.client(proxy.as_deref(), redirects, timeout)?;
-                Ok((client, s.headers.clone(), s.auth.clone(), proxy, s.jar.clone()))
+                let (client, lease) = match (&self.0.proxies, request_proxy.is_none() && proxy.is_none()) {
+                    (Some(m), true) => {
+                        let lease = m.lease().map_err(|e| e.to_string())?;
+                        (s.leased_client(m, &lease, redirects)?, Some(lease))
+                    }
+                    _ => (s.client(proxy.as_deref(), redirects, timeout)?, None),
+                };
+                Ok((client, s.headers.clone(), s.auth.clone(), proxy, lease))
             })
             .map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?;
-        // the run's proxies (dc-proxy): this request's proxy, judged when it is
-        // answered — unless the request or the session chose its own (or none)
-        let lease = match (&self.0.proxies, request_proxy.is_none() && own_proxy.is_none()) {
-            (Some(m), true) => Some(m.lease().map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?),
-            _ => None,
-        };
-        // the lease's client, following the request's redirects
-        let client = match (&lease, &self.0.proxies) {
-            (Some(l), Some(m)) => {
-                m.client_following(l, redirects).map_err(|e| (ErrorClass::Proxy, format!("{method} {url}: {e}")))?
-            }
-            _ => client,
-        };
         // the proxy as the request metrics name it: never with its password
         let proxy =
             lease.as_ref().map(|l| l.proxy.clone()).or_else(|| own_proxy.as_deref().map(dc_core::settings::redact_url));
@@ -636,16 +663,6 @@ impl WorkerCallbacks {
             if !own(&n) {
                 req = req.header(n, v);
             }
-        }
-        // a leased proxy's client has its own cookie store: the session's jar
-        // goes along as a header, and what the site sets comes back into it
-        let lease_jar = lease.as_ref().map(|_| jar.clone());
-        if let Some(jar) = &lease_jar
-            && !own("cookie")
-            && let Ok(u) = reqwest::Url::parse(&url)
-            && let Some(v) = reqwest::cookie::CookieStore::cookies(jar.as_ref(), &u)
-        {
-            req = req.header(reqwest::header::COOKIE, v);
         }
         for h in r.headers.iter() {
             req = req.header(h.name.as_str(), h.value.as_str());
@@ -683,10 +700,6 @@ impl WorkerCallbacks {
             })?;
             let status = resp.status().as_u16();
             let final_url = resp.url().to_string();
-            if let Some(jar) = &lease_jar {
-                let mut set = resp.headers().get_all(reqwest::header::SET_COOKIE).iter();
-                reqwest::cookie::CookieStore::set_cookies(jar.as_ref(), &mut set, resp.url());
-            }
             let headers = resp
                 .headers()
                 .iter()
@@ -730,10 +743,7 @@ impl WorkerCallbacks {
                 extensions: serde_json::to_string(&info).unwrap_or_default().into(),
             })
         };
-        // a leased proxy's client is the run's, shared by every thread: its
-        // connections stay on the worker's runtime; the session's own run
-        // on this thread's
-        let answer = if lease.is_some() { self.0.rt.block_on(exchanged) } else { block_on_own(&self.0.rt, exchanged) };
+        let answer = block_on_own(&self.0.rt, exchanged);
         if let (Some(m), Some(l)) = (&self.0.proxies, &lease) {
             m.report(l, answer.as_ref().ok().map(|r| (r.status, r.body.as_slice())));
         }

@@ -15,6 +15,8 @@ use dc_net::{BreakerPolicy, HostLimiter, LimitConfig, Outcome, PermitClient, Pol
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod tls;
+
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn ok() -> Outcome {
