@@ -167,9 +167,9 @@ impl AntiCaptcha {
             .body(body.to_string())
             .send()
             .await
-            .map_err(|e| transport(error_chain(&e)))?;
+            .map_err(|e| transport(dc_net::error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| transport(error_chain(&e)))?;
+        let bytes = resp.bytes().await.map_err(|e| transport(dc_net::error_chain(&e)))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
             return Err(transport(format!("HTTP {status}: {text}")));
@@ -323,17 +323,6 @@ impl CaptchaSolver for AntiCaptcha {
     fn balance(&self) -> BoxFuture<'_, Result<f64, CaptchaError>> {
         Box::pin(self.get_balance())
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -28,3 +28,16 @@ pub use permit_client::{HostLimiter, Permit, PermitClient};
 pub use permit_server::{default_socket, serve, serve_shared, serve_shared_with_clock, state_path};
 pub use retry::{AttemptObserver, FetchError, RetryPolicy, SendError, send_limited, send_with_retries};
 pub use throttle::{Outcome, Throttle, Tuning};
+
+/// An error with its sources, `outer: inner: innermost` (reqwest's own
+/// message is only the outermost: "error sending request for url (…)").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -31,12 +31,12 @@ pub async fn exit_ip(
     let mut problems = Vec::new();
     for (i, judge) in judges.iter().enumerate() {
         let answer = async {
-            let resp = client.get(judge).send().await.map_err(|e| error_chain(&e))?;
+            let resp = client.get(judge).send().await.map_err(|e| dc_net::error_chain(&e))?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(format!("answered {status}"));
             }
-            let body = resp.text().await.map_err(|e| error_chain(&e))?;
+            let body = resp.text().await.map_err(|e| dc_net::error_chain(&e))?;
             parse_answer(&body)
                 .ok_or_else(|| format!("answered no address: {:?}", body.chars().take(80).collect::<String>()))
         }
@@ -53,17 +53,6 @@ pub async fn exit_ip(
         "no proxy judge told the exit IP of {proxy_shown} ({}); the proxy is not used",
         problems.join("; ")
     )))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -367,17 +367,6 @@ fn http_class(e: &reqwest::Error) -> ErrorClass {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// An HTTP request as the worker performs it, from either interface version.
 struct HttpCall {
     method: String,
@@ -688,7 +677,7 @@ impl WorkerCallbacks {
                 let tries = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
                 match e {
                     dc_net::SendError::Http(e) => {
-                        (http_class(&e), format!("{method} {url} failed{tries}: {}", error_chain(&e)))
+                        (http_class(&e), format!("{method} {url} failed{tries}: {}", dc_net::error_chain(&e)))
                     }
                     dc_net::SendError::Refused(why) => {
                         (ErrorClass::CircuitOpen, format!("{method} {url} refused{tries}: {why}"))
@@ -721,7 +710,7 @@ impl WorkerCallbacks {
             while let Some(chunk) = resp.chunk().await.map_err(|e| {
                 exchange.failed(dc_net::ErrorClass::Body);
                 let class = if e.is_timeout() { ErrorClass::Timeout } else { ErrorClass::Body };
-                (class, format!("{method} {url}: reading the body failed: {}", error_chain(&e)))
+                (class, format!("{method} {url}: reading the body failed: {}", dc_net::error_chain(&e)))
             })? {
                 body.extend_from_slice(&chunk);
                 if let Some(n) = limit

@@ -30,17 +30,6 @@ fn self_signed(dir: &std::path::Path) -> (Vec<CertificateDer<'static>>, PrivateK
     (certs, PrivateKeyDer::from_pem_file(&key).expect("key"))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
 #[tokio::test]
 async fn the_shared_tls_configuration_refuses_a_certificate_no_root_signed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -70,7 +59,7 @@ async fn the_shared_tls_configuration_refuses_a_certificate_no_root_signed() {
     let client = dc_net::tls::client_builder().build().expect("client");
     let sent = bounded(client.get(format!("https://127.0.0.1:{port}/")).send()).await;
     let e = sent.expect_err("a certificate no root signed is refused");
-    let why = error_chain(&e);
+    let why = dc_net::error_chain(&e);
     assert!(why.contains("invalid peer certificate") && why.contains("UnknownIssuer"), "{why}");
     let seen = bounded(server).await.expect("server task");
     assert!(seen.is_err_and(|e| e.contains("alert")), "the client ended the handshake with an alert");
