@@ -155,8 +155,9 @@ impl std::fmt::Debug for ProxyManager {
     }
 }
 
-/// A client through `ep`'s proxy; cookies go to `jar` when given, else to a
-/// store of the client's own.
+/// A client through `ep`'s proxy; cookies go to `jar` when given (a
+/// collecting thread's client, which sends one request at a time and so
+/// keeps at most one idle connection), else to a store of the client's own.
 fn client_for(
     ep: &Endpoint,
     opts: &ManagerOptions,
@@ -170,7 +171,7 @@ fn client_for(
     };
     let b = dc_net::tls::client_builder().proxy(ep.to_reqwest()?).redirect(redirect);
     let b = match jar {
-        Some(jar) => b.cookie_provider(jar),
+        Some(jar) => b.cookie_provider(jar).pool_max_idle_per_host(1),
         None => b.cookie_store(true),
     };
     b.timeout(opts.timeout)

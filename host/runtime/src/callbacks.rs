@@ -201,8 +201,10 @@ struct ClientKey {
 }
 
 /// More clients than this in one session (per-request proxies that change
-/// every time, or a pool of more proxies) and the cache starts again.
-const MAX_CLIENTS: usize = 64;
+/// every time, or a larger pool of the run's proxies, rotating per request)
+/// and the cache starts again. A client costs about 4 KiB and keeps at most
+/// one idle connection (its thread sends one request at a time).
+const MAX_CLIENTS: usize = 256;
 
 /// One collecting thread's HTTP session: one cookie jar shared by its
 /// clients (one per proxy — its own or one of the run's — and redirect
@@ -343,6 +345,7 @@ fn build_client(
     };
     let mut b = dc_net::tls::client_builder()
         .cookie_provider(jar.clone())
+        .pool_max_idle_per_host(1)
         .redirect(redirect)
         .timeout(timeout)
         .user_agent(concat!("dc-host/", env!("CARGO_PKG_VERSION")));
