@@ -2,7 +2,9 @@
 """The crawl through 4 local proxies with rotation per request vs direct.
 
 The example crawler (`plugins/crawl`, 4 threads) crawls the catalogue fixture
-site (317 pages, served by `dc-fixture-site` on loopback) with `dc-host run`,
+site (317 pages, served by `dc-fixture-site` on loopback), or with
+DC_BENCH_PAGES=N the crawl benchmark's generated site of N pages
+(`dc-fixture-site --generate N`), with `dc-host run`,
 alternately direct and through 4 forward proxies on loopback (`dc-test-proxy`,
 the proxy of the tests, connecting out from 127.0.0.2 … 127.0.0.5; `[proxy]`
 with `rotate = "request"`, so consecutive requests take consecutive proxies).
@@ -15,6 +17,7 @@ tells what a proxied page costs on the machine's two cores.
 
     scripts/bench-proxies.py                     # release build
     DC_BENCH_PROFILE=debug scripts/bench-proxies.py
+    DC_BENCH_PAGES=20000 DC_BENCH_REPS=3 scripts/bench-proxies.py   # the generated site
     DC_BENCH_TARGET=DIR scripts/bench-proxies.py  # no build: DIR holds dc-host, dc-worker, dc-test-proxy,
                                                   # dc-fixture-site and libdc_plugin_crawl.so
 """
@@ -33,7 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REPS = int(os.environ.get("DC_BENCH_REPS", "7"))
 PROFILE = os.environ.get("DC_BENCH_PROFILE", "release")
 THREADS = os.environ.get("DC_BENCH_THREADS", "4")
-PAGES = 317
+GENERATED = os.environ.get("DC_BENCH_PAGES")
+PAGES = int(GENERATED) if GENERATED else 317
 
 
 def log(msg):
@@ -86,8 +90,9 @@ def main():
     try:
         with tempfile.TemporaryDirectory() as d:
             port_file = Path(d) / "port"
-            site = subprocess.Popen([target / "dc-fixture-site", "--dir", ROOT / "tests/fixtures/catalogue",
-                                     "--port-file", port_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            pages = ["--generate", str(PAGES)] if GENERATED else ["--dir", ROOT / "tests/fixtures/catalogue"]
+            site = subprocess.Popen([target / "dc-fixture-site", *pages, "--port-file", port_file],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             procs.append(site)
             for _ in range(200):
                 if port_file.exists() and port_file.read_text().strip():
@@ -138,7 +143,7 @@ def main():
             def ms(kind, i):
                 return f"{statistics.median(cpu[kind][i]) * 1000:.0f}"
 
-            print("| crawl (317 pages, 4 threads) | pages/s (median) | CPU ms: dc-host + worker | CPU ms: site + proxies |")
+            print(f"| crawl ({PAGES} pages, {THREADS} threads) | pages/s (median) | CPU ms: dc-host + worker | CPU ms: site + proxies |")
             print("|---|---:|---:|---:|")
             print(f"| direct | {d_med:.0f} | {ms('direct', 0)} | {ms('direct', 1)} |")
             print(f"| through 4 proxies, rotation per request | {p_med:.0f} | {ms('proxied', 0)} | {ms('proxied', 1)} |")
