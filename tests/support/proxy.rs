@@ -3,7 +3,8 @@
 //!
 //! [`TestProxy`] speaks HTTP/1.1 proxying as real proxies do: absolute-form
 //! requests (`GET http://host/path`) are forwarded with a `Via: 1.1 <name>`
-//! header added, and `CONNECT host:port` opens a tunnel. It connects out
+//! header added, bodies streamed both ways over kept-alive upstream
+//! connections, and `CONNECT host:port` opens a tunnel. It connects out
 //! from the loopback address it is given (`127.0.0.2`, `127.0.0.3`, …), so a
 //! judge sees a different caller address per proxy, as with real exits. It
 //! records every request (with the user name and password of its
@@ -19,11 +20,18 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What the proxy answers with: its own short answers, or the target's
+/// answer streamed through.
+type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How a [`TestProxy`] behaves.
 #[derive(Debug, Clone)]
@@ -66,7 +74,8 @@ pub struct Seen {
 struct State {
     cfg: ProxyConfig,
     seen: Mutex<Vec<Seen>>,
-    client: reqwest::Client,
+    /// The upstream client (keep-alive connections from `cfg.bind_out`).
+    client: Client<HttpConnector, Incoming>,
 }
 
 /// A forward proxy on a free loopback port, running until dropped.
@@ -88,8 +97,9 @@ fn basic_auth(req: &Request<Incoming>) -> (Option<String>, Option<String>) {
     }
 }
 
-fn plain(status: u16, text: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(text.to_string())));
+fn plain(status: u16, text: &str) -> Response<Body> {
+    let full = Full::new(Bytes::from(text.to_string())).map_err(|never| match never {}).boxed();
+    let mut r = Response::new(full);
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r
 }
@@ -104,7 +114,7 @@ async fn connect_from(bind: IpAddr, authority: &str) -> std::io::Result<tokio::n
     sock.connect(addr).await
 }
 
-async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Body>, Infallible> {
     let (user, password) = basic_auth(&req);
     let target = if req.method() == Method::CONNECT {
         req.uri().authority().map(|a| a.to_string()).unwrap_or_default()
@@ -135,40 +145,33 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Full<
         });
         return Ok(plain(200, ""));
     }
-    let method = req.method().clone();
-    let mut headers = req.headers().clone();
-    for h in ["proxy-authorization", "proxy-connection", "connection", "host", "keep-alive", "te", "upgrade"] {
-        headers.remove(h);
+    // forwarded as it comes: the request's and the answer's bodies are
+    // streamed, the upstream connection kept alive (a real proxy's cost)
+    let (mut parts, body) = req.into_parts();
+    for h in ["proxy-authorization", "proxy-connection", "connection", "keep-alive", "te", "upgrade"] {
+        parts.headers.remove(h);
     }
     let via = format!("1.1 {}", st.cfg.name);
-    headers.append("via", via.parse().unwrap_or_else(|_| hyper::header::HeaderValue::from_static("1.1 proxy")));
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(plain(400, "unreadable request body")),
-    };
-    let sent = st.client.request(method, &target).headers(headers).body(body).send().await;
-    let resp = match sent {
+    let via = hyper::header::HeaderValue::from_str(&via)
+        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("1.1 proxy"));
+    parts.headers.append("via", via.clone());
+    let resp = match st.client.request(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(e) => return Ok(plain(502, &format!("test proxy: upstream failed: {e}"))),
     };
-    let status = resp.status();
-    let mut out_headers = resp.headers().clone();
-    let bytes = resp.bytes().await.unwrap_or_default();
-    for h in ["transfer-encoding", "connection", "content-length", "keep-alive"] {
-        out_headers.remove(h);
+    let (mut parts, body) = resp.into_parts();
+    for h in ["connection", "keep-alive", "transfer-encoding"] {
+        parts.headers.remove(h);
     }
-    let mut r = Response::new(Full::new(bytes));
-    *r.status_mut() = status;
-    *r.headers_mut() = out_headers;
-    r.headers_mut().append("via", via.parse().unwrap_or_else(|_| hyper::header::HeaderValue::from_static("1.1 proxy")));
-    Ok(r)
+    parts.headers.append("via", via);
+    Ok(Response::from_parts(parts, body.boxed()))
 }
 
 /// Serves `listener` with `handler` (HTTP/1.1 with upgrades) until the runtime ends.
 fn serve<F, Fut>(rt: &tokio::runtime::Runtime, listener: std::net::TcpListener, handler: F)
 where
     F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     listener.set_nonblocking(true).expect("nonblocking listener");
     rt.spawn(async move {
@@ -202,13 +205,14 @@ impl TestProxy {
         let rt = runtime();
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind a loopback port");
         let url = format!("http://{}", listener.local_addr().expect("address"));
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .no_gzip()
-            .redirect(reqwest::redirect::Policy::none())
-            .local_address(cfg.bind_out)
-            .build()
-            .expect("upstream client");
+        let mut connector = HttpConnector::new();
+        connector.set_local_address(Some(cfg.bind_out));
+        connector.set_nodelay(true);
+        let client = {
+            // the client's connection tasks run on the proxy's runtime
+            let _in = rt.enter();
+            Client::builder(TokioExecutor::new()).build(connector)
+        };
         let state = Arc::new(State { cfg, seen: Mutex::new(Vec::new()), client });
         let st = state.clone();
         serve(&rt, listener, move |req, _peer| handle(req, st.clone()));

@@ -43,11 +43,19 @@ pub fn judge_response(status: u16, body: &[u8], ban_statuses: &[u16]) -> Verdict
         return Verdict::Ban;
     }
     let head = &body[..body.len().min(64 * 1024)];
-    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
-    if CHALLENGE_MARKERS.iter().any(|m| text.contains(m)) {
-        return Verdict::Ban;
-    }
-    Verdict::Good
+    if challenge_markers().is_match(head) { Verdict::Ban } else { Verdict::Good }
+}
+
+/// [`CHALLENGE_MARKERS`] as one automaton: every body is read once, without
+/// a lower-cased copy (the proxied page's extra cost in the worker).
+fn challenge_markers() -> &'static aho_corasick::AhoCorasick {
+    static MARKERS: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    MARKERS.get_or_init(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(CHALLENGE_MARKERS)
+            .expect("the challenge markers are a few short literals")
+    })
 }
 
 /// A proxy's health score.
@@ -91,6 +99,12 @@ mod tests {
         assert_eq!(judge_response(200, b"<script src=/cdn-cgi/challenge-platform/h/b>", &bans), Verdict::Ban);
         assert_eq!(judge_response(200, b"<p>we talk about captchas here</p>", &bans), Verdict::Good);
         assert_eq!(judge_response(503, b"", &[503]), Verdict::Ban, "configured statuses count");
+        // any case, inside bytes that are not UTF-8, only in the first 64 KiB
+        assert_eq!(judge_response(200, b"<DIV CLASS=\"G-reCAPTCHA\">", &bans), Verdict::Ban);
+        assert_eq!(judge_response(200, b"\xff\xfeOur systems have detected unusual traffic\xc3", &bans), Verdict::Ban);
+        let mut late = vec![b' '; 64 * 1024];
+        late.extend_from_slice(b"g-recaptcha");
+        assert_eq!(judge_response(200, &late, &bans), Verdict::Good);
     }
 
     #[test]
