@@ -312,6 +312,11 @@ pub async fn migrate_table_in(
     for sql in swap {
         crate::on_tx!(tx, conn => sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await.map(|r| r.rows_affected()))?;
     }
+    if let WriteTx::Postgres(conn) = tx
+        && !rows.is_empty()
+    {
+        merge::ensure_key_index(conn, t).await?;
+    }
     merge::record_table(tx, app_id, new, HashVersion::CURRENT).await?;
     crate::apps::record_db_object_in(tx, app_id, t, DbObjectType::Table, "migrate").await?;
     if new.shared {

@@ -196,7 +196,13 @@ pub(crate) fn create_table_sql(backend: Backend, name: &str, decl: &TableDecl) -
             Ok(format!("\"{}\" {}{}", c.name, sql_type(backend, c.ty)?, not_null))
         })
         .collect::<Result<_, MergeError>>()?;
-    cols.push("_row_key TEXT NOT NULL UNIQUE".into());
+    // PostgreSQL: the key's unique index is built after the table's first
+    // rows (`ensure_key_index`), one sorted build instead of an index insert
+    // per row of a first load
+    cols.push(match backend {
+        Backend::Sqlite => "_row_key TEXT NOT NULL UNIQUE".into(),
+        Backend::Postgres => "_row_key TEXT NOT NULL".into(),
+    });
     cols.push("_row_hash TEXT NOT NULL".into());
     cols.push("_runtime_id TEXT".into());
     cols.push(format!("_first_seen {ts}"));
@@ -1108,6 +1114,36 @@ pub(crate) async fn copy_in(
     Ok(())
 }
 
+/// Gives a PostgreSQL plugin table its unique index on `_row_key` if it has
+/// none. A table is created without it and gets it at the end of the first
+/// merge that writes rows into it (in the merge's transaction), so a first
+/// load is one COPY and one sorted index build, not an index insert per row;
+/// `CREATE INDEX` takes a SHARE lock, which readers pass. A table from before
+/// (its key a UNIQUE constraint) already has one. A key stored twice fails
+/// here with a unique violation (23505).
+pub(crate) async fn ensure_key_index(tx: &mut sqlx::PgConnection, t: &str) -> Result<(), sqlx::Error> {
+    let has: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+         WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1 AND a.attname = '_row_key')",
+    )
+    .bind(format!("\"{t}\""))
+    .fetch_one(&mut *tx)
+    .await?;
+    if has {
+        return Ok(());
+    }
+    // the name PostgreSQL gives a UNIQUE constraint's index, when it fits
+    let name = match format!("{t}__row_key_key") {
+        n if n.len() <= 63 => n,
+        _ => format!("_dc_key_{}", &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()))[..16]),
+    };
+    sqlx::query(AssertSqlSafe(format!("CREATE UNIQUE INDEX \"{name}\" ON \"{t}\" (_row_key)")))
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Whether a PostgreSQL table has no rows.
 async fn table_is_empty(tx: &mut sqlx::PgConnection, t: &str) -> Result<bool, MergeError> {
     Ok(sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM \"{t}\")")))
@@ -1277,7 +1313,16 @@ async fn merge_postgres(
         (Some(p), false) => Some(p),
     };
     let Some(p) = p else {
-        // first load: every row is new
+        // first load: every row is new; the key's index is built now (a key
+        // seen twice is named by preparing the records again: an error path)
+        match ensure_key_index(tx, t).await {
+            Ok(()) => {}
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                prepare_rows(req.decl, rows, req.form)?;
+                return Err(sqlx::Error::Database(e).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         let s = MergeSummary::new(rows.len() as u64, 0, 0, 0);
         if let Some(rid) = req.runtime_id {
             sqlx::query(AssertSqlSafe(format!(
@@ -1291,6 +1336,8 @@ async fn merge_postgres(
         return Ok(s);
     };
     let p = &p;
+    // (a table written before by a path that left it without one)
+    ensure_key_index(tx, t).await?;
 
     // Re-merge: the diff is made here, from the (key, hash) pairs of the
     // table, so unchanged rows cost one read and nothing else; only changed

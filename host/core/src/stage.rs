@@ -582,6 +582,9 @@ impl PgStream {
             };
         }
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {s}"))).persistent(false).execute(&mut *conn).await?;
+        // a first load inserted without the key's index: it is built now
+        // (the stream's own primary key kept the keys unique)
+        merge::ensure_key_index(conn, &t).await?;
         crate::apps::record_db_object_in(tx, &self.app_id, &t, DbObjectType::Table, "merge").await?;
         let [updated, inserted, deleted] = counts;
         Ok(MergeSummary::new(inserted, updated, deleted, self.rows.saturating_sub(inserted + updated)))

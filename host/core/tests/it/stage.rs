@@ -276,3 +276,62 @@ async fn streamed_merges_equal_direct_merges_sqlite() {
 async fn streamed_merges_equal_direct_merges_postgres() {
     streamed_merges_equal_direct_merges(TestDb::postgres().await).await;
 }
+
+/// PostgreSQL builds a table's key index at the end of its first load, in
+/// the run's transaction, which stays open until the run ends: readers of
+/// the table are not held by it (they see the table as it was), through
+/// both the worker's streamed merge and a plugin's own `merge` call, and
+/// the index is there once the transaction commits. A reader that had to
+/// wait for a lock fails at once (`lock_timeout`), so a held reader fails
+/// the test instead of hanging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_holds_no_reader_of_its_table_postgres() {
+    use dc_core::stage::PgStream;
+    let t = TestDb::postgres().await;
+    let db = &t.db;
+    let Database::Postgres(pool) = db else { unreachable!("a PostgreSQL test database") };
+    let app = new_app(db, "readers").await;
+    let rows: Vec<_> = (0..2_000).map(|i| item(i, false)).collect();
+    let unique_indexes = |table: &'static str| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique")
+            .bind(table)
+            .fetch_one(pool)
+            .await
+            .expect("indexes")
+    };
+    let read_now = |table: &'static str| async move {
+        let mut c = pool.acquire().await.expect("a second connection");
+        sqlx::query("SET lock_timeout = '50ms'").execute(&mut *c).await.expect("lock_timeout");
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM \"{table}\"")))
+            .fetch_one(&mut *c)
+            .await
+    };
+    for (table, streamed) in [("rd_streamed", true), ("rd_merged", false)] {
+        let d = items_decl(table);
+        merge::ensure_table(db, &app, &d).await.expect("ensure_table");
+        assert_eq!(unique_indexes(table).await, 0, "a new table has no key index before its first rows");
+        let rid = new_run(db, &app).await;
+        let mut tx = db.begin_write().await.expect("begin");
+        if streamed {
+            let mut s = PgStream::open(&mut tx, 0, req(&app, Some(&rid), &d)).await.expect("open stream");
+            s.append(&mut tx, &rows).await.expect("append");
+            s.finish(&mut tx, true).await.expect("finish");
+        } else {
+            merge::merge_in(&mut tx, req(&app, Some(&rid), &d), &rows).await.expect("merge_in");
+        }
+        // the run's transaction is open, its index built inside it
+        let seen = read_now(table).await.unwrap_or_else(|e| panic!("{table}: a reader waited for the first load: {e}"));
+        assert_eq!(seen, 0, "{table}: the uncommitted rows are not seen");
+        tx.commit().await.expect("commit");
+        assert_eq!(read_now(table).await.expect("read after commit"), 2_000);
+        assert_eq!(unique_indexes(table).await, 1, "{table}: the key index after the first load");
+        // a key stored twice is refused by it
+        let again = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO \"{table}\" (sku, _row_key, _row_hash) SELECT sku, _row_key, _row_hash FROM \"{table}\" LIMIT 1"
+        )))
+        .execute(pool)
+        .await
+        .expect_err("a repeated key");
+        assert!(again.to_string().contains("duplicate key"), "{again}");
+    }
+}
