@@ -1132,12 +1132,8 @@ pub(crate) async fn ensure_key_index(tx: &mut sqlx::PgConnection, t: &str) -> Re
     if has {
         return Ok(());
     }
-    // the name PostgreSQL gives a UNIQUE constraint's index, when it fits
-    let name = match format!("{t}__row_key_key") {
-        n if n.len() <= 63 => n,
-        _ => format!("_dc_key_{}", &hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()))[..16]),
-    };
-    sqlx::query(AssertSqlSafe(format!("CREATE UNIQUE INDEX \"{name}\" ON \"{t}\" (_row_key)")))
+    // unnamed: PostgreSQL picks a free name (`<table>__row_key_idx`, cut to fit)
+    sqlx::query(AssertSqlSafe(format!("CREATE UNIQUE INDEX ON \"{t}\" (_row_key)")))
         .persistent(false)
         .execute(&mut *tx)
         .await?;
