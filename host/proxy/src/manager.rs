@@ -107,8 +107,6 @@ pub struct ProxyStats {
 }
 
 struct Entry {
-    /// The run's shared client through this proxy (the judges ask through it).
-    client: reqwest::Client,
     endpoint: Endpoint,
     stats: Mutex<(Health, ProxyStats)>,
 }
@@ -132,7 +130,7 @@ impl Lease {
     }
 }
 
-/// The redirects a shared client follows (reqwest's default, and the
+/// The redirects a judge's client follows (reqwest's default, and the
 /// plugin interface's `FollowRedirects::DEFAULT_MAX`).
 pub const DEFAULT_REDIRECTS: u32 = 10;
 
@@ -157,7 +155,8 @@ impl std::fmt::Debug for ProxyManager {
 
 /// A client through `ep`'s proxy; cookies go to `jar` when given (a
 /// collecting thread's client, which sends one request at a time and so
-/// keeps at most one idle connection), else to a store of the client's own.
+/// keeps at most one idle connection), else to a store of the client's own
+/// (a judge's).
 fn client_for(
     ep: &Endpoint,
     opts: &ManagerOptions,
@@ -216,10 +215,12 @@ impl ProxyManager {
         let (mut pool, mut held, mut unverified) = (Vec::new(), 0usize, 0usize);
         for ep in &endpoints {
             let shown = ep.shown();
-            let client = client_for(ep, &opts, DEFAULT_REDIRECTS, None)?;
+            // a proxy reqwest cannot use fails the start, judges or not
+            ep.to_reqwest()?;
             let exit_ip: Option<IpAddr> = if opts.judges.is_empty() {
                 None
             } else {
+                let client = client_for(ep, &opts, DEFAULT_REDIRECTS, None)?;
                 match judge::exit_ip(&client, &opts.judges, &shown).await {
                     Ok((ip, _)) => Some(ip),
                     Err(e) => {
@@ -243,7 +244,7 @@ impl ProxyManager {
                 score: 1.0,
                 ..Default::default()
             };
-            pool.push(Entry { client, endpoint: ep.clone(), stats: Mutex::new((Health::default(), stats)) });
+            pool.push(Entry { endpoint: ep.clone(), stats: Mutex::new((Health::default(), stats)) });
         }
         if pool.is_empty() {
             return Err(ProxyError::Unavailable(format!(
@@ -322,18 +323,6 @@ impl ProxyManager {
                 }
                 Err(self.all_retired())
             }
-        }
-    }
-
-    /// The run's shared client through `lease`'s proxy (following
-    /// [`DEFAULT_REDIRECTS`], cookies in a store of its own); for a new exit,
-    /// one built for it. Its connections belong to the runtime that opened
-    /// them: a caller on several runtimes wants [`ProxyManager::new_client`].
-    pub fn shared_client(&self, lease: &Lease) -> Result<reqwest::Client, ProxyError> {
-        match (lease.index.and_then(|i| self.pool.get(i)), &lease.fresh) {
-            (Some(e), _) => Ok(e.client.clone()),
-            (None, Some(ep)) => client_for(ep, &self.opts, DEFAULT_REDIRECTS, None),
-            (None, None) => Err(ProxyError::Unavailable("the lease names no proxy of this run".into())),
         }
     }
 

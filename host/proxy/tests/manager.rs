@@ -59,7 +59,8 @@ async fn get_n(m: &ProxyManager, url: &str, n: usize) -> Vec<(String, u16)> {
     let mut out = Vec::new();
     for _ in 0..n {
         let lease = m.lease().unwrap();
-        let r = m.shared_client(&lease).unwrap().get(url).send().await;
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let r = m.new_client(&lease, dc_proxy::manager::DEFAULT_REDIRECTS, jar).unwrap().get(url).send().await;
         match r {
             Ok(r) => {
                 let status = r.status().as_u16();

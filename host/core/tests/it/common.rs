@@ -178,6 +178,25 @@ pub async fn new_run(db: &Database, app_id: &AppId) -> RuntimeId {
 }
 
 /// Rows in the table, archived ones included.
+/// How many unique indexes (a UNIQUE constraint's included) `table` has.
+pub async fn unique_indexes(db: &Database, table: &str) -> i64 {
+    match db {
+        Database::Postgres(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique")
+                .bind(format!("\"{table}\""))
+                .fetch_one(pool)
+                .await
+        }
+        Database::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM pragma_index_list($1) WHERE \"unique\" = 1")
+                .bind(table)
+                .fetch_one(pool)
+                .await
+        }
+    }
+    .expect("unique indexes")
+}
+
 pub async fn raw_count(db: &Database, table: &str) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM \"{table}\"");
     dc_core::on_pool!(db, pool => sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).fetch_one(pool).await)

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::common::{
     TestDb, canonical, counters, feed, item, items_decl, live, metas, new_app, new_run, obj, pair, pairs_decl,
-    raw_count, req,
+    raw_count, req, unique_indexes,
 };
 
 both_backends!(
@@ -332,7 +332,7 @@ async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     merge::ensure_table(db, &app, &d).await.expect("ensure_table");
     let rows: Vec<_> = (0..12_000).map(|i| item(i, false)).collect();
     let rid = new_run(db, &app).await;
-    let before = row_key_constraints(db, "first_load").await;
+    let before = unique_indexes(db, "first_load").await;
     assert_eq!(before, i64::from(db.backend() == dc_core::db::Backend::Sqlite), "the key's index before any row");
 
     let mut bad = rows.clone();
@@ -346,7 +346,7 @@ async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     assert!(matches!(&err, MergeError::BadRecord { index: 11_600, .. }), "{err:?}");
     assert!(msg.contains("appears more than once"), "{msg}");
     assert!(live(db, &d).await.is_empty(), "a refused first load left rows behind");
-    assert_eq!(row_key_constraints(db, "first_load").await, before, "a refused first load changed the key's index");
+    assert_eq!(unique_indexes(db, "first_load").await, before, "a refused first load changed the key's index");
     assert!(feed(db, &rid).await.is_empty());
     assert_eq!(counters(db, &rid).await, [0, 0, 0, 0]);
 
@@ -355,29 +355,9 @@ async fn a_first_load_refuses_a_bad_record_in_a_later_step(t: &TestDb) {
     assert_eq!(live(db, &d).await, canonical(&d, &rows));
     assert_eq!(feed(db, &rid).await.len(), 12_000);
     assert_eq!(counters(db, &rid).await, [12_000, 0, 0, 0]);
-    assert_eq!(row_key_constraints(db, "first_load").await, 1);
+    assert_eq!(unique_indexes(db, "first_load").await, 1);
     let again = merge::merge(db, req(&app, Some(&rid), &d), &rows).await.expect("re-merge");
     assert_eq!(again, summary(0, 0, 0, 12_000));
-}
-
-/// Unique indexes of a table.
-async fn row_key_constraints(db: &dc_core::db::Database, table: &str) -> i64 {
-    match db {
-        dc_core::db::Database::Postgres(pool) => {
-            sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique")
-                .bind(format!("\"{table}\""))
-                .fetch_one(pool)
-                .await
-                .expect("constraints")
-        }
-        dc_core::db::Database::Sqlite(pool) => {
-            sqlx::query_scalar("SELECT count(*) FROM pragma_index_list($1) WHERE \"unique\" = 1")
-                .bind(table)
-                .fetch_one(pool)
-                .await
-                .expect("unique indexes")
-        }
-    }
 }
 
 async fn unicode_normalization_decides_unchanged(t: &TestDb) {

@@ -9,7 +9,9 @@ use dc_core::{AppId, Database, RuntimeId, Settings};
 use dc_plugin_api::{MergeSummary, TableDecl};
 use serde_json::{Map, Value, json};
 
-use crate::common::{TestDb, canonical, feed, item, items_decl, live, new_app, new_run, obj, pair, pairs_decl, req};
+use crate::common::{
+    TestDb, canonical, feed, item, items_decl, live, new_app, new_run, obj, pair, pairs_decl, req, unique_indexes,
+};
 
 fn pool(db: &Database) -> &sqlx::SqlitePool {
     match db {
@@ -292,13 +294,6 @@ async fn a_first_load_holds_no_reader_of_its_table_postgres() {
     let Database::Postgres(pool) = db else { unreachable!("a PostgreSQL test database") };
     let app = new_app(db, "readers").await;
     let rows: Vec<_> = (0..2_000).map(|i| item(i, false)).collect();
-    let unique_indexes = |table: &'static str| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique")
-            .bind(table)
-            .fetch_one(pool)
-            .await
-            .expect("indexes")
-    };
     let read_now = |table: &'static str| async move {
         let mut c = pool.acquire().await.expect("a second connection");
         sqlx::query("SET lock_timeout = '50ms'").execute(&mut *c).await.expect("lock_timeout");
@@ -309,7 +304,7 @@ async fn a_first_load_holds_no_reader_of_its_table_postgres() {
     for (table, streamed) in [("rd_streamed", true), ("rd_merged", false)] {
         let d = items_decl(table);
         merge::ensure_table(db, &app, &d).await.expect("ensure_table");
-        assert_eq!(unique_indexes(table).await, 0, "a new table has no key index before its first rows");
+        assert_eq!(unique_indexes(db, table).await, 0, "a new table has no key index before its first rows");
         let rid = new_run(db, &app).await;
         let mut tx = db.begin_write().await.expect("begin");
         if streamed {
@@ -324,7 +319,7 @@ async fn a_first_load_holds_no_reader_of_its_table_postgres() {
         assert_eq!(seen, 0, "{table}: the uncommitted rows are not seen");
         tx.commit().await.expect("commit");
         assert_eq!(read_now(table).await.expect("read after commit"), 2_000);
-        assert_eq!(unique_indexes(table).await, 1, "{table}: the key index after the first load");
+        assert_eq!(unique_indexes(db, table).await, 1, "{table}: the key index after the first load");
         // a key stored twice is refused by it
         let again = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO \"{table}\" (sku, _row_key, _row_hash) SELECT sku, _row_key, _row_hash FROM \"{table}\" LIMIT 1"
