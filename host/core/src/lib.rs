@@ -15,6 +15,7 @@ pub mod db;
 pub mod enums;
 pub mod error;
 pub mod evolve;
+pub mod feed;
 pub mod fun_watch;
 pub mod hash;
 pub mod hosts;

@@ -26,6 +26,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Backend, Database, DbError, WriteTx};
 use crate::enums::{DbObjectType, UnicodeForm};
+use crate::feed;
 use crate::hash::{Cell, HashVersion, HexDigest, RowHasher};
 use crate::ids::{AppId, RuntimeId};
 
@@ -824,14 +825,14 @@ async fn merge_sqlite(
     })
     .collect::<Result<_, sqlx::Error>>()?;
     let mut s = MergeSummary::default();
-    let mut feed: Vec<(&'static str, &str)> = Vec::new();
+    let mut feed = feed::Entries::default();
     let mut inserts: Vec<usize> = Vec::new();
     for i in 0..p.cells.len() {
         let key = p.keys[i].as_str();
         match existing.get(key) {
             None => {
                 inserts.push(i);
-                feed.push(("insert", key));
+                feed.push("insert", key);
             }
             Some((hash, archived, _)) if hash != &p.hashes[i] || *archived => {
                 let mut q = sqlx::query(AssertSqlSafe(update_sql.clone()));
@@ -845,7 +846,7 @@ async fn merge_sqlite(
                     .execute(&mut *tx)
                     .await?;
                 s.updated += 1;
-                feed.push(("update", key));
+                feed.push("update", key);
             }
             Some(_) => s.unchanged += 1,
         }
@@ -882,23 +883,12 @@ async fn merge_sqlite(
                 let q = if archive { q.bind(now_text.clone()).bind(rid_text.clone()) } else { q };
                 q.bind(key.clone()).execute(&mut *tx).await?;
                 s.deleted += 1;
-                feed.push(("delete", key.as_str()));
+                feed.push("delete", key);
             }
         }
     }
     if let Some(rid) = req.runtime_id {
-        let (rid_arc, table_arc): (Arc<str>, Arc<str>) = (Arc::from(rid.as_str()), Arc::from(t.as_str()));
-        for chunk in feed.chunks(sqlite_rows_per_insert(4)) {
-            let sql = format!(
-                "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES {}",
-                values_list(chunk.len(), 4)
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (op, key) in chunk {
-                q = q.bind(Arc::clone(&rid_arc)).bind(Arc::clone(&table_arc)).bind(*op).bind(key.to_string());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        feed::write_sqlite(tx, rid.as_str(), t.as_str(), feed).await?;
     }
     Ok(s)
 }
@@ -1193,12 +1183,14 @@ async fn first_load_postgres(
     rows: &[Map<String, Value>],
     statement: &str,
     new_rows: &NewRows<'_>,
+    entries: &mut Option<feed::Entries>,
 ) -> Result<(), MergeError> {
     async fn send_all(
         copy: &mut sqlx::postgres::PgCopyIn<&mut sqlx::PgConnection>,
         req: &MergeRequest<'_>,
         rows: &[Map<String, Value>],
         new_rows: &NewRows<'_>,
+        entries: &mut Option<feed::Entries>,
     ) -> Result<(), MergeError> {
         let mut buf = Vec::with_capacity(FIRST_LOAD_SEND + (64 << 10));
         pgcopy::header(&mut buf);
@@ -1206,6 +1198,9 @@ async fn first_load_postgres(
             let p = prepare_chunk(req.decl, step, n * FIRST_LOAD_STEP, req.form)?;
             for i in 0..p.cells.len() {
                 new_rows.tuple(&mut buf, &p.cells[i], &p.keys[i], p.hashes[i].as_str());
+                if let Some(e) = entries.as_mut() {
+                    e.push("insert", &p.keys[i]);
+                }
                 if buf.len() >= FIRST_LOAD_SEND {
                     copy.send(buf.as_slice()).await?;
                     buf.clear();
@@ -1217,7 +1212,7 @@ async fn first_load_postgres(
         Ok(())
     }
     let mut copy = tx.copy_in_raw(statement).await?;
-    if let Err(e) = send_all(&mut copy, req, rows, new_rows).await {
+    if let Err(e) = send_all(&mut copy, req, rows, new_rows, entries).await {
         // the server answers the abort with an error: the transaction fails
         // (the record's values stay out of the server's log)
         let _ = copy.abort("dc-host refused a record of the batch").await;
@@ -1288,11 +1283,13 @@ async fn merge_postgres(
     };
     // (tests wait for this event to kill a process in the middle of a merge)
     let writing = || tracing::debug!(table = %t, rows = rows.len(), "merge: writing under the table lock");
+    // a first load's change feed: the keys as they are copied
+    let mut entries = req.runtime_id.map(|_| feed::Entries::default());
     let p = match (prepared, empty) {
         // the table was empty before the lock and still is: stream the first load
         (None, true) => {
             writing();
-            first_load_postgres(tx, req, rows, &copy_new, &new_rows).await?;
+            first_load_postgres(tx, req, rows, &copy_new, &new_rows, &mut entries).await?;
             None
         }
         // emptied after the records were prepared: every row is new
@@ -1302,6 +1299,11 @@ async fn merge_postgres(
                 new_rows.tuple(buf, &p.cells[i], &p.keys[i], p.hashes[i].as_str())
             })
             .await?;
+            if let Some(e) = entries.as_mut() {
+                for k in &p.keys {
+                    e.push("insert", k);
+                }
+            }
             None
         }
         // rows arrived between the check and the lock
@@ -1320,14 +1322,8 @@ async fn merge_postgres(
             Err(e) => return Err(e.into()),
         }
         let s = MergeSummary::new(rows.len() as u64, 0, 0, 0);
-        if let Some(rid) = req.runtime_id {
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', _row_key FROM \"{t}\""
-            ))).persistent(false)
-            .bind(rid)
-            .bind(t.as_str())
-            .execute(&mut *tx)
-            .await?;
+        if let (Some(rid), Some(e)) = (req.runtime_id, entries) {
+            feed::write_postgres(tx, rid.as_str(), t.as_str(), e).await?;
         }
         return Ok(s);
     };
@@ -1377,13 +1373,12 @@ async fn merge_postgres(
     let new: Vec<usize> = (0..p.cells.len()).filter(|&i| !seen[i]).collect();
 
     let feed = req.runtime_id.is_some();
-    let wrap = |dml: String, op: &str| feed_wrap(feed, &dml, op);
+    let wrap = |dml: String, op: &str| feed::wrap_postgres(feed, &dml, op);
     let rid = req.runtime_id.map(RuntimeId::to_string);
     // runs one wrapped statement ($1 run, $2 table, $3 now, $4 keys when given)
     async fn run_wrapped(
         tx: &mut sqlx::PgConnection,
         sql: String,
-        feed: bool,
         rid: &Option<String>,
         table: &str,
         now: DateTime<Utc>,
@@ -1394,12 +1389,8 @@ async fn merge_postgres(
             Some(k) => q.bind(k),
             None => q,
         };
-        Ok(if feed {
-            q.execute(&mut *tx).await?.rows_affected()
-        } else {
-            let n: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
-            n as u64
-        })
+        let n: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+        Ok(n as u64)
     }
     // inserted, updated, deleted; the update runs first, as it always did
     let mut counts = [0u64; 3];
@@ -1430,7 +1421,7 @@ async fn merge_postgres(
             ),
             "update",
         );
-        counts[1] = run_wrapped(tx, update, feed, &rid, t, now, None).await?;
+        counts[1] = run_wrapped(tx, update, &rid, t, now, None).await?;
         sqlx::query("DROP TABLE _dc_stage").execute(&mut *tx).await?;
     }
     if !new.is_empty() {
@@ -1444,15 +1435,11 @@ async fn merge_postgres(
         .await?;
         counts[0] = new.len() as u64;
         if let Some(rid) = req.runtime_id {
-            let keys: Vec<&str> = new.iter().map(|&i| p.keys[i].as_str()).collect();
-            sqlx::query(
-                "INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, 'insert', k FROM UNNEST($3::text[]) AS k",
-            )
-            .bind(rid)
-            .bind(t.as_str())
-            .bind(keys)
-            .execute(&mut *tx)
-            .await?;
+            let mut entries = feed::Entries::default();
+            for &i in &new {
+                entries.push("insert", &p.keys[i]);
+            }
+            feed::write_postgres(tx, rid.as_str(), t.as_str(), entries).await?;
         }
     }
     if req.full_snapshot && !missing.is_empty() {
@@ -1467,22 +1454,9 @@ async fn merge_postgres(
             format!("DELETE FROM \"{t}\" x WHERE x._row_key = ANY($4::text[])")
         };
         let keys = missing.iter().map(String::as_str).collect();
-        counts[2] = run_wrapped(tx, wrap(remove_dml, "delete"), feed, &rid, t, now, Some(keys)).await?;
+        counts[2] = run_wrapped(tx, wrap(remove_dml, "delete"), &rid, t, now, Some(keys)).await?;
     }
     Ok(MergeSummary::new(counts[0], counts[1], counts[2], p.cells.len() as u64 - counts[0] - counts[1]))
-}
-
-/// Wraps a PostgreSQL `UPDATE`/`INSERT`/`DELETE` aliased `x` so that the keys
-/// it changed go into the change feed as `op` ($1 run, $2 table), or, without
-/// a feed, are counted.
-pub(crate) fn feed_wrap(feed: bool, dml: &str, op: &str) -> String {
-    if feed {
-        format!(
-            "WITH changed AS ({dml} RETURNING x._row_key) INSERT INTO run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, '{op}', _row_key FROM changed"
-        )
-    } else {
-        format!("WITH changed AS ({dml} RETURNING x._row_key) SELECT COUNT(*) FROM changed")
-    }
 }
 
 /// Reads up to `limit` live rows of a declared table as JSON objects (for

@@ -15,7 +15,8 @@ use crate::on_tx;
 pub struct Purged {
     /// Ended runs.
     pub runs: u64,
-    /// Change-feed rows of those runs.
+    /// Change-feed entries of those runs (an entry holds up to
+    /// [`crate::feed::KEYS_PER_ENTRY`] keys).
     pub changes: u64,
     /// Log records.
     pub logs: u64,

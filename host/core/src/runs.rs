@@ -343,7 +343,7 @@ pub struct ChangeCount {
 /// A run's change feed counted by table and operation.
 pub async fn change_summary(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<ChangeCount>, DbError> {
     Ok(on_pool!(db, pool => sqlx::query_as::<_, ChangeCount>(
-        "SELECT table_name, op, COUNT(*) AS count FROM run_changes WHERE runtime_id = $1 GROUP BY table_name, op ORDER BY table_name, op")
+        "SELECT table_name, op, CAST(SUM(key_count) AS BIGINT) AS count FROM run_changes WHERE runtime_id = $1 GROUP BY table_name, op ORDER BY table_name, op")
         .bind(runtime_id).fetch_all(pool).await)?)
 }
 
@@ -358,11 +358,27 @@ pub struct ChangeRow {
     pub row_key: String,
 }
 
-/// The change feed of a run, in the order it was written.
+/// The change feed of a run, a row per key, in the order its entries were
+/// written (see [`crate::feed`]).
 pub async fn changes(db: &Database, runtime_id: &RuntimeId) -> Result<Vec<ChangeRow>, DbError> {
-    Ok(on_pool!(db, pool => sqlx::query_as::<_, ChangeRow>(
-        "SELECT table_name, op, row_key FROM run_changes WHERE runtime_id = $1 ORDER BY id")
-        .bind(runtime_id).fetch_all(pool).await)?)
+    let entries: Vec<(i64, String, String, String)> = on_pool!(db, pool => sqlx::query_as(
+        "SELECT id, table_name, op, row_keys FROM run_changes WHERE runtime_id = $1 ORDER BY id")
+        .bind(runtime_id).fetch_all(pool).await)?;
+    let mut out = Vec::new();
+    for (id, table_name, op, row_keys) in entries {
+        let keys = crate::feed::expand(&row_keys).map_err(|e| {
+            DbError::Refused(format!(
+                "change feed entry {id} of run {runtime_id} ({table_name}, {op}) is not a JSON array of keys: {e}; \
+                 it was written outside dc-host: delete it (`DELETE FROM run_changes WHERE id = {id}`)"
+            ))
+        })?;
+        out.extend(keys.into_iter().map(|row_key| ChangeRow {
+            table_name: table_name.clone(),
+            op: op.clone(),
+            row_key,
+        }));
+    }
+    Ok(out)
 }
 
 /// The runs of an app that have not ended (PENDING or RUNNING), on any host.

@@ -381,14 +381,12 @@ async fn apply_one(tx: &mut WriteTx, m: &Staged) -> Result<MergeSummary, MergeEr
     let q = if m.archive { q.bind(now_ts).bind(rid) } else { q };
     let deleted = q.execute(&mut *conn).await?.rows_affected();
     if let Some(rid) = rid {
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO main.run_changes (runtime_id, table_name, op, row_key) SELECT $1, $2, op, _row_key FROM temp.{ops} ORDER BY rowid"
-        )))
-        .persistent(false)
-        .bind(rid)
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(AssertSqlSafe(crate::feed::from_ops_sqlite(&ops)))
+            .persistent(false)
+            .bind(rid)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
     }
     for sql in [format!("DROP TABLE temp.{stage}"), format!("DROP TABLE temp.{ops}")] {
         sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
@@ -517,7 +515,7 @@ impl PgStream {
             sqlx::query(AssertSqlSafe(sql)).persistent(false).execute(&mut *conn).await?;
         }
         let feed = self.runtime_id.is_some();
-        let wrap = |dml: String, op: &str| merge::feed_wrap(feed, &dml, op);
+        let wrap = |dml: String, op: &str| crate::feed::wrap_postgres(feed, &dml, op);
         let cols = merge::column_list(&self.decl);
         let scols = self.decl.columns.iter().map(|c| format!("s.\"{}\"", c.name)).collect::<Vec<_>>().join(", ");
         let sets =
@@ -574,12 +572,8 @@ impl PgStream {
             if names_app {
                 q = q.bind(self.app_id.clone());
             }
-            counts[i] = if feed {
-                q.execute(&mut *conn).await?.rows_affected()
-            } else {
-                let n: i64 = q.fetch_one(&mut *conn).await?.try_get(0)?;
-                n as u64
-            };
+            let n: i64 = q.fetch_one(&mut *conn).await?.try_get(0)?;
+            counts[i] = n as u64;
         }
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {s}"))).persistent(false).execute(&mut *conn).await?;
         // a first load inserted without the key's index: it is built now

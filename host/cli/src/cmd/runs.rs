@@ -368,7 +368,7 @@ pub async fn exec(c: RunsCommand, env: &HostEnv) -> anyhow::Result<ExitCode> {
                 output::json(&purged)?;
             } else {
                 println!(
-                    "deleted {} runs, {} change-feed rows, {} log records and {} function calls older than {older_than_days} days",
+                    "deleted {} runs, {} change-feed entries, {} log records and {} function calls older than {older_than_days} days",
                     purged.runs, purged.changes, purged.logs, purged.function_calls
                 );
             }

@@ -62,7 +62,7 @@ fn describe(e: &Event) -> String {
         }
         Event::Error { message } => format!("error: {message}"),
         Event::Purged { purged } => format!(
-            "retention: deleted {} runs, {} change-feed rows, {} log records, {} function calls, {} audit entries",
+            "retention: deleted {} runs, {} change-feed entries, {} log records, {} function calls, {} audit entries",
             purged.runs, purged.changes, purged.logs, purged.function_calls, purged.audit_entries
         ),
         Event::BrokerConnected { queue } => format!("broker: consuming commands from queue {queue}"),

@@ -281,6 +281,31 @@ pub async fn feed(db: &Database, runtime_id: &RuntimeId) -> Vec<(String, String,
     v
 }
 
+/// Checks every change-feed entry in `db`: its `key_count` is the number of
+/// keys its `row_keys` array holds, at most `feed::KEYS_PER_ENTRY`, and each
+/// (run, table, operation) has as few entries as its keys need (all full but
+/// one). Returns the number of entries.
+pub async fn feed_entries_are_whole(db: &Database) -> usize {
+    use dc_core::feed::{KEYS_PER_ENTRY, expand};
+    let entries: Vec<(String, String, String, i64, String)> = dc_core::on_pool!(db, pool => sqlx::query_as(
+        "SELECT runtime_id, table_name, op, CAST(key_count AS BIGINT), row_keys FROM run_changes ORDER BY id")
+        .fetch_all(pool).await)
+    .expect("read the feed's entries");
+    let mut per: BTreeMap<(String, String, String), (usize, usize)> = BTreeMap::new();
+    for (rid, table, op, count, keys) in &entries {
+        let n = expand(keys).unwrap_or_else(|e| panic!("entry of {rid} {table} {op}: {e}: {keys}")).len();
+        assert_eq!(n as i64, *count, "{rid} {table} {op}: key_count against the keys held");
+        assert!((1..=KEYS_PER_ENTRY).contains(&n), "{rid} {table} {op}: {n} keys in one entry");
+        let e = per.entry((rid.clone(), table.clone(), op.clone())).or_default();
+        e.0 += 1;
+        e.1 += n;
+    }
+    for ((rid, table, op), (n_entries, n_keys)) in per {
+        assert_eq!(n_entries, n_keys.div_ceil(KEYS_PER_ENTRY), "{rid} {table} {op}: {n_keys} keys");
+    }
+    entries.len()
+}
+
 /// The four merge counters of a run.
 pub async fn counters(db: &Database, runtime_id: &str) -> [i64; 4] {
     let r = runs::get(db, runtime_id).await.expect("runs::get");

@@ -356,8 +356,9 @@ async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
         let rid = crate::common::new_run(db, &app).await;
         ids.push(rid);
     }
-    // run 0: ended 40 days ago, with a change feed; run 1: ended now; run 2: still running since 40 days
-    let rows = [obj(json!({"k": 1})), obj(json!({"k": 2})), obj(json!({"k": 3}))];
+    // run 0: ended 40 days ago, with a change feed of 3 entries (1,000 +
+    // 1,000 + 500 keys); run 1: ended now; run 2: still running since 40 days
+    let rows: Vec<_> = (0..2_500).map(|k| obj(json!({"k": k}))).collect();
     merge::merge(db, req(&app, Some(&ids[0]), &d), &rows).await.expect("merge");
     runs::finish(db, &ids[0], RunStatus::Success, None).await.expect("finish");
     runs::finish(db, &ids[1], RunStatus::Success, None).await.expect("finish");
@@ -376,7 +377,7 @@ async fn retention_purges_old_ended_runs_in_batches(t: &TestDb) {
     assert_eq!(
         purged,
         retention::Purged { runs: 1, changes: 3, logs: 3, function_calls: 0, run_items: 0, audit_entries: 0 },
-        "in batches of 2, everything old and ended, nothing else"
+        "in batches of 2, everything old and ended (3 feed entries), nothing else"
     );
     let left: Vec<dc_core::RuntimeId> =
         runs::list(db, Some(&app), 10).await.expect("runs").into_iter().map(|r| r.runtime_id).collect();

@@ -8,8 +8,8 @@ use dc_plugin_api::{MergeSummary, MissingRows, TableDecl};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    TestDb, canonical, counters, feed, item, items_decl, live, metas, new_app, new_run, obj, pair, pairs_decl,
-    raw_count, req, unique_indexes,
+    TestDb, canonical, counters, feed, feed_entries_are_whole, item, items_decl, live, metas, new_app, new_run, obj,
+    pair, pairs_decl, raw_count, req, unique_indexes,
 };
 
 both_backends!(
@@ -20,6 +20,7 @@ both_backends!(
     a_first_load_refuses_a_bad_record_in_a_later_step,
     unicode_normalization_decides_unchanged,
     unstorable_text_is_refused_naming_record_and_field,
+    a_feed_of_many_keys_reads_back_whole,
 );
 
 /// Where the tests' manual clocks start.
@@ -42,6 +43,16 @@ fn feed_of(table: &str, op: &str, keys: &[String]) -> Vec<(String, String, Strin
 async fn merge_counts_feed_and_counters(t: &TestDb) {
     merge_cycle(t, &items_decl("items_all_types"), item, 200).await;
     merge_cycle(t, &pairs_decl("pairs_two_keys"), pair, 120).await;
+}
+
+/// A change-feed entry holds up to `feed::KEYS_PER_ENTRY` keys: a merge cycle
+/// with more keys than that in every operation (a first load, then updates,
+/// deletes and inserts into a table with rows) reads its feed back whole, and
+/// every entry holds what its `key_count` says.
+async fn a_feed_of_many_keys_reads_back_whole(t: &TestDb) {
+    merge_cycle(t, &pairs_decl("pairs_large_feed"), pair, 21_000).await;
+    // 21 entries for the first load, 3 + 2 + 2 for the third run
+    assert_eq!(feed_entries_are_whole(&t.db).await, 21 + 3 + 2 + 2);
 }
 
 /// Full merge cycle on one table: insert, idempotent re-merge, then 10%
@@ -150,7 +161,7 @@ async fn merge_cycle(t: &TestDb, decl: &TableDecl, make: fn(usize, bool) -> Map<
     let mut fourth = third.clone();
     let last = fourth.pop().expect("rows");
     fourth[0] = make(0, !changed(0));
-    fourth.push(make(n + 1000, false));
+    fourth.push(make(2 * n + 10, false));
     let s = merge::merge(db, at(None), &fourth).await.expect("merge without run, changes");
     assert_eq!(s, summary(1, 1, 1, third.len() as u64 - 2), "dropped {last:?}");
     assert_eq!(live(db, decl).await, canonical(decl, &fourth));

@@ -1,12 +1,16 @@
 //! Migrations, drop, seed and table creation / evolution.
 
 use dc_core::db::CORE_TABLES;
-use dc_core::{DbError, apps, merge};
+use dc_core::{Database, DbError, RuntimeId, apps, merge, runs};
 use serde_json::json;
 
 use crate::common::{TestDb, decl, item, items_decl, live, new_app, obj, req};
 
-both_backends!(migrate_status_drop_seed, ensure_table_adds_declared_columns);
+both_backends!(
+    migrate_status_drop_seed,
+    ensure_table_adds_declared_columns,
+    a_change_feed_written_before_its_entries_reads_back_after_migrating,
+);
 
 async fn migrate_status_drop_seed(t: &TestDb) {
     let db = &t.db;
@@ -121,4 +125,47 @@ async fn ensure_table_adds_declared_columns(t: &TestDb) {
     let s =
         merge::merge(db, req(&app, None, &v2), &[with_new[0].clone(), rows[1].clone()]).await.expect("merge v2 again");
     assert_eq!((s.inserted, s.updated, s.deleted, s.unchanged), (0, 0, 0, 2), "{s:?}");
+}
+
+/// Migration 15 groups the change feed into entries of many keys; the rows
+/// written before it (one key each) become entries of one key: a run's feed
+/// and its counts read back as they were, and new entries go beside them.
+async fn a_change_feed_written_before_its_entries_reads_back_after_migrating(t: &TestDb) {
+    use sqlx::migrate::Migrator;
+    use std::borrow::Cow;
+    let db = &t.db;
+    db.drop_all(true).await.expect("drop");
+    // the schema as it was before migration 15 (`Migrator`'s fields are
+    // public for `migrate!`; a test may narrow its list)
+    let before = |mut m: Migrator| {
+        m.migrations = Cow::Owned(m.migrations.iter().filter(|m| m.version < 15).cloned().collect());
+        m
+    };
+    match db {
+        Database::Sqlite(pool) => before(sqlx::migrate!("../../migrations/sqlite")).run(pool).await,
+        Database::Postgres(pool) => before(sqlx::migrate!("../../migrations/postgres")).run(pool).await,
+    }
+    .expect("migrate to version 14");
+    let old =
+        [("items", "insert", r#"["a"]"#), ("items", "insert", r#"["b,\"]"]"#), ("pairs", "delete", r#"["eu",1]"#)];
+    for (table, op, key) in old {
+        dc_core::on_pool!(db, pool => sqlx::query(
+            "INSERT INTO run_changes (runtime_id, table_name, op, row_key) VALUES ('0123456789abcdef0123456789abcdef', $1, $2, $3)")
+            .bind(table).bind(op).bind(key).execute(pool).await.map(|_| ()))
+        .expect("a feed row as version 14 wrote it");
+    }
+    assert_eq!(db.migrate().await.expect("migrate"), 1, "migration 15 only");
+    let rid = RuntimeId::parse("0123456789abcdef0123456789abcdef").expect("an id");
+    let read: Vec<(String, String, String)> =
+        runs::changes(db, &rid).await.expect("changes").into_iter().map(|c| (c.table_name, c.op, c.row_key)).collect();
+    let expected: Vec<(String, String, String)> =
+        old.iter().map(|(t, o, k)| (t.to_string(), o.to_string(), k.to_string())).collect();
+    assert_eq!(read, expected);
+    let counts: Vec<(String, String, i64)> = runs::change_summary(db, &rid)
+        .await
+        .expect("summary")
+        .into_iter()
+        .map(|c| (c.table_name, c.op, c.count))
+        .collect();
+    assert_eq!(counts, vec![("items".into(), "insert".into(), 2), ("pairs".into(), "delete".into(), 1)]);
 }

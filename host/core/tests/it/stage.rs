@@ -10,7 +10,8 @@ use dc_plugin_api::{MergeSummary, TableDecl};
 use serde_json::{Map, Value, json};
 
 use crate::common::{
-    TestDb, canonical, feed, item, items_decl, live, new_app, new_run, obj, pair, pairs_decl, req, unique_indexes,
+    TestDb, canonical, feed, feed_entries_are_whole, item, items_decl, live, new_app, new_run, obj, pair, pairs_decl,
+    req, unique_indexes,
 };
 
 fn pool(db: &Database) -> &sqlx::SqlitePool {
@@ -225,7 +226,8 @@ async fn streamed_merges_equal_direct_merges(t: TestDb) {
     let twin = renamed(&decl, "sm_items_direct");
     merge::ensure_table(db, &app, &decl).await.expect("ensure");
     merge::ensure_table(db, &app, &twin).await.expect("ensure twin");
-    let n = 1_000;
+    // more keys inserted and updated than a change-feed entry holds
+    let n = 12_000;
     let first: Vec<_> = (0..n).map(|i| item(i, false)).collect();
     let third: Vec<_> = (0..n)
         .filter(|i| i % 20 != 7)
@@ -234,7 +236,7 @@ async fn streamed_merges_equal_direct_merges(t: TestDb) {
         .collect();
     for (step, rows) in [("first", &first), ("again", &first), ("third", &third)] {
         let (r1, r2) = (new_run(db, &app).await, new_run(db, &app).await);
-        let got = streamed(db, &app, &r1, &decl, rows, 128).await;
+        let got = streamed(db, &app, &r1, &decl, rows, 1_000).await;
         let direct = merge::merge(db, req(&app, Some(&r2), &twin), rows).await.expect("direct");
         assert_eq!(got, direct, "{step}");
         assert_eq!(live(db, &decl).await, live(db, &twin).await, "{step}");
@@ -245,6 +247,7 @@ async fn streamed_merges_equal_direct_merges(t: TestDb) {
         };
         assert_eq!(strip(feed(db, &r1).await), strip(feed(db, &r2).await), "{step}");
     }
+    feed_entries_are_whole(db).await;
     // the same key in two batches: refused, naming the second one's place
     let mut rows: Vec<_> = (0..300).map(|i| item(i, false)).collect();
     rows[250] = item(5, false);
