@@ -178,6 +178,9 @@ where
         let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
         loop {
             let Ok((stream, peer)) = listener.accept().await else { continue };
+            // an answer streamed in pieces must not wait for the ACK of the
+            // last one (Nagle), as in any proxy that forwards
+            let _ = stream.set_nodelay(true);
             let handler = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handler.clone()(req, peer));
