@@ -3,7 +3,7 @@
 //!
 //! An entry holds up to [`KEYS_PER_ENTRY`] keys of one run, table and
 //! operation: `row_keys` is a JSON array of the canonical keys (each itself a
-//! JSON array, see `hash::canonical_key`), `key_count` how many it holds. One
+//! JSON array, made by `merge::key_text`), `key_count` how many it holds. One
 //! database row per changed row cost a PostgreSQL first load more than the
 //! load itself (a heap tuple and two index entries per key); an entry of a
 //! thousand keys is one tuple, compressed by the server.
