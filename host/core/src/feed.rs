@@ -21,7 +21,7 @@ use crate::merge::{sqlite_rows_per_insert, values_list};
 pub const KEYS_PER_ENTRY: usize = 1000;
 
 /// One feed entry built on the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Entry {
     /// insert / update / delete.
     pub op: &'static str,

@@ -348,7 +348,7 @@ pub async fn change_summary(db: &Database, runtime_id: &RuntimeId) -> Result<Vec
 }
 
 /// One entry of a run's change feed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ChangeRow {
     /// Table.
     pub table_name: String,
