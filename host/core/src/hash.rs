@@ -733,7 +733,12 @@ pub fn bulk_hash(columns: &[&str], rows: &[Vec<Cell>], form: UnicodeForm) -> Vec
         // a row's cells and texts are separate allocations, in memory the size of
         // a run's batch, so they are fetched into the cache a few rows ahead
         if let Some(far) = rows.get(i + 2 * PREFETCH_ROWS) {
-            prefetch(far.as_ptr().cast());
+            // every cache line of its cells, not only the first (ten cells are five lines)
+            let bytes = std::mem::size_of_val(far.as_slice());
+            let base: *const u8 = far.as_ptr().cast();
+            for at in (0..bytes).step_by(64) {
+                prefetch(base.wrapping_add(at));
+            }
         }
         if let Some(near) = rows.get(i + PREFETCH_ROWS) {
             for c in near {
