@@ -161,18 +161,16 @@ fn only_db_migrate_changes_the_schema_and_other_commands_say_to_run_it() {
     host.ok(&["plugins", "list"]);
 
     // a schema behind this build (as after an upgrade) is refused until migrated:
-    // undo the newest migration (15: the change feed's entries)
+    // undo the newest migration (16: the change feed's entries compressed with lz4)
     host.pg_sql(
-        "DROP INDEX run_changes_runtime_idx; ALTER TABLE run_changes DROP COLUMN key_count; \
-         ALTER TABLE run_changes RENAME COLUMN row_keys TO row_key; \
-         CREATE INDEX run_changes_runtime_idx ON run_changes (runtime_id, table_name, op); \
-         DELETE FROM _sqlx_migrations WHERE version = 15",
+        "ALTER TABLE run_changes ALTER COLUMN row_keys SET COMPRESSION default; \
+         DELETE FROM _sqlx_migrations WHERE version = 16",
     );
-    let before = versions_below(15);
+    let before = versions_below(16);
     let (code, text) = host.fails(&["runs", "list"]);
     assert_eq!(code, 2, "{text}");
     assert!(
-        text.contains(&format!("is at schema version {before}, this dc-host needs 15: run `dc-host db migrate`")),
+        text.contains(&format!("is at schema version {before}, this dc-host needs 16: run `dc-host db migrate`")),
         "{text}"
     );
     assert!(host.ok(&["db", "migrate"]).contains("applied 1 migration(s)"));

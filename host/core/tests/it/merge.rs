@@ -1,6 +1,7 @@
 //! The SHA merge: counts, idempotence, change feed, run counters, archive,
 //! incremental mode, atomic refusal of bad batches and Unicode normalization.
 
+use dc_core::Database;
 use dc_core::clock::ManualClock;
 use dc_core::enums::UnicodeForm;
 use dc_core::merge::{self, MergeError, MergeRequest};
@@ -53,6 +54,17 @@ async fn a_feed_of_many_keys_reads_back_whole(t: &TestDb) {
     merge_cycle(t, &pairs_decl("pairs_large_feed"), pair, 21_000).await;
     // 21 entries for the first load, 3 + 2 + 2 for the third run
     assert_eq!(feed_entries_are_whole(&t.db).await, 21 + 3 + 2 + 2);
+    // PostgreSQL compresses entries this long with lz4 (migration 16), not pglz
+    if let Database::Postgres(pool) = &t.db {
+        let methods: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT DISTINCT pg_column_compression(row_keys) FROM run_changes \
+                 WHERE table_name = 'pairs_large_feed' AND key_count = 1000",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("compression of the entries");
+        assert_eq!(methods, vec![Some("lz4".to_string())], "every entry of 1,000 keys is stored compressed with lz4");
+    }
 }
 
 /// Full merge cycle on one table: insert, idempotent re-merge, then 10%

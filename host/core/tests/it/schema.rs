@@ -154,7 +154,7 @@ async fn a_change_feed_written_before_its_entries_reads_back_after_migrating(t: 
             .bind(table).bind(op).bind(key).execute(pool).await.map(|_| ()))
         .expect("a feed row as version 14 wrote it");
     }
-    assert_eq!(db.migrate().await.expect("migrate"), 1, "migration 15 only");
+    assert_eq!(db.migrate().await.expect("migrate"), 2, "migrations 15 and 16 only");
     let rid = RuntimeId::parse("0123456789abcdef0123456789abcdef").expect("an id");
     let read: Vec<(String, String, String)> =
         runs::changes(db, &rid).await.expect("changes").into_iter().map(|c| (c.table_name, c.op, c.row_key)).collect();
