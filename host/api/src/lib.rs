@@ -314,7 +314,39 @@ pub async fn serve_router(
         shutdown.await;
         let _ = closing_tx.send(true);
     };
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    axum::serve(no_delay(listener), router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `listener` with `TCP_NODELAY` on every accepted connection: an event
+/// stream writes one small frame per event, and with Nagle's algorithm on a
+/// frame would wait for the client's (delayed) ACK of the one before.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt as _;
+    fn set(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set on an API connection");
+        }
+    }
+    listener.tap_io(set as fn(&mut tokio::net::TcpStream))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener as _;
+
+    #[tokio::test]
+    async fn api_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut listener = super::no_delay(listener);
+        let client = tokio::spawn(tokio::net::TcpStream::connect(addr));
+        let (accepted, peer) = listener.accept().await;
+        let client = client.await.expect("join").expect("connect");
+        assert_eq!(peer, client.local_addr().expect("client address"));
+        assert!(accepted.nodelay().expect("read TCP_NODELAY"), "an accepted API connection has Nagle's algorithm on");
+    }
 }

@@ -1,12 +1,13 @@
 //! `dc-bench-hello`: an axum hello-world on 127.0.0.1, the baseline of the API
 //! benchmark (`scripts/bench-api.sh`). Same axum, the same tokio runtime as
 //! `dc-host serve` (multi-threaded, 2 workers) and the same `axum::serve` call
-//! with the peer address, so the only difference to `GET /api/v1/apps` is the
+//! with the peer address and `TCP_NODELAY` on each connection, so the only difference to `GET /api/v1/apps` is the
 //! API's own work (authentication, role check, the database read, JSON).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use axum::serve::ListenerExt as _;
 use clap::Parser;
 
 /// Answer every GET with "Hello, World!" on 127.0.0.1.
@@ -34,6 +35,9 @@ fn main() -> anyhow::Result<()> {
         }
         eprintln!("hello on http://127.0.0.1:{port}/");
         let app = axum::Router::new().fallback(|| async { "Hello, World!" });
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
         anyhow::Ok(())
     })
