@@ -1,8 +1,9 @@
 //! `dc-bench-hello`: an axum hello-world on 127.0.0.1, the baseline of the API
 //! benchmark (`scripts/bench-api.sh`). Same axum, the same tokio runtime as
 //! `dc-host serve` (multi-threaded, 2 workers) and the same `axum::serve` call
-//! with the peer address and `TCP_NODELAY` on each connection, so the only difference to `GET /api/v1/apps` is the
-//! API's own work (authentication, role check, the database read, JSON).
+//! with the peer address and `TCP_NODELAY` on each connection, so the only
+//! difference to `GET /api/v1/apps` is the API's own work (authentication,
+//! role check, the database read, JSON).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
