@@ -10,6 +10,7 @@ both_backends!(
     migrate_status_drop_seed,
     ensure_table_adds_declared_columns,
     a_change_feed_written_before_its_entries_reads_back_after_migrating,
+    a_malformed_feed_entry_is_named_with_how_to_remove_it,
 );
 
 async fn migrate_status_drop_seed(t: &TestDb) {
@@ -168,4 +169,30 @@ async fn a_change_feed_written_before_its_entries_reads_back_after_migrating(t: 
         .map(|c| (c.table_name, c.op, c.count))
         .collect();
     assert_eq!(counts, vec![("items".into(), "insert".into(), 2), ("pairs".into(), "delete".into(), 1)]);
+}
+
+/// A feed entry that is not a JSON array of keys (written by hand, outside
+/// dc-host) makes reading the run's feed fail with an error that names the
+/// entry and says how to delete it; the counts still read.
+async fn a_malformed_feed_entry_is_named_with_how_to_remove_it(t: &TestDb) {
+    let db = &t.db;
+    let rid = "0123456789abcdef0123456789abcdef";
+    for keys in [r#"["a"]"#, r#"["b""#] {
+        dc_core::on_pool!(db, pool => sqlx::query(
+            "INSERT INTO run_changes (runtime_id, table_name, op, row_keys, key_count) VALUES ($1, 'items', 'insert', $2, 1)")
+            .bind(rid).bind(keys).execute(pool).await.map(|_| ()))
+        .expect("a feed entry");
+    }
+    let bad: i64 = dc_core::on_pool!(db, pool => sqlx::query_scalar(
+        "SELECT id FROM run_changes WHERE runtime_id = $1 AND row_keys = '[\"b\"'").bind(rid).fetch_one(pool).await)
+    .expect("the malformed entry's id");
+    let rid = RuntimeId::parse(rid).expect("an id");
+    let err = runs::changes(db, &rid).await.expect_err("a malformed entry is refused").to_string();
+    assert!(
+        err.contains(&format!("change feed entry {bad} of run {rid} (items, insert) is not a JSON array of keys")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("DELETE FROM run_changes WHERE id = {bad}")), "{err}");
+    let counts = runs::change_summary(db, &rid).await.expect("summary");
+    assert_eq!(counts.iter().map(|c| c.count).sum::<i64>(), 2);
 }
